@@ -1,0 +1,85 @@
+import { randomUUID } from 'node:crypto';
+import type { FastifyBaseLogger } from 'fastify';
+import type { Config } from './config/load-config.js';
+import { systemClock } from './core/clock.js';
+import { createLockService } from './core/lock-service.js';
+import type { LockStore } from './core/lock-store.js';
+import { buildGrpcServer, listenGrpc, shutdownGrpc } from './grpc/server.js';
+import { buildHttpApp } from './http/app.js';
+import { openSqliteLockStore } from './storage/sqlite/sqlite-lock-store.js';
+
+/** Listening failed; `message` is the one line to print. */
+export class ListenError extends Error {
+  override readonly name = 'ListenError';
+}
+
+export interface Tracker {
+  readonly httpPort: number;
+  readonly grpcPort: number;
+  /** Stops accepting, lets in-flight requests finish (up to `graceMs`), closes the store. */
+  stop(graceMs?: number): Promise<void>;
+}
+
+export function openStore(config: Config): LockStore {
+  return openSqliteLockStore({
+    path: config.database.path,
+    synchronous: config.database.synchronous,
+    clock: systemClock,
+  });
+}
+
+/** The composition root: config → store → service → transports. The only place that wires. */
+export async function startTracker(config: Config, logger: FastifyBaseLogger): Promise<Tracker> {
+  const store = openStore(config);
+  const service = createLockService({
+    store,
+    newId: randomUUID,
+    onEvent: ({ type, lock }) =>
+      logger.info({ event: type, service: lock.service, who: lock.who, id: lock.id }, `lock ${type}`),
+  });
+  const http = buildHttpApp({ service, ready: () => store.ping(), logger });
+  const grpc = buildGrpcServer({ service, logger });
+
+  let grpcPort: number;
+  let httpPort: number;
+  try {
+    grpcPort = await listenGrpc(grpc, config.host, config.grpcPort).catch((error: Error) => {
+      throw new ListenError(
+        `cannot serve gRPC on ${config.host}:${config.grpcPort}: ${describeListenError(error)}`,
+      );
+    });
+    await http.listen({ host: config.host, port: config.httpPort }).catch((error: Error) => {
+      throw new ListenError(
+        `cannot serve REST on ${config.host}:${config.httpPort}: ${describeListenError(error)}`,
+      );
+    });
+    httpPort = addressPort(http.server.address());
+  } catch (error) {
+    grpc.forceShutdown();
+    await http.close();
+    await store.close();
+    throw error;
+  }
+
+  return {
+    httpPort,
+    grpcPort,
+    async stop(graceMs = 8000) {
+      await Promise.all([http.close(), shutdownGrpc(grpc, graceMs)]);
+      await store.close();
+    },
+  };
+}
+
+function describeListenError(error: Error & { code?: string }): string {
+  const text = `${error.code ?? ''} ${error.message}`;
+  if (/EADDRINUSE|address already in use/i.test(text)) return 'address already in use';
+  if (/EACCES|permission denied/i.test(text)) return 'permission denied';
+  if (/EADDRNOTAVAIL|ENOTFOUND|EAI_AGAIN/i.test(text)) return 'address not available on this host';
+  return error.message.split('\n')[0] ?? 'unknown error';
+}
+
+function addressPort(address: ReturnType<import('node:net').Server['address']>): number {
+  if (address && typeof address === 'object') return address.port;
+  throw new Error(`unexpected server address ${String(address)}`);
+}

@@ -1,0 +1,150 @@
+import { parseArgs } from 'node:util';
+
+/** Where locks are kept, parsed from `--database-url`. */
+export type DatabaseConfig = {
+  readonly kind: 'sqlite';
+  /** A file path, or ':memory:'. */
+  readonly path: string;
+  readonly synchronous: 'normal' | 'full';
+};
+
+export interface Config {
+  readonly host: string;
+  readonly httpPort: number;
+  readonly grpcPort: number;
+  readonly database: DatabaseConfig;
+  /** The URL as given, for messages; it never holds secrets for SQLite. */
+  readonly databaseUrl: string;
+  readonly logLevel: LogLevel;
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+type LogLevel = (typeof LOG_LEVELS)[number];
+
+/** Every option: flag name, environment variable, default, and what it means. */
+const OPTIONS = {
+  host: { env: 'TRACKER_HOST', default: '127.0.0.1', help: 'address to listen on (REST and gRPC)' },
+  'http-port': { env: 'TRACKER_HTTP_PORT', default: '8080', help: 'REST port; 0 picks a free one' },
+  'grpc-port': { env: 'TRACKER_GRPC_PORT', default: '8765', help: 'gRPC port; 0 picks a free one' },
+  'database-url': {
+    env: 'TRACKER_DATABASE_URL',
+    default: 'sqlite:./data/tracker.db',
+    help: 'sqlite:PATH (folder created), sqlite::memory: for a throwaway store; add ?synchronous=full to survive power cuts',
+  },
+  'log-level': { env: 'TRACKER_LOG_LEVEL', default: 'info', help: LOG_LEVELS.join(', ') },
+} as const;
+
+type OptionName = keyof typeof OPTIONS;
+
+/** A bad flag or value: the message is the one line printed before exiting with status 2. */
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+export type ConfigResult = { readonly help: true } | { readonly help: false; readonly config: Config };
+
+/**
+ * Flag > environment > default, validated once. Takes argv (without node and the script)
+ * and the environment as parameters so tests need no globals.
+ */
+export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): ConfigResult {
+  let parsed: ReturnType<typeof parseFlags>;
+  try {
+    parsed = parseFlags(argv);
+  } catch (error) {
+    throw new ConfigError((error as Error).message);
+  }
+  if (parsed.values.help) return { help: true };
+  if (parsed.positionals.length > 0) throw new ConfigError(`unexpected argument: ${parsed.positionals[0]}`);
+
+  const pick = (name: OptionName): { value: string; source: string } => {
+    const flag = parsed.values[name];
+    if (typeof flag === 'string') return { value: flag, source: `--${name}` };
+    const fromEnv = env[OPTIONS[name].env];
+    if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, source: OPTIONS[name].env };
+    return { value: OPTIONS[name].default, source: `--${name} default` };
+  };
+
+  const databaseUrl = pick('database-url');
+  return {
+    help: false,
+    config: {
+      host: parseHost(pick('host')),
+      httpPort: parsePort(pick('http-port')),
+      grpcPort: parsePort(pick('grpc-port')),
+      database: parseDatabaseUrl(databaseUrl),
+      databaseUrl: databaseUrl.value,
+      logLevel: parseLogLevel(pick('log-level')),
+    },
+  };
+}
+
+function parseFlags(argv: readonly string[]) {
+  const options = Object.fromEntries(
+    Object.keys(OPTIONS).map((name) => [name, { type: 'string' as const }]),
+  ) as Record<OptionName, { type: 'string' }>;
+  return parseArgs({
+    args: [...argv],
+    options: { ...options, help: { type: 'boolean', short: 'h' } },
+    strict: true,
+    allowPositionals: true,
+  });
+}
+
+export function helpText(program = 'tracker'): string {
+  const rows = Object.entries(OPTIONS).map(
+    ([name, option]) =>
+      `  --${name.padEnd(14)} ${option.env.padEnd(22)} default: ${option.default}\n      ${option.help}`,
+  );
+  return [
+    `Usage: ${program} [options]`,
+    '',
+    'Serves the Tracker lock API over REST and gRPC.',
+    'Each option can also be set by its environment variable; a flag wins over the environment.',
+    '',
+    '  flag             environment variable',
+    ...rows,
+    '  --help, -h       print this help and exit',
+    '',
+  ].join('\n');
+}
+
+function parseHost({ value, source }: { value: string; source: string }): string {
+  if (!/^[A-Za-z0-9.:_-]+$/.test(value) && !/^\[[0-9a-fA-F:.]+\]$/.test(value)) {
+    throw new ConfigError(`${source}: "${value}" is not a host name or IP address`);
+  }
+  return value.startsWith('[') ? value.slice(1, -1) : value;
+}
+
+function parsePort({ value, source }: { value: string; source: string }): number {
+  const port = /^\d{1,5}$/.test(value) ? Number(value) : Number.NaN;
+  if (!(port >= 0 && port <= 65535)) {
+    throw new ConfigError(`${source}: "${value}" is not a port number (0 to 65535)`);
+  }
+  return port;
+}
+
+function parseLogLevel({ value, source }: { value: string; source: string }): LogLevel {
+  const level = LOG_LEVELS.find((candidate) => candidate === value);
+  if (!level) throw new ConfigError(`${source}: "${value}" is not one of ${LOG_LEVELS.join(', ')}`);
+  return level;
+}
+
+function parseDatabaseUrl({ value, source }: { value: string; source: string }): DatabaseConfig {
+  if (!value.startsWith('sqlite:')) {
+    throw new ConfigError(`${source}: "${value}" is not supported; use sqlite:PATH or sqlite::memory:`);
+  }
+  const [rest = '', query = ''] = value.slice('sqlite:'.length).split('?', 2);
+  const path = rest.startsWith('//') ? rest.slice(2) : rest;
+  if (path === '')
+    throw new ConfigError(`${source}: "${value}" names no file; use sqlite:PATH or sqlite::memory:`);
+  let synchronous: 'normal' | 'full' = 'normal';
+  for (const [key, setting] of new URLSearchParams(query)) {
+    if (key === 'synchronous' && (setting === 'normal' || setting === 'full')) synchronous = setting;
+    else
+      throw new ConfigError(
+        `${source}: unknown or invalid parameter "${key}=${setting}"; only synchronous=normal|full`,
+      );
+  }
+  return { kind: 'sqlite', path, synchronous };
+}

@@ -1,0 +1,49 @@
+import type { Lock } from './lock.js';
+
+/**
+ * The closed list of error codes. They are part of the API (REST `code` field, gRPC
+ * status mapping): never rename one; add new ones at the end.
+ */
+export const ErrorCode = {
+  /** The service is already held; `existingLock` says by whom. */
+  LOCK_HELD: 'LOCK_HELD',
+  /** No lock with that id is held (never existed, or released). */
+  LOCK_NOT_FOUND: 'LOCK_NOT_FOUND',
+  /** The request is malformed; `field` names the culprit when there is one. */
+  INVALID_ARGUMENT: 'INVALID_ARGUMENT',
+  /** The store cannot be reached right now; safe to retry later. */
+  STORE_UNAVAILABLE: 'STORE_UNAVAILABLE',
+  /** A bug or an unexpected failure; details are logged, never sent. */
+  INTERNAL: 'INTERNAL',
+} as const;
+
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+export class TrackerError extends Error {
+  override readonly name = 'TrackerError';
+
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details: { readonly field?: string; readonly existingLock?: Lock } = {},
+    options?: { cause?: unknown },
+  ) {
+    super(message, options);
+  }
+}
+
+export function lockHeld(existingLock: Lock): TrackerError {
+  return new TrackerError(ErrorCode.LOCK_HELD, 'lock already exists', { existingLock });
+}
+
+export function lockNotFound(): TrackerError {
+  return new TrackerError(ErrorCode.LOCK_NOT_FOUND, 'lock not found');
+}
+
+export function invalidArgument(field: string, message: string): TrackerError {
+  return new TrackerError(ErrorCode.INVALID_ARGUMENT, message, { field });
+}
+
+export function storeUnavailable(cause: unknown): TrackerError {
+  return new TrackerError(ErrorCode.STORE_UNAVAILABLE, 'store unavailable', {}, { cause });
+}

@@ -1,0 +1,63 @@
+/**
+ * The lock domain, and the words every layer uses for it (API fields, SQL columns, proto
+ * fields, log keys):
+ *
+ * - **service**: the name of the thing being locked ("production-deployment"). At most one
+ *   lock per service is held at any time.
+ * - **who**: the holder's identifier ("ci-pipeline-123"); free text, chosen by the caller.
+ * - **lock**: the fact that `who` holds `service`, identified by a random UUID `id`.
+ * - **acquire** takes the lock if the service is free; **release** gives it up by `id`.
+ * - **createdAt**: when the lock was acquired, decided by the store's clock. The API shows
+ *   it in UTC with whole seconds; stores keep milliseconds so that "oldest first" is exact.
+ */
+
+/** A held lock. */
+export interface Lock {
+  readonly id: string;
+  readonly service: string;
+  readonly who: string;
+  readonly createdAt: Date;
+}
+
+/** What a caller asks for when acquiring. */
+export interface AcquireRequest {
+  readonly service: string;
+  readonly who: string;
+}
+
+/** One page of held locks, oldest first (createdAt, then id). */
+export interface LockPage {
+  readonly locks: readonly Lock[];
+  /** How many locks match the filters, over all pages. */
+  readonly total: number;
+}
+
+export interface ListRequest {
+  /** 1-based. */
+  readonly page: number;
+  readonly perPage: number;
+  /** Exact match filters; undefined means "any". */
+  readonly service?: string | undefined;
+  readonly who?: string | undefined;
+}
+
+/** Longest accepted `service` or `who`, in Unicode code points. */
+export const MAX_NAME_LENGTH = 256;
+export const DEFAULT_PER_PAGE = 100;
+export const MAX_PER_PAGE = 1000;
+
+/** C0 controls and DEL; a name with one would corrupt logs, tables and shell output. */
+// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+export const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
+
+/** RFC 4122 textual form, any version; ids are compared in lower case. */
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+
+export function isLockId(value: string): boolean {
+  return UUID.test(value);
+}
+
+/** `2024-01-15T10:00:00Z`: UTC, whole seconds, so that jq's `todate` compares with it. */
+export function formatTimestamp(at: Date): string {
+  return `${at.toISOString().slice(0, 19)}Z`;
+}

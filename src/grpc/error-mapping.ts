@@ -1,0 +1,36 @@
+import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import { ErrorCode, TrackerError } from '../core/errors.js';
+import { formatTimestamp } from '../core/lock.js';
+
+/** The one table from domain error codes to gRPC status codes. */
+export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
+  LOCK_HELD: status.ALREADY_EXISTS,
+  LOCK_NOT_FOUND: status.NOT_FOUND,
+  INVALID_ARGUMENT: status.INVALID_ARGUMENT,
+  STORE_UNAVAILABLE: status.UNAVAILABLE,
+  INTERNAL: status.INTERNAL,
+};
+
+/**
+ * A gRPC error for any thrown error. The stable code travels in the `tracker-code`
+ * trailer (and `tracker-field` / `tracker-existing-lock-id` where they apply), so clients
+ * need not parse messages. Internals of unexpected errors are never sent.
+ */
+export function toGrpcError(error: unknown): Partial<ServiceError> {
+  const metadata = new Metadata();
+  if (!(error instanceof TrackerError)) {
+    metadata.set('tracker-code', ErrorCode.INTERNAL);
+    return { code: status.INTERNAL, details: 'internal error', metadata };
+  }
+  metadata.set('tracker-code', error.code);
+  let details = error.message;
+  const { field, existingLock } = error.details;
+  if (field) metadata.set('tracker-field', field);
+  if (existingLock) {
+    metadata.set('tracker-existing-lock-id', existingLock.id);
+    details =
+      `lock already exists: service "${existingLock.service}" is held by "${existingLock.who}" ` +
+      `(lock id ${existingLock.id}, since ${formatTimestamp(existingLock.createdAt)})`;
+  }
+  return { code: GRPC_STATUS[error.code], details, metadata };
+}

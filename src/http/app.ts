@@ -1,0 +1,136 @@
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import type { LockService } from '../core/lock-service.js';
+import { lockToJson, toHttpError } from './error-mapping.js';
+import {
+  createLockBody,
+  listLocksQuery,
+  lockIdParams,
+  lockJson,
+  lockListJson,
+  releasedJson,
+} from './schemas.js';
+
+export interface HttpAppDeps {
+  readonly service: LockService;
+  /** Resolves when the store answers; backs /readyz. */
+  readonly ready: () => Promise<void>;
+  readonly logger: FastifyBaseLogger;
+}
+
+/** Largest accepted request body. */
+export const BODY_LIMIT = 64 * 1024;
+
+const API = '/api/v1alpha1';
+
+declare module 'fastify' {
+  interface FastifyContextConfig {
+    /** Release routes answer errors as `{success: false, ...}`, as the guide's scripts expect. */
+    successEnvelope?: boolean;
+  }
+}
+
+/**
+ * The REST adapter: parse, call the core, map the result. Built from its dependencies so
+ * that tests can start it on a real socket without the rest of the process.
+ */
+export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyInstance {
+  const app = Fastify({
+    loggerInstance: logger,
+    // One line per request, from the onResponse hook below, instead of Fastify's two.
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: BODY_LIMIT,
+    // Reject instead of repairing: no type coercion, no silent removal of unknown fields.
+    ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
+    return503OnClosing: true,
+  });
+
+  // An empty JSON body is "no body" (POST /unlock/{id} from curl sends none); anything
+  // else goes through Fastify's own parser, which also refuses __proto__ poisoning.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
+    if (body === '') done(null, undefined);
+    else parseJson(request, body.toString(), done);
+  });
+
+  app.addHook('onResponse', async (request, reply) => {
+    request.log.info(
+      {
+        method: request.method,
+        route: request.routeOptions.url ?? request.url,
+        status: reply.statusCode,
+        ms: Math.round(reply.elapsedTime * 100) / 100,
+      },
+      'request',
+    );
+  });
+
+  app.setErrorHandler((error, request, reply) => {
+    const { status, body } = toHttpError(error);
+    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    const envelope = request.routeOptions.config.successEnvelope ? { success: false } : {};
+    return reply.status(status).send({ ...envelope, ...body });
+  });
+
+  app.setNotFoundHandler((_request, reply) =>
+    reply.status(404).send({ error: 'route not found', code: 'NOT_FOUND' }),
+  );
+
+  app.post<{ Body: { service: string; who: string } }>(
+    `${API}/lock`,
+    { schema: { body: createLockBody, response: { 201: lockJson } } },
+    async (request, reply) => {
+      const lock = await service.acquire(request.body.service, request.body.who);
+      return reply.status(201).send(lockToJson(lock));
+    },
+  );
+
+  app.get<{ Params: { id: string } }>(
+    `${API}/lock/:id`,
+    { schema: { params: lockIdParams, response: { 200: lockJson } } },
+    async (request) => lockToJson(await service.get(request.params.id)),
+  );
+
+  const release = {
+    schema: { params: lockIdParams, response: { 200: releasedJson } },
+    config: { successEnvelope: true },
+  };
+  const releaseHandler = async (request: { params: { id: string } }) => {
+    await service.release(request.params.id);
+    return { success: true, message: 'Lock released successfully' };
+  };
+  // GET has a side effect only because the guide's scripts use it; prefer DELETE or POST.
+  app.get<{ Params: { id: string } }>(`${API}/unlock/:id`, release, releaseHandler);
+  app.post<{ Params: { id: string } }>(`${API}/unlock/:id`, release, releaseHandler);
+  app.delete<{ Params: { id: string } }>(`${API}/lock/:id`, release, releaseHandler);
+
+  app.get<{ Querystring: { page?: string; per_page?: string; service?: string; who?: string } }>(
+    `${API}/locks/list`,
+    { schema: { querystring: listLocksQuery, response: { 200: lockListJson } } },
+    async (request) => {
+      const { page, per_page: perPage, service: serviceName, who } = request.query;
+      const result = await service.list({
+        page: page === undefined ? undefined : Number(page),
+        perPage: perPage === undefined ? undefined : Number(perPage),
+        service: serviceName,
+        who,
+      });
+      return { ...result, locks: result.locks.map(lockToJson) };
+    },
+  );
+
+  app.get('/healthz', async () => ({ status: 'ok' }));
+  app.get('/readyz', async (request, reply) => {
+    try {
+      await ready();
+      return { status: 'ready' };
+    } catch (error) {
+      request.log.warn({ err: error }, 'store not ready');
+      return reply
+        .status(503)
+        .send({ status: 'unavailable', error: 'store unavailable', code: 'STORE_UNAVAILABLE' });
+    }
+  });
+
+  return app;
+}

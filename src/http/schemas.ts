@@ -1,0 +1,81 @@
+import { MAX_NAME_LENGTH } from '../core/lock.js';
+
+/**
+ * JSON schemas of the REST API. Ajv runs with coercion and removal of unknown properties
+ * turned off (see app.ts), so a wrong type or an unknown field is a 400, never silently
+ * fixed. Deeper rules (blank names, ranges) are checked again in the core, for gRPC too.
+ */
+
+const name = {
+  type: 'string',
+  minLength: 1,
+  maxLength: MAX_NAME_LENGTH,
+  pattern: '^[^\\u0000-\\u001f\\u007f]*$',
+} as const;
+
+export const createLockBody = {
+  type: 'object',
+  required: ['service', 'who'],
+  additionalProperties: false,
+  properties: { service: name, who: name },
+} as const;
+
+export const lockIdParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string' } },
+} as const;
+
+/** Query values arrive as strings; their shape is checked here, ranges in the core. */
+export const listLocksQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    page: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' },
+    per_page: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' },
+    service: name,
+    who: name,
+  },
+} as const;
+
+export const lockJson = {
+  type: 'object',
+  required: ['id', 'service', 'who', 'createdAt'],
+  properties: {
+    id: { type: 'string' },
+    service: { type: 'string' },
+    who: { type: 'string' },
+    createdAt: { type: 'string' },
+  },
+} as const;
+
+export const lockListJson = {
+  type: 'object',
+  required: ['locks', 'total', 'page', 'perPage'],
+  properties: {
+    locks: { type: 'array', items: lockJson },
+    total: { type: 'integer' },
+    page: { type: 'integer' },
+    perPage: { type: 'integer' },
+  },
+} as const;
+
+export const releasedJson = {
+  type: 'object',
+  required: ['success', 'message'],
+  properties: { success: { type: 'boolean' }, message: { type: 'string' } },
+} as const;
+
+/** What each rule means in words, for error messages that name the field. */
+export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> = {
+  service: {
+    pattern: 'must not contain control characters',
+    maxLength: `must be at most ${MAX_NAME_LENGTH} characters`,
+  },
+  who: {
+    pattern: 'must not contain control characters',
+    maxLength: `must be at most ${MAX_NAME_LENGTH} characters`,
+  },
+  page: { pattern: 'must be a positive integer' },
+  per_page: { pattern: 'must be a positive integer' },
+};

@@ -1,0 +1,78 @@
+import { pino } from 'pino';
+import { ListenError, startTracker } from './compose.js';
+import { ConfigError, helpText, loadConfig } from './config/load-config.js';
+import { SchemaTooNewError } from './storage/sqlite/migrate.js';
+
+/** Hard limit for a graceful stop; past it the process exits anyway. */
+const SHUTDOWN_LIMIT_MS = 9500;
+
+/** Prints one line for the operator, without a stack trace, and exits. */
+function fail(message: string, exitCode: number): never {
+  process.stderr.write(`tracker: ${message}\n`);
+  process.exit(exitCode);
+}
+
+async function main(): Promise<void> {
+  let loaded: ReturnType<typeof loadConfig>;
+  try {
+    loaded = loadConfig(process.argv.slice(2), process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message, 2);
+    throw error;
+  }
+  if (loaded.help) {
+    process.stdout.write(helpText('npm start --'));
+    return;
+  }
+  const { config } = loaded;
+  const logger = pino({ level: config.logLevel, base: { service: 'tracker' } });
+
+  let tracker: Awaited<ReturnType<typeof startTracker>>;
+  try {
+    tracker = await startTracker(config, logger);
+  } catch (error) {
+    if (error instanceof ListenError || error instanceof SchemaTooNewError) fail(error.message, 1);
+    const code = (error as { code?: string }).code;
+    if (typeof code === 'string' && code.startsWith('SQLITE_')) {
+      fail(`cannot open ${config.databaseUrl}: ${(error as Error).message}`, 1);
+    }
+    throw error;
+  }
+  logger.info(
+    {
+      host: config.host,
+      httpPort: tracker.httpPort,
+      grpcPort: tracker.grpcPort,
+      database: config.databaseUrl,
+    },
+    'tracker listening',
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    setTimeout(() => {
+      logger.warn('graceful shutdown took too long; exiting');
+      process.exit(0);
+    }, SHUTDOWN_LIMIT_MS).unref();
+    tracker.stop().then(
+      () => {
+        logger.info('stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
+main().catch((error: unknown) => {
+  process.stderr.write(`tracker: unexpected error at start: ${(error as Error).stack ?? String(error)}\n`);
+  process.exit(1);
+});
