@@ -4,6 +4,7 @@ import {
   ServerCredentials,
   type ServerUnaryCall,
   type sendUnaryData,
+  setLogger,
   status,
   type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
@@ -49,6 +50,10 @@ function lockMessage(lock: Lock) {
  * and buf curl work with no .proto at hand.
  */
 export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
+  // grpc-js writes its own diagnostics to stderr; send them to our log at debug level. Our
+  // handlers and the listen path report what matters themselves.
+  const grpcLog = (...args: unknown[]) => logger.debug({ grpc: args.map(String).join(' ') }, 'grpc-js');
+  setLogger({ error: grpcLog, info: grpcLog, debug: grpcLog });
   const definition = loadSync(PROTO_FILE, { keepCase: false, longs: String, enums: String, defaults: true });
   const lockService = definition[SERVICE_NAME] as ServiceDefinition;
 

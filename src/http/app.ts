@@ -44,10 +44,11 @@ export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyIn
     return503OnClosing: true,
   });
 
-  // An empty JSON body is "no body" (POST /unlock/{id} from curl sends none); anything
-  // else goes through Fastify's own parser, which also refuses __proto__ poisoning.
+  // JSON is the only body type (anything else is a 415). An empty JSON body is "no body"
+  // (POST /unlock/{id} sends none); anything else goes through Fastify's own parser, which
+  // also refuses __proto__ poisoning.
   const parseJson = app.getDefaultJsonParser('error', 'error');
-  app.removeContentTypeParser('application/json');
+  app.removeAllContentTypeParsers();
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (request, body, done) => {
     if (body === '') done(null, undefined);
     else parseJson(request, body.toString(), done);

@@ -1,0 +1,228 @@
+// What the bench measures: a target is a named server started as a child process and the
+// protocol the load generator speaks to it. To add one (a PostgreSQL-backed Tracker, two
+// replicas behind a proxy...), write a start() that returns its endpoints and add it to
+// TARGETS in run.ts.
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+
+export type Protocol = 'rest' | 'grpc';
+
+/** Where a started server listens. */
+export interface Endpoints {
+  /** Base URL of the REST API, e.g. http://127.0.0.1:8080 (no trailing slash). */
+  http?: string;
+  /** host:port of the gRPC server. */
+  grpc?: string;
+  /** Stops the server; safe to call more than once. */
+  stop(): Promise<void>;
+}
+
+export interface Target {
+  /** Row label in the table and name for --only. */
+  name: string;
+  protocol: Protocol;
+  /** Starts the server (or returns the one already started: targets may share a server). */
+  start(): Promise<Endpoints>;
+}
+
+/** Memoizes start() so that several targets (REST and gRPC) share one server process. */
+export function shared(start: () => Promise<Endpoints>): () => Promise<Endpoints> {
+  let started: Promise<Endpoints> | undefined;
+  return () => {
+    started ??= start();
+    return started;
+  };
+}
+
+const START_TIMEOUT_MS = 15_000;
+const STOP_TIMEOUT_MS = 10_000;
+/** How much of a child's recent output to keep for error messages. */
+const TAIL_CHARS = 4_000;
+
+interface SpawnedServer {
+  /** The JSON object of the line that announced the server (holds its ports). */
+  ready: Record<string, unknown>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Spawns `node <args>` in the repo root and waits (15 s at most) for the JSON log line whose
+ * msg is readyMsg. Its stdout is then read and dropped so that the pipe never blocks the
+ * server (Tracker logs one line per request); only the last few KB are kept, to explain a
+ * failure to start.
+ */
+export function spawnServer(name: string, args: string[], readyMsg: string): Promise<SpawnedServer> {
+  const child = spawn(process.execPath, args, {
+    cwd: REPO_ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let stdoutTail = '';
+  let stderrTail = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    stderrTail = (stderrTail + chunk).slice(-TAIL_CHARS);
+  });
+  const stop = () => stopChild(child);
+
+  return new Promise<SpawnedServer>((resolve, reject) => {
+    const stdout = child.stdout;
+    if (stdout === null) {
+      reject(new Error(`${name}: no stdout pipe`));
+      return;
+    }
+    stdout.setEncoding('utf8');
+    let pending = '';
+    const fail = (why: string) => {
+      cleanup();
+      void stop();
+      const tail = `${stdoutTail}\n${stderrTail}`.trim();
+      reject(new Error(`${name} ${why}${tail ? `; its last output:\n${tail}` : ''}`));
+    };
+    const onData = (chunk: string) => {
+      stdoutTail = (stdoutTail + chunk).slice(-TAIL_CHARS);
+      pending += chunk;
+      let newline = pending.indexOf('\n');
+      while (newline !== -1) {
+        const line = pending.slice(0, newline);
+        pending = pending.slice(newline + 1);
+        const ready = parseReadyLine(line, readyMsg);
+        if (ready !== undefined) {
+          cleanup();
+          // From now on only drain the pipe, keeping a short tail (cheap: no line parsing).
+          stdout.on('data', (more: string) => {
+            stdoutTail = (stdoutTail + more).slice(-TAIL_CHARS);
+          });
+          resolve({ ready, stop });
+          return;
+        }
+        newline = pending.indexOf('\n');
+      }
+    };
+    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
+      fail(`exited before it was ready (code ${code}, signal ${signal})`);
+    const onError = (err: Error) => fail(`could not be started: ${err.message}`);
+    const timer = setTimeout(
+      () => fail(`did not log "${readyMsg}" within ${START_TIMEOUT_MS / 1000} s`),
+      START_TIMEOUT_MS,
+    );
+    function cleanup() {
+      clearTimeout(timer);
+      stdout?.off('data', onData);
+      child.off('exit', onExit);
+      child.off('error', onError);
+    }
+    stdout.on('data', onData);
+    child.on('exit', onExit);
+    child.on('error', onError);
+  });
+}
+
+function parseReadyLine(line: string, readyMsg: string): Record<string, unknown> | undefined {
+  if (!line.includes(readyMsg)) return undefined;
+  try {
+    const parsed: unknown = JSON.parse(line);
+    if (typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)) {
+      const record = parsed as Record<string, unknown>;
+      if (record.msg === readyMsg) return record;
+    }
+  } catch {
+    // Not JSON: not the line we wait for.
+  }
+  return undefined;
+}
+
+/** SIGTERM, then SIGKILL if the child has not exited after 10 s. */
+function stopChild(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();
+  return new Promise<void>((resolve) => {
+    const killer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+    child.once('exit', () => {
+      clearTimeout(killer);
+      resolve();
+    });
+    child.kill('SIGTERM');
+  });
+}
+
+function portField(ready: Record<string, unknown>, field: string, name: string): number {
+  const port = ready[field];
+  if (typeof port !== 'number' || !Number.isInteger(port) || port <= 0) {
+    throw new Error(`${name}: the listening line has no numeric ${field}: ${JSON.stringify(ready)}`);
+  }
+  return port;
+}
+
+/** The bare node:http server of ceiling-server.mjs. */
+export async function startCeiling(host = '127.0.0.1'): Promise<Endpoints> {
+  const script = path.join(REPO_ROOT, 'bench', 'ceiling-server.mjs');
+  const server = await spawnServer(
+    'ceiling server',
+    [script, '--host', host, '--port', '0'],
+    'ceiling listening',
+  );
+  const httpPort = portField(server.ready, 'httpPort', 'ceiling server');
+  return { http: `http://${host}:${httpPort}`, stop: server.stop };
+}
+
+export interface TrackerOptions {
+  host?: string;
+  /** Defaults to a SQLite file in a fresh temporary directory, removed on stop(). */
+  databaseUrl?: string;
+  logLevel?: string;
+}
+
+/** The built Tracker server (dist/src/main.js), REST and gRPC on ephemeral ports. */
+export async function startTracker(options: TrackerOptions = {}): Promise<Endpoints> {
+  const host = options.host ?? '127.0.0.1';
+  const main = path.join(REPO_ROOT, 'dist', 'src', 'main.js');
+  if (!existsSync(main)) {
+    throw new Error(`${main} does not exist: run \`npm run build\` first (npm run bench does)`);
+  }
+  let tmp: string | undefined;
+  let databaseUrl = options.databaseUrl;
+  if (databaseUrl === undefined) {
+    tmp = await mkdtemp(path.join(tmpdir(), 'tracker-bench-'));
+    databaseUrl = `sqlite:${path.join(tmp, 'bench.db')}`;
+  }
+  const removeTmp = async () => {
+    if (tmp !== undefined) await rm(tmp, { recursive: true, force: true });
+  };
+  const args = [
+    main,
+    '--host',
+    host,
+    '--http-port',
+    '0',
+    '--grpc-port',
+    '0',
+    '--database-url',
+    databaseUrl,
+    '--log-level',
+    options.logLevel ?? 'info',
+  ];
+  let server: SpawnedServer;
+  try {
+    server = await spawnServer('tracker', args, 'tracker listening');
+  } catch (err) {
+    await removeTmp();
+    throw err;
+  }
+  const stop = async () => {
+    await server.stop();
+    await removeTmp();
+  };
+  try {
+    const httpPort = portField(server.ready, 'httpPort', 'tracker');
+    const grpcPort = portField(server.ready, 'grpcPort', 'tracker');
+    return { http: `http://${host}:${httpPort}`, grpc: `${host}:${grpcPort}`, stop };
+  } catch (err) {
+    await stop();
+    throw err;
+  }
+}

@@ -1,0 +1,376 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import type { FastifyInstance } from 'fastify';
+import { pino } from 'pino';
+import { createLockService } from '../src/core/lock-service.js';
+import type { LockStore } from '../src/core/lock-store.js';
+import { buildHttpApp } from '../src/http/app.js';
+import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
+import { ManualClock } from './support/manual-clock.js';
+import { tempDir } from './support/server-process.js';
+
+const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
+
+interface Running {
+  base: string;
+  clock: ManualClock;
+  store: LockStore;
+  app: FastifyInstance;
+  path: string;
+  close: () => Promise<void>;
+}
+
+/** The REST app on a real socket, over a real SQLite file, with a clock the test moves. */
+async function startApp(options: { busyTimeoutMs?: number } = {}): Promise<Running> {
+  const dir = tempDir();
+  const path = join(dir.path, 'tracker.db');
+  const clock = new ManualClock(Date.parse('2024-01-15T10:00:00.250Z'));
+  const store = openSqliteLockStore({ path, clock, busyTimeoutMs: options.busyTimeoutMs });
+  const service = createLockService({ store, newId: randomUUID });
+  const app = buildHttpApp({ service, ready: () => store.ping(), logger: pino({ level: 'silent' }) });
+  await app.listen({ host: '127.0.0.1', port: 0 });
+  const address = app.server.address();
+  assert.ok(address && typeof address === 'object');
+  return {
+    base: `http://127.0.0.1:${address.port}`,
+    clock,
+    store,
+    app,
+    path,
+    close: async () => {
+      await app.close();
+      await store.close().catch(() => {});
+      dir.remove();
+    },
+  };
+}
+
+async function call(
+  base: string,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }> {
+  const init: RequestInit = { method, headers: { ...headers }, signal: AbortSignal.timeout(10_000) };
+  if (body !== undefined) {
+    init.body = typeof body === 'string' ? body : JSON.stringify(body);
+    (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+  }
+  const response = await fetch(`${base}${path}`, init);
+  const text = await response.text();
+  return { status: response.status, json: text === '' ? {} : JSON.parse(text), headers: response.headers };
+}
+
+const API = '/api/v1alpha1';
+
+describe('REST API', () => {
+  let run: Running;
+  const post = (body: unknown, headers?: Record<string, string>) =>
+    call(run.base, 'POST', `${API}/lock`, body, headers);
+
+  before(async () => {
+    run = await startApp();
+  });
+  after(async () => {
+    await run.close();
+  });
+
+  describe('POST /lock', () => {
+    test('201 with the lock: UUID id, whole-second UTC createdAt', async () => {
+      const { status, json } = await post({ service: 'production-deployment', who: 'ci-pipeline-123' });
+      assert.equal(status, 201);
+      assert.deepEqual(Object.keys(json).sort(), ['createdAt', 'id', 'service', 'who']);
+      assert.match(String(json.id), UUID);
+      assert.equal(json.service, 'production-deployment');
+      assert.equal(json.who, 'ci-pipeline-123');
+      assert.equal(json.createdAt, '2024-01-15T10:00:00Z');
+      assert.match(String(json.createdAt), TIMESTAMP);
+    });
+
+    test('409 LOCK_HELD with existingLock and no top-level id', async () => {
+      const first = await post({ service: 'held-service', who: 'first' });
+      const { status, json } = await post({ service: 'held-service', who: 'second' });
+      assert.equal(status, 409);
+      assert.deepEqual(json, { error: 'lock already exists', code: 'LOCK_HELD', existingLock: first.json });
+      assert.equal(json.id, undefined);
+    });
+
+    const invalid: Array<[string, unknown, string, RegExp]> = [
+      ['missing service', { who: 'w' }, 'service', /service is required/],
+      ['missing who', { service: 's' }, 'who', /who is required/],
+      ['empty service', { service: '', who: 'w' }, 'service', /service must be a non-empty string/],
+      ['blank who', { service: 's', who: '   ' }, 'who', /who must be a non-empty string/],
+      ['numeric service', { service: 42, who: 'w' }, 'service', /service must be a string/],
+      ['null who', { service: 's', who: null }, 'who', /who must be a string/],
+      ['object service', { service: { a: 1 }, who: 'w' }, 'service', /service must be a string/],
+      ['service too long', { service: 'x'.repeat(257), who: 'w' }, 'service', /at most 256 characters/],
+      ['who too long', { service: 's', who: '界'.repeat(257) }, 'who', /at most 256 characters/],
+      ['control character', { service: 'a\u0007b', who: 'w' }, 'service', /control characters/],
+      ['newline in who', { service: 's', who: 'w\nx' }, 'who', /control characters/],
+      ['DEL character', { service: 's\u007f', who: 'w' }, 'service', /control characters/],
+      ['unknown field', { service: 's', who: 'w', ttl: 5 }, 'ttl', /unknown field: ttl/],
+      ['array body', [], 'body', /must be a JSON object/],
+      ['string body', '"text"', 'body', /must be a JSON object/],
+    ];
+    for (const [name, body, field, message] of invalid) {
+      test(`400 naming the field: ${name}`, async () => {
+        const { status, json } = await post(body);
+        assert.equal(status, 400);
+        assert.equal(json.code, 'INVALID_ARGUMENT');
+        assert.equal(json.field, field);
+        assert.match(String(json.error), message);
+      });
+    }
+
+    test('256 characters (code points, not UTF-16 units) are accepted', async () => {
+      const { status, json } = await post({ service: '🚀'.repeat(256), who: 'w'.repeat(256) });
+      assert.equal(status, 201);
+      assert.equal(json.service, '🚀'.repeat(256));
+    });
+
+    test('malformed JSON is a 400', async () => {
+      const { status, json } = await post('{"service": "a",');
+      assert.equal(status, 400);
+      assert.deepEqual(json, { error: 'request body is not valid JSON', code: 'INVALID_ARGUMENT' });
+    });
+
+    test('an empty JSON body is a 400, not a 500', async () => {
+      const { status, json } = await post('');
+      assert.equal(status, 400);
+      assert.equal(json.code, 'INVALID_ARGUMENT');
+    });
+
+    test('prototype poisoning is refused', async () => {
+      const { status } = await post('{"service":"p","who":"w","__proto__":{"admin":true}}');
+      assert.equal(status, 400);
+    });
+
+    test('a content type other than JSON is a 415', async () => {
+      const { status, json } = await post('service=a&who=b', {
+        'content-type': 'application/x-www-form-urlencoded',
+      });
+      assert.equal(status, 415);
+      assert.equal(json.code, 'UNSUPPORTED_MEDIA_TYPE');
+      const text = await post('{"service":"a","who":"b"}', { 'content-type': 'text/plain' });
+      assert.equal(text.status, 415);
+    });
+
+    test('JSON with a charset parameter is accepted', async () => {
+      const { status } = await post(JSON.stringify({ service: 'charset', who: 'w' }), {
+        'content-type': 'application/json; charset=utf-8',
+      });
+      assert.equal(status, 201);
+    });
+
+    test('a body over 64 KiB is a 413', async () => {
+      const { status, json } = await post(JSON.stringify({ service: 'big', who: 'x'.repeat(70_000) }));
+      assert.equal(status, 413);
+      assert.equal(json.code, 'PAYLOAD_TOO_LARGE');
+    });
+
+    test('rejected requests write nothing', async () => {
+      const before = await call(run.base, 'GET', `${API}/locks/list?service=never-written`);
+      await post({ service: 'never-written', who: 'w', extra: true });
+      await post({ service: 'never-written', who: 'w\u0000' });
+      await post({ service: 'never-written', who: 'x'.repeat(70_000) });
+      const afterwards = await call(run.base, 'GET', `${API}/locks/list?service=never-written`);
+      assert.equal(before.json.total, 0);
+      assert.equal(afterwards.json.total, 0);
+    });
+  });
+
+  describe('GET /lock/{id}', () => {
+    test('200 with the lock', async () => {
+      const created = await post({ service: 'get-me', who: 'w' });
+      const { status, json } = await call(run.base, 'GET', `${API}/lock/${created.json.id}`);
+      assert.equal(status, 200);
+      assert.deepEqual(json, created.json);
+    });
+
+    test('an upper-case id finds the same lock', async () => {
+      const created = await post({ service: 'get-me-upper', who: 'w' });
+      const { status, json } = await call(
+        run.base,
+        'GET',
+        `${API}/lock/${String(created.json.id).toUpperCase()}`,
+      );
+      assert.equal(status, 200);
+      assert.equal(json.id, created.json.id);
+    });
+
+    for (const id of [
+      randomUUID(),
+      'not-a-uuid',
+      '507f1f77bcf86cd799439011',
+      '%2e%2e',
+      "'; DROP TABLE locks; --",
+    ]) {
+      test(`404 LOCK_NOT_FOUND for ${id}`, async () => {
+        const { status, json } = await call(run.base, 'GET', `${API}/lock/${encodeURIComponent(id)}`);
+        assert.equal(status, 404);
+        assert.deepEqual(json, { error: 'lock not found', code: 'LOCK_NOT_FOUND' });
+      });
+    }
+  });
+
+  describe('release', () => {
+    const routes: Array<[string, (id: string) => string]> = [
+      ['GET', (id) => `${API}/unlock/${id}`],
+      ['POST', (id) => `${API}/unlock/${id}`],
+      ['DELETE', (id) => `${API}/lock/${id}`],
+    ];
+    for (const [method, path] of routes) {
+      test(`${method} ${path(':id')} releases once, then 404 with success false`, async () => {
+        const service = `release-${method}`;
+        const created = await post({ service, who: 'w' });
+        const id = String(created.json.id);
+        const released = await call(run.base, method, path(id));
+        assert.equal(released.status, 200);
+        assert.deepEqual(released.json, { success: true, message: 'Lock released successfully' });
+        const gone = await call(run.base, 'GET', `${API}/lock/${id}`);
+        assert.equal(gone.status, 404);
+        const again = await call(run.base, method, path(id));
+        assert.equal(again.status, 404);
+        assert.deepEqual(again.json, { success: false, error: 'lock not found', code: 'LOCK_NOT_FOUND' });
+        const unknown = await call(run.base, method, path('nope'));
+        assert.equal(unknown.status, 404);
+        assert.equal(unknown.json.success, false);
+        const retaken = await post({ service, who: 'next' });
+        assert.equal(retaken.status, 201, 'the service is free again');
+      });
+    }
+
+    test('POST /unlock with an empty JSON body still releases', async () => {
+      const created = await post({ service: 'release-empty-json', who: 'w' });
+      const released = await call(run.base, 'POST', `${API}/unlock/${created.json.id}`, '', {
+        'content-type': 'application/json',
+      });
+      assert.equal(released.status, 200);
+    });
+  });
+
+  describe('GET /locks/list', () => {
+    let list: Running;
+    let made: Array<Record<string, unknown>>;
+    before(async () => {
+      list = await startApp();
+      made = [];
+      for (let i = 0; i < 7; i++) {
+        const { json } = await call(list.base, 'POST', `${API}/lock`, {
+          service: `list-${i}`,
+          who: i % 2 ? 'odd' : 'even',
+        });
+        made.push(json);
+        list.clock.advance(1500);
+      }
+    });
+    after(async () => {
+      await list.close();
+    });
+
+    test('defaults: page 1, per_page 100, oldest first', async () => {
+      const { status, json } = await call(list.base, 'GET', `${API}/locks/list`);
+      assert.equal(status, 200);
+      assert.deepEqual(json, { locks: made, total: 7, page: 1, perPage: 100 });
+    });
+
+    test('pages with the true total; past the end is empty', async () => {
+      const page2 = await call(list.base, 'GET', `${API}/locks/list?per_page=3&page=2`);
+      assert.deepEqual(page2.json, { locks: made.slice(3, 6), total: 7, page: 2, perPage: 3 });
+      const past = await call(list.base, 'GET', `${API}/locks/list?per_page=3&page=50`);
+      assert.deepEqual(past.json, { locks: [], total: 7, page: 50, perPage: 3 });
+      const max = await call(list.base, 'GET', `${API}/locks/list?per_page=1000`);
+      assert.equal(max.status, 200);
+      assert.equal(max.json.perPage, 1000);
+    });
+
+    test('exact filters on service and who', async () => {
+      const odd = await call(list.base, 'GET', `${API}/locks/list?who=odd`);
+      assert.deepEqual(
+        (odd.json.locks as Array<{ service: string }>).map((lock) => lock.service),
+        ['list-1', 'list-3', 'list-5'],
+      );
+      assert.equal(odd.json.total, 3);
+      const one = await call(list.base, 'GET', `${API}/locks/list?service=list-4`);
+      assert.deepEqual(one.json.locks, [made[4]]);
+      const prefix = await call(list.base, 'GET', `${API}/locks/list?service=list`);
+      assert.equal(prefix.json.total, 0, 'filters are exact, not prefixes');
+      const both = await call(list.base, 'GET', `${API}/locks/list?service=list-4&who=odd`);
+      assert.equal(both.json.total, 0);
+    });
+
+    test('released locks leave the list', async () => {
+      const extra = await call(list.base, 'POST', `${API}/lock`, { service: 'list-extra', who: 'x' });
+      await call(list.base, 'GET', `${API}/unlock/${extra.json.id}`);
+      const { json } = await call(list.base, 'GET', `${API}/locks/list?service=list-extra`);
+      assert.equal(json.total, 0);
+    });
+
+    const bad: Array<[string, string, RegExp]> = [
+      ['page=0', 'page', /page must be a positive integer/],
+      ['page=-1', 'page', /page must be a positive integer/],
+      ['page=abc', 'page', /page must be a positive integer/],
+      ['page=1.5', 'page', /page must be a positive integer/],
+      ['per_page=0', 'per_page', /per_page must be a positive integer/],
+      ['per_page=1001', 'per_page', /per_page must be an integer from 1 to 1000/],
+      ['per_page=99999999999', 'per_page', /per_page must be a positive integer/],
+      ['per_page=', 'per_page', /per_page must be a positive integer/],
+      ['limit=5', 'limit', /unknown query parameter: limit/],
+      [`service=${'x'.repeat(300)}`, 'service', /at most 256 characters/],
+    ];
+    for (const [query, field, message] of bad) {
+      test(`400 for ${query.slice(0, 30)}`, async () => {
+        const { status, json } = await call(list.base, 'GET', `${API}/locks/list?${query}`);
+        assert.equal(status, 400);
+        assert.equal(json.code, 'INVALID_ARGUMENT');
+        assert.equal(json.field, field);
+        assert.match(String(json.error), message);
+      });
+    }
+  });
+
+  test('unknown routes are a JSON 404', async () => {
+    const { status, json } = await call(run.base, 'GET', '/api/v1alpha1/nothing');
+    assert.equal(status, 404);
+    assert.equal(json.code, 'NOT_FOUND');
+  });
+
+  test('healthz and readyz answer 200 while the store is fine', async () => {
+    assert.equal((await call(run.base, 'GET', '/healthz')).status, 200);
+    assert.equal((await call(run.base, 'GET', '/readyz')).status, 200);
+  });
+});
+
+describe('REST API when the store fails', () => {
+  test('a store locked past its busy timeout answers 503 STORE_UNAVAILABLE, then serves again', async () => {
+    const run = await startApp({ busyTimeoutMs: 50 });
+    const blocker = new Database(run.path);
+    blocker.exec('BEGIN IMMEDIATE');
+    const { status, json } = await call(run.base, 'POST', `${API}/lock`, { service: 'busy', who: 'w' });
+    assert.equal(status, 503);
+    assert.deepEqual(json, { error: 'store unavailable', code: 'STORE_UNAVAILABLE' });
+    blocker.exec('ROLLBACK');
+    blocker.close();
+    assert.equal((await call(run.base, 'POST', `${API}/lock`, { service: 'busy', who: 'w' })).status, 201);
+    await run.close();
+  });
+
+  test('an unexpected failure answers 500 with no internals, and readyz turns 503', async () => {
+    const run = await startApp();
+    await run.store.close(); // every statement now throws "database connection is not open"
+    const { status, json } = await call(run.base, 'POST', `${API}/lock`, { service: 'closed', who: 'w' });
+    assert.equal(status, 500);
+    assert.deepEqual(json, { error: 'internal error', code: 'INTERNAL' });
+    const listed = await call(run.base, 'GET', `${API}/locks/list`);
+    assert.equal(listed.status, 500);
+    assert.equal(JSON.stringify(listed.json).includes('database'), false);
+    assert.equal((await call(run.base, 'GET', '/readyz')).status, 503);
+    assert.equal((await call(run.base, 'GET', '/healthz')).status, 200);
+    await run.close();
+  });
+});

@@ -1,0 +1,203 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { ROOT, runServerToExit, startServerProcess, tempDir } from './support/server-process.js';
+
+const API = '/api/v1alpha1';
+const FREE = ['--http-port', '0', '--grpc-port', '0'];
+
+async function acquire(base: string, service: string, who = 'tester') {
+  const response = await fetch(`${base}${API}/lock`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ service, who }),
+    signal: AbortSignal.timeout(10_000),
+  });
+  return { status: response.status, json: (await response.json()) as Record<string, unknown> };
+}
+
+function occupyPort(): Promise<{ server: Server; port: number }> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.listen(0, '127.0.0.1', () => {
+      const address = server.address();
+      assert.ok(address && typeof address === 'object');
+      resolve({ server, port: address.port });
+    });
+  });
+}
+
+function assertOneLine(stderr: string, pattern: RegExp) {
+  const lines = stderr.trimEnd().split('\n');
+  assert.equal(lines.length, 1, `exactly one line on stderr, got: ${stderr}`);
+  assert.match(lines[0] ?? '', pattern);
+  assert.doesNotMatch(stderr, /\n\s+at /, 'no stack trace');
+}
+
+describe('the server process', () => {
+  test('`npm start -- --help` lists every option with its default', async () => {
+    const result = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
+      const child = spawn('npm', ['start', '--silent', '--', '--help'], {
+        cwd: ROOT,
+        stdio: ['ignore', 'pipe', 'inherit'],
+      });
+      let stdout = '';
+      child.stdout.on('data', (chunk: Buffer) => {
+        stdout += chunk.toString();
+      });
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error('npm start -- --help did not finish within 120 s'));
+      }, 120_000);
+      child.once('exit', (code) => {
+        clearTimeout(timer);
+        resolve({ code, stdout });
+      });
+    });
+    assert.equal(result.code, 0);
+    for (const option of ['--host', '--http-port', '--grpc-port', '--database-url', '--log-level']) {
+      assert.ok(result.stdout.includes(option), `help lists ${option}`);
+    }
+    assert.match(result.stdout, /default: 8080/);
+    assert.match(result.stdout, /default: 8765/);
+    assert.match(result.stdout, /default: sqlite:\.\/data\/tracker\.db/);
+  });
+
+  for (const [name, args, env] of [
+    ['bad flag value', ['--http-port', 'x'], {}],
+    ['bad environment value', [], { TRACKER_LOG_LEVEL: 'shouty' }],
+    ['unknown flag', ['--nope'], {}],
+  ] as Array<[string, string[], NodeJS.ProcessEnv]>) {
+    test(`${name}: one clear line and exit 2`, async () => {
+      const result = await runServerToExit(args, env);
+      assert.equal(result.code, 2);
+      assertOneLine(result.stderr, /^tracker: /);
+    });
+  }
+
+  for (const transport of ['http', 'grpc'] as const) {
+    test(`${transport} port already in use: one clear line, exit 1`, async () => {
+      const { server, port } = await occupyPort();
+      try {
+        const args = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
+        args[transport === 'http' ? 1 : 3] = String(port);
+        const result = await runServerToExit(args);
+        assert.equal(result.code, 1);
+        assertOneLine(
+          result.stderr,
+          new RegExp(`^tracker: cannot serve .* on 127\\.0\\.0\\.1:${port}: address already in use$`),
+        );
+      } finally {
+        server.close();
+      }
+    });
+  }
+
+  test('port 0 picks free ports and the bound ports are logged; env configures it', async () => {
+    const server = await startServerProcess({
+      args: [],
+      env: { TRACKER_HTTP_PORT: '0', TRACKER_GRPC_PORT: '0', TRACKER_DATABASE_URL: 'sqlite::memory:' },
+    });
+    try {
+      assert.ok(server.httpPort > 0 && server.grpcPort > 0);
+      const listening = server.lines.find((line) => line.includes('"tracker listening"'));
+      assert.ok(listening);
+      assert.equal(JSON.parse(listening).httpPort, server.httpPort);
+      assert.equal((await fetch(`${server.baseUrl}/healthz`)).status, 200);
+    } finally {
+      assert.equal(await server.stop(), 0);
+    }
+  });
+
+  test('the default store is ./data/tracker.db, folder created', async () => {
+    const dir = tempDir();
+    const server = await startServerProcess({ args: FREE, cwd: dir.path });
+    try {
+      assert.ok(existsSync(join(dir.path, 'data', 'tracker.db')));
+      assert.equal((await acquire(server.baseUrl, 'default-store')).status, 201);
+    } finally {
+      await server.stop();
+      dir.remove();
+    }
+  });
+
+  test('logs one JSON line per request and per lock event', async () => {
+    const server = await startServerProcess();
+    try {
+      const { json } = await acquire(server.baseUrl, 'logged-service', 'logged-who');
+      await fetch(`${server.baseUrl}${API}/unlock/${json.id}`);
+      await fetch(`${server.baseUrl}${API}/lock/nope`);
+      // Lines are flushed as they are written; give the pipe a moment.
+      for (let i = 0; i < 50 && !server.lines.some((l) => l.includes('"status":404')); i++) {
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+      const parsed = server.lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+      const requests = parsed.filter((line) => line.msg === 'request');
+      assert.deepEqual(
+        requests.map((line) => [line.method, line.route, line.status]),
+        [
+          ['POST', `${API}/lock`, 201],
+          ['GET', `${API}/unlock/:id`, 200],
+          ['GET', `${API}/lock/:id`, 404],
+        ],
+      );
+      for (const line of requests) assert.equal(typeof line.ms, 'number');
+      const events = parsed.filter((line) => typeof line.event === 'string');
+      assert.deepEqual(
+        events.map((line) => [line.event, line.service, line.who, line.id]),
+        [
+          ['acquired', 'logged-service', 'logged-who', json.id],
+          ['released', 'logged-service', 'logged-who', json.id],
+        ],
+      );
+    } finally {
+      await server.stop();
+    }
+  });
+
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    test(`${signal} with a kept-alive client stops cleanly with exit 0 within 10 s`, async () => {
+      const dir = tempDir();
+      const server = await startServerProcess({
+        args: [...FREE, '--database-url', `sqlite:${dir.path}/t.db`],
+      });
+      // A kept-alive connection and an open gRPC channel must not hold the process up.
+      await acquire(server.baseUrl, 'before-stop');
+      const started = Date.now();
+      server.child.kill(signal);
+      const code = await Promise.race([
+        server.exited,
+        new Promise((resolve) => setTimeout(() => resolve('timeout'), 10_000)),
+      ]);
+      assert.equal(code, 0);
+      assert.ok(Date.now() - started < 10_000);
+      assert.ok(server.lines.some((line) => line.includes('"stopped"')));
+      dir.remove();
+    });
+  }
+
+  test('a lock survives kill -9 and a restart on the same file, and is still exclusive', async () => {
+    const dir = tempDir();
+    const args = [...FREE, '--database-url', `sqlite:${dir.path}/crash.db`];
+    const first = await startServerProcess({ args });
+    const created = await acquire(first.baseUrl, 'crash-proof', 'survivor');
+    assert.equal(created.status, 201);
+    first.child.kill('SIGKILL');
+    assert.equal(await first.exited, 'SIGKILL');
+    const second = await startServerProcess({ args });
+    try {
+      const read = await fetch(`${second.baseUrl}${API}/lock/${created.json.id}`);
+      assert.equal(read.status, 200);
+      assert.deepEqual(await read.json(), created.json);
+      const again = await acquire(second.baseUrl, 'crash-proof', 'intruder');
+      assert.equal(again.status, 409);
+      assert.deepEqual(again.json.existingLock, created.json);
+    } finally {
+      await second.stop();
+      dir.remove();
+    }
+  });
+});

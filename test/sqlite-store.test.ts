@@ -1,0 +1,122 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { ErrorCode, TrackerError } from '../src/core/errors.js';
+import { SchemaTooNewError } from '../src/storage/sqlite/migrate.js';
+import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
+import { runLockStoreContract } from './contract/lock-store.contract.js';
+import { ManualClock } from './support/manual-clock.js';
+import { tempDir } from './support/server-process.js';
+
+function openWithManualClock(path: (dir: string) => string) {
+  return async () => {
+    const dir = tempDir();
+    const clock = new ManualClock();
+    const store = openSqliteLockStore({ path: path(dir.path), clock });
+    return {
+      store,
+      now: () => clock.now(),
+      advance: async (ms: number) => clock.advance(ms),
+      cleanup: async () => {
+        await store.close();
+        dir.remove();
+      },
+    };
+  };
+}
+
+runLockStoreContract(
+  'sqlite file',
+  openWithManualClock((dir) => join(dir, 'nested', 'folder', 'tracker.db')),
+);
+runLockStoreContract(
+  'sqlite :memory:',
+  openWithManualClock(() => ':memory:'),
+);
+
+describe('SQLite store specifics', () => {
+  test('creates the folder, records migrations, uses WAL', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'a', 'b', 'tracker.db');
+    const store = openSqliteLockStore({ path, clock: new ManualClock() });
+    await store.close();
+    const db = new Database(path, { readonly: true });
+    const versions = db.prepare('SELECT version, name FROM schema_migrations ORDER BY version').all();
+    assert.deepEqual(versions, [{ version: 1, name: 'create_locks' }]);
+    assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+    db.close();
+    dir.remove();
+  });
+
+  test('reopening a file applies nothing twice and keeps the locks', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'tracker.db');
+    const first = openSqliteLockStore({ path, clock: new ManualClock() });
+    const result = await first.acquire(randomUUID(), 'kept', 'me');
+    assert.ok(result.acquired);
+    await first.close();
+    const second = openSqliteLockStore({ path, clock: new ManualClock() });
+    assert.deepEqual(await second.get(result.lock.id), result.lock);
+    assert.equal((await second.acquire(randomUUID(), 'kept', 'other')).acquired, false);
+    await second.close();
+    dir.remove();
+  });
+
+  test('two connections on one file still let exactly one acquire win', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'shared.db');
+    const a = openSqliteLockStore({ path, clock: new ManualClock() });
+    const b = openSqliteLockStore({ path, clock: new ManualClock() });
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).acquire(randomUUID(), 'one-file', `racer-${i}`)),
+    );
+    assert.equal(results.filter((result) => result.acquired).length, 1);
+    const lock = (await a.list({ page: 1, perPage: 10 })).locks[0];
+    assert.ok(lock);
+    assert.deepEqual(await b.release(lock.id), lock);
+    assert.equal(await a.get(lock.id), null);
+    await a.close();
+    await b.close();
+    dir.remove();
+  });
+
+  test('a file locked by another writer past the busy timeout is STORE_UNAVAILABLE, not a crash', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'busy.db');
+    const store = openSqliteLockStore({ path, clock: new ManualClock(), busyTimeoutMs: 50 });
+    const blocker = new Database(path);
+    blocker.exec('BEGIN IMMEDIATE');
+    await assert.rejects(
+      store.acquire(randomUUID(), 'busy', 'me'),
+      (error: unknown) => error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE,
+    );
+    blocker.exec('ROLLBACK');
+    blocker.close();
+    assert.ok(
+      (await store.acquire(randomUUID(), 'busy', 'me')).acquired,
+      'serves again once the file is free',
+    );
+    await store.close();
+    dir.remove();
+  });
+
+  test('a schema newer than this binary is refused with a clear message', () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'future.db');
+    const db = new Database(path);
+    db.exec(
+      'CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)',
+    );
+    db.exec("INSERT INTO schema_migrations VALUES (1, 'create_locks', 0), (99, 'from_the_future', 0)");
+    db.close();
+    assert.throws(
+      () => openSqliteLockStore({ path, clock: new ManualClock() }),
+      (error: unknown) =>
+        error instanceof SchemaTooNewError &&
+        /version 99 but this Tracker knows only up to 1/.test(error.message),
+    );
+    dir.remove();
+  });
+});

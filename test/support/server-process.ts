@@ -1,0 +1,121 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+
+/** The repository root, and the compiled entry point that `npm start` runs. */
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const MAIN = join(ROOT, 'dist/src/main.js');
+
+export interface ServerProcess {
+  readonly child: ChildProcess;
+  readonly httpPort: number;
+  readonly grpcPort: number;
+  /** `http://127.0.0.1:PORT` */
+  readonly baseUrl: string;
+  /** `127.0.0.1:PORT` */
+  readonly grpcAddress: string;
+  /** Every stdout line so far (pino JSON). */
+  readonly lines: string[];
+  /** Resolves with the exit code (or signal name) once the process has exited. */
+  readonly exited: Promise<number | string>;
+  /** SIGTERM, then SIGKILL after `ms` if it is still running. */
+  stop(ms?: number): Promise<number | string>;
+}
+
+/** A temporary folder removed by the returned function. */
+export function tempDir(prefix = 'tracker-test-'): { path: string; remove: () => void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/**
+ * Starts the real server (`node dist/src/main.js`) as a child process and waits for its
+ * "tracker listening" line. Defaults to free ports and a throwaway in-memory store.
+ */
+export async function startServerProcess(
+  options: { args?: string[]; env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+): Promise<ServerProcess> {
+  const args = options.args ?? ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
+  const child = spawn(process.execPath, [MAIN, ...args], {
+    cwd: options.cwd ?? ROOT,
+    env: { ...process.env, ...options.env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const lines: string[] = [];
+  let stderr = '';
+  child.stderr?.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exited = new Promise<number | string>((resolve) => {
+    child.once('exit', (code, signal) => resolve(code ?? signal ?? 'unknown'));
+  });
+  const ports = await new Promise<{ httpPort: number; grpcPort: number }>((resolve, reject) => {
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not start in time; stderr: ${stderr}`));
+    }, options.timeoutMs ?? 15_000);
+    createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+      lines.push(line);
+      if (!line.includes('"tracker listening"')) return;
+      const parsed = JSON.parse(line) as { httpPort: number; grpcPort: number };
+      clearTimeout(timer);
+      resolve(parsed);
+    });
+    void exited.then((code) => {
+      clearTimeout(timer);
+      reject(new Error(`server exited with ${code} before listening; stderr: ${stderr}`));
+    });
+  });
+  return {
+    child,
+    ...ports,
+    baseUrl: `http://127.0.0.1:${ports.httpPort}`,
+    grpcAddress: `127.0.0.1:${ports.grpcPort}`,
+    lines,
+    exited,
+    async stop(ms = 10_000) {
+      if (child.exitCode === null && child.signalCode === null) {
+        child.kill('SIGTERM');
+        const timer = setTimeout(() => child.kill('SIGKILL'), ms);
+        const code = await exited;
+        clearTimeout(timer);
+        return code;
+      }
+      return exited;
+    },
+  };
+}
+
+/** Runs the server entry to completion (for --help and bad configuration). */
+export function runServerToExit(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  timeoutMs = 15_000,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [MAIN, ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server ${args.join(' ')} did not exit within ${timeoutMs} ms`));
+    }, timeoutMs);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
