@@ -25,7 +25,12 @@ async function main(): Promise<void> {
     return;
   }
   const { config } = loaded;
-  const logger = pino({ level: config.logLevel, base: { service: 'tracker' } });
+  // Asynchronous writes: a log line per request must not cost a write(2) on the request's
+  // path. pino flushes what is buffered when the process exits normally.
+  const logger = pino(
+    { level: config.logLevel, base: { service: 'tracker' } },
+    pino.destination({ dest: 1, sync: false }),
+  );
 
   let tracker: Awaited<ReturnType<typeof startTracker>>;
   try {

@@ -20,6 +20,7 @@ export const PROTO_FILE = fileURLToPath(
   new URL('../../proto/tracker/lock/v1alpha1/lock.proto', import.meta.url),
 );
 export const SERVICE_NAME = 'tracker.lock.v1alpha1.LockService';
+const LOAD_OPTIONS = { longs: String, enums: String, defaults: true } as const;
 
 /** Request shapes as proto-loader decodes them (camelCase, defaults filled in). */
 interface CreateLockRequest {
@@ -54,7 +55,7 @@ export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
   // handlers and the listen path report what matters themselves.
   const grpcLog = (...args: unknown[]) => logger.debug({ grpc: args.map(String).join(' ') }, 'grpc-js');
   setLogger({ error: grpcLog, info: grpcLog, debug: grpcLog });
-  const definition = loadSync(PROTO_FILE, { keepCase: false, longs: String, enums: String, defaults: true });
+  const definition = loadSync(PROTO_FILE, { ...LOAD_OPTIONS, keepCase: false });
   const lockService = definition[SERVICE_NAME] as ServiceDefinition;
 
   // One wrapper for every unary method: call the core, map errors, log one line.
@@ -107,7 +108,9 @@ export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
 
   const server = new Server();
   server.addService(lockService, handlers);
-  new ReflectionService(definition).addToServer(server);
+  // Reflection must describe the .proto as written (per_page, created_at), so that grpcurl
+  // accepts the proto field names; the handlers use proto-loader's camelCase view instead.
+  new ReflectionService(loadSync(PROTO_FILE, { ...LOAD_OPTIONS, keepCase: true })).addToServer(server);
   return server;
 }
 
