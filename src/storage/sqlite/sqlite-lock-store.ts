@@ -70,15 +70,21 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   );
   const ping = db.prepare('SELECT 1');
 
-  // IMMEDIATE takes the write lock up front, so the holder read after a conflict sees the
-  // row that caused it: nobody can release it in between.
-  const acquire = db.transaction((id: string, service: string, who: string): AcquireResult => {
+  // The INSERT alone is atomic, so a free service costs one statement. On a conflict the
+  // insert is retried inside an IMMEDIATE transaction, which holds the write lock, so the
+  // holder read next sees the row that caused the conflict: nobody can release it between.
+  const acquireOrReadHolder = db.transaction((id: string, service: string, who: string): AcquireResult => {
     const created = insert.get(id, service, who, options.clock.now().getTime());
     if (created) return { acquired: true, lock: toLock(created) };
     const holder = byService.get(service);
     if (!holder) throw new Error(`insert of lock ${id} conflicted but no holder of ${service} exists`);
     return { acquired: false, holder: toLock(holder) };
   });
+  const acquire = (id: string, service: string, who: string): AcquireResult => {
+    const created = insert.get(id, service, who, options.clock.now().getTime());
+    if (created) return { acquired: true, lock: toLock(created) };
+    return acquireOrReadHolder.immediate(id, service, who);
+  };
   const list = db.transaction((request: ListRequest): LockPage => {
     const where = { service: request.service ?? null, who: request.who ?? null };
     const rows = page.all({ ...where, limit: request.perPage, offset: (request.page - 1) * request.perPage });
@@ -86,7 +92,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   });
 
   return {
-    acquire: async (id, service, who) => guard(() => acquire.immediate(id, service, who)),
+    acquire: async (id, service, who) => guard(() => acquire(id, service, who)),
     get: async (id) => guard(() => nullable(byId.get(id))),
     release: async (id) => guard(() => nullable(remove.get(id))),
     list: async (request) => guard(() => list.deferred(request)),

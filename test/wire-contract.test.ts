@@ -1,0 +1,43 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { loadSync } from '@grpc/proto-loader';
+import { PROTO_FILE } from '../src/grpc/server.js';
+import { lockToJson } from '../src/http/error-mapping.js';
+import { createLockBody, lockJson, lockListJson, releasedJson } from '../src/http/schemas.js';
+
+/**
+ * The wire contract has three descriptions: the domain type (through `lockToJson`), the
+ * REST JSON schemas and the .proto. This fails when one of them gains or loses a field
+ * without the others.
+ */
+const definition = loadSync(PROTO_FILE, { keepCase: true });
+
+/** Proto field names in their JSON form (lowerCamelCase, as protobuf's JSON mapping has it). */
+function protoJsonFields(message: string): string[] {
+  const type = definition[`tracker.lock.v1alpha1.${message}`] as { type: { field: Array<{ name: string }> } };
+  return type.type.field
+    .map((field) => field.name.replace(/_([a-z])/g, (_, letter: string) => letter.toUpperCase()))
+    .sort();
+}
+
+describe('wire contract', () => {
+  const sample = lockToJson({ id: 'i', service: 's', who: 'w', createdAt: new Date(0) });
+
+  test('Lock: domain JSON, REST schema and proto have the same fields', () => {
+    assert.deepEqual(Object.keys(sample).sort(), Object.keys(lockJson.properties).sort());
+    assert.deepEqual(protoJsonFields('Lock'), Object.keys(lockJson.properties).sort());
+    assert.deepEqual([...lockJson.required].sort(), Object.keys(lockJson.properties).sort());
+  });
+
+  test('ListLocksResponse matches the REST list body', () => {
+    assert.deepEqual(protoJsonFields('ListLocksResponse'), Object.keys(lockListJson.properties).sort());
+  });
+
+  test('UnLockResponse matches the REST release body', () => {
+    assert.deepEqual(protoJsonFields('UnLockResponse'), Object.keys(releasedJson.properties).sort());
+  });
+
+  test('CreateLockRequest takes what POST /lock takes', () => {
+    assert.deepEqual(protoJsonFields('CreateLockRequest'), Object.keys(createLockBody.properties).sort());
+  });
+});
