@@ -8,28 +8,14 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import {
-  type CallOptions,
-  type ClientUnaryCall,
-  credentials,
-  Metadata,
-  makeClientConstructor,
-  type ServiceError,
-  status,
-} from '@grpc/grpc-js';
-import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
+import { type ServiceError, status } from '@grpc/grpc-js';
 import { bufCurl, bufRaw } from './support/buf-curl.js';
-import { ROOT, type ServerProcess, startServerProcess } from './support/server-process.js';
+import { type LockServiceClient, lockServiceClient, SERVICE, unary } from './support/grpc-client.js';
+import { type ServerProcess, startServerProcess } from './support/server-process.js';
 
-/** A client made by makeClientConstructor: its methods are looked up by name. */
-type ServiceClient = InstanceType<ReturnType<typeof makeClientConstructor>>;
-
-const SERVICE = 'tracker.lock.v1alpha1.LockService';
 const METHODS = ['CreateLock', 'GetLock', 'ListLocks', 'UnLock'] as const;
 type Method = (typeof METHODS)[number];
-const PROTO_FILE = join(ROOT, 'proto/tracker/lock/v1alpha1/lock.proto');
 const API = '/api/v1alpha1';
 
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
@@ -388,24 +374,6 @@ describe('gRPC ListLocks through reflection, on a fresh server', () => {
   });
 });
 
-/** A unary method of a grpc-js client made from the .proto. */
-type Unary = (
-  request: object,
-  metadata: Metadata,
-  options: CallOptions,
-  callback: (error: ServiceError | null, response?: unknown) => void,
-) => ClientUnaryCall;
-
-function unary<T>(client: ServiceClient, method: Method, request: object): Promise<T> {
-  const call = client[method] as Unary;
-  return new Promise((resolve, reject) => {
-    call.call(client, request, new Metadata(), { deadline: Date.now() + 10_000 }, (error, response) => {
-      if (error) reject(error);
-      else resolve(response as T);
-    });
-  });
-}
-
 /** Asserts that `promise` fails with `code` and the given `tracker-*` trailers (and no others). */
 async function rejectsWith(
   promise: Promise<unknown>,
@@ -429,13 +397,11 @@ async function rejectsWith(
 
 describe('gRPC with a grpc-js client from the .proto', () => {
   let server: ServerProcess;
-  let client: ServiceClient;
+  let client: LockServiceClient;
 
   before(async () => {
     server = await startServerProcess();
-    const definition = loadSync(PROTO_FILE, { keepCase: false, defaults: true });
-    const LockService = makeClientConstructor(definition[SERVICE] as ServiceDefinition, 'LockService');
-    client = new LockService(server.grpcAddress, credentials.createInsecure());
+    client = lockServiceClient(server.grpcAddress);
   });
   after(async () => {
     client?.close();

@@ -4,6 +4,7 @@ import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import { lockServiceClient, unary } from './support/grpc-client.js';
 import { ROOT, runServerToExit, startServerProcess, tempDir } from './support/server-process.js';
 
 const API = '/api/v1alpha1';
@@ -166,6 +167,8 @@ describe('the server process', () => {
       });
       // A kept-alive connection and an open gRPC channel must not hold the process up.
       await acquire(server.baseUrl, 'before-stop');
+      const client = lockServiceClient(server.grpcAddress);
+      await unary(client, 'ListLocks', {});
       const started = Date.now();
       server.child.kill(signal);
       const code = await Promise.race([
@@ -175,6 +178,7 @@ describe('the server process', () => {
       assert.equal(code, 0);
       assert.ok(Date.now() - started < 10_000);
       assert.ok(server.lines.some((line) => line.includes('"stopped"')));
+      client.close();
       dir.remove();
     });
   }

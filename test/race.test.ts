@@ -8,34 +8,16 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import {
-  type CallOptions,
-  type ClientUnaryCall,
-  credentials,
-  Metadata,
-  makeClientConstructor,
-  type ServiceError,
-  status,
-} from '@grpc/grpc-js';
-import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
-import { ROOT, type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import { type ServiceError, status } from '@grpc/grpc-js';
+import { type LockServiceClient, lockServiceClient, unary } from './support/grpc-client.js';
+import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 
-/** A client made by makeClientConstructor: its methods are looked up by name. */
-type ServiceClient = InstanceType<ReturnType<typeof makeClientConstructor>>;
-
-const SERVICE = 'tracker.lock.v1alpha1.LockService';
-const PROTO_FILE = join(ROOT, 'proto/tracker/lock/v1alpha1/lock.proto');
 const API = '/api/v1alpha1';
 /** Every request, REST or gRPC, is abandoned after this long (and then counts as a failure). */
 const REQUEST_TIMEOUT_MS = 10_000;
 const RACERS = 100;
 /** gRPC channels per server process; each has its own connection. */
 const CHANNELS = 3;
-
-const LockServiceClient = makeClientConstructor(
-  loadSync(PROTO_FILE, { keepCase: false, defaults: true })[SERVICE] as ServiceDefinition,
-  'LockService',
-);
 
 interface LockJson {
   id: string;
@@ -54,40 +36,12 @@ type Outcome =
 interface Target {
   readonly name: string;
   readonly server: ServerProcess;
-  readonly clients: ServiceClient[];
-}
-
-type Unary = (
-  request: object,
-  metadata: Metadata,
-  options: CallOptions,
-  callback: (error: ServiceError | null, response?: unknown) => void,
-) => ClientUnaryCall;
-
-function unary<T>(client: ServiceClient, method: string, request: object): Promise<T> {
-  const call = client[method] as Unary;
-  return new Promise((resolve, reject) => {
-    call.call(
-      client,
-      request,
-      new Metadata(),
-      { deadline: Date.now() + REQUEST_TIMEOUT_MS },
-      (error, response) => {
-        if (error) reject(error);
-        else resolve(response as T);
-      },
-    );
-  });
+  readonly clients: LockServiceClient[];
 }
 
 async function connect(name: string, server: ServerProcess): Promise<Target> {
-  // A local subchannel pool per client, so that each is a connection of its own.
-  const clients = Array.from(
-    { length: CHANNELS },
-    () =>
-      new LockServiceClient(server.grpcAddress, credentials.createInsecure(), {
-        'grpc.use_local_subchannel_pool': 1,
-      }),
+  const clients = Array.from({ length: CHANNELS }, () =>
+    lockServiceClient(server.grpcAddress, { ownConnection: true }),
   );
   // Warm every connection up, so that the races measure the store, not connection setup.
   await Promise.all([

@@ -1,0 +1,427 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { ErrorCode, TrackerError } from '../src/core/errors.js';
+import { isUnavailable } from '../src/storage/postgres/is-unavailable.js';
+import {
+  openPostgresLockStore,
+  type PostgresLockStore,
+  type PostgresStoreOptions,
+} from '../src/storage/postgres/postgres-lock-store.js';
+import { SchemaTooNewError } from '../src/storage/sqlite/migrate.js';
+import { runLockStoreContract } from './contract/lock-store.contract.js';
+import { closedPort, connect, describePostgres, FaultProxy, withClient, withPort } from './support/postgres.js';
+
+/** A logger that keeps what it was told, so tests can see what the store reported. */
+function recordingLogger() {
+  const entries: { level: string; details: Record<string, unknown>; message: string }[] = [];
+  const at = (level: string) => (details: object, message: string) => {
+    entries.push({ level, details: details as Record<string, unknown>, message });
+  };
+  return { entries, logger: { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') } };
+}
+
+const isStoreUnavailable = (error: unknown) =>
+  error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE;
+
+/** The "~2.5 s" the store promises for an unreachable or stuck database, with slack for a busy CI. */
+const UNAVAILABLE_WITHIN_MS = 2750;
+
+/** Runs `work`, expecting STORE_UNAVAILABLE within UNAVAILABLE_WITHIN_MS; returns the error and the time taken. */
+async function expectUnavailable(work: () => Promise<unknown>): Promise<{ error: TrackerError; ms: number }> {
+  const started = performance.now();
+  const error = await work().then(
+    (value) => assert.fail(`expected STORE_UNAVAILABLE, got ${JSON.stringify(value)}`),
+    (error: unknown) => error,
+  );
+  const ms = performance.now() - started;
+  assert.ok(isStoreUnavailable(error), `expected STORE_UNAVAILABLE, got ${String(error)}`);
+  assert.ok(ms < UNAVAILABLE_WITHIN_MS, `took ${Math.round(ms)} ms`);
+  return { error: error as TrackerError, ms };
+}
+
+/** Polls `check` every 20 ms for up to `ms`; fails with `what` if it never holds. */
+async function eventually(what: string, check: () => boolean | Promise<boolean>, ms = 2000): Promise<void> {
+  for (let waited = 0; waited < ms; waited += 20) {
+    if (await check()) return;
+    await delay(20);
+  }
+  assert.fail(`timed out waiting until ${what}`);
+}
+
+describe('PostgreSQL error classification', () => {
+  const cases: [string, unknown, boolean][] = [
+    ['connection refused', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), true],
+    ['connection reset', Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), true],
+    ['statement timeout', { code: '57014', message: 'canceling statement due to statement timeout' }, true],
+    ['admin shutdown', { code: '57P01', message: 'terminating connection due to administrator command' }, true],
+    ['server starting', { code: '57P03', message: 'the database system is starting up' }, true],
+    ['connection failure (class 08)', { code: '08006', message: 'connection failure' }, true],
+    ['too many connections', { code: '53300', message: 'sorry, too many clients already' }, true],
+    ['dropped connection', new Error('Connection terminated unexpectedly'), true],
+    ['pool checkout timeout', new Error('timeout exceeded when trying to connect'), true],
+    ['client-side query timeout', new Error('Query read timeout'), true],
+    [
+      'connect timeout, wrapped by the pool',
+      new Error('Connection terminated due to connection timeout', { cause: new Error('timeout expired') }),
+      true,
+    ],
+    ['a cause deeper down', new Error('outer', { cause: { code: 'ETIMEDOUT' } }), true],
+    ['dual-stack connect', new AggregateError([{ code: 'ECONNREFUSED' }, { code: 'ECONNREFUSED' }]), true],
+    ['unique violation', { code: '23505', message: 'duplicate key value' }, false],
+    ['bad uuid', { code: '22P02', message: 'invalid input syntax for type uuid' }, false],
+    ['missing table', { code: '42P01', message: 'relation "locks" does not exist' }, false],
+    ['pool used after close', new Error('Cannot use a pool after calling end on the pool'), false],
+    ['a plain bug', new TypeError("Cannot read properties of undefined (reading 'id')"), false],
+    ['not an error', 'ECONNREFUSED', false],
+    ['nothing', null, false],
+  ];
+  for (const [name, error, expected] of cases) {
+    test(`${name} → ${expected ? 'STORE_UNAVAILABLE' : 'rethrown'}`, () => {
+      assert.equal(isUnavailable(error), expected);
+    });
+  }
+});
+
+await describePostgres('PostgreSQL store', (database) => {
+  const quiet = recordingLogger().logger;
+  /** A store on the test database, its tables in `schema`. */
+  const open = (schema: string, options: Partial<PostgresStoreOptions> = {}) =>
+    openPostgresLockStore({ connectionString: database().url, schema, logger: quiet, ...options });
+
+  // createdAt comes from the database's clock, which a test cannot move: advance() waits.
+  runLockStoreContract('postgres', async () => {
+    const store = await open('contract');
+    return { store, advance: (ms) => delay(ms), cleanup: () => store.close() };
+  });
+
+  describe('PostgreSQL store specifics', () => {
+    test('records each migration once, in its own schema; reopening applies nothing', async () => {
+      const { entries, logger } = recordingLogger();
+      const first = await open('migrated', { logger });
+      assert.equal(first.schemaVersion, 1);
+      await first.close();
+      const second = await open('migrated', { logger });
+      assert.equal(second.schemaVersion, 1);
+      await second.close();
+      assert.deepEqual(
+        entries.filter((entry) => entry.level === 'info').map((entry) => entry.details),
+        [{ version: 1, name: 'create_locks' }],
+      );
+      await withClient(database().url, async (client) => {
+        const versions = await client.query('SELECT version, name FROM migrated.schema_migrations');
+        assert.deepEqual(versions.rows, [{ version: 1, name: 'create_locks' }]);
+        const tables = await client.query(
+          `SELECT table_schema, table_name FROM information_schema.tables
+           WHERE table_name IN ('locks', 'schema_migrations') AND table_schema IN ('public', 'migrated')
+           ORDER BY table_name`,
+        );
+        assert.deepEqual(tables.rows, [
+          { table_schema: 'migrated', table_name: 'locks' },
+          { table_schema: 'migrated', table_name: 'schema_migrations' },
+        ]);
+      });
+    });
+
+    test('ten stores opening at once on an empty schema all succeed and migrate once', async () => {
+      const opened = await Promise.allSettled(Array.from({ length: 10 }, () => open('replicas', { poolSize: 2 })));
+      const stores = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+      try {
+        assert.deepEqual(
+          opened.filter((result) => result.status === 'rejected'),
+          [],
+        );
+        assert.deepEqual(
+          stores.map((store) => store.schemaVersion),
+          Array(10).fill(1),
+        );
+        const versions = await withClient(database().url, (client) =>
+          client.query('SELECT version, count(*)::int AS times FROM replicas.schema_migrations GROUP BY version'),
+        );
+        assert.deepEqual(versions.rows, [{ version: 1, times: 1 }]);
+        const results = await Promise.all(
+          stores.map((store, i) => store.acquire(randomUUID(), 'shared', `replica-${i}`)),
+        );
+        assert.equal(results.filter((result) => result.acquired).length, 1);
+      } finally {
+        await Promise.all(stores.map((store) => store.close()));
+      }
+    });
+
+    test('a schema newer than this binary is refused with a clear message and left untouched', async () => {
+      await withClient(database().url, async (client) => {
+        await client.query('CREATE SCHEMA future');
+        await client.query(
+          `CREATE TABLE future.schema_migrations (
+             version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+        );
+        await client.query(
+          "INSERT INTO future.schema_migrations (version, name) VALUES (1, 'create_locks'), (99, 'from_the_future')",
+        );
+      });
+      await assert.rejects(
+        open('future'),
+        (error: unknown) =>
+          error instanceof SchemaTooNewError &&
+          /version 99 but this Tracker knows only up to 1/.test(error.message),
+      );
+      const versions = await withClient(database().url, (client) =>
+        client.query('SELECT version FROM future.schema_migrations ORDER BY version'),
+      );
+      assert.deepEqual(versions.rows, [{ version: 1 }, { version: 99 }]);
+    });
+
+    test('two pools: of 50 concurrent acquires for one service exactly one wins', async () => {
+      const a = await open('two_pools', { poolSize: 5 });
+      const b = await open('two_pools', { poolSize: 5 });
+      try {
+        const service = `race-${randomUUID()}`;
+        const results = await Promise.all(
+          Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).acquire(randomUUID(), service, `racer-${i}`)),
+        );
+        const winners = results.flatMap((result) => (result.acquired ? [result.lock] : []));
+        assert.equal(winners.length, 1);
+        for (const result of results) if (!result.acquired) assert.deepEqual(result.holder, winners[0]);
+        assert.deepEqual(await b.get(winners[0]?.id ?? ''), winners[0]);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    test('createdAt is the database clock, not the process clock', async (t) => {
+      const store = await open('clock');
+      const client = await connect(database().url);
+      try {
+        const dbNowMs = async () =>
+          Number(
+            (await client.query<{ ms: string }>('SELECT floor(extract(epoch FROM now()) * 1000)::int8 AS ms'))
+              .rows[0]?.ms,
+          );
+        const before = await dbNowMs();
+        // The process clock now says 1970: a store that read it would stamp 1970.
+        t.mock.timers.enable({ apis: ['Date'], now: 0 });
+        let result: Awaited<ReturnType<PostgresLockStore['acquire']>>;
+        try {
+          assert.equal(Date.now(), 0);
+          result = await store.acquire(randomUUID(), 'clock', 'me');
+        } finally {
+          t.mock.timers.reset();
+        }
+        const after = await dbNowMs();
+        assert.ok(result.acquired);
+        const at = result.lock.createdAt.getTime();
+        assert.ok(before <= at && at <= after, `${at} not within database time [${before}, ${after}]`);
+      } finally {
+        await client.end();
+        await store.close();
+      }
+    });
+
+    test('keeps microseconds in the database and returns them truncated to the millisecond', async () => {
+      const store = await open('precision');
+      try {
+        const locks = [];
+        for (let i = 0; i < 3; i++) {
+          const result = await store.acquire(randomUUID(), `precise-${i}`, 'me');
+          assert.ok(result.acquired);
+          locks.push(result.lock);
+        }
+        const stored = await withClient(database().url, (client) =>
+          client.query<{ id: string; at: string }>(
+            `SELECT id, to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US') AS at
+             FROM precision.locks`,
+          ),
+        );
+        const microseconds = new Map(stored.rows.map((row) => [row.id, row.at]));
+        for (const lock of locks) {
+          const at = microseconds.get(lock.id) ?? '';
+          assert.equal(lock.createdAt.toISOString(), `${at.slice(0, -3)}Z`);
+        }
+        // Three stamps all on a whole millisecond would mean the microseconds were dropped.
+        assert.ok(
+          [...microseconds.values()].some((at) => !at.endsWith('000')),
+          JSON.stringify(stored.rows),
+        );
+        // Ordered by the full microseconds, as a tie-break by id would only apply within one.
+        const page = await store.list({ page: 1, perPage: 10 });
+        assert.deepEqual(page.locks, locks);
+      } finally {
+        await store.close();
+      }
+    });
+
+    test('an acquire blocked by an uncommitted holder returns that holder once it commits', async () => {
+      const { entries, logger } = recordingLogger();
+      const store = await open('contended', { logger });
+      const blocker = await connect(database().url);
+      try {
+        const holderId = randomUUID();
+        await blocker.query('BEGIN');
+        await blocker.query("INSERT INTO contended.locks (id, service, who) VALUES ($1, 'deploy', 'blocker')", [
+          holderId,
+        ]);
+        const pending = store.acquire(randomUUID(), 'deploy', 'waiter');
+        pending.catch(() => {});
+        await eventually('the acquire waits on the uncommitted insert', () => waitingOnLock(database().url));
+        await blocker.query('COMMIT');
+        const result = await pending;
+        assert.ok(!result.acquired);
+        assert.equal(result.holder.id, holderId);
+        assert.equal(result.holder.who, 'blocker');
+        // Its statement's snapshot predates the commit, so it had to look again.
+        assert.equal(entries.filter((entry) => entry.level === 'debug').length, 1);
+      } finally {
+        await blocker.end();
+        await store.close();
+      }
+    });
+
+    test('an acquire blocked by an uncommitted holder wins when that holder rolls back', async () => {
+      const store = await open('rolled_back');
+      const blocker = await connect(database().url);
+      try {
+        await blocker.query('BEGIN');
+        await blocker.query(
+          "INSERT INTO rolled_back.locks (id, service, who) VALUES ($1, 'deploy', 'blocker')",
+          [randomUUID()],
+        );
+        const pending = store.acquire(randomUUID(), 'deploy', 'waiter');
+        pending.catch(() => {});
+        await eventually('the acquire waits on the uncommitted insert', () => waitingOnLock(database().url));
+        await blocker.query('ROLLBACK');
+        const result = await pending;
+        assert.ok(result.acquired);
+        assert.equal(result.lock.who, 'waiter');
+      } finally {
+        await blocker.end();
+        await store.close();
+      }
+    });
+
+    test('a statement blocked past statement_timeout is STORE_UNAVAILABLE; the store serves once freed', async () => {
+      const store = await open('blocked');
+      const blocker = await connect(database().url);
+      try {
+        assert.ok((await store.acquire(randomUUID(), 'warm-up', 'me')).acquired);
+        await blocker.query('BEGIN');
+        await blocker.query('LOCK TABLE blocked.locks IN ACCESS EXCLUSIVE MODE');
+        const { error, ms } = await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        assert.equal((error.cause as { code?: string }).code, '57014');
+        assert.ok(ms >= 1900, `gave up after ${Math.round(ms)} ms, before the 2000 ms statement timeout`);
+        await expectUnavailable(() => store.list({ page: 1, perPage: 10 }));
+        await blocker.query('ROLLBACK');
+        assert.ok((await store.acquire(randomUUID(), 'deploy', 'me')).acquired);
+      } finally {
+        await blocker.end();
+        await store.close();
+      }
+    });
+
+    test('opening on a port nothing listens on rejects STORE_UNAVAILABLE at once', async () => {
+      const url = withPort(database().url, await closedPort());
+      const { error } = await expectUnavailable(() =>
+        openPostgresLockStore({ connectionString: url, schema: 'nowhere', logger: quiet }),
+      );
+      assert.equal((error.cause as { code?: string }).code, 'ECONNREFUSED');
+    });
+
+    test('a database that goes down: every call is STORE_UNAVAILABLE at once, the lost connection is logged, service resumes', async () => {
+      const proxy = await FaultProxy.start(database().url);
+      const { entries, logger } = recordingLogger();
+      const store = await open('outage', { connectionString: proxy.url(database().url), logger });
+      try {
+        const held = await store.acquire(randomUUID(), 'kept', 'me');
+        assert.ok(held.acquired);
+        await proxy.down();
+        await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        await expectUnavailable(() => store.get(held.lock.id));
+        await expectUnavailable(() => store.release(held.lock.id));
+        await expectUnavailable(() => store.list({ page: 1, perPage: 10 }));
+        await expectUnavailable(() => store.ping());
+        await eventually('the lost idle connection is logged', () =>
+          entries.some((entry) => entry.level === 'warn'),
+        );
+        await proxy.forward();
+        assert.deepEqual(await store.get(held.lock.id), held.lock);
+        await store.ping();
+      } finally {
+        await store.close();
+        await proxy.close();
+      }
+    });
+
+    test('a database that stops answering: STORE_UNAVAILABLE within 2.5 s, by query then connect timeout', async () => {
+      const proxy = await FaultProxy.start(database().url);
+      const store = await open('silent', { connectionString: proxy.url(database().url) });
+      try {
+        assert.ok((await store.acquire(randomUUID(), 'warm-up', 'me')).acquired);
+        proxy.blackhole();
+        // The pooled connection sends and hears nothing back: the client's query_timeout.
+        const stuck = await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        assert.equal((stuck.error.cause as Error).message, 'Query read timeout');
+        // That connection is discarded; a new one never completes its handshake.
+        await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        await proxy.forward();
+        assert.ok((await store.acquire(randomUUID(), 'deploy', 'me')).acquired);
+      } finally {
+        await proxy.close();
+        await store.close();
+      }
+    });
+
+    test('an idle connection the server terminates is logged and replaced, not fatal', async () => {
+      const { entries, logger } = recordingLogger();
+      const url = new URL(database().url);
+      url.searchParams.set('application_name', 'tracker_terminated');
+      const store = await open('terminated', { connectionString: url.href, logger });
+      try {
+        assert.ok((await store.acquire(randomUUID(), 'before', 'me')).acquired);
+        const killed = await withClient(database().url, (client) =>
+          client.query(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tracker_terminated'",
+          ),
+        );
+        assert.equal(killed.rowCount, 1);
+        await eventually('the terminated connection is logged', () =>
+          entries.some((entry) => entry.level === 'warn'),
+        );
+        const warning = entries.find((entry) => entry.level === 'warn');
+        assert.equal((warning?.details.err as { code?: string }).code, '57P01');
+        assert.ok((await store.acquire(randomUUID(), 'after', 'me')).acquired);
+      } finally {
+        await store.close();
+      }
+    });
+
+    test('calls after close are errors, not STORE_UNAVAILABLE', async () => {
+      const store = await open('closed');
+      await store.close();
+      await assert.rejects(store.ping(), (error: unknown) => !isStoreUnavailable(error));
+    });
+
+    test('refuses a connection string that is not postgres:// and a schema that is not an identifier', async () => {
+      await assert.rejects(
+        openPostgresLockStore({ connectionString: 'mysql://127.0.0.1/test', logger: quiet }),
+        /must start with postgres:\/\/ or postgresql:\/\//,
+      );
+      await assert.rejects(open('Robert"); DROP TABLE locks;--'), /lower-case SQL identifier/);
+      await assert.rejects(
+        open('both', { connectionString: `${database().url}?options=-c%20search_path%3Dother` }),
+        /not both/,
+      );
+    });
+  });
+});
+
+/**
+ * Whether a session of the database at `url` waits for a lock. Asked on a fresh connection:
+ * inside a transaction pg_stat_activity keeps showing the same snapshot.
+ */
+async function waitingOnLock(url: string): Promise<boolean> {
+  const { rows } = await withClient(url, (client) =>
+    client.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"),
+  );
+  return rows.length > 0;
+}

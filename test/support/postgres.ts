@@ -1,0 +1,248 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import pg from 'pg';
+
+/**
+ * The PostgreSQL the tests use: the machine's own (trust auth), or TRACKER_TEST_PG_URL.
+ * Tests never touch this database's tables; each test file creates a database of its own.
+ */
+export const ADMIN_URL = process.env.TRACKER_TEST_PG_URL ?? 'postgres://postgres@127.0.0.1:5432/test';
+
+/** A connected raw client, for arranging and inspecting what a store cannot show. End it. */
+export async function connect(url: string, timeoutMs = 2000): Promise<pg.Client> {
+  const client = new pg.Client({ connectionString: url, connectionTimeoutMillis: timeoutMs });
+  // An unhandled 'error' event would kill the test process; the failing query reports it.
+  client.on('error', () => {});
+  await client.connect();
+  return client;
+}
+
+/** Runs `work` on a fresh raw client and ends it. */
+export async function withClient<T>(url: string, work: (client: pg.Client) => Promise<T>): Promise<T> {
+  const client = await connect(url);
+  try {
+    return await work(client);
+  } finally {
+    await client.end();
+  }
+}
+
+/** Why PostgreSQL cannot be used, or null when it answers within a second. */
+async function unreachableReason(): Promise<string | null> {
+  const client = new pg.Client({
+    connectionString: ADMIN_URL,
+    connectionTimeoutMillis: 1000,
+    query_timeout: 1000,
+  });
+  client.on('error', () => {});
+  try {
+    await client.connect();
+    await client.query('SELECT 1');
+    return null;
+  } catch (error) {
+    return `PostgreSQL is not reachable at ${redact(ADMIN_URL)} (${(error as Error).message || String(error)}); set TRACKER_TEST_PG_URL`;
+  } finally {
+    // Bounded: a graceful close of a server that stopped answering never completes.
+    await Promise.race([client.end().catch(() => {}), delay(1000, undefined, { ref: false })]);
+  }
+}
+
+export async function pgAvailable(): Promise<boolean> {
+  return (await unreachableReason()) === null;
+}
+
+export interface TestDatabase {
+  readonly name: string;
+  /** ADMIN_URL with this database's name. */
+  readonly url: string;
+  /** Drops it, disconnecting whoever is still connected. */
+  drop(): Promise<void>;
+}
+
+/** Creates an empty database named `tracker_test_<random>`. */
+export async function withTestDatabase(): Promise<TestDatabase> {
+  const name = `tracker_test_${randomBytes(6).toString('hex')}`;
+  await withClient(ADMIN_URL, (client) => client.query(`CREATE DATABASE ${name}`));
+  const url = new URL(ADMIN_URL);
+  url.pathname = `/${name}`;
+  return {
+    name,
+    url: url.href,
+    drop: async () => {
+      await withClient(ADMIN_URL, (client) => client.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`));
+    },
+  };
+}
+
+/**
+ * A describe block whose tests share a fresh database, dropped afterwards, after checking
+ * that every connection to it was closed. When PostgreSQL is not reachable the block is
+ * skipped with one line saying why, except under CI=true, where that is a failing test.
+ */
+export async function describePostgres(
+  name: string,
+  fn: (database: () => TestDatabase) => void,
+): Promise<void> {
+  const reason = await unreachableReason();
+  if (reason !== null && process.env.CI === 'true') {
+    describe(name, () => {
+      test('PostgreSQL is reachable (required when CI=true)', () => assert.fail(reason));
+    });
+    return;
+  }
+  if (reason !== null) {
+    describe(name, { skip: reason }, () => {});
+    return;
+  }
+  describe(name, () => {
+    let database: TestDatabase | undefined;
+    before(async () => {
+      database = await withTestDatabase();
+    });
+    after(async () => {
+      if (!database) return;
+      try {
+        await assertNoConnectionsLeft(database.name);
+      } finally {
+        await database.drop();
+      }
+    });
+    fn(() => {
+      if (!database) throw new Error('the test database exists only while its tests run');
+      return database;
+    });
+  });
+}
+
+/** Fails when sessions on `database` outlive the tests, i.e. a store or client was not closed. */
+async function assertNoConnectionsLeft(database: string): Promise<void> {
+  let left: { application_name: string; state: string | null }[] = [];
+  // A closed client's backend exits a moment after the socket closes: poll, briefly.
+  for (let attempt = 0; attempt < 40; attempt++) {
+    left = await withClient(ADMIN_URL, async (client) => {
+      const result = await client.query<{ application_name: string; state: string | null }>(
+        'SELECT application_name, state FROM pg_stat_activity WHERE datname = $1',
+        [database],
+      );
+      return result.rows;
+    });
+    if (left.length === 0) return;
+    await delay(50);
+  }
+  assert.fail(`connections to ${database} left open: ${JSON.stringify(left)}`);
+}
+
+/** A TCP port nothing listens on (it was free a moment ago). */
+export async function closedPort(): Promise<number> {
+  const server = net.createServer();
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const { port } = server.address() as net.AddressInfo;
+  await new Promise((resolve) => server.close(resolve));
+  return port;
+}
+
+/** `url` pointing at 127.0.0.1:`port` instead. */
+export function withPort(url: string, port: number): string {
+  const changed = new URL(url);
+  changed.hostname = '127.0.0.1';
+  changed.port = String(port);
+  return changed.href;
+}
+
+function redact(url: string): string {
+  const parsed = new URL(url);
+  if (parsed.password) parsed.password = '***';
+  return parsed.href;
+}
+
+type ProxyMode = 'forward' | 'blackhole' | 'down';
+
+/**
+ * A TCP proxy in front of PostgreSQL, for faults a real server will not produce on cue:
+ * `down()` drops every connection and refuses new ones, `blackhole()` keeps connections
+ * open but lets no byte through either way, `forward()` restores service.
+ */
+export class FaultProxy {
+  readonly #server = net.createServer((socket) => this.#accept(socket));
+  readonly #sockets = new Set<net.Socket>();
+  readonly #target: { host: string; port: number };
+  #mode: ProxyMode = 'forward';
+  #port = 0;
+
+  private constructor(target: string) {
+    const url = new URL(target);
+    this.#target = { host: url.hostname || '127.0.0.1', port: Number(url.port || 5432) };
+  }
+
+  static async start(target: string): Promise<FaultProxy> {
+    const proxy = new FaultProxy(target);
+    await proxy.#listen(0);
+    return proxy;
+  }
+
+  /** `url` with the proxy as its host and port. */
+  url(url: string): string {
+    return withPort(url, this.#port);
+  }
+
+  async forward(): Promise<void> {
+    if (this.#mode === 'down') await this.#listen(this.#port);
+    this.#mode = 'forward';
+  }
+
+  blackhole(): void {
+    this.#mode = 'blackhole';
+  }
+
+  async down(): Promise<void> {
+    this.#mode = 'down';
+    const closed = new Promise((resolve) => this.#server.close(resolve));
+    this.#destroyAll();
+    await closed;
+  }
+
+  async close(): Promise<void> {
+    if (this.#mode !== 'down') await this.down();
+  }
+
+  async #listen(port: number): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, '127.0.0.1', () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#port = (this.#server.address() as net.AddressInfo).port;
+  }
+
+  #destroyAll(): void {
+    for (const socket of this.#sockets) socket.destroy();
+    this.#sockets.clear();
+  }
+
+  #track(socket: net.Socket): void {
+    this.#sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => this.#sockets.delete(socket));
+  }
+
+  #accept(client: net.Socket): void {
+    this.#track(client);
+    // A connection that arrives during a black hole just hangs, like a silent host.
+    if (this.#mode !== 'forward') return;
+    const upstream = net.connect(this.#target.port, this.#target.host);
+    this.#track(upstream);
+    client.on('data', (chunk) => {
+      if (this.#mode === 'forward') upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => {
+      if (this.#mode === 'forward') client.write(chunk);
+    });
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  }
+}
