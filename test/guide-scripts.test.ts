@@ -1,11 +1,19 @@
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { delimiter, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
-import { MAIN, ROOT, type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import {
+  MAIN,
+  type ProcessRun,
+  ROOT,
+  runToExit,
+  type ServerProcess,
+  startServerProcess,
+  tempDir,
+} from './support/server-process.js';
 
 /*
  * The shell examples of the Locks Guide, run verbatim against the real server.
@@ -70,60 +78,14 @@ interface LockList {
 // Running bash
 // ---------------------------------------------------------------------------------------
 
-interface BashRun {
-  code: number | null;
-  signal: NodeJS.Signals | null;
-  stdout: string;
-  stderr: string;
-}
+type BashRun = ProcessRun;
 
 /** Runs bash in its own process group, killed whole if it outlives the timeout. */
 function runBash(
   args: string[],
   options: { cwd: string; env: NodeJS.ProcessEnv; timeoutMs?: number },
 ): Promise<BashRun> {
-  const timeoutMs = options.timeoutMs ?? SCRIPT_TIMEOUT_MS;
-  return new Promise((resolve, reject) => {
-    const child = spawn('bash', args, {
-      cwd: options.cwd,
-      env: options.env,
-      detached: true,
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (chunk: Buffer) => {
-      stdout += chunk.toString();
-    });
-    child.stderr.on('data', (chunk: Buffer) => {
-      stderr += chunk.toString();
-    });
-    let timedOut = false;
-    const timer = setTimeout(() => {
-      timedOut = true;
-      try {
-        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
-      } catch {
-        child.kill('SIGKILL');
-      }
-    }, timeoutMs);
-    child.once('error', (error) => {
-      clearTimeout(timer);
-      reject(error);
-    });
-    child.once('close', (code, signal) => {
-      clearTimeout(timer);
-      if (timedOut) {
-        reject(
-          new Error(
-            `bash ${args[0]} ran longer than ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`,
-          ),
-        );
-      } else {
-        resolve({ code, signal, stdout, stderr });
-      }
-    });
-  });
+  return runToExit('bash', args, { ...options, timeoutMs: options.timeoutMs ?? SCRIPT_TIMEOUT_MS });
 }
 
 /** For assertion messages: everything the script printed. */

@@ -1,11 +1,10 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { lockServiceClient, unary } from './support/grpc-client.js';
-import { ROOT, runServerToExit, startServerProcess, tempDir } from './support/server-process.js';
+import { runServerToExit, runToExit, startServerProcess, tempDir } from './support/server-process.js';
 
 const API = '/api/v1alpha1';
 const FREE = ['--http-port', '0', '--grpc-port', '0'];
@@ -40,24 +39,7 @@ function assertOneLine(stderr: string, pattern: RegExp) {
 
 describe('the server process', () => {
   test('`npm start -- --help` lists every option with its default', async () => {
-    const result = await new Promise<{ code: number | null; stdout: string }>((resolve, reject) => {
-      const child = spawn('npm', ['start', '--silent', '--', '--help'], {
-        cwd: ROOT,
-        stdio: ['ignore', 'pipe', 'inherit'],
-      });
-      let stdout = '';
-      child.stdout.on('data', (chunk: Buffer) => {
-        stdout += chunk.toString();
-      });
-      const timer = setTimeout(() => {
-        child.kill('SIGKILL');
-        reject(new Error('npm start -- --help did not finish within 120 s'));
-      }, 120_000);
-      child.once('exit', (code) => {
-        clearTimeout(timer);
-        resolve({ code, stdout });
-      });
-    });
+    const result = await runToExit('npm', ['start', '--silent', '--', '--help'], { timeoutMs: 120_000 });
     assert.equal(result.code, 0);
     for (const option of ['--host', '--http-port', '--grpc-port', '--database-url', '--log-level']) {
       assert.ok(result.stdout.includes(option), `help lists ${option}`);

@@ -89,16 +89,28 @@ export async function startServerProcess(
   };
 }
 
-/** Runs the server entry to completion (for --help and bad configuration). */
-export function runServerToExit(
+export interface ProcessRun {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+}
+
+/**
+ * Runs a command to completion in its own process group, collecting its output; the whole
+ * group is killed, and the promise rejects, if it outlives `timeoutMs`.
+ */
+export function runToExit(
+  command: string,
   args: string[],
-  env: NodeJS.ProcessEnv = {},
-  timeoutMs = 15_000,
-): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<ProcessRun> {
+  const timeoutMs = options.timeoutMs ?? 30_000;
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [MAIN, ...args], {
-      cwd: ROOT,
-      env: { ...process.env, ...env },
+    const child = spawn(command, args, {
+      cwd: options.cwd ?? ROOT,
+      env: options.env ?? process.env,
+      detached: true,
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     let stdout = '';
@@ -109,13 +121,39 @@ export function runServerToExit(
     child.stderr.on('data', (chunk: Buffer) => {
       stderr += chunk.toString();
     });
+    let timedOut = false;
     const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`server ${args.join(' ')} did not exit within ${timeoutMs} ms`));
+      timedOut = true;
+      try {
+        if (child.pid !== undefined) process.kill(-child.pid, 'SIGKILL');
+      } catch {
+        child.kill('SIGKILL');
+      }
     }, timeoutMs);
-    child.once('exit', (code) => {
+    child.once('error', (error) => {
       clearTimeout(timer);
-      resolve({ code, stdout, stderr });
+      reject(error);
+    });
+    child.once('close', (code, signal) => {
+      clearTimeout(timer);
+      if (timedOut) {
+        reject(
+          new Error(
+            `${command} ${args.join(' ')} ran longer than ${timeoutMs} ms\nstdout:\n${stdout}\nstderr:\n${stderr}`,
+          ),
+        );
+      } else {
+        resolve({ code, signal, stdout, stderr });
+      }
     });
   });
+}
+
+/** Runs the server entry to completion (for --help and bad configuration). */
+export function runServerToExit(
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+  timeoutMs = 15_000,
+): Promise<ProcessRun> {
+  return runToExit(process.execPath, [MAIN, ...args], { env: { ...process.env, ...env }, timeoutMs });
 }
