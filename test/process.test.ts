@@ -165,6 +165,40 @@ describe('the server process', () => {
     });
   }
 
+  test('SIGTERM under load: every answered acquire is committed, none is half-done', async () => {
+    const dir = tempDir();
+    const args = [...FREE, '--database-url', `sqlite:${dir.path}/drain.db`];
+    const server = await startServerProcess({ args });
+    const requests = Array.from({ length: 200 }, (_, i) =>
+      acquire(server.baseUrl, `drain-${i}`).then(
+        (result) => result,
+        (error: unknown) => ({ status: 0, json: { error: String(error) } }),
+      ),
+    );
+    await requests[0];
+    server.child.kill('SIGTERM');
+    const results = await Promise.all(requests);
+    assert.equal(await server.exited, 0);
+    // In-flight requests finish (201); requests arriving after the close get 503 or a closed
+    // connection; nothing else.
+    const created = results.filter((result) => result.status === 201);
+    for (const result of results) assert.ok([0, 201, 503].includes(result.status), JSON.stringify(result));
+    assert.ok(created.length >= 1);
+    const restarted = await startServerProcess({ args });
+    try {
+      const listed = await fetch(`${restarted.baseUrl}${API}/locks/list?per_page=1000`);
+      const { locks } = (await listed.json()) as { locks: Array<Record<string, unknown>> };
+      assert.deepEqual(
+        locks.map((lock) => lock.id).sort(),
+        created.map((result) => result.json.id).sort(),
+        'exactly the answered locks are in the store',
+      );
+    } finally {
+      await restarted.stop();
+      dir.remove();
+    }
+  });
+
   test('a lock survives kill -9 and a restart on the same file, and is still exclusive', async () => {
     const dir = tempDir();
     const args = [...FREE, '--database-url', `sqlite:${dir.path}/crash.db`];
