@@ -11,7 +11,14 @@ import {
 } from '../src/storage/postgres/postgres-lock-store.js';
 import { SchemaTooNewError } from '../src/storage/sqlite/migrate.js';
 import { runLockStoreContract } from './contract/lock-store.contract.js';
-import { closedPort, connect, describePostgres, FaultProxy, withClient, withPort } from './support/postgres.js';
+import {
+  closedPort,
+  connect,
+  describePostgres,
+  FaultProxy,
+  withClient,
+  withPort,
+} from './support/postgres.js';
 
 /** A logger that keeps what it was told, so tests can see what the store reported. */
 function recordingLogger() {
@@ -55,7 +62,11 @@ describe('PostgreSQL error classification', () => {
     ['connection refused', Object.assign(new Error('connect ECONNREFUSED'), { code: 'ECONNREFUSED' }), true],
     ['connection reset', Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' }), true],
     ['statement timeout', { code: '57014', message: 'canceling statement due to statement timeout' }, true],
-    ['admin shutdown', { code: '57P01', message: 'terminating connection due to administrator command' }, true],
+    [
+      'admin shutdown',
+      { code: '57P01', message: 'terminating connection due to administrator command' },
+      true,
+    ],
     ['server starting', { code: '57P03', message: 'the database system is starting up' }, true],
     ['connection failure (class 08)', { code: '08006', message: 'connection failure' }, true],
     ['too many connections', { code: '53300', message: 'sorry, too many clients already' }, true],
@@ -125,7 +136,9 @@ await describePostgres('PostgreSQL store', (database) => {
     });
 
     test('ten stores opening at once on an empty schema all succeed and migrate once', async () => {
-      const opened = await Promise.allSettled(Array.from({ length: 10 }, () => open('replicas', { poolSize: 2 })));
+      const opened = await Promise.allSettled(
+        Array.from({ length: 10 }, () => open('replicas', { poolSize: 2 })),
+      );
       const stores = opened.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
       try {
         assert.deepEqual(
@@ -137,7 +150,9 @@ await describePostgres('PostgreSQL store', (database) => {
           Array(10).fill(1),
         );
         const versions = await withClient(database().url, (client) =>
-          client.query('SELECT version, count(*)::int AS times FROM replicas.schema_migrations GROUP BY version'),
+          client.query(
+            'SELECT version, count(*)::int AS times FROM replicas.schema_migrations GROUP BY version',
+          ),
         );
         assert.deepEqual(versions.rows, [{ version: 1, times: 1 }]);
         const results = await Promise.all(
@@ -259,9 +274,10 @@ await describePostgres('PostgreSQL store', (database) => {
       try {
         const holderId = randomUUID();
         await blocker.query('BEGIN');
-        await blocker.query("INSERT INTO contended.locks (id, service, who) VALUES ($1, 'deploy', 'blocker')", [
-          holderId,
-        ]);
+        await blocker.query(
+          "INSERT INTO contended.locks (id, service, who) VALUES ($1, 'deploy', 'blocker')",
+          [holderId],
+        );
         const pending = store.acquire(randomUUID(), 'deploy', 'waiter');
         pending.catch(() => {});
         await eventually('the acquire waits on the uncommitted insert', () => waitingOnLock(database().url));
@@ -300,7 +316,7 @@ await describePostgres('PostgreSQL store', (database) => {
       }
     });
 
-    test('a statement blocked past statement_timeout is STORE_UNAVAILABLE; the store serves once freed', async () => {
+    test('a statement blocked past statement_timeout is STORE_UNAVAILABLE; the store serves once freed', async (t) => {
       const store = await open('blocked');
       const blocker = await connect(database().url);
       try {
@@ -310,6 +326,7 @@ await describePostgres('PostgreSQL store', (database) => {
         const { error, ms } = await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
         assert.equal((error.cause as { code?: string }).code, '57014');
         assert.ok(ms >= 1900, `gave up after ${Math.round(ms)} ms, before the 2000 ms statement timeout`);
+        t.diagnostic(`statement timeout surfaced after ${Math.round(ms)} ms`);
         await expectUnavailable(() => store.list({ page: 1, perPage: 10 }));
         await blocker.query('ROLLBACK');
         assert.ok((await store.acquire(randomUUID(), 'deploy', 'me')).acquired);
@@ -319,12 +336,13 @@ await describePostgres('PostgreSQL store', (database) => {
       }
     });
 
-    test('opening on a port nothing listens on rejects STORE_UNAVAILABLE at once', async () => {
+    test('opening on a port nothing listens on rejects STORE_UNAVAILABLE at once', async (t) => {
       const url = withPort(database().url, await closedPort());
-      const { error } = await expectUnavailable(() =>
+      const { error, ms } = await expectUnavailable(() =>
         openPostgresLockStore({ connectionString: url, schema: 'nowhere', logger: quiet }),
       );
       assert.equal((error.cause as { code?: string }).code, 'ECONNREFUSED');
+      t.diagnostic(`refused after ${Math.round(ms)} ms`);
     });
 
     test('a database that goes down: every call is STORE_UNAVAILABLE at once, the lost connection is logged, service resumes', async () => {
@@ -335,14 +353,15 @@ await describePostgres('PostgreSQL store', (database) => {
         const held = await store.acquire(randomUUID(), 'kept', 'me');
         assert.ok(held.acquired);
         await proxy.down();
+        // Nothing in flight: the pool hears of it as an 'error' on an idle connection.
+        await eventually('the lost idle connection is logged', () =>
+          entries.some((entry) => entry.level === 'warn'),
+        );
         await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
         await expectUnavailable(() => store.get(held.lock.id));
         await expectUnavailable(() => store.release(held.lock.id));
         await expectUnavailable(() => store.list({ page: 1, perPage: 10 }));
         await expectUnavailable(() => store.ping());
-        await eventually('the lost idle connection is logged', () =>
-          entries.some((entry) => entry.level === 'warn'),
-        );
         await proxy.forward();
         assert.deepEqual(await store.get(held.lock.id), held.lock);
         await store.ping();
@@ -352,7 +371,7 @@ await describePostgres('PostgreSQL store', (database) => {
       }
     });
 
-    test('a database that stops answering: STORE_UNAVAILABLE within 2.5 s, by query then connect timeout', async () => {
+    test('a database that stops answering: STORE_UNAVAILABLE within 2.5 s, by query then connect timeout', async (t) => {
       const proxy = await FaultProxy.start(database().url);
       const store = await open('silent', { connectionString: proxy.url(database().url) });
       try {
@@ -362,7 +381,10 @@ await describePostgres('PostgreSQL store', (database) => {
         const stuck = await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
         assert.equal((stuck.error.cause as Error).message, 'Query read timeout');
         // That connection is discarded; a new one never completes its handshake.
-        await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        const handshake = await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        t.diagnostic(
+          `query timeout after ${Math.round(stuck.ms)} ms, connect timeout after ${Math.round(handshake.ms)} ms`,
+        );
         await proxy.forward();
         assert.ok((await store.acquire(randomUUID(), 'deploy', 'me')).acquired);
       } finally {
@@ -388,7 +410,7 @@ await describePostgres('PostgreSQL store', (database) => {
           entries.some((entry) => entry.level === 'warn'),
         );
         const warning = entries.find((entry) => entry.level === 'warn');
-        assert.equal((warning?.details.err as { code?: string }).code, '57P01');
+        assert.equal((warning?.details.err as { code?: string } | undefined)?.code, '57P01');
         assert.ok((await store.acquire(randomUUID(), 'after', 'me')).acquired);
       } finally {
         await store.close();
@@ -421,7 +443,9 @@ await describePostgres('PostgreSQL store', (database) => {
  */
 async function waitingOnLock(url: string): Promise<boolean> {
   const { rows } = await withClient(url, (client) =>
-    client.query("SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'"),
+    client.query(
+      "SELECT 1 FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    ),
   );
   return rows.length > 0;
 }

@@ -7,6 +7,7 @@ import {
   createSchema,
   MIGRATION_LOCK,
   RECORD_MIGRATION,
+  SCHEMA_EXISTS,
 } from './queries.js';
 
 /**
@@ -43,7 +44,9 @@ export async function migrate(
   await client.connect();
   try {
     await client.query(MIGRATION_LOCK);
-    if (schema !== undefined) await client.query(createSchema(schema));
+    if (schema !== undefined && (await client.query(SCHEMA_EXISTS, [schema])).rowCount === 0) {
+      await client.query(createSchema(schema));
+    }
     await client.query(CREATE_MIGRATIONS_TABLE);
     const found = Number((await client.query<{ version: number }>(CURRENT_VERSION)).rows[0]?.version ?? 0);
     if (found > migrations.length) {

@@ -59,9 +59,9 @@ const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
 const QUERY_TIMEOUT_MARGIN_MS = 250;
 
 /**
- * An acquire runs again when the holder it conflicted with is invisible to its snapshot
- * or already released. Each run that returns nothing wrote nothing, so giving up after a
- * few is safe; it takes a service changing hands that often within one acquire.
+ * An acquire runs again when the holder it conflicted with is newer than its snapshot
+ * (see ACQUIRE). A run that returns nothing wrote nothing, so giving up is safe; it takes
+ * a service changing hands this many times during one acquire.
  */
 const ACQUIRE_ATTEMPTS = 5;
 

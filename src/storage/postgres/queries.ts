@@ -18,10 +18,12 @@ export interface LockRow {
 const LOCK_COLUMNS = 'id, service, who, floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms';
 
 /**
- * $1 id, $2 service, $3 who. Inserts, or returns the holder with acquired = false.
- * Returns NO row when the holder committed after this statement's snapshot was taken (the
- * INSERT waited for it, then conflicted, but the SELECT cannot see it) or was released in
- * between: the caller runs the statement again. The clock is the database's: now().
+ * $1 id, $2 service, $3 who. Inserts, or returns the holder with acquired = false, in one
+ * round trip. Returns NO row when the holder committed after this statement's snapshot
+ * was taken: the INSERT sees it (it may even have waited for it) and does nothing, but
+ * the SELECT reads the older snapshot. The caller then runs the statement again, which
+ * finds the holder, or the service free if it was released meanwhile. now() is the
+ * database's clock.
  */
 export const ACQUIRE = `
 WITH inserted AS (
@@ -79,6 +81,9 @@ export const CURRENT_VERSION = 'SELECT coalesce(max(version), 0) AS version FROM
 
 /** $1 version, $2 name. */
 export const RECORD_MIGRATION = 'INSERT INTO schema_migrations (version, name) VALUES ($1, $2)';
+
+/** $1 schema. Asked first: CREATE SCHEMA needs the CREATE privilege even when it exists. */
+export const SCHEMA_EXISTS = 'SELECT FROM pg_namespace WHERE nspname = $1';
 
 /** The schema name is validated (lower-case identifier) before it is spliced in. */
 export const createSchema = (schema: string) => `CREATE SCHEMA IF NOT EXISTS ${schema}`;
