@@ -3,7 +3,7 @@
 // replicas behind a proxy...), write a start() that returns its endpoints and add it to
 // TARGETS in run.ts.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -53,74 +53,44 @@ interface SpawnedServer {
 
 /**
  * Spawns `node <args>` in the repo root and waits (15 s at most) for the JSON log line whose
- * msg is readyMsg. Its stdout is then read and dropped so that the pipe never blocks the
- * server (Tracker logs one line per request); only the last few KB are kept, to explain a
- * failure to start.
+ * msg is readyMsg. The child's stdout goes straight to a log file, not through a pipe: the
+ * load generator shares the CPU with the server, and reading one log line per request would
+ * steal from it. The file is polled until the ready line appears and removed on stop().
  */
-export function spawnServer(name: string, args: string[], readyMsg: string): Promise<SpawnedServer> {
-  const child = spawn(process.execPath, args, {
-    cwd: REPO_ROOT,
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stdoutTail = '';
+export async function spawnServer(name: string, args: string[], readyMsg: string): Promise<SpawnedServer> {
+  const logDir = await mkdtemp(path.join(tmpdir(), 'tracker-bench-log-'));
+  const logFile = path.join(logDir, 'stdout.log');
+  const fd = openSync(logFile, 'w');
+  const child = spawn(process.execPath, args, { cwd: REPO_ROOT, stdio: ['ignore', fd, 'pipe'] });
+  closeSync(fd);
   let stderrTail = '';
   child.stderr?.setEncoding('utf8');
   child.stderr?.on('data', (chunk: string) => {
     stderrTail = (stderrTail + chunk).slice(-TAIL_CHARS);
   });
-  const stop = () => stopChild(child);
-
-  return new Promise<SpawnedServer>((resolve, reject) => {
-    const stdout = child.stdout;
-    if (stdout === null) {
-      reject(new Error(`${name}: no stdout pipe`));
-      return;
+  const stop = async () => {
+    await stopChild(child);
+    await rm(logDir, { recursive: true, force: true });
+  };
+  const started = Date.now();
+  while (Date.now() - started < START_TIMEOUT_MS) {
+    if (child.exitCode !== null || child.signalCode !== null) {
+      const tail = `${readFileSync(logFile, 'utf8').slice(-TAIL_CHARS)}\n${stderrTail}`.trim();
+      await stop();
+      throw new Error(
+        `${name} exited before it was ready (code ${child.exitCode}, signal ${child.signalCode}): ${tail}`,
+      );
     }
-    stdout.setEncoding('utf8');
-    let pending = '';
-    const fail = (why: string) => {
-      cleanup();
-      void stop();
-      const tail = `${stdoutTail}\n${stderrTail}`.trim();
-      reject(new Error(`${name} ${why}${tail ? `; its last output:\n${tail}` : ''}`));
-    };
-    const onData = (chunk: string) => {
-      stdoutTail = (stdoutTail + chunk).slice(-TAIL_CHARS);
-      pending += chunk;
-      let newline = pending.indexOf('\n');
-      while (newline !== -1) {
-        const line = pending.slice(0, newline);
-        pending = pending.slice(newline + 1);
-        const ready = parseReadyLine(line, readyMsg);
-        if (ready !== undefined) {
-          cleanup();
-          // From now on only drain the pipe, keeping a short tail (cheap: no line parsing).
-          stdout.on('data', (more: string) => {
-            stdoutTail = (stdoutTail + more).slice(-TAIL_CHARS);
-          });
-          resolve({ ready, stop });
-          return;
-        }
-        newline = pending.indexOf('\n');
-      }
-    };
-    const onExit = (code: number | null, signal: NodeJS.Signals | null) =>
-      fail(`exited before it was ready (code ${code}, signal ${signal})`);
-    const onError = (err: Error) => fail(`could not be started: ${err.message}`);
-    const timer = setTimeout(
-      () => fail(`did not log "${readyMsg}" within ${START_TIMEOUT_MS / 1000} s`),
-      START_TIMEOUT_MS,
-    );
-    function cleanup() {
-      clearTimeout(timer);
-      stdout?.off('data', onData);
-      child.off('exit', onExit);
-      child.off('error', onError);
+    for (const line of readFileSync(logFile, 'utf8').split('\n')) {
+      const ready = parseReadyLine(line, readyMsg);
+      if (ready !== undefined) return { ready, stop };
     }
-    stdout.on('data', onData);
-    child.on('exit', onExit);
-    child.on('error', onError);
-  });
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  await stop();
+  throw new Error(
+    `${name} did not log "${readyMsg}" within ${START_TIMEOUT_MS / 1000} s; stderr: ${stderrTail}`,
+  );
 }
 
 function parseReadyLine(line: string, readyMsg: string): Record<string, unknown> | undefined {

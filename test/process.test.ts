@@ -172,7 +172,7 @@ describe('the server process', () => {
     const requests = Array.from({ length: 200 }, (_, i) =>
       acquire(server.baseUrl, `drain-${i}`).then(
         (result) => result,
-        (error: unknown) => ({ status: 0, json: { error: String(error) } }),
+        (error: unknown) => ({ status: 0, json: { error: String(error) } as Record<string, unknown> }),
       ),
     );
     await requests[0];

@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -98,6 +99,23 @@ describe('SQLite store specifics', () => {
       (await store.acquire(randomUUID(), 'busy', 'me')).acquired,
       'serves again once the file is free',
     );
+    await store.close();
+    dir.remove();
+  });
+
+  test('the WAL is checkpointed as it grows, not left to grow without bound', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'wal.db');
+    const store = openSqliteLockStore({ path, clock: new ManualClock() });
+    // 2000 pairs write about 6000 WAL frames (24 MB); the auto-checkpoint (1000 pages)
+    // must keep restarting the WAL, so it stays near 4 MB.
+    for (let i = 0; i < 2000; i++) {
+      const result = await store.acquire(randomUUID(), `wal-${i % 16}`, 'w');
+      assert.ok(result.acquired);
+      assert.ok(await store.release(result.lock.id));
+    }
+    const walBytes = statSync(`${path}-wal`).size;
+    assert.ok(walBytes < 8 * 1024 * 1024, `WAL is ${walBytes} bytes`);
     await store.close();
     dir.remove();
   });
