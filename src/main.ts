@@ -1,7 +1,7 @@
 import { pino } from 'pino';
 import { ListenError, startTracker } from './compose.js';
 import { ConfigError, helpText, loadConfig } from './config/load-config.js';
-import { SchemaTooNewError } from './storage/sqlite/migrate.js';
+import { SchemaTooNewError } from './storage/migrations.js';
 
 /** Hard limit for a graceful stop; past it the process exits anyway. */
 const SHUTDOWN_LIMIT_MS = 9500;

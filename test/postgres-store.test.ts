@@ -3,13 +3,13 @@ import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ErrorCode, TrackerError } from '../src/core/errors.js';
+import { SchemaTooNewError } from '../src/storage/migrations.js';
 import { isUnavailable } from '../src/storage/postgres/is-unavailable.js';
 import {
   openPostgresLockStore,
   type PostgresLockStore,
   type PostgresStoreOptions,
 } from '../src/storage/postgres/postgres-lock-store.js';
-import { SchemaTooNewError } from '../src/storage/sqlite/migrate.js';
 import { runLockStoreContract } from './contract/lock-store.contract.js';
 import {
   closedPort,

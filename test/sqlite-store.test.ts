@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { ErrorCode, TrackerError } from '../src/core/errors.js';
-import { SchemaTooNewError } from '../src/storage/sqlite/migrate.js';
+import { SchemaTooNewError } from '../src/storage/migrations.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { runLockStoreContract } from './contract/lock-store.contract.js';
 import { ManualClock } from './support/manual-clock.js';

@@ -1,6 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
-import { type Migration, SchemaTooNewError } from '../sqlite/migrate.js';
+import { type Migration, schemaTooNew } from '../migrations.js';
 import {
   CREATE_MIGRATIONS_TABLE,
   CURRENT_VERSION,
@@ -50,9 +50,7 @@ export async function migrate(
     await client.query(CREATE_MIGRATIONS_TABLE);
     const found = Number((await client.query<{ version: number }>(CURRENT_VERSION)).rows[0]?.version ?? 0);
     if (found > migrations.length) {
-      throw new SchemaTooNewError(
-        `database schema is version ${found} but this Tracker knows only up to ${migrations.length}; upgrade Tracker`,
-      );
+      throw schemaTooNew(found, migrations.length);
     }
     for (const migration of migrations) {
       if (migration.version <= found) continue;

@@ -2,7 +2,7 @@ import pg from 'pg';
 import { storeUnavailable } from '../../core/errors.js';
 import { isLockId, type Lock } from '../../core/lock.js';
 import type { AcquireResult, LockStore } from '../../core/lock-store.js';
-import { readMigrations } from '../sqlite/migrate.js';
+import { readMigrations } from '../migrations.js';
 import { isUnavailable } from './is-unavailable.js';
 import { migrate } from './migrate.js';
 import { ACQUIRE, type AcquireRow, GET, LIST, type ListRow, type LockRow, PING, RELEASE } from './queries.js';

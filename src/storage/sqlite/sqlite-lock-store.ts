@@ -5,7 +5,8 @@ import type { Clock } from '../../core/clock.js';
 import { storeUnavailable } from '../../core/errors.js';
 import type { ListRequest, Lock, LockPage } from '../../core/lock.js';
 import type { AcquireResult, LockStore } from '../../core/lock-store.js';
-import { migrate, readMigrations } from './migrate.js';
+import { readMigrations } from '../migrations.js';
+import { migrate } from './migrate.js';
 
 export interface SqliteStoreOptions {
   /** A file path, or ':memory:' for a throwaway store. The folder is created if missing. */
