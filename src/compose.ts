@@ -6,6 +6,7 @@ import { createLockService } from './core/lock-service.js';
 import type { LockStore } from './core/lock-store.js';
 import { buildGrpcServer, listenGrpc, shutdownGrpc } from './grpc/server.js';
 import { buildHttpApp } from './http/app.js';
+import { openPostgresLockStore } from './storage/postgres/postgres-lock-store.js';
 import { openSqliteLockStore } from './storage/sqlite/sqlite-lock-store.js';
 
 /** Listening failed; `message` is the one line to print. */
@@ -20,17 +21,29 @@ export interface Tracker {
   stop(graceMs?: number): Promise<void>;
 }
 
-export function openStore(config: Config): LockStore {
-  return openSqliteLockStore({
-    path: config.database.path,
-    synchronous: config.database.synchronous,
-    clock: systemClock,
+/** Opens the store the database URL names, migrating its schema first. */
+export async function openStore(config: Config, logger: FastifyBaseLogger): Promise<LockStore> {
+  const { database } = config;
+  if (database.kind === 'sqlite') {
+    return openSqliteLockStore({
+      path: database.path,
+      synchronous: database.synchronous,
+      clock: systemClock,
+    });
+  }
+  return openPostgresLockStore({
+    connectionString: database.url,
+    poolSize: database.poolSize,
+    connectTimeoutMs: database.connectTimeoutMs,
+    statementTimeoutMs: database.statementTimeoutMs,
+    schema: database.schema,
+    logger,
   });
 }
 
 /** The composition root: config → store → service → transports. The only place that wires. */
 export async function startTracker(config: Config, logger: FastifyBaseLogger): Promise<Tracker> {
-  const store = openStore(config);
+  const store = await openStore(config, logger);
   const service = createLockService({
     store,
     newId: randomUUID,

@@ -1,6 +1,7 @@
 import { pino } from 'pino';
 import { ListenError, startTracker } from './compose.js';
 import { ConfigError, helpText, loadConfig } from './config/load-config.js';
+import { ErrorCode, TrackerError } from './core/errors.js';
 import { SchemaTooNewError } from './storage/migrations.js';
 
 /** Hard limit for a graceful stop; past it the process exits anyway. */
@@ -10,6 +11,14 @@ const SHUTDOWN_LIMIT_MS = 9500;
 function fail(message: string, exitCode: number): never {
   process.stderr.write(`tracker: ${message}\n`);
   process.exit(exitCode);
+}
+
+/** The first line of what went wrong underneath, without the stack. */
+function describeCause(cause: unknown): string {
+  const error = cause as { code?: unknown; message?: unknown } | undefined;
+  const message = typeof error?.message === 'string' && error.message !== '' ? error.message : String(cause);
+  const code = typeof error?.code === 'string' && !message.includes(error.code) ? ` (${error.code})` : '';
+  return `${message.split('\n')[0]}${code}`;
 }
 
 async function main(): Promise<void> {
@@ -37,6 +46,9 @@ async function main(): Promise<void> {
     tracker = await startTracker(config, logger);
   } catch (error) {
     if (error instanceof ListenError || error instanceof SchemaTooNewError) fail(error.message, 1);
+    if (error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE) {
+      fail(`cannot reach the database ${config.databaseUrl}: ${describeCause(error.cause)}`, 1);
+    }
     const code = (error as { code?: string }).code;
     if (typeof code === 'string' && code.startsWith('SQLITE_')) {
       fail(`cannot open ${config.databaseUrl}: ${(error as Error).message}`, 1);

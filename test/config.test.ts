@@ -33,7 +33,7 @@ describe('loadConfig', () => {
     assert.equal(fromEnv.host, '0.0.0.0');
     assert.equal(fromEnv.httpPort, 9000);
     assert.equal(fromEnv.grpcPort, 9001);
-    assert.equal(fromEnv.database.path, ':memory:');
+    assert.deepEqual(fromEnv.database, { kind: 'sqlite', path: ':memory:', synchronous: 'normal' });
     assert.equal(fromEnv.logLevel, 'warn');
     const fromFlags = config(
       [
@@ -52,7 +52,7 @@ describe('loadConfig', () => {
     assert.equal(fromFlags.host, '::1');
     assert.equal(fromFlags.httpPort, 0);
     assert.equal(fromFlags.grpcPort, 0);
-    assert.equal(fromFlags.database.path, '/tmp/x.db');
+    assert.deepEqual(fromFlags.database, { kind: 'sqlite', path: '/tmp/x.db', synchronous: 'normal' });
     assert.equal(fromFlags.logLevel, 'debug');
   });
 
@@ -61,12 +61,49 @@ describe('loadConfig', () => {
   });
 
   test('sqlite URL forms and synchronous=full', () => {
-    assert.equal(
-      config(['--database-url', 'sqlite:///var/lib/tracker.db']).database.path,
-      '/var/lib/tracker.db',
+    const sqlite = (url: string) => config(['--database-url', url]).database;
+    assert.deepEqual(sqlite('sqlite:///var/lib/tracker.db'), {
+      kind: 'sqlite',
+      path: '/var/lib/tracker.db',
+      synchronous: 'normal',
+    });
+    assert.deepEqual(sqlite('sqlite://rel/t.db'), {
+      kind: 'sqlite',
+      path: 'rel/t.db',
+      synchronous: 'normal',
+    });
+    assert.deepEqual(sqlite('sqlite:t.db?synchronous=full'), {
+      kind: 'sqlite',
+      path: 't.db',
+      synchronous: 'full',
+    });
+  });
+
+  test('postgres URLs select the PostgreSQL store with pool and timeout settings', () => {
+    const url = 'postgres://tracker:s3cret@db.internal:5432/locks?sslmode=require';
+    const defaults = config(['--database-url', url]);
+    assert.deepEqual(defaults.database, {
+      kind: 'postgres',
+      url,
+      poolSize: 10,
+      connectTimeoutMs: 2000,
+      statementTimeoutMs: 2000,
+      schema: undefined,
+    });
+    assert.equal(defaults.databaseUrl, 'postgres://tracker:***@db.internal:5432/locks?sslmode=require');
+    const tuned = config(
+      ['--database-url', 'postgresql://u@h/db', '--database-pool-size', '25', '--database-schema', 'tracker'],
+      { TRACKER_DATABASE_CONNECT_TIMEOUT: '500', TRACKER_DATABASE_STATEMENT_TIMEOUT: '750' },
     );
-    assert.equal(config(['--database-url', 'sqlite://rel/t.db']).database.path, 'rel/t.db');
-    assert.equal(config(['--database-url', 'sqlite:t.db?synchronous=full']).database.synchronous, 'full');
+    assert.deepEqual(tuned.database, {
+      kind: 'postgres',
+      url: 'postgresql://u@h/db',
+      poolSize: 25,
+      connectTimeoutMs: 500,
+      statementTimeoutMs: 750,
+      schema: 'tracker',
+    });
+    assert.equal(tuned.databaseUrl, 'postgresql://u@h/db');
   });
 
   test('--help and -h ask for help', () => {
@@ -103,6 +140,31 @@ describe('loadConfig', () => {
     ],
     ['unknown log level', ['--log-level', 'loud'], {}, /"loud" is not one of fatal, error/],
     ['unsupported database', ['--database-url', 'mysql://x'], {}, /not supported; use sqlite:PATH/],
+    [
+      'unsupported database, password masked',
+      ['--database-url', 'mysql://u:hunter2@x/db'],
+      {},
+      /^--database-url: "mysql:\/\/u:\*\*\*@x\/db" is not supported/,
+    ],
+    ['postgres URL without host', ['--database-url', 'postgres:///db'], {}, /names no host/],
+    [
+      'pool size zero',
+      ['--database-url', 'postgres://h/db', '--database-pool-size', '0'],
+      {},
+      /from 1 to 1000/,
+    ],
+    [
+      'bad timeout',
+      ['--database-url', 'postgres://h/db', '--database-statement-timeout', '2s'],
+      {},
+      /"2s" is not an integer/,
+    ],
+    [
+      'bad schema',
+      ['--database-url', 'postgres://h/db', '--database-schema', 'Tracker; DROP'],
+      {},
+      /lower-case SQL identifier/,
+    ],
     ['empty sqlite path', ['--database-url', 'sqlite:'], {}, /names no file/],
     [
       'unknown sqlite parameter',

@@ -1,19 +1,30 @@
 import { parseArgs } from 'node:util';
 
-/** Where locks are kept, parsed from `--database-url`. */
-export type DatabaseConfig = {
-  readonly kind: 'sqlite';
-  /** A file path, or ':memory:'. */
-  readonly path: string;
-  readonly synchronous: 'normal' | 'full';
-};
+/** Where locks are kept, parsed from `--database-url` and the `--database-*` options. */
+export type DatabaseConfig =
+  | {
+      readonly kind: 'sqlite';
+      /** A file path, or ':memory:'. */
+      readonly path: string;
+      readonly synchronous: 'normal' | 'full';
+    }
+  | {
+      readonly kind: 'postgres';
+      /** The URL as given, password included: never log it, use `Config.databaseUrl`. */
+      readonly url: string;
+      readonly poolSize: number;
+      readonly connectTimeoutMs: number;
+      readonly statementTimeoutMs: number;
+      /** Schema for Tracker's tables; undefined means the server's search_path (public). */
+      readonly schema: string | undefined;
+    };
 
 export interface Config {
   readonly host: string;
   readonly httpPort: number;
   readonly grpcPort: number;
   readonly database: DatabaseConfig;
-  /** The URL as given, for messages; it never holds secrets for SQLite. */
+  /** The database URL with any password masked: the form to log and print. */
   readonly databaseUrl: string;
   readonly logLevel: LogLevel;
 }
@@ -29,7 +40,29 @@ const OPTIONS = {
   'database-url': {
     env: 'TRACKER_DATABASE_URL',
     default: 'sqlite:./data/tracker.db',
-    help: 'sqlite:PATH (folder created), sqlite::memory: for a throwaway store; add ?synchronous=full to survive power cuts',
+    help:
+      'sqlite:PATH (folder created), sqlite::memory: for a throwaway store (add ?synchronous=full to survive power cuts),\n' +
+      '      or postgres://USER:PASSWORD@HOST:5432/DB (also postgresql://; ?sslmode= honoured) for several replicas',
+  },
+  'database-pool-size': {
+    env: 'TRACKER_DATABASE_POOL_SIZE',
+    default: '10',
+    help: 'PostgreSQL: most connections each replica opens',
+  },
+  'database-connect-timeout': {
+    env: 'TRACKER_DATABASE_CONNECT_TIMEOUT',
+    default: '2000',
+    help: 'PostgreSQL: ms to wait for a connection before answering 503',
+  },
+  'database-statement-timeout': {
+    env: 'TRACKER_DATABASE_STATEMENT_TIMEOUT',
+    default: '2000',
+    help: 'PostgreSQL: ms a statement may run before it is cancelled and the request answers 503',
+  },
+  'database-schema': {
+    env: 'TRACKER_DATABASE_SCHEMA',
+    default: '',
+    help: "PostgreSQL: schema for Tracker's tables, created if missing (empty: the search_path, usually public)",
   },
   'log-level': { env: 'TRACKER_LOG_LEVEL', default: 'info', help: LOG_LEVELS.join(', ') },
 } as const;
@@ -62,18 +95,27 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
     if (typeof flag === 'string') return { value: flag, source: `--${name}` };
     const fromEnv = env[OPTIONS[name].env];
     if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, source: OPTIONS[name].env };
+    // A URL may hold a password: messages name where it came from, never echo it whole.
     return { value: OPTIONS[name].default, source: `--${name} default` };
   };
 
   const databaseUrl = pick('database-url');
+  const database = databaseUrl.value.startsWith('sqlite:')
+    ? parseSqliteUrl(databaseUrl)
+    : parsePostgresUrl(databaseUrl, {
+        poolSize: parseInteger(pick('database-pool-size'), 1, 1000),
+        connectTimeoutMs: parseInteger(pick('database-connect-timeout'), 1, 600_000),
+        statementTimeoutMs: parseInteger(pick('database-statement-timeout'), 1, 600_000),
+        schema: parseSchema(pick('database-schema')),
+      });
   return {
     help: false,
     config: {
       host: parseHost(pick('host')),
       httpPort: parsePort(pick('http-port')),
       grpcPort: parsePort(pick('grpc-port')),
-      database: parseDatabaseUrl(databaseUrl),
-      databaseUrl: databaseUrl.value,
+      database,
+      databaseUrl: maskPassword(databaseUrl.value),
       logLevel: parseLogLevel(pick('log-level')),
     },
   };
@@ -130,10 +172,9 @@ function parseLogLevel({ value, source }: { value: string; source: string }): Lo
   return level;
 }
 
-function parseDatabaseUrl({ value, source }: { value: string; source: string }): DatabaseConfig {
-  if (!value.startsWith('sqlite:')) {
-    throw new ConfigError(`${source}: "${value}" is not supported; use sqlite:PATH or sqlite::memory:`);
-  }
+type Setting = { value: string; source: string };
+
+function parseSqliteUrl({ value, source }: Setting): DatabaseConfig {
   const [rest = '', query = ''] = value.slice('sqlite:'.length).split('?', 2);
   const path = rest.startsWith('//') ? rest.slice(2) : rest;
   if (path === '')
@@ -147,4 +188,52 @@ function parseDatabaseUrl({ value, source }: { value: string; source: string }):
       );
   }
   return { kind: 'sqlite', path, synchronous };
+}
+
+function parsePostgresUrl(
+  { value, source }: Setting,
+  settings: {
+    poolSize: number;
+    connectTimeoutMs: number;
+    statementTimeoutMs: number;
+    schema: string | undefined;
+  },
+): DatabaseConfig {
+  const masked = maskPassword(value);
+  if (!/^postgres(ql)?:\/\//.test(value)) {
+    throw new ConfigError(
+      `${source}: "${masked}" is not supported; use sqlite:PATH, sqlite::memory: or postgres://USER@HOST:PORT/DB`,
+    );
+  }
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new ConfigError(`${source}: "${masked}" is not a valid URL`);
+  }
+  if (url.hostname === '' && !url.searchParams.has('host')) {
+    throw new ConfigError(`${source}: "${masked}" names no host`);
+  }
+  return { kind: 'postgres', url: value, ...settings };
+}
+
+/** `postgres://user:secret@host/db` → `postgres://user:***@host/db`; other strings unchanged. */
+export function maskPassword(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^:/@]*:)[^@/]*@/i, '$1***@');
+}
+
+function parseInteger({ value, source }: Setting, min: number, max: number): number {
+  const number = /^\d{1,9}$/.test(value) ? Number(value) : Number.NaN;
+  if (!(number >= min && number <= max)) {
+    throw new ConfigError(`${source}: "${value}" is not an integer from ${min} to ${max}`);
+  }
+  return number;
+}
+
+function parseSchema({ value, source }: Setting): string | undefined {
+  if (value === '') return undefined;
+  if (!/^[a-z_][a-z0-9_]{0,62}$/.test(value)) {
+    throw new ConfigError(`${source}: "${value}" is not a lower-case SQL identifier (a-z, 0-9, _)`);
+  }
+  return value;
 }
