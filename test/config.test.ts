@@ -86,8 +86,8 @@ describe('loadConfig', () => {
       kind: 'postgres',
       url,
       poolSize: 10,
-      connectTimeoutMs: 2000,
-      statementTimeoutMs: 2000,
+      connectTimeoutMs: 1500,
+      statementTimeoutMs: 1500,
       schema: undefined,
     });
     assert.equal(defaults.databaseUrl, 'postgres://tracker:***@db.internal:5432/locks?sslmode=require');

@@ -51,12 +51,12 @@ const OPTIONS = {
   },
   'database-connect-timeout': {
     env: 'TRACKER_DATABASE_CONNECT_TIMEOUT',
-    default: '2000',
+    default: '1500',
     help: 'PostgreSQL: ms to wait for a connection before answering 503',
   },
   'database-statement-timeout': {
     env: 'TRACKER_DATABASE_STATEMENT_TIMEOUT',
-    default: '2000',
+    default: '1500',
     help: 'PostgreSQL: ms a statement may run before it is cancelled and the request answers 503',
   },
   'database-schema': {

@@ -25,10 +25,10 @@ export interface PostgresStoreOptions {
   readonly connectionString: string;
   /** Most connections the pool opens (default 10). */
   readonly poolSize?: number;
-  /** Longest wait for a connection, new or from a busy pool, in ms (default 2000). */
+  /** Longest wait for a connection, new or from a busy pool, in ms (default 1500). */
   readonly connectTimeoutMs?: number;
   /**
-   * Longest a statement may run, in ms (default 2000): the server cancels it
+   * Longest a statement may run, in ms (default 1500): the server cancels it
    * (`statement_timeout`), and the client gives up shortly after if the server stays
    * silent (`query_timeout`). Also the `idle_in_transaction_session_timeout`.
    */
@@ -57,6 +57,12 @@ const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
  * cancel should win and keep the connection; the client timer catches a silent network.
  */
 const QUERY_TIMEOUT_MARGIN_MS = 250;
+
+/**
+ * Default connect and statement timeout: with the margin above, a request answers 503
+ * within 2 s when the database is unreachable or stalled.
+ */
+export const DEFAULT_TIMEOUT_MS = 1500;
 
 /**
  * An acquire runs again when the holder it conflicted with is newer than its snapshot
@@ -134,10 +140,10 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
   if (schema !== undefined && new URL(connectionString).searchParams.has('options')) {
     throw new Error('set the schema either in the URL (options=-c search_path=...) or as `schema`, not both');
   }
-  const statementTimeoutMs = options.statementTimeoutMs ?? 2000;
+  const statementTimeoutMs = options.statementTimeoutMs ?? DEFAULT_TIMEOUT_MS;
   return {
     connectionString,
-    connectionTimeoutMillis: options.connectTimeoutMs ?? 2000,
+    connectionTimeoutMillis: options.connectTimeoutMs ?? DEFAULT_TIMEOUT_MS,
     statement_timeout: statementTimeoutMs,
     query_timeout: statementTimeoutMs + QUERY_TIMEOUT_MARGIN_MS,
     idle_in_transaction_session_timeout: statementTimeoutMs,
