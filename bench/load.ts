@@ -133,7 +133,7 @@ function percentile(sorted: Float64Array, p: number): number {
 }
 
 // ---------------------------------------------------------------------------------------
-// REST: node:http with a keep-alive agent, one socket per client.
+// REST: node:http with a keep-alive agent per server, one socket per client.
 
 const LOCK_PATH = '/api/v1alpha1/lock';
 
@@ -142,14 +142,23 @@ interface HttpReply {
   body: string;
 }
 
-export function restDriver(baseUrl: string, clients: number): Driver {
+type Request = (method: string, requestPath: string, body?: string) => Promise<HttpReply>;
+
+/** One server (replica) of the REST driver: its own keep-alive agent and request function. */
+interface RestServer {
+  prefix: string;
+  request: Request;
+  agent: http.Agent;
+}
+
+function restServer(baseUrl: string, sockets: number): RestServer {
   const url = new URL(baseUrl);
-  const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
+  const agent = new http.Agent({ keepAlive: true, maxSockets: sockets });
   const hostname = url.hostname;
   const port = Number(url.port || 80);
   const prefix = url.pathname.replace(/\/$/, '');
 
-  const request = (method: string, requestPath: string, body?: string): Promise<HttpReply> =>
+  const request: Request = (method, requestPath, body) =>
     new Promise<HttpReply>((resolve, reject) => {
       const headers: http.OutgoingHttpHeaders = {};
       if (body !== undefined) {
@@ -171,9 +180,28 @@ export function restDriver(baseUrl: string, clients: number): Driver {
       req.on('error', reject);
       req.end(body);
     });
+  return { prefix, request, agent };
+}
+
+/**
+ * REST to one server, or to several replicas of one service: client i then always talks to
+ * baseUrls[i % baseUrls.length] (acquire and release alike), so each replica gets its
+ * share of the clients and its own agent (with 1 client, only the first replica is used).
+ */
+export function restDriver(baseUrls: string | readonly string[], clients: number): Driver {
+  const urls = typeof baseUrls === 'string' ? [baseUrls] : [...baseUrls];
+  if (urls.length === 0) throw new Error('restDriver needs at least one base URL');
+  const sockets = Math.max(1, Math.ceil(clients / urls.length));
+  const servers = urls.map((url) => restServer(url, sockets));
+  const serverFor = (client: number): RestServer => {
+    const server = servers[client % servers.length];
+    if (server === undefined) throw new Error(`no REST server for client ${client}`);
+    return server;
+  };
 
   return {
-    async acquire(_client, service, who) {
+    async acquire(client, service, who) {
+      const { request, prefix } = serverFor(client);
       const reply = await request('POST', prefix + LOCK_PATH, JSON.stringify({ service, who }));
       if (reply.status < 200 || reply.status > 299) {
         throw new Error(`POST ${LOCK_PATH}: ${reply.status} ${reply.body.slice(0, 200)}`);
@@ -184,14 +212,15 @@ export function restDriver(baseUrl: string, clients: number): Driver {
       }
       return id;
     },
-    async release(_client, id) {
+    async release(client, id) {
+      const { request, prefix } = serverFor(client);
       const reply = await request('DELETE', `${prefix}${LOCK_PATH}/${encodeURIComponent(id)}`);
       if (reply.status < 200 || reply.status > 299) {
         throw new Error(`DELETE ${LOCK_PATH}/:id: ${reply.status} ${reply.body.slice(0, 200)}`);
       }
     },
     close() {
-      agent.destroy();
+      for (const server of servers) server.agent.destroy();
     },
   };
 }

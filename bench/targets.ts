@@ -1,7 +1,6 @@
-// What the bench measures: a target is a named server started as a child process and the
-// protocol the load generator speaks to it. To add one (a PostgreSQL-backed Tracker, two
-// replicas behind a proxy...), write a start() that returns its endpoints and add it to
-// TARGETS in run.ts.
+// What the bench measures: a target is a named server (or several replicas) started as child
+// processes and the protocol the load generator speaks to it. To add one, write a start()
+// that returns its endpoints and add it to TARGETS in run.ts.
 import { type ChildProcess, spawn } from 'node:child_process';
 import { closeSync, existsSync, openSync, readFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -13,29 +12,46 @@ export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url
 
 export type Protocol = 'rest' | 'grpc';
 
+/** What keeps the locks: nothing (the ceiling), a SQLite file, or the bench's PostgreSQL database. */
+export type Store = 'none' | 'sqlite' | 'postgres';
+
 /** Where a started server listens. */
 export interface Endpoints {
   /** Base URL of the REST API, e.g. http://127.0.0.1:8080 (no trailing slash). */
   http?: string;
+  /**
+   * Base URLs of every replica when several serve the same store (http is the first); the
+   * load generator spreads its clients over them, client i to replica i % length.
+   */
+  httpReplicas?: string[];
   /** host:port of the gRPC server. */
   grpc?: string;
   /** Stops the server; safe to call more than once. */
   stop(): Promise<void>;
 }
 
+/** What run.ts hands to start(). */
+export interface StartContext {
+  /** URL of the run's fresh PostgreSQL database; set for the targets whose store is 'postgres'. */
+  postgresUrl?: string;
+}
+
 export interface Target {
   /** Row label in the table and name for --only. */
   name: string;
   protocol: Protocol;
+  store: Store;
   /** Starts the server (or returns the one already started: targets may share a server). */
-  start(): Promise<Endpoints>;
+  start(context: StartContext): Promise<Endpoints>;
 }
 
+type Start = (context: StartContext) => Promise<Endpoints>;
+
 /** Memoizes start() so that several targets (REST and gRPC) share one server process. */
-export function shared(start: () => Promise<Endpoints>): () => Promise<Endpoints> {
+export function shared(start: Start): Start {
   let started: Promise<Endpoints> | undefined;
-  return () => {
-    started ??= start();
+  return (context) => {
+    started ??= start(context);
     return started;
   };
 }
@@ -145,10 +161,13 @@ export interface TrackerOptions {
   /** Defaults to a SQLite file in a fresh temporary directory, removed on stop(). */
   databaseUrl?: string;
   logLevel?: string;
+  /** Label in error messages (e.g. "tracker replica 2"). */
+  name?: string;
 }
 
 /** The built Tracker server (dist/src/main.js), REST and gRPC on ephemeral ports. */
 export async function startTracker(options: TrackerOptions = {}): Promise<Endpoints> {
+  const name = options.name ?? 'tracker';
   const host = options.host ?? '127.0.0.1';
   const main = path.join(REPO_ROOT, 'dist', 'src', 'main.js');
   if (!existsSync(main)) {
@@ -178,7 +197,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Endpoi
   ];
   let server: SpawnedServer;
   try {
-    server = await spawnServer('tracker', args, 'tracker listening');
+    server = await spawnServer(name, args, 'tracker listening');
   } catch (err) {
     await removeTmp();
     throw err;
@@ -188,11 +207,41 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Endpoi
     await removeTmp();
   };
   try {
-    const httpPort = portField(server.ready, 'httpPort', 'tracker');
-    const grpcPort = portField(server.ready, 'grpcPort', 'tracker');
+    const httpPort = portField(server.ready, 'httpPort', name);
+    const grpcPort = portField(server.ready, 'grpcPort', name);
     return { http: `http://${host}:${httpPort}`, grpc: `${host}:${grpcPort}`, stop };
   } catch (err) {
     await stop();
     throw err;
   }
+}
+
+/**
+ * `count` Tracker processes on the same database URL (PostgreSQL: a SQLite file is not
+ * shared between processes), started together so that their migrations race as they would
+ * in a deployment. If one fails to start, the others are stopped. The endpoints list every
+ * replica's REST URL in httpReplicas; grpc is the first replica's.
+ */
+export async function startReplicas(count: number, options: TrackerOptions): Promise<Endpoints> {
+  if (options.databaseUrl === undefined) throw new Error('replicas need a shared databaseUrl');
+  const results = await Promise.allSettled(
+    Array.from({ length: count }, (_, index) =>
+      startTracker({ ...options, name: `${options.name ?? 'tracker'} replica ${index + 1}/${count}` }),
+    ),
+  );
+  const replicas = results.flatMap((result) => (result.status === 'fulfilled' ? [result.value] : []));
+  const stop = async () => {
+    await Promise.allSettled(replicas.map((replica) => replica.stop()));
+  };
+  const failed = results.find((result) => result.status === 'rejected');
+  if (failed !== undefined) {
+    await stop();
+    throw failed.reason;
+  }
+  const urls = replicas.map((replica) => replica.http).filter((url) => url !== undefined);
+  if (urls.length !== count || count === 0) {
+    await stop();
+    throw new Error(`expected ${count} replicas with a REST endpoint, got ${urls.length}`);
+  }
+  return { http: urls[0], httpReplicas: urls, grpc: replicas[0]?.grpc, stop };
 }

@@ -102,6 +102,12 @@ export async function describePostgres(
     before(async () => {
       database = await withTestDatabase();
     });
+    fn(() => {
+      if (!database) throw new Error('the test database exists only while its tests run');
+      return database;
+    });
+    // Registered after the block's own hooks, so it runs after their `after`s have closed
+    // whatever they opened.
     after(async () => {
       if (!database) return;
       try {
@@ -109,10 +115,6 @@ export async function describePostgres(
       } finally {
         await database.drop();
       }
-    });
-    fn(() => {
-      if (!database) throw new Error('the test database exists only while its tests run');
-      return database;
     });
   });
 }

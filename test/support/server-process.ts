@@ -32,6 +32,24 @@ export function tempDir(prefix = 'tracker-test-'): { path: string; remove: () =>
 }
 
 /**
+ * Server processes still running. A test that fails before its cleanup must not leave a
+ * server behind, nor keep the test file's process alive through the server's pipes (the
+ * runner would wait forever): children and their pipes are unreferenced, and whatever is
+ * still running when the test process exits is killed.
+ */
+const running = new Set<ChildProcess>();
+process.once('exit', () => {
+  for (const child of running) child.kill('SIGKILL');
+});
+
+function track(child: ChildProcess): void {
+  running.add(child);
+  child.once('exit', () => running.delete(child));
+  child.unref();
+  for (const stream of [child.stdout, child.stderr]) (stream as { unref?: () => void } | null)?.unref?.();
+}
+
+/**
  * Starts the real server (`node dist/src/main.js`) as a child process and waits for its
  * "tracker listening" line. Defaults to free ports and a throwaway in-memory store.
  */
@@ -44,6 +62,7 @@ export async function startServerProcess(
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
+  track(child);
   const lines: string[] = [];
   let stderr = '';
   child.stderr?.on('data', (chunk: Buffer) => {

@@ -1,0 +1,250 @@
+/**
+ * Several stateless Tracker replicas over one PostgreSQL database, as real processes: one
+ * winner per race across replicas, one clock, and database trouble answered with 503 while
+ * the process stays up and recovers on its own. A TCP proxy of our own sits between a
+ * replica and PostgreSQL to cut the connection mid-run.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import { type ServiceError, status } from '@grpc/grpc-js';
+import { type LockServiceClient, lockServiceClient, unary } from './support/grpc-client.js';
+import { ADMIN_URL, describePostgres, FaultProxy, withClient } from './support/postgres.js';
+import { type ServerProcess, startServerProcess } from './support/server-process.js';
+
+const API = '/api/v1alpha1';
+const FREE = ['--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'];
+
+interface Reply {
+  status: number;
+  json: Record<string, unknown>;
+  ms: number;
+}
+
+async function call(base: string, method: string, path: string, body?: unknown): Promise<Reply> {
+  const started = performance.now();
+  const response = await fetch(`${base}${path}`, {
+    method,
+    headers: body === undefined ? {} : { 'content-type': 'application/json' },
+    body: body === undefined ? undefined : JSON.stringify(body),
+    signal: AbortSignal.timeout(15_000),
+  });
+  const text = await response.text();
+  return { status: response.status, json: text ? JSON.parse(text) : {}, ms: performance.now() - started };
+}
+
+const acquire = (base: string, service: string, who = 'tester') =>
+  call(base, 'POST', `${API}/lock`, { service, who });
+
+async function databaseNow(url: string): Promise<number> {
+  return withClient(url, async (client) => {
+    const result = await client.query<{ now: Date }>('SELECT clock_timestamp() AS now');
+    return (result.rows[0] as { now: Date }).now.getTime();
+  });
+}
+
+await describePostgres('three replicas on one PostgreSQL database', (database) => {
+  let replicas: ServerProcess[] = [];
+
+  before(async () => {
+    // Started together: they race to migrate the fresh database; the advisory lock lets
+    // exactly one apply each migration and the others wait, then start normally.
+    replicas = await Promise.all(
+      [0, 1, 2].map(() => startServerProcess({ args: [...FREE, '--database-url', database().url] })),
+    );
+  });
+  after(async () => {
+    await Promise.all(replicas.map((replica) => replica.stop()));
+  });
+
+  test('all replicas started on a schema migrated exactly once', async () => {
+    const versions = await withClient(database().url, async (client) => {
+      const result = await client.query<{ version: number }>(
+        'SELECT version FROM schema_migrations ORDER BY version',
+      );
+      return result.rows.map((row) => row.version);
+    });
+    assert.deepEqual(versions, [1]);
+  });
+
+  test('200 concurrent clients over 3 replicas, 20 rounds: exactly one winner each, no 5xx', async () => {
+    for (let round = 0; round < 20; round++) {
+      const service = `replicated-${round}-${randomUUID().slice(0, 8)}`;
+      const replies = await Promise.all(
+        Array.from({ length: 200 }, (_, i) => {
+          const replica = replicas[i % replicas.length] as ServerProcess;
+          return acquire(replica.baseUrl, service, `client-${i}`);
+        }),
+      );
+      const winners = replies.filter((reply) => reply.status === 201);
+      const statuses = [...new Set(replies.map((reply) => reply.status))].sort();
+      assert.equal(winners.length, 1, `round ${round}: ${winners.length} winners`);
+      assert.deepEqual(statuses, [201, 409], `round ${round}: statuses ${statuses}`);
+      const winner = (winners[0] as Reply).json;
+      for (const reply of replies) {
+        if (reply.status === 409) assert.deepEqual(reply.json.existingLock, winner);
+      }
+      // Every replica sees the same single holder.
+      for (const replica of replicas) {
+        const listed = await call(replica.baseUrl, 'GET', `${API}/locks/list?service=${service}`);
+        assert.deepEqual(listed.json.locks, [winner]);
+      }
+      const released = await call(
+        (replicas[round % replicas.length] as ServerProcess).baseUrl,
+        'DELETE',
+        `${API}/lock/${winner.id}`,
+      );
+      assert.equal(released.status, 200);
+    }
+  });
+
+  test('a lock taken through one replica is seen, refused and released through the others', async () => {
+    const [a, b, c] = replicas as [ServerProcess, ServerProcess, ServerProcess];
+    const taken = await acquire(a.baseUrl, 'cross-replica', 'on-a');
+    assert.equal(taken.status, 201);
+    assert.deepEqual((await call(b.baseUrl, 'GET', `${API}/lock/${taken.json.id}`)).json, taken.json);
+    const client = lockServiceClient(c.grpcAddress);
+    try {
+      await assert.rejects(unary(client, 'CreateLock', { service: 'cross-replica', who: 'on-c' }), {
+        code: status.ALREADY_EXISTS,
+      });
+      assert.deepEqual(await unary(client, 'UnLock', { id: taken.json.id }), {
+        success: true,
+        message: 'Lock released successfully',
+      });
+    } finally {
+      client.close();
+    }
+    assert.equal((await call(a.baseUrl, 'GET', `${API}/lock/${taken.json.id}`)).status, 404);
+  });
+
+  test('createdAt comes from the database clock, whichever replica answers', async () => {
+    for (const replica of replicas) {
+      // Whole seconds in the API: compare at that precision.
+      const before = Math.floor((await databaseNow(database().url)) / 1000) * 1000;
+      const taken = await acquire(replica.baseUrl, `clock-${randomUUID().slice(0, 8)}`);
+      const afterwards = await databaseNow(database().url);
+      const createdAt = Date.parse(String(taken.json.createdAt));
+      assert.ok(
+        createdAt >= before && createdAt <= afterwards,
+        `${taken.json.createdAt} outside the database's now()`,
+      );
+    }
+  });
+});
+
+await describePostgres('a replica when PostgreSQL is cut off', (database) => {
+  const PASSWORD = 'hunter2-do-not-log';
+  let proxy: FaultProxy;
+  let replica: ServerProcess;
+  let client: LockServiceClient;
+
+  before(async () => {
+    proxy = await FaultProxy.start(ADMIN_URL);
+    // Trust auth ignores the password; it is there to prove it never reaches the logs.
+    const url = new URL(proxy.url(database().url));
+    url.password = PASSWORD;
+    replica = await startServerProcess({
+      args: [...FREE, '--database-url', url.href, '--log-level', 'debug', '--database-pool-size', '4'],
+    });
+    client = lockServiceClient(replica.grpcAddress);
+  });
+  after(async () => {
+    client?.close();
+    await replica?.stop();
+    await proxy?.close();
+  });
+
+  async function assertUnavailable(): Promise<void> {
+    const replies = await Promise.all([
+      acquire(replica.baseUrl, `outage-${randomUUID().slice(0, 8)}`),
+      call(replica.baseUrl, 'GET', `${API}/lock/${randomUUID()}`),
+      call(replica.baseUrl, 'GET', `${API}/locks/list`),
+    ]);
+    for (const reply of replies) {
+      assert.equal(reply.status, 503);
+      assert.deepEqual(reply.json, { error: 'store unavailable', code: 'STORE_UNAVAILABLE' });
+      assert.ok(reply.ms < 2000, `answered after ${Math.round(reply.ms)} ms`);
+    }
+    const grpcError = await unary(client, 'CreateLock', { service: 'outage-grpc', who: 'w' }).then(
+      () => assert.fail('CreateLock succeeded during the outage'),
+      (error: ServiceError) => error,
+    );
+    assert.equal(grpcError.code, status.UNAVAILABLE);
+    assert.equal((await call(replica.baseUrl, 'GET', '/healthz')).status, 200);
+    const ready = await call(replica.baseUrl, 'GET', '/readyz');
+    assert.equal(ready.status, 503);
+    assert.ok(ready.ms < 2000);
+  }
+
+  async function assertRecovers(): Promise<void> {
+    const deadline = Date.now() + 15_000;
+    let last: Reply | undefined;
+    while (Date.now() < deadline) {
+      last = await call(replica.baseUrl, 'GET', '/readyz');
+      if (last.status === 200) break;
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    assert.equal(last?.status, 200, 'readyz recovers without a restart');
+    assert.equal((await acquire(replica.baseUrl, `recovered-${randomUUID().slice(0, 8)}`)).status, 201);
+    assert.equal(replica.child.exitCode, null, 'the process stayed up');
+  }
+
+  test('connection refused: 503 within 2 s, healthz 200, readyz 503, then serves again by itself', async () => {
+    const held = await acquire(replica.baseUrl, 'held-through-outage');
+    assert.equal(held.status, 201);
+    await proxy.down();
+    await assertUnavailable();
+    await proxy.forward();
+    await assertRecovers();
+    assert.deepEqual((await call(replica.baseUrl, 'GET', `${API}/lock/${held.json.id}`)).json, held.json);
+  });
+
+  test('database silent (connections hang): 503 within 2 s, then serves again by itself', async () => {
+    proxy.blackhole();
+    await assertUnavailable();
+    await proxy.forward();
+    await assertRecovers();
+  });
+
+  test('a cut mid-load: every 201 is a committed lock, every failure a 503', async () => {
+    const answered: Reply[] = [];
+    let stop = false;
+    const worker = async (n: number) => {
+      for (let i = 0; i < 400 && !stop; i++) {
+        answered.push(await acquire(replica.baseUrl, `midcut-${n}-${i}`, `worker-${n}`));
+      }
+    };
+    const workers = Promise.all(Array.from({ length: 16 }, (_, n) => worker(n)));
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    await proxy.down();
+    await new Promise((resolve) => setTimeout(resolve, 500));
+    await proxy.forward();
+    await new Promise((resolve) => setTimeout(resolve, 1500));
+    stop = true;
+    await workers;
+    const statuses = new Set(answered.map((reply) => reply.status));
+    assert.ok(statuses.has(201));
+    assert.ok(statuses.has(503), 'the cut was felt');
+    assert.deepEqual(
+      [...statuses].filter((code) => code !== 201 && code !== 503),
+      [],
+    );
+    const committed = await withClient(database().url, async (db) => {
+      const result = await db.query<{ id: string }>("SELECT id FROM locks WHERE service LIKE 'midcut-%'");
+      return new Set(result.rows.map((row) => row.id));
+    });
+    for (const reply of answered.filter((r) => r.status === 201)) {
+      assert.ok(
+        committed.has(String(reply.json.id)),
+        `lock ${reply.json.id} was answered 201 but is not in the database`,
+      );
+    }
+  });
+
+  test('the database password never reaches the logs', () => {
+    assert.ok(replica.lines.length > 10);
+    assert.ok(replica.lines.some((line) => line.includes('postgres://postgres:***@')));
+    for (const line of replica.lines) assert.ok(!line.includes(PASSWORD), `password logged: ${line}`);
+  });
+});
