@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
+import Database from 'better-sqlite3';
 import { lockServiceClient, unary } from './support/grpc-client.js';
 import { runServerToExit, runToExit, startServerProcess, tempDir } from './support/server-process.js';
 
@@ -78,6 +79,24 @@ describe('the server process', () => {
       }
     });
   }
+
+  test('a SQLite file migrated by a newer Tracker is refused with one line, exit 1', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'future.db');
+    const db = new Database(path);
+    db.exec(
+      'CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)',
+    );
+    db.exec("INSERT INTO schema_migrations VALUES (42, 'future', 0)");
+    db.close();
+    const result = await runServerToExit([...FREE, '--database-url', `sqlite:${path}`]);
+    assert.equal(result.code, 1);
+    assertOneLine(
+      result.stderr,
+      /^tracker: database schema is version 42 but this Tracker knows only up to \d+; upgrade Tracker$/,
+    );
+    dir.remove();
+  });
 
   test('port 0 picks free ports and the bound ports are logged; env configures it', async () => {
     const server = await startServerProcess({

@@ -10,7 +10,7 @@ import { after, before, test } from 'node:test';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import { type LockServiceClient, lockServiceClient, unary } from './support/grpc-client.js';
 import { ADMIN_URL, describePostgres, FaultProxy, withClient } from './support/postgres.js';
-import { type ServerProcess, startServerProcess } from './support/server-process.js';
+import { runServerToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
 
 const API = '/api/v1alpha1';
 const FREE = ['--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'];
@@ -130,6 +130,36 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
         `${taken.json.createdAt} outside the database's now()`,
       );
     }
+  });
+  test('a replica refuses to start on a schema newer than itself, with one line', async () => {
+    await withClient(database().url, (db) =>
+      db.query("INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', now())"),
+    );
+    try {
+      const result = await runServerToExit([...FREE, '--database-url', database().url]);
+      assert.equal(result.code, 1);
+      assert.equal(result.stderr.trimEnd().split('\n').length, 1, result.stderr);
+      assert.match(
+        result.stderr,
+        /^tracker: database schema is version 99 but this Tracker knows only up to \d+; upgrade Tracker/,
+      );
+    } finally {
+      await withClient(database().url, (db) => db.query('DELETE FROM schema_migrations WHERE version = 99'));
+    }
+  });
+
+  test('a replica that cannot reach PostgreSQL at start says so in one line and exits 1', async () => {
+    const result = await runServerToExit([
+      ...FREE,
+      '--database-url',
+      'postgres://tracker:secret@127.0.0.1:1/db',
+    ]);
+    assert.equal(result.code, 1);
+    assert.match(
+      result.stderr,
+      /^tracker: cannot reach the database postgres:\/\/tracker:\*\*\*@127\.0\.0\.1:1\/db: .*ECONNREFUSED.*\n$/,
+    );
+    assert.ok(!result.stderr.includes('secret'));
   });
 });
 
