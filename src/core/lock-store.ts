@@ -13,10 +13,12 @@ export type AcquireResult =
  * - `acquire` is atomic: of any number of concurrent acquires for one service, across
  *   processes sharing the store, exactly one succeeds. The database decides (a unique
  *   constraint on `service`), never a read followed by a write in application code.
- *   The store's clock sets `createdAt`.
+ *   The store's clock sets `createdAt`: the injected clock on SQLite (one process clock
+ *   decides), the database's now() on PostgreSQL (replicas' clocks never matter).
  * - `acquire` resolves only after the lock is durably committed.
  * - `release` is atomic and idempotent in effect: it returns the lock exactly once, null after.
- * - `list` orders oldest first by createdAt (millisecond precision), then by id.
+ * - `list` orders oldest first by createdAt, at the store's full precision (SQLite keeps
+ *   milliseconds, PostgreSQL microseconds), then by id.
  * - Failures to reach the store reject with a TrackerError STORE_UNAVAILABLE; any other
  *   rejection is a bug.
  */
