@@ -3,9 +3,9 @@ import { existsSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import Database from 'better-sqlite3';
 import { lockServiceClient, unary } from './support/grpc-client.js';
 import { runServerToExit, runToExit, startServerProcess, tempDir } from './support/server-process.js';
+import { writeFutureSchema } from './support/sqlite.js';
 
 const API = '/api/v1alpha1';
 const FREE = ['--http-port', '0', '--grpc-port', '0'];
@@ -83,12 +83,7 @@ describe('the server process', () => {
   test('a SQLite file migrated by a newer Tracker is refused with one line, exit 1', async () => {
     const dir = tempDir();
     const path = join(dir.path, 'future.db');
-    const db = new Database(path);
-    db.exec(
-      'CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)',
-    );
-    db.exec("INSERT INTO schema_migrations VALUES (42, 'future', 0)");
-    db.close();
+    writeFutureSchema(path, 42);
     const result = await runServerToExit([...FREE, '--database-url', `sqlite:${path}`]);
     assert.equal(result.code, 1);
     assertOneLine(

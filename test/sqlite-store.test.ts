@@ -10,6 +10,7 @@ import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js'
 import { runLockStoreContract } from './contract/lock-store.contract.js';
 import { ManualClock } from './support/manual-clock.js';
 import { tempDir } from './support/server-process.js';
+import { writeFutureSchema } from './support/sqlite.js';
 
 function openWithManualClock(path: (dir: string) => string) {
   return async () => {
@@ -123,12 +124,7 @@ describe('SQLite store specifics', () => {
   test('a schema newer than this binary is refused with a clear message', () => {
     const dir = tempDir();
     const path = join(dir.path, 'future.db');
-    const db = new Database(path);
-    db.exec(
-      'CREATE TABLE schema_migrations (version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at INTEGER NOT NULL)',
-    );
-    db.exec("INSERT INTO schema_migrations VALUES (1, 'create_locks', 0), (99, 'from_the_future', 0)");
-    db.close();
+    writeFutureSchema(path, 99);
     assert.throws(
       () => openSqliteLockStore({ path, clock: new ManualClock() }),
       (error: unknown) =>
