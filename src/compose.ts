@@ -47,6 +47,8 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
   const service = createLockService({
     store,
     newId: randomUUID,
+    defaultTtlSeconds: config.defaultTtlSeconds,
+    maxTtlSeconds: config.maxTtlSeconds,
     onEvent: ({ type, lock }) =>
       logger.info({ event: type, service: lock.service, who: lock.who, id: lock.id }, `lock ${type}`),
   });

@@ -18,6 +18,8 @@ describe('loadConfig', () => {
       database: { kind: 'sqlite', path: './data/tracker.db', synchronous: 'normal' },
       databaseUrl: 'sqlite:./data/tracker.db',
       logLevel: 'info',
+      defaultTtlSeconds: null,
+      maxTtlSeconds: null,
     });
   });
 
@@ -106,6 +108,17 @@ describe('loadConfig', () => {
     assert.equal(tuned.databaseUrl, 'postgresql://u@h/db');
   });
 
+  test('--default-ttl and --max-ttl take durations or seconds', () => {
+    const ttl = (argv: string[], env: NodeJS.ProcessEnv = {}) => {
+      const { defaultTtlSeconds, maxTtlSeconds } = config(argv, env);
+      return [defaultTtlSeconds, maxTtlSeconds];
+    };
+    assert.deepEqual(ttl(['--default-ttl', '90s', '--max-ttl', '1h30m']), [90, 5400]);
+    assert.deepEqual(ttl(['--default-ttl', '600']), [600, null]);
+    assert.deepEqual(ttl([], { TRACKER_MAX_TTL: '2d' }), [null, 172_800]);
+    assert.deepEqual(ttl(['--default-ttl', '30m', '--max-ttl', '30m']), [1800, 1800]);
+  });
+
   test('--help and -h ask for help', () => {
     assert.deepEqual(loadConfig(['--help'], {}), { help: true });
     assert.deepEqual(loadConfig(['-h'], {}), { help: true });
@@ -173,6 +186,15 @@ describe('loadConfig', () => {
       /unknown or invalid parameter "mode=ro"/,
     ],
     ['bad host', ['--host', 'a b'], {}, /not a host name/],
+    ['bad duration', ['--default-ttl', '5 minutes'], {}, /--default-ttl: "5 minutes" is not a duration/],
+    ['zero TTL', ['--max-ttl', '0'], {}, /--max-ttl: "0" is not a duration from 1s to 365d/],
+    ['TTL over a year', [], { TRACKER_DEFAULT_TTL: '366d' }, /TRACKER_DEFAULT_TTL: "366d" is not a duration/],
+    [
+      'default above max',
+      ['--default-ttl', '2h', '--max-ttl', '1h'],
+      {},
+      /--default-ttl \(7200s\) is longer than --max-ttl \(3600s\)/,
+    ],
     ['unknown flag', ['--colour', 'red'], {}, /Unknown option '--colour'/],
     ['missing value', ['--http-port'], {}, /argument missing/],
     ['stray argument', ['serve'], {}, /unexpected argument: serve/],

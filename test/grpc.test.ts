@@ -14,7 +14,7 @@ import { bufCurl, bufRaw } from './support/buf-curl.js';
 import { type LockServiceClient, lockServiceClient, SERVICE, unary } from './support/grpc-client.js';
 import { type ServerProcess, startServerProcess } from './support/server-process.js';
 
-const METHODS = ['CreateLock', 'GetLock', 'ListLocks', 'UnLock'] as const;
+const METHODS = ['CreateLock', 'GetLock', 'ListLocks', 'RenewLock', 'UnLock'] as const;
 type Method = (typeof METHODS)[number];
 const API = '/api/v1alpha1';
 
@@ -26,6 +26,23 @@ interface LockJson {
   service: string;
   who: string;
   createdAt: string;
+  ttlSeconds?: number;
+  expiresAt?: string;
+  fencingToken: string;
+}
+
+/**
+ * A REST lock as grpcurl/buf print the same lock: proto3 JSON leaves out zero values (no
+ * TTL is 0, no expiry is ''), and an int64 prints as a string.
+ */
+function asGrpcJson(lock: Record<string, unknown>): LockJson {
+  const { ttlSeconds, expiresAt, fencingToken, ...rest } = lock;
+  return {
+    ...(rest as Omit<LockJson, 'fencingToken'>),
+    ...(ttlSeconds === null ? {} : { ttlSeconds: ttlSeconds as number }),
+    ...(expiresAt === null ? {} : { expiresAt: expiresAt as string }),
+    fencingToken: String(fencingToken),
+  };
 }
 
 /** A fresh service name, so tests sharing one server never collide. */
@@ -89,7 +106,7 @@ describe('gRPC through server reflection (buf curl, no .proto)', () => {
     await server?.stop();
   });
 
-  test('reflection lists the LockService and its four methods', async () => {
+  test('reflection lists the LockService and its methods', async () => {
     const base = `http://${address}`;
     const flags = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge'];
     const services = await bufRaw([...flags, '--list-services', base]);
@@ -109,7 +126,8 @@ describe('gRPC through server reflection (buf curl, no .proto)', () => {
     const service = uniqueService('production-deployment');
     const startedAt = Date.now();
     const lock = await ok<LockJson>('CreateLock', { service, who: 'ci-pipeline-123' });
-    assert.deepEqual(Object.keys(lock).sort(), ['createdAt', 'id', 'service', 'who']);
+    assert.deepEqual(Object.keys(lock).sort(), ['createdAt', 'fencingToken', 'id', 'service', 'who']);
+    assert.match(lock.fencingToken, /^[1-9]\d*$/);
     assert.match(lock.id, UUID);
     assert.equal(lock.service, service);
     assert.equal(lock.who, 'ci-pipeline-123');
@@ -220,12 +238,12 @@ describe('gRPC through server reflection (buf curl, no .proto)', () => {
 
     const seen = await rest(server.baseUrl, 'GET', `${API}/lock/${lock.id}`);
     assert.equal(seen.status, 200);
-    assert.deepEqual(seen.json, lock);
+    assert.deepEqual(asGrpcJson(seen.json), lock);
 
     const refused = await rest(server.baseUrl, 'POST', `${API}/lock`, { service, who: 'rest-caller' });
     assert.equal(refused.status, 409);
     assert.equal(refused.json.code, 'LOCK_HELD');
-    assert.deepEqual(refused.json.existingLock, lock);
+    assert.deepEqual(asGrpcJson(refused.json.existingLock as Record<string, unknown>), lock);
 
     const listed = await rest(
       server.baseUrl,
@@ -233,7 +251,8 @@ describe('gRPC through server reflection (buf curl, no .proto)', () => {
       `${API}/locks/list?service=${encodeURIComponent(service)}`,
     );
     assert.equal(listed.status, 200);
-    assert.deepEqual(listed.json, { locks: [lock], total: 1, page: 1, perPage: 100 });
+    assert.deepEqual((listed.json.locks as Record<string, unknown>[]).map(asGrpcJson), [lock]);
+    assert.equal(listed.json.total, 1);
 
     const released = await rest(server.baseUrl, 'GET', `${API}/unlock/${lock.id}`);
     assert.equal(released.status, 200);
@@ -250,7 +269,7 @@ describe('gRPC through server reflection (buf curl, no .proto)', () => {
     const service = uniqueService('cross-rest');
     const created = await rest(server.baseUrl, 'POST', `${API}/lock`, { service, who: 'rest-holder' });
     assert.equal(created.status, 201);
-    const lock = created.json as unknown as LockJson;
+    const lock = asGrpcJson(created.json);
     assert.match(lock.id, UUID);
 
     const [seen, listed, refusal] = await Promise.all([
@@ -273,6 +292,29 @@ describe('gRPC through server reflection (buf curl, no .proto)', () => {
     const releasedTwice = await rest(server.baseUrl, 'GET', `${API}/unlock/${lock.id}`);
     assert.equal(releasedTwice.status, 404);
     assert.equal(releasedTwice.json.code, 'LOCK_NOT_FOUND');
+  });
+
+  test('CreateLock with ttlSeconds and RenewLock: the lease fields, renewal, LOCK_NOT_HELD', async () => {
+    const service = uniqueService('leased');
+    const lock = await ok<LockJson>('CreateLock', { service, who: 'leaser', ttlSeconds: 120 });
+    assert.equal(lock.ttlSeconds, 120);
+    assert.match(String(lock.expiresAt), TIMESTAMP);
+    assert.equal(Date.parse(String(lock.expiresAt)) - Date.parse(lock.createdAt), 120_000);
+    const renewed = await ok<LockJson>('RenewLock', { id: lock.id, ttl_seconds: 600 });
+    assert.equal(renewed.ttlSeconds, 600);
+    assert.equal(renewed.fencingToken, lock.fencingToken);
+    assert.ok(Date.parse(String(renewed.expiresAt)) >= Date.parse(String(lock.expiresAt)) + 480_000);
+    const again = await ok<LockJson>('RenewLock', { id: lock.id });
+    assert.equal(again.ttlSeconds, 600, 'no ttlSeconds: the lock keeps its own');
+    const rest200 = await rest(server.baseUrl, 'GET', `${API}/lock/${lock.id}`);
+    assert.deepEqual(asGrpcJson(rest200.json), again);
+    await ok('UnLock', { id: lock.id });
+    const notHeld = await fails('RenewLock', { id: lock.id }, 'not_found');
+    assert.match(notHeld, /lock not held/);
+    await fails('RenewLock', { id: lock.id, ttlSeconds: -1 }, 'invalid_argument');
+    await fails('CreateLock', { service, who: 'w', ttlSeconds: 31_536_001 }, 'invalid_argument');
+    const next = await ok<LockJson>('CreateLock', { service, who: 'next' });
+    assert.ok(BigInt(next.fencingToken) > BigInt(lock.fencingToken), 'tokens grow across releases');
   });
 
   test('ListLocks accepts the proto field name per_page, as grpcurl does', async () => {
@@ -417,7 +459,15 @@ describe('gRPC with a grpc-js client from the .proto', () => {
     const lock = await unary<LockJson>(client, 'CreateLock', { service, who: 'holder' });
     assert.match(lock.id, UUID);
     assert.match(lock.createdAt, TIMESTAMP);
-    assert.deepEqual(lock, { id: lock.id, service, who: 'holder', createdAt: lock.createdAt });
+    assert.deepEqual(lock, {
+      id: lock.id,
+      service,
+      who: 'holder',
+      createdAt: lock.createdAt,
+      ttlSeconds: 0,
+      expiresAt: '',
+      fencingToken: lock.fencingToken,
+    });
     assert.deepEqual(await unary(client, 'GetLock', { id: lock.id }), lock);
 
     const held = await rejectsWith(unary(client, 'CreateLock', { service, who: 'other' }), 6, {

@@ -25,12 +25,19 @@ interface Running {
 }
 
 /** The REST app on a real socket, over a real SQLite file, with a clock the test moves. */
-async function startApp(options: { busyTimeoutMs?: number } = {}): Promise<Running> {
+async function startApp(
+  options: { busyTimeoutMs?: number; defaultTtlSeconds?: number; maxTtlSeconds?: number } = {},
+): Promise<Running> {
   const dir = tempDir();
   const path = join(dir.path, 'tracker.db');
   const clock = new ManualClock(Date.parse('2024-01-15T10:00:00.250Z'));
   const store = openSqliteLockStore({ path, clock, busyTimeoutMs: options.busyTimeoutMs });
-  const service = createLockService({ store, newId: randomUUID });
+  const service = createLockService({
+    store,
+    newId: randomUUID,
+    defaultTtlSeconds: options.defaultTtlSeconds,
+    maxTtlSeconds: options.maxTtlSeconds,
+  });
   const app = buildHttpApp({ service, ready: () => store.ping(), logger: pino({ level: 'silent' }) });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
@@ -84,7 +91,18 @@ describe('REST API', () => {
     test('201 with the lock: UUID id, whole-second UTC createdAt', async () => {
       const { status, json } = await post({ service: 'production-deployment', who: 'ci-pipeline-123' });
       assert.equal(status, 201);
-      assert.deepEqual(Object.keys(json).sort(), ['createdAt', 'id', 'service', 'who']);
+      assert.deepEqual(Object.keys(json).sort(), [
+        'createdAt',
+        'expiresAt',
+        'fencingToken',
+        'id',
+        'service',
+        'ttlSeconds',
+        'who',
+      ]);
+      assert.equal(json.ttlSeconds, null, 'no TTL unless asked for: the guide behaviour');
+      assert.equal(json.expiresAt, null);
+      assert.equal(json.fencingToken, 1);
       assert.match(String(json.id), UUID);
       assert.equal(json.service, 'production-deployment');
       assert.equal(json.who, 'ci-pipeline-123');
@@ -114,6 +132,26 @@ describe('REST API', () => {
       ['newline in who', { service: 's', who: 'w\nx' }, 'who', /control characters/],
       ['DEL character', { service: 's\u007f', who: 'w' }, 'service', /control characters/],
       ['unknown field', { service: 's', who: 'w', ttl: 5 }, 'ttl', /unknown field: ttl/],
+      ['ttlSeconds zero', { service: 's', who: 'w', ttlSeconds: 0 }, 'ttlSeconds', /from 1 to 31536000/],
+      ['ttlSeconds negative', { service: 's', who: 'w', ttlSeconds: -5 }, 'ttlSeconds', /from 1 to 31536000/],
+      [
+        'ttlSeconds over a year',
+        { service: 's', who: 'w', ttlSeconds: 31_536_001 },
+        'ttlSeconds',
+        /from 1 to 31536000/,
+      ],
+      [
+        'ttlSeconds fractional',
+        { service: 's', who: 'w', ttlSeconds: 1.5 },
+        'ttlSeconds',
+        /must be an integer/,
+      ],
+      [
+        'ttlSeconds a string',
+        { service: 's', who: 'w', ttlSeconds: '30' },
+        'ttlSeconds',
+        /must be an integer/,
+      ],
       ['array body', [], 'body', /must be a JSON object/],
       ['string body', '"text"', 'body', /must be a JSON object/],
     ];
@@ -181,6 +219,96 @@ describe('REST API', () => {
       const afterwards = await call(run.base, 'GET', `${API}/locks/list?service=never-written`);
       assert.equal(before.json.total, 0);
       assert.equal(afterwards.json.total, 0);
+    });
+  });
+
+  describe('leases, renewal and fencing', () => {
+    test('a TTL gives the lock ttlSeconds and expiresAt; after it the lock is gone everywhere', async () => {
+      const { status, json } = await post({ service: 'leased', who: 'crashing-job', ttlSeconds: 90 });
+      assert.equal(status, 201);
+      assert.equal(json.ttlSeconds, 90);
+      assert.equal(Date.parse(String(json.expiresAt)) - Date.parse(String(json.createdAt)), 90_000);
+      assert.match(String(json.expiresAt), TIMESTAMP);
+      const listed = await call(run.base, 'GET', `${API}/locks/list?service=leased`);
+      assert.deepEqual(listed.json.locks, [json]);
+      run.clock.advance(89_000);
+      assert.equal((await post({ service: 'leased', who: 'too-early' })).status, 409);
+      run.clock.advance(1_000);
+      assert.equal((await call(run.base, 'GET', `${API}/lock/${json.id}`)).status, 404);
+      assert.equal((await call(run.base, 'GET', `${API}/locks/list?service=leased`)).json.total, 0);
+      const next = await post({ service: 'leased', who: 'next-job' });
+      assert.equal(next.status, 201);
+      assert.ok(Number(next.json.fencingToken) > Number(json.fencingToken));
+      assert.equal(
+        (await call(run.base, 'GET', `${API}/unlock/${json.id}`)).status,
+        404,
+        'the expired lock cannot release the new one',
+      );
+      assert.equal((await call(run.base, 'GET', `${API}/lock/${next.json.id}`)).status, 200);
+    });
+
+    test('POST /lock/{id}/renew extends the lease with its own TTL or a new one', async () => {
+      const { json } = await post({ service: 'renewable', who: 'long-job', ttlSeconds: 60 });
+      run.clock.advance(50_000);
+      const renewed = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`);
+      assert.equal(renewed.status, 200);
+      assert.equal(renewed.json.ttlSeconds, 60);
+      assert.equal(Date.parse(String(renewed.json.expiresAt)), Date.parse(String(json.expiresAt)) + 50_000);
+      assert.equal(renewed.json.fencingToken, json.fencingToken);
+      const longer = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`, { ttlSeconds: 3600 });
+      assert.equal(longer.status, 200);
+      assert.equal(longer.json.ttlSeconds, 3600);
+      const empty = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`, '', {
+        'content-type': 'application/json',
+      });
+      assert.equal(empty.status, 200);
+      assert.equal(empty.json.ttlSeconds, 3600);
+      assert.deepEqual((await call(run.base, 'GET', `${API}/lock/${json.id}`)).json, empty.json);
+    });
+
+    test('renewing a lock that expired, was released or never existed is 404 LOCK_NOT_HELD', async () => {
+      const NOT_HELD = { error: 'lock not held', code: 'LOCK_NOT_HELD' };
+      const { json } = await post({ service: 'lapsed', who: 'paused-holder', ttlSeconds: 5 });
+      run.clock.advance(6_000);
+      const taken = await post({ service: 'lapsed', who: 'new-holder', ttlSeconds: 60 });
+      assert.equal(taken.status, 201);
+      const late = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`);
+      assert.equal(late.status, 404);
+      assert.deepEqual(late.json, NOT_HELD);
+      assert.deepEqual((await call(run.base, 'GET', `${API}/lock/${taken.json.id}`)).json, taken.json);
+      await call(run.base, 'DELETE', `${API}/lock/${taken.json.id}`);
+      assert.deepEqual((await call(run.base, 'POST', `${API}/lock/${taken.json.id}/renew`)).json, NOT_HELD);
+      assert.deepEqual((await call(run.base, 'POST', `${API}/lock/${randomUUID()}/renew`)).json, NOT_HELD);
+      assert.deepEqual((await call(run.base, 'POST', `${API}/lock/nope/renew`)).json, NOT_HELD);
+    });
+
+    test('renew refuses bad input with 400 naming the field', async () => {
+      const { json } = await post({ service: 'renew-input', who: 'w', ttlSeconds: 60 });
+      const cases: Array<[unknown, string]> = [
+        [{ ttlSeconds: 0 }, 'ttlSeconds'],
+        [{ ttlSeconds: 'long' }, 'ttlSeconds'],
+        [{ ttl: 5 }, 'ttl'],
+      ];
+      for (const [body, field] of cases) {
+        const reply = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`, body);
+        assert.equal(reply.status, 400, JSON.stringify(body));
+        assert.equal(reply.json.field, field);
+      }
+    });
+
+    test('fencing tokens strictly increase per service across releases and expiries', async () => {
+      const tokens: number[] = [];
+      for (let i = 0; i < 4; i++) {
+        const { json } = await post({ service: 'fenced', who: `holder-${i}`, ttlSeconds: 10 });
+        tokens.push(Number(json.fencingToken));
+        if (i % 2) run.clock.advance(10_000);
+        else await call(run.base, 'DELETE', `${API}/lock/${json.id}`);
+      }
+      assert.deepEqual(
+        tokens,
+        [...tokens].sort((a, b) => a - b),
+      );
+      assert.equal(new Set(tokens).size, 4);
     });
   });
 
@@ -343,6 +471,45 @@ describe('REST API', () => {
   test('healthz and readyz answer 200 while the store is fine', async () => {
     assert.equal((await call(run.base, 'GET', '/healthz')).status, 200);
     assert.equal((await call(run.base, 'GET', '/readyz')).status, 200);
+  });
+});
+
+describe('REST API with --default-ttl 60 and --max-ttl 3600', () => {
+  let run: Running;
+  before(async () => {
+    run = await startApp({ defaultTtlSeconds: 60, maxTtlSeconds: 3600 });
+  });
+  after(async () => {
+    await run.close();
+  });
+
+  test('an acquire without ttlSeconds gets the default TTL', async () => {
+    const { status, json } = await call(run.base, 'POST', `${API}/lock`, { service: 'defaulted', who: 'w' });
+    assert.equal(status, 201);
+    assert.equal(json.ttlSeconds, 60);
+  });
+
+  test('a TTL over --max-ttl is a 400 naming the limit, on acquire and on renew', async () => {
+    const over = await call(run.base, 'POST', `${API}/lock`, {
+      service: 'too-long',
+      who: 'w',
+      ttlSeconds: 3601,
+    });
+    assert.equal(over.status, 400);
+    assert.deepEqual(over.json, {
+      error: "ttlSeconds must be at most 3600 (the server's --max-ttl)",
+      code: 'INVALID_ARGUMENT',
+      field: 'ttlSeconds',
+    });
+    const ok = await call(run.base, 'POST', `${API}/lock`, {
+      service: 'too-long',
+      who: 'w',
+      ttlSeconds: 3600,
+    });
+    assert.equal(ok.status, 201);
+    const renew = await call(run.base, 'POST', `${API}/lock/${ok.json.id}/renew`, { ttlSeconds: 7200 });
+    assert.equal(renew.status, 400);
+    assert.equal(renew.json.field, 'ttlSeconds');
   });
 });
 

@@ -1,8 +1,10 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { ErrorCode, TrackerError } from '../src/core/errors.js';
+import type { AcquireRequest, Lock } from '../src/core/lock.js';
 import { SchemaTooNewError } from '../src/storage/migrations.js';
 import { isUnavailable } from '../src/storage/postgres/is-unavailable.js';
 import {
@@ -16,9 +18,18 @@ import {
   connect,
   describePostgres,
   FaultProxy,
+  installTestClock,
   withClient,
   withPort,
 } from './support/postgres.js';
+
+/** An acquire of `service` for `who` under a fresh id. */
+const request = (service: string, who: string, ttlSeconds: number | null = null): AcquireRequest => ({
+  id: randomUUID(),
+  service,
+  who,
+  ttlSeconds,
+});
 
 /** A logger that keeps what it was told, so tests can see what the store reported. */
 function recordingLogger() {
@@ -101,37 +112,65 @@ await describePostgres('PostgreSQL store', (database) => {
   const open = (schema: string, options: Partial<PostgresStoreOptions> = {}) =>
     openPostgresLockStore({ connectionString: database().url, schema, logger: quiet, ...options });
 
-  // createdAt comes from the database's clock, which a test cannot move: advance() waits.
+  // The store's clock is the database's, through tracker_now(): advance() moves that
+  // function's offset in the contract's schema, so the TTL tests run without sleeping. It
+  // keeps running with the database's now(), so no exact `now` is offered (the test of
+  // locks stamped at one instant is skipped, as before).
   runLockStoreContract('postgres', async () => {
     const store = await open('contract');
-    return { store, advance: (ms) => delay(ms), cleanup: () => store.close() };
+    const clock = await installTestClock(database().url, 'contract').catch(async (error: unknown) => {
+      await store.close();
+      throw error;
+    });
+    return {
+      store,
+      advance: (ms) => clock.advance(ms),
+      cleanup: async () => {
+        await clock.close();
+        await store.close();
+      },
+    };
   });
 
   describe('PostgreSQL store specifics', () => {
     test('records each migration once, in its own schema; reopening applies nothing', async () => {
       const { entries, logger } = recordingLogger();
       const first = await open('migrated', { logger });
-      assert.equal(first.schemaVersion, 1);
+      assert.equal(first.schemaVersion, 2);
       await first.close();
       const second = await open('migrated', { logger });
-      assert.equal(second.schemaVersion, 1);
+      assert.equal(second.schemaVersion, 2);
       await second.close();
+      const applied = [
+        { version: 1, name: 'create_locks' },
+        { version: 2, name: 'leases_and_fencing' },
+      ];
       assert.deepEqual(
         entries.filter((entry) => entry.level === 'info').map((entry) => entry.details),
-        [{ version: 1, name: 'create_locks' }],
+        applied,
       );
       await withClient(database().url, async (client) => {
-        const versions = await client.query('SELECT version, name FROM migrated.schema_migrations');
-        assert.deepEqual(versions.rows, [{ version: 1, name: 'create_locks' }]);
+        const versions = await client.query(
+          'SELECT version, name FROM migrated.schema_migrations ORDER BY version',
+        );
+        assert.deepEqual(versions.rows, applied);
         const tables = await client.query(
           `SELECT table_schema, table_name FROM information_schema.tables
-           WHERE table_name IN ('locks', 'schema_migrations') AND table_schema IN ('public', 'migrated')
+           WHERE table_name IN ('locks', 'schema_migrations', 'services')
+             AND table_schema IN ('public', 'migrated')
            ORDER BY table_name`,
         );
         assert.deepEqual(tables.rows, [
           { table_schema: 'migrated', table_name: 'locks' },
           { table_schema: 'migrated', table_name: 'schema_migrations' },
+          { table_schema: 'migrated', table_name: 'services' },
         ]);
+        const clocks = await client.query(
+          `SELECT n.nspname AS schema, p.provolatile AS volatility FROM pg_proc p
+           JOIN pg_namespace n ON n.oid = p.pronamespace
+           WHERE p.proname = 'tracker_now' AND n.nspname IN ('public', 'migrated')`,
+        );
+        assert.deepEqual(clocks.rows, [{ schema: 'migrated', volatility: 's' }]);
       });
     });
 
@@ -147,16 +186,22 @@ await describePostgres('PostgreSQL store', (database) => {
         );
         assert.deepEqual(
           stores.map((store) => store.schemaVersion),
-          Array(10).fill(1),
+          Array(10).fill(2),
         );
         const versions = await withClient(database().url, (client) =>
           client.query(
             'SELECT version, count(*)::int AS times FROM replicas.schema_migrations GROUP BY version',
           ),
         );
-        assert.deepEqual(versions.rows, [{ version: 1, times: 1 }]);
+        assert.deepEqual(
+          [...versions.rows].sort((x, y) => x.version - y.version),
+          [
+            { version: 1, times: 1 },
+            { version: 2, times: 1 },
+          ],
+        );
         const results = await Promise.all(
-          stores.map((store, i) => store.acquire(randomUUID(), 'shared', `replica-${i}`)),
+          stores.map((store, i) => store.acquire(request('shared', `replica-${i}`))),
         );
         assert.equal(results.filter((result) => result.acquired).length, 1);
       } finally {
@@ -179,7 +224,7 @@ await describePostgres('PostgreSQL store', (database) => {
         open('future'),
         (error: unknown) =>
           error instanceof SchemaTooNewError &&
-          /version 99 but this Tracker knows only up to 1/.test(error.message),
+          /version 99 but this Tracker knows only up to 2/.test(error.message),
       );
       const versions = await withClient(database().url, (client) =>
         client.query('SELECT version FROM future.schema_migrations ORDER BY version'),
@@ -193,7 +238,7 @@ await describePostgres('PostgreSQL store', (database) => {
       try {
         const service = `race-${randomUUID()}`;
         const results = await Promise.all(
-          Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).acquire(randomUUID(), service, `racer-${i}`)),
+          Array.from({ length: 50 }, (_, i) => (i % 2 ? a : b).acquire(request(service, `racer-${i}`))),
         );
         const winners = results.flatMap((result) => (result.acquired ? [result.lock] : []));
         assert.equal(winners.length, 1);
@@ -220,7 +265,7 @@ await describePostgres('PostgreSQL store', (database) => {
         let result: Awaited<ReturnType<PostgresLockStore['acquire']>>;
         try {
           assert.equal(Date.now(), 0);
-          result = await store.acquire(randomUUID(), 'clock', 'me');
+          result = await store.acquire(request('clock', 'me'));
         } finally {
           t.mock.timers.reset();
         }
@@ -234,12 +279,195 @@ await describePostgres('PostgreSQL store', (database) => {
       }
     });
 
+    test('expiry is decided by the database clock: the process clock never matters', async (t) => {
+      const store = await open('db_clock');
+      const clock = await installTestClock(database().url, 'db_clock');
+      try {
+        const service = 'nightly-build';
+        const taken = await store.acquire(request(service, 'crashed-job', 10));
+        assert.ok(taken.acquired);
+        const lock = taken.lock;
+        assert.equal(lock.expiresAt?.getTime(), lock.createdAt.getTime() + 10_000);
+
+        // The process clock says an hour later: a store that read it would call the lock expired.
+        t.mock.timers.enable({ apis: ['Date'], now: Date.now() + 3_600_000 });
+        try {
+          assert.deepEqual(await store.get(lock.id), lock);
+          const refused = await store.acquire(request(service, 'too-early', 10));
+          assert.ok(!refused.acquired);
+          assert.deepEqual(refused.holder, lock);
+          assert.deepEqual((await store.list({ page: 1, perPage: 10, service })).locks, [lock]);
+        } finally {
+          t.mock.timers.reset();
+        }
+
+        // The database clock moves; the process clock is where it was.
+        const processBefore = Date.now();
+        await clock.advance(10_000);
+        assert.ok(Date.now() - processBefore < 5_000, 'the test did not sleep');
+        assert.equal(await store.get(lock.id), null);
+        assert.equal(await store.renew(lock.id, 60), null);
+        assert.equal(await store.release(lock.id), null);
+        assert.deepEqual(await store.list({ page: 1, perPage: 10, service }), { locks: [], total: 0 });
+        // The row is still there (nothing swept it), yet the service is free.
+        const rows = await withClient(database().url, (client) =>
+          client.query('SELECT id FROM db_clock.locks WHERE service = $1', [service]),
+        );
+        assert.deepEqual(rows.rows, [{ id: lock.id }]);
+        const next = await store.acquire(request(service, 'next-job', 30));
+        assert.ok(next.acquired);
+        assert.ok(next.lock.fencingToken > lock.fencingToken);
+        // Stamped by the moved clock: about 10 s ahead of the process's.
+        const ahead = next.lock.createdAt.getTime() - Date.now();
+        assert.ok(ahead > 9_000 && ahead < 11_000, `createdAt ${ahead} ms ahead of the process clock`);
+        assert.equal(next.lock.expiresAt?.getTime(), next.lock.createdAt.getTime() + 30_000);
+      } finally {
+        await clock.close();
+        await store.close();
+      }
+    });
+
+    test('fencing tokens survive a restart and are shared by two replicas: they strictly increase', async () => {
+      const service = 'fenced-deploy';
+      const tokens: number[] = [];
+      const cycle = async (store: PostgresLockStore, who: string) => {
+        const result = await store.acquire(request(service, who));
+        assert.ok(result.acquired, `${who} acquires`);
+        tokens.push(result.lock.fencingToken);
+        assert.ok(await store.release(result.lock.id));
+      };
+      const before = await open('fencing');
+      for (let i = 0; i < 3; i++) await cycle(before, 'before-restart');
+      await before.close();
+
+      const a = await open('fencing', { poolSize: 2 });
+      const b = await open('fencing', { poolSize: 2 });
+      try {
+        for (let i = 0; i < 10; i++) await cycle(i % 2 ? b : a, i % 2 ? 'replica-b' : 'replica-a');
+        for (let i = 1; i < tokens.length; i++) {
+          assert.ok((tokens[i] as number) > (tokens[i - 1] as number), `tokens ${tokens}`);
+        }
+        // Uncontended acquires consume exactly one token each.
+        assert.deepEqual(
+          tokens,
+          Array.from({ length: 13 }, (_, i) => i + 1),
+        );
+        const counter = await withClient(database().url, (client) =>
+          client.query('SELECT last_token::int AS last FROM fencing.services WHERE service = $1', [service]),
+        );
+        assert.deepEqual(counter.rows, [{ last: 13 }]);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    test('a refused acquire that sees the holder consumes no token and writes nothing', async () => {
+      const store = await open('refusals');
+      try {
+        const held = await store.acquire(request('busy', 'holder', 60));
+        assert.ok(held.acquired);
+        for (let i = 0; i < 5; i++) {
+          const refused = await store.acquire(request('busy', `late-${i}`, 60));
+          assert.ok(!refused.acquired);
+          assert.deepEqual(refused.holder, held.lock);
+        }
+        const counter = await withClient(database().url, (client) =>
+          client.query("SELECT last_token::int AS last FROM refusals.services WHERE service = 'busy'"),
+        );
+        assert.deepEqual(counter.rows, [{ last: held.lock.fencingToken }]);
+        await store.release(held.lock.id);
+        const next = await store.acquire(request('busy', 'next'));
+        assert.ok(next.acquired);
+        assert.equal(next.lock.fencingToken, held.lock.fencingToken + 1);
+      } finally {
+        await store.close();
+      }
+    });
+
+    test('an expired lock is taken over in one step: of 30 concurrent acquirers on two pools exactly one wins', async () => {
+      const a = await open('takeover', { poolSize: 5 });
+      const b = await open('takeover', { poolSize: 5 });
+      const clock = await installTestClock(database().url, 'takeover');
+      try {
+        const service = 'expired-service';
+        const first = await a.acquire(request(service, 'crashed', 5));
+        assert.ok(first.acquired);
+        let expired: Lock = first.lock;
+        for (let round = 0; round < 3; round++) {
+          await clock.advance(5_000);
+          const results = await Promise.all(
+            Array.from({ length: 30 }, (_, i) => (i % 2 ? a : b).acquire(request(service, `racer-${i}`, 5))),
+          );
+          const winners = results.flatMap((result) => (result.acquired ? [result.lock] : []));
+          assert.equal(winners.length, 1, `round ${round}`);
+          const winner = winners[0];
+          assert.ok(winner);
+          // Every loser is told the new holder, never the expired one.
+          for (const result of results) if (!result.acquired) assert.deepEqual(result.holder, winner);
+          assert.ok(winner.fencingToken > expired.fencingToken);
+          assert.equal(await b.get(expired.id), null);
+          assert.deepEqual(await b.get(winner.id), winner);
+          // Taken over in place: still one row for the service.
+          const rows = await withClient(database().url, (client) =>
+            client.query('SELECT id FROM takeover.locks WHERE service = $1', [service]),
+          );
+          assert.deepEqual(rows.rows, [{ id: winner.id }]);
+          expired = winner;
+        }
+      } finally {
+        await clock.close();
+        await a.close();
+        await b.close();
+      }
+    });
+
+    test('upgrading from schema version 1 keeps held locks, gives them token 1, and the counter goes on', async () => {
+      const v1 = readFileSync(
+        new URL('../src/storage/postgres/migrations/001_create_locks.sql', import.meta.url),
+        'utf8',
+      );
+      const heldId = randomUUID();
+      await withClient(database().url, async (client) => {
+        await client.query('CREATE SCHEMA upgraded');
+        await client.query('SET search_path = upgraded');
+        await client.query(
+          `CREATE TABLE schema_migrations (
+             version int PRIMARY KEY, name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())`,
+        );
+        await client.query(v1);
+        await client.query("INSERT INTO schema_migrations (version, name) VALUES (1, 'create_locks')");
+        await client.query("INSERT INTO locks (id, service, who) VALUES ($1, 'old-deploy', 'old-holder')", [
+          heldId,
+        ]);
+      });
+      const store = await open('upgraded');
+      try {
+        assert.equal(store.schemaVersion, 2);
+        const held = await store.get(heldId);
+        assert.ok(held);
+        assert.equal(held.who, 'old-holder');
+        assert.equal(held.ttlSeconds, null);
+        assert.equal(held.expiresAt, null);
+        assert.equal(held.fencingToken, 1);
+        const refused = await store.acquire(request('old-deploy', 'new'));
+        assert.ok(!refused.acquired);
+        assert.deepEqual(refused.holder, held);
+        await store.release(heldId);
+        const next = await store.acquire(request('old-deploy', 'new'));
+        assert.ok(next.acquired);
+        assert.equal(next.lock.fencingToken, 2);
+      } finally {
+        await store.close();
+      }
+    });
+
     test('keeps microseconds in the database and returns them truncated to the millisecond', async () => {
       const store = await open('precision');
       try {
         const locks = [];
         for (let i = 0; i < 3; i++) {
-          const result = await store.acquire(randomUUID(), `precise-${i}`, 'me');
+          const result = await store.acquire(request(`precise-${i}`, 'me'));
           assert.ok(result.acquired);
           locks.push(result.lock);
         }
@@ -278,7 +506,7 @@ await describePostgres('PostgreSQL store', (database) => {
           "INSERT INTO contended.locks (id, service, who) VALUES ($1, 'deploy', 'blocker')",
           [holderId],
         );
-        const pending = store.acquire(randomUUID(), 'deploy', 'waiter');
+        const pending = store.acquire(request('deploy', 'waiter'));
         pending.catch(() => {});
         await eventually('the acquire waits on the uncommitted insert', () => waitingOnLock(database().url));
         await blocker.query('COMMIT');
@@ -303,7 +531,7 @@ await describePostgres('PostgreSQL store', (database) => {
           "INSERT INTO rolled_back.locks (id, service, who) VALUES ($1, 'deploy', 'blocker')",
           [randomUUID()],
         );
-        const pending = store.acquire(randomUUID(), 'deploy', 'waiter');
+        const pending = store.acquire(request('deploy', 'waiter'));
         pending.catch(() => {});
         await eventually('the acquire waits on the uncommitted insert', () => waitingOnLock(database().url));
         await blocker.query('ROLLBACK');
@@ -320,16 +548,16 @@ await describePostgres('PostgreSQL store', (database) => {
       const store = await open('blocked');
       const blocker = await connect(database().url);
       try {
-        assert.ok((await store.acquire(randomUUID(), 'warm-up', 'me')).acquired);
+        assert.ok((await store.acquire(request('warm-up', 'me'))).acquired);
         await blocker.query('BEGIN');
         await blocker.query('LOCK TABLE blocked.locks IN ACCESS EXCLUSIVE MODE');
-        const { error, ms } = await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        const { error, ms } = await expectUnavailable(() => store.acquire(request('deploy', 'me')));
         assert.equal((error.cause as { code?: string }).code, '57014');
         assert.ok(ms >= 1400, `gave up after ${Math.round(ms)} ms, before the 1500 ms statement timeout`);
         t.diagnostic(`statement timeout surfaced after ${Math.round(ms)} ms`);
         await expectUnavailable(() => store.list({ page: 1, perPage: 10 }));
         await blocker.query('ROLLBACK');
-        assert.ok((await store.acquire(randomUUID(), 'deploy', 'me')).acquired);
+        assert.ok((await store.acquire(request('deploy', 'me'))).acquired);
       } finally {
         await blocker.end();
         await store.close();
@@ -350,16 +578,17 @@ await describePostgres('PostgreSQL store', (database) => {
       const { entries, logger } = recordingLogger();
       const store = await open('outage', { connectionString: proxy.url(database().url), logger });
       try {
-        const held = await store.acquire(randomUUID(), 'kept', 'me');
+        const held = await store.acquire(request('kept', 'me'));
         assert.ok(held.acquired);
         await proxy.down();
         // Nothing in flight: the pool hears of it as an 'error' on an idle connection.
         await eventually('the lost idle connection is logged', () =>
           entries.some((entry) => entry.level === 'warn'),
         );
-        await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        await expectUnavailable(() => store.acquire(request('deploy', 'me')));
         await expectUnavailable(() => store.get(held.lock.id));
         await expectUnavailable(() => store.release(held.lock.id));
+        await expectUnavailable(() => store.renew(held.lock.id, 60));
         await expectUnavailable(() => store.list({ page: 1, perPage: 10 }));
         await expectUnavailable(() => store.ping());
         await proxy.forward();
@@ -375,18 +604,18 @@ await describePostgres('PostgreSQL store', (database) => {
       const proxy = await FaultProxy.start(database().url);
       const store = await open('silent', { connectionString: proxy.url(database().url) });
       try {
-        assert.ok((await store.acquire(randomUUID(), 'warm-up', 'me')).acquired);
+        assert.ok((await store.acquire(request('warm-up', 'me'))).acquired);
         proxy.blackhole();
         // The pooled connection sends and hears nothing back: the client's query_timeout.
-        const stuck = await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        const stuck = await expectUnavailable(() => store.acquire(request('deploy', 'me')));
         assert.equal((stuck.error.cause as Error).message, 'Query read timeout');
         // That connection is discarded; a new one never completes its handshake.
-        const handshake = await expectUnavailable(() => store.acquire(randomUUID(), 'deploy', 'me'));
+        const handshake = await expectUnavailable(() => store.acquire(request('deploy', 'me')));
         t.diagnostic(
           `query timeout after ${Math.round(stuck.ms)} ms, connect timeout after ${Math.round(handshake.ms)} ms`,
         );
         await proxy.forward();
-        assert.ok((await store.acquire(randomUUID(), 'deploy', 'me')).acquired);
+        assert.ok((await store.acquire(request('deploy', 'me'))).acquired);
       } finally {
         await proxy.close();
         await store.close();
@@ -399,7 +628,7 @@ await describePostgres('PostgreSQL store', (database) => {
       url.searchParams.set('application_name', 'tracker_terminated');
       const store = await open('terminated', { connectionString: url.href, logger });
       try {
-        assert.ok((await store.acquire(randomUUID(), 'before', 'me')).acquired);
+        assert.ok((await store.acquire(request('before', 'me'))).acquired);
         const killed = await withClient(database().url, (client) =>
           client.query(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'tracker_terminated'",
@@ -411,7 +640,7 @@ await describePostgres('PostgreSQL store', (database) => {
         );
         const warning = entries.find((entry) => entry.level === 'warn');
         assert.equal((warning?.details.err as { code?: string } | undefined)?.code, '57P01');
-        assert.ok((await store.acquire(randomUUID(), 'after', 'me')).acquired);
+        assert.ok((await store.acquire(request('after', 'me'))).acquired);
       } finally {
         await store.close();
       }

@@ -213,6 +213,36 @@ describe('the server process', () => {
     }
   });
 
+  test('a real 1-second lease expires on the real clock, across a restart', async () => {
+    const dir = tempDir();
+    const args = [...FREE, '--database-url', `sqlite:${dir.path}/lease.db`];
+    const first = await startServerProcess({ args });
+    const response = await fetch(`${first.baseUrl}${API}/lock`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ service: 'short-lease', who: 'crashing-job', ttlSeconds: 1 }),
+    });
+    const lock = (await response.json()) as { id: string; fencingToken: number; expiresAt: string };
+    assert.equal(response.status, 201);
+    assert.equal((await acquire(first.baseUrl, 'short-lease')).status, 409);
+    first.child.kill('SIGKILL');
+    await first.exited;
+    // Past expiresAt (whole seconds are rounded down, so wait a little over 2 s at most).
+    await new Promise((resolve) =>
+      setTimeout(resolve, Math.max(0, Date.parse(lock.expiresAt) + 1100 - Date.now())),
+    );
+    const second = await startServerProcess({ args });
+    try {
+      assert.equal((await fetch(`${second.baseUrl}${API}/lock/${lock.id}`)).status, 404);
+      const next = await acquire(second.baseUrl, 'short-lease', 'next-job');
+      assert.equal(next.status, 201);
+      assert.ok(Number(next.json.fencingToken) > lock.fencingToken);
+    } finally {
+      await second.stop();
+      dir.remove();
+    }
+  });
+
   test('a lock survives kill -9 and a restart on the same file, and is still exclusive', async () => {
     const dir = tempDir();
     const args = [...FREE, '--database-url', `sqlite:${dir.path}/crash.db`];

@@ -9,7 +9,13 @@ import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
 import { type ServiceError, status } from '@grpc/grpc-js';
-import { type LockServiceClient, lockServiceClient, unary } from './support/grpc-client.js';
+import {
+  type LockMessage,
+  type LockServiceClient,
+  lockMessageAsRest,
+  lockServiceClient,
+  unary,
+} from './support/grpc-client.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 
 const API = '/api/v1alpha1';
@@ -19,12 +25,7 @@ const RACERS = 100;
 /** gRPC channels per server process; each has its own connection. */
 const CHANNELS = 3;
 
-interface LockJson {
-  id: string;
-  service: string;
-  who: string;
-  createdAt: string;
-}
+type LockJson = ReturnType<typeof lockMessageAsRest>;
 
 /** What one racer got back. */
 type Outcome =
@@ -87,7 +88,7 @@ async function grpcCreate(target: Target, channel: number, service: string, who:
   const client = target.clients[channel % target.clients.length];
   assert.ok(client);
   try {
-    const lock = await unary<LockJson>(client, 'CreateLock', { service, who });
+    const lock = lockMessageAsRest(await unary<LockMessage>(client, 'CreateLock', { service, who }));
     return { kind: 'won', via, who, lock };
   } catch (caught) {
     const error = caught as ServiceError;
@@ -177,12 +178,9 @@ async function assertListed(target: Target, service: string, winner: LockJson): 
   assert.deepEqual(await response.json(), { locks: [winner], total: 1, page: 1, perPage: 100 });
   const [client] = target.clients;
   assert.ok(client);
-  assert.deepEqual(await unary(client, 'ListLocks', { service }), {
-    locks: [winner],
-    total: 1,
-    page: 1,
-    perPage: 100,
-  });
+  const listed = await unary<{ locks: LockMessage[]; total: number }>(client, 'ListLocks', { service });
+  assert.deepEqual(listed.locks.map(lockMessageAsRest), [winner]);
+  assert.equal(listed.total, 1);
 }
 
 /** Releases over REST on even rounds and over gRPC on odd ones, then checks it is gone. */

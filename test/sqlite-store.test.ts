@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { ErrorCode, TrackerError } from '../src/core/errors.js';
-import { SchemaTooNewError } from '../src/storage/migrations.js';
+import { readMigrations, SchemaTooNewError } from '../src/storage/migrations.js';
+import { migrate } from '../src/storage/sqlite/migrate.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { runLockStoreContract } from './contract/lock-store.contract.js';
 import { ManualClock } from './support/manual-clock.js';
@@ -46,7 +47,10 @@ describe('SQLite store specifics', () => {
     await store.close();
     const db = new Database(path, { readonly: true });
     const versions = db.prepare('SELECT version, name FROM schema_migrations ORDER BY version').all();
-    assert.deepEqual(versions, [{ version: 1, name: 'create_locks' }]);
+    assert.deepEqual(versions, [
+      { version: 1, name: 'create_locks' },
+      { version: 2, name: 'leases_and_fencing' },
+    ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();
     dir.remove();
@@ -56,13 +60,68 @@ describe('SQLite store specifics', () => {
     const dir = tempDir();
     const path = join(dir.path, 'tracker.db');
     const first = openSqliteLockStore({ path, clock: new ManualClock() });
-    const result = await first.acquire(randomUUID(), 'kept', 'me');
+    const result = await first.acquire({ id: randomUUID(), service: 'kept', who: 'me', ttlSeconds: null });
     assert.ok(result.acquired);
     await first.close();
     const second = openSqliteLockStore({ path, clock: new ManualClock() });
     assert.deepEqual(await second.get(result.lock.id), result.lock);
-    assert.equal((await second.acquire(randomUUID(), 'kept', 'other')).acquired, false);
+    assert.equal(
+      (await second.acquire({ id: randomUUID(), service: 'kept', who: 'other', ttlSeconds: null })).acquired,
+      false,
+    );
     await second.close();
+    dir.remove();
+  });
+
+  test('the fencing counter survives a restart and is shared by processes on one file', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'fencing.db');
+    const take = async (store: ReturnType<typeof openSqliteLockStore>) => {
+      const result = await store.acquire({ id: randomUUID(), service: 'fenced', who: 'w', ttlSeconds: null });
+      assert.ok(result.acquired);
+      assert.ok(await store.release(result.lock.id));
+      return result.lock.fencingToken;
+    };
+    const first = openSqliteLockStore({ path, clock: new ManualClock() });
+    const before = [await take(first), await take(first)];
+    await first.close();
+    const a = openSqliteLockStore({ path, clock: new ManualClock() });
+    const b = openSqliteLockStore({ path, clock: new ManualClock() });
+    const after = [await take(a), await take(b), await take(a)];
+    assert.deepEqual([...before, ...after], [1, 2, 3, 4, 5]);
+    await a.close();
+    await b.close();
+    dir.remove();
+  });
+
+  test('a lock taken before the leases migration stays held and is fenced below new tokens', async () => {
+    const dir = tempDir();
+    const path = join(dir.path, 'old.db');
+    const old = new Database(path);
+    old.pragma('journal_mode = WAL');
+    migrate(old, readMigrations(new URL('../src/storage/sqlite/migrations/', import.meta.url)).slice(0, 1));
+    old
+      .prepare("INSERT INTO locks (id, service, who, created_at) VALUES (?, 'legacy', 'old-holder', 0)")
+      .run('00000000-0000-4000-8000-000000000001');
+    old.close();
+    const store = openSqliteLockStore({ path, clock: new ManualClock() });
+    const legacy = await store.get('00000000-0000-4000-8000-000000000001');
+    assert.deepEqual(
+      legacy && { ttl: legacy.ttlSeconds, expires: legacy.expiresAt, token: legacy.fencingToken },
+      {
+        ttl: null,
+        expires: null,
+        token: 1,
+      },
+    );
+    assert.equal(
+      (await store.acquire({ id: randomUUID(), service: 'legacy', who: 'new', ttlSeconds: null })).acquired,
+      false,
+    );
+    await store.release('00000000-0000-4000-8000-000000000001');
+    const next = await store.acquire({ id: randomUUID(), service: 'legacy', who: 'new', ttlSeconds: null });
+    assert.ok(next.acquired && next.lock.fencingToken === 2);
+    await store.close();
     dir.remove();
   });
 
@@ -72,7 +131,14 @@ describe('SQLite store specifics', () => {
     const a = openSqliteLockStore({ path, clock: new ManualClock() });
     const b = openSqliteLockStore({ path, clock: new ManualClock() });
     const results = await Promise.all(
-      Array.from({ length: 20 }, (_, i) => (i % 2 ? a : b).acquire(randomUUID(), 'one-file', `racer-${i}`)),
+      Array.from({ length: 20 }, (_, i) =>
+        (i % 2 ? a : b).acquire({
+          id: randomUUID(),
+          service: 'one-file',
+          who: `racer-${i}`,
+          ttlSeconds: null,
+        }),
+      ),
     );
     assert.equal(results.filter((result) => result.acquired).length, 1);
     const lock = (await a.list({ page: 1, perPage: 10 })).locks[0];
@@ -91,13 +157,13 @@ describe('SQLite store specifics', () => {
     const blocker = new Database(path);
     blocker.exec('BEGIN IMMEDIATE');
     await assert.rejects(
-      store.acquire(randomUUID(), 'busy', 'me'),
+      store.acquire({ id: randomUUID(), service: 'busy', who: 'me', ttlSeconds: null }),
       (error: unknown) => error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE,
     );
     blocker.exec('ROLLBACK');
     blocker.close();
     assert.ok(
-      (await store.acquire(randomUUID(), 'busy', 'me')).acquired,
+      (await store.acquire({ id: randomUUID(), service: 'busy', who: 'me', ttlSeconds: null })).acquired,
       'serves again once the file is free',
     );
     await store.close();
@@ -111,7 +177,12 @@ describe('SQLite store specifics', () => {
     // 2000 pairs write about 6000 WAL frames (24 MB); the auto-checkpoint (1000 pages)
     // must keep restarting the WAL, so it stays near 4 MB.
     for (let i = 0; i < 2000; i++) {
-      const result = await store.acquire(randomUUID(), `wal-${i % 16}`, 'w');
+      const result = await store.acquire({
+        id: randomUUID(),
+        service: `wal-${i % 16}`,
+        who: 'w',
+        ttlSeconds: null,
+      });
       assert.ok(result.acquired);
       assert.ok(await store.release(result.lock.id));
     }
@@ -129,7 +200,7 @@ describe('SQLite store specifics', () => {
       () => openSqliteLockStore({ path, clock: new ManualClock() }),
       (error: unknown) =>
         error instanceof SchemaTooNewError &&
-        /version 99 but this Tracker knows only up to 1/.test(error.message),
+        /version 99 but this Tracker knows only up to \d+; upgrade Tracker$/.test(error.message),
     );
     dir.remove();
   });

@@ -3,7 +3,7 @@ import { describe, test } from 'node:test';
 import { loadSync } from '@grpc/proto-loader';
 import { PROTO_FILE } from '../src/grpc/server.js';
 import { lockToJson } from '../src/http/error-mapping.js';
-import { createLockBody, lockJson, lockListJson, releasedJson } from '../src/http/schemas.js';
+import { createLockBody, lockJson, lockListJson, releasedJson, renewLockBody } from '../src/http/schemas.js';
 
 /**
  * The wire contract has three descriptions: the domain type (through `lockToJson`), the
@@ -21,7 +21,15 @@ function protoJsonFields(message: string): string[] {
 }
 
 describe('wire contract', () => {
-  const sample = lockToJson({ id: 'i', service: 's', who: 'w', createdAt: new Date(0) });
+  const sample = lockToJson({
+    id: 'i',
+    service: 's',
+    who: 'w',
+    createdAt: new Date(0),
+    ttlSeconds: 30,
+    expiresAt: new Date(30_000),
+    fencingToken: 1,
+  });
 
   test('Lock: domain JSON, REST schema and proto have the same fields', () => {
     assert.deepEqual(Object.keys(sample).sort(), Object.keys(lockJson.properties).sort());
@@ -35,6 +43,13 @@ describe('wire contract', () => {
 
   test('UnLockResponse matches the REST release body', () => {
     assert.deepEqual(protoJsonFields('UnLockResponse'), Object.keys(releasedJson.properties).sort());
+  });
+
+  test('RenewLockRequest takes what POST /lock/{id}/renew takes, plus the id', () => {
+    assert.deepEqual(
+      protoJsonFields('RenewLockRequest'),
+      ['id', ...Object.keys(renewLockBody.properties)].sort(),
+    );
   });
 
   test('CreateLockRequest takes what POST /lock takes', () => {

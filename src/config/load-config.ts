@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { MAX_TTL_SECONDS } from '../core/lock.js';
 
 /** Where locks are kept, parsed from `--database-url` and the `--database-*` options. */
 export type DatabaseConfig =
@@ -27,6 +28,10 @@ export interface Config {
   /** The database URL with any password masked: the form to log and print. */
   readonly databaseUrl: string;
   readonly logLevel: LogLevel;
+  /** TTL given to acquires that ask for none; null: such locks never expire (the guide's behaviour). */
+  readonly defaultTtlSeconds: number | null;
+  /** Longest TTL accepted; null: only the API's own limit (one year). */
+  readonly maxTtlSeconds: number | null;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -65,6 +70,16 @@ const OPTIONS = {
     help: "PostgreSQL: schema for Tracker's tables, created if missing (empty: the search_path, usually public)",
   },
   'log-level': { env: 'TRACKER_LOG_LEVEL', default: 'info', help: LOG_LEVELS.join(', ') },
+  'default-ttl': {
+    env: 'TRACKER_DEFAULT_TTL',
+    default: '',
+    help: 'TTL for locks acquired without ttlSeconds, e.g. 90s, 30m, 1h30m or seconds (empty: they never expire)',
+  },
+  'max-ttl': {
+    env: 'TRACKER_MAX_TTL',
+    default: '',
+    help: 'longest TTL accepted on acquire and renew (empty: one year)',
+  },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
@@ -108,6 +123,13 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
         statementTimeoutMs: parseInteger(pick('database-statement-timeout'), 1, 600_000),
         schema: parseSchema(pick('database-schema')),
       });
+  const defaultTtlSeconds = parseTtl(pick('default-ttl'));
+  const maxTtlSeconds = parseTtl(pick('max-ttl'));
+  if (defaultTtlSeconds !== null && maxTtlSeconds !== null && defaultTtlSeconds > maxTtlSeconds) {
+    throw new ConfigError(
+      `--default-ttl (${defaultTtlSeconds}s) is longer than --max-ttl (${maxTtlSeconds}s)`,
+    );
+  }
   return {
     help: false,
     config: {
@@ -117,6 +139,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       database,
       databaseUrl: maskPassword(databaseUrl.value),
       logLevel: parseLogLevel(pick('log-level')),
+      defaultTtlSeconds,
+      maxTtlSeconds,
     },
   };
 }
@@ -228,6 +252,24 @@ function parseInteger({ value, source }: Setting, min: number, max: number): num
     throw new ConfigError(`${source}: "${value}" is not an integer from ${min} to ${max}`);
   }
   return number;
+}
+
+/** `90s`, `30m`, `1h30m`, `2d` or plain seconds → seconds; empty → null. */
+export function parseDurationSeconds(text: string): number | null {
+  if (/^\d{1,9}$/.test(text)) return Number(text);
+  const match = /^(?:(\d{1,6})d)?(?:(\d{1,7})h)?(?:(\d{1,9})m)?(?:(\d{1,9})s)?$/.exec(text);
+  if (!match || text === '') return null;
+  const [, days = '0', hours = '0', minutes = '0', seconds = '0'] = match;
+  return Number(days) * 86_400 + Number(hours) * 3600 + Number(minutes) * 60 + Number(seconds);
+}
+
+function parseTtl({ value, source }: Setting): number | null {
+  if (value === '') return null;
+  const seconds = parseDurationSeconds(value);
+  if (seconds === null || seconds < 1 || seconds > MAX_TTL_SECONDS) {
+    throw new ConfigError(`${source}: "${value}" is not a duration from 1s to 365d (e.g. 90s, 30m, 1h30m)`);
+  }
+  return seconds;
 }
 
 function parseSchema({ value, source }: Setting): string | undefined {

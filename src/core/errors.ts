@@ -15,6 +15,8 @@ export const ErrorCode = {
   STORE_UNAVAILABLE: 'STORE_UNAVAILABLE',
   /** A bug or an unexpected failure; details are logged, never sent. */
   INTERNAL: 'INTERNAL',
+  /** Renewal of a lock that is not held (never existed, released or expired). */
+  LOCK_NOT_HELD: 'LOCK_NOT_HELD',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -38,6 +40,10 @@ export function lockHeld(existingLock: Lock): TrackerError {
 
 export function lockNotFound(): TrackerError {
   return new TrackerError(ErrorCode.LOCK_NOT_FOUND, 'lock not found');
+}
+
+export function lockNotHeld(): TrackerError {
+  return new TrackerError(ErrorCode.LOCK_NOT_HELD, 'lock not held');
 }
 
 export function invalidArgument(field: string, message: string): TrackerError {

@@ -1,4 +1,4 @@
-import { invalidArgument, lockHeld, lockNotFound } from './errors.js';
+import { invalidArgument, lockHeld, lockNotFound, lockNotHeld } from './errors.js';
 import {
   CONTROL_CHARACTERS,
   DEFAULT_PER_PAGE,
@@ -7,12 +7,13 @@ import {
   type LockPage,
   MAX_NAME_LENGTH,
   MAX_PER_PAGE,
+  MAX_TTL_SECONDS,
 } from './lock.js';
 import type { LockStore } from './lock-store.js';
 
 /** Something that happened to a lock; transports and logs subscribe to these. */
 export interface LockEvent {
-  readonly type: 'acquired' | 'released';
+  readonly type: 'acquired' | 'released' | 'renewed';
   readonly lock: Lock;
 }
 
@@ -22,6 +23,10 @@ export interface LockServiceDeps {
   readonly newId: () => string;
   /** Called after each committed change, synchronously; must not throw. */
   readonly onEvent?: (event: LockEvent) => void;
+  /** TTL for acquires that give none (default: none, so such locks never expire). */
+  readonly defaultTtlSeconds?: number | null;
+  /** Longest TTL accepted on acquire and renew (default: MAX_TTL_SECONDS). */
+  readonly maxTtlSeconds?: number | null;
 }
 
 /** Raw list parameters as a transport received them; undefined means "default". */
@@ -38,12 +43,32 @@ export type LockService = ReturnType<typeof createLockService>;
  * The lock rules, shared by every transport: input validation, and the mapping of store
  * results to domain errors. Atomicity lives in the store.
  */
-export function createLockService({ store, newId, onEvent }: LockServiceDeps) {
+export function createLockService({
+  store,
+  newId,
+  onEvent,
+  defaultTtlSeconds,
+  maxTtlSeconds,
+}: LockServiceDeps) {
+  const maxTtl = maxTtlSeconds ?? MAX_TTL_SECONDS;
+  const validateTtl = (ttlSeconds: number | undefined): void => {
+    if (ttlSeconds === undefined) return;
+    if (!Number.isSafeInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > MAX_TTL_SECONDS) {
+      throw invalidArgument('ttlSeconds', `ttlSeconds must be an integer from 1 to ${MAX_TTL_SECONDS}`);
+    }
+    if (ttlSeconds > maxTtl) {
+      throw invalidArgument('ttlSeconds', `ttlSeconds must be at most ${maxTtl} (the server's --max-ttl)`);
+    }
+  };
+
   return {
-    async acquire(service: string, who: string): Promise<Lock> {
+    /** Takes the lock; `ttlSeconds` undefined means the server's default TTL (or none). */
+    async acquire(service: string, who: string, ttlSeconds?: number): Promise<Lock> {
       validateName('service', service);
       validateName('who', who);
-      const result = await store.acquire(newId(), service, who);
+      validateTtl(ttlSeconds);
+      const ttl = ttlSeconds ?? defaultTtlSeconds ?? null;
+      const result = await store.acquire({ id: newId(), service, who, ttlSeconds: ttl });
       if (!result.acquired) throw lockHeld(result.holder);
       onEvent?.({ type: 'acquired', lock: result.lock });
       return result.lock;
@@ -59,6 +84,17 @@ export function createLockService({ store, newId, onEvent }: LockServiceDeps) {
       const lock = isLockId(id.toLowerCase()) ? await store.release(id.toLowerCase()) : null;
       if (!lock) throw lockNotFound();
       onEvent?.({ type: 'released', lock });
+      return lock;
+    },
+
+    /** Extends the lease; `ttlSeconds` undefined means the lock's own TTL. */
+    async renew(id: string, ttlSeconds?: number): Promise<Lock> {
+      validateTtl(ttlSeconds);
+      const lock = isLockId(id.toLowerCase())
+        ? await store.renew(id.toLowerCase(), ttlSeconds ?? null)
+        : null;
+      if (!lock) throw lockNotHeld();
+      onEvent?.({ type: 'renewed', lock });
       return lock;
     },
 

@@ -9,6 +9,12 @@
  * - **acquire** takes the lock if the service is free; **release** gives it up by `id`.
  * - **createdAt**: when the lock was acquired, decided by the store's clock. The API shows
  *   it in UTC with whole seconds; stores keep milliseconds so that "oldest first" is exact.
+ * - **lease**: a lock may carry a TTL (`ttlSeconds`); it then expires at `expiresAt` unless
+ *   **renewed** before. An expired lock is gone for every purpose at once, by the store's
+ *   clock, whether or not anything has deleted its row yet. A lock without TTL never expires.
+ * - **fencing token**: an integer given with every acquire, strictly greater than every
+ *   token given before for the same service (across releases, expiries, restarts and
+ *   replicas). Downstream systems reject writes that carry a token older than one they saw.
  */
 
 /** A held lock. */
@@ -17,13 +23,24 @@ export interface Lock {
   readonly service: string;
   readonly who: string;
   readonly createdAt: Date;
+  /** The lease length the lock was taken or last renewed with; null: no TTL. */
+  readonly ttlSeconds: number | null;
+  /** When the lease runs out; null: never. */
+  readonly expiresAt: Date | null;
+  readonly fencingToken: number;
 }
 
-/** What a caller asks for when acquiring. */
+/** What a store is asked to write on acquire; the id is chosen by the service. */
 export interface AcquireRequest {
+  readonly id: string;
   readonly service: string;
   readonly who: string;
+  /** null: the lock never expires. */
+  readonly ttlSeconds: number | null;
 }
+
+/** Longest accepted TTL: one year. */
+export const MAX_TTL_SECONDS = 31_536_000;
 
 /** One page of held locks, oldest first (createdAt, then id). */
 export interface LockPage {

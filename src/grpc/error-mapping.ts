@@ -9,6 +9,7 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
   INVALID_ARGUMENT: status.INVALID_ARGUMENT,
   STORE_UNAVAILABLE: status.UNAVAILABLE,
   INTERNAL: status.INTERNAL,
+  LOCK_NOT_HELD: status.NOT_FOUND,
 };
 
 /**

@@ -26,6 +26,11 @@ const LOAD_OPTIONS = { longs: String, enums: String, defaults: true } as const;
 interface CreateLockRequest {
   service: string;
   who: string;
+  ttlSeconds: number;
+}
+interface RenewLockRequest {
+  id: string;
+  ttlSeconds: number;
 }
 interface LockIdRequest {
   id: string;
@@ -42,9 +47,21 @@ export interface GrpcServerDeps {
   readonly logger: FastifyBaseLogger;
 }
 
+/** The Lock message: proto3 has no null, so "no TTL" is 0 and "no expiry" is empty. */
 function lockMessage(lock: Lock) {
-  return { id: lock.id, service: lock.service, who: lock.who, createdAt: formatTimestamp(lock.createdAt) };
+  return {
+    id: lock.id,
+    service: lock.service,
+    who: lock.who,
+    createdAt: formatTimestamp(lock.createdAt),
+    ttlSeconds: lock.ttlSeconds ?? 0,
+    expiresAt: lock.expiresAt === null ? '' : formatTimestamp(lock.expiresAt),
+    fencingToken: String(lock.fencingToken),
+  };
 }
+
+/** Proto3 cannot tell an absent number from 0: 0 means "not given". */
+const given = (value: number): number | undefined => (value === 0 ? undefined : value);
 
 /**
  * The gRPC adapter, mirroring the REST routes, with server reflection on so that grpcurl
@@ -82,7 +99,10 @@ export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
 
   const handlers: UntypedServiceImplementation = {
     CreateLock: unary('CreateLock', async (request: CreateLockRequest) =>
-      lockMessage(await service.acquire(request.service, request.who)),
+      lockMessage(await service.acquire(request.service, request.who, given(request.ttlSeconds))),
+    ),
+    RenewLock: unary('RenewLock', async (request: RenewLockRequest) =>
+      lockMessage(await service.renew(request.id, given(request.ttlSeconds))),
     ),
     GetLock: unary('GetLock', async (request: LockIdRequest) => lockMessage(await service.get(request.id))),
     UnLock: unary('UnLock', async (request: LockIdRequest) => {
@@ -92,8 +112,8 @@ export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
     ListLocks: unary('ListLocks', async (request: ListLocksRequest) => {
       // Proto3 cannot tell "absent" from zero or empty: those mean "default" and "any".
       const result = await service.list({
-        page: request.page === 0 ? undefined : request.page,
-        perPage: request.perPage === 0 ? undefined : request.perPage,
+        page: given(request.page),
+        perPage: given(request.perPage),
         service: request.service === '' ? undefined : request.service,
         who: request.who === '' ? undefined : request.who,
       });

@@ -8,6 +8,7 @@ import {
   lockJson,
   lockListJson,
   releasedJson,
+  renewLockBody,
 } from './schemas.js';
 
 export interface HttpAppDeps {
@@ -77,13 +78,26 @@ export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyIn
     reply.status(404).send({ error: 'route not found', code: 'NOT_FOUND' }),
   );
 
-  app.post<{ Body: { service: string; who: string } }>(
+  app.post<{ Body: { service: string; who: string; ttlSeconds?: number } }>(
     `${API}/lock`,
     { schema: { body: createLockBody, response: { 201: lockJson } } },
     async (request, reply) => {
-      const lock = await service.acquire(request.body.service, request.body.who);
+      const { service: name, who, ttlSeconds } = request.body;
+      const lock = await service.acquire(name, who, ttlSeconds);
       return reply.status(201).send(lockToJson(lock));
     },
+  );
+
+  app.post<{ Params: { id: string }; Body: { ttlSeconds?: number } | undefined }>(
+    `${API}/lock/:id/renew`,
+    {
+      schema: { params: lockIdParams, body: renewLockBody, response: { 200: lockJson } },
+      // The body is optional: no body at all validates as an empty object.
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
+    },
+    async (request) => lockToJson(await service.renew(request.params.id, request.body?.ttlSeconds)),
   );
 
   app.get<{ Params: { id: string } }>(

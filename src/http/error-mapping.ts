@@ -10,6 +10,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   INVALID_ARGUMENT: 400,
   STORE_UNAVAILABLE: 503,
   INTERNAL: 500,
+  LOCK_NOT_HELD: 404,
 };
 
 /** Errors raised by Fastify itself before a handler runs, as (status, code, message). */
@@ -33,7 +34,15 @@ export interface ErrorBody {
 }
 
 export function lockToJson(lock: Lock) {
-  return { id: lock.id, service: lock.service, who: lock.who, createdAt: formatTimestamp(lock.createdAt) };
+  return {
+    id: lock.id,
+    service: lock.service,
+    who: lock.who,
+    createdAt: formatTimestamp(lock.createdAt),
+    ttlSeconds: lock.ttlSeconds,
+    expiresAt: lock.expiresAt === null ? null : formatTimestamp(lock.expiresAt),
+    fencingToken: lock.fencingToken,
+  };
 }
 
 /** Turns any thrown error into a status and a JSON body; 5xx bodies carry no internals. */

@@ -1,4 +1,4 @@
-import { MAX_NAME_LENGTH } from '../core/lock.js';
+import { MAX_NAME_LENGTH, MAX_TTL_SECONDS } from '../core/lock.js';
 
 /**
  * JSON schemas of the REST API. Ajv runs with coercion and removal of unknown properties
@@ -13,11 +13,20 @@ const name = {
   pattern: '^[^\\u0000-\\u001f\\u007f]*$',
 } as const;
 
+const ttlSeconds = { type: 'integer', minimum: 1, maximum: MAX_TTL_SECONDS } as const;
+
 export const createLockBody = {
   type: 'object',
   required: ['service', 'who'],
   additionalProperties: false,
-  properties: { service: name, who: name },
+  properties: { service: name, who: name, ttlSeconds },
+} as const;
+
+/** The body is optional; without `ttlSeconds` the lock's own TTL is used again. */
+export const renewLockBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { ttlSeconds },
 } as const;
 
 export const lockIdParams = {
@@ -40,12 +49,15 @@ export const listLocksQuery = {
 
 export const lockJson = {
   type: 'object',
-  required: ['id', 'service', 'who', 'createdAt'],
+  required: ['id', 'service', 'who', 'createdAt', 'ttlSeconds', 'expiresAt', 'fencingToken'],
   properties: {
     id: { type: 'string' },
     service: { type: 'string' },
     who: { type: 'string' },
     createdAt: { type: 'string' },
+    ttlSeconds: { type: ['integer', 'null'] },
+    expiresAt: { type: ['string', 'null'] },
+    fencingToken: { type: 'integer' },
   },
 } as const;
 
@@ -75,6 +87,11 @@ export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> =
   who: {
     pattern: 'must not contain control characters',
     maxLength: `must be at most ${MAX_NAME_LENGTH} characters`,
+  },
+  ttlSeconds: {
+    type: 'must be an integer',
+    minimum: `must be an integer from 1 to ${MAX_TTL_SECONDS}`,
+    maximum: `must be an integer from 1 to ${MAX_TTL_SECONDS}`,
   },
   page: { pattern: 'must be a positive integer' },
   per_page: { pattern: 'must be a positive integer' },

@@ -36,7 +36,7 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       const id = randomUUID();
       const service = unique('deploy');
       const expected = subject.now?.();
-      const result = await store.acquire(id, service, 'ci-pipeline-123');
+      const result = await store.acquire({ id, service, who: 'ci-pipeline-123', ttlSeconds: null });
       assert.equal(result.acquired, true);
       assert.ok(result.acquired);
       assert.equal(result.lock.id, id);
@@ -49,9 +49,9 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
 
     test('acquire on a held service returns the holder and changes nothing', async () => {
       const service = unique('deploy');
-      const first = await store.acquire(randomUUID(), service, 'first');
+      const first = await store.acquire({ id: randomUUID(), service, who: 'first', ttlSeconds: null });
       assert.ok(first.acquired);
-      const second = await store.acquire(randomUUID(), service, 'second');
+      const second = await store.acquire({ id: randomUUID(), service, who: 'second', ttlSeconds: null });
       assert.equal(second.acquired, false);
       assert.ok(!second.acquired);
       assert.deepEqual(second.holder, first.lock);
@@ -60,13 +60,18 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
     });
 
     test('different services are independent', async () => {
-      const a = await store.acquire(randomUUID(), unique('a'), 'x');
-      const b = await store.acquire(randomUUID(), unique('b'), 'x');
+      const a = await store.acquire({ id: randomUUID(), service: unique('a'), who: 'x', ttlSeconds: null });
+      const b = await store.acquire({ id: randomUUID(), service: unique('b'), who: 'x', ttlSeconds: null });
       assert.ok(a.acquired && b.acquired);
     });
 
     test('get returns the held lock, null for unknown or malformed ids', async () => {
-      const result = await store.acquire(randomUUID(), unique('get'), 'who');
+      const result = await store.acquire({
+        id: randomUUID(),
+        service: unique('get'),
+        who: 'who',
+        ttlSeconds: null,
+      });
       assert.ok(result.acquired);
       assert.deepEqual(await store.get(result.lock.id), result.lock);
       assert.equal(await store.get(randomUUID()), null);
@@ -76,13 +81,13 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
 
     test('release returns the lock once, then null; the service is free again', async () => {
       const service = unique('release');
-      const result = await store.acquire(randomUUID(), service, 'who');
+      const result = await store.acquire({ id: randomUUID(), service, who: 'who', ttlSeconds: null });
       assert.ok(result.acquired);
       assert.deepEqual(await store.release(result.lock.id), result.lock);
       assert.equal(await store.release(result.lock.id), null);
       assert.equal(await store.get(result.lock.id), null);
       assert.equal(await store.release(randomUUID()), null);
-      const again = await store.acquire(randomUUID(), service, 'next');
+      const again = await store.acquire({ id: randomUUID(), service, who: 'next', ttlSeconds: null });
       assert.ok(again.acquired);
       assert.notEqual(again.lock.id, result.lock.id);
     });
@@ -91,7 +96,12 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       const who = unique('lister');
       const made: Lock[] = [];
       for (let i = 0; i < 5; i++) {
-        const result = await store.acquire(randomUUID(), unique(`svc${i}`), who);
+        const result = await store.acquire({
+          id: randomUUID(),
+          service: unique(`svc${i}`),
+          who,
+          ttlSeconds: null,
+        });
         assert.ok(result.acquired);
         made.push(result.lock);
         await subject.advance(1000);
@@ -121,7 +131,8 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
         t.skip('the store clock cannot be held still from a test');
         return;
       }
-      for (const id of ids) assert.ok((await store.acquire(id, unique('tie'), who)).acquired);
+      for (const id of ids)
+        assert.ok((await store.acquire({ id, service: unique('tie'), who, ttlSeconds: null })).acquired);
       const page = await store.list({ page: 1, perPage: 10, who });
       assert.deepEqual(
         page.locks.map((lock) => lock.id),
@@ -132,7 +143,7 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
     test('names keep every Unicode character they were given', async () => {
       const service = `déploiement-🚀-${'ß'.repeat(200)}-${randomUUID().slice(0, 8)}`;
       const who = 'ユーザー "quoted" \\ back\\slash';
-      const result = await store.acquire(randomUUID(), service, who);
+      const result = await store.acquire({ id: randomUUID(), service, who, ttlSeconds: null });
       assert.ok(result.acquired);
       const read = await store.get(result.lock.id);
       assert.equal(read?.service, service);
@@ -142,7 +153,9 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
     test('of many concurrent acquires for one service exactly one wins', async () => {
       const service = unique('race');
       const results = await Promise.all(
-        Array.from({ length: 50 }, (_, i) => store.acquire(randomUUID(), service, `racer-${i}`)),
+        Array.from({ length: 50 }, (_, i) =>
+          store.acquire({ id: randomUUID(), service, who: `racer-${i}`, ttlSeconds: null }),
+        ),
       );
       const winners = results.filter((result) => result.acquired);
       assert.equal(winners.length, 1);
@@ -151,6 +164,113 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       for (const result of results) {
         if (!result.acquired) assert.deepEqual(result.holder, winner.lock);
       }
+    });
+
+    const take = async (service: string, who = 'holder', ttlSeconds: number | null = null): Promise<Lock> => {
+      const result = await store.acquire({ id: randomUUID(), service, who, ttlSeconds });
+      assert.ok(result.acquired, `acquire of ${service} by ${who}`);
+      return result.lock;
+    };
+
+    test('a lock without TTL has no expiry; a lock with one expires ttlSeconds after createdAt', async () => {
+      const plain = await take(unique('plain'));
+      assert.equal(plain.ttlSeconds, null);
+      assert.equal(plain.expiresAt, null);
+      const leased = await take(unique('leased'), 'holder', 30);
+      assert.equal(leased.ttlSeconds, 30);
+      assert.equal(leased.expiresAt?.getTime(), leased.createdAt.getTime() + 30_000);
+      assert.deepEqual(await store.get(leased.id), leased);
+    });
+
+    test('an expired lock is gone for every purpose at once, and its service can be taken', async () => {
+      const service = unique('expiring');
+      const lock = await take(service, 'crashed-pipeline', 10);
+      await subject.advance(9_000);
+      assert.deepEqual(await store.get(lock.id), lock, 'still held just before expiry');
+      const refused = await store.acquire({ id: randomUUID(), service, who: 'early', ttlSeconds: null });
+      assert.equal(refused.acquired, false);
+      await subject.advance(1_000);
+      assert.equal(await store.get(lock.id), null);
+      assert.deepEqual((await store.list({ page: 1, perPage: 10, service })).locks, []);
+      assert.equal((await store.list({ page: 1, perPage: 10, service })).total, 0);
+      assert.equal(await store.release(lock.id), null);
+      assert.equal(await store.renew(lock.id, null), null);
+      const next = await take(service, 'next-pipeline');
+      assert.ok(next.fencingToken > lock.fencingToken);
+      assert.deepEqual((await store.list({ page: 1, perPage: 10, service })).locks, [next]);
+    });
+
+    test('renewal extends the lease from now, with its own TTL or a new one', async () => {
+      const service = unique('renewed');
+      const lock = await take(service, 'long-job', 20);
+      await subject.advance(15_000);
+      const renewed = await store.renew(lock.id, null);
+      assert.ok(renewed);
+      assert.equal(renewed.ttlSeconds, 20);
+      assert.ok(
+        renewed.expiresAt &&
+          lock.expiresAt &&
+          renewed.expiresAt.getTime() >= lock.expiresAt.getTime() + 15_000,
+      );
+      const now = subject.now?.();
+      if (now) assert.equal(renewed.expiresAt.getTime(), now.getTime() + 20_000);
+      assert.equal(renewed.fencingToken, lock.fencingToken, 'renewal keeps the token');
+      assert.equal(renewed.createdAt.getTime(), lock.createdAt.getTime());
+      await subject.advance(15_000);
+      assert.deepEqual(await store.get(lock.id), renewed, 'held past the first expiry');
+      const longer = await store.renew(lock.id, 120);
+      assert.equal(longer?.ttlSeconds, 120);
+      assert.ok(longer?.expiresAt && longer.expiresAt.getTime() >= renewed.expiresAt.getTime() + 100_000);
+      assert.deepEqual(await store.get(lock.id), longer);
+    });
+
+    test('renewing a lock without TTL keeps it as is, or gives it one', async () => {
+      const lock = await take(unique('untimed'));
+      assert.deepEqual(await store.renew(lock.id, null), lock);
+      const leased = await store.renew(lock.id, 60);
+      assert.equal(leased?.ttlSeconds, 60);
+      assert.ok(leased?.expiresAt);
+    });
+
+    test('renewal never resurrects: not after release, expiry, or another holder', async () => {
+      const service = unique('resurrect');
+      const lock = await take(service, 'paused-holder', 5);
+      await subject.advance(6_000);
+      const next = await take(service, 'new-holder', 60);
+      assert.equal(await store.renew(lock.id, 60), null);
+      assert.deepEqual(await store.get(next.id), next, 'the new holder is untouched');
+      assert.equal(await store.renew(randomUUID(), null), null);
+      assert.equal(await store.renew('not-a-uuid', null), null);
+      await store.release(next.id);
+      assert.equal(await store.renew(next.id, null), null);
+    });
+
+    test('fencing tokens strictly increase per service across releases and expiries', async () => {
+      const service = unique('fenced');
+      const tokens: number[] = [];
+      for (let round = 0; round < 4; round++) {
+        const lock = await take(service, `holder-${round}`, round % 2 ? 1 : null);
+        tokens.push(lock.fencingToken);
+        if (round % 2) await subject.advance(1_000);
+        else await store.release(lock.id);
+      }
+      for (let i = 1; i < tokens.length; i++) {
+        assert.ok((tokens[i] as number) > (tokens[i - 1] as number), `tokens ${tokens}`);
+      }
+      for (const token of tokens) assert.ok(Number.isSafeInteger(token) && token > 0);
+      const other = await take(unique('other-fenced'));
+      assert.ok(other.fencingToken > 0, 'another service has its own counter');
+    });
+
+    test('a refused acquire does not consume the holder or change its token', async () => {
+      const service = unique('refused');
+      const lock = await take(service);
+      const refused = await store.acquire({ id: randomUUID(), service, who: 'late', ttlSeconds: 5 });
+      assert.ok(!refused.acquired);
+      assert.deepEqual(refused.holder, lock);
+      await store.release(lock.id);
+      const next = await take(service);
+      assert.ok(next.fencingToken > lock.fencingToken);
     });
 
     test('ping resolves while the store is open', async () => {

@@ -17,7 +17,7 @@ export const SERVICE = 'tracker.lock.v1alpha1.LockService';
 export const PROTO_FILE = join(ROOT, 'proto/tracker/lock/v1alpha1/lock.proto');
 
 const LockServiceClient = makeClientConstructor(
-  loadSync(PROTO_FILE, { keepCase: false, defaults: true })[SERVICE] as ServiceDefinition,
+  loadSync(PROTO_FILE, { keepCase: false, defaults: true, longs: String })[SERVICE] as ServiceDefinition,
   'LockService',
 );
 
@@ -58,4 +58,28 @@ export function unary<T>(
       else resolve(response as T);
     });
   });
+}
+
+/** A Lock message as grpc-js decodes it (defaults filled in, int64 as a string). */
+export interface LockMessage {
+  id: string;
+  service: string;
+  who: string;
+  createdAt: string;
+  ttlSeconds: number;
+  expiresAt: string;
+  fencingToken: string;
+}
+
+/** The same lock as REST shows it: proto3's 0 and '' become null, the token a number. */
+export function lockMessageAsRest(lock: LockMessage) {
+  return {
+    id: lock.id,
+    service: lock.service,
+    who: lock.who,
+    createdAt: lock.createdAt,
+    ttlSeconds: lock.ttlSeconds === 0 ? null : lock.ttlSeconds,
+    expiresAt: lock.expiresAt === '' ? null : lock.expiresAt,
+    fencingToken: Number(lock.fencingToken),
+  };
 }

@@ -137,6 +137,51 @@ async function assertNoConnectionsLeft(database: string): Promise<void> {
   assert.fail(`connections to ${database} left open: ${JSON.stringify(left)}`);
 }
 
+/** The database clock of one store schema, moved by a test. */
+export interface TestClock {
+  /** Moves the store's clock (its tracker_now()) forward by `ms`; the process clock is untouched. */
+  advance(ms: number): Promise<void>;
+  /** Ends the clock's connection; the schema keeps the clock where it is. */
+  close(): Promise<void>;
+}
+
+/**
+ * Makes the store clock of `schema` movable: creates a one-row `test_clock` table there
+ * (test-only, no migration creates it) and replaces that schema's tracker_now() by
+ * now() + the offset in it. Stores and replicas on the schema keep calling tracker_now()
+ * and agree on the moved clock; other schemas keep the real one. Call it after a store has
+ * migrated the schema (the migration creates the real function), before the first lock.
+ * `schema` is a plain lower-case identifier chosen by the test.
+ */
+export async function installTestClock(url: string, schema: string): Promise<TestClock> {
+  if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`not a plain identifier: ${schema}`);
+  const client = await connect(url);
+  try {
+    await client.query(`CREATE TABLE ${schema}.test_clock (advanced_by interval NOT NULL)`);
+    await client.query(`INSERT INTO ${schema}.test_clock VALUES (interval '0')`);
+    // Same signature, volatility and schema as migration 002's, so every query of the
+    // store resolves to this one. The table is schema-qualified: the function runs with
+    // the caller's search_path.
+    await client.query(
+      `CREATE OR REPLACE FUNCTION ${schema}.tracker_now() RETURNS timestamptz
+         LANGUAGE sql STABLE PARALLEL SAFE
+         AS 'SELECT now() + (SELECT advanced_by FROM ${schema}.test_clock)'`,
+    );
+  } catch (error) {
+    await client.end();
+    throw error;
+  }
+  return {
+    advance: async (ms) => {
+      await client.query(
+        `UPDATE ${schema}.test_clock SET advanced_by = advanced_by + $1::int8 * interval '1 millisecond'`,
+        [ms],
+      );
+    },
+    close: () => client.end(),
+  };
+}
+
 /** A TCP port nothing listens on (it was free a moment ago). */
 export async function closedPort(): Promise<number> {
   const server = net.createServer();

@@ -19,7 +19,10 @@ export interface ServerProcess {
   readonly grpcAddress: string;
   /** Every stdout line so far (pino JSON). */
   readonly lines: string[];
-  /** Resolves with the exit code (or signal name) once the process has exited. */
+  /**
+   * Resolves with the exit code (or signal name) once the process has exited. Reading it
+   * keeps the test process alive until then (the child itself is unreferenced).
+   */
   readonly exited: Promise<number | string>;
   /** SIGTERM, then SIGKILL after `ms` if it is still running. */
   stop(ms?: number): Promise<number | string>;
@@ -47,6 +50,12 @@ function track(child: ChildProcess): void {
   child.once('exit', () => running.delete(child));
   child.unref();
   for (const stream of [child.stdout, child.stderr]) (stream as { unref?: () => void } | null)?.unref?.();
+}
+
+/** `promise`, with a referenced timer keeping the event loop alive until it settles. */
+function whileAwaited<T>(promise: Promise<T>): Promise<T> {
+  const timer = setInterval(() => {}, 60_000);
+  return promise.finally(() => clearInterval(timer));
 }
 
 /**
@@ -94,16 +103,18 @@ export async function startServerProcess(
     baseUrl: `http://127.0.0.1:${ports.httpPort}`,
     grpcAddress: `127.0.0.1:${ports.grpcPort}`,
     lines,
-    exited,
+    get exited() {
+      return whileAwaited(exited);
+    },
     async stop(ms = 10_000) {
       if (child.exitCode === null && child.signalCode === null) {
         child.kill('SIGTERM');
         const timer = setTimeout(() => child.kill('SIGKILL'), ms);
-        const code = await exited;
+        const code = await whileAwaited(exited);
         clearTimeout(timer);
         return code;
       }
-      return exited;
+      return whileAwaited(exited);
     },
   };
 }

@@ -1,11 +1,21 @@
 import pg from 'pg';
 import { storeUnavailable } from '../../core/errors.js';
-import { isLockId, type Lock } from '../../core/lock.js';
+import { type AcquireRequest, isLockId, type Lock } from '../../core/lock.js';
 import type { AcquireResult, LockStore } from '../../core/lock-store.js';
 import { readMigrations } from '../migrations.js';
 import { isUnavailable } from './is-unavailable.js';
 import { migrate } from './migrate.js';
-import { ACQUIRE, type AcquireRow, GET, LIST, type ListRow, type LockRow, PING, RELEASE } from './queries.js';
+import {
+  ACQUIRE,
+  type AcquireRow,
+  GET,
+  LIST,
+  type ListRow,
+  type LockRow,
+  PING,
+  RELEASE,
+  RENEW,
+} from './queries.js';
 
 type LogMethod = (details: object, message: string) => void;
 
@@ -66,15 +76,17 @@ export const DEFAULT_TIMEOUT_MS = 1500;
 
 /**
  * An acquire runs again when the holder it conflicted with is newer than its snapshot
- * (see ACQUIRE). A run that returns nothing wrote nothing, so giving up is safe; it takes
- * a service changing hands this many times during one acquire.
+ * (see ACQUIRE). A run that returns nothing changed no lock (at most it consumed a fencing
+ * token, which leaves a harmless gap), so running again or giving up is safe; giving up
+ * takes a service changing hands this many times during one acquire.
  */
 const ACQUIRE_ATTEMPTS = 5;
 
 /**
  * The shared store: any number of Tracker replicas on one PostgreSQL database. The
- * database decides everything: the unique constraint picks the winner, now() stamps
- * createdAt. Migrations run before the pool opens its first connection.
+ * database decides everything: the unique constraint picks the winner, its clock
+ * (tracker_now(), see migration 002) stamps createdAt and decides expiry, its services
+ * table hands out fencing tokens. Migrations run before the pool opens its first connection.
  */
 export async function openPostgresLockStore(options: PostgresStoreOptions): Promise<PostgresLockStore> {
   const { logger } = options;
@@ -91,9 +103,9 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
   const query = async <Row extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
     (await pool.query<Row>(text, values)).rows;
 
-  async function acquire(id: string, service: string, who: string): Promise<AcquireResult> {
+  async function acquire({ id, service, who, ttlSeconds }: AcquireRequest): Promise<AcquireResult> {
     for (let attempt = 1; attempt <= ACQUIRE_ATTEMPTS; attempt++) {
-      const row = (await query<AcquireRow>(ACQUIRE, [id, service, who]))[0];
+      const row = (await query<AcquireRow>(ACQUIRE, [id, service, who, ttlSeconds]))[0];
       if (row?.acquired) return { acquired: true, lock: toLock(row) };
       if (row) return { acquired: false, holder: toLock(row) };
       logger.debug({ service, attempt }, 'acquire conflicted with a holder it cannot see; retrying');
@@ -105,11 +117,13 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
 
   return {
     schemaVersion,
-    acquire: (id, service, who) => guard(() => acquire(id, service, who)),
+    acquire: (request) => guard(() => acquire(request)),
     // A non-UUID cannot be a lock id; asking PostgreSQL would fail the uuid cast.
     get: async (id) => (isLockId(id) ? guard(async () => nullable(await query<LockRow>(GET, [id]))) : null),
     release: async (id) =>
       isLockId(id) ? guard(async () => nullable(await query<LockRow>(RELEASE, [id]))) : null,
+    renew: async (id, ttlSeconds) =>
+      isLockId(id) ? guard(async () => nullable(await query<LockRow>(RENEW, [id, ttlSeconds]))) : null,
     list: (request) =>
       guard(async () => {
         const offset = (request.page - 1) * request.perPage;
@@ -155,7 +169,22 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
 }
 
 function toLock(row: LockRow): Lock {
-  return { id: row.id, service: row.service, who: row.who, createdAt: new Date(Number(row.created_ms)) };
+  return {
+    id: row.id,
+    service: row.service,
+    who: row.who,
+    createdAt: new Date(Number(row.created_ms)),
+    ttlSeconds: row.ttl_seconds,
+    expiresAt: row.expires_ms === null ? null : new Date(Number(row.expires_ms)),
+    fencingToken: fencingToken(row.fencing_token),
+  };
+}
+
+/** A bigint column arrives as a string; tokens stay far below 2^53 (one per acquire). */
+function fencingToken(value: string): number {
+  const token = Number(value);
+  if (!Number.isSafeInteger(token)) throw new Error(`fencing token ${value} is beyond 2^53`);
+  return token;
 }
 
 function nullable(rows: LockRow[]): Lock | null {

@@ -3,7 +3,7 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Clock } from '../../core/clock.js';
 import { storeUnavailable } from '../../core/errors.js';
-import type { ListRequest, Lock, LockPage } from '../../core/lock.js';
+import type { AcquireRequest, ListRequest, Lock, LockPage } from '../../core/lock.js';
 import type { AcquireResult, LockStore } from '../../core/lock-store.js';
 import { readMigrations } from '../migrations.js';
 import { migrate } from './migrate.js';
@@ -26,6 +26,9 @@ interface LockRow {
   service: string;
   who: string;
   created_at: number;
+  ttl_seconds: number | null;
+  expires_at: number | null;
+  fencing_token: number;
 }
 
 const MIGRATIONS = new URL('./migrations/', import.meta.url);
@@ -48,57 +51,92 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     throw error;
   }
 
-  const insert = db.prepare<[string, string, string, number], LockRow>(
-    `INSERT INTO locks (id, service, who, created_at) VALUES (?, ?, ?, ?)
+  const columns = 'id, service, who, created_at, ttl_seconds, expires_at, fencing_token';
+  // A row is a held lock while it has no expiry or its expiry is still ahead (@now: the
+  // store's clock, in ms). Expired rows may linger; every read filters them out.
+  const live = '(expires_at IS NULL OR expires_at > @now)';
+  type Now = { now: number };
+
+  const deleteExpired = db.prepare<[{ service: string } & Now]>(
+    'DELETE FROM locks WHERE service = @service AND expires_at <= @now',
+  );
+  // The token is the service's last one plus one; it is recorded in `services` only when
+  // the insert wins, so a refused acquire consumes nothing.
+  const insert = db.prepare<
+    [{ id: string; service: string; who: string; ttl: number | null; expires: number | null } & Now],
+    LockRow
+  >(
+    `INSERT INTO locks (${columns})
+     VALUES (@id, @service, @who, @now, @ttl, @expires,
+             coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1)
      ON CONFLICT (service) DO NOTHING
-     RETURNING id, service, who, created_at`,
+     RETURNING ${columns}`,
   );
-  const byService = db.prepare<[string], LockRow>(
-    'SELECT id, service, who, created_at FROM locks WHERE service = ?',
+  const recordToken = db.prepare<[{ service: string; token: number }]>(
+    `INSERT INTO services (service, last_token) VALUES (@service, @token)
+     ON CONFLICT (service) DO UPDATE SET last_token = excluded.last_token`,
   );
-  const byId = db.prepare<[string], LockRow>('SELECT id, service, who, created_at FROM locks WHERE id = ?');
-  const remove = db.prepare<[string], LockRow>(
-    'DELETE FROM locks WHERE id = ? RETURNING id, service, who, created_at',
+  const byService = db.prepare<[{ service: string } & Now], LockRow>(
+    `SELECT ${columns} FROM locks WHERE service = @service AND ${live}`,
   );
-  const filter = '(@service IS NULL OR service = @service) AND (@who IS NULL OR who = @who)';
-  type Filter = { service: string | null; who: string | null };
+  const byId = db.prepare<[{ id: string } & Now], LockRow>(
+    `SELECT ${columns} FROM locks WHERE id = @id AND ${live}`,
+  );
+  const remove = db.prepare<[{ id: string } & Now], LockRow>(
+    `DELETE FROM locks WHERE id = @id AND ${live} RETURNING ${columns}`,
+  );
+  const renew = db.prepare<[{ id: string; ttl: number | null } & Now], LockRow>(
+    `UPDATE locks
+     SET ttl_seconds = coalesce(@ttl, ttl_seconds),
+         expires_at = CASE WHEN coalesce(@ttl, ttl_seconds) IS NULL THEN NULL
+                           ELSE @now + coalesce(@ttl, ttl_seconds) * 1000 END
+     WHERE id = @id AND ${live}
+     RETURNING ${columns}`,
+  );
+  const filter = `(@service IS NULL OR service = @service) AND (@who IS NULL OR who = @who) AND ${live}`;
+  type Filter = { service: string | null; who: string | null } & Now;
   const page = db.prepare<[Filter & { limit: number; offset: number }], LockRow>(
-    `SELECT id, service, who, created_at FROM locks WHERE ${filter}
+    `SELECT ${columns} FROM locks WHERE ${filter}
      ORDER BY created_at, id LIMIT @limit OFFSET @offset`,
   );
   const count = db.prepare<[Filter], { total: number }>(
     `SELECT count(*) AS total FROM locks WHERE ${filter}`,
   );
   const ping = db.prepare('SELECT 1');
+  const now = () => options.clock.now().getTime();
 
-  // The INSERT alone is atomic, so a free service costs one statement. On a conflict the
-  // insert is retried inside an IMMEDIATE transaction, which holds the write lock, so the
-  // holder read next sees the row that caused the conflict: nobody can release it between.
-  const acquireOrReadHolder = db.transaction((id: string, service: string, who: string): AcquireResult => {
-    const created = insert.all(id, service, who, options.clock.now().getTime())[0];
-    if (created) return { acquired: true, lock: toLock(created) };
-    const holder = byService.get(service);
-    if (!holder) throw new Error(`insert of lock ${id} conflicted but no holder of ${service} exists`);
+  // One IMMEDIATE transaction: it holds the write lock (across processes too), so the
+  // expired holder's removal, the insert that UNIQUE(service) decides, the token record and
+  // the holder read after a conflict all see one state.
+  // RETURNING statements run with .all(), never .get(): .get() stops before SQLITE_DONE, so
+  // an autocommit would happen in sqlite3_reset, which skips the WAL auto-checkpoint; the
+  // WAL then grows without bound (measured: 1.6 GB after a minute of load).
+  const acquire = db.transaction((request: AcquireRequest): AcquireResult => {
+    const at = now();
+    const { service, ttlSeconds } = request;
+    deleteExpired.run({ service, now: at });
+    const expires = ttlSeconds === null ? null : at + ttlSeconds * 1000;
+    const created = insert.all({ ...request, ttl: ttlSeconds, expires, now: at })[0];
+    if (created) {
+      recordToken.run({ service, token: created.fencing_token });
+      return { acquired: true, lock: toLock(created) };
+    }
+    const holder = byService.get({ service, now: at });
+    if (!holder)
+      throw new Error(`insert of lock ${request.id} conflicted but no holder of ${service} exists`);
     return { acquired: false, holder: toLock(holder) };
   });
-  // RETURNING statements run with .all(), never .get(): .get() stops before SQLITE_DONE, so
-  // the autocommit happens in sqlite3_reset, which skips the WAL auto-checkpoint; the WAL
-  // then grows without bound (measured: 1.6 GB after a minute of load) and every read slows.
-  const acquire = (id: string, service: string, who: string): AcquireResult => {
-    const created = insert.all(id, service, who, options.clock.now().getTime())[0];
-    if (created) return { acquired: true, lock: toLock(created) };
-    return acquireOrReadHolder.immediate(id, service, who);
-  };
   const list = db.transaction((request: ListRequest): LockPage => {
-    const where = { service: request.service ?? null, who: request.who ?? null };
+    const where = { service: request.service ?? null, who: request.who ?? null, now: now() };
     const rows = page.all({ ...where, limit: request.perPage, offset: (request.page - 1) * request.perPage });
     return { locks: rows.map(toLock), total: count.get(where)?.total ?? 0 };
   });
 
   return {
-    acquire: async (id, service, who) => guard(() => acquire(id, service, who)),
-    get: async (id) => guard(() => nullable(byId.get(id))),
-    release: async (id) => guard(() => nullable(remove.all(id)[0])),
+    acquire: async (request) => guard(() => acquire.immediate(request)),
+    get: async (id) => guard(() => nullable(byId.get({ id, now: now() }))),
+    release: async (id) => guard(() => nullable(remove.all({ id, now: now() })[0])),
+    renew: async (id, ttlSeconds) => guard(() => nullable(renew.all({ id, ttl: ttlSeconds, now: now() })[0])),
     list: async (request) => guard(() => list.deferred(request)),
     ping: async () => guard(() => void ping.get()),
     close: async () => void db.close(),
@@ -106,7 +144,15 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
 }
 
 function toLock(row: LockRow): Lock {
-  return { id: row.id, service: row.service, who: row.who, createdAt: new Date(row.created_at) };
+  return {
+    id: row.id,
+    service: row.service,
+    who: row.who,
+    createdAt: new Date(row.created_at),
+    ttlSeconds: row.ttl_seconds,
+    expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
+    fencingToken: row.fencing_token,
+  };
 }
 
 function nullable(row: LockRow | undefined): Lock | null {
