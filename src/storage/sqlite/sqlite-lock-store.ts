@@ -60,8 +60,8 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   const deleteExpired = db.prepare<[{ service: string } & Now]>(
     'DELETE FROM locks WHERE service = @service AND expires_at <= @now',
   );
-  // The token is the service's last one plus one; it is recorded in `services` only when
-  // the insert wins, so a refused acquire consumes nothing.
+  // The token is the service's last one plus one; the locks_record_fencing_token trigger
+  // records it in `services` when, and only when, the row is inserted.
   const insert = db.prepare<
     [{ id: string; service: string; who: string; ttl: number | null; expires: number | null } & Now],
     LockRow
@@ -71,10 +71,6 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
              coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1)
      ON CONFLICT (service) DO NOTHING
      RETURNING ${columns}`,
-  );
-  const recordToken = db.prepare<[{ service: string; token: number }]>(
-    `INSERT INTO services (service, last_token) VALUES (@service, @token)
-     ON CONFLICT (service) DO UPDATE SET last_token = excluded.last_token`,
   );
   const byService = db.prepare<[{ service: string } & Now], LockRow>(
     `SELECT ${columns} FROM locks WHERE service = @service AND ${live}`,
@@ -105,27 +101,35 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   const ping = db.prepare('SELECT 1');
   const now = () => options.clock.now().getTime();
 
-  // One IMMEDIATE transaction: it holds the write lock (across processes too), so the
-  // expired holder's removal, the insert that UNIQUE(service) decides, the token record and
-  // the holder read after a conflict all see one state.
-  // RETURNING statements run with .all(), never .get(): .get() stops before SQLITE_DONE, so
-  // an autocommit would happen in sqlite3_reset, which skips the WAL auto-checkpoint; the
-  // WAL then grows without bound (measured: 1.6 GB after a minute of load).
-  const acquire = db.transaction((request: AcquireRequest): AcquireResult => {
+  const insertLock = (request: AcquireRequest, at: number): LockRow | undefined =>
+    insert.all({
+      ...request,
+      ttl: request.ttlSeconds,
+      expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
+      now: at,
+    })[0];
+  // After a conflict: one IMMEDIATE transaction, which holds the write lock (across
+  // processes too), so removing an expired holder, the insert that UNIQUE(service) decides
+  // and the holder read all see one state.
+  const takeOverOrReadHolder = db.transaction((request: AcquireRequest): AcquireResult => {
     const at = now();
-    const { service, ttlSeconds } = request;
-    deleteExpired.run({ service, now: at });
-    const expires = ttlSeconds === null ? null : at + ttlSeconds * 1000;
-    const created = insert.all({ ...request, ttl: ttlSeconds, expires, now: at })[0];
-    if (created) {
-      recordToken.run({ service, token: created.fencing_token });
-      return { acquired: true, lock: toLock(created) };
-    }
-    const holder = byService.get({ service, now: at });
+    deleteExpired.run({ service: request.service, now: at });
+    const created = insertLock(request, at);
+    if (created) return { acquired: true, lock: toLock(created) };
+    const holder = byService.get({ service: request.service, now: at });
     if (!holder)
-      throw new Error(`insert of lock ${request.id} conflicted but no holder of ${service} exists`);
+      throw new Error(`insert of lock ${request.id} conflicted but no holder of ${request.service} exists`);
     return { acquired: false, holder: toLock(holder) };
   });
+  // A free service costs one statement: the INSERT (with its trigger) is atomic on its own.
+  // RETURNING statements run with .all(), never .get(): .get() stops before SQLITE_DONE, so
+  // the autocommit happens in sqlite3_reset, which skips the WAL auto-checkpoint; the WAL
+  // then grows without bound (measured: 1.6 GB after a minute of load).
+  const acquire = (request: AcquireRequest): AcquireResult => {
+    const created = insertLock(request, now());
+    if (created) return { acquired: true, lock: toLock(created) };
+    return takeOverOrReadHolder.immediate(request);
+  };
   const list = db.transaction((request: ListRequest): LockPage => {
     const where = { service: request.service ?? null, who: request.who ?? null, now: now() };
     const rows = page.all({ ...where, limit: request.perPage, offset: (request.page - 1) * request.perPage });
@@ -133,7 +137,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   });
 
   return {
-    acquire: async (request) => guard(() => acquire.immediate(request)),
+    acquire: async (request) => guard(() => acquire(request)),
     get: async (id) => guard(() => nullable(byId.get({ id, now: now() }))),
     release: async (id) => guard(() => nullable(remove.all({ id, now: now() })[0])),
     renew: async (id, ttlSeconds) => guard(() => nullable(renew.all({ id, ttl: ttlSeconds, now: now() })[0])),

@@ -14,6 +14,14 @@ CREATE TABLE services (
   last_token INTEGER NOT NULL
 ) STRICT, WITHOUT ROWID;
 
+-- Every new lock records its token as the service's last one, in the same statement as
+-- the INSERT (a trigger is part of its statement), so a free service still costs one
+-- statement and a refused INSERT records nothing.
+CREATE TRIGGER locks_record_fencing_token AFTER INSERT ON locks BEGIN
+  INSERT INTO services (service, last_token) VALUES (NEW.service, NEW.fencing_token)
+  ON CONFLICT (service) DO UPDATE SET last_token = excluded.last_token;
+END;
+
 -- Locks held across this upgrade get token 1 and their service's counter starts there, so
 -- every held lock has a positive token and the next acquire gets 2 (as on PostgreSQL).
 UPDATE locks SET fencing_token = 1;
