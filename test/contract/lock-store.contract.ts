@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import fc from 'fast-check';
 import type { Lock } from '../../src/core/lock.js';
 import type { LockStore } from '../../src/core/lock-store.js';
 
@@ -271,6 +272,91 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       await store.release(lock.id);
       const next = await take(service);
       assert.ok(next.fencingToken > lock.fencingToken);
+    });
+
+    test('model-based: random acquire/release/renew/expire sequences match a simple model', async () => {
+      type Op =
+        | { kind: 'acquire'; service: number; ttl: number | null }
+        | { kind: 'release'; pick: number }
+        | { kind: 'renew'; pick: number; ttl: number | null }
+        | { kind: 'advance'; seconds: number };
+      const op: fc.Arbitrary<Op> = fc.oneof(
+        fc.record({
+          kind: fc.constant('acquire' as const),
+          service: fc.integer({ min: 0, max: 2 }),
+          ttl: fc.constantFrom(null, 1, 2, 3),
+        }),
+        fc.record({ kind: fc.constant('release' as const), pick: fc.nat() }),
+        fc.record({ kind: fc.constant('renew' as const), pick: fc.nat(), ttl: fc.constantFrom(null, 1, 2) }),
+        fc.record({ kind: fc.constant('advance' as const), seconds: fc.integer({ min: 1, max: 2 }) }),
+      );
+      await fc.assert(
+        fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 25 }), async (ops) => {
+          const run = unique('model');
+          // The model: the live holder of each service, expiry in model seconds, last token.
+          let now = 0;
+          const holders = new Map<string, { id: string; expires: number | null; ttl: number | null }>();
+          const lastToken = new Map<string, number>();
+          const ids: string[] = [];
+          const live = (service: string) => {
+            const holder = holders.get(service);
+            return holder && (holder.expires === null || holder.expires > now) ? holder : undefined;
+          };
+          for (const step of ops) {
+            if (step.kind === 'advance') {
+              now += step.seconds;
+              await subject.advance(step.seconds * 1000);
+            } else if (step.kind === 'acquire') {
+              const service = `${run}-${step.service}`;
+              const id = randomUUID();
+              ids.push(id);
+              const result = await store.acquire({ id, service, who: 'model', ttlSeconds: step.ttl });
+              const holder = live(service);
+              if (holder) {
+                assert.ok(!result.acquired, 'at most one holder per service');
+                assert.equal(result.holder.id, holder.id);
+              } else {
+                assert.ok(result.acquired, 'a free or expired service is taken');
+                assert.ok(
+                  result.lock.fencingToken > (lastToken.get(service) ?? 0),
+                  'tokens strictly increase',
+                );
+                lastToken.set(service, result.lock.fencingToken);
+                holders.set(service, {
+                  id,
+                  expires: step.ttl === null ? null : now + step.ttl,
+                  ttl: step.ttl,
+                });
+              }
+            } else {
+              const id = ids[step.pick % Math.max(ids.length, 1)] ?? randomUUID();
+              const entry = [...holders.entries()].find(([service, h]) => h.id === id && live(service));
+              if (step.kind === 'release') {
+                const released = await store.release(id);
+                assert.equal(released?.id ?? null, entry ? id : null);
+                if (entry) holders.delete(entry[0]);
+              } else {
+                const renewed = await store.renew(id, step.ttl);
+                assert.equal(renewed?.id ?? null, entry ? id : null, 'renewal never resurrects');
+                if (entry) {
+                  const ttl = step.ttl ?? entry[1].ttl;
+                  entry[1].ttl = ttl;
+                  entry[1].expires = ttl === null ? null : now + ttl;
+                }
+              }
+            }
+          }
+          for (let service = 0; service < 3; service++) {
+            const name = `${run}-${service}`;
+            const listed = await store.list({ page: 1, perPage: 10, service: name });
+            assert.deepEqual(
+              listed.locks.map((lock) => lock.id),
+              live(name) ? [live(name)?.id] : [],
+            );
+          }
+        }),
+        { numRuns: 40 },
+      );
     });
 
     test('ping resolves while the store is open', async () => {
