@@ -75,13 +75,15 @@ export function createLockService({
     },
 
     async get(id: string): Promise<Lock> {
-      const lock = isLockId(id.toLowerCase()) ? await store.get(id.toLowerCase()) : null;
+      const key = lockKey(id);
+      const lock = key ? await store.get(key) : null;
       if (!lock) throw lockNotFound();
       return lock;
     },
 
     async release(id: string): Promise<Lock> {
-      const lock = isLockId(id.toLowerCase()) ? await store.release(id.toLowerCase()) : null;
+      const key = lockKey(id);
+      const lock = key ? await store.release(key) : null;
       if (!lock) throw lockNotFound();
       onEvent?.({ type: 'released', lock });
       return lock;
@@ -90,9 +92,8 @@ export function createLockService({
     /** Extends the lease; `ttlSeconds` undefined means the lock's own TTL. */
     async renew(id: string, ttlSeconds?: number): Promise<Lock> {
       validateTtl(ttlSeconds);
-      const lock = isLockId(id.toLowerCase())
-        ? await store.renew(id.toLowerCase(), ttlSeconds ?? null)
-        : null;
+      const key = lockKey(id);
+      const lock = key ? await store.renew(key, ttlSeconds ?? null) : null;
       if (!lock) throw lockNotHeld();
       onEvent?.({ type: 'renewed', lock });
       return lock;
@@ -113,6 +114,12 @@ export function createLockService({
       return { ...result, page, perPage };
     },
   };
+}
+
+/** The id as stores know it (lower case), or null when it cannot name any lock. */
+function lockKey(id: string): string | null {
+  const key = id.toLowerCase();
+  return isLockId(key) ? key : null;
 }
 
 /** The rules for `service` and `who`: present, not blank, short, printable. */
