@@ -126,7 +126,7 @@ export async function runLoad(driver: Driver, options: LoadOptions): Promise<Loa
 }
 
 /** Nearest-rank percentile of sorted values; NaN when there are none. */
-function percentile(sorted: Float64Array, p: number): number {
+export function percentile(sorted: Float64Array, p: number): number {
   if (sorted.length === 0) return Number.NaN;
   const rank = Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1));
   return sorted[rank] ?? Number.NaN;

@@ -1,9 +1,13 @@
 // `npm run bench`: acquire+release throughput and latency of Tracker over REST and gRPC on
 // SQLite, and over REST on PostgreSQL with one and two replicas, next to a bare node:http
-// server answering the same REST calls (the "ceiling").
+// server answering the same REST calls (the "ceiling"); then a latency table: the contended
+// hand-off (holder releases → next waiter's 201) on SQLite and across two PostgreSQL
+// replicas, a bare PostgreSQL LISTEN/NOTIFY round trip, and an uncontended acquire with and
+// without ttlSeconds.
 //
 //   node --import tsx bench/run.ts [--seconds 3] [--warmup 0.5] [--clients 1,16,64]
-//                                  [--only ceiling,rest,grpc,pg-rest,pg-2x-rest]
+//                                  [--only ceiling,rest,grpc,pg-rest,pg-2x-rest,
+//                                          handoff,notify,acquire-ttl]
 //                                  [--grpc-channels shared] [--json]
 //
 // For each client count, the targets are measured one after the other (ceiling, rest,
@@ -15,6 +19,7 @@
 // The exit code is 1 when any request failed.
 import os from 'node:os';
 import { parseArgs } from 'node:util';
+import { type LatencyResult, measureAcquire, measureHandoff, measureNotify } from './latency.js';
 import {
   type Driver,
   type GrpcChannels,
@@ -78,6 +83,30 @@ const PG_ONE = 'pg-rest';
 const PG_TWO = 'pg-2x-rest';
 const DEFAULT_CLIENTS = [1, 16, 64];
 
+/** The latency measurements, by --only name, and the servers (TARGETS names) each one uses. */
+const LATENCY: Record<string, string[]> = {
+  handoff: [SQLITE_REST, PG_TWO],
+  notify: [],
+  'acquire-ttl': [SQLITE_REST, PG_ONE],
+};
+/** Hand-off rounds per target, and the time budget of those rounds. */
+const HANDOFF_ROUNDS = 200;
+const HANDOFF_BUDGET_MS = 20_000;
+const NOTIFY_ROUNDS = 200;
+const NOTIFY_BUDGET_MS = 20_000;
+/** Measured seconds of each uncontended acquire row (after --warmup). */
+const ACQUIRE_MS = 2_000;
+const ACQUIRE_TTL_SECONDS = 60;
+
+interface LatencyRow extends LatencyResult {
+  /** handoff, notify, acquire-ttl or acquire-no-ttl. */
+  measurement: string;
+  label: string;
+  /** The TARGETS name measured, or 'postgres' for the bare LISTEN/NOTIFY. */
+  target: string;
+  targetLabel: string;
+}
+
 interface Measurement extends LoadResult {
   target: string;
   protocol: string;
@@ -94,7 +123,8 @@ function usage(): string {
     '  --seconds S          measured seconds per target and client count (default 3)',
     '  --warmup S           warm-up seconds before each measurement (default 0.5)',
     `  --clients LIST       client counts (default ${DEFAULT_CLIENTS.join(',')})`,
-    `  --only LIST          targets among ${TARGETS.map((t) => t.name).join(',')} (default all)`,
+    `  --only LIST          targets among ${TARGETS.map((t) => t.name).join(',')}`,
+    `                       and latency rows among ${Object.keys(LATENCY).join(',')} (default all)`,
     '  --grpc-channels M    shared (one channel for all clients, default) or per-client',
     '  --json               print the results as one JSON object instead of a table',
     'environment:',
@@ -136,15 +166,18 @@ function parseOptions() {
   });
   const only = values.only?.split(',').map((item) => item.trim());
   for (const name of only ?? []) {
-    if (!TARGETS.some((target) => target.name === name)) fail(`--only: unknown target "${name}"`);
+    if (!TARGETS.some((target) => target.name === name) && !(name in LATENCY)) {
+      fail(`--only: unknown target "${name}"`);
+    }
   }
   const targets = TARGETS.filter((target) => only === undefined || only.includes(target.name));
+  const latency = Object.keys(LATENCY).filter((name) => only === undefined || only.includes(name));
   const channelsFlag = values['grpc-channels'];
   const channels: GrpcChannels =
     channelsFlag === 'shared' || channelsFlag === 'per-client'
       ? channelsFlag
       : fail('--grpc-channels is shared or per-client');
-  return { seconds, warmup, clients, targets, channels, json: values.json };
+  return { seconds, warmup, clients, targets, latency, channels, json: values.json };
 }
 
 function parseCli() {
@@ -216,6 +249,44 @@ function table(measurements: Measurement[]): string {
   return [format(header), ...rows.map(format)].join('\n');
 }
 
+function latencyTable(rows: LatencyRow[]): string {
+  const header = ['latency', 'target', 'n', 'p50 ms', 'p99 ms', 'mean ms', 'max ms', 'errors'];
+  const cells = rows.map((row) => [
+    row.label,
+    row.targetLabel,
+    String(row.n),
+    fixed(row.p50Ms, 2),
+    fixed(row.p99Ms, 2),
+    fixed(row.meanMs, 2),
+    fixed(row.maxMs, 2),
+    row.errors > 0 ? `${row.errors} !` : '0',
+  ]);
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...cells.map((row) => row[column]?.length ?? 0)),
+  );
+  const format = (row: string[]) =>
+    row
+      .map((cell, column) => {
+        const width = widths[column] ?? 0;
+        return column < 2 ? cell.padEnd(width) : cell.padStart(width);
+      })
+      .join('  ')
+      .trimEnd();
+  return [format(header), ...cells.map(format)].join('\n');
+}
+
+/** The PostgreSQL hand-off next to the bare LISTEN/NOTIFY round trip it builds on. */
+function latencySummary(rows: LatencyRow[]): string[] {
+  const handoff = rows.find((row) => row.measurement === 'handoff' && row.target === PG_TWO);
+  const notify = rows.find((row) => row.measurement === 'notify');
+  if (handoff === undefined || notify === undefined || !(handoff.n > 0 && notify.n > 0)) return [];
+  return [
+    `PostgreSQL hand-off across 2 replicas: p50 ${fixed(handoff.p50Ms, 2)} ms = ` +
+      `${(handoff.p50Ms / notify.p50Ms).toFixed(1)}x the bare LISTEN/NOTIFY round trip ` +
+      `(p50 ${fixed(notify.p50Ms, 2)} ms)`,
+  ];
+}
+
 function summary(measurements: Measurement[], postgresSkipped: string | null): string[] {
   const lines: string[] = [];
   const rest = measurements.filter((m) => m.target === SQLITE_REST && m.vsCeiling !== null);
@@ -258,6 +329,9 @@ function describeRow(m: Measurement): string {
 async function main(): Promise<void> {
   const options = parseOptions();
   let targets = options.targets;
+  // The servers to start: the throughput targets and those the latency rows use.
+  const needed = new Set(options.latency.flatMap((name) => LATENCY[name] ?? []));
+  let servers = TARGETS.filter((target) => targets.includes(target) || needed.has(target.name));
   // Promises, registered before they settle, so that a signal during a start still stops
   // the server (or drops the database) once it is up.
   const started = new Map<string, Promise<Endpoints>>();
@@ -291,10 +365,11 @@ async function main(): Promise<void> {
   process.on('SIGTERM', onSignal);
 
   const measurements: Measurement[] = [];
+  const latencyRows: LatencyRow[] = [];
   const runTag = Date.now().toString(36);
   try {
     const context: StartContext = {};
-    if (targets.some((target) => target.store === 'postgres')) {
+    if (servers.some((target) => target.store === 'postgres') || options.latency.includes('notify')) {
       database = createBenchDatabase(admin);
       try {
         const created = await database;
@@ -302,12 +377,13 @@ async function main(): Promise<void> {
         log(`bench: PostgreSQL database ${created.name} created through ${maskPassword(admin)}`);
       } catch (err) {
         postgresSkipped = describe(err);
-        const names = targets.filter((target) => target.store === 'postgres').map((target) => target.name);
-        log(`bench: PostgreSQL rows (${names.join(', ')}) skipped: ${postgresSkipped}`);
+        const names = servers.filter((target) => target.store === 'postgres').map((target) => target.name);
+        log(`bench: PostgreSQL rows (${[...names, 'notify'].join(', ')}) skipped: ${postgresSkipped}`);
         targets = targets.filter((target) => target.store !== 'postgres');
+        servers = servers.filter((target) => target.store !== 'postgres');
       }
     }
-    for (const target of targets) {
+    for (const target of servers) {
       // After a signal, cleanUp() has taken its list: start nothing it would miss.
       if (interrupted) return;
       log(`bench: starting ${target.name}`);
@@ -354,12 +430,93 @@ async function main(): Promise<void> {
         }
       }
     }
+    const measureLatency = async (
+      row: Omit<LatencyRow, keyof LatencyResult>,
+      measure: () => Promise<LatencyResult>,
+    ) => {
+      if (interrupted) return;
+      log(`bench: ${row.label} on ${row.targetLabel}...`);
+      const result = await measure();
+      latencyRows.push({ ...row, ...result });
+      if (result.errors > 0) {
+        log(`bench:   ${result.errors} error(s), e.g. ${result.errorSamples.join(' | ')}`);
+      }
+    };
+    const replicaUrls = async (name: string): Promise<string[] | undefined> => {
+      const endpoints = await started.get(name);
+      if (endpoints?.http === undefined) return undefined;
+      return endpoints.httpReplicas ?? [endpoints.http];
+    };
+    if (options.latency.includes('handoff')) {
+      const handoffTargets: [string, string][] = [
+        [SQLITE_REST, 'sqlite'],
+        [PG_TWO, 'pg, 2 replicas'],
+      ];
+      for (const [name, targetLabel] of handoffTargets) {
+        const urls = await replicaUrls(name);
+        const [holderUrl, waiterUrl = holderUrl] = urls ?? [];
+        if (holderUrl === undefined || waiterUrl === undefined) continue;
+        const label = 'hand-off (release → next waiter)';
+        await measureLatency({ measurement: 'handoff', label, target: name, targetLabel }, () =>
+          measureHandoff({
+            holderUrl,
+            waiterUrl,
+            rounds: HANDOFF_ROUNDS,
+            budgetMs: HANDOFF_BUDGET_MS,
+            runId: `${runTag}-${name}`,
+          }),
+        );
+      }
+    }
+    const postgresUrl = context.postgresUrl;
+    if (options.latency.includes('notify') && postgresUrl !== undefined) {
+      await measureLatency(
+        {
+          measurement: 'notify',
+          label: 'LISTEN/NOTIFY round trip',
+          target: 'postgres',
+          targetLabel: 'postgres',
+        },
+        () => measureNotify({ url: postgresUrl, rounds: NOTIFY_ROUNDS, budgetMs: NOTIFY_BUDGET_MS }),
+      );
+    }
+    if (options.latency.includes('acquire-ttl')) {
+      const acquireTargets: [string, string][] = [
+        [SQLITE_REST, 'sqlite'],
+        [PG_ONE, 'pg, 1 replica'],
+      ];
+      for (const [name, targetLabel] of acquireTargets) {
+        const url = (await replicaUrls(name))?.[0];
+        if (url === undefined) continue;
+        for (const ttlSeconds of [ACQUIRE_TTL_SECONDS, undefined]) {
+          const withTtl = ttlSeconds !== undefined;
+          await measureLatency(
+            {
+              measurement: withTtl ? 'acquire-ttl' : 'acquire-no-ttl',
+              label: withTtl ? `acquire with ttlSeconds=${ttlSeconds}` : 'acquire without TTL',
+              target: name,
+              targetLabel,
+            },
+            () =>
+              measureAcquire({
+                url,
+                ttlSeconds,
+                warmupMs: options.warmup * 1000,
+                measureMs: ACQUIRE_MS,
+                runId: `${runTag}-${name}-${withTtl ? 'ttl' : 'no-ttl'}`,
+              }),
+          );
+        }
+      }
+    }
   } finally {
     await cleanUp();
   }
 
-  const errors = measurements.reduce((sum, m) => sum + m.errors, 0);
-  const lines = summary(measurements, postgresSkipped);
+  const errors =
+    measurements.reduce((sum, m) => sum + m.errors, 0) +
+    latencyRows.reduce((sum, row) => sum + row.errors, 0);
+  const lines = [...summary(measurements, postgresSkipped), ...latencySummary(latencyRows)];
   if (options.json) {
     const report = {
       date: new Date().toISOString(),
@@ -371,9 +528,10 @@ async function main(): Promise<void> {
       warmupSeconds: options.warmup,
       maxPairs: MAX_PAIRS,
       grpcChannels: options.channels,
-      postgres: options.targets.some((target) => target.store === 'postgres')
-        ? { adminUrl: maskPassword(admin), skipped: postgresSkipped }
-        : null,
+      postgres:
+        options.targets.some((target) => target.store === 'postgres') || options.latency.length > 0
+          ? { adminUrl: maskPassword(admin), skipped: postgresSkipped }
+          : null,
       results: measurements.map((m) => ({
         ...m,
         seconds: round(m.seconds, 3),
@@ -382,6 +540,13 @@ async function main(): Promise<void> {
         p99Ms: round(m.p99Ms, 3),
         vsCeiling: m.vsCeiling === null ? null : round(m.vsCeiling, 3),
         vsSqlite: m.vsSqlite === null ? null : round(m.vsSqlite, 3),
+      })),
+      latency: latencyRows.map((row) => ({
+        ...row,
+        p50Ms: round(row.p50Ms, 3),
+        p99Ms: round(row.p99Ms, 3),
+        meanMs: round(row.meanMs, 3),
+        maxMs: round(row.maxMs, 3),
       })),
       errors,
       summary: lines,
@@ -394,13 +559,21 @@ async function main(): Promise<void> {
         `node ${process.version}, ${cpus.length} CPU(s) ${cpus[0]?.model ?? ''}; ` +
         `gRPC channels: ${options.channels}\n\n`,
     );
-    process.stdout.write(`${table(measurements)}\n`);
+    if (measurements.length > 0) process.stdout.write(`${table(measurements)}\n`);
+    if (latencyRows.length > 0) {
+      process.stdout.write(`${measurements.length > 0 ? '\n' : ''}${latencyTable(latencyRows)}\n`);
+    }
     const capped = measurements.filter((m) => m.capped);
     if (capped.length > 0) {
       process.stdout.write(`\n(stopped at ${MAX_PAIRS} pairs: ${capped.map(label).join(', ')})\n`);
     }
     for (const m of measurements.filter((m) => m.errors > 0)) {
       process.stdout.write(`\n${label(m)}: ${m.errors} error(s): ${m.errorSamples.join(' | ')}`);
+    }
+    for (const row of latencyRows.filter((row) => row.errors > 0)) {
+      process.stdout.write(
+        `\n${row.label} on ${row.targetLabel}: ${row.errors} error(s): ${row.errorSamples.join(' | ')}`,
+      );
     }
     if (errors > 0) process.stdout.write(`\n\nERRORS: ${errors} failed request(s) in total\n`);
     if (lines.length > 0) process.stdout.write(`\n${lines.join('\n')}\n`);

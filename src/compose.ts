@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from './config/load-config.js';
 import { systemClock } from './core/clock.js';
@@ -49,6 +50,9 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
     newId: randomUUID,
     defaultTtlSeconds: config.defaultTtlSeconds,
     maxTtlSeconds: config.maxTtlSeconds,
+    // Names this process in the queue; unique across restarts, so a restarted replica
+    // never inherits a dead one's waiters.
+    owner: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
     onEvent: ({ type, lock }) =>
       logger.info({ event: type, service: lock.service, who: lock.who, id: lock.id }, `lock ${type}`),
   });

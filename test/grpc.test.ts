@@ -14,7 +14,7 @@ import { bufCurl, bufRaw } from './support/buf-curl.js';
 import { type LockServiceClient, lockServiceClient, SERVICE, unary } from './support/grpc-client.js';
 import { type ServerProcess, startServerProcess } from './support/server-process.js';
 
-const METHODS = ['CreateLock', 'GetLock', 'ListLocks', 'RenewLock', 'UnLock'] as const;
+const METHODS = ['CreateLock', 'GetLock', 'GetQueue', 'ListLocks', 'RenewLock', 'UnLock'] as const;
 type Method = (typeof METHODS)[number];
 const API = '/api/v1alpha1';
 
@@ -29,6 +29,7 @@ interface LockJson {
   ttlSeconds?: number;
   expiresAt?: string;
   fencingToken: string;
+  waiters?: number;
 }
 
 /**
@@ -36,12 +37,13 @@ interface LockJson {
  * TTL is 0, no expiry is ''), and an int64 prints as a string.
  */
 function asGrpcJson(lock: Record<string, unknown>): LockJson {
-  const { ttlSeconds, expiresAt, fencingToken, ...rest } = lock;
+  const { ttlSeconds, expiresAt, fencingToken, waiters, ...rest } = lock;
   return {
     ...(rest as Omit<LockJson, 'fencingToken'>),
     ...(ttlSeconds === null ? {} : { ttlSeconds: ttlSeconds as number }),
     ...(expiresAt === null ? {} : { expiresAt: expiresAt as string }),
     fencingToken: String(fencingToken),
+    ...(waiters === 0 ? {} : { waiters: waiters as number }),
   };
 }
 
@@ -467,6 +469,7 @@ describe('gRPC with a grpc-js client from the .proto', () => {
       ttlSeconds: 0,
       expiresAt: '',
       fencingToken: lock.fencingToken,
+      waiters: 0,
     });
     assert.deepEqual(await unary(client, 'GetLock', { id: lock.id }), lock);
 

@@ -35,6 +35,7 @@ async function startApp(
   const service = createLockService({
     store,
     newId: randomUUID,
+    owner: 'http-test',
     defaultTtlSeconds: options.defaultTtlSeconds,
     maxTtlSeconds: options.maxTtlSeconds,
   });
@@ -98,6 +99,7 @@ describe('REST API', () => {
         'id',
         'service',
         'ttlSeconds',
+        'waiters',
         'who',
       ]);
       assert.equal(json.ttlSeconds, null, 'no TTL unless asked for: the guide behaviour');

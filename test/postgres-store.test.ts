@@ -116,6 +116,26 @@ await describePostgres('PostgreSQL store', (database) => {
   // function's offset in the contract's schema, so the TTL tests run without sleeping. It
   // keeps running with the database's now(), so no exact `now` is offered (the test of
   // locks stamped at one instant is skipped, as before).
+  /** The test database's URL with an application_name, to find a store's connections. */
+  const named = (applicationName: string) => {
+    const url = new URL(database().url);
+    url.searchParams.set('application_name', applicationName);
+    return url.href;
+  };
+
+  /** Backend pids of the LISTEN connections of one application to the test database. */
+  const listenPids = async (applicationName: string): Promise<number[]> => {
+    const { rows } = await withClient(database().url, (client) =>
+      client.query<{ pid: number }>(
+        `SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND query LIKE 'LISTEN%'
+           AND application_name = $1`,
+        [applicationName],
+      ),
+    );
+    return rows.map((row) => row.pid);
+  };
+
   runLockStoreContract('postgres', async () => {
     const store = await open('contract');
     const clock = await installTestClock(database().url, 'contract').catch(async (error: unknown) => {
@@ -136,14 +156,15 @@ await describePostgres('PostgreSQL store', (database) => {
     test('records each migration once, in its own schema; reopening applies nothing', async () => {
       const { entries, logger } = recordingLogger();
       const first = await open('migrated', { logger });
-      assert.equal(first.schemaVersion, 2);
+      assert.equal(first.schemaVersion, 3);
       await first.close();
       const second = await open('migrated', { logger });
-      assert.equal(second.schemaVersion, 2);
+      assert.equal(second.schemaVersion, 3);
       await second.close();
       const applied = [
         { version: 1, name: 'create_locks' },
         { version: 2, name: 'leases_and_fencing' },
+        { version: 3, name: 'wait_queue' },
       ];
       assert.deepEqual(
         entries.filter((entry) => entry.level === 'info').map((entry) => entry.details),
@@ -156,7 +177,7 @@ await describePostgres('PostgreSQL store', (database) => {
         assert.deepEqual(versions.rows, applied);
         const tables = await client.query(
           `SELECT table_schema, table_name FROM information_schema.tables
-           WHERE table_name IN ('locks', 'schema_migrations', 'services')
+           WHERE table_name IN ('locks', 'schema_migrations', 'services', 'waiters')
              AND table_schema IN ('public', 'migrated')
            ORDER BY table_name`,
         );
@@ -164,6 +185,7 @@ await describePostgres('PostgreSQL store', (database) => {
           { table_schema: 'migrated', table_name: 'locks' },
           { table_schema: 'migrated', table_name: 'schema_migrations' },
           { table_schema: 'migrated', table_name: 'services' },
+          { table_schema: 'migrated', table_name: 'waiters' },
         ]);
         const clocks = await client.query(
           `SELECT n.nspname AS schema, p.provolatile AS volatility FROM pg_proc p
@@ -186,7 +208,7 @@ await describePostgres('PostgreSQL store', (database) => {
         );
         assert.deepEqual(
           stores.map((store) => store.schemaVersion),
-          Array(10).fill(2),
+          Array(10).fill(3),
         );
         const versions = await withClient(database().url, (client) =>
           client.query(
@@ -198,6 +220,7 @@ await describePostgres('PostgreSQL store', (database) => {
           [
             { version: 1, times: 1 },
             { version: 2, times: 1 },
+            { version: 3, times: 1 },
           ],
         );
         const results = await Promise.all(
@@ -224,7 +247,7 @@ await describePostgres('PostgreSQL store', (database) => {
         open('future'),
         (error: unknown) =>
           error instanceof SchemaTooNewError &&
-          /version 99 but this Tracker knows only up to 2/.test(error.message),
+          /version 99 but this Tracker knows only up to 3/.test(error.message),
       );
       const versions = await withClient(database().url, (client) =>
         client.query('SELECT version FROM future.schema_migrations ORDER BY version'),
@@ -443,7 +466,7 @@ await describePostgres('PostgreSQL store', (database) => {
       });
       const store = await open('upgraded');
       try {
-        assert.equal(store.schemaVersion, 2);
+        assert.equal(store.schemaVersion, 3);
         const held = await store.get(heldId);
         assert.ok(held);
         assert.equal(held.who, 'old-holder');
@@ -643,6 +666,177 @@ await describePostgres('PostgreSQL store', (database) => {
         assert.ok((await store.acquire(request('after', 'me'))).acquired);
       } finally {
         await store.close();
+      }
+    });
+
+    test('wait queue: 20 waiters on two replicas are granted strictly in ticket order, through either', async () => {
+      const a = await open('fifo_replicas', { poolSize: 5 });
+      const b = await open('fifo_replicas', { poolSize: 5 });
+      try {
+        const service = `fifo-${randomUUID()}`;
+        const holder = await a.acquire(request(service, 'holder'));
+        assert.ok(holder.acquired);
+        // Enqueued at once, alternately through A and B: the store's tickets decide the order.
+        const queued = await Promise.all(
+          Array.from({ length: 20 }, async (_, i) => {
+            const store = i % 2 ? b : a;
+            const wanted = request(service, `waiter-${i}`);
+            const result = await store.acquire(wanted, { owner: i % 2 ? 'replica-b' : 'replica-a' });
+            assert.ok(!result.acquired && result.waiter, `waiter-${i} was queued`);
+            return { id: wanted.id, waiter: result.waiter };
+          }),
+        );
+        const byTicket = [...queued].sort((x, y) => x.waiter.ticket - y.waiter.ticket);
+        assert.equal(new Set(queued.map((q) => q.waiter.ticket)).size, 20);
+        assert.deepEqual(
+          byTicket.map((q) => q.waiter.position),
+          Array.from({ length: 20 }, (_, i) => i + 1),
+        );
+        assert.deepEqual(
+          (await b.queue(service)).waiters.map((waiter) => waiter.ticket),
+          byTicket.map((q) => q.waiter.ticket),
+        );
+        let current = holder.lock;
+        for (const [i, next] of byTicket.entries()) {
+          const released = await (i % 2 ? b : a).release(current.id);
+          assert.equal(released?.id, current.id);
+          const granted = await (i % 2 ? a : b).get(next.id);
+          assert.ok(granted, `${next.waiter.who} holds the lock after release ${i}`);
+          assert.equal(granted.who, next.waiter.who);
+          assert.ok(granted.fencingToken > current.fencingToken);
+          assert.equal(granted.waiters, 19 - i);
+          current = granted;
+        }
+        await a.release(current.id);
+        assert.deepEqual(await b.queue(service), { service, holder: null, waiters: [] });
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    test('wait queue: a release on one replica reaches the onChange listeners of another through NOTIFY', async () => {
+      const a = await open('notified', { connectionString: named('tracker_notify_a') });
+      const b = await open('notified', { connectionString: named('tracker_notify_b') });
+      try {
+        const service = `notified-${randomUUID()}`;
+        const heardByA: string[] = [];
+        const heardByB: string[] = [];
+        const stopA = a.onChange((changed) => heardByA.push(changed));
+        const stopB = b.onChange((changed) => heardByB.push(changed));
+        await eventually(
+          'both LISTEN connections are up',
+          async () =>
+            (await listenPids('tracker_notify_a')).length === 1 &&
+            (await listenPids('tracker_notify_b')).length === 1,
+        );
+        const held = await a.acquire(request(service, 'holder'));
+        assert.ok(held.acquired);
+        const waiter = request(service, 'waiter');
+        assert.ok(!(await b.acquire(waiter, { owner: 'replica-b' })).acquired);
+        const released = performance.now();
+        await a.release(held.lock.id);
+        await eventually('B hears of the release', () => heardByB.includes(service), 1000);
+        const ms = performance.now() - released;
+        assert.ok(ms < 1000, `heard after ${Math.round(ms)} ms`);
+        assert.equal((await b.get(waiter.id))?.who, 'waiter');
+        // A heard its own change once: right after its commit, not again through NOTIFY.
+        await delay(200);
+        assert.deepEqual(
+          heardByA.filter((changed) => changed === service),
+          [service],
+        );
+        stopA();
+        stopB();
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    test('wait queue: the LISTEN connection comes back after the server terminates it', async () => {
+      const { entries, logger } = recordingLogger();
+      const a = await open('relisten', { connectionString: named('tracker_relisten_a') });
+      const b = await open('relisten', { connectionString: named('tracker_relisten_b'), logger });
+      try {
+        const heard: string[] = [];
+        b.onChange((changed) => heard.push(changed));
+        await eventually('B listens', async () => (await listenPids('tracker_relisten_b')).length === 1);
+        const [before] = await listenPids('tracker_relisten_b');
+        const killed = await withClient(database().url, (client) =>
+          client.query('SELECT pg_terminate_backend($1)', [before]),
+        );
+        assert.equal(killed.rowCount, 1);
+        await eventually('the lost LISTEN connection is logged', () =>
+          entries.some((entry) => entry.level === 'warn' && /LISTEN/.test(entry.message)),
+        );
+        await eventually('B listens again on a new connection', async () => {
+          const pids = await listenPids('tracker_relisten_b');
+          return pids.length === 1 && pids[0] !== before;
+        });
+        // A release is news only when it grants someone: queue a waiter through B.
+        const service = `relisten-${randomUUID()}`;
+        const held = await a.acquire(request(service, 'holder'));
+        assert.ok(held.acquired);
+        const queued = await b.acquire(request(service, 'waiter'), { owner: 'replica-b' });
+        assert.ok(!queued.acquired && queued.waiter);
+        await a.release(held.lock.id);
+        await eventually('B hears of the grant again', () => heard.includes(service), 1000);
+      } finally {
+        await a.close();
+        await b.close();
+      }
+    });
+
+    test('wait queue: concurrent settles and releases on two replicas never grant twice', async () => {
+      const a = await open('settle_race', { poolSize: 4 });
+      const b = await open('settle_race', { poolSize: 4 });
+      const clock = await installTestClock(database().url, 'settle_race');
+      try {
+        for (let round = 0; round < 20; round++) {
+          const service = `settle-race-${round}-${randomUUID().slice(0, 8)}`;
+          const holder = await a.acquire(request(service, 'holder', 5));
+          assert.ok(holder.acquired);
+          const first = request(service, 'first');
+          const second = request(service, 'second');
+          assert.ok(!(await a.acquire(first, { owner: 'replica-a' })).acquired);
+          assert.ok(!(await b.acquire(second, { owner: 'replica-b' })).acquired);
+          let outcomes: (Lock | null)[];
+          if (round % 2 === 0) {
+            // The holder expired: every replica's safety re-check settles at once.
+            await clock.advance(5_000);
+            outcomes = await Promise.all([
+              a.settle(service),
+              b.settle(service),
+              a.settle(service),
+              b.settle(service),
+            ]);
+          } else {
+            // The holder releases while the other replica settles.
+            outcomes = await Promise.all([
+              a.release(holder.lock.id).then(() => null),
+              b.settle(service),
+              a.settle(service),
+              b.settle(service),
+            ]);
+          }
+          const settled = outcomes.filter((lock) => lock !== null);
+          assert.ok(settled.length <= 1, `round ${round}: ${settled.length} grants`);
+          if (round % 2 === 0) assert.equal(settled[0]?.id, first.id, `round ${round}`);
+          const queue = await b.queue(service);
+          assert.equal(queue.holder?.id, first.id, `round ${round}: the head waiter holds it`);
+          assert.ok(queue.holder && queue.holder.fencingToken === holder.lock.fencingToken + 1);
+          assert.deepEqual(
+            queue.waiters.map((waiter) => [waiter.who, waiter.position]),
+            [['second', 1]],
+            `round ${round}`,
+          );
+          assert.equal(await a.get(second.id), null);
+        }
+      } finally {
+        await clock.close();
+        await a.close();
+        await b.close();
       }
     });
 

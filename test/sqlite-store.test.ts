@@ -50,6 +50,7 @@ describe('SQLite store specifics', () => {
     assert.deepEqual(versions, [
       { version: 1, name: 'create_locks' },
       { version: 2, name: 'leases_and_fencing' },
+      { version: 3, name: 'wait_queue' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

@@ -3,7 +3,14 @@ import { describe, test } from 'node:test';
 import { loadSync } from '@grpc/proto-loader';
 import { PROTO_FILE } from '../src/grpc/server.js';
 import { lockToJson } from '../src/http/error-mapping.js';
-import { createLockBody, lockJson, lockListJson, releasedJson, renewLockBody } from '../src/http/schemas.js';
+import {
+  createLockBody,
+  lockJson,
+  lockListJson,
+  queueJson,
+  releasedJson,
+  renewLockBody,
+} from '../src/http/schemas.js';
 
 /**
  * The wire contract has three descriptions: the domain type (through `lockToJson`), the
@@ -29,6 +36,7 @@ describe('wire contract', () => {
     ttlSeconds: 30,
     expiresAt: new Date(30_000),
     fencingToken: 1,
+    waiters: 2,
   });
 
   test('Lock: domain JSON, REST schema and proto have the same fields', () => {
@@ -43,6 +51,14 @@ describe('wire contract', () => {
 
   test('UnLockResponse matches the REST release body', () => {
     assert.deepEqual(protoJsonFields('UnLockResponse'), Object.keys(releasedJson.properties).sort());
+  });
+
+  test('Queue and Waiter match GET /queue/{service}', () => {
+    assert.deepEqual(protoJsonFields('Queue'), Object.keys(queueJson.properties).sort());
+    assert.deepEqual(
+      protoJsonFields('Waiter'),
+      Object.keys(queueJson.properties.waiters.items.properties).sort(),
+    );
   });
 
   test('RenewLockRequest takes what POST /lock/{id}/renew takes, plus the id', () => {

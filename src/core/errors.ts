@@ -17,6 +17,10 @@ export const ErrorCode = {
   INTERNAL: 'INTERNAL',
   /** Renewal of a lock that is not held (never existed, released or expired). */
   LOCK_NOT_HELD: 'LOCK_NOT_HELD',
+  /** A request waited in the queue until its deadline; `existingLock` is the holder then. */
+  WAIT_TIMEOUT: 'WAIT_TIMEOUT',
+  /** The caller went away (connection closed, call cancelled) before an answer. */
+  CANCELLED: 'CANCELLED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -44,6 +48,14 @@ export function lockNotFound(): TrackerError {
 
 export function lockNotHeld(): TrackerError {
   return new TrackerError(ErrorCode.LOCK_NOT_HELD, 'lock not held');
+}
+
+export function waitTimeout(existingLock: Lock): TrackerError {
+  return new TrackerError(ErrorCode.WAIT_TIMEOUT, 'timed out waiting for the lock', { existingLock });
+}
+
+export function cancelled(): TrackerError {
+  return new TrackerError(ErrorCode.CANCELLED, 'the caller went away');
 }
 
 export function invalidArgument(field: string, message: string): TrackerError {

@@ -8,12 +8,27 @@ import {
   MAX_NAME_LENGTH,
   MAX_PER_PAGE,
   MAX_TTL_SECONDS,
+  type Queue,
 } from './lock.js';
 import type { LockStore } from './lock-store.js';
+import { createWaitingRoom } from './waiting-room.js';
+
+/** Longest a request may wait in a queue. */
+export const MAX_WAIT_SECONDS = 3600;
+
+/** How an acquire waits; both optional. */
+export interface WaitOptions {
+  /** 0 (default): answer at once, as the guide does; up to MAX_WAIT_SECONDS. */
+  readonly waitSeconds?: number | undefined;
+  /** Aborts when the caller goes away: the request leaves the queue at once. */
+  readonly signal?: AbortSignal | undefined;
+  /** The caller's own deadline (epoch ms, e.g. a gRPC call's): it also bounds the wait. */
+  readonly deadline?: number | undefined;
+}
 
 /** Something that happened to a lock; transports and logs subscribe to these. */
 export interface LockEvent {
-  readonly type: 'acquired' | 'released' | 'renewed';
+  readonly type: 'acquired' | 'released' | 'renewed' | 'queued';
   readonly lock: Lock;
 }
 
@@ -27,6 +42,10 @@ export interface LockServiceDeps {
   readonly defaultTtlSeconds?: number | null;
   /** Longest TTL accepted on acquire and renew (default: MAX_TTL_SECONDS). */
   readonly maxTtlSeconds?: number | null;
+  /** This process's name in the queue (a replica id); unique per process. */
+  readonly owner: string;
+  /** Safety re-check of a waiting request, in ms (default 1000). */
+  readonly recheckMs?: number;
 }
 
 /** Raw list parameters as a transport received them; undefined means "default". */
@@ -49,7 +68,10 @@ export function createLockService({
   onEvent,
   defaultTtlSeconds,
   maxTtlSeconds,
+  owner,
+  recheckMs,
 }: LockServiceDeps) {
+  const room = createWaitingRoom(store, owner, { recheckMs });
   const maxTtl = maxTtlSeconds ?? MAX_TTL_SECONDS;
   const validateTtl = (ttlSeconds: number | undefined): void => {
     if (ttlSeconds === undefined) return;
@@ -62,16 +84,44 @@ export function createLockService({
   };
 
   return {
-    /** Takes the lock; `ttlSeconds` undefined means the server's default TTL (or none). */
-    async acquire(service: string, who: string, ttlSeconds?: number): Promise<Lock> {
+    /**
+     * Takes the lock; `ttlSeconds` undefined means the server's default TTL (or none).
+     * With `waitSeconds`, a held service queues the request until it is granted (FIFO),
+     * the wait runs out (WAIT_TIMEOUT) or the signal aborts (CANCELLED).
+     */
+    async acquire(service: string, who: string, ttlSeconds?: number, wait: WaitOptions = {}): Promise<Lock> {
       validateName('service', service);
       validateName('who', who);
       validateTtl(ttlSeconds);
+      const waitSeconds = wait.waitSeconds ?? 0;
+      if (!Number.isSafeInteger(waitSeconds) || waitSeconds < 0 || waitSeconds > MAX_WAIT_SECONDS) {
+        throw invalidArgument('waitSeconds', `waitSeconds must be an integer from 0 to ${MAX_WAIT_SECONDS}`);
+      }
       const ttl = ttlSeconds ?? defaultTtlSeconds ?? null;
-      const result = await store.acquire({ id: newId(), service, who, ttlSeconds: ttl });
-      if (!result.acquired) throw lockHeld(result.holder);
-      onEvent?.({ type: 'acquired', lock: result.lock });
-      return result.lock;
+      const id = newId();
+      const result = await store.acquire(
+        { id, service, who, ttlSeconds: ttl },
+        waitSeconds > 0 ? { owner } : undefined,
+      );
+      if (result.acquired) {
+        onEvent?.({ type: 'acquired', lock: result.lock });
+        return result.lock;
+      }
+      if (!result.waiter) throw lockHeld(result.holder);
+      onEvent?.({ type: 'queued', lock: result.holder });
+      const lock = await room.waitFor(
+        { service, id, ticket: result.waiter.ticket, holder: result.holder },
+        Math.min(waitSeconds * 1000, (wait.deadline ?? Number.POSITIVE_INFINITY) - Date.now()),
+        wait.signal,
+      );
+      onEvent?.({ type: 'acquired', lock });
+      return lock;
+    },
+
+    /** The holder and the queue of a service. */
+    async queue(service: string): Promise<Queue> {
+      validateName('service', service);
+      return store.queue(service);
     },
 
     async get(id: string): Promise<Lock> {

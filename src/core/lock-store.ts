@@ -1,9 +1,24 @@
-import type { AcquireRequest, ListRequest, Lock, LockPage } from './lock.js';
+import type { AcquireRequest, ListRequest, Lock, LockPage, Queue, Waiter } from './lock.js';
 
-/** The result of an acquire: the new lock, or the lock that was there first. */
+/**
+ * The result of an acquire: the new lock, or the lock that was there first (and, when the
+ * request asked to wait, its place in the queue).
+ */
 export type AcquireResult =
   | { readonly acquired: true; readonly lock: Lock }
-  | { readonly acquired: false; readonly holder: Lock };
+  | { readonly acquired: false; readonly holder: Lock; readonly waiter: Waiter | null };
+
+/** Asks an acquire to wait: the request joins the queue if the service is held. */
+export interface QueueRequest {
+  /**
+   * The process that waits (a replica). Its waiters stay in line while it calls
+   * `heartbeat` (at least every WAITER_LEASE_MS / 3); a dead process's waiters are skipped.
+   */
+  readonly owner: string;
+}
+
+/** How long a waiter stays in line without a heartbeat from its owner. */
+export const WAITER_LEASE_MS = 15_000;
 
 /**
  * Where locks live. Every implementation runs the same contract suite
@@ -25,15 +40,45 @@ export type AcquireResult =
  * - `release` is atomic and idempotent in effect: it returns the lock exactly once, null after.
  * - `list` orders oldest first by createdAt, at the store's full precision (SQLite keeps
  *   milliseconds, PostgreSQL microseconds), then by id.
+ * - Queue: an acquire that is given a QueueRequest and finds the service held joins the
+ *   queue in the same atomic step (arrival order is the store's, a ticket). When the
+ *   holder releases (in the same atomic step as the release) or expires (at the next
+ *   `settle` or acquire of the service), the oldest live waiter is granted the lock under
+ *   the id of its original request. A new request never overtakes a waiter. Every change
+ *   that can let a waiter in is announced through `onChange`, to every process sharing
+ *   the store.
  * - Failures to reach the store reject with a TrackerError STORE_UNAVAILABLE; any other
  *   rejection is a bug.
  */
 export interface LockStore {
-  /** Takes the service under the given id, unless someone holds it (an expired holder doesn't). */
-  acquire(request: AcquireRequest): Promise<AcquireResult>;
+  /**
+   * Takes the service under the given id, unless someone holds it (an expired holder
+   * doesn't); with `queue`, a refused request joins the queue.
+   */
+  acquire(request: AcquireRequest, queue?: QueueRequest): Promise<AcquireResult>;
+  /** Grants the service to its oldest live waiter if nobody holds it; returns that lock. */
+  settle(service: string): Promise<Lock | null>;
+  /**
+   * Takes a waiter out of the queue. True when it was still waiting; false when it had
+   * already been granted (the lock under its request id is then held) or dropped.
+   */
+  leave(ticket: number): Promise<boolean>;
+  /** Keeps the owner's waiters alive for WAITER_LEASE_MS from now. */
+  heartbeat(owner: string): Promise<void>;
+  /** The holder and the live waiters of a service, in arrival order. */
+  queue(service: string): Promise<Queue>;
+  /**
+   * Calls `listener(service)` after any commit that may let a waiter in (release, grant,
+   * takeover of an expired lock, a waiter leaving), from any process sharing the store.
+   * Returns the unsubscribe function.
+   */
+  onChange(listener: (service: string) => void): () => void;
   /** The held lock with this id, or null. `id` is any string; non-UUIDs simply match nothing. */
   get(id: string): Promise<Lock | null>;
-  /** Releases the lock with this id and returns it; null when no such lock is held. */
+  /**
+   * Releases the lock with this id and returns it; null when no such lock is held. The
+   * oldest live waiter, if any, is granted the lock in the same atomic step.
+   */
   release(id: string): Promise<Lock | null>;
   /**
    * Extends a held lock's lease to now + `ttlSeconds` (null: the lock's own TTL) and

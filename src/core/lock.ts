@@ -12,6 +12,9 @@
  * - **lease**: a lock may carry a TTL (`ttlSeconds`); it then expires at `expiresAt` unless
  *   **renewed** before. An expired lock is gone for every purpose at once, by the store's
  *   clock, whether or not anything has deleted its row yet. A lock without TTL never expires.
+ * - **waiter**: a request queued for a held service. Waiters are granted the lock strictly
+ *   in arrival order when the holder releases or expires; a waiter whose client goes away
+ *   leaves the queue at once.
  * - **fencing token**: an integer given with every acquire, strictly greater than every
  *   token given before for the same service (across releases, expiries, restarts and
  *   replicas). Downstream systems reject writes that carry a token older than one they saw.
@@ -28,6 +31,26 @@ export interface Lock {
   /** When the lease runs out; null: never. */
   readonly expiresAt: Date | null;
   readonly fencingToken: number;
+  /** How many requests are queued for this service right now. */
+  readonly waiters: number;
+}
+
+/** A request queued for a held service, in arrival order. */
+export interface Waiter {
+  /** Arrival order across every process sharing the store: smaller came first. */
+  readonly ticket: number;
+  readonly service: string;
+  readonly who: string;
+  readonly since: Date;
+  /** 1 for the next in line. */
+  readonly position: number;
+}
+
+/** A service's holder and its queue. */
+export interface Queue {
+  readonly service: string;
+  readonly holder: Lock | null;
+  readonly waiters: readonly Waiter[];
 }
 
 /** What a store is asked to write on acquire; the id is chosen by the service. */

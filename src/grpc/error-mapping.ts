@@ -10,6 +10,9 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
   STORE_UNAVAILABLE: status.UNAVAILABLE,
   INTERNAL: status.INTERNAL,
   LOCK_NOT_HELD: status.NOT_FOUND,
+  // DEADLINE_EXCEEDED instead when the call's own deadline ran out: see server.ts.
+  WAIT_TIMEOUT: status.ALREADY_EXISTS,
+  CANCELLED: status.CANCELLED,
 };
 
 /**
@@ -17,7 +20,7 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
  * trailer (and `tracker-field` / `tracker-existing-lock-id` where they apply), so clients
  * need not parse messages. Internals of unexpected errors are never sent.
  */
-export function toGrpcError(error: unknown): Partial<ServiceError> {
+export function toGrpcError(error: unknown, deadlinePassed = false): Partial<ServiceError> {
   const metadata = new Metadata();
   if (!(error instanceof TrackerError)) {
     metadata.set('tracker-code', ErrorCode.INTERNAL);
@@ -30,8 +33,13 @@ export function toGrpcError(error: unknown): Partial<ServiceError> {
   if (existingLock) {
     metadata.set('tracker-existing-lock-id', existingLock.id);
     details =
-      `lock already exists: service "${existingLock.service}" is held by "${existingLock.who}" ` +
+      `${error.message}: service "${existingLock.service}" is held by "${existingLock.who}" ` +
       `(lock id ${existingLock.id}, since ${formatTimestamp(existingLock.createdAt)})`;
   }
-  return { code: GRPC_STATUS[error.code], details, metadata };
+  // A wait cut short by the call's own deadline is that deadline's doing.
+  const code =
+    error.code === ErrorCode.WAIT_TIMEOUT && deadlinePassed
+      ? status.DEADLINE_EXCEEDED
+      : GRPC_STATUS[error.code];
+  return { code, details, metadata };
 }

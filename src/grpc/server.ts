@@ -27,6 +27,7 @@ interface CreateLockRequest {
   service: string;
   who: string;
   ttlSeconds: number;
+  waitSeconds: number;
 }
 interface RenewLockRequest {
   id: string;
@@ -57,6 +58,7 @@ function lockMessage(lock: Lock) {
     ttlSeconds: lock.ttlSeconds ?? 0,
     expiresAt: lock.expiresAt === null ? '' : formatTimestamp(lock.expiresAt),
     fencingToken: String(lock.fencingToken),
+    waiters: lock.waiters,
   };
 }
 
@@ -77,16 +79,16 @@ export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
 
   // One wrapper for every unary method: call the core, map errors, log one line.
   const unary =
-    <Req, Res>(method: string, handle: (request: Req) => Promise<Res>) =>
+    <Req, Res>(method: string, handle: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
       const started = performance.now();
-      handle(call.request).then(
+      handle(call.request, call).then(
         (response) => {
           logger.info({ method, status: 'OK', ms: elapsed(started) }, 'rpc');
           callback(null, response);
         },
         (error: unknown) => {
-          const grpcError = toGrpcError(error);
+          const grpcError = toGrpcError(error, Date.now() >= deadlineOf(call));
           if (grpcError.code === status.INTERNAL) logger.error({ err: error, method }, 'rpc failed');
           logger.info(
             { method, status: status[grpcError.code ?? status.UNKNOWN], ms: elapsed(started) },
@@ -98,9 +100,29 @@ export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
     };
 
   const handlers: UntypedServiceImplementation = {
-    CreateLock: unary('CreateLock', async (request: CreateLockRequest) =>
-      lockMessage(await service.acquire(request.service, request.who, given(request.ttlSeconds))),
-    ),
+    CreateLock: unary('CreateLock', async (request: CreateLockRequest, call) => {
+      // A cancelled call (or one past its deadline) leaves the queue at once.
+      const gone = new AbortController();
+      call.once('cancelled', () => gone.abort());
+      const lock = await service.acquire(request.service, request.who, given(request.ttlSeconds), {
+        waitSeconds: request.waitSeconds,
+        signal: gone.signal,
+        deadline: deadlineOf(call),
+      });
+      return lockMessage(lock);
+    }),
+    GetQueue: unary('GetQueue', async (request: { service: string }) => {
+      const queue = await service.queue(request.service);
+      return {
+        service: queue.service,
+        holder: queue.holder === null ? null : lockMessage(queue.holder),
+        waiters: queue.waiters.map((waiter) => ({
+          who: waiter.who,
+          since: formatTimestamp(waiter.since),
+          position: waiter.position,
+        })),
+      };
+    }),
     RenewLock: unary('RenewLock', async (request: RenewLockRequest) =>
       lockMessage(await service.renew(request.id, given(request.ttlSeconds))),
     ),
@@ -157,6 +179,13 @@ export function shutdownGrpc(server: Server, graceMs: number): Promise<void> {
       resolve();
     });
   });
+}
+
+/** The call's deadline in epoch ms; +Infinity when the client set none. */
+function deadlineOf(call: ServerUnaryCall<unknown, unknown>): number {
+  const deadline = call.getDeadline();
+  const ms = deadline instanceof Date ? deadline.getTime() : Number(deadline);
+  return Number.isFinite(ms) && ms > 0 ? ms : Number.POSITIVE_INFINITY;
 }
 
 function elapsed(started: number): number {

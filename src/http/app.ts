@@ -1,14 +1,16 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { LockService } from '../core/lock-service.js';
-import { lockToJson, toHttpError } from './error-mapping.js';
+import { lockToJson, queueToJson, toHttpError } from './error-mapping.js';
 import {
   createLockBody,
   listLocksQuery,
   lockIdParams,
   lockJson,
   lockListJson,
+  queueJson,
   releasedJson,
   renewLockBody,
+  serviceParams,
 } from './schemas.js';
 
 export interface HttpAppDeps {
@@ -78,14 +80,30 @@ export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyIn
     reply.status(404).send({ error: 'route not found', code: 'NOT_FOUND' }),
   );
 
-  app.post<{ Body: { service: string; who: string; ttlSeconds?: number } }>(
+  app.post<{ Body: { service: string; who: string; ttlSeconds?: number; waitSeconds?: number } }>(
     `${API}/lock`,
     { schema: { body: createLockBody, response: { 201: lockJson } } },
     async (request, reply) => {
-      const { service: name, who, ttlSeconds } = request.body;
-      const lock = await service.acquire(name, who, ttlSeconds);
-      return reply.status(201).send(lockToJson(lock));
+      const { service: name, who, ttlSeconds, waitSeconds } = request.body;
+      // A waiting client that hangs up leaves the queue at once.
+      const gone = new AbortController();
+      const onClose = () => {
+        if (!reply.raw.writableEnded) gone.abort();
+      };
+      reply.raw.once('close', onClose);
+      try {
+        const lock = await service.acquire(name, who, ttlSeconds, { waitSeconds, signal: gone.signal });
+        return reply.status(201).send(lockToJson(lock));
+      } finally {
+        if (reply.raw.writableEnded) reply.raw.off('close', onClose);
+      }
     },
+  );
+
+  app.get<{ Params: { service: string } }>(
+    `${API}/queue/:service`,
+    { schema: { params: serviceParams, response: { 200: queueJson } } },
+    async (request) => queueToJson(await service.queue(request.params.service)),
   );
 
   app.post<{ Params: { id: string }; Body: { ttlSeconds?: number } | undefined }>(

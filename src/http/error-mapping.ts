@@ -1,6 +1,6 @@
 import type { FastifyError } from 'fastify';
 import { ErrorCode, TrackerError } from '../core/errors.js';
-import { formatTimestamp, type Lock } from '../core/lock.js';
+import { formatTimestamp, type Lock, type Queue } from '../core/lock.js';
 import { RULES } from './schemas.js';
 
 /** The one table from domain error codes to HTTP statuses. */
@@ -11,6 +11,9 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   STORE_UNAVAILABLE: 503,
   INTERNAL: 500,
   LOCK_NOT_HELD: 404,
+  WAIT_TIMEOUT: 409,
+  // nginx's "client closed request": nobody reads it, but the log line says what happened.
+  CANCELLED: 499,
 };
 
 /** Errors raised by Fastify itself before a handler runs, as (status, code, message). */
@@ -42,6 +45,19 @@ export function lockToJson(lock: Lock) {
     ttlSeconds: lock.ttlSeconds,
     expiresAt: lock.expiresAt === null ? null : formatTimestamp(lock.expiresAt),
     fencingToken: lock.fencingToken,
+    waiters: lock.waiters,
+  };
+}
+
+export function queueToJson(queue: Queue) {
+  return {
+    service: queue.service,
+    holder: queue.holder === null ? null : lockToJson(queue.holder),
+    waiters: queue.waiters.map((waiter) => ({
+      who: waiter.who,
+      since: formatTimestamp(waiter.since),
+      position: waiter.position,
+    })),
   };
 }
 

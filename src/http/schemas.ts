@@ -19,7 +19,12 @@ export const createLockBody = {
   type: 'object',
   required: ['service', 'who'],
   additionalProperties: false,
-  properties: { service: name, who: name, ttlSeconds },
+  properties: {
+    service: name,
+    who: name,
+    ttlSeconds,
+    waitSeconds: { type: 'integer', minimum: 0, maximum: 3600 },
+  },
 } as const;
 
 /** The body is optional; without `ttlSeconds` the lock's own TTL is used again. */
@@ -49,7 +54,7 @@ export const listLocksQuery = {
 
 export const lockJson = {
   type: 'object',
-  required: ['id', 'service', 'who', 'createdAt', 'ttlSeconds', 'expiresAt', 'fencingToken'],
+  required: ['id', 'service', 'who', 'createdAt', 'ttlSeconds', 'expiresAt', 'fencingToken', 'waiters'],
   properties: {
     id: { type: 'string' },
     service: { type: 'string' },
@@ -58,6 +63,30 @@ export const lockJson = {
     ttlSeconds: { type: ['integer', 'null'] },
     expiresAt: { type: ['string', 'null'] },
     fencingToken: { type: 'integer' },
+    waiters: { type: 'integer' },
+  },
+} as const;
+
+export const serviceParams = {
+  type: 'object',
+  required: ['service'],
+  properties: { service: name },
+} as const;
+
+export const queueJson = {
+  type: 'object',
+  required: ['service', 'holder', 'waiters'],
+  properties: {
+    service: { type: 'string' },
+    holder: { anyOf: [{ type: 'null' }, lockJson] },
+    waiters: {
+      type: 'array',
+      items: {
+        type: 'object',
+        required: ['who', 'since', 'position'],
+        properties: { who: { type: 'string' }, since: { type: 'string' }, position: { type: 'integer' } },
+      },
+    },
   },
 } as const;
 
@@ -92,6 +121,11 @@ export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> =
     type: 'must be an integer',
     minimum: `must be an integer from 1 to ${MAX_TTL_SECONDS}`,
     maximum: `must be an integer from 1 to ${MAX_TTL_SECONDS}`,
+  },
+  waitSeconds: {
+    type: 'must be an integer',
+    minimum: 'must be an integer from 0 to 3600',
+    maximum: 'must be an integer from 0 to 3600',
   },
   page: { pattern: 'must be a positive integer' },
   per_page: { pattern: 'must be a positive integer' },

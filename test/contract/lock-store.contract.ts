@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { Lock } from '../../src/core/lock.js';
-import type { LockStore } from '../../src/core/lock-store.js';
+import { type LockStore, WAITER_LEASE_MS } from '../../src/core/lock-store.js';
 
 export interface StoreUnderTest {
   readonly store: LockStore;
@@ -167,6 +167,7 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       }
     });
 
+    const OWNER = 'replica-a';
     const take = async (service: string, who = 'holder', ttlSeconds: number | null = null): Promise<Lock> => {
       const result = await store.acquire({ id: randomUUID(), service, who, ttlSeconds });
       assert.ok(result.acquired, `acquire of ${service} by ${who}`);
@@ -274,67 +275,110 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       assert.ok(next.fencingToken > lock.fencingToken);
     });
 
-    test('model-based: random acquire/release/renew/expire sequences match a simple model', async () => {
+    test('model-based: random acquire/wait/release/renew/expire/settle sequences match a simple model', async () => {
       type Op =
-        | { kind: 'acquire'; service: number; ttl: number | null }
+        | { kind: 'acquire'; service: number; ttl: number | null; wait: boolean }
         | { kind: 'release'; pick: number }
         | { kind: 'renew'; pick: number; ttl: number | null }
+        | { kind: 'settle'; service: number }
         | { kind: 'advance'; seconds: number };
       const op: fc.Arbitrary<Op> = fc.oneof(
         fc.record({
           kind: fc.constant('acquire' as const),
           service: fc.integer({ min: 0, max: 2 }),
           ttl: fc.constantFrom(null, 1, 2, 3),
+          wait: fc.boolean(),
         }),
         fc.record({ kind: fc.constant('release' as const), pick: fc.nat() }),
         fc.record({ kind: fc.constant('renew' as const), pick: fc.nat(), ttl: fc.constantFrom(null, 1, 2) }),
+        fc.record({ kind: fc.constant('settle' as const), service: fc.integer({ min: 0, max: 2 }) }),
         fc.record({ kind: fc.constant('advance' as const), seconds: fc.integer({ min: 1, max: 2 }) }),
       );
       await fc.assert(
-        fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 25 }), async (ops) => {
+        fc.asyncProperty(fc.array(op, { minLength: 1, maxLength: 30 }), async (ops) => {
           const run = unique('model');
-          // The model: the live holder of each service, expiry in model seconds, last token.
+          // The model: per service, the holder (expiry in model seconds), the queue in
+          // arrival order, and the highest fencing token seen.
           let now = 0;
-          const holders = new Map<string, { id: string; expires: number | null; ttl: number | null }>();
-          const lastToken = new Map<string, number>();
+          type Held = { id: string; who: string; expires: number | null; ttl: number | null };
+          const holders = new Map<string, Held>();
+          const queues = new Map<string, Array<{ id: string; who: string; ttl: number | null }>>();
+          const maxToken = new Map<string, number>();
           const ids: string[] = [];
           const live = (service: string) => {
             const holder = holders.get(service);
             return holder && (holder.expires === null || holder.expires > now) ? holder : undefined;
           };
+          const grantHead = (service: string): Held | undefined => {
+            const head = queues.get(service)?.shift();
+            if (!head) return undefined;
+            const held = { ...head, expires: head.ttl === null ? null : now + head.ttl };
+            holders.set(service, held);
+            return held;
+          };
+          const seeToken = (service: string, token: number, fresh: boolean) => {
+            const max = maxToken.get(service) ?? 0;
+            if (fresh) assert.ok(token > max, `token ${token} after ${max}: tokens strictly increase`);
+            maxToken.set(service, Math.max(max, token));
+          };
           for (const step of ops) {
             if (step.kind === 'advance') {
               now += step.seconds;
               await subject.advance(step.seconds * 1000);
+              await store.heartbeat(OWNER);
             } else if (step.kind === 'acquire') {
               const service = `${run}-${step.service}`;
               const id = randomUUID();
+              const who = `who-${ids.length}`;
               ids.push(id);
-              const result = await store.acquire({ id, service, who: 'model', ttlSeconds: step.ttl });
-              const holder = live(service);
+              const result = await store.acquire(
+                { id, service, who, ttlSeconds: step.ttl },
+                step.wait ? { owner: OWNER } : undefined,
+              );
+              // A free service goes to its oldest waiter before any newcomer.
+              const holder = live(service) ?? grantHead(service);
               if (holder) {
                 assert.ok(!result.acquired, 'at most one holder per service');
-                assert.equal(result.holder.id, holder.id);
+                assert.equal(result.holder.id, holder.id, 'the holder is the one the model expects');
+                seeToken(service, result.holder.fencingToken, false);
+                if (step.wait) {
+                  const queue = queues.get(service) ?? [];
+                  queue.push({ id, who, ttl: step.ttl });
+                  queues.set(service, queue);
+                  assert.equal(result.waiter?.position, queue.length, 'joins at the end of the line');
+                } else {
+                  assert.equal(result.waiter, null);
+                }
               } else {
-                assert.ok(result.acquired, 'a free or expired service is taken');
-                assert.ok(
-                  result.lock.fencingToken > (lastToken.get(service) ?? 0),
-                  'tokens strictly increase',
-                );
-                lastToken.set(service, result.lock.fencingToken);
+                assert.ok(result.acquired, 'a free service with nobody waiting is taken');
+                seeToken(service, result.lock.fencingToken, true);
                 holders.set(service, {
                   id,
+                  who,
                   expires: step.ttl === null ? null : now + step.ttl,
                   ttl: step.ttl,
                 });
               }
+            } else if (step.kind === 'settle') {
+              const service = `${run}-${step.service}`;
+              const granted = await store.settle(service);
+              const expected = live(service) ? undefined : grantHead(service);
+              assert.equal(
+                granted?.id ?? null,
+                expected?.id ?? null,
+                'settle grants the head of a free service',
+              );
+              if (granted) seeToken(service, granted.fencingToken, true);
             } else {
               const id = ids[step.pick % Math.max(ids.length, 1)] ?? randomUUID();
               const entry = [...holders.entries()].find(([service, h]) => h.id === id && live(service));
               if (step.kind === 'release') {
                 const released = await store.release(id);
                 assert.equal(released?.id ?? null, entry ? id : null);
-                if (entry) holders.delete(entry[0]);
+                if (entry) {
+                  holders.delete(entry[0]);
+                  grantHead(entry[0]);
+                }
               } else {
                 const renewed = await store.renew(id, step.ttl);
                 assert.equal(renewed?.id ?? null, entry ? id : null, 'renewal never resurrects');
@@ -348,15 +392,163 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
           }
           for (let service = 0; service < 3; service++) {
             const name = `${run}-${service}`;
-            const listed = await store.list({ page: 1, perPage: 10, service: name });
+            const queue = await store.queue(name);
+            assert.equal(queue.holder?.id ?? null, live(name)?.id ?? null, 'the holder matches the model');
             assert.deepEqual(
-              listed.locks.map((lock) => lock.id),
-              live(name) ? [live(name)?.id] : [],
+              queue.waiters.map((waiter) => waiter.who),
+              (queues.get(name) ?? []).map((waiter) => waiter.who),
+              'the line matches the model, in arrival order',
             );
           }
         }),
         { numRuns: 40 },
       );
+    });
+
+    const enqueue = async (service: string, who: string, owner = OWNER) => {
+      const id = randomUUID();
+      const result = await store.acquire({ id, service, who, ttlSeconds: null }, { owner });
+      assert.ok(!result.acquired, `${who} should have been queued`);
+      assert.ok(result.waiter, `${who} got a place in the queue`);
+      return { id, waiter: result.waiter, holder: result.holder };
+    };
+    /** onChange may be asynchronous (PostgreSQL's NOTIFY): wait for it, boundedly. */
+    const changeSeen = (service: string): Promise<void> =>
+      new Promise((resolve, reject) => {
+        const timer = setTimeout(() => {
+          stop();
+          reject(new Error(`no onChange for ${service} within 5 s`));
+        }, 5000);
+        const stop = store.onChange((changed) => {
+          if (changed !== service) return;
+          clearTimeout(timer);
+          stop();
+          resolve();
+        });
+      });
+
+    test('queue: a refused acquire that asks to wait joins the queue in arrival order', async () => {
+      const service = unique('queued');
+      const holder = await take(service, 'holder');
+      const first = await enqueue(service, 'first');
+      const second = await enqueue(service, 'second');
+      assert.deepEqual(first.holder.id, holder.id);
+      assert.equal(first.waiter.position, 1);
+      assert.equal(second.waiter.position, 2);
+      assert.ok(second.waiter.ticket > first.waiter.ticket);
+      assert.equal(first.waiter.who, 'first');
+      assert.equal((await store.get(holder.id))?.waiters, 2);
+      const queue = await store.queue(service);
+      assert.equal(queue.holder?.id, holder.id);
+      assert.deepEqual(
+        queue.waiters.map((waiter) => [waiter.who, waiter.position]),
+        [
+          ['first', 1],
+          ['second', 2],
+        ],
+      );
+      const refused = await store.acquire({ id: randomUUID(), service, who: 'impatient', ttlSeconds: null });
+      assert.ok(!refused.acquired && refused.waiter === null, 'without a QueueRequest nobody is queued');
+      assert.equal((await store.queue(service)).waiters.length, 2);
+    });
+
+    test('queue: a release grants the oldest waiter in the same step, under its request id', async () => {
+      const service = unique('handoff');
+      const holder = await take(service, 'holder', 30);
+      const first = await enqueue(service, 'first');
+      const second = await enqueue(service, 'second');
+      const seen = changeSeen(service);
+      await store.release(holder.id);
+      await seen;
+      const granted = await store.get(first.id);
+      assert.ok(granted, 'the first waiter holds the lock');
+      assert.equal(granted.who, 'first');
+      assert.ok(granted.fencingToken > holder.fencingToken);
+      assert.equal(granted.waiters, 1);
+      assert.equal(await store.leave(first.waiter.ticket), false, 'a granted waiter is no longer waiting');
+      const queue = await store.queue(service);
+      assert.equal(queue.holder?.id, first.id);
+      assert.deepEqual(
+        queue.waiters.map((waiter) => [waiter.who, waiter.position]),
+        [['second', 1]],
+      );
+      await store.release(first.id);
+      assert.equal((await store.get(second.id))?.who, 'second');
+      await store.release(second.id);
+      assert.deepEqual(await store.queue(service), { service, holder: null, waiters: [] });
+    });
+
+    test('queue: after the holder expires the oldest waiter is granted; newcomers never overtake', async () => {
+      const service = unique('expiry-handoff');
+      await take(service, 'crashed', 5);
+      const first = await enqueue(service, 'first');
+      await subject.advance(6_000);
+      await store.heartbeat(OWNER);
+      const newcomer = await store.acquire({ id: randomUUID(), service, who: 'newcomer', ttlSeconds: null });
+      assert.ok(!newcomer.acquired);
+      assert.equal(newcomer.holder.id, first.id, 'the waiter got it, not the newcomer');
+      assert.equal((await store.get(first.id))?.who, 'first');
+    });
+
+    test('queue: settle grants a free service to its oldest waiter, once', async () => {
+      const service = unique('settle');
+      await take(service, 'crashed', 5);
+      const first = await enqueue(service, 'first');
+      assert.equal(await store.settle(service), null, 'nothing to settle while the holder is live');
+      await subject.advance(5_000);
+      await store.heartbeat(OWNER);
+      const granted = await store.settle(service);
+      assert.equal(granted?.id, first.id);
+      assert.equal(await store.settle(service), null);
+      assert.equal(await store.settle(unique('nobody')), null);
+    });
+
+    test('queue: a waiter that leaves is skipped; leaving twice is false', async () => {
+      const service = unique('leaver');
+      const holder = await take(service);
+      const gone = await enqueue(service, 'gone');
+      const stays = await enqueue(service, 'stays');
+      assert.equal(await store.leave(gone.waiter.ticket), true);
+      assert.equal(await store.leave(gone.waiter.ticket), false);
+      assert.equal((await store.queue(service)).waiters[0]?.who, 'stays');
+      await store.release(holder.id);
+      assert.equal(await store.get(gone.id), null);
+      assert.equal((await store.get(stays.id))?.who, 'stays');
+    });
+
+    test('queue: waiters of an owner that stopped its heartbeat are skipped', async () => {
+      const service = unique('orphans');
+      const holder = await take(service);
+      const orphan = await enqueue(service, 'orphan', 'dead-replica');
+      const alive = await enqueue(service, 'alive', 'live-replica');
+      await subject.advance(WAITER_LEASE_MS - 5_000);
+      await store.heartbeat('live-replica');
+      await subject.advance(6_000);
+      assert.deepEqual(
+        (await store.queue(service)).waiters.map((waiter) => [waiter.who, waiter.position]),
+        [['alive', 1]],
+      );
+      await store.release(holder.id);
+      assert.equal(await store.get(orphan.id), null);
+      assert.equal((await store.get(alive.id))?.who, 'alive');
+    });
+
+    test('queue: 20 concurrent waiters get distinct tickets and are granted in ticket order', async () => {
+      const service = unique('fifo');
+      let current = (await take(service, 'holder')).id;
+      const queued = await Promise.all(Array.from({ length: 20 }, (_, i) => enqueue(service, `waiter-${i}`)));
+      const byTicket = [...queued].sort((a, b) => a.waiter.ticket - b.waiter.ticket);
+      assert.equal(new Set(queued.map((q) => q.waiter.ticket)).size, 20);
+      assert.deepEqual(
+        byTicket.map((q) => q.waiter.position),
+        Array.from({ length: 20 }, (_, i) => i + 1),
+      );
+      for (const next of byTicket) {
+        await store.release(current);
+        assert.equal((await store.get(next.id))?.who, next.waiter.who);
+        current = next.id;
+      }
+      await store.release(current);
     });
 
     test('ping resolves while the store is open', async () => {

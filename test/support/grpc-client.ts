@@ -69,6 +69,7 @@ export interface LockMessage {
   ttlSeconds: number;
   expiresAt: string;
   fencingToken: string;
+  waiters: number;
 }
 
 /** The same lock as REST shows it: proto3's 0 and '' become null, the token a number. */
@@ -81,5 +82,6 @@ export function lockMessageAsRest(lock: LockMessage) {
     ttlSeconds: lock.ttlSeconds === 0 ? null : lock.ttlSeconds,
     expiresAt: lock.expiresAt === '' ? null : lock.expiresAt,
     fencingToken: Number(lock.fencingToken),
+    waiters: lock.waiters,
   };
 }

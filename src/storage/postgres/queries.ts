@@ -1,7 +1,11 @@
 /**
- * Every statement the PostgreSQL store runs, in one place. Each one is a single statement
- * in autocommit, so READ COMMITTED gives it one snapshot and no transaction is ever left
- * open on a pooled connection.
+ * Every statement the PostgreSQL store runs, in one place. Reads, renewals, heartbeats and
+ * leaving the queue are single statements in autocommit (READ COMMITTED gives each one
+ * snapshot). Everything that may hand a service to a waiter (acquire, release, settle) is
+ * an explicit transaction on one pooled connection that first locks the service's
+ * `services` row (LOCK_SERVICE): those transactions run one at a time per service, across
+ * replicas, and each of their later statements takes a new snapshot, so it sees everything
+ * the previous holder of that row lock committed.
  */
 
 /** A lock row as the store reads it. */
@@ -16,14 +20,29 @@ export interface LockRow {
   expires_ms: string | null;
   /** bigint, as a string. */
   fencing_token: string;
+  /** Live waiters of the service. */
+  waiters: number;
 }
 
 // created_at and expires_at keep microseconds; the ms values are computed by the database
 // so that the JS Dates are exact and depend neither on the session TimeZone nor on global
 // pg type parsers. expires_at - created_at is a whole number of seconds at acquire, so the
 // two truncations keep expiresAt = createdAt + ttl exactly.
-const LOCK_COLUMNS = `id, service, who, floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms,
+const LOCK_ROW_COLUMNS = `id, service, who, floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms,
   ttl_seconds, floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token`;
+
+/** A waiter that is still in line: its replica's heartbeat has not run out. */
+const WAITING = 'alive_until > tracker_now()';
+
+/**
+ * The lock columns and the count of its service's live waiters, for a query over `locks`
+ * (also in RETURNING, where `locks` is the written row). `extra` narrows the count.
+ */
+const lockColumns = (extra = '') => `${LOCK_ROW_COLUMNS},
+  (SELECT count(*)::int FROM waiters
+   WHERE waiters.service = locks.service AND waiters.${WAITING} ${extra}) AS waiters`;
+
+const LOCK_COLUMNS = lockColumns();
 
 /**
  * A row that is still a lock by the store's clock. Every query filters with it: an expired
@@ -33,13 +52,14 @@ const LOCK_COLUMNS = `id, service, who, floor(extract(epoch FROM created_at) * 1
 const LIVE = '(expires_at IS NULL OR expires_at > tracker_now())';
 
 /**
- * $1 id, $2 service, $3 who, $4 ttl seconds or null. One statement, hence one transaction
- * and one round trip; nothing is read and then written by the application. In order:
+ * $1 id, $2 service, $3 who, $4 ttl seconds or null. Runs inside the acquire transaction,
+ * after LOCK_SERVICE and after the queue's head (if any) was granted, so a service with
+ * live waiters is held by then and this statement only refuses. Nothing is read and then
+ * written by the application. In order:
  *
  * 1. `token` bumps the service's fencing counter (or starts it at 1), unless this
- *    statement's snapshot shows a live holder: such an acquire is refused below, writes
- *    nothing and consumes no token, so refusals stay cheap and do not queue behind each
- *    other. An acquire that saw the service free or expired does consume one, even if it
+ *    statement's snapshot shows a live holder: such an acquire is refused below and
+ *    consumes no token. An acquire that saw the service free or expired does consume one, even if it
  *    then loses (to a holder newer than its snapshot): tokens may have gaps, they only ever
  *    grow. The upsert locks the services row until commit, which serialises the takers of
  *    one service, and it bumps the latest committed value (ON CONFLICT DO UPDATE under READ
@@ -92,9 +112,151 @@ export const GET = `SELECT ${LOCK_COLUMNS} FROM locks WHERE id = $1 AND ${LIVE}`
 
 /**
  * $1 id. Returns the row only to the one caller whose DELETE removed it. An expired row is
- * not released (it is no lock); it stays until an acquire takes its service over.
+ * not released (it is no lock); it stays until an acquire or a settle takes its service
+ * over. Runs in the release transaction after LOCK_SERVICE; the count of waiters is the
+ * one before the head is granted.
  */
 export const RELEASE = `DELETE FROM locks WHERE id = $1 AND ${LIVE} RETURNING ${LOCK_COLUMNS}`;
+
+/** $1 id. The service of a live lock, to lock its services row before releasing. */
+export const SERVICE_OF = `SELECT service FROM locks WHERE id = $1 AND ${LIVE}`;
+
+/**
+ * $1 service. Takes the service's row lock until commit: every transaction that may grant
+ * the service, on any replica, starts with it, so they run one at a time per service. A
+ * lock, not a write (no new row version per call). A service never taken has no row yet,
+ * hence no waiters and nothing to grant; its first ACQUIRE creates the row, and the unique
+ * constraints decide between concurrent first takers.
+ */
+export const LOCK_SERVICE = 'SELECT FROM services WHERE service = $1 FOR NO KEY UPDATE';
+
+/** $1 service. Whether it has a live holder, any lock row (live or not), live waiters. */
+export const SERVICE_STATE = `
+SELECT EXISTS (SELECT FROM locks WHERE service = $1 AND ${LIVE}) AS held,
+       EXISTS (SELECT FROM locks WHERE service = $1) AS occupied,
+       EXISTS (SELECT FROM waiters WHERE service = $1 AND ${WAITING}) AS queued`;
+
+export interface ServiceStateRow {
+  held: boolean;
+  occupied: boolean;
+  queued: boolean;
+}
+
+/**
+ * $1 service. Before a grant, under LOCK_SERVICE: deletes an expired holder's row (a live
+ * one is kept: DELETE re-checks expiry on the newest row version, so a renewal that
+ * committed meanwhile wins) and the waiters whose replica stopped its heartbeat.
+ */
+export const CLEAR_DEAD = `
+WITH expired AS (DELETE FROM locks WHERE service = $1 AND expires_at <= tracker_now()),
+     dead AS (DELETE FROM waiters WHERE service = $1 AND NOT (${WAITING}))
+SELECT`;
+
+/**
+ * $1 service. The oldest live waiter, locked: a concurrent `leave` of it makes the lock
+ * skip to the next (READ COMMITTED re-checks locked rows), a heartbeat just waits for us.
+ */
+export const QUEUE_HEAD = `
+SELECT ticket FROM waiters WHERE service = $1 AND ${WAITING}
+ORDER BY ticket LIMIT 1 FOR UPDATE`;
+
+/**
+ * $1 service, $2 ticket (QUEUE_HEAD's, locked by this transaction). Grants the waiter:
+ * deletes its row, bumps the fencing counter (its row is locked by LOCK_SERVICE), inserts
+ * the lock under the request's id with the lease counted from now. Under LOCK_SERVICE with
+ * no live holder and the expired row cleared, the INSERT cannot conflict. The waiters count
+ * leaves out the granted one, whose deletion this statement's snapshot does not show.
+ */
+export const GRANT = `
+WITH granted AS (
+  DELETE FROM waiters WHERE ticket = $2 AND service = $1
+  RETURNING lock_id, service, who, ttl_seconds
+),
+token AS (
+  UPDATE services SET last_token = last_token + 1
+  WHERE service = $1 AND EXISTS (SELECT FROM granted)
+  RETURNING last_token
+)
+INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token)
+SELECT granted.lock_id, granted.service, granted.who, tracker_now(), granted.ttl_seconds,
+       tracker_now() + granted.ttl_seconds * interval '1 second', token.last_token
+FROM granted, token
+RETURNING ${lockColumns('AND waiters.ticket <> $2')}`;
+
+/** The channel every replica LISTENs on; the payload is the service that changed. */
+export const CHANGES_CHANNEL = 'tracker_lock_changes';
+
+/** $1 service. Delivered to every listener when the transaction commits, never before. */
+export const NOTIFY = `SELECT pg_notify('${CHANGES_CHANNEL}', $1)`;
+
+/**
+ * $1 service, $2 who, $3 ttl seconds or null, $4 lock id, $5 owner, $6 waiter lease in ms.
+ * Joins the queue; runs in the acquire transaction under LOCK_SERVICE, so the ticket (from
+ * the sequence) is the arrival order and every other live waiter of the service is older.
+ */
+export const ENQUEUE = `
+WITH joined AS (
+  INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until)
+  VALUES ($1, $2, $3::int, $4::uuid, $5, tracker_now(), tracker_now() + $6::int8 * interval '1 millisecond')
+  RETURNING ticket, service, who, since
+)
+SELECT joined.ticket, joined.service, joined.who,
+       floor(extract(epoch FROM joined.since) * 1000)::int8 AS since_ms,
+       1 + (SELECT count(*)::int FROM waiters
+            WHERE waiters.service = joined.service AND waiters.${WAITING}
+              AND waiters.ticket < joined.ticket) AS position
+FROM joined`;
+
+export interface WaiterRow {
+  /** bigint, as a string (or a number inside JSON). */
+  ticket: string | number;
+  service: string;
+  who: string;
+  since_ms: string | number;
+  position: number;
+}
+
+/**
+ * $1 ticket. Leaves the queue; announces the service (the queue behind it moved up) in
+ * the same autocommit statement, delivered on commit. No row: already granted or dropped.
+ */
+export const LEAVE = `
+WITH gone AS (DELETE FROM waiters WHERE ticket = $1 RETURNING service)
+SELECT service, pg_notify('${CHANGES_CHANNEL}', service) FROM gone`;
+
+/**
+ * $1 owner, $2 lease in ms. Keeps that replica's waiters in line. It never waits for a row
+ * lock (SKIP LOCKED): a waiter row locked by someone else is being granted, dropped or
+ * taken out of the queue, and needs no heartbeat; and a heartbeat that waited while holding
+ * other waiters' rows could deadlock with a grant (which locks dead waiters, then the head).
+ */
+export const HEARTBEAT = `
+UPDATE waiters SET alive_until = tracker_now() + $2::int8 * interval '1 millisecond'
+WHERE ticket IN (SELECT ticket FROM waiters WHERE owner = $1 FOR UPDATE SKIP LOCKED)`;
+
+/**
+ * $1 service. The live holder (JSON or null) and the live waiters in ticket order (JSON
+ * array), from one snapshot and one clock reading.
+ */
+export const QUEUE = `
+SELECT
+  (SELECT row_to_json(holder) FROM (
+     SELECT ${LOCK_COLUMNS} FROM locks WHERE service = $1 AND ${LIVE}) AS holder) AS holder,
+  (SELECT coalesce(json_agg(line ORDER BY line.ticket), '[]'::json) FROM (
+     SELECT ticket, service, who, floor(extract(epoch FROM since) * 1000)::int8 AS since_ms
+     FROM waiters WHERE service = $1 AND ${WAITING}) AS line) AS waiters`;
+
+export interface QueueRow {
+  holder: JsonLockRow | null;
+  waiters: Omit<WaiterRow, 'position'>[];
+}
+
+/** LockRow as row_to_json gives it: int8 columns arrive as JSON numbers. */
+export type JsonLockRow = Omit<LockRow, 'created_ms' | 'expires_ms' | 'fencing_token'> & {
+  created_ms: number;
+  expires_ms: number | null;
+  fencing_token: number;
+};
 
 /**
  * $1 id, $2 ttl seconds or null (keep the lock's own). The lease restarts at tracker_now();
@@ -118,7 +280,7 @@ const LIST_FILTER = `($1::text IS NULL OR service = $1) AND ($2::text IS NULL OR
  */
 export const LIST = `
 SELECT matching.total, page.id, page.service, page.who, page.created_ms,
-       page.ttl_seconds, page.expires_ms, page.fencing_token
+       page.ttl_seconds, page.expires_ms, page.fencing_token, page.waiters
 FROM (SELECT count(*) AS total FROM locks WHERE ${LIST_FILTER}) AS matching
 LEFT JOIN LATERAL (
   SELECT created_at, ${LOCK_COLUMNS} FROM locks

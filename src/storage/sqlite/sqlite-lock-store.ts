@@ -1,10 +1,16 @@
+import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Clock } from '../../core/clock.js';
 import { storeUnavailable } from '../../core/errors.js';
-import type { AcquireRequest, ListRequest, Lock, LockPage } from '../../core/lock.js';
-import type { AcquireResult, LockStore } from '../../core/lock-store.js';
+import type { AcquireRequest, ListRequest, Lock, LockPage, Queue, Waiter } from '../../core/lock.js';
+import {
+  type AcquireResult,
+  type LockStore,
+  type QueueRequest,
+  WAITER_LEASE_MS,
+} from '../../core/lock-store.js';
 import { readMigrations } from '../migrations.js';
 import { migrate } from './migrate.js';
 
@@ -29,6 +35,18 @@ interface LockRow {
   ttl_seconds: number | null;
   expires_at: number | null;
   fencing_token: number;
+  /** Live waiters of the service, where the statement counts them. */
+  waiters?: number;
+}
+
+interface WaiterRow {
+  ticket: number;
+  service: string;
+  who: string;
+  ttl_seconds: number | null;
+  lock_id: string;
+  since: number;
+  alive_until: number;
 }
 
 const MIGRATIONS = new URL('./migrations/', import.meta.url);
@@ -72,11 +90,49 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
      ON CONFLICT (service) DO NOTHING
      RETURNING ${columns}`,
   );
+  // The live waiters of the row's service (RETURNING cannot hold a subquery, so only reads
+  // count them; writes count with countWaiters).
+  const waiting = `(SELECT count(*) FROM waiters w WHERE w.service = locks.service AND w.alive_until > @now) AS waiters`;
   const byService = db.prepare<[{ service: string } & Now], LockRow>(
-    `SELECT ${columns} FROM locks WHERE service = @service AND ${live}`,
+    `SELECT ${columns}, ${waiting} FROM locks WHERE service = @service AND ${live}`,
   );
   const byId = db.prepare<[{ id: string } & Now], LockRow>(
-    `SELECT ${columns} FROM locks WHERE id = @id AND ${live}`,
+    `SELECT ${columns}, ${waiting} FROM locks WHERE id = @id AND ${live}`,
+  );
+  const countWaiters = db.prepare<[{ service: string } & Now], { n: number }>(
+    'SELECT count(*) AS n FROM waiters WHERE service = @service AND alive_until > @now',
+  );
+  const headWaiter = db.prepare<[{ service: string }], WaiterRow>(
+    'SELECT * FROM waiters WHERE service = @service ORDER BY ticket LIMIT 1',
+  );
+  const deleteWaiter = db.prepare<[{ ticket: number }], { service: string }>(
+    'DELETE FROM waiters WHERE ticket = @ticket RETURNING service',
+  );
+  const insertWaiter = db.prepare<
+    [
+      {
+        service: string;
+        who: string;
+        ttl: number | null;
+        lockId: string;
+        owner: string;
+        aliveUntil: number;
+      } & Now,
+    ],
+    WaiterRow
+  >(
+    `INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until)
+     VALUES (@service, @who, @ttl, @lockId, @owner, @now, @aliveUntil)
+     RETURNING *`,
+  );
+  const liveWaiters = db.prepare<[{ service: string } & Now], WaiterRow>(
+    'SELECT * FROM waiters WHERE service = @service AND alive_until > @now ORDER BY ticket',
+  );
+  const aheadOf = db.prepare<[{ service: string; ticket: number } & Now], { n: number }>(
+    'SELECT count(*) AS n FROM waiters WHERE service = @service AND ticket < @ticket AND alive_until > @now',
+  );
+  const heartbeat = db.prepare<[{ owner: string; aliveUntil: number }]>(
+    'UPDATE waiters SET alive_until = @aliveUntil WHERE owner = @owner',
   );
   const remove = db.prepare<[{ id: string } & Now], LockRow>(
     `DELETE FROM locks WHERE id = @id AND ${live} RETURNING ${columns}`,
@@ -92,7 +148,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   const filter = `(@service IS NULL OR service = @service) AND (@who IS NULL OR who = @who) AND ${live}`;
   type Filter = { service: string | null; who: string | null } & Now;
   const page = db.prepare<[Filter & { limit: number; offset: number }], LockRow>(
-    `SELECT ${columns} FROM locks WHERE ${filter}
+    `SELECT ${columns}, ${waiting} FROM locks WHERE ${filter}
      ORDER BY created_at, id LIMIT @limit OFFSET @offset`,
   );
   const count = db.prepare<[Filter], { total: number }>(
@@ -108,28 +164,118 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
       expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
       now: at,
     })[0];
-  // After a conflict: one IMMEDIATE transaction, which holds the write lock (across
-  // processes too), so removing an expired holder, the insert that UNIQUE(service) decides
-  // and the holder read all see one state.
-  const takeOverOrReadHolder = db.transaction((request: AcquireRequest): AcquireResult => {
-    const at = now();
-    deleteExpired.run({ service: request.service, now: at });
-    const created = insertLock(request, at);
-    if (created) return { acquired: true, lock: toLock(created) };
-    const holder = byService.get({ service: request.service, now: at });
-    if (!holder)
-      throw new Error(`insert of lock ${request.id} conflicted but no holder of ${request.service} exists`);
-    return { acquired: false, holder: toLock(holder) };
+  const changes = new EventEmitter();
+  changes.setMaxListeners(0);
+  const announce = (service: string) => changes.emit('change', service);
+  const withWaiters = (row: LockRow, at: number): Lock =>
+    toLock({ ...row, waiters: countWaiters.get({ service: row.service, now: at })?.n ?? 0 });
+
+  /**
+   * Inside a write transaction, with nobody holding `service`: grants it to the oldest live
+   * waiter, deleting dead waiters met on the way. Bounded by the queue's length.
+   */
+  const grantNext = (service: string, at: number): LockRow | undefined => {
+    for (let head = headWaiter.get({ service }); head; head = headWaiter.get({ service })) {
+      deleteWaiter.run({ ticket: head.ticket });
+      if (head.alive_until <= at) continue;
+      const granted = insertLock(
+        { id: head.lock_id, service, who: head.who, ttlSeconds: head.ttl_seconds },
+        at,
+      );
+      if (!granted) throw new Error(`service ${service} was not free when granting to waiter ${head.ticket}`);
+      return granted;
+    }
+    return undefined;
+  };
+  const toWaiter = (row: WaiterRow, at: number): Waiter => ({
+    ticket: row.ticket,
+    service: row.service,
+    who: row.who,
+    since: new Date(row.since),
+    position: (aheadOf.get({ service: row.service, ticket: row.ticket, now: at })?.n ?? 0) + 1,
   });
-  // A free service costs one statement: the INSERT (with its trigger) is atomic on its own.
+
+  // After a conflict: one IMMEDIATE transaction, which holds the write lock (across
+  // processes too), so removing an expired holder, granting to a waiter, the insert that
+  // UNIQUE(service) decides, the holder read and joining the queue all see one state.
+  const takeOverOrQueue = db.transaction(
+    (request: AcquireRequest, queue: QueueRequest | undefined): AcquireResult & { changed: boolean } => {
+      const at = now();
+      const { service } = request;
+      const expired = deleteExpired.run({ service, now: at }).changes > 0;
+      // A free service goes to its oldest waiter first: a newcomer never overtakes.
+      const granted = expired || !byService.get({ service, now: at }) ? grantNext(service, at) : undefined;
+      if (!granted) {
+        const created = insertLock(request, at);
+        if (created) return { acquired: true, lock: withWaiters(created, at), changed: expired };
+      }
+      const holder = byService.get({ service, now: at });
+      if (!holder)
+        throw new Error(`insert of lock ${request.id} conflicted but no holder of ${service} exists`);
+      const waiter = queue
+        ? insertWaiter.all({
+            service,
+            who: request.who,
+            ttl: request.ttlSeconds,
+            lockId: request.id,
+            owner: queue.owner,
+            now: at,
+            aliveUntil: at + WAITER_LEASE_MS,
+          })[0]
+        : undefined;
+      return {
+        acquired: false,
+        holder: toLock({ ...holder, waiters: (holder.waiters ?? 0) + (waiter ? 1 : 0) }),
+        waiter: waiter ? toWaiter(waiter, at) : null,
+        changed: expired || granted !== undefined,
+      };
+    },
+  );
+  // A free service costs one statement: the INSERT (with its trigger) is atomic on its own,
+  // and a service with no holder row has no live waiters (they are granted or dropped
+  // whenever the holder goes), so its new lock has none either.
   // RETURNING statements run with .all(), never .get(): .get() stops before SQLITE_DONE, so
   // the autocommit happens in sqlite3_reset, which skips the WAL auto-checkpoint; the WAL
   // then grows without bound (measured: 1.6 GB after a minute of load).
-  const acquire = (request: AcquireRequest): AcquireResult => {
+  const acquire = (request: AcquireRequest, queue: QueueRequest | undefined): AcquireResult => {
     const created = insertLock(request, now());
-    if (created) return { acquired: true, lock: toLock(created) };
-    return takeOverOrReadHolder.immediate(request);
+    if (created) return { acquired: true, lock: toLock({ ...created, waiters: 0 }) };
+    const { changed, ...result } = takeOverOrQueue.immediate(request, queue);
+    if (changed) announce(request.service);
+    return result;
   };
+  const release = db.transaction((id: string): Lock | null => {
+    const at = now();
+    const released = remove.all({ id, now: at })[0];
+    if (!released) return null;
+    const lock = withWaiters(released, at);
+    grantNext(released.service, at);
+    return lock;
+  });
+  const settle = db.transaction((service: string): Lock | null => {
+    const at = now();
+    deleteExpired.run({ service, now: at });
+    if (byService.get({ service, now: at })) return null;
+    const granted = grantNext(service, at);
+    return granted ? withWaiters(granted, at) : null;
+  });
+  const queue = db.transaction((service: string): Queue => {
+    const at = now();
+    const holder = byService.get({ service, now: at });
+    const waiters = liveWaiters.all({ service, now: at });
+    return {
+      service,
+      holder: holder ? toLock(holder) : null,
+      waiters: waiters.map((row, index) => ({
+        ticket: row.ticket,
+        service,
+        who: row.who,
+        since: new Date(row.since),
+        position: index + 1,
+      })),
+    };
+  });
+
   const list = db.transaction((request: ListRequest): LockPage => {
     const where = { service: request.service ?? null, who: request.who ?? null, now: now() };
     const rows = page.all({ ...where, limit: request.perPage, offset: (request.page - 1) * request.perPage });
@@ -137,10 +283,39 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   });
 
   return {
-    acquire: async (request) => guard(() => acquire(request)),
+    acquire: async (request, queueRequest) => guard(() => acquire(request, queueRequest)),
     get: async (id) => guard(() => nullable(byId.get({ id, now: now() }))),
-    release: async (id) => guard(() => nullable(remove.all({ id, now: now() })[0])),
-    renew: async (id, ttlSeconds) => guard(() => nullable(renew.all({ id, ttl: ttlSeconds, now: now() })[0])),
+    release: async (id) =>
+      guard(() => {
+        const lock = release.immediate(id);
+        if (lock) announce(lock.service);
+        return lock;
+      }),
+    renew: async (id, ttlSeconds) =>
+      guard(() => {
+        const at = now();
+        const row = renew.all({ id, ttl: ttlSeconds, now: at })[0];
+        return row ? withWaiters(row, at) : null;
+      }),
+    settle: async (service) =>
+      guard(() => {
+        const granted = settle.immediate(service);
+        if (granted) announce(service);
+        return granted;
+      }),
+    leave: async (ticket) =>
+      guard(() => {
+        const left = deleteWaiter.all({ ticket })[0];
+        if (left) announce(left.service);
+        return left !== undefined;
+      }),
+    heartbeat: async (owner) =>
+      guard(() => void heartbeat.run({ owner, aliveUntil: now() + WAITER_LEASE_MS })),
+    queue: async (service) => guard(() => queue.deferred(service)),
+    onChange: (listener) => {
+      changes.on('change', listener);
+      return () => changes.off('change', listener);
+    },
     list: async (request) => guard(() => list.deferred(request)),
     ping: async () => guard(() => void ping.get()),
     close: async () => void db.close(),
@@ -156,6 +331,7 @@ function toLock(row: LockRow): Lock {
     ttlSeconds: row.ttl_seconds,
     expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
     fencingToken: row.fencing_token,
+    waiters: row.waiters ?? 0,
   };
 }
 

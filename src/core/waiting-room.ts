@@ -1,0 +1,122 @@
+import { cancelled, waitTimeout } from './errors.js';
+import type { Lock } from './lock.js';
+import { type LockStore, WAITER_LEASE_MS } from './lock-store.js';
+
+/** A request that joined a service's queue. */
+export interface QueuedRequest {
+  readonly service: string;
+  /** The id its lock gets when granted. */
+  readonly id: string;
+  readonly ticket: number;
+  /** The holder when it joined; reported on a timeout if the store no longer knows one. */
+  readonly holder: Lock;
+}
+
+export interface WaitingRoomOptions {
+  /**
+   * Slow safety re-check while waiting, in ms: wake-ups come from the store's change
+   * notifications; this only covers a notification lost (e.g. during a reconnect) or a
+   * holder's expiry, which nothing announces.
+   */
+  readonly recheckMs?: number;
+}
+
+/**
+ * This process's side of the wait queue: it sleeps until the store announces a change to
+ * the service (or the safety re-check fires), then asks the store whether the request was
+ * granted. The order itself lives in the store; nothing here decides who goes first.
+ */
+export function createWaitingRoom(store: LockStore, owner: string, options: WaitingRoomOptions = {}) {
+  const recheckMs = options.recheckMs ?? 1000;
+  const sleepers = new Map<string, Set<() => void>>();
+  let waiting = 0;
+  let heartbeat: ReturnType<typeof setInterval> | undefined;
+
+  // Subscribed from the start, not when the first request waits: on PostgreSQL that opens
+  // the LISTEN connection, and a release announced while it was still connecting would
+  // only be noticed at the next re-check.
+  store.onChange((service) => {
+    for (const resume of sleepers.get(service) ?? []) resume();
+  });
+
+  // Heartbeats only while someone waits.
+  const enter = () => {
+    if (waiting++ > 0) return;
+    heartbeat = setInterval(() => {
+      store.heartbeat(owner).catch(() => {
+        // The store is unreachable: the waiters' lease runs on; the next beat may succeed.
+      });
+    }, WAITER_LEASE_MS / 3);
+    heartbeat.unref?.();
+  };
+  const exit = () => {
+    if (--waiting > 0) return;
+    clearInterval(heartbeat);
+  };
+
+  /** Resolves on a change to `service`, after `ms`, or when `signal` aborts. */
+  const sleep = (service: string, ms: number, signal: AbortSignal | undefined) =>
+    new Promise<void>((resolve) => {
+      const set = sleepers.get(service) ?? new Set();
+      sleepers.set(service, set);
+      const done = () => {
+        clearTimeout(timer);
+        set.delete(done);
+        if (set.size === 0) sleepers.delete(service);
+        signal?.removeEventListener('abort', done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      set.add(done);
+      signal?.addEventListener('abort', done, { once: true });
+    });
+
+  /** Leaves the queue for good; a lock granted in the meantime is released (to the next). */
+  const giveUp = async (queued: QueuedRequest) => {
+    if (!(await store.leave(queued.ticket))) await store.release(queued.id);
+  };
+
+  return {
+    owner,
+
+    /**
+     * Waits until the request is granted (resolves with its lock), `timeoutMs` passes
+     * (rejects WAIT_TIMEOUT with the holder then) or `signal` aborts (leaves the queue at
+     * once; rejects CANCELLED). A lock granted to a request whose caller went away is
+     * released again, so the next waiter gets it.
+     */
+    async waitFor(queued: QueuedRequest, timeoutMs: number, signal?: AbortSignal): Promise<Lock> {
+      const deadline = Date.now() + timeoutMs;
+      enter();
+      try {
+        for (;;) {
+          if (signal?.aborted) {
+            await giveUp(queued);
+            throw cancelled();
+          }
+          const granted = (await store.get(queued.id)) ?? (await store.settle(queued.service));
+          if (granted?.id === queued.id) {
+            if (!signal?.aborted) return granted;
+            await store.release(granted.id);
+            throw cancelled();
+          }
+          const remaining = deadline - Date.now();
+          if (remaining <= 0) {
+            if (await store.leave(queued.ticket)) {
+              throw waitTimeout((await store.queue(queued.service)).holder ?? queued.holder);
+            }
+            // Granted between the last look and leaving: the wait succeeded after all.
+            const lock = await store.get(queued.id);
+            if (lock) return lock;
+            throw waitTimeout(queued.holder);
+          }
+          await sleep(queued.service, Math.min(remaining, recheckMs), signal);
+        }
+      } finally {
+        exit();
+      }
+    },
+  };
+}
+
+export type WaitingRoom = ReturnType<typeof createWaitingRoom>;

@@ -1,0 +1,132 @@
+import { setTimeout as delay } from 'node:timers/promises';
+import pg from 'pg';
+import { CHANGES_CHANNEL } from './queries.js';
+
+type LogMethod = (details: object, message: string) => void;
+
+export interface ChangeFeedLogger {
+  readonly error: LogMethod;
+  readonly warn: LogMethod;
+  readonly info: LogMethod;
+  readonly debug: LogMethod;
+}
+
+/** Reconnect backoff of the LISTEN connection: doubles from the first to the last, in ms. */
+const FIRST_RETRY_MS = 100;
+const LAST_RETRY_MS = 5000;
+const CLOSE_WAIT_MS = 1000;
+
+/**
+ * The store's change notifications: `emit` calls every subscriber in this process, and a
+ * dedicated LISTEN connection (a pg.Client of its own, never a pooled one: a pooled
+ * connection would be handed to queries and could drop the LISTEN) turns other processes'
+ * NOTIFYs into the same calls.
+ *
+ * The connection opens lazily, on the first subscription, and survives failures: after an
+ * 'error' or 'end' it is dropped and a new one is opened after a backoff (100 ms doubling to
+ * 5 s, back to 100 ms once LISTEN succeeds), which LISTENs again. Notifications sent while
+ * no connection listened are lost; subscribers keep a slow safety re-check of their own.
+ *
+ * A change committed by this process is emitted by the store right after its commit, not
+ * through the database, so it reaches local subscribers even while the LISTEN connection
+ * is still opening or down. The NOTIFYs of this process's own pooled connections (`own`,
+ * by backend pid) are therefore ignored when they come back, to call subscribers once.
+ */
+export class ChangeFeed {
+  readonly #listeners = new Set<(service: string) => void>();
+  readonly #config: pg.ClientConfig;
+  readonly #own: ReadonlySet<number>;
+  readonly #logger: ChangeFeedLogger;
+  #client: pg.Client | null = null;
+  #retry: NodeJS.Timeout | null = null;
+  #retryMs = FIRST_RETRY_MS;
+  #started = false;
+  #closed = false;
+
+  constructor(config: pg.ClientConfig, own: ReadonlySet<number>, logger: ChangeFeedLogger) {
+    this.#config = config;
+    this.#own = own;
+    this.#logger = logger;
+  }
+
+  subscribe(listener: (service: string) => void): () => void {
+    if (this.#closed) throw new Error('the store is closed');
+    // A function subscribed twice is called once per change; wrap it to count it twice.
+    const entry = (service: string) => listener(service);
+    this.#listeners.add(entry);
+    if (!this.#started) {
+      this.#started = true;
+      void this.#connect();
+    }
+    return () => {
+      this.#listeners.delete(entry);
+    };
+  }
+
+  /** Calls every subscriber; one that throws is logged and does not stop the others. */
+  emit(service: string): void {
+    for (const listener of [...this.#listeners]) {
+      try {
+        listener(service);
+      } catch (error) {
+        this.#logger.error({ err: error, service }, 'lock change listener failed');
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    this.#closed = true;
+    this.#listeners.clear();
+    if (this.#retry) clearTimeout(this.#retry);
+    this.#retry = null;
+    const client = this.#client;
+    this.#client = null;
+    // Bounded: a graceful close of a connection that stopped answering never completes.
+    if (client)
+      await Promise.race([client.end().catch(() => {}), delay(CLOSE_WAIT_MS, undefined, { ref: false })]);
+  }
+
+  async #connect(): Promise<void> {
+    if (this.#closed) return;
+    const client = new pg.Client(this.#config);
+    this.#client = client;
+    let lost = false;
+    const drop = (error?: unknown) => {
+      if (lost) return;
+      lost = true;
+      if (this.#client === client) this.#client = null;
+      client.end().catch(() => {});
+      if (this.#closed) return;
+      this.#logger.warn(
+        { err: error, retryInMs: this.#retryMs },
+        'postgres LISTEN connection lost; reconnecting',
+      );
+      this.#retry = setTimeout(() => {
+        this.#retry = null;
+        void this.#connect();
+      }, this.#retryMs);
+      this.#retryMs = Math.min(this.#retryMs * 2, LAST_RETRY_MS);
+    };
+    // Without an 'error' listener a dropped connection would kill the process.
+    client.on('error', drop);
+    client.on('end', () => drop(new Error('LISTEN connection ended')));
+    client.on('notification', ({ channel, payload, processId }) => {
+      if (channel !== CHANGES_CHANNEL || payload === undefined || lost || this.#closed) return;
+      if (this.#own.has(processId)) return;
+      this.emit(payload);
+    });
+    try {
+      await client.connect();
+      await client.query(`LISTEN ${CHANGES_CHANNEL}`);
+    } catch (error) {
+      drop(error);
+      return;
+    }
+    if (this.#closed || lost) {
+      client.end().catch(() => {});
+      return;
+    }
+    this.#retryMs = FIRST_RETRY_MS;
+    this.#logger.debug({ channel: CHANGES_CHANNEL }, 'postgres LISTEN connection ready');
+  }
+}
