@@ -161,6 +161,72 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
     );
     assert.ok(!result.stderr.includes('secret'));
   });
+  test('20 waiters across 2 replicas are granted in arrival order, each hand-off by NOTIFY', async () => {
+    const [a, b] = replicas as [ServerProcess, ServerProcess];
+    const service = `fifo-${randomUUID().slice(0, 8)}`;
+    const holder = await acquire(a.baseUrl, service, 'holder');
+    assert.equal(holder.status, 201);
+    const waiting: Array<Promise<Reply>> = [];
+    for (let i = 0; i < 20; i++) {
+      // Alternate replicas; join one at a time so that the arrival order is known.
+      const replica = i % 2 ? b : a;
+      waiting.push(
+        call(replica.baseUrl, 'POST', `${API}/lock`, { service, who: `waiter-${i}`, waitSeconds: 60 }),
+      );
+      for (let poll = 0; poll < 500; poll++) {
+        const queue = await call(a.baseUrl, 'GET', `${API}/queue/${service}`);
+        if ((queue.json.waiters as unknown[]).length === i + 1) break;
+        await new Promise((resolve) => setTimeout(resolve, 10));
+      }
+    }
+    const line = await call(b.baseUrl, 'GET', `${API}/queue/${service}`);
+    assert.deepEqual(
+      (line.json.waiters as Array<{ who: string; position: number }>).map((w) => [w.who, w.position]),
+      Array.from({ length: 20 }, (_, i) => [`waiter-${i}`, i + 1]),
+    );
+    let current = holder.json;
+    for (let i = 0; i < 20; i++) {
+      // Release through the replica the next waiter is NOT on: the news must cross.
+      const releaser = i % 2 ? a : b;
+      assert.equal((await call(releaser.baseUrl, 'DELETE', `${API}/lock/${current.id}`)).status, 200);
+      const granted = await (waiting[i] as Promise<Reply>);
+      assert.equal(granted.status, 201);
+      assert.equal(granted.json.who, `waiter-${i}`, 'granted strictly in arrival order');
+      assert.ok(Number(granted.json.fencingToken) > Number(current.fencingToken));
+      current = granted.json;
+    }
+    assert.equal((await call(a.baseUrl, 'DELETE', `${API}/lock/${current.id}`)).status, 200);
+  });
+
+  test('a waiter whose client hangs up leaves the line on every replica at once', async () => {
+    const [a, b] = replicas as [ServerProcess, ServerProcess];
+    const service = `hangup-${randomUUID().slice(0, 8)}`;
+    const holder = await acquire(a.baseUrl, service, 'holder');
+    const hangUp = new AbortController();
+    const vanished = fetch(`${b.baseUrl}${API}/lock`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ service, who: 'vanishing', waitSeconds: 60 }),
+      signal: hangUp.signal,
+    }).catch(() => null);
+    const lineOf = async () =>
+      ((await call(a.baseUrl, 'GET', `${API}/queue/${service}`)).json.waiters as Array<{ who: string }>).map(
+        (w) => w.who,
+      );
+    for (let poll = 0; poll < 500 && (await lineOf()).length === 0; poll++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.deepEqual(await lineOf(), ['vanishing']);
+    hangUp.abort();
+    await vanished;
+    for (let poll = 0; poll < 500 && (await lineOf()).length > 0; poll++) {
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    assert.deepEqual(await lineOf(), []);
+    await call(a.baseUrl, 'DELETE', `${API}/lock/${holder.json.id}`);
+    const listed = await call(a.baseUrl, 'GET', `${API}/locks/list?service=${service}`);
+    assert.deepEqual(listed.json.locks, [], 'the vanished waiter was never granted');
+  });
 });
 
 await describePostgres('a replica when PostgreSQL is cut off', (database) => {
