@@ -31,6 +31,7 @@ import {
   QUEUE_HEAD,
   type QueueRow,
   RELEASE,
+  RELEASE_ALONE,
   RENEW,
   SERVICE_OF,
   SERVICE_STATE,
@@ -186,6 +187,15 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
 
   async function acquire(request: AcquireRequest, queue: QueueRequest | undefined): Promise<AcquireResult> {
     const { id, service, who, ttlSeconds } = request;
+    // The usual cases are one statement, no transaction: a free service nobody waits for is
+    // taken, a held one refused when the request does not ask to wait. Anything else (a
+    // queue to join, waiters to grant first, a holder that committed after the snapshot)
+    // goes through the transaction below.
+    const first = (await query<AcquireRow>(ACQUIRE, [id, service, who, ttlSeconds]))[0];
+    if (first?.acquired) return { acquired: true, lock: toLock(first) };
+    if (first && !queue) return { acquired: false, holder: toLock(first), waiter: null };
+    if (!first)
+      logger.debug({ service, attempt: 0 }, 'acquire conflicted with a holder it cannot see; retrying');
     let changed = false;
     const result = await transaction(async (client): Promise<AcquireResult> => {
       await client.query(LOCK_SERVICE, [service]);
@@ -232,6 +242,12 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
   }
 
   async function release(id: string): Promise<Lock | null> {
+    // The usual case, a lock nobody waits for, is one statement.
+    const alone = (await query<LockRow>(RELEASE_ALONE, [id]))[0];
+    if (alone) {
+      changes.emit(alone.service);
+      return toLock(alone);
+    }
     const released = await transaction(async (client) => {
       const found = (await rowsOf<{ service: string }>(client, SERVICE_OF, [id]))[0];
       if (!found) return null;

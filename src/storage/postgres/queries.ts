@@ -82,6 +82,8 @@ export const ACQUIRE = `
 WITH token AS (
   INSERT INTO services (service, last_token)
   SELECT $2::text, 1 WHERE NOT EXISTS (SELECT FROM locks WHERE service = $2::text AND ${LIVE})
+    -- A free service with live waiters is theirs: the acquire transaction grants it first.
+    AND NOT EXISTS (SELECT FROM waiters WHERE service = $2::text AND ${WAITING})
   ON CONFLICT (service) DO UPDATE SET last_token = services.last_token + 1
   RETURNING last_token
 ),
@@ -117,6 +119,18 @@ export const GET = `SELECT ${LOCK_COLUMNS} FROM locks WHERE id = $1 AND ${LIVE}`
  * one before the head is granted.
  */
 export const RELEASE = `DELETE FROM locks WHERE id = $1 AND ${LIVE} RETURNING ${LOCK_COLUMNS}`;
+
+/**
+ * $1 id. The release of a lock nobody waits for, in one statement: no transaction, no
+ * NOTIFY (nobody listens for this service). Returns no row when the lock is not held or has
+ * live waiters; the release transaction (which grants the next) handles both. A waiter that
+ * joins while this runs is not seen by its snapshot: the service is then free with a waiter,
+ * which its own replica's re-check (or the next acquire, which grants waiters first) settles.
+ */
+export const RELEASE_ALONE = `
+DELETE FROM locks WHERE id = $1 AND ${LIVE}
+  AND NOT EXISTS (SELECT FROM waiters WHERE waiters.service = locks.service AND waiters.${WAITING})
+RETURNING ${LOCK_COLUMNS}`;
 
 /** $1 id. The service of a live lock, to lock its services row before releasing. */
 export const SERVICE_OF = `SELECT service FROM locks WHERE id = $1 AND ${LIVE}`;
