@@ -317,6 +317,9 @@ describe('gRPC through server reflection (buf curl, no .proto)', () => {
     await fails('CreateLock', { service, who: 'w', ttlSeconds: 31_536_001 }, 'invalid_argument');
     const next = await ok<LockJson>('CreateLock', { service, who: 'next' });
     assert.ok(BigInt(next.fencingToken) > BigInt(lock.fencingToken), 'tokens grow across releases');
+    // GetQueue through reflection too: the holder, and an empty line (proto3 JSON omits it).
+    assert.deepEqual(await ok('GetQueue', { service }), { service, holder: next });
+    await fails('GetQueue', { service: '' }, 'invalid_argument');
   });
 
   test('ListLocks accepts the proto field name per_page, as grpcurl does', async () => {
