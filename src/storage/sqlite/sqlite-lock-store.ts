@@ -90,6 +90,19 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
      ON CONFLICT (service) DO NOTHING
      RETURNING ${columns}`,
   );
+  // The same for a newcomer: it takes a free service only when nobody waits for it (a free
+  // service with waiters is theirs, granted in the transaction below).
+  const insertUnlessQueued = db.prepare<
+    [{ id: string; service: string; who: string; ttl: number | null; expires: number | null } & Now],
+    LockRow
+  >(
+    `INSERT INTO locks (${columns})
+     SELECT @id, @service, @who, @now, @ttl, @expires,
+            coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1
+     WHERE NOT EXISTS (SELECT 1 FROM waiters WHERE service = @service AND alive_until > @now)
+     ON CONFLICT (service) DO NOTHING
+     RETURNING ${columns}`,
+  );
   // The live waiters of the row's service (RETURNING cannot hold a subquery, so only reads
   // count them; writes count with countWaiters).
   const waiting = `(SELECT count(*) FROM waiters w WHERE w.service = locks.service AND w.alive_until > @now) AS waiters`;
@@ -238,20 +251,30 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   // the autocommit happens in sqlite3_reset, which skips the WAL auto-checkpoint; the WAL
   // then grows without bound (measured: 1.6 GB after a minute of load).
   const acquire = (request: AcquireRequest, queue: QueueRequest | undefined): AcquireResult => {
-    const created = insertLock(request, now());
+    const at = now();
+    const created = insertUnlessQueued.all({
+      ...request,
+      ttl: request.ttlSeconds,
+      expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
+      now: at,
+    })[0];
     if (created) return { acquired: true, lock: toLock({ ...created, waiters: 0 }) };
     const { changed, ...result } = takeOverOrQueue.immediate(request, queue);
     if (changed) announce(request.service);
     return result;
   };
-  const release = db.transaction((id: string): Lock | null => {
+  // A release is one statement; only when someone waits does a transaction follow to grant
+  // the next. Nothing can take the service in between: newcomers leave a free service with
+  // waiters to them (insertUnlessQueued), and any grant goes to the oldest live waiter.
+  const release = (id: string): Lock | null => {
     const at = now();
     const released = remove.all({ id, now: at })[0];
     if (!released) return null;
+    if (!headWaiter.get({ service: released.service })) return toLock({ ...released, waiters: 0 });
     const lock = withWaiters(released, at);
-    grantNext(released.service, at);
+    settle.immediate(released.service);
     return lock;
-  });
+  };
   const settle = db.transaction((service: string): Lock | null => {
     const at = now();
     deleteExpired.run({ service, now: at });
@@ -287,7 +310,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     get: async (id) => guard(() => nullable(byId.get({ id, now: now() }))),
     release: async (id) =>
       guard(() => {
-        const lock = release.immediate(id);
+        const lock = release(id);
         if (lock) announce(lock.service);
         return lock;
       }),
