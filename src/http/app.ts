@@ -85,18 +85,14 @@ export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyIn
     { schema: { body: createLockBody, response: { 201: lockJson } } },
     async (request, reply) => {
       const { service: name, who, ttlSeconds, waitSeconds } = request.body;
-      // A waiting client that hangs up leaves the queue at once.
+      // A waiting client that hangs up leaves the queue at once. 'close' also fires after a
+      // normal response; only a close before the response ended is a hang-up.
       const gone = new AbortController();
-      const onClose = () => {
+      reply.raw.once('close', () => {
         if (!reply.raw.writableEnded) gone.abort();
-      };
-      reply.raw.once('close', onClose);
-      try {
-        const lock = await service.acquire(name, who, ttlSeconds, { waitSeconds, signal: gone.signal });
-        return reply.status(201).send(lockToJson(lock));
-      } finally {
-        if (reply.raw.writableEnded) reply.raw.off('close', onClose);
-      }
+      });
+      const lock = await service.acquire(name, who, ttlSeconds, { waitSeconds, signal: gone.signal });
+      return reply.status(201).send(lockToJson(lock));
     },
   );
 
