@@ -84,7 +84,17 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
     httpPort,
     grpcPort,
     async stop(graceMs = 8000) {
-      await Promise.all([http.close(), shutdownGrpc(grpc, graceMs)]);
+      // Requests waiting in a queue could outlast any grace period: send them away first
+      // (503, retry on another replica), then let the rest finish.
+      service.close();
+      // Fastify closes the connections idle when the close starts; one whose last request
+      // finishes during the close would stay open for keep-alive and hold the stop up.
+      const sweep = setInterval(() => http.server.closeIdleConnections(), 100);
+      try {
+        await Promise.all([http.close(), shutdownGrpc(grpc, graceMs)]);
+      } finally {
+        clearInterval(sweep);
+      }
       await store.close();
     },
   };

@@ -179,6 +179,28 @@ describe('the server process', () => {
     });
   }
 
+  test('SIGTERM sends requests waiting in a queue away with 503 instead of holding the stop', async () => {
+    const server = await startServerProcess();
+    await acquire(server.baseUrl, 'busy-at-shutdown', 'holder');
+    const waiting = fetch(`${server.baseUrl}${API}/lock`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ service: 'busy-at-shutdown', who: 'waiter', waitSeconds: 3600 }),
+      signal: AbortSignal.timeout(15_000),
+    });
+    for (let i = 0; i < 200; i++) {
+      const queue = await fetch(`${server.baseUrl}${API}/queue/busy-at-shutdown`);
+      if (((await queue.json()) as { waiters: unknown[] }).waiters.length === 1) break;
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    server.child.kill('SIGTERM');
+    const reply = await waiting;
+    assert.equal(reply.status, 503);
+    assert.deepEqual(await reply.json(), { error: 'store unavailable', code: 'STORE_UNAVAILABLE' });
+    assert.equal(await server.exited, 0);
+    assert.ok(!server.lines.some((line) => line.includes('graceful shutdown took too long')));
+  });
+
   test('SIGTERM under load: every answered acquire is committed, none is half-done', async () => {
     const dir = tempDir();
     const args = [...FREE, '--database-url', `sqlite:${dir.path}/drain.db`];

@@ -118,6 +118,11 @@ export function createLockService({
       return lock;
     },
 
+    /** Stops waiting: requests in line answer STORE_UNAVAILABLE and leave the queue. */
+    close(): void {
+      room.close();
+    },
+
     /** The holder and the queue of a service. */
     async queue(service: string): Promise<Queue> {
       validateName('service', service);

@@ -1,4 +1,4 @@
-import { cancelled, waitTimeout } from './errors.js';
+import { cancelled, storeUnavailable, waitTimeout } from './errors.js';
 import type { Lock } from './lock.js';
 import { type LockStore, WAITER_LEASE_MS } from './lock-store.js';
 
@@ -29,6 +29,7 @@ export interface WaitingRoomOptions {
 export function createWaitingRoom(store: LockStore, owner: string, options: WaitingRoomOptions = {}) {
   const recheckMs = options.recheckMs ?? 1000;
   const sleepers = new Map<string, Set<() => void>>();
+  const closing = new AbortController();
   let waiting = 0;
   let heartbeat: ReturnType<typeof setInterval> | undefined;
 
@@ -79,26 +80,32 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
   return {
     owner,
 
+    /** Sends every waiting request away (STORE_UNAVAILABLE, retry elsewhere): the process is stopping. */
+    close(): void {
+      closing.abort();
+    },
+
     /**
      * Waits until the request is granted (resolves with its lock), `timeoutMs` passes
      * (rejects WAIT_TIMEOUT with the holder then) or `signal` aborts (leaves the queue at
      * once; rejects CANCELLED). A lock granted to a request whose caller went away is
      * released again, so the next waiter gets it.
      */
-    async waitFor(queued: QueuedRequest, timeoutMs: number, signal?: AbortSignal): Promise<Lock> {
+    async waitFor(queued: QueuedRequest, timeoutMs: number, callerGone?: AbortSignal): Promise<Lock> {
       const deadline = Date.now() + timeoutMs;
+      const signal = callerGone ? AbortSignal.any([callerGone, closing.signal]) : closing.signal;
       enter();
       try {
         for (;;) {
-          if (signal?.aborted) {
+          if (signal.aborted) {
             await giveUp(queued);
-            throw cancelled();
+            throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
           }
           const granted = (await store.get(queued.id)) ?? (await store.settle(queued.service));
           if (granted?.id === queued.id) {
-            if (!signal?.aborted) return granted;
+            if (!signal.aborted) return granted;
             await store.release(granted.id);
-            throw cancelled();
+            throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
           }
           const remaining = deadline - Date.now();
           if (remaining <= 0) {

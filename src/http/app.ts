@@ -71,7 +71,10 @@ export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyIn
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body } = toHttpError(error);
-    if (status >= 500) request.log.error({ err: error }, 'request failed');
+    // A bug is logged in full; a store that is down (503) is expected trouble: one line.
+    if (status === 500) request.log.error({ err: error }, 'request failed');
+    else if (status >= 500)
+      request.log.warn({ code: body.code, reason: String((error as Error).cause ?? '') }, 'request failed');
     const envelope = request.routeOptions.config.successEnvelope ? { success: false } : {};
     return reply.status(status).send({ ...envelope, ...body });
   });
