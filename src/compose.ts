@@ -53,8 +53,15 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
     // Names this process in the queue; unique across restarts, so a restarted replica
     // never inherits a dead one's waiters.
     owner: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
-    onEvent: ({ type, lock }) =>
-      logger.info({ event: type, service: lock.service, who: lock.who, id: lock.id }, `lock ${type}`),
+    onEvent: (event) => {
+      if (event.type === 'queued') {
+        const { service, who, holder } = event;
+        logger.info({ event: 'queued', service, who, holder: holder.id }, 'lock request queued');
+      } else {
+        const { type, lock } = event;
+        logger.info({ event: type, service: lock.service, who: lock.who, id: lock.id }, `lock ${type}`);
+      }
+    },
   });
   const http = buildHttpApp({ service, ready: () => store.ping(), logger });
   const grpc = buildGrpcServer({ service, logger });

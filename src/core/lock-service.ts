@@ -27,10 +27,10 @@ export interface WaitOptions {
 }
 
 /** Something that happened to a lock; transports and logs subscribe to these. */
-export interface LockEvent {
-  readonly type: 'acquired' | 'released' | 'renewed' | 'queued';
-  readonly lock: Lock;
-}
+export type LockEvent =
+  | { readonly type: 'acquired' | 'released' | 'renewed'; readonly lock: Lock }
+  /** A request joined the queue of a held service. */
+  | { readonly type: 'queued'; readonly service: string; readonly who: string; readonly holder: Lock };
 
 export interface LockServiceDeps {
   readonly store: LockStore;
@@ -108,7 +108,7 @@ export function createLockService({
         return result.lock;
       }
       if (!result.waiter) throw lockHeld(result.holder);
-      onEvent?.({ type: 'queued', lock: result.holder });
+      onEvent?.({ type: 'queued', service, who, holder: result.holder });
       const lock = await room.waitFor(
         { service, id, ticket: result.waiter.ticket, holder: result.holder },
         Math.min(waitSeconds * 1000, (wait.deadline ?? Number.POSITIVE_INFINITY) - Date.now()),
