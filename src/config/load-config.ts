@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { MAX_TTL_SECONDS } from '../core/lock.js';
+import { parseDurationSeconds } from '../duration.js';
 
 /** Where locks are kept, parsed from `--database-url` and the `--database-*` options. */
 export type DatabaseConfig =
@@ -252,15 +253,6 @@ function parseInteger({ value, source }: Setting, min: number, max: number): num
     throw new ConfigError(`${source}: "${value}" is not an integer from ${min} to ${max}`);
   }
   return number;
-}
-
-/** `90s`, `30m`, `1h30m`, `2d` or plain seconds → seconds; empty → null. */
-export function parseDurationSeconds(text: string): number | null {
-  if (/^\d{1,9}$/.test(text)) return Number(text);
-  const match = /^(?:(\d{1,6})d)?(?:(\d{1,7})h)?(?:(\d{1,9})m)?(?:(\d{1,9})s)?$/.exec(text);
-  if (!match || text === '') return null;
-  const [, days = '0', hours = '0', minutes = '0', seconds = '0'] = match;
-  return Number(days) * 86_400 + Number(hours) * 3600 + Number(minutes) * 60 + Number(seconds);
 }
 
 function parseTtl({ value, source }: Setting): number | null {

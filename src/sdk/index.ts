@@ -1,0 +1,21 @@
+/** The TypeScript SDK: a typed client of Tracker's public REST API. */
+export {
+  LockHeldError,
+  type LockInfo,
+  LockLostError,
+  LockNotFoundError,
+  LockNotHeldError,
+  ServerUnreachableError,
+  StoreUnavailableError,
+  TrackerApiError,
+  WaitTimeoutError,
+} from './errors.js';
+export {
+  type AcquireOptions,
+  type Duration,
+  type ListOptions,
+  type LockList,
+  type QueueInfo,
+  TrackerClient,
+  type TrackerClientOptions,
+} from './tracker-client.js';
