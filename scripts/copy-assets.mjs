@@ -1,7 +1,7 @@
 // Copies the non-TypeScript files the server reads at run time (the .proto and the .sql
 // migrations) into dist/, at the same relative depth as in the source tree, so that
 // src/x/y.ts and dist/src/x/y.js find them by the same relative path.
-import { cpSync, mkdirSync, readdirSync } from 'node:fs';
+import { chmodSync, cpSync, mkdirSync, readdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -20,3 +20,6 @@ function copyTree(from, to, keep) {
 
 copyTree('proto', 'dist/proto', (name) => name.endsWith('.proto'));
 copyTree('src', 'dist/src', (name) => name.endsWith('.sql'));
+
+// The `tracker` binary (package.json "bin") must be executable.
+chmodSync(join(root, 'dist/src/cli/main.js'), 0o755);

@@ -1,0 +1,313 @@
+#!/usr/bin/env node
+import { parseArgs } from 'node:util';
+import {
+  LockHeldError,
+  ServerUnreachableError,
+  TrackerApiError,
+  TrackerClient,
+  WaitTimeoutError,
+} from '../sdk/index.js';
+import { durationSeconds } from '../sdk/tracker-client.js';
+import { runServer } from '../server.js';
+import { runLocked } from './run-locked.js';
+import { formatLockTable, formatQueue } from './table.js';
+
+/** Exit codes, the same for every command. */
+export const EXIT = {
+  OK: 0,
+  FAILURE: 1,
+  USAGE: 2,
+  HELD: 3,
+  WAIT_TIMEOUT: 4,
+  LOST: 75,
+} as const;
+
+const EXIT_HELP = `Exit codes:
+  0   done
+  1   server unreachable, or any other failure (one line on stderr)
+  2   usage error
+  3   lock held by someone else (not waiting)
+  4   wait timed out
+  75  lock lost during \`run\``;
+
+const CLIENT_OPTIONS = `Client options:
+  --url URL      Tracker's REST API (env TRACKER_URL; default http://localhost:8080)
+  --json         machine output (JSON)
+  --help         this help`;
+
+const LOCK_OPTIONS = `Lock options:
+  --service S    the service to lock (required)
+  --who W        the holder (default user@hostname)
+  --ttl D        lease length: 90s, 30m, 1h30m or seconds (default: the server's)
+  --wait D       wait in line up to D when the service is held (default: do not wait)`;
+
+const HELP: Record<string, string> = {
+  tracker: `Usage: tracker <command> [options]
+
+Commands:
+  serve [server options]            run the Tracker server (same flags as npm start)
+  run [lock options] -- CMD ARGS    run a command while holding a lock
+  lock acquire [lock options]       take a lock; prints its id
+  lock get ID                       show a lock
+  lock release ID                   release a lock
+  lock renew ID [--ttl D]           extend a lock's lease
+  lock list [--service S] [--who W] list held locks
+  lock queue SERVICE                show a service's holder and waiters
+
+Run \`tracker <command> --help\` for a command's options.
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  run: `Usage: tracker run [lock options] [--kill-grace D] -- COMMAND [ARGS...]
+
+Takes the lock (waiting if --wait is given), runs COMMAND with TRACKER_LOCK_ID,
+TRACKER_FENCING_TOKEN and TRACKER_SERVICE in its environment, renews the lease every third
+of the TTL, forwards SIGINT, SIGTERM and SIGHUP, and releases the lock when COMMAND ends.
+Exits with COMMAND's exit code. If the lock is lost, COMMAND gets SIGTERM at once and
+SIGKILL after --kill-grace (default 10s), and run exits 75.
+
+${LOCK_OPTIONS}
+  --kill-grace D time between SIGTERM and SIGKILL when the lock is lost (default 10s)
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  'lock acquire': `Usage: tracker lock acquire [lock options]
+
+Prints the lock's id (the lock as JSON with --json).
+
+${LOCK_OPTIONS}
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  'lock get': `Usage: tracker lock get ID\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
+  'lock release': `Usage: tracker lock release ID\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
+  'lock renew': `Usage: tracker lock renew ID [--ttl D]\n\n  --ttl D        new lease length (default: the lock's own)\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
+  'lock list': `Usage: tracker lock list [--service S] [--who W]
+
+An aligned table: service, who, age, expires in, token, waiters.
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  'lock queue': `Usage: tracker lock queue SERVICE\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
+  serve: '',
+};
+
+/** A usage mistake: printed as one line, exit 2. */
+class UsageError extends Error {}
+
+const clientFlags = {
+  url: { type: 'string' },
+  json: { type: 'boolean' },
+  help: { type: 'boolean', short: 'h' },
+} as const;
+const lockFlags = {
+  service: { type: 'string' },
+  who: { type: 'string' },
+  ttl: { type: 'string' },
+  wait: { type: 'string' },
+} as const;
+
+/** parseArgs, with its complaints turned into usage errors. */
+function parsed<T>(run: () => T): T {
+  try {
+    return run();
+  } catch (error) {
+    throw new UsageError((error as Error).message);
+  }
+}
+
+const strict = { strict: true, allowPositionals: true } as const;
+
+function duration(value: string | undefined, flag: string): number | undefined {
+  if (value === undefined) return undefined;
+  try {
+    return durationSeconds(value, flag);
+  } catch {
+    throw new UsageError(`${flag}: "${value}" is not a duration (90s, 30m, 1h30m or seconds)`);
+  }
+}
+
+function clientOf(url: string | undefined): TrackerClient {
+  return new TrackerClient({ url: url ?? process.env.TRACKER_URL ?? 'http://localhost:8080' });
+}
+
+function print(text: string): void {
+  process.stdout.write(text.endsWith('\n') ? text : `${text}\n`);
+}
+
+/** One small function per command; each returns the exit code. */
+const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
+  async 'lock acquire'(args) {
+    const { values, positionals } = parsed(() =>
+      parseArgs({ args, options: { ...clientFlags, ...lockFlags }, ...strict }),
+    );
+    if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+    if (!values.service) throw new UsageError('--service is required');
+    const lock = await clientOf(values.url).acquire(values.service, {
+      who: values.who,
+      ttl: duration(values.ttl, '--ttl'),
+      wait: duration(values.wait, '--wait'),
+    });
+    print(values.json ? JSON.stringify(lock) : lock.id);
+    return EXIT.OK;
+  },
+
+  async 'lock get'(args) {
+    const { values, id } = withId(parsed(() => parseArgs({ args, options: clientFlags, ...strict })));
+    const lock = await clientOf(values.url).get(id);
+    print(values.json ? JSON.stringify(lock) : formatLockTable([lock], Date.now()));
+    return EXIT.OK;
+  },
+
+  async 'lock release'(args) {
+    const { values, id } = withId(parsed(() => parseArgs({ args, options: clientFlags, ...strict })));
+    await clientOf(values.url).release(id);
+    print(values.json ? JSON.stringify({ success: true, id }) : `released ${id}`);
+    return EXIT.OK;
+  },
+
+  async 'lock renew'(args) {
+    const { values, id } = withId(
+      parsed(() => parseArgs({ args, options: { ...clientFlags, ttl: lockFlags.ttl }, ...strict })),
+    );
+    const lock = await clientOf(values.url).renew(id, { ttl: duration(values.ttl, '--ttl') });
+    print(values.json ? JSON.stringify(lock) : `renewed ${id} until ${lock.expiresAt ?? 'released'}`);
+    return EXIT.OK;
+  },
+
+  async 'lock list'(args) {
+    const { values, positionals } = parsed(() =>
+      parseArgs({
+        args,
+        options: { ...clientFlags, service: lockFlags.service, who: lockFlags.who },
+        ...strict,
+      }),
+    );
+    if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+    const client = clientOf(values.url);
+    const locks = [];
+    // Every page, bounded: a million locks at 1000 per page.
+    for (let page = 1; page <= 1000; page++) {
+      const result = await client.list({ service: values.service, who: values.who, page, perPage: 1000 });
+      locks.push(...result.locks);
+      if (locks.length >= result.total || result.locks.length === 0) break;
+    }
+    print(values.json ? JSON.stringify(locks) : formatLockTable(locks, Date.now()));
+    return EXIT.OK;
+  },
+
+  async 'lock queue'(args) {
+    const { values, positionals } = parsed(() => parseArgs({ args, options: clientFlags, ...strict }));
+    const [service, extra] = positionals;
+    if (!service || extra !== undefined) throw new UsageError('give exactly one SERVICE');
+    const queue = await clientOf(values.url).queue(service);
+    print(values.json ? JSON.stringify(queue) : formatQueue(queue, Date.now()));
+    return EXIT.OK;
+  },
+
+  async run(args) {
+    const dashes = args.indexOf('--');
+    if (dashes < 0 || dashes === args.length - 1) throw new UsageError('give the command after --');
+    const { values, positionals } = parsed(() =>
+      parseArgs({
+        args: args.slice(0, dashes),
+        options: { ...clientFlags, ...lockFlags, 'kill-grace': { type: 'string' } },
+        ...strict,
+      }),
+    );
+    if (positionals.length > 0)
+      throw new UsageError(`unexpected argument: ${positionals[0]} (put the command after --)`);
+    if (!values.service) throw new UsageError('--service is required');
+    const [command, ...commandArgs] = args.slice(dashes + 1) as [string, ...string[]];
+    return runLocked({
+      client: clientOf(values.url),
+      service: values.service,
+      who: values.who,
+      ttlSeconds: duration(values.ttl, '--ttl'),
+      waitSeconds: duration(values.wait, '--wait'),
+      killGraceMs: (duration(values['kill-grace'], '--kill-grace') ?? 10) * 1000,
+      command,
+      args: commandArgs,
+    });
+  },
+};
+
+/** The one positional lock ID a command takes. */
+function withId<V>(result: { values: V; positionals: string[] }): { values: V; id: string } {
+  const [id, more] = result.positionals;
+  if (!id || more !== undefined) throw new UsageError('give exactly one lock ID');
+  return { values: result.values, id };
+}
+
+/** Runs the CLI; resolves with the exit code. */
+export async function cli(argv: string[]): Promise<number> {
+  const [first, second] = argv;
+  if (first === 'serve') {
+    await runServer(argv.slice(1), 'tracker serve');
+    return -1; // the server keeps running; it exits by itself
+  }
+  const name = first === 'lock' && second ? `lock ${second}` : (first ?? '');
+  const rest = argv.slice(first === 'lock' ? 2 : 1);
+  if (!first || first === '--help' || first === '-h' || first === 'help') {
+    print(HELP.tracker as string);
+    return first ? EXIT.OK : EXIT.USAGE;
+  }
+  const command = COMMANDS[name];
+  if (!command) {
+    process.stderr.write(`tracker: unknown command "${name}"; see tracker --help\n`);
+    return EXIT.USAGE;
+  }
+  // For `run`, only the options before `--` are ours; the command's own --help is its own.
+  const own = rest.includes('--') ? rest.slice(0, rest.indexOf('--')) : rest;
+  if (own.includes('--help') || own.includes('-h')) {
+    print(HELP[name] as string);
+    return EXIT.OK;
+  }
+  try {
+    return await command(rest);
+  } catch (error) {
+    return fail(error);
+  }
+}
+
+/** One line on stderr, never a stack trace, and the exit code for it. */
+function fail(error: unknown): number {
+  const line = (message: string) => process.stderr.write(`tracker: ${message}\n`);
+  if (error instanceof UsageError) {
+    line(`${error.message}; see --help`);
+    return EXIT.USAGE;
+  }
+  if (error instanceof LockHeldError) {
+    line(
+      `${error.existingLock.service} is held by ${error.existingLock.who} (lock ${error.existingLock.id})`,
+    );
+    return EXIT.HELD;
+  }
+  if (error instanceof WaitTimeoutError) {
+    line(`timed out waiting: ${error.existingLock.service} is held by ${error.existingLock.who}`);
+    return EXIT.WAIT_TIMEOUT;
+  }
+  if (error instanceof ServerUnreachableError || error instanceof TrackerApiError) {
+    line(error.message);
+    return EXIT.FAILURE;
+  }
+  line(`unexpected error: ${(error as Error).message ?? String(error)}`);
+  return EXIT.FAILURE;
+}
+
+cli(process.argv.slice(2)).then(
+  (code) => {
+    if (code >= 0) process.exitCode = code;
+  },
+  (error: unknown) => {
+    process.exitCode = fail(error);
+  },
+);

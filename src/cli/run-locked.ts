@@ -1,0 +1,134 @@
+import { spawn } from 'node:child_process';
+import { constants } from 'node:os';
+import { LockNotFoundError, LockNotHeldError, type TrackerClient } from '../sdk/index.js';
+import { defaultWho } from '../sdk/tracker-client.js';
+import { humanDuration } from './table.js';
+
+export interface RunLockedOptions {
+  readonly client: TrackerClient;
+  readonly service: string;
+  readonly who: string | undefined;
+  readonly ttlSeconds: number | undefined;
+  readonly waitSeconds: number | undefined;
+  /** Between SIGTERM and SIGKILL when the lock is lost. */
+  readonly killGraceMs: number;
+  readonly command: string;
+  readonly args: readonly string[];
+}
+
+/** `tracker run`: exit code of the command, or 75 when the lock was lost. */
+export const LOST_EXIT_CODE = 75;
+const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
+
+const say = (message: string) => process.stderr.write(`tracker: ${message}\n`);
+
+/**
+ * While waiting in line, tells the user who holds the lock and their place: a live line on
+ * a terminal (every second), a line every 30 s otherwise.
+ */
+function showProgress(client: TrackerClient, service: string, who: string): () => void {
+  const live = process.stderr.isTTY === true;
+  const started = Date.now();
+  let stopped = false;
+  const tick = async () => {
+    try {
+      const queue = await client.queue(service);
+      if (stopped) return;
+      const position = queue.waiters.findIndex((waiter) => waiter.who === who) + 1;
+      const holder = queue.holder ? `held by ${queue.holder.who}` : 'being handed over';
+      const place = position > 0 ? `, you are ${position} of ${queue.waiters.length} in line` : '';
+      const line = `waiting ${humanDuration(Date.now() - started)} for ${service}: ${holder}${place}`;
+      if (live) process.stderr.write(`\r\x1b[2K${line}`);
+      else say(line);
+    } catch {
+      // Progress is best effort; the acquire itself reports real trouble.
+    }
+  };
+  const timer = setInterval(tick, live ? 1000 : 30_000);
+  void tick();
+  return () => {
+    stopped = true;
+    clearInterval(timer);
+    if (live) process.stderr.write('\r\x1b[2K');
+  };
+}
+
+export async function runLocked(options: RunLockedOptions): Promise<number> {
+  const { client, service } = options;
+  const who = options.who ?? defaultWho();
+  const stopProgress = options.waitSeconds ? showProgress(client, service, who) : undefined;
+  let lock: Awaited<ReturnType<TrackerClient['acquire']>>;
+  try {
+    lock = await client.acquire(service, { who, ttl: options.ttlSeconds, wait: options.waitSeconds });
+  } finally {
+    stopProgress?.();
+  }
+
+  const child = spawn(options.command, [...options.args], {
+    stdio: 'inherit',
+    env: {
+      ...process.env,
+      TRACKER_LOCK_ID: lock.id,
+      TRACKER_FENCING_TOKEN: String(lock.fencingToken),
+      TRACKER_SERVICE: service,
+    },
+  });
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>(
+    (resolve) => {
+      child.once('exit', (code, signal) => resolve({ code, signal }));
+      child.once('error', (error) => resolve({ code: null, signal: null, error }));
+    },
+  );
+
+  const forward = (signal: NodeJS.Signals) => child.kill(signal);
+  for (const signal of FORWARDED) process.on(signal, forward);
+
+  // Renew every third of the TTL; the lock is lost when renewal is refused, or when the
+  // server stays unreachable until the lease has run out.
+  let lost = false;
+  let renewTimer: ReturnType<typeof setTimeout> | undefined;
+  let killTimer: ReturnType<typeof setTimeout> | undefined;
+  const loseLock = (why: string) => {
+    lost = true;
+    say(`lost the lock on ${service} (${why}); stopping ${options.command}`);
+    child.kill('SIGTERM');
+    killTimer = setTimeout(() => child.kill('SIGKILL'), options.killGraceMs);
+  };
+  if (lock.ttlSeconds !== null) {
+    const ttlMs = lock.ttlSeconds * 1000;
+    let leaseEnds = Date.now() + ttlMs;
+    const renew = async () => {
+      try {
+        await client.renew(lock.id);
+        leaseEnds = Date.now() + ttlMs;
+      } catch (error) {
+        if (lost || child.exitCode !== null) return;
+        if (error instanceof LockNotHeldError) return loseLock('renewal refused: the lock is no longer held');
+        if (Date.now() >= leaseEnds) return loseLock('the server stayed unreachable until the lease ran out');
+      }
+      if (!lost) renewTimer = setTimeout(renew, Math.min(ttlMs / 3, Math.max(leaseEnds - Date.now(), 0)));
+    };
+    renewTimer = setTimeout(renew, ttlMs / 3);
+  }
+
+  const result = await exited;
+  clearTimeout(renewTimer);
+  clearTimeout(killTimer);
+  for (const signal of FORWARDED) process.off(signal, forward);
+
+  if (!lost) {
+    await client.release(lock.id).catch((error: unknown) => {
+      if (!(error instanceof LockNotFoundError))
+        say(`could not release lock ${lock.id}: ${(error as Error).message}`);
+    });
+  }
+  if (result.error) {
+    say(
+      `cannot run ${options.command}: ${(result.error as NodeJS.ErrnoException).code ?? result.error.message}`,
+    );
+    return 1;
+  }
+  if (lost) return LOST_EXIT_CODE;
+  if (result.signal) return 128 + (constants.signals[result.signal] ?? 0);
+  return result.code ?? 1;
+}

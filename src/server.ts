@@ -1,0 +1,94 @@
+import { pino } from 'pino';
+import { ListenError, startTracker } from './compose.js';
+import { ConfigError, helpText, loadConfig } from './config/load-config.js';
+import { ErrorCode, TrackerError } from './core/errors.js';
+import { SchemaTooNewError } from './storage/migrations.js';
+
+/** Hard limit for a graceful stop; past it the process exits anyway. */
+const SHUTDOWN_LIMIT_MS = 9500;
+
+/** Prints one line for the operator, without a stack trace, and exits. */
+function fail(message: string, exitCode: number): never {
+  process.stderr.write(`tracker: ${message}\n`);
+  process.exit(exitCode);
+}
+
+/** The first line of what went wrong underneath, without the stack. */
+function describeCause(cause: unknown): string {
+  const error = cause as { code?: unknown; message?: unknown } | undefined;
+  const message = typeof error?.message === 'string' && error.message !== '' ? error.message : String(cause);
+  const code = typeof error?.code === 'string' && !message.includes(error.code) ? ` (${error.code})` : '';
+  return `${message.split('\n')[0]}${code}`;
+}
+
+/**
+ * Runs the server process: configuration from `argv` (flags, without node and the script)
+ * and the environment, signals, exit codes. `npm start` and `tracker serve` both land here.
+ */
+export async function runServer(argv: readonly string[], program = 'npm start --'): Promise<void> {
+  let loaded: ReturnType<typeof loadConfig>;
+  try {
+    loaded = loadConfig(argv, process.env);
+  } catch (error) {
+    if (error instanceof ConfigError) fail(error.message, 2);
+    throw error;
+  }
+  if (loaded.help) {
+    process.stdout.write(helpText(program));
+    return;
+  }
+  const { config } = loaded;
+  // Asynchronous writes: a log line per request must not cost a write(2) on the request's
+  // path. pino flushes what is buffered when the process exits normally.
+  const logger = pino(
+    { level: config.logLevel, base: { service: 'tracker' } },
+    pino.destination({ dest: 1, sync: false }),
+  );
+
+  let tracker: Awaited<ReturnType<typeof startTracker>>;
+  try {
+    tracker = await startTracker(config, logger);
+  } catch (error) {
+    if (error instanceof ListenError || error instanceof SchemaTooNewError) fail(error.message, 1);
+    if (error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE) {
+      fail(`cannot reach the database ${config.databaseUrl}: ${describeCause(error.cause)}`, 1);
+    }
+    const code = (error as { code?: string }).code;
+    if (typeof code === 'string' && code.startsWith('SQLITE_')) {
+      fail(`cannot open ${config.databaseUrl}: ${(error as Error).message}`, 1);
+    }
+    throw error;
+  }
+  logger.info(
+    {
+      host: config.host,
+      httpPort: tracker.httpPort,
+      grpcPort: tracker.grpcPort,
+      database: config.databaseUrl,
+    },
+    'tracker listening',
+  );
+
+  let stopping = false;
+  const stop = (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down');
+    setTimeout(() => {
+      logger.warn('graceful shutdown took too long; exiting');
+      process.exit(0);
+    }, SHUTDOWN_LIMIT_MS).unref();
+    tracker.stop().then(
+      () => {
+        logger.info('stopped');
+        process.exit(0);
+      },
+      (error: unknown) => {
+        logger.error({ err: error }, 'error while shutting down');
+        process.exit(1);
+      },
+    );
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
