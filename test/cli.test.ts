@@ -162,6 +162,28 @@ describe('tracker CLI', () => {
     assert.deepEqual(await locksOf(service), [], 'released after a crash too');
   });
 
+  test('run passes stdin, stdout and stderr through untouched', async () => {
+    const service = unique('run-stdio');
+    const child = spawn(
+      process.execPath,
+      [CLI, 'run', '--service', service, '--', 'sh', '-c', 'tr a-z A-Z; echo to-stderr >&2'],
+      { env: env(), stdio: ['pipe', 'pipe', 'pipe'] },
+    );
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => {
+      stdout += chunk.toString();
+    });
+    child.stderr.on('data', (chunk: Buffer) => {
+      stderr += chunk.toString();
+    });
+    child.stdin.end('hello\nworld\n');
+    const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+    assert.equal(code, 0);
+    assert.equal(stdout, 'HELLO\nWORLD\n');
+    assert.equal(stderr, 'to-stderr\n');
+  });
+
   test('run on a held service: exit 3 without running; with --wait it runs once released', async () => {
     const service = unique('run-held');
     const holder = (await tracker(['lock', 'acquire', '--service', service])).stdout.trim();
