@@ -211,7 +211,7 @@ describe('tracker CLI', () => {
         '--',
         'sh',
         '-c',
-        'trap "echo got-term; exit 143" TERM; while true; do sleep 0.05; done',
+        'trap "echo got-term; exit 143" TERM; echo ready; while true; do sleep 0.05; done',
       ],
       {
         env: env(),
@@ -222,7 +222,8 @@ describe('tracker CLI', () => {
     child.stdout.on('data', (chunk: Buffer) => {
       stdout += chunk.toString();
     });
-    for (let i = 0; i < 100 && (await locksOf(service)).length === 0; i++) await delay(20);
+    // Signal only once the command has set its trap (it prints "ready" after).
+    for (let i = 0; i < 250 && !stdout.includes('ready'); i++) await delay(20);
     assert.equal((await locksOf(service)).length, 1);
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
