@@ -8,7 +8,6 @@ import {
   WaitTimeoutError,
 } from '../sdk/index.js';
 import { durationSeconds } from '../sdk/tracker-client.js';
-import { runServer } from '../server.js';
 import { runLocked } from './run-locked.js';
 import { formatLockTable, formatQueue } from './table.js';
 
@@ -251,6 +250,8 @@ function withId<V>(result: { values: V; positionals: string[] }): { values: V; i
 export async function cli(argv: string[]): Promise<number> {
   const [first, second] = argv;
   if (first === 'serve') {
+    // Loaded only here: client commands need neither the server nor its database drivers.
+    const { runServer } = await import('../server.js');
     await runServer(argv.slice(1), 'tracker serve');
     return -1; // the server keeps running; it exits by itself
   }
