@@ -10,6 +10,7 @@ import type { LockStore } from '../src/core/lock-store.js';
 import { buildHttpApp } from '../src/http/app.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { ManualClock } from './support/manual-clock.js';
+import { API, call } from './support/rest.js';
 import { tempDir } from './support/server-process.js';
 
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
@@ -57,29 +58,10 @@ async function startApp(
   };
 }
 
-async function call(
-  base: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  headers: Record<string, string> = {},
-): Promise<{ status: number; json: Record<string, unknown>; headers: Headers }> {
-  const init: RequestInit = { method, headers: { ...headers }, signal: AbortSignal.timeout(10_000) };
-  if (body !== undefined) {
-    init.body = typeof body === 'string' ? body : JSON.stringify(body);
-    (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
-  }
-  const response = await fetch(`${base}${path}`, init);
-  const text = await response.text();
-  return { status: response.status, json: text === '' ? {} : JSON.parse(text), headers: response.headers };
-}
-
-const API = '/api/v1alpha1';
-
 describe('REST API', () => {
   let run: Running;
   const post = (body: unknown, headers?: Record<string, string>) =>
-    call(run.base, 'POST', `${API}/lock`, body, headers);
+    call(run.base, 'POST', `${API}/lock`, body, { headers });
 
   before(async () => {
     run = await startApp();
@@ -261,7 +243,7 @@ describe('REST API', () => {
       assert.equal(longer.status, 200);
       assert.equal(longer.json.ttlSeconds, 3600);
       const empty = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`, '', {
-        'content-type': 'application/json',
+        headers: { 'content-type': 'application/json' },
       });
       assert.equal(empty.status, 200);
       assert.equal(empty.json.ttlSeconds, 3600);
@@ -378,7 +360,7 @@ describe('REST API', () => {
     test('POST /unlock with an empty JSON body still releases', async () => {
       const created = await post({ service: 'release-empty-json', who: 'w' });
       const released = await call(run.base, 'POST', `${API}/unlock/${created.json.id}`, '', {
-        'content-type': 'application/json',
+        headers: { 'content-type': 'application/json' },
       });
       assert.equal(released.status, 200);
     });

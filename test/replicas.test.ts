@@ -10,28 +10,10 @@ import { after, before, test } from 'node:test';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import { type LockServiceClient, lockServiceClient, unary } from './support/grpc-client.js';
 import { ADMIN_URL, describePostgres, FaultProxy, withClient } from './support/postgres.js';
+import { API, call, type Reply } from './support/rest.js';
 import { runServerToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
 
-const API = '/api/v1alpha1';
 const FREE = ['--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'];
-
-interface Reply {
-  status: number;
-  json: Record<string, unknown>;
-  ms: number;
-}
-
-async function call(base: string, method: string, path: string, body?: unknown): Promise<Reply> {
-  const started = performance.now();
-  const response = await fetch(`${base}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: AbortSignal.timeout(15_000),
-  });
-  const text = await response.text();
-  return { status: response.status, json: text ? JSON.parse(text) : {}, ms: performance.now() - started };
-}
 
 const acquire = (base: string, service: string, who = 'tester') =>
   call(base, 'POST', `${API}/lock`, { service, who });

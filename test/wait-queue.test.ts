@@ -9,32 +9,8 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import { type LockMessage, type LockServiceClient, lockServiceClient, unary } from './support/grpc-client.js';
+import { API, call, type Reply } from './support/rest.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
-
-const API = '/api/v1alpha1';
-
-interface Reply {
-  status: number;
-  json: Record<string, unknown>;
-  at: number;
-}
-
-async function call(
-  base: string,
-  method: string,
-  path: string,
-  body?: unknown,
-  signal?: AbortSignal,
-): Promise<Reply> {
-  const response = await fetch(`${base}${path}`, {
-    method,
-    headers: body === undefined ? {} : { 'content-type': 'application/json' },
-    body: body === undefined ? undefined : JSON.stringify(body),
-    signal: signal ?? AbortSignal.timeout(20_000),
-  });
-  const text = await response.text();
-  return { status: response.status, json: text ? JSON.parse(text) : {}, at: performance.now() };
-}
 
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -43,7 +19,7 @@ describe('waiting in line (REST and gRPC, one server on a SQLite file)', () => {
   let client: LockServiceClient;
   let dir: ReturnType<typeof tempDir>;
   const acquire = (body: Record<string, unknown>, signal?: AbortSignal) =>
-    call(server.baseUrl, 'POST', `${API}/lock`, body, signal);
+    call(server.baseUrl, 'POST', `${API}/lock`, body, { signal });
   const queueOf = async (service: string) =>
     (await call(server.baseUrl, 'GET', `${API}/queue/${service}`)).json;
   /** Polls the queue until `count` waiters are in it (bounded). */
