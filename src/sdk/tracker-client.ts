@@ -1,3 +1,5 @@
+import http from 'node:http';
+import https from 'node:https';
 import { hostname, userInfo } from 'node:os';
 import { parseDurationSeconds } from '../duration.js';
 import {
@@ -190,14 +192,9 @@ export class TrackerClient {
     signal: AbortSignal | undefined,
   ): Promise<T> {
     for (let attempt = 0; ; attempt++) {
-      let response: Response;
+      let response: { status: number; text: string };
       try {
-        response = await fetch(`${this.url}${path}`, {
-          method,
-          headers: body === undefined ? {} : { 'content-type': 'application/json' },
-          body: body === undefined ? undefined : JSON.stringify(body),
-          signal,
-        });
+        response = await send(new URL(`${this.url}${path}`), method, body, signal);
       } catch (error) {
         if (signal?.aborted) throw error;
         // Refused: nothing was sent, so trying again is safe. Anything else may have
@@ -208,9 +205,8 @@ export class TrackerClient {
         }
         throw new ServerUnreachableError(`cannot reach Tracker at ${this.url}: ${describe(error)}`);
       }
-      const text = await response.text();
-      const json = text === '' ? {} : (JSON.parse(text) as Record<string, unknown>);
-      if (response.ok) return json as T;
+      const json = response.text === '' ? {} : (JSON.parse(response.text) as Record<string, unknown>);
+      if (response.status >= 200 && response.status < 300) return json as T;
       const error = errorFromResponse(response.status, json);
       if (error instanceof StoreUnavailableError && attempt < this.#retries) {
         await this.#backoff(attempt, signal);
@@ -236,12 +232,41 @@ export class TrackerClient {
   }
 }
 
+/**
+ * One HTTP exchange with node:http(s), not fetch: fetch gives up on a response after 300 s
+ * without headers, and an acquire that waits in line may take an hour to answer.
+ */
+function send(
+  url: URL,
+  method: string,
+  body: unknown,
+  signal: AbortSignal | undefined,
+): Promise<{ status: number; text: string }> {
+  const payload = body === undefined ? undefined : JSON.stringify(body);
+  const transport = url.protocol === 'https:' ? https : http;
+  const headers: Record<string, string | number> =
+    payload === undefined
+      ? {}
+      : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+  return new Promise((resolve, reject) => {
+    const request = transport.request(url, { method, signal, headers }, (response) => {
+      const chunks: Buffer[] = [];
+      response.on('data', (chunk: Buffer) => chunks.push(chunk));
+      response.on('end', () =>
+        resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+      );
+      response.on('error', reject);
+    });
+    request.on('error', reject);
+    request.end(payload);
+  });
+}
+
 function refused(error: unknown): boolean {
-  const cause = (error as { cause?: { code?: string } }).cause;
-  return cause?.code === 'ECONNREFUSED';
+  return (error as { code?: string }).code === 'ECONNREFUSED';
 }
 
 function describe(error: unknown): string {
-  const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-  return cause?.code ?? cause?.message ?? (error as Error).message;
+  const { code, message } = error as { code?: string; message?: string };
+  return code ?? message ?? String(error);
 }
