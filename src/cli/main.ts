@@ -96,7 +96,6 @@ ${CLIENT_OPTIONS}
 ${EXIT_HELP}
 `,
   'lock queue': `Usage: tracker lock queue SERVICE\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
-  serve: '',
 };
 
 /** A usage mistake: printed as one line, exit 2. */
@@ -262,6 +261,12 @@ export async function cli(argv: string[]): Promise<number> {
     return first ? EXIT.OK : EXIT.USAGE;
   }
   const command = COMMANDS[name];
+  if (first === 'lock' && !command) {
+    process.stderr.write(
+      `tracker: ${second ? `unknown lock command "${second}"` : 'lock needs a command'}; see tracker --help\n`,
+    );
+    return EXIT.USAGE;
+  }
   if (!command) {
     process.stderr.write(`tracker: unknown command "${name}"; see tracker --help\n`);
     return EXIT.USAGE;
