@@ -79,29 +79,29 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     'DELETE FROM locks WHERE service = @service AND expires_at <= @now',
   );
   // The token is the service's last one plus one; the locks_record_fencing_token trigger
-  // records it in `services` when, and only when, the row is inserted.
-  const insert = db.prepare<
-    [{ id: string; service: string; who: string; ttl: number | null; expires: number | null } & Now],
-    LockRow
-  >(
-    `INSERT INTO locks (${columns})
-     VALUES (@id, @service, @who, @now, @ttl, @expires,
-             coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1)
-     ON CONFLICT (service) DO NOTHING
-     RETURNING ${columns}`,
-  );
-  // The same for a newcomer: it takes a free service only when nobody waits for it (a free
-  // service with waiters is theirs, granted in the transaction below).
-  const insertUnlessQueued = db.prepare<
-    [{ id: string; service: string; who: string; ttl: number | null; expires: number | null } & Now],
-    LockRow
-  >(
-    `INSERT INTO locks (${columns})
-     SELECT @id, @service, @who, @now, @ttl, @expires,
-            coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1
-     WHERE NOT EXISTS (SELECT 1 FROM waiters WHERE service = @service AND alive_until > @now)
-     ON CONFLICT (service) DO NOTHING
-     RETURNING ${columns}`,
+  // records it in `services` when, and only when, the row is inserted. `guard` may refuse
+  // the insert before the unique constraint is even asked.
+  type InsertParams = {
+    id: string;
+    service: string;
+    who: string;
+    ttl: number | null;
+    expires: number | null;
+  } & Now;
+  const insertStatement = (guard: string) =>
+    db.prepare<[InsertParams], LockRow>(
+      `INSERT INTO locks (${columns})
+       SELECT @id, @service, @who, @now, @ttl, @expires,
+              coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1
+       WHERE ${guard}
+       ON CONFLICT (service) DO NOTHING
+       RETURNING ${columns}`,
+    );
+  const insert = insertStatement('true');
+  // For a newcomer: a free service is taken only when nobody waits for it (a free service
+  // with waiters is theirs, granted in the transaction below).
+  const insertUnlessQueued = insertStatement(
+    'NOT EXISTS (SELECT 1 FROM waiters WHERE service = @service AND alive_until > @now)',
   );
   // The live waiters of the row's service (RETURNING cannot hold a subquery, so only reads
   // count them; writes count with countWaiters).
@@ -170,13 +170,16 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   const ping = db.prepare('SELECT 1');
   const now = () => options.clock.now().getTime();
 
+  const insertParams = (request: AcquireRequest, at: number): InsertParams => ({
+    id: request.id,
+    service: request.service,
+    who: request.who,
+    ttl: request.ttlSeconds,
+    expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
+    now: at,
+  });
   const insertLock = (request: AcquireRequest, at: number): LockRow | undefined =>
-    insert.all({
-      ...request,
-      ttl: request.ttlSeconds,
-      expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
-      now: at,
-    })[0];
+    insert.all(insertParams(request, at))[0];
   const changes = new EventEmitter();
   changes.setMaxListeners(0);
   const announce = (service: string) => changes.emit('change', service);
@@ -252,12 +255,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   // then grows without bound (measured: 1.6 GB after a minute of load).
   const acquire = (request: AcquireRequest, queue: QueueRequest | undefined): AcquireResult => {
     const at = now();
-    const created = insertUnlessQueued.all({
-      ...request,
-      ttl: request.ttlSeconds,
-      expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
-      now: at,
-    })[0];
+    const created = insertUnlessQueued.all(insertParams(request, at))[0];
     if (created) return { acquired: true, lock: toLock({ ...created, waiters: 0 }) };
     const { changed, ...result } = takeOverOrQueue.immediate(request, queue);
     if (changed) announce(request.service);
