@@ -203,12 +203,12 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     }
     return undefined;
   };
-  const toWaiter = (row: WaiterRow, at: number): Waiter => ({
+  const toWaiter = (row: WaiterRow, position: number): Waiter => ({
     ticket: row.ticket,
     service: row.service,
     who: row.who,
     since: new Date(row.since),
-    position: (aheadOf.get({ service: row.service, ticket: row.ticket, now: at })?.n ?? 0) + 1,
+    position,
   });
 
   // After a conflict: one IMMEDIATE transaction, which holds the write lock (across
@@ -242,7 +242,9 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
       return {
         acquired: false,
         holder: toLock({ ...holder, waiters: (holder.waiters ?? 0) + (waiter ? 1 : 0) }),
-        waiter: waiter ? toWaiter(waiter, at) : null,
+        waiter: waiter
+          ? toWaiter(waiter, (aheadOf.get({ service, ticket: waiter.ticket, now: at })?.n ?? 0) + 1)
+          : null,
         changed: expired || granted !== undefined,
       };
     },
@@ -287,13 +289,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     return {
       service,
       holder: holder ? toLock(holder) : null,
-      waiters: waiters.map((row, index) => ({
-        ticket: row.ticket,
-        service,
-        who: row.who,
-        since: new Date(row.since),
-        position: index + 1,
-      })),
+      waiters: waiters.map((row, index) => toWaiter(row, index + 1)),
     };
   });
 
