@@ -1,4 +1,13 @@
-import type { AcquireRequest, ListRequest, Lock, LockPage, Queue, Waiter } from './lock.js';
+import type {
+  AcquireRequest,
+  HistoryQuery,
+  ListRequest,
+  Lock,
+  LockEventRecord,
+  LockPage,
+  Queue,
+  Waiter,
+} from './lock.js';
 
 /**
  * The result of an acquire: the new lock, or the lock that was there first (and, when the
@@ -47,6 +56,10 @@ export const WAITER_LEASE_MS = 15_000;
  *   the id of its original request. A new request never overtakes a waiter. Every change
  *   that can let a waiter in is announced through `onChange`, to every process sharing
  *   the store.
+ * - History: every change to a lock or a queue appends a LockEventRecord in the same
+ *   transaction as the change (the database writes it, in triggers), so an event exists
+ *   exactly when its change committed, whichever process made it. Event ids grow in the
+ *   order `readEvents` hands them out, which never skips an event that commits later.
  * - Failures to reach the store reject with a TrackerError STORE_UNAVAILABLE; any other
  *   rejection is a bug.
  */
@@ -87,6 +100,40 @@ export interface LockStore {
    */
   renew(id: string, ttlSeconds: number | null): Promise<Lock | null>;
   list(request: ListRequest): Promise<LockPage>;
+  /**
+   * Releases a held lock whoever holds it, like `release`, but records `force-released`
+   * with the operator's reason. Null when no such lock is held.
+   */
+  forceRelease(id: string, reason: string | null): Promise<Lock | null>;
+  /**
+   * Deletes up to `limit` expired locks, recording each one's `expired` event, and grants
+   * their services to waiters. Expiry never waits for this (every read filters expired
+   * rows); it makes the history and the watchers hear of an expiry without any request.
+   */
+  sweep(limit: number): Promise<{ expired: Lock[]; granted: Lock[] }>;
+  /** Every held lock (of one service), from one snapshot, oldest first. */
+  snapshot(service?: string): Promise<Lock[]>;
+  /**
+   * Where a tail of the history starts: every event with an id at or below it is final,
+   * and its change is visible to every read that starts after this resolves.
+   */
+  eventCursor(): Promise<number>;
+  /**
+   * Up to `limit` events with ids above `after`, oldest first. Never returns an event while
+   * one with a smaller id might still commit: a caller that goes on from the last id it got
+   * misses nothing. Ids at or below `settledThrough` are known final (a tail already went
+   * past them), which spares the wait for transactions still running.
+   */
+  readEvents(after: number, limit: number, settledThrough?: number): Promise<LockEventRecord[]>;
+  /** Events matching the query, newest first. */
+  history(query: HistoryQuery): Promise<LockEventRecord[]>;
+  /** Events with ids at or below this were pruned: a resume from a smaller id may miss some. */
+  historyFloor(): Promise<number>;
+  /**
+   * Deletes up to `limit` of the events recorded more than `retentionMs` ago by the store's
+   * clock, oldest first; returns how many it deleted.
+   */
+  pruneHistory(retentionMs: number, limit: number): Promise<number>;
   /** Resolves when the store answers; used by readiness checks. */
   ping(): Promise<void>;
   /** Releases connections and file handles. Further calls are errors. */

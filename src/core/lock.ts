@@ -101,3 +101,71 @@ export function isLockId(value: string): boolean {
 export function formatTimestamp(at: Date): string {
   return `${at.toISOString().slice(0, 19)}Z`;
 }
+
+/**
+ * What can happen to a lock; the history records every one, and watchers receive them.
+ * - acquired: a lock was taken (also a waiter's grant).
+ * - renewed: its lease was extended.
+ * - released / force-released / expired: it ended; `heldMs` says how long it was held.
+ * - queued / dequeued: a request joined or left a service's queue (`reason` of dequeued:
+ *   `granted`, `left` when its caller stopped waiting, `abandoned` when its replica died).
+ */
+export const LOCK_EVENT_TYPES = [
+  'acquired',
+  'released',
+  'expired',
+  'renewed',
+  'force-released',
+  'queued',
+  'dequeued',
+] as const;
+
+export type LockEventType = (typeof LOCK_EVENT_TYPES)[number];
+
+/** Why a waiter left its queue. */
+export const DEQUEUE_REASONS = ['granted', 'left', 'abandoned'] as const;
+
+/**
+ * One entry of the history, written by the store in the same transaction as the change it
+ * records (so it exists exactly when the change committed).
+ */
+export interface LockEventRecord {
+  /** Increasing in the order events become final; may have gaps. */
+  readonly id: number;
+  readonly type: LockEventType;
+  /** When it was recorded, by the store's clock. */
+  readonly at: Date;
+  /** The lock it is about; for queued/dequeued, the waiting request (the id its lock gets). */
+  readonly lockId: string;
+  readonly service: string;
+  readonly who: string;
+  /** When the lock was acquired; for queued/dequeued, when the request joined the queue. */
+  readonly createdAt: Date;
+  readonly ttlSeconds: number | null;
+  readonly expiresAt: Date | null;
+  /** null for queued/dequeued: a waiter has no token yet. */
+  readonly fencingToken: number | null;
+  /** The service's live waiters right after the event. */
+  readonly waiters: number;
+  /** released/force-released/expired: how long the lock was held (an expiry ends at expiresAt). */
+  readonly heldMs: number | null;
+  /** force-released: the operator's reason (may be null); dequeued: one of DEQUEUE_REASONS. */
+  readonly reason: string | null;
+}
+
+export interface HistoryQuery {
+  readonly service?: string | undefined;
+  readonly who?: string | undefined;
+  /** Inclusive. */
+  readonly since?: Date | undefined;
+  /** Exclusive. */
+  readonly until?: Date | undefined;
+  /** Only events with a smaller id (paging newest first). */
+  readonly before?: number | undefined;
+  readonly limit: number;
+}
+
+/** Longest accepted force-release reason, in code points. */
+export const MAX_REASON_LENGTH = 1024;
+export const DEFAULT_HISTORY_LIMIT = 100;
+export const MAX_HISTORY_LIMIT = 1000;

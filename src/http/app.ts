@@ -1,6 +1,7 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { LockService } from '../core/lock-service.js';
 import { lockToJson, queueToJson, toHttpError } from './error-mapping.js';
+import { registerOpenApi } from './openapi.js';
 import {
   createLockBody,
   listLocksQuery,
@@ -56,6 +57,9 @@ export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyIn
     if (body === '') done(null, undefined);
     else parseJson(request, body.toString(), done);
   });
+
+  // Before any route: it documents every route declared after it (GET /openapi.json, /docs).
+  registerOpenApi(app);
 
   app.addHook('onResponse', async (request, reply) => {
     request.log.info(

@@ -1,6 +1,14 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { storeUnavailable } from '../../core/errors.js';
-import { type AcquireRequest, isLockId, type Lock, type Waiter } from '../../core/lock.js';
+import {
+  type AcquireRequest,
+  isLockId,
+  type Lock,
+  type LockEventRecord,
+  type LockEventType,
+  type Waiter,
+} from '../../core/lock.js';
 import {
   type AcquireResult,
   type LockStore,
@@ -16,17 +24,25 @@ import {
   type AcquireRow,
   CLEAR_DEAD,
   ENQUEUE,
+  EVENT_CURSOR,
+  EVENTS_AFTER,
+  type EventRow,
+  type EventsAfterRow,
   GET,
   GRANT,
   HEARTBEAT,
+  HISTORY_FLOOR,
+  historyQuery,
   type JsonLockRow,
   LEAVE,
   LIST,
   type ListRow,
   LOCK_SERVICE,
   type LockRow,
+  MARK_FORCE_RELEASE,
   NOTIFY,
   PING,
+  PRUNE,
   QUEUE,
   QUEUE_HEAD,
   type QueueRow,
@@ -36,6 +52,10 @@ import {
   SERVICE_OF,
   SERVICE_STATE,
   type ServiceStateRow,
+  SNAPSHOT,
+  SNAPSHOT_XMIN,
+  SWEEP,
+  UNMARK_FORCE_RELEASE,
   type WaiterRow,
 } from './queries.js';
 
@@ -103,6 +123,17 @@ export const DEFAULT_TIMEOUT_MS = 1500;
  * takes a service changing hands this many times during one acquire.
  */
 const ACQUIRE_ATTEMPTS = 5;
+
+/**
+ * How long a gap in the event ids may hold the tail up (see EVENTS_AFTER). A gap is final
+ * as soon as every transaction running when it was seen has ended, which for Tracker's own
+ * transactions (a few statements, each bounded by the statement timeout) takes
+ * milliseconds. But "the oldest running transaction" is cluster-wide: an unrelated long
+ * transaction, in any database of the server, would hold every gap open. After this long
+ * the tail goes past the gap; an event committing even later stays in the history but is
+ * not streamed (and is logged when met).
+ */
+const GAP_TIMEOUT_MS = 5000;
 
 /**
  * The shared store: any number of Tracker replicas on one PostgreSQL database. The
@@ -286,6 +317,81 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
     return true;
   }
 
+  async function forceRelease(id: string, reason: string | null): Promise<Lock | null> {
+    const released = await transaction(async (client) => {
+      const found = (await rowsOf<{ service: string }>(client, SERVICE_OF, [id]))[0];
+      if (!found) return null;
+      await client.query(LOCK_SERVICE, [found.service]);
+      await client.query(MARK_FORCE_RELEASE, [reason]);
+      const row = (await rowsOf<LockRow>(client, RELEASE, [id]))[0];
+      if (!row) return null;
+      await client.query(UNMARK_FORCE_RELEASE);
+      await grantNext(client, row.service);
+      return toLock(row);
+    });
+    if (released) changes.emit(released.service);
+    return released;
+  }
+
+  async function sweep(limit: number): Promise<{ expired: Lock[]; granted: Lock[] }> {
+    const expired = (await query<LockRow>(SWEEP, [limit])).map(toLock);
+    const granted: Lock[] = [];
+    // The sweep took no service lock: each service with waiters is granted the usual way.
+    for (const service of new Set(expired.filter((lock) => lock.waiters > 0).map((lock) => lock.service))) {
+      const lock = await settle(service);
+      if (lock) granted.push(lock);
+    }
+    return { expired, granted };
+  }
+
+  /** Gaps met in the event ids, by first missing id: the snapshot xmax then, and when. */
+  const gaps = new Map<number, { xmax: bigint; since: number }>();
+
+  async function readEvents(after: number, limit: number, settledThrough = after): Promise<LockEventRecord[]> {
+    const rows = await query<EventsAfterRow>(EVENTS_AFTER, [after, limit]);
+    const bounds = rows[0];
+    if (!bounds) throw new Error('EVENTS_AFTER returned no row');
+    const xmin = BigInt(bounds.xmin);
+    const events: LockEventRecord[] = [];
+    let expected = after + 1;
+    let blocked = false;
+    for (const row of rows) {
+      if (row.id === null) break;
+      const id = Number(row.id);
+      const start = Math.max(expected, settledThrough + 1);
+      if (id > start) {
+        // Every gap in this page is noted now, so that gaps behind a blocking one age too.
+        const gap = gaps.get(start);
+        if (!gap) {
+          gaps.set(start, { xmax: BigInt(bounds.xmax), since: Date.now() });
+          blocked = true;
+        } else if (!blocked && xmin < gap.xmax) {
+          if (Date.now() - gap.since < GAP_TIMEOUT_MS) blocked = true;
+          else logger.warn({ from: start, to: id - 1 }, 'event ids skipped after waiting for their transactions');
+        }
+      }
+      expected = id + 1;
+      if (!blocked) events.push(toEvent(row));
+    }
+    const through = events.at(-1)?.id ?? after;
+    for (const start of gaps.keys()) if (start <= through) gaps.delete(start);
+    return events;
+  }
+
+  async function eventCursor(): Promise<number> {
+    const row = (await query<{ last: string; xmax: string }>(EVENT_CURSOR))[0];
+    if (!row) throw new Error('EVENT_CURSOR returned no row');
+    // Ids below `last` may belong to transactions still running: wait for them to end, so
+    // that whatever they record is visible to any read that starts after this.
+    const deadline = Date.now() + GAP_TIMEOUT_MS;
+    while (Date.now() < deadline) {
+      const now = (await query<{ xmin: string }>(SNAPSHOT_XMIN))[0];
+      if (now && BigInt(now.xmin) >= BigInt(row.xmax)) break;
+      await delay(10);
+    }
+    return Number(row.last);
+  }
+
   async function queueOf(service: string) {
     const row = (await query<QueueRow>(QUEUE, [service]))[0];
     return {
@@ -321,6 +427,36 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
         for (const row of rows) if (row.id !== null) locks.push(toLock(row));
         return { locks, total: Number(rows[0]?.total ?? 0) };
       }),
+    forceRelease: async (id, reason) => (isLockId(id) ? guard(() => forceRelease(id, reason)) : null),
+    sweep: (limit) => guard(() => sweep(limit)),
+    snapshot: (service) => guard(async () => (await query<LockRow>(SNAPSHOT, [service ?? null])).map(toLock)),
+    eventCursor: () => guard(eventCursor),
+    readEvents: (after, limit, settledThrough) => guard(() => readEvents(after, limit, settledThrough)),
+    history: (filter) =>
+      guard(async () => {
+        const values: unknown[] = [];
+        for (const value of [
+          filter.service,
+          filter.who,
+          filter.since?.getTime(),
+          filter.until?.getTime(),
+          filter.before,
+        ]) {
+          if (value !== undefined) values.push(value);
+        }
+        const text = historyQuery({
+          service: filter.service !== undefined,
+          who: filter.who !== undefined,
+          since: filter.since !== undefined,
+          until: filter.until !== undefined,
+          before: filter.before !== undefined,
+        });
+        return (await query<EventRow>(text, [...values, filter.limit])).map(toEvent);
+      }),
+    historyFloor: () =>
+      guard(async () => Number((await query<{ pruned_through: string }>(HISTORY_FLOOR))[0]?.pruned_through ?? 0)),
+    pruneHistory: (retentionMs, limit) =>
+      guard(async () => (await query<{ pruned: number }>(PRUNE, [retentionMs, limit]))[0]?.pruned ?? 0),
     ping: () => guard(async () => void (await query(PING))),
     close: async () => {
       await changes.close();
@@ -365,6 +501,24 @@ function toLock(row: LockRow | JsonLockRow): Lock {
     expiresAt: row.expires_ms === null ? null : new Date(Number(row.expires_ms)),
     fencingToken: safeInteger(row.fencing_token, 'fencing token'),
     waiters: Number(row.waiters),
+  };
+}
+
+function toEvent(row: EventRow): LockEventRecord {
+  return {
+    id: safeInteger(row.id, 'event id'),
+    type: row.type as LockEventType,
+    at: new Date(Number(row.at_ms)),
+    lockId: row.lock_id,
+    service: row.service,
+    who: row.who,
+    createdAt: new Date(Number(row.created_ms)),
+    ttlSeconds: row.ttl_seconds,
+    expiresAt: row.expires_ms === null ? null : new Date(Number(row.expires_ms)),
+    fencingToken: row.fencing_token === null ? null : safeInteger(row.fencing_token, 'fencing token'),
+    waiters: row.waiters,
+    heldMs: row.held_ms === null ? null : Number(row.held_ms),
+    reason: row.reason,
   };
 }
 

@@ -306,6 +306,140 @@ ORDER BY page.created_at, page.id`;
 
 export type ListRow = { total: string } & (LockRow | { [K in keyof LockRow]: null });
 
+/**
+ * $1 id. Run after SERVICE_OF and LOCK_SERVICE in the force-release transaction: tells the
+ * history trigger (migration 004) that the DELETE that follows (RELEASE) is a force release,
+ * with $2 as its reason (NULL: none). Both settings end with the transaction.
+ */
+export const MARK_FORCE_RELEASE = `
+SELECT set_config('tracker.release', 'force-released', true), set_config('tracker.reason', coalesce($1, ''), true)`;
+
+/** Clears MARK_FORCE_RELEASE before the grant that follows in the same transaction. */
+export const UNMARK_FORCE_RELEASE = `
+SELECT set_config('tracker.release', '', true), set_config('tracker.reason', '', true)`;
+
+/**
+ * $1 limit. Deletes expired locks, oldest expiry first, skipping rows another transaction
+ * has locked (a replica sweeping at the same time, a grant clearing its service): every
+ * expired row is deleted, and its expiry recorded, once. DELETE re-checks expiry on the
+ * newest row version, so a renewal that committed meanwhile wins. Counts the live waiters
+ * of each service so the caller knows where to grant.
+ */
+export const SWEEP = `
+DELETE FROM locks WHERE id IN (
+  SELECT id FROM locks WHERE expires_at <= tracker_now()
+  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+AND expires_at <= tracker_now()
+RETURNING ${LOCK_COLUMNS}`;
+
+/** $1 service or null. Every held lock, from one snapshot, oldest first. */
+export const SNAPSHOT = `
+SELECT ${LOCK_COLUMNS} FROM locks WHERE ($1::text IS NULL OR service = $1) AND ${LIVE}
+ORDER BY created_at, id`;
+
+/** An event row, with instants as unix ms computed by the database (as for locks). */
+const EVENT_COLUMNS = `id, floor(extract(epoch FROM at) * 1000)::int8 AS at_ms, type, lock_id, service, who,
+  floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms, ttl_seconds,
+  floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token, waiters, held_ms, reason`;
+
+export interface EventRow {
+  /** bigint columns arrive as strings. */
+  id: string;
+  at_ms: string;
+  type: string;
+  lock_id: string;
+  service: string;
+  who: string;
+  created_ms: string;
+  ttl_seconds: number | null;
+  expires_ms: string | null;
+  fencing_token: string | null;
+  waiters: number;
+  held_ms: string | null;
+  reason: string | null;
+}
+
+/**
+ * $1 after, $2 limit. Events above an id, oldest first, with this statement's snapshot
+ * bounds: xmin, the oldest transaction still running, and xmax, the first not yet started.
+ * Always one row; without events the event columns are null.
+ *
+ * Ids come from a sequence at insert time and transactions commit in any order, so an id
+ * below one seen here may still commit: a gap. Every transaction that holds an event id
+ * already had a transaction id when it took it (the triggers run after the row write), so
+ * a gap met in a snapshot with xmax X is final once the oldest running transaction is at or
+ * past X: whoever held it has committed (its event is then visible) or rolled back.
+ */
+export const EVENTS_AFTER = `
+SELECT bounds.xmin, bounds.xmax, page.*
+FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS xmin,
+             pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS xmax) AS bounds
+LEFT JOIN LATERAL (
+  SELECT ${EVENT_COLUMNS} FROM lock_events WHERE id > $1 ORDER BY id LIMIT $2
+) AS page ON true
+ORDER BY page.id`;
+
+export type EventsAfterRow = { xmin: string; xmax: string } & (
+  | EventRow
+  | { [K in keyof EventRow]: null }
+);
+
+/**
+ * The newest event id visible now (or, with none left, the pruning watermark) and the
+ * snapshot's xmax: once the oldest running transaction is at or past it, every event id
+ * below that newest one is final.
+ */
+export const EVENT_CURSOR = `
+SELECT coalesce((SELECT max(id) FROM lock_events), (SELECT pruned_through FROM history_state)) AS last,
+       pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS xmax`;
+
+/** The oldest transaction still running (see EVENTS_AFTER). */
+export const SNAPSHOT_XMIN = 'SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS xmin';
+
+/**
+ * Newest first, filtered: each filter present adds its condition, so the planner can use
+ * the index of the most selective one (an "$n IS NULL OR" filter would defeat it).
+ * Parameters are numbered in the order: service, who, since (ms), until (ms), before, limit.
+ */
+export function historyQuery(filters: {
+  service: boolean;
+  who: boolean;
+  since: boolean;
+  until: boolean;
+  before: boolean;
+}): string {
+  const where: string[] = [];
+  let n = 0;
+  if (filters.service) where.push(`service = $${++n}`);
+  if (filters.who) where.push(`who = $${++n}`);
+  if (filters.since) where.push(`at >= to_timestamp($${++n}::int8 / 1000.0)`);
+  if (filters.until) where.push(`at < to_timestamp($${++n}::int8 / 1000.0)`);
+  if (filters.before) where.push(`id < $${++n}`);
+  return `SELECT ${EVENT_COLUMNS} FROM lock_events
+WHERE ${where.length > 0 ? where.join(' AND ') : 'true'}
+ORDER BY id DESC LIMIT $${n + 1}`;
+}
+
+export const HISTORY_FLOOR = 'SELECT pruned_through FROM history_state';
+
+/**
+ * $1 retention in ms, $2 limit. Deletes the oldest events recorded before the retention
+ * window and raises the watermark to the highest id deleted, in one statement. Replicas
+ * pruning at once skip each other's rows.
+ */
+export const PRUNE = `
+WITH gone AS (
+  DELETE FROM lock_events WHERE id IN (
+    SELECT id FROM lock_events WHERE at < tracker_now() - $1::int8 * interval '1 millisecond'
+    ORDER BY at LIMIT $2 FOR UPDATE SKIP LOCKED)
+  RETURNING id
+),
+mark AS (
+  UPDATE history_state SET pruned_through = greatest(pruned_through, (SELECT max(id) FROM gone))
+  WHERE EXISTS (SELECT FROM gone)
+)
+SELECT count(*)::int AS pruned FROM gone`;
+
 export const PING = 'SELECT 1';
 
 // Migrations. The advisory lock key spells "tracker" in ASCII; it serialises migrators

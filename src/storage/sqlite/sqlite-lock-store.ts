@@ -4,7 +4,17 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Clock } from '../../core/clock.js';
 import { storeUnavailable } from '../../core/errors.js';
-import type { AcquireRequest, ListRequest, Lock, LockPage, Queue, Waiter } from '../../core/lock.js';
+import type {
+  AcquireRequest,
+  HistoryQuery,
+  ListRequest,
+  Lock,
+  LockEventRecord,
+  LockEventType,
+  LockPage,
+  Queue,
+  Waiter,
+} from '../../core/lock.js';
 import {
   type AcquireResult,
   type LockStore,
@@ -49,6 +59,38 @@ interface WaiterRow {
   alive_until: number;
 }
 
+interface EventRow {
+  id: number;
+  at: number;
+  type: string;
+  lock_id: string;
+  service: string;
+  who: string;
+  created_at: number;
+  ttl_seconds: number | null;
+  expires_at: number | null;
+  fencing_token: number | null;
+  waiters: number;
+  held_ms: number | null;
+  reason: string | null;
+}
+
+/**
+ * What the operation running now tells the history triggers (migration 004), through the
+ * SQL functions tracker_now() and tracker_context(key). better-sqlite3 runs each operation
+ * to completion on the event loop, so one object per connection is never shared by two.
+ */
+interface StatementContext {
+  /** The store clock's reading for the operation, in unix ms: the @now of its statements. */
+  now: number;
+  /** 'force-released' during a force release. */
+  release: string | null;
+  /** The force release's reason. */
+  reason: string | null;
+  /** 'granted' while the queue's head is being granted. */
+  dequeue: string | null;
+}
+
 const MIGRATIONS = new URL('./migrations/', import.meta.url);
 
 /**
@@ -59,7 +101,13 @@ const MIGRATIONS = new URL('./migrations/', import.meta.url);
 export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
   const db = new Database(options.path);
+  const context: StatementContext = { now: 0, release: null, reason: null, dequeue: null };
   try {
+    // Registered before the migrations: the history triggers call them.
+    db.function('tracker_now', { deterministic: false }, () => context.now);
+    db.function('tracker_context', { deterministic: false }, (key: unknown) =>
+      key === 'release' || key === 'reason' || key === 'dequeue' ? context[key] : null,
+    );
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
     db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
@@ -168,7 +216,55 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     `SELECT count(*) AS total FROM locks WHERE ${filter}`,
   );
   const ping = db.prepare('SELECT 1');
-  const now = () => options.clock.now().getTime();
+  const all = db.prepare<[{ service: string | null } & Now], LockRow>(
+    `SELECT ${columns}, ${waiting} FROM locks WHERE (@service IS NULL OR service = @service) AND ${live}
+     ORDER BY created_at, id`,
+  );
+  const sweepExpired = db.prepare<[{ limit: number } & Now], LockRow>(
+    `DELETE FROM locks WHERE id IN (
+       SELECT id FROM locks WHERE expires_at <= @now ORDER BY expires_at LIMIT @limit)
+     RETURNING ${columns}`,
+  );
+  const eventsAfter = db.prepare<[{ after: number; limit: number }], EventRow>(
+    'SELECT * FROM lock_events WHERE id > @after ORDER BY id LIMIT @limit',
+  );
+  const lastEventId = db.prepare<[], { seq: number }>(
+    "SELECT seq FROM sqlite_sequence WHERE name = 'lock_events'",
+  );
+  const prunedThrough = db.prepare<[], { pruned_through: number }>(
+    'SELECT pruned_through FROM history_state',
+  );
+  const pruneEvents = db.prepare<[{ cutoff: number; limit: number }], { id: number }>(
+    `DELETE FROM lock_events WHERE id IN (
+       SELECT id FROM lock_events WHERE at < @cutoff ORDER BY at LIMIT @limit)
+     RETURNING id`,
+  );
+  const recordPruned = db.prepare<[{ through: number }]>(
+    'UPDATE history_state SET pruned_through = max(pruned_through, @through)',
+  );
+  // One statement per combination of filters, prepared on first use, so that each uses the
+  // index of its most selective filter (an `@x IS NULL OR` filter defeats the planner).
+  const historyStatements = new Map<string, Database.Statement<[Record<string, unknown>], EventRow>>();
+  const historyStatement = (query: HistoryQuery) => {
+    const where = ['true'];
+    if (query.service !== undefined) where.push('service = @service');
+    if (query.who !== undefined) where.push('who = @who');
+    if (query.since !== undefined) where.push('at >= @since');
+    if (query.until !== undefined) where.push('at < @until');
+    if (query.before !== undefined) where.push('id < @before');
+    const sql = `SELECT * FROM lock_events WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT @limit`;
+    let statement = historyStatements.get(sql);
+    if (!statement) {
+      statement = db.prepare<[Record<string, unknown>], EventRow>(sql);
+      historyStatements.set(sql, statement);
+    }
+    return statement;
+  };
+  /** The store clock's reading for an operation; the history triggers see the same. */
+  const now = () => {
+    context.now = options.clock.now().getTime();
+    return context.now;
+  };
 
   const insertParams = (request: AcquireRequest, at: number): InsertParams => ({
     id: request.id,
@@ -192,7 +288,13 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
    */
   const grantNext = (service: string, at: number): LockRow | undefined => {
     for (let head = headWaiter.get({ service }); head; head = headWaiter.get({ service })) {
-      deleteWaiter.run({ ticket: head.ticket });
+      // A dead head is recorded as abandoned whatever the context says (see migration 004).
+      context.dequeue = 'granted';
+      try {
+        deleteWaiter.run({ ticket: head.ticket });
+      } finally {
+        context.dequeue = null;
+      }
       if (head.alive_until <= at) continue;
       const granted = insertLock(
         { id: head.lock_id, service, who: head.who, ttlSeconds: head.ttl_seconds },
@@ -282,6 +384,38 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     const granted = grantNext(service, at);
     return granted ? withWaiters(granted, at) : null;
   });
+  const forceRelease = db.transaction((id: string, reason: string | null): Lock | null => {
+    const at = now();
+    context.release = 'force-released';
+    context.reason = reason;
+    let released: LockRow | undefined;
+    try {
+      released = remove.all({ id, now: at })[0];
+    } finally {
+      context.release = null;
+      context.reason = null;
+    }
+    if (!released) return null;
+    const lock = withWaiters(released, at);
+    grantNext(released.service, at);
+    return lock;
+  });
+  const sweep = db.transaction((limit: number) => {
+    const at = now();
+    const expired = sweepExpired.all({ limit, now: at });
+    const granted: Lock[] = [];
+    for (const service of new Set(expired.map((row) => row.service))) {
+      if (byService.get({ service, now: at })) continue;
+      const lock = grantNext(service, at);
+      if (lock) granted.push(withWaiters(lock, at));
+    }
+    return { expired: expired.map(toLock), granted };
+  });
+  const prune = db.transaction((retentionMs: number, limit: number): number => {
+    const ids = pruneEvents.all({ cutoff: now() - retentionMs, limit });
+    if (ids.length > 0) recordPruned.run({ through: Math.max(...ids.map((row) => row.id)) });
+    return ids.length;
+  });
   const queue = db.transaction((service: string): Queue => {
     const at = now();
     const holder = byService.get({ service, now: at });
@@ -334,6 +468,43 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
       return () => changes.off('change', listener);
     },
     list: async (request) => guard(() => list.deferred(request)),
+    forceRelease: async (id, reason) =>
+      guard(() => {
+        const lock = forceRelease.immediate(id, reason);
+        if (lock) announce(lock.service);
+        return lock;
+      }),
+    sweep: async (limit) =>
+      guard(() => {
+        const result = sweep.immediate(limit);
+        for (const lock of result.granted) announce(lock.service);
+        return result;
+      }),
+    snapshot: async (service) =>
+      guard(() => all.all({ service: service ?? null, now: now() }).map(toLock)),
+    eventCursor: async () => guard(() => lastEventId.get()?.seq ?? 0),
+    readEvents: async (after, limit) => guard(() => eventsAfter.all({ after, limit }).map(toEvent)),
+    history: async (query) =>
+      guard(() =>
+        historyStatement(query)
+          .all(
+            // better-sqlite3 binds only the parameters the statement names; undefined ones
+            // are left out (the statement for this query names none of them).
+            Object.fromEntries(
+              Object.entries({
+                service: query.service,
+                who: query.who,
+                since: query.since?.getTime(),
+                until: query.until?.getTime(),
+                before: query.before,
+                limit: query.limit,
+              }).filter(([, value]) => value !== undefined),
+            ),
+          )
+          .map(toEvent),
+      ),
+    historyFloor: async () => guard(() => prunedThrough.get()?.pruned_through ?? 0),
+    pruneHistory: async (retentionMs, limit) => guard(() => prune.immediate(retentionMs, limit)),
     ping: async () => guard(() => void ping.get()),
     close: async () => void db.close(),
   };
@@ -349,6 +520,24 @@ function toLock(row: LockRow): Lock {
     expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
     fencingToken: row.fencing_token,
     waiters: row.waiters ?? 0,
+  };
+}
+
+function toEvent(row: EventRow): LockEventRecord {
+  return {
+    id: row.id,
+    type: row.type as LockEventType,
+    at: new Date(row.at),
+    lockId: row.lock_id,
+    service: row.service,
+    who: row.who,
+    createdAt: new Date(row.created_at),
+    ttlSeconds: row.ttl_seconds,
+    expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
+    fencingToken: row.fencing_token,
+    waiters: row.waiters,
+    heldMs: row.held_ms,
+    reason: row.reason,
   };
 }
 
