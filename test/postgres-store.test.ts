@@ -156,15 +156,16 @@ await describePostgres('PostgreSQL store', (database) => {
     test('records each migration once, in its own schema; reopening applies nothing', async () => {
       const { entries, logger } = recordingLogger();
       const first = await open('migrated', { logger });
-      assert.equal(first.schemaVersion, 3);
+      assert.equal(first.schemaVersion, 4);
       await first.close();
       const second = await open('migrated', { logger });
-      assert.equal(second.schemaVersion, 3);
+      assert.equal(second.schemaVersion, 4);
       await second.close();
       const applied = [
         { version: 1, name: 'create_locks' },
         { version: 2, name: 'leases_and_fencing' },
         { version: 3, name: 'wait_queue' },
+        { version: 4, name: 'lock_events' },
       ];
       assert.deepEqual(
         entries.filter((entry) => entry.level === 'info').map((entry) => entry.details),
@@ -208,7 +209,7 @@ await describePostgres('PostgreSQL store', (database) => {
         );
         assert.deepEqual(
           stores.map((store) => store.schemaVersion),
-          Array(10).fill(3),
+          Array(10).fill(4),
         );
         const versions = await withClient(database().url, (client) =>
           client.query(
@@ -221,6 +222,7 @@ await describePostgres('PostgreSQL store', (database) => {
             { version: 1, times: 1 },
             { version: 2, times: 1 },
             { version: 3, times: 1 },
+            { version: 4, times: 1 },
           ],
         );
         const results = await Promise.all(
@@ -247,7 +249,7 @@ await describePostgres('PostgreSQL store', (database) => {
         open('future'),
         (error: unknown) =>
           error instanceof SchemaTooNewError &&
-          /version 99 but this Tracker knows only up to 3/.test(error.message),
+          /version 99 but this Tracker knows only up to 4/.test(error.message),
       );
       const versions = await withClient(database().url, (client) =>
         client.query('SELECT version FROM future.schema_migrations ORDER BY version'),
@@ -466,7 +468,7 @@ await describePostgres('PostgreSQL store', (database) => {
       });
       const store = await open('upgraded');
       try {
-        assert.equal(store.schemaVersion, 3);
+        assert.equal(store.schemaVersion, 4);
         const held = await store.get(heldId);
         assert.ok(held);
         assert.equal(held.who, 'old-holder');

@@ -51,6 +51,7 @@ describe('SQLite store specifics', () => {
       { version: 1, name: 'create_locks' },
       { version: 2, name: 'leases_and_fencing' },
       { version: 3, name: 'wait_queue' },
+      { version: 4, name: 'lock_events' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

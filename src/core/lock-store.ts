@@ -107,7 +107,8 @@ export interface LockStore {
   forceRelease(id: string, reason: string | null): Promise<Lock | null>;
   /**
    * Deletes up to `limit` expired locks, recording each one's `expired` event, and grants
-   * their services to waiters. Expiry never waits for this (every read filters expired
+   * their services to waiters; drops up to `limit` waiters of owners that stopped their
+   * heartbeat (recorded as `dequeued`, abandoned). Expiry never waits for this (every read filters expired
    * rows); it makes the history and the watchers hear of an expiry without any request.
    */
   sweep(limit: number): Promise<{ expired: Lock[]; granted: Lock[] }>;

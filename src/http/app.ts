@@ -1,5 +1,6 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { LockService } from '../core/lock-service.js';
+import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
 import { lockToJson, queueToJson, toHttpError } from './error-mapping.js';
 import { registerOpenApi } from './openapi.js';
 import {
@@ -168,5 +169,6 @@ export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyIn
     }
   });
 
+  registerDashboard(app, { assetsDir: DASHBOARD_ASSETS_DIR });
   return app;
 }

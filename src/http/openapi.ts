@@ -42,6 +42,8 @@ interface OperationDoc {
   readonly errors?: readonly string[];
   /** The request body may be left out entirely. */
   readonly bodyOptional?: boolean;
+  /** An example request body. */
+  readonly example?: Schema;
   /** Descriptions of path, query and header parameters, by name. */
   readonly parameters?: Readonly<Record<string, string>>;
   /** Responses by status: a description for a schema the route has, or the whole answer. */
@@ -76,6 +78,7 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
       'with every acquire of the service: pass it along with every write to the protected system.',
     tags: ['locks'],
     errors: [ErrorCode.LOCK_HELD, ErrorCode.WAIT_TIMEOUT],
+    example: { service: 'production-deployment', who: 'ci-pipeline-123', ttlSeconds: 600 },
     responses: { 201: { description: 'The lock, now held by `who`.' } },
   },
   [`GET ${API}/lock/:id`]: {
@@ -97,6 +100,7 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
     tags: ['locks'],
     errors: [ErrorCode.LOCK_NOT_HELD],
     bodyOptional: true,
+    example: { ttlSeconds: 600 },
     parameters: { id: LOCK_ID },
     responses: { 200: { description: 'The lock with its new `expiresAt`.' } },
   },
@@ -280,36 +284,29 @@ function statusOf(code: string): number {
   return (HTTP_STATUS as Readonly<Record<string, number>>)[code] ?? FRAMEWORK_STATUS[code] ?? 500;
 }
 
+const ERROR_PROPERTIES = {
+  error: { type: 'string', description: 'What went wrong, in words.' },
+  code: {
+    type: 'string',
+    description: 'A stable code to act on; see the response descriptions.',
+    examples: ['LOCK_HELD', 'INVALID_ARGUMENT'],
+  },
+  field: { type: 'string', description: 'The field or query parameter at fault (`INVALID_ARGUMENT`).' },
+  existingLock: {
+    $ref: '#/components/schemas/Lock',
+    description: 'The holder (`LOCK_HELD`, `WAIT_TIMEOUT`).',
+  },
+} as const;
+
 const COMPONENTS = {
   schemas: {
     Lock: lockJson,
-    Error: {
-      type: 'object',
-      required: ['error', 'code'],
-      properties: {
-        error: { type: 'string', description: 'What went wrong, in words.' },
-        code: {
-          type: 'string',
-          description: 'A stable code to act on; see the response descriptions.',
-          examples: ['LOCK_HELD', 'INVALID_ARGUMENT'],
-        },
-        field: { type: 'string', description: 'The field or query parameter at fault (`INVALID_ARGUMENT`).' },
-        existingLock: {
-          $ref: '#/components/schemas/Lock',
-          description: 'The holder (`LOCK_HELD`, `WAIT_TIMEOUT`).',
-        },
-      },
-    },
+    Error: { type: 'object', required: ['error', 'code'], properties: ERROR_PROPERTIES },
     ReleaseError: {
       description: "The release routes answer errors in the envelope the Locks Guide's scripts expect.",
-      allOf: [
-        { $ref: '#/components/schemas/Error' },
-        {
-          type: 'object',
-          required: ['success'],
-          properties: { success: { type: 'boolean', enum: [false] } },
-        },
-      ],
+      type: 'object',
+      required: ['success', 'error', 'code'],
+      properties: { success: { type: 'boolean', enum: [false] }, ...ERROR_PROPERTIES },
     },
   },
 } as const;
@@ -373,7 +370,7 @@ function parameters(
 
 /** A body schema, or Fastify's per-content-type form `{content: {type: {schema}}}`. */
 function mediaTypes(schema: unknown): Record<string, unknown> {
-  if (isObject(schema) && isObject(schema.content) && schema.type === undefined) return schema.content;
+  if (isObject(schema) && isObject(schema.content) && schema.type === undefined) return { ...schema.content };
   return { 'application/json': { schema } };
 }
 
@@ -408,7 +405,12 @@ function operation(route: RouteOptions, method: string, taken: Set<string>): Rec
   }
   if (all.length > 0) result.parameters = all;
   if (schema.body !== undefined) {
-    result.requestBody = { required: !doc?.bodyOptional, content: mediaTypes(schema.body) };
+    const content = mediaTypes(schema.body);
+    const json = content['application/json'];
+    // An example for the request body: the one Swagger UI derives from patterns is noise.
+    if (doc?.example !== undefined && isObject(json))
+      content['application/json'] = { ...json, example: doc.example };
+    result.requestBody = { required: !doc?.bodyOptional, content };
   }
   result.responses = responses(route, method, schema, doc);
   return result;
@@ -499,7 +501,13 @@ export function buildOpenApiDocument(routes: readonly RouteOptions[]): Record<st
       paths[path][method.toLowerCase()] = operation(route, method, taken);
     }
   }
-  return { openapi: '3.1.0', info: INFO, tags: TAGS, paths, components: COMPONENTS };
+  const used = new Set(
+    Object.values(paths).flatMap((item) =>
+      Object.values(item).flatMap((op) => (op as { tags?: string[] }).tags ?? []),
+    ),
+  );
+  const tags = TAGS.filter((tag) => used.has(tag.name));
+  return { openapi: '3.1.0', info: INFO, tags, paths, components: COMPONENTS };
 }
 
 /** The Swagger UI files served from the installed swagger-ui-dist package, by name. */

@@ -551,6 +551,280 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       await store.release(current);
     });
 
+    /** A service's history, oldest first, as [type, who, reason] (plus more when asked). */
+    const historyOf = async (service: string) =>
+      (await store.history({ service, limit: 1000 })).reverse();
+    const summary = async (service: string) =>
+      (await historyOf(service)).map((event) => [event.type, event.who, event.reason] as const);
+
+    test('history: acquire, renew and release are recorded with the lock, newest first', async () => {
+      const service = unique('history');
+      const lock = await take(service, 'ci-1', 60);
+      await subject.advance(2_000);
+      const renewed = await store.renew(lock.id, 120);
+      await subject.advance(3_000);
+      const refused = await store.acquire({ id: randomUUID(), service, who: 'refused', ttlSeconds: null });
+      assert.equal(refused.acquired, false);
+      await store.release(lock.id);
+      const events = await store.history({ service, limit: 10 });
+      assert.deepEqual(
+        events.map((event) => event.type),
+        ['released', 'renewed', 'acquired'],
+        'newest first; a refused acquire records nothing',
+      );
+      const [released, renewal, acquired] = events;
+      assert.ok(released && renewal && acquired);
+      assert.ok(released.id > renewal.id && renewal.id > acquired.id);
+      for (const event of events) {
+        assert.equal(event.lockId, lock.id);
+        assert.equal(event.service, service);
+        assert.equal(event.who, 'ci-1');
+        assert.equal(event.fencingToken, lock.fencingToken);
+        assert.deepEqual(event.createdAt, lock.createdAt);
+      }
+      assert.deepEqual(acquired.at, lock.createdAt);
+      assert.equal(acquired.ttlSeconds, 60);
+      assert.deepEqual(renewal.expiresAt, renewed?.expiresAt);
+      assert.equal(renewal.ttlSeconds, 120);
+      assert.equal(acquired.heldMs, null);
+      if (subject.now) assert.equal(released.heldMs, 5_000);
+      else assert.ok(released.heldMs !== null && released.heldMs >= 5_000 && released.heldMs < 60_000);
+      assert.equal(released.reason, null);
+    });
+
+    test('history: filters by service, who, time and id, and pages newest first', async () => {
+      const service = unique('filtered');
+      const other = unique('other');
+      const first = await take(service, 'alice');
+      await store.release(first.id);
+      await subject.advance(10_000);
+      const middle = (await historyOf(service)).at(-1)?.at;
+      assert.ok(middle);
+      const second = await take(service, 'bob');
+      await take(other, 'alice');
+      await store.release(second.id);
+      const all = await store.history({ service, limit: 100 });
+      assert.deepEqual(
+        all.map((event) => [event.type, event.who]),
+        [
+          ['released', 'bob'],
+          ['acquired', 'bob'],
+          ['released', 'alice'],
+          ['acquired', 'alice'],
+        ],
+      );
+      const byWho = await store.history({ who: 'alice', limit: 100 });
+      assert.ok(byWho.every((event) => event.who === 'alice'));
+      assert.deepEqual(
+        byWho.filter((event) => event.service === service || event.service === other).map((e) => e.service),
+        [other, service, service],
+      );
+      assert.deepEqual(
+        (await store.history({ service, who: 'bob', limit: 100 })).map((event) => event.type),
+        ['released', 'acquired'],
+      );
+      const later = new Date(middle.getTime() + 1);
+      assert.deepEqual(
+        (await store.history({ service, since: later, limit: 100 })).map((event) => event.who),
+        ['bob', 'bob'],
+        'since is inclusive of later events only',
+      );
+      assert.deepEqual(
+        (await store.history({ service, until: later, limit: 100 })).map((event) => event.who),
+        ['alice', 'alice'],
+      );
+      const page1 = await store.history({ service, limit: 3 });
+      const page2 = await store.history({ service, limit: 3, before: page1.at(-1)?.id });
+      assert.deepEqual([...page1, ...page2], all);
+    });
+
+    test('history: an expiry is recorded by the sweep, held until expiresAt, and the next waiter is granted', async () => {
+      const service = unique('swept');
+      const lock = await take(service, 'crashed', 10);
+      const waiter = await enqueue(service, 'patient');
+      await subject.advance(9_000);
+      const early = await store.sweep(1000);
+      assert.ok(!early.expired.some((expired) => expired.id === lock.id), 'not expired yet');
+      await store.heartbeat(OWNER);
+      await subject.advance(6_000);
+      const swept = await store.sweep(1000);
+      assert.deepEqual(
+        swept.expired.filter((expired) => expired.service === service).map((expired) => expired.id),
+        [lock.id],
+      );
+      assert.deepEqual(
+        swept.granted.filter((granted) => granted.service === service).map((granted) => granted.id),
+        [waiter.id],
+      );
+      assert.equal((await store.get(waiter.id))?.who, 'patient');
+      assert.deepEqual(await summary(service), [
+        ['acquired', 'crashed', null],
+        ['queued', 'patient', null],
+        ['expired', 'crashed', null],
+        ['dequeued', 'patient', 'granted'],
+        ['acquired', 'patient', null],
+      ]);
+      const events = await historyOf(service);
+      assert.equal(events.find((event) => event.type === 'expired')?.heldMs, 10_000);
+      assert.equal(events.find((event) => event.type === 'queued')?.lockId, waiter.id);
+      assert.equal(events.find((event) => event.type === 'queued')?.waiters, 1);
+      assert.equal(events.find((event) => event.type === 'queued')?.fencingToken, null);
+      assert.equal(events.at(-1)?.waiters, 0);
+      assert.deepEqual((await store.sweep(1000)).expired.filter((e) => e.service === service), []);
+    });
+
+    test('history: taking over an expired lock records its expiry first', async () => {
+      const service = unique('takeover');
+      const lock = await take(service, 'gone', 5);
+      await subject.advance(6_000);
+      const next = await take(service, 'next');
+      assert.deepEqual(await summary(service), [
+        ['acquired', 'gone', null],
+        ['expired', 'gone', null],
+        ['acquired', 'next', null],
+      ]);
+      const expired = (await historyOf(service))[1];
+      assert.equal(expired?.lockId, lock.id);
+      assert.equal(expired?.heldMs, 5_000);
+      assert.ok(next.fencingToken > lock.fencingToken);
+    });
+
+    test('force release: ends any holder, records the reason, grants the next waiter', async () => {
+      const service = unique('forced');
+      const lock = await take(service, 'stuck-job');
+      const waiter = await enqueue(service, 'next-job');
+      const forced = await store.forceRelease(lock.id, 'job hung for 3 hours <script>');
+      assert.equal(forced?.id, lock.id);
+      assert.equal(await store.get(lock.id), null);
+      assert.equal((await store.get(waiter.id))?.who, 'next-job');
+      assert.equal(await store.forceRelease(lock.id, 'again'), null);
+      assert.equal(await store.forceRelease(randomUUID(), null), null);
+      assert.equal(await store.forceRelease('not-a-uuid', null), null);
+      assert.deepEqual(await summary(service), [
+        ['acquired', 'stuck-job', null],
+        ['queued', 'next-job', null],
+        ['force-released', 'stuck-job', 'job hung for 3 hours <script>'],
+        ['dequeued', 'next-job', 'granted'],
+        ['acquired', 'next-job', null],
+      ]);
+      const bare = await take(unique('forced-bare'));
+      await store.forceRelease(bare.id, null);
+      const [, ended] = await historyOf(bare.service);
+      assert.deepEqual([ended?.type, ended?.reason], ['force-released', null]);
+      // The force release said so for itself only: a plain release after it is a release.
+      await store.release(waiter.id);
+      assert.deepEqual((await summary(service)).at(-1), ['released', 'next-job', null]);
+    });
+
+    test('history: waiters that leave are dequeued as left, those of a dead replica as abandoned', async () => {
+      const service = unique('leaving');
+      const holder = await take(service, 'holder');
+      const leaver = await enqueue(service, 'leaver');
+      await enqueue(service, 'orphan', 'dead-replica');
+      await store.leave(leaver.waiter.ticket);
+      await subject.advance(WAITER_LEASE_MS + 1_000);
+      await store.release(holder.id);
+      // A dead waiter is dropped by the next grant or, with nobody left to grant, the sweep.
+      await store.sweep(1000);
+      assert.deepEqual(await summary(service), [
+        ['acquired', 'holder', null],
+        ['queued', 'leaver', null],
+        ['queued', 'orphan', null],
+        ['dequeued', 'leaver', 'left'],
+        ['released', 'holder', null],
+        ['dequeued', 'orphan', 'abandoned'],
+      ]);
+      const waiters = (await historyOf(service)).map((event) => event.waiters);
+      assert.deepEqual(waiters.slice(0, 4), [0, 1, 2, 1]);
+    });
+
+    test('events: a tail from the cursor gets every later event once, in id order', async () => {
+      const service = unique('tail');
+      const cursor = await store.eventCursor();
+      assert.deepEqual(await store.readEvents(cursor, 100), []);
+      const lock = await take(service, 'a');
+      await store.release(lock.id);
+      const seen = (await store.readEvents(cursor, 100)).filter((event) => event.service === service);
+      assert.deepEqual(
+        seen.map((event) => event.type),
+        ['acquired', 'released'],
+      );
+      const last = seen.at(-1)?.id ?? cursor;
+      assert.equal((await store.readEvents(last, 100)).filter((e) => e.service === service).length, 0);
+      assert.ok((await store.eventCursor()) >= last);
+      const [firstOnly] = await store.readEvents(cursor, 1);
+      assert.ok(firstOnly && firstOnly.id <= (seen[0]?.id ?? 0));
+    });
+
+    test('events: a tail during concurrent changes misses none and repeats none', async () => {
+      const service = unique('busy');
+      const cursor = await store.eventCursor();
+      const tailed: number[] = [];
+      let done = false;
+      const tail = (async () => {
+        let after = cursor;
+        // Bounded: 2000 reads at most, and it stops once the writers finished and it caught up.
+        for (let round = 0; round < 2000; round++) {
+          const events = await store.readEvents(after, 50);
+          for (const event of events) tailed.push(event.id);
+          after = events.at(-1)?.id ?? after;
+          if (done && events.length === 0) {
+            const final = await store.readEvents(after, 1000);
+            if (final.length === 0) return;
+            for (const event of final) tailed.push(event.id);
+            after = final.at(-1)?.id ?? after;
+          }
+          await new Promise((resolve) => setTimeout(resolve, 2));
+        }
+      })();
+      await Promise.all(
+        Array.from({ length: 8 }, async (_, worker) => {
+          for (let round = 0; round < 15; round++) {
+            const lock = await take(`${service}-${worker}`, `w${worker}`);
+            await store.release(lock.id);
+          }
+        }),
+      );
+      done = true;
+      await tail;
+      const recorded = (await store.readEvents(cursor, 10_000)).map((event) => event.id);
+      assert.deepEqual(tailed, [...tailed].sort((a, b) => a - b), 'in id order');
+      assert.equal(new Set(tailed).size, tailed.length, 'no repeats');
+      assert.deepEqual(tailed, recorded, 'every committed event, once');
+      const ours = (await store.readEvents(cursor, 10_000)).filter((e) => e.service.startsWith(service));
+      assert.equal(ours.length, 8 * 15 * 2);
+    });
+
+    test('snapshot: every held lock, oldest first, or those of one service', async () => {
+      const service = unique('snap');
+      const a = await take(`${service}-a`);
+      await subject.advance(1_000);
+      const b = await take(`${service}-b`);
+      const all = (await store.snapshot()).filter((lock) => lock.service.startsWith(service));
+      assert.deepEqual(all, [a, b]);
+      assert.deepEqual(await store.snapshot(`${service}-b`), [b]);
+      assert.deepEqual(await store.snapshot(unique('none')), []);
+    });
+
+    test('history retention: old events are pruned oldest first and the floor rises', async () => {
+      const service = unique('pruned');
+      const old = await take(service, 'old');
+      await store.release(old.id);
+      const oldEvents = await historyOf(service);
+      await subject.advance(60_000);
+      const fresh = await take(service, 'fresh');
+      assert.ok((await store.historyFloor()) < (oldEvents[0]?.id ?? 0));
+      // Everything recorded 30 s ago or more goes; batches of 1000 at most, bounded rounds.
+      for (let round = 0; round < 1000 && (await store.pruneHistory(30_000, 1000)) > 0; round++);
+      assert.deepEqual(
+        (await historyOf(service)).map((event) => [event.type, event.who]),
+        [['acquired', 'fresh']],
+      );
+      assert.ok((await store.historyFloor()) >= (oldEvents.at(-1)?.id ?? Infinity));
+      assert.equal(await store.pruneHistory(30_000, 1000), 0);
+      assert.equal((await store.get(fresh.id))?.who, 'fresh', 'pruning touches the history only');
+    });
+
     test('ping resolves while the store is open', async () => {
       await store.ping();
     });

@@ -55,6 +55,7 @@ import {
   SNAPSHOT,
   SNAPSHOT_XMIN,
   SWEEP,
+  SWEEP_WAITERS,
   UNMARK_FORCE_RELEASE,
   type WaiterRow,
 } from './queries.js';
@@ -335,6 +336,7 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
 
   async function sweep(limit: number): Promise<{ expired: Lock[]; granted: Lock[] }> {
     const expired = (await query<LockRow>(SWEEP, [limit])).map(toLock);
+    await query(SWEEP_WAITERS, [limit]);
     const granted: Lock[] = [];
     // The sweep took no service lock: each service with waiters is granted the usual way.
     for (const service of new Set(expired.filter((lock) => lock.waiters > 0).map((lock) => lock.service))) {

@@ -332,6 +332,16 @@ DELETE FROM locks WHERE id IN (
 AND expires_at <= tracker_now()
 RETURNING ${LOCK_COLUMNS}`;
 
+/**
+ * $1 limit. Deletes waiters whose replica stopped its heartbeat (recorded as abandoned),
+ * which a grant would skip anyway; without this, those of a service nobody takes again
+ * would stay forever. Rows someone else has locked are left to them.
+ */
+export const SWEEP_WAITERS = `
+DELETE FROM waiters WHERE ticket IN (
+  SELECT ticket FROM waiters WHERE NOT (${WAITING}) LIMIT $1 FOR UPDATE SKIP LOCKED)
+AND NOT (${WAITING})`;
+
 /** $1 service or null. Every held lock, from one snapshot, oldest first. */
 export const SNAPSHOT = `
 SELECT ${LOCK_COLUMNS} FROM locks WHERE ($1::text IS NULL OR service = $1) AND ${LIVE}

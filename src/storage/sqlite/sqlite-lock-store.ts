@@ -225,6 +225,12 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
        SELECT id FROM locks WHERE expires_at <= @now ORDER BY expires_at LIMIT @limit)
      RETURNING ${columns}`,
   );
+  // Waiters whose owner stopped its heartbeat: a grant skips them anyway; this drops those
+  // of services nobody takes again (recorded as abandoned).
+  const sweepWaiters = db.prepare<[{ limit: number } & Now]>(
+    `DELETE FROM waiters WHERE ticket IN (
+       SELECT ticket FROM waiters WHERE alive_until <= @now LIMIT @limit)`,
+  );
   const eventsAfter = db.prepare<[{ after: number; limit: number }], EventRow>(
     'SELECT * FROM lock_events WHERE id > @after ORDER BY id LIMIT @limit',
   );
@@ -403,6 +409,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   const sweep = db.transaction((limit: number) => {
     const at = now();
     const expired = sweepExpired.all({ limit, now: at });
+    sweepWaiters.run({ limit, now: at });
     const granted: Lock[] = [];
     for (const service of new Set(expired.map((row) => row.service))) {
       if (byService.get({ service, now: at })) continue;

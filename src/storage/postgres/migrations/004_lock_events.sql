@@ -81,6 +81,11 @@ BEGIN
   RETURN NULL;
 END $$;
 
+-- The triggers may fire in sessions whose search_path does not name this schema (an
+-- operator's psql, naming tables with their schema): they resolve their own names in the
+-- schema they were created in.
+ALTER FUNCTION tracker_record_lock_event() SET search_path FROM CURRENT;
+
 CREATE TRIGGER locks_record_event AFTER INSERT OR UPDATE OR DELETE ON locks
   FOR EACH ROW EXECUTE FUNCTION tracker_record_lock_event();
 
@@ -103,6 +108,8 @@ BEGIN
                ELSE 'left' END);
   RETURN NULL;
 END $$;
+
+ALTER FUNCTION tracker_record_waiter_event() SET search_path FROM CURRENT;
 
 CREATE TRIGGER waiters_record_event AFTER INSERT OR DELETE ON waiters
   FOR EACH ROW EXECUTE FUNCTION tracker_record_waiter_event();

@@ -1,0 +1,346 @@
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { pathToFileURL } from 'node:url';
+import { Validator } from '@seriousme/openapi-schema-validator';
+import Fastify from 'fastify';
+import { chromium } from 'playwright-core';
+import { OPERATIONS, registerOpenApi } from '../src/http/openapi.js';
+import { createLockBody } from '../src/http/schemas.js';
+import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+
+type Json = Record<string, unknown>;
+
+/** A route as the server process declared it, recorded by the preload below. */
+interface RecordedRoute {
+  method: string | string[];
+  url: string;
+  schema?: Json;
+}
+
+/**
+ * Loaded into the server process (NODE_OPTIONS --import): every Fastify instance created
+ * there gets an onRoute hook, from the moment it exists, that writes each route down. The
+ * route list comes from the server itself, not from a list kept by hand here.
+ */
+const RECORDER = `
+import { subscribe } from 'node:diagnostics_channel';
+import { appendFileSync } from 'node:fs';
+const out = process.env.TRACKER_TEST_ROUTES_FILE;
+subscribe('fastify.initialization', ({ fastify }) => {
+  fastify.addHook('onRoute', (route) => {
+    appendFileSync(out, JSON.stringify({ method: route.method, url: route.url, schema: route.schema }) + '\\n');
+  });
+});
+`;
+
+/** What the description leaves out: the dashboard, its assets, the docs and the document. */
+const UNDOCUMENTED = /^\/(docs(\/.*)?|openapi\.json|assets(\/.*)?)?$/;
+
+const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
+
+const CHROMIUM = '/usr/bin/chromium';
+
+function toOpenApiPath(url: string): string {
+  return url.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
+}
+
+function operations(doc: Json): Array<{ key: string; operation: Json }> {
+  const out: Array<{ key: string; operation: Json }> = [];
+  for (const [path, item] of Object.entries(doc.paths as Record<string, Json>)) {
+    for (const [method, operation] of Object.entries(item)) {
+      if (HTTP_METHODS.includes(method))
+        out.push({ key: `${method.toUpperCase()} ${path}`, operation: operation as Json });
+    }
+  }
+  return out;
+}
+
+async function getJson(url: string): Promise<{ status: number; headers: Headers; json: Json }> {
+  const response = await fetch(url, { signal: AbortSignal.timeout(10_000) });
+  return { status: response.status, headers: response.headers, json: (await response.json()) as Json };
+}
+
+describe('API description', () => {
+  let server: ServerProcess;
+  let routes: RecordedRoute[];
+  let doc: Json;
+  const dir = tempDir('tracker-openapi-');
+
+  before(async () => {
+    const recorder = join(dir.path, 'record-routes.mjs');
+    const routesFile = join(dir.path, 'routes.jsonl');
+    writeFileSync(recorder, RECORDER);
+    writeFileSync(routesFile, '');
+    const nodeOptions = [process.env.NODE_OPTIONS, `--import=${pathToFileURL(recorder).href}`];
+    server = await startServerProcess({
+      env: { NODE_OPTIONS: nodeOptions.filter(Boolean).join(' '), TRACKER_TEST_ROUTES_FILE: routesFile },
+    });
+    // Routes are declared before the server listens: the file is complete by now.
+    routes = readFileSync(routesFile, 'utf8')
+      .split('\n')
+      .filter((line) => line !== '')
+      .map((line) => JSON.parse(line) as RecordedRoute);
+    const { status, json } = await getJson(`${server.baseUrl}/openapi.json`);
+    assert.equal(status, 200);
+    doc = json;
+  });
+
+  after(async () => {
+    await server?.stop();
+    dir.remove();
+  });
+
+  test('GET /openapi.json is a valid OpenAPI 3.1 document', async () => {
+    const response = await fetch(`${server.baseUrl}/openapi.json`, { signal: AbortSignal.timeout(10_000) });
+    assert.match(response.headers.get('content-type') ?? '', /^application\/json/);
+    assert.equal(doc.openapi, '3.1.0');
+    const validator = new Validator();
+    const result = await validator.validate(doc);
+    assert.deepEqual(result.errors, undefined, JSON.stringify(result.errors, null, 2));
+    assert.equal(result.valid, true);
+    assert.equal(validator.version, '3.1');
+  });
+
+  test('lists every route the server serves, with its methods, and nothing else', () => {
+    const served = new Set<string>();
+    for (const route of routes) {
+      for (const method of [route.method].flat()) {
+        if (method !== 'HEAD' && !UNDOCUMENTED.test(route.url)) {
+          served.add(`${method} ${toOpenApiPath(route.url)}`);
+        }
+      }
+    }
+    // The recorder saw the routes of the real app, the left-out ones included.
+    const all = new Set(routes.map((route) => route.url));
+    for (const url of ['/api/v1alpha1/lock', '/healthz', '/openapi.json', '/docs'])
+      assert.ok(all.has(url), url);
+
+    const documented = operations(doc).map(({ key }) => key);
+    assert.deepEqual([...documented].sort(), [...served].sort());
+    for (const path of Object.keys(doc.paths as Json)) assert.doesNotMatch(path, UNDOCUMENTED);
+  });
+
+  test('the schemas are the very ones that validate and serialize', () => {
+    const lock = (doc.paths as Record<string, Record<string, Json>>)['/api/v1alpha1/lock']?.post;
+    const body = lock?.requestBody as { content: Record<string, { schema: unknown }> } | undefined;
+    assert.deepEqual(body?.content['application/json']?.schema, createLockBody);
+
+    // Every route: request body, query and path parameters, response bodies, as declared.
+    for (const route of routes) {
+      const schema = route.schema;
+      if (schema === undefined || UNDOCUMENTED.test(route.url)) continue;
+      for (const method of [route.method].flat().filter((m) => m !== 'HEAD')) {
+        const where = `${method} ${route.url}`;
+        const item = (doc.paths as Record<string, Record<string, Json>>)[toOpenApiPath(route.url)];
+        const operation = item?.[method.toLowerCase()] as Json;
+        if (schema.body !== undefined) {
+          const requestBody = operation.requestBody as { content: Record<string, { schema: unknown }> };
+          assert.deepEqual(requestBody.content['application/json']?.schema, schema.body, where);
+        }
+        const parameters = (operation.parameters ?? []) as Array<{
+          name: string;
+          in: string;
+          schema: unknown;
+        }>;
+        for (const [part, location] of [
+          ['querystring', 'query'],
+          ['params', 'path'],
+        ] as const) {
+          const properties: Json = (schema[part] as { properties?: Json } | undefined)?.properties ?? {};
+          for (const [name, property] of Object.entries(properties)) {
+            const parameter = parameters.find((p) => p.name === name && p.in === location);
+            assert.deepEqual(parameter?.schema, property, `${where} ${location} ${name}`);
+          }
+        }
+        const responses = operation.responses as Record<
+          string,
+          { content?: Record<string, { schema: unknown }> }
+        >;
+        for (const [status, response] of Object.entries((schema.response ?? {}) as Json)) {
+          assert.deepEqual(
+            responses[status.toUpperCase()]?.content?.['application/json']?.schema,
+            response,
+            `${where} ${status}`,
+          );
+        }
+      }
+    }
+  });
+
+  test('every operation has a summary, a tag and a unique operationId', (t) => {
+    const ids = new Set<string>();
+    for (const { key, operation } of operations(doc)) {
+      assert.equal(
+        typeof operation.summary,
+        'string',
+        `${key} has no summary: add it to OPERATIONS in openapi.ts`,
+      );
+      assert.notEqual(operation.summary, '', key);
+      assert.ok(Array.isArray(operation.tags) && operation.tags.length > 0, `${key} has no tag`);
+      assert.equal(typeof operation.operationId, 'string', key);
+      assert.ok(
+        !ids.has(operation.operationId as string),
+        `${key}: duplicate ${String(operation.operationId)}`,
+      );
+      ids.add(operation.operationId as string);
+    }
+    // Entries for routes the server does not serve (yet): not an error, but worth knowing.
+    const served = new Set(routes.flatMap((route) => [route.method].flat().map((m) => `${m} ${route.url}`)));
+    const unused = Object.keys(OPERATIONS).filter((key) => !served.has(key));
+    if (unused.length > 0) t.diagnostic(`OPERATIONS entries without a route: ${unused.join(', ')}`);
+  });
+
+  test('error responses are documented with the error body', () => {
+    const paths = doc.paths as Record<string, Record<string, { responses: Record<string, Json> }>>;
+    const ref = (response: Json | undefined) =>
+      (response?.content as Record<string, { schema: { $ref?: string } }> | undefined)?.['application/json']
+        ?.schema.$ref;
+    const acquire = paths['/api/v1alpha1/lock']?.post?.responses ?? {};
+    for (const status of ['400', '409', '413', '415', '500', '503']) {
+      assert.equal(ref(acquire[status]), '#/components/schemas/Error', `POST /lock ${status}`);
+    }
+    assert.match(String(acquire['409']?.description), /LOCK_HELD[\s\S]*WAIT_TIMEOUT/);
+    const release = paths['/api/v1alpha1/lock/{id}']?.delete?.responses ?? {};
+    assert.equal(ref(release['404']), '#/components/schemas/ReleaseError');
+    assert.match(String(release['404']?.description), /LOCK_NOT_FOUND/);
+    const getUnlock = paths['/api/v1alpha1/unlock/{id}']?.get as Json | undefined;
+    assert.match(String(getUnlock?.description), /Guide's[\s\S]*scripts[\s\S]*DELETE/);
+
+    const error = (doc.components as { schemas: Record<string, { required: string[]; properties: Json }> })
+      .schemas.Error;
+    assert.deepEqual(error?.required, ['error', 'code']);
+    assert.ok(error?.properties.field);
+
+    // The SSE route, once served, answers text/event-stream.
+    const watch = paths['/api/v1alpha1/watch']?.get?.responses;
+    if (watch) assert.ok((watch['200']?.content as Json | undefined)?.['text/event-stream']);
+  });
+
+  test('GET /docs and its assets come from this server, under a same-origin CSP', async () => {
+    const page = await fetch(`${server.baseUrl}/docs`, { signal: AbortSignal.timeout(10_000) });
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-type') ?? '', /^text\/html/);
+    const csp = page.headers.get('content-security-policy') ?? '';
+    assert.match(csp, /default-src 'self'/);
+    assert.match(csp, /script-src 'self'(;|$)/);
+    const html = await page.text();
+    assert.doesNotMatch(html, /https?:\/\//, 'no absolute URL in the page');
+    assert.doesNotMatch(html, /<script>/, 'no inline script');
+    for (const [file, type] of [
+      ['swagger-ui-bundle.js', /javascript/],
+      ['swagger-ui.css', /text\/css/],
+      ['init.js', /javascript/],
+      ['favicon-32x32.png', /image\/png/],
+    ] as const) {
+      const response = await fetch(`${server.baseUrl}/docs/${file}`, { signal: AbortSignal.timeout(10_000) });
+      assert.equal(response.status, 200, file);
+      assert.match(response.headers.get('content-type') ?? '', type, file);
+      assert.ok((await response.arrayBuffer()).byteLength > 0, file);
+    }
+    const init = await (await fetch(`${server.baseUrl}/docs/init.js`)).text();
+    assert.match(init, /validatorUrl: null/);
+    const missing = await getJson(`${server.baseUrl}/docs/swagger-ui.js.map`);
+    assert.equal(missing.status, 404);
+    assert.equal(missing.json.code, 'NOT_FOUND');
+  });
+
+  test('/docs renders the operations offline in Chromium', { timeout: 90_000 }, async () => {
+    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
+    const origin = new URL(server.baseUrl).origin;
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      timeout: 30_000,
+      args: [
+        '--no-sandbox',
+        '--disable-gpu',
+        '--disable-background-networking',
+        '--disable-component-update',
+        '--disable-sync',
+        '--no-first-run',
+      ],
+    });
+    try {
+      const page = await browser.newPage();
+      const requests: string[] = [];
+      const problems: string[] = [];
+      page.on('request', (request) => requests.push(request.url()));
+      page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
+      page.on('console', (message) => {
+        if (message.type() === 'error') problems.push(`console: ${message.text()}`);
+      });
+      // Offline: anything not for this server is refused (and fails the test below).
+      await page.route(
+        (url) => url.origin !== origin && url.protocol !== 'data:',
+        (route) => route.abort(),
+      );
+      // Strings, not functions: they run in the page (the tests compile without the DOM types).
+      await page.addInitScript(
+        "document.addEventListener('securitypolicyviolation', (event) => " +
+          "console.error('CSP violation: ' + event.violatedDirective + ' ' + event.blockedURI));",
+      );
+
+      await page.goto(`${server.baseUrl}/docs`, { waitUntil: 'load', timeout: 30_000 });
+      const expected = operations(doc).map(({ key }) => key);
+      const rendered = `document.querySelectorAll('.opblock').length >= ${expected.length}`;
+      await page.waitForFunction(rendered, undefined, { timeout: 30_000 });
+      const shown = await page.$$eval('.opblock', (blocks) =>
+        blocks.map(
+          (block) =>
+            `${block.querySelector('.opblock-summary-method')?.textContent ?? ''} ${
+              block.querySelector('.opblock-summary-path')?.getAttribute('data-path') ?? ''
+            }`,
+        ),
+      );
+      assert.deepEqual([...shown].sort(), [...expected].sort());
+      const text = (await page.locator('#swagger-ui').textContent({ timeout: 10_000 })) ?? '';
+      assert.match(text, /Acquire a lock/);
+      assert.match(text, /Tracker/);
+
+      assert.ok(
+        requests.some((url) => url === `${origin}/openapi.json`),
+        'the page loaded the document',
+      );
+      for (const url of requests) {
+        assert.ok(url.startsWith('data:') || new URL(url).hostname === '127.0.0.1', `request to ${url}`);
+      }
+      assert.deepEqual(problems, []);
+    } finally {
+      await browser.close();
+    }
+  });
+});
+
+describe('registerOpenApi', () => {
+  test('documents a route missing from the table, under a generated operationId', async () => {
+    const app = Fastify();
+    registerOpenApi(app);
+    app.get<{ Params: { thing: string } }>(
+      '/extra/:thing',
+      { schema: { params: { type: 'object', properties: { thing: { type: 'string', minLength: 2 } } } } },
+      async (request) => ({ thing: request.params.thing }),
+    );
+    try {
+      const response = await app.inject('/openapi.json');
+      assert.equal(response.statusCode, 200);
+      const document = response.json() as Json;
+      assert.equal((await new Validator().validate(document)).valid, true);
+      const operation = (document.paths as Record<string, Record<string, Json>>)['/extra/{thing}']?.get;
+      assert.equal(operation?.operationId, 'getExtraThing');
+      assert.equal(operation?.summary, undefined, 'no summary: the test above fails on it');
+      assert.deepEqual(operation?.parameters, [
+        { name: 'thing', in: 'path', required: true, schema: { type: 'string', minLength: 2 } },
+      ]);
+      assert.ok(
+        (operation?.responses as Json | undefined)?.['400'],
+        'a constrained parameter can be refused',
+      );
+      // Built once: the same document every time.
+      assert.equal((await app.inject('/openapi.json')).body, response.body);
+    } finally {
+      await app.close();
+    }
+  });
+});

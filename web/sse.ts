@@ -1,0 +1,222 @@
+/**
+ * Server-Sent Events over fetch(): EventSource cannot send an Authorization header, so the
+ * stream is read from a ReadableStream and parsed here, as the HTML standard's
+ * "event stream interpretation" says, and resumed with a Last-Event-ID header.
+ */
+
+export interface SseMessage {
+  readonly event: string;
+  readonly data: string;
+  /** The last event ID after this message (the stream's, not only this message's). */
+  readonly lastEventId: string;
+}
+
+/** Incremental parser: feed decoded text, get the complete messages. */
+export class SseParser {
+  private buffer = '';
+  private data: string[] = [];
+  private event = '';
+  private sawData = false;
+  lastEventId = '';
+  /** The server's `retry:` advice, in ms. */
+  retryMs: number | undefined;
+
+  constructor(lastEventId = '') {
+    this.lastEventId = lastEventId;
+  }
+
+  /** `final` at the end of the stream: an unterminated last line is then complete. */
+  push(text: string, final = false): SseMessage[] {
+    this.buffer += text;
+    const messages: SseMessage[] = [];
+    let start = 0;
+    const { buffer } = this;
+    for (;;) {
+      let end = -1;
+      for (let i = start; i < buffer.length; i++) {
+        const code = buffer.charCodeAt(i);
+        if (code === 10 || code === 13) {
+          end = i;
+          break;
+        }
+      }
+      if (end === -1) break;
+      // A CR at the very end may be the first half of a CRLF: wait for the next chunk.
+      if (buffer.charCodeAt(end) === 13 && end === buffer.length - 1 && !final) break;
+      const line = buffer.slice(start, end);
+      start = end + (buffer.charCodeAt(end) === 13 && buffer.charCodeAt(end + 1) === 10 ? 2 : 1);
+      const message = this.line(line);
+      if (message) messages.push(message);
+    }
+    this.buffer = buffer.slice(start);
+    // An incomplete message at the end of the stream is discarded (standard behaviour).
+    if (final) this.buffer = '';
+    return messages;
+  }
+
+  private line(line: string): SseMessage | undefined {
+    if (line === '') return this.dispatch();
+    if (line.charCodeAt(0) === 58) return undefined; // ':' comment (keep-alive)
+    const colon = line.indexOf(':');
+    const field = colon === -1 ? line : line.slice(0, colon);
+    let value = colon === -1 ? '' : line.slice(colon + 1);
+    if (value.charCodeAt(0) === 32) value = value.slice(1);
+    switch (field) {
+      case 'event':
+        this.event = value;
+        break;
+      case 'data':
+        this.data.push(value);
+        this.sawData = true;
+        break;
+      case 'id':
+        if (!value.includes('\u0000')) this.lastEventId = value;
+        break;
+      case 'retry':
+        if (/^\d+$/.test(value)) this.retryMs = Number(value);
+        break;
+    }
+    return undefined;
+  }
+
+  private dispatch(): SseMessage | undefined {
+    const message = this.sawData
+      ? { event: this.event || 'message', data: this.data.join('\n'), lastEventId: this.lastEventId }
+      : undefined;
+    this.data = [];
+    this.event = '';
+    this.sawData = false;
+    return message;
+  }
+}
+
+export type StreamStatus =
+  | { readonly state: 'connecting'; readonly attempt: number }
+  | { readonly state: 'live' }
+  | { readonly state: 'retrying'; readonly inMs: number; readonly reason: string; readonly status?: number };
+
+export interface WatchOptions {
+  readonly url: () => string;
+  /** Called before every (re)connection: the token may have changed. */
+  readonly headers: () => Record<string, string>;
+  readonly onMessage: (message: SseMessage) => void;
+  readonly onStatus: (status: StreamStatus) => void;
+  /** Reconnect when nothing (not even a keep-alive) arrived for this long. */
+  readonly idleTimeoutMs?: number;
+  readonly onResponse?: (response: Response) => void;
+}
+
+export interface Watch {
+  /** Drops the connection and opens a new one at once (e.g. after a token change). */
+  restart(): void;
+  close(): void;
+}
+
+const MIN_BACKOFF_MS = 500;
+const MAX_BACKOFF_MS = 15_000;
+
+/** Keeps one stream open, reconnecting with backoff and Last-Event-ID, until closed. */
+export function watchStream(options: WatchOptions): Watch {
+  const idleTimeoutMs = options.idleTimeoutMs ?? 45_000;
+  let lastEventId = '';
+  let closed = false;
+  let attempt = 0;
+  let backoffMs = MIN_BACKOFF_MS;
+  let serverRetryMs: number | undefined;
+  let controller: AbortController | undefined;
+  let wake: (() => void) | undefined;
+  /** Set by restart(): reconnect without backoff. */
+  let restartNow = false;
+
+  const sleep = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(done, ms);
+      function done() {
+        clearTimeout(timer);
+        wake = undefined;
+        resolve();
+      }
+      wake = done;
+    });
+
+  async function connectOnce(): Promise<{ reason: string; status?: number }> {
+    controller = new AbortController();
+    const { signal } = controller;
+    let idleTimer: ReturnType<typeof setTimeout> | undefined;
+    const armIdle = () => {
+      clearTimeout(idleTimer);
+      idleTimer = setTimeout(() => controller?.abort(new Error('stream idle')), idleTimeoutMs);
+    };
+    const headers: Record<string, string> = { accept: 'text/event-stream', ...options.headers() };
+    if (lastEventId !== '') headers['last-event-id'] = lastEventId;
+    try {
+      armIdle();
+      const response = await fetch(options.url(), { headers, signal, cache: 'no-store' });
+      options.onResponse?.(response);
+      if (!response.ok || !response.body) {
+        return { reason: `HTTP ${response.status}`, status: response.status };
+      }
+      const parser = new SseParser(lastEventId);
+      const decoder = new TextDecoder();
+      const reader = response.body.getReader();
+      let live = false;
+      for (;;) {
+        const { done, value } = await reader.read();
+        armIdle();
+        const messages = done ? parser.push(decoder.decode(), true) : parser.push(decoder.decode(value, { stream: true }));
+        if (parser.retryMs !== undefined) serverRetryMs = parser.retryMs;
+        for (const message of messages) {
+          lastEventId = message.lastEventId;
+          if (!live) {
+            live = true;
+            attempt = 0;
+            backoffMs = MIN_BACKOFF_MS;
+            options.onStatus({ state: 'live' });
+          }
+          options.onMessage(message);
+        }
+        if (done) return { reason: 'stream ended' };
+      }
+    } catch (error) {
+      return { reason: signal.aborted ? String(signal.reason ?? 'aborted') : String(error) };
+    } finally {
+      clearTimeout(idleTimer);
+      controller = undefined;
+    }
+  }
+
+  void (async () => {
+    while (!closed) {
+      attempt += 1;
+      options.onStatus({ state: 'connecting', attempt });
+      const ended = await connectOnce();
+      if (closed) break;
+      if (restartNow) {
+        restartNow = false;
+        continue;
+      }
+      const inMs = Math.min(serverRetryMs ?? backoffMs, MAX_BACKOFF_MS);
+      backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
+      options.onStatus({ state: 'retrying', inMs, ...ended });
+      await sleep(inMs);
+    }
+  })();
+
+  return {
+    restart() {
+      restartNow = true;
+      attempt = 0;
+      backoffMs = MIN_BACKOFF_MS;
+      if (controller) controller.abort(new Error('restart'));
+      else {
+        restartNow = false;
+        wake?.();
+      }
+    },
+    close() {
+      closed = true;
+      controller?.abort(new Error('closed'));
+      wake?.();
+    },
+  };
+}
