@@ -3,10 +3,13 @@ import { hostname } from 'node:os';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Config } from './config/load-config.js';
 import { systemClock } from './core/clock.js';
-import { createLockService } from './core/lock-service.js';
+import { createEventFeed } from './core/event-feed.js';
+import { startHousekeeping } from './core/housekeeping.js';
+import { createLockService, type LockEvent } from './core/lock-service.js';
 import type { LockStore } from './core/lock-store.js';
 import { buildGrpcServer, listenGrpc, shutdownGrpc } from './grpc/server.js';
 import { buildHttpApp } from './http/app.js';
+import { createMetrics } from './metrics.js';
 import { openPostgresLockStore } from './storage/postgres/postgres-lock-store.js';
 import { openSqliteLockStore } from './storage/sqlite/sqlite-lock-store.js';
 
@@ -44,7 +47,13 @@ export async function openStore(config: Config, logger: FastifyBaseLogger): Prom
 
 /** The composition root: config → store → service → transports. The only place that wires. */
 export async function startTracker(config: Config, logger: FastifyBaseLogger): Promise<Tracker> {
-  const store = await openStore(config, logger);
+  const opened = await openStore(config, logger);
+  const feed = createEventFeed({
+    store: opened,
+    onError: (error) => logger.warn({ err: error }, 'reading the lock history failed; retrying'),
+  });
+  const metrics = createMetrics({ stats: () => opened.stats(), watchers: () => feed.watchers });
+  const store = metrics.instrument(opened);
   const service = createLockService({
     store,
     newId: randomUUID,
@@ -54,17 +63,21 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
     // never inherits a dead one's waiters.
     owner: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
     onEvent: (event) => {
-      if (event.type === 'queued') {
-        const { service, who, holder } = event;
-        logger.info({ event: 'queued', service, who, holder: holder.id }, 'lock request queued');
-      } else {
-        const { type, lock } = event;
-        logger.info({ event: type, service: lock.service, who: lock.who, id: lock.id }, `lock ${type}`);
-      }
+      metrics.observe(event);
+      logEvent(logger, event);
+      // Watchers hear of this process's own changes at once, not at the next poll.
+      feed.kick();
     },
   });
-  const http = buildHttpApp({ service, ready: () => store.ping(), logger });
-  const grpc = buildGrpcServer({ service, logger });
+  const housekeeping = startHousekeeping({
+    sweep: () => service.sweep(),
+    store,
+    retentionMs: config.historyRetentionSeconds === null ? null : config.historyRetentionSeconds * 1000,
+    onError: (task, error) => logger.warn({ err: error, task }, `${task} failed; retrying`),
+  });
+  const ready = () => store.ping();
+  const http = buildHttpApp({ service, feed, metrics, ready, logger });
+  const { server: grpc, stopping: grpcStopping } = buildGrpcServer({ service, feed, metrics, ready, logger });
 
   let grpcPort: number;
   let httpPort: number;
@@ -83,6 +96,8 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
   } catch (error) {
     grpc.forceShutdown();
     await http.close();
+    await housekeeping.stop();
+    feed.close();
     await store.close();
     throw error;
   }
@@ -94,6 +109,9 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
       // Requests waiting in a queue could outlast any grace period: send them away first
       // (503, retry on another replica), then let the rest finish.
       service.close();
+      // Watch streams and health watches end now (clients reconnect elsewhere and resume);
+      // gRPC health turns NOT_SERVING.
+      grpcStopping();
       // Fastify closes the connections idle when the close starts; one whose last request
       // finishes during the close would stay open for keep-alive and hold the stop up.
       const sweep = setInterval(() => http.server.closeIdleConnections(), 100);
@@ -102,9 +120,39 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
       } finally {
         clearInterval(sweep);
       }
+      await housekeeping.stop();
+      feed.close();
       await store.close();
     },
   };
+}
+
+/** One log line per thing this process did to a lock. */
+function logEvent(logger: FastifyBaseLogger, event: LockEvent): void {
+  switch (event.type) {
+    case 'queued': {
+      const { service, who, holder } = event;
+      logger.info({ event: 'queued', service, who, holder: holder.id }, 'lock request queued');
+      return;
+    }
+    case 'refused': {
+      const { service, who, reason } = event;
+      logger.debug({ event: 'refused', service, who, reason }, 'lock request refused');
+      return;
+    }
+    case 'force-released': {
+      const { lock, reason } = event;
+      logger.warn(
+        { event: 'force-released', service: lock.service, who: lock.who, id: lock.id, reason },
+        'lock force-released',
+      );
+      return;
+    }
+    default: {
+      const { type, lock } = event;
+      logger.info({ event: type, service: lock.service, who: lock.who, id: lock.id }, `lock ${type}`);
+    }
+  }
 }
 
 function describeListenError(error: Error & { code?: string }): string {

@@ -20,7 +20,21 @@ describe('loadConfig', () => {
       logLevel: 'info',
       defaultTtlSeconds: null,
       maxTtlSeconds: null,
+      historyRetentionSeconds: 30 * 86_400,
     });
+  });
+
+  test('history retention: a duration, or forever; anything else is refused', () => {
+    assert.equal(config(['--history-retention', '12h']).historyRetentionSeconds, 12 * 3600);
+    assert.equal(config([], { TRACKER_HISTORY_RETENTION: '7d' }).historyRetentionSeconds, 7 * 86_400);
+    assert.equal(config(['--history-retention', 'forever']).historyRetentionSeconds, null);
+    for (const bad of ['0', '-1d', 'soon', '1y']) {
+      assert.throws(
+        () => config(['--history-retention', bad]),
+        (error: Error) => /history-retention.*not a duration/.test(error.message),
+        bad,
+      );
+    }
   });
 
   test('environment over default, flag over environment', () => {

@@ -14,7 +14,17 @@ import { bufCurl, bufRaw } from './support/buf-curl.js';
 import { type LockServiceClient, lockServiceClient, SERVICE, unary } from './support/grpc-client.js';
 import { type ServerProcess, startServerProcess } from './support/server-process.js';
 
-const METHODS = ['CreateLock', 'GetLock', 'GetQueue', 'ListLocks', 'RenewLock', 'UnLock'] as const;
+const METHODS = [
+  'CreateLock',
+  'ForceReleaseLock',
+  'GetHistory',
+  'GetLock',
+  'GetQueue',
+  'ListLocks',
+  'RenewLock',
+  'UnLock',
+  'WatchLocks',
+] as const;
 type Method = (typeof METHODS)[number];
 const API = '/api/v1alpha1';
 
@@ -108,20 +118,21 @@ describe('gRPC through server reflection (buf curl, no .proto)', () => {
     await server?.stop();
   });
 
-  test('reflection lists the LockService and its methods', async () => {
+  test('reflection lists the LockService, the health service and their methods', async () => {
     const base = `http://${address}`;
     const flags = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge'];
     const services = await bufRaw([...flags, '--list-services', base]);
     assert.equal(services.exitCode, 0, services.stderr);
-    assert.deepEqual(services.stdout.trim().split('\n'), [SERVICE]);
+    assert.deepEqual(services.stdout.trim().split('\n'), ['grpc.health.v1.Health', SERVICE]);
 
     // buf wants the base URL here (a URL with the service name in it is taken as a base path).
     const methods = await bufRaw([...flags, '--list-methods', base]);
     assert.equal(methods.exitCode, 0, methods.stderr);
-    assert.deepEqual(
-      methods.stdout.trim().split('\n'),
-      METHODS.map((method) => `${SERVICE}/${method}`),
-    );
+    assert.deepEqual(methods.stdout.trim().split('\n').sort(), [
+      'grpc.health.v1.Health/Check',
+      'grpc.health.v1.Health/Watch',
+      ...METHODS.map((method) => `${SERVICE}/${method}`),
+    ]);
   });
 
   test('CreateLock returns the lock: uuid id, service, who and a whole-second UTC createdAt', async () => {

@@ -5,9 +5,11 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
+import { createEventFeed } from '../src/core/event-feed.js';
 import { createLockService } from '../src/core/lock-service.js';
 import type { LockStore } from '../src/core/lock-store.js';
 import { buildHttpApp } from '../src/http/app.js';
+import { createMetrics } from '../src/metrics.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { ManualClock } from './support/manual-clock.js';
 import { API, call } from './support/rest.js';
@@ -33,14 +35,26 @@ async function startApp(
   const path = join(dir.path, 'tracker.db');
   const clock = new ManualClock(Date.parse('2024-01-15T10:00:00.250Z'));
   const store = openSqliteLockStore({ path, clock, busyTimeoutMs: options.busyTimeoutMs });
+  const feed = createEventFeed({ store });
+  const metrics = createMetrics({ stats: () => store.stats(), watchers: () => feed.watchers });
   const service = createLockService({
     store,
     newId: randomUUID,
     owner: 'http-test',
     defaultTtlSeconds: options.defaultTtlSeconds,
     maxTtlSeconds: options.maxTtlSeconds,
+    onEvent: (event) => {
+      metrics.observe(event);
+      feed.kick();
+    },
   });
-  const app = buildHttpApp({ service, ready: () => store.ping(), logger: pino({ level: 'silent' }) });
+  const app = buildHttpApp({
+    service,
+    feed,
+    metrics,
+    ready: () => store.ping(),
+    logger: pino({ level: 'silent' }),
+  });
   await app.listen({ host: '127.0.0.1', port: 0 });
   const address = app.server.address();
   assert.ok(address && typeof address === 'object');
@@ -52,6 +66,7 @@ async function startApp(
     path,
     close: async () => {
       await app.close();
+      feed.close();
       await store.close().catch(() => {});
       dir.remove();
     },

@@ -33,6 +33,8 @@ export interface Config {
   readonly defaultTtlSeconds: number | null;
   /** Longest TTL accepted; null: only the API's own limit (one year). */
   readonly maxTtlSeconds: number | null;
+  /** How long the lock history keeps events, in seconds; null: forever. */
+  readonly historyRetentionSeconds: number | null;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -80,6 +82,11 @@ const OPTIONS = {
     env: 'TRACKER_MAX_TTL',
     default: '',
     help: 'longest TTL accepted on acquire and renew (empty: one year)',
+  },
+  'history-retention': {
+    env: 'TRACKER_HISTORY_RETENTION',
+    default: '30d',
+    help: 'how long the lock history keeps events, e.g. 30d, 12h (forever: never prune)',
   },
 } as const;
 
@@ -142,6 +149,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       logLevel: parseLogLevel(pick('log-level')),
       defaultTtlSeconds,
       maxTtlSeconds,
+      historyRetentionSeconds: parseRetention(pick('history-retention')),
     },
   };
 }
@@ -260,6 +268,16 @@ function parseTtl({ value, source }: Setting): number | null {
   const seconds = parseDurationSeconds(value);
   if (seconds === null || seconds < 1 || seconds > MAX_TTL_SECONDS) {
     throw new ConfigError(`${source}: "${value}" is not a duration from 1s to 365d (e.g. 90s, 30m, 1h30m)`);
+  }
+  return seconds;
+}
+
+function parseRetention({ value, source }: Setting): number | null {
+  if (value === 'forever') return null;
+  const seconds = parseDurationSeconds(value);
+  // Up to about 100 years: beyond that the ms cutoff leaves the range a Date can hold.
+  if (seconds === null || seconds < 1 || seconds > 3_650_000_000) {
+    throw new ConfigError(`${source}: "${value}" is not a duration (e.g. 30d, 12h) or "forever"`);
   }
   return seconds;
 }

@@ -1,12 +1,16 @@
-import { invalidArgument, lockHeld, lockNotFound, lockNotHeld } from './errors.js';
+import { ErrorCode, invalidArgument, lockHeld, lockNotFound, lockNotHeld, TrackerError } from './errors.js';
 import {
   CONTROL_CHARACTERS,
+  DEFAULT_HISTORY_LIMIT,
   DEFAULT_PER_PAGE,
   isLockId,
   type Lock,
+  type LockEventRecord,
   type LockPage,
+  MAX_HISTORY_LIMIT,
   MAX_NAME_LENGTH,
   MAX_PER_PAGE,
+  MAX_REASON_LENGTH,
   MAX_TTL_SECONDS,
   type Queue,
 } from './lock.js';
@@ -26,9 +30,25 @@ export interface WaitOptions {
   readonly deadline?: number | undefined;
 }
 
-/** Something that happened to a lock; transports and logs subscribe to these. */
+/** How an acquire that did not get the lock ended. */
+export type Refusal = 'held' | 'timeout' | 'cancelled' | 'failed';
+
+/**
+ * Something this process did to a lock; logs and metrics subscribe to these. (The history
+ * and watchers use the store's own record, which covers every process.)
+ */
 export type LockEvent =
-  | { readonly type: 'acquired' | 'released' | 'renewed'; readonly lock: Lock }
+  /** `ms`: how long the acquire took, a wait in the queue included; `waited`: it queued. */
+  | { readonly type: 'acquired'; readonly lock: Lock; readonly ms: number; readonly waited: boolean }
+  | {
+      readonly type: 'refused';
+      readonly service: string;
+      readonly who: string;
+      readonly reason: Refusal;
+      readonly ms: number;
+    }
+  | { readonly type: 'released' | 'renewed' | 'expired'; readonly lock: Lock }
+  | { readonly type: 'force-released'; readonly lock: Lock; readonly reason: string | null }
   /** A request joined the queue of a held service. */
   | { readonly type: 'queued'; readonly service: string; readonly who: string; readonly holder: Lock };
 
@@ -55,6 +75,19 @@ export interface ListParams {
   readonly service?: string | undefined;
   readonly who?: string | undefined;
 }
+
+/** Raw history parameters as a transport received them; undefined means "any". */
+export interface HistoryParams {
+  readonly service?: string | undefined;
+  readonly who?: string | undefined;
+  readonly since?: Date | undefined;
+  readonly until?: Date | undefined;
+  readonly before?: number | undefined;
+  readonly limit?: number | undefined;
+}
+
+/** Locks one sweep expires at most; a sweep that hits it runs again at once. */
+export const SWEEP_BATCH = 500;
 
 export type LockService = ReturnType<typeof createLockService>;
 
@@ -99,23 +132,84 @@ export function createLockService({
       }
       const ttl = ttlSeconds ?? defaultTtlSeconds ?? null;
       const id = newId();
-      const result = await store.acquire(
-        { id, service, who, ttlSeconds: ttl },
-        waitSeconds > 0 ? { owner } : undefined,
-      );
-      if (result.acquired) {
-        onEvent?.({ type: 'acquired', lock: result.lock });
-        return result.lock;
+      const started = performance.now();
+      const elapsed = () => performance.now() - started;
+      let waited = false;
+      try {
+        const result = await store.acquire(
+          { id, service, who, ttlSeconds: ttl },
+          waitSeconds > 0 ? { owner } : undefined,
+        );
+        let lock: Lock;
+        if (result.acquired) lock = result.lock;
+        else {
+          if (!result.waiter) throw lockHeld(result.holder);
+          waited = true;
+          onEvent?.({ type: 'queued', service, who, holder: result.holder });
+          lock = await room.waitFor(
+            { service, id, ticket: result.waiter.ticket, holder: result.holder },
+            Math.min(waitSeconds * 1000, (wait.deadline ?? Number.POSITIVE_INFINITY) - Date.now()),
+            wait.signal,
+          );
+        }
+        onEvent?.({ type: 'acquired', lock, ms: elapsed(), waited });
+        return lock;
+      } catch (error) {
+        onEvent?.({ type: 'refused', service, who, reason: refusal(error), ms: elapsed() });
+        throw error;
       }
-      if (!result.waiter) throw lockHeld(result.holder);
-      onEvent?.({ type: 'queued', service, who, holder: result.holder });
-      const lock = await room.waitFor(
-        { service, id, ticket: result.waiter.ticket, holder: result.holder },
-        Math.min(waitSeconds * 1000, (wait.deadline ?? Number.POSITIVE_INFINITY) - Date.now()),
-        wait.signal,
-      );
-      onEvent?.({ type: 'acquired', lock });
+    },
+
+    /**
+     * Releases a lock whoever holds it (an operator's action), recording the reason in the
+     * history. The next waiter, if any, is granted the lock as on a release.
+     */
+    async forceRelease(id: string, reason?: string): Promise<Lock> {
+      if (reason !== undefined) validateText('reason', reason, MAX_REASON_LENGTH);
+      const key = lockKey(id);
+      const lock = key ? await store.forceRelease(key, reason === undefined || reason === '' ? null : reason) : null;
+      if (!lock) throw lockNotFound();
+      onEvent?.({ type: 'force-released', lock, reason: reason ?? null });
       return lock;
+    },
+
+    /** Expires what is due and drops abandoned waiters, in batches; returns how many expired. */
+    async sweep(): Promise<number> {
+      let total = 0;
+      // Bounded: at most 20 batches a call; the next call goes on.
+      for (let batch = 0; batch < 20; batch++) {
+        const { expired } = await store.sweep(SWEEP_BATCH);
+        for (const lock of expired) onEvent?.({ type: 'expired', lock });
+        total += expired.length;
+        if (expired.length < SWEEP_BATCH) break;
+      }
+      return total;
+    },
+
+    /** The history, newest first. */
+    async history(params: HistoryParams): Promise<LockEventRecord[]> {
+      const limit = params.limit ?? DEFAULT_HISTORY_LIMIT;
+      if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_HISTORY_LIMIT) {
+        throw invalidArgument('limit', `limit must be an integer from 1 to ${MAX_HISTORY_LIMIT}`);
+      }
+      if (params.service !== undefined) validateName('service', params.service);
+      if (params.who !== undefined) validateName('who', params.who);
+      for (const field of ['since', 'until'] as const) {
+        const at = params[field];
+        if (at !== undefined && Number.isNaN(at.getTime())) {
+          throw invalidArgument(field, `${field} must be an RFC 3339 timestamp`);
+        }
+      }
+      if (params.before !== undefined && (!Number.isSafeInteger(params.before) || params.before < 1)) {
+        throw invalidArgument('before', 'before must be a positive integer (an event id)');
+      }
+      return store.history({ ...params, limit });
+    },
+
+    /** Every held lock (of one service), from one snapshot. */
+    async snapshot(service?: string): Promise<Lock[]> {
+      if (service !== undefined) validateName('service', service);
+      return store.snapshot(service);
     },
 
     /** Stops waiting: requests in line answer STORE_UNAVAILABLE and leave the queue. */
@@ -180,11 +274,24 @@ function lockKey(id: string): string | null {
 /** The rules for `service` and `who`: present, not blank, short, printable. */
 export function validateName(field: 'service' | 'who', value: string): void {
   if (value.trim() === '') throw invalidArgument(field, `${field} must be a non-empty string`);
+  validateText(field, value, MAX_NAME_LENGTH);
+}
+
+/** Free text: at most `max` characters, printable. */
+function validateText(field: string, value: string, max: number): void {
   // Code points, not UTF-16 units, so that the limit means the same as in JSON Schema.
-  if ([...value].length > MAX_NAME_LENGTH) {
-    throw invalidArgument(field, `${field} must be at most ${MAX_NAME_LENGTH} characters`);
+  if ([...value].length > max) {
+    throw invalidArgument(field, `${field} must be at most ${max} characters`);
   }
   if (CONTROL_CHARACTERS.test(value)) {
     throw invalidArgument(field, `${field} must not contain control characters`);
   }
+}
+
+function refusal(error: unknown): Refusal {
+  if (!(error instanceof TrackerError)) return 'failed';
+  if (error.code === ErrorCode.LOCK_HELD) return 'held';
+  if (error.code === ErrorCode.WAIT_TIMEOUT) return 'timeout';
+  if (error.code === ErrorCode.CANCELLED) return 'cancelled';
+  return 'failed';
 }

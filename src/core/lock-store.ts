@@ -135,6 +135,8 @@ export interface LockStore {
    * clock, oldest first; returns how many it deleted.
    */
   pruneHistory(retentionMs: number, limit: number): Promise<number>;
+  /** How many locks are held and requests wait, in the whole store (for metrics). */
+  stats(): Promise<{ locks: number; waiters: number }>;
   /** Resolves when the store answers; used by readiness checks. */
   ping(): Promise<void>;
   /** Releases connections and file handles. Further calls are errors. */

@@ -3,6 +3,7 @@ import {
   Server,
   ServerCredentials,
   type ServerUnaryCall,
+  type ServerWritableStream,
   type sendUnaryData,
   setLogger,
   status,
@@ -11,15 +12,22 @@ import {
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import type { FastifyBaseLogger } from 'fastify';
-import { formatTimestamp, type Lock } from '../core/lock.js';
-import type { LockService } from '../core/lock-service.js';
+import type { EventFeed, FeedMessage } from '../core/event-feed.js';
+import { invalidArgument } from '../core/errors.js';
+import { DEFAULT_HISTORY_LIMIT, formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.js';
+import { type LockService, validateName } from '../core/lock-service.js';
+import type { Metrics } from '../metrics.js';
 import { toGrpcError } from './error-mapping.js';
+import { createHealthService } from './health.js';
 
 /** The .proto is the single source of the wire types; dist/ carries a copy at the same depth. */
 export const PROTO_FILE = fileURLToPath(
   new URL('../../proto/tracker/lock/v1alpha1/lock.proto', import.meta.url),
 );
+/** The standard health checking protocol (grpc.health.v1), shipped next to ours. */
+export const HEALTH_PROTO_FILE = fileURLToPath(new URL('../../proto/grpc/health/v1/health.proto', import.meta.url));
 export const SERVICE_NAME = 'tracker.lock.v1alpha1.LockService';
+const HEALTH_SERVICE_NAME = 'grpc.health.v1.Health';
 const LOAD_OPTIONS = { longs: String, enums: String, defaults: true } as const;
 
 /** Request shapes as proto-loader decodes them (camelCase, defaults filled in). */
@@ -43,9 +51,38 @@ interface ListLocksRequest {
   who: string;
 }
 
+interface ForceReleaseLockRequest {
+  id: string;
+  reason: string;
+}
+interface GetHistoryRequest {
+  service: string;
+  who: string;
+  since: string;
+  until: string;
+  limit: number;
+  /** int64, as a string (longs: String). */
+  before: string;
+}
+interface WatchLocksRequest {
+  service: string;
+  lastEventId: string;
+}
+
 export interface GrpcServerDeps {
   readonly service: LockService;
+  readonly feed: EventFeed;
+  readonly metrics: Metrics;
+  /** Resolves when the store answers; backs the health service. */
+  readonly ready: () => Promise<void>;
   readonly logger: FastifyBaseLogger;
+}
+
+/** The server, and what the process tells it when it starts to stop. */
+export interface GrpcServer {
+  readonly server: Server;
+  /** Health turns NOT_SERVING and watch streams end, before the server shuts down. */
+  stopping(): void;
 }
 
 /** The Lock message: proto3 has no null, so "no TTL" is 0 and "no expiry" is empty. */
@@ -62,6 +99,46 @@ function lockMessage(lock: Lock) {
   };
 }
 
+function eventMessage(event: LockEventRecord) {
+  return {
+    id: String(event.id),
+    type: event.type,
+    at: event.at.toISOString(),
+    service: event.service,
+    who: event.who,
+    lock: {
+      ...lockMessage({
+        id: event.lockId,
+        service: event.service,
+        who: event.who,
+        createdAt: event.createdAt,
+        ttlSeconds: event.ttlSeconds,
+        expiresAt: event.expiresAt,
+        fencingToken: event.fencingToken ?? 0,
+        waiters: event.waiters,
+      }),
+    },
+    heldSeconds: event.heldMs === null ? 0 : event.heldMs / 1000,
+    reason: event.reason ?? '',
+  };
+}
+
+function watchMessage(message: FeedMessage) {
+  return message.kind === 'snapshot'
+    ? { snapshot: { eventId: String(message.eventId), locks: message.locks.map(lockMessage) } }
+    : { event: eventMessage(message.event) };
+}
+
+/** An RFC 3339 bound of GetHistory; empty: none. */
+function timestampField(field: 'since' | 'until', value: string): Date | undefined {
+  if (value === '') return undefined;
+  const at = new Date(value);
+  if (!/^\d{4}-\d{2}-\d{2}T/.test(value) || Number.isNaN(at.getTime())) {
+    throw invalidArgument(field, `${field} must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z`);
+  }
+  return at;
+}
+
 /** Proto3 cannot tell an absent number from 0: 0 means "not given". */
 const given = (value: number): number | undefined => (value === 0 ? undefined : value);
 
@@ -69,13 +146,16 @@ const given = (value: number): number | undefined => (value === 0 ? undefined : 
  * The gRPC adapter, mirroring the REST routes, with server reflection on so that grpcurl
  * and buf curl work with no .proto at hand.
  */
-export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
+export function buildGrpcServer({ service, feed, metrics, ready, logger }: GrpcServerDeps): GrpcServer {
   // grpc-js writes its own diagnostics to stderr; send them to our log at debug level. Our
   // handlers and the listen path report what matters themselves.
   const grpcLog = (...args: unknown[]) => logger.debug({ grpc: args.map(String).join(' ') }, 'grpc-js');
   setLogger({ error: grpcLog, info: grpcLog, debug: grpcLog });
-  const definition = loadSync(PROTO_FILE, { ...LOAD_OPTIONS, keepCase: false });
+  const definition = loadSync([PROTO_FILE, HEALTH_PROTO_FILE], { ...LOAD_OPTIONS, keepCase: false });
   const lockService = definition[SERVICE_NAME] as ServiceDefinition;
+  const healthService = definition[HEALTH_SERVICE_NAME] as ServiceDefinition;
+  const health = createHealthService({ services: [SERVICE_NAME], ready });
+  const watches = new Set<() => void>();
 
   // One wrapper for every unary method: call the core, map errors, log one line.
   const unary =
@@ -84,20 +164,63 @@ export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
       const started = performance.now();
       handle(call.request, call).then(
         (response) => {
-          logger.info({ method, status: 'OK', ms: elapsed(started) }, 'rpc');
+          finished(method, 'OK', started);
           callback(null, response);
         },
         (error: unknown) => {
           const grpcError = toGrpcError(error, Date.now() >= deadlineOf(call));
           if (grpcError.code === status.INTERNAL) logger.error({ err: error, method }, 'rpc failed');
-          logger.info(
-            { method, status: status[grpcError.code ?? status.UNKNOWN], ms: elapsed(started) },
-            'rpc',
-          );
+          finished(method, status[grpcError.code ?? status.UNKNOWN], started);
           callback(grpcError);
         },
       );
     };
+  const finished = (method: string, code: string, started: number) => {
+    const ms = performance.now() - started;
+    metrics.grpc(method, code, ms / 1000);
+    logger.info({ method, status: code, ms: Math.round(ms * 100) / 100 }, 'rpc');
+  };
+
+  /**
+   * WatchLocks: like the SSE route, a snapshot (or a resume) and then every event, until
+   * the client cancels or the server stops (the stream then ends OK; clients resume).
+   */
+  const watchLocks = (call: ServerWritableStream<WatchLocksRequest, unknown>) => {
+    const started = performance.now();
+    const { service: name, lastEventId } = call.request;
+    let stop: (() => void) | null = null;
+    const end = (code: string) => {
+      watches.delete(endOk);
+      stop?.();
+      stop = null;
+      if (!call.writableEnded) call.end();
+      finished('WatchLocks', code, started);
+    };
+    const endOk = () => end('OK');
+    const fail = (error: unknown) => {
+      watches.delete(endOk);
+      const grpcError = toGrpcError(error);
+      if (grpcError.code === status.INTERNAL) logger.error({ err: error, method: 'WatchLocks' }, 'rpc failed');
+      finished('WatchLocks', status[grpcError.code ?? status.UNKNOWN], started);
+      call.destroy(Object.assign(new Error(grpcError.details), grpcError));
+    };
+    call.once('cancelled', () => end('CANCELLED'));
+    watches.add(endOk);
+    (async () => {
+      if (lastEventId !== '' && !/^[0-9]{1,15}$/.test(lastEventId)) {
+        throw invalidArgument('last_event_id', 'last_event_id must be an event id (a non-negative integer)');
+      }
+      if (name !== '') validateName('service', name);
+      const unsubscribe = await feed.watch(
+        { service: name === '' ? undefined : name, after: lastEventId === '' ? undefined : Number(lastEventId) },
+        (message) => {
+          if (!call.cancelled && !call.writableEnded) call.write(watchMessage(message));
+        },
+      );
+      if (call.cancelled || !watches.has(endOk)) unsubscribe();
+      else stop = unsubscribe;
+    })().catch(fail);
+  };
 
   const handlers: UntypedServiceImplementation = {
     CreateLock: unary('CreateLock', async (request: CreateLockRequest, call) => {
@@ -131,6 +254,25 @@ export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
       await service.release(request.id);
       return { success: true, message: 'Lock released successfully' };
     }),
+    ForceReleaseLock: unary('ForceReleaseLock', async (request: ForceReleaseLockRequest) => {
+      const lock = await service.forceRelease(request.id, request.reason === '' ? undefined : request.reason);
+      return { success: true, message: 'Lock force-released', lock: lockMessage(lock) };
+    }),
+    GetHistory: unary('GetHistory', async (request: GetHistoryRequest) => {
+      const limit = given(request.limit);
+      const before = Number(request.before);
+      const events = await service.history({
+        service: request.service === '' ? undefined : request.service,
+        who: request.who === '' ? undefined : request.who,
+        since: timestampField('since', request.since),
+        until: timestampField('until', request.until),
+        limit,
+        before: before === 0 ? undefined : before,
+      });
+      const full = events.length === (limit ?? DEFAULT_HISTORY_LIMIT);
+      return { events: events.map(eventMessage), nextBefore: full ? String(events.at(-1)?.id ?? 0) : '0' };
+    }),
+    WatchLocks: watchLocks,
     ListLocks: unary('ListLocks', async (request: ListLocksRequest) => {
       // Proto3 cannot tell "absent" from zero or empty: those mean "default" and "any".
       const result = await service.list({
@@ -150,10 +292,19 @@ export function buildGrpcServer({ service, logger }: GrpcServerDeps): Server {
 
   const server = new Server();
   server.addService(lockService, handlers);
+  server.addService(healthService, health.handlers);
   // Reflection must describe the .proto as written (per_page, created_at), so that grpcurl
   // accepts the proto field names; the handlers use proto-loader's camelCase view instead.
-  new ReflectionService(loadSync(PROTO_FILE, { ...LOAD_OPTIONS, keepCase: true })).addToServer(server);
-  return server;
+  new ReflectionService(
+    loadSync([PROTO_FILE, HEALTH_PROTO_FILE], { ...LOAD_OPTIONS, keepCase: true }),
+  ).addToServer(server);
+  return {
+    server,
+    stopping() {
+      health.stopping();
+      for (const end of [...watches]) end();
+    },
+  };
 }
 
 /** Binds and starts; resolves with the bound port (useful with port 0). */

@@ -1,10 +1,18 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import type { EventFeed } from '../core/event-feed.js';
+import { DEFAULT_HISTORY_LIMIT } from '../core/lock.js';
+import type { Metrics } from '../metrics.js';
 import type { LockService } from '../core/lock-service.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
-import { lockToJson, queueToJson, toHttpError } from './error-mapping.js';
+import { eventToJson, lockToJson, queueToJson, toHttpError } from './error-mapping.js';
 import { registerOpenApi } from './openapi.js';
+import { registerWatch } from './watch.js';
 import {
   createLockBody,
+  forceReleaseBody,
+  forceReleasedJson,
+  historyJson,
+  historyQuery,
   listLocksQuery,
   lockIdParams,
   lockJson,
@@ -17,6 +25,10 @@ import {
 
 export interface HttpAppDeps {
   readonly service: LockService;
+  /** The store's history as a live stream, for the watch route. */
+  readonly feed: EventFeed;
+  /** Request durations go here, and GET /metrics serves its registry. */
+  readonly metrics: Metrics;
   /** Resolves when the store answers; backs /readyz. */
   readonly ready: () => Promise<void>;
   readonly logger: FastifyBaseLogger;
@@ -38,7 +50,7 @@ declare module 'fastify' {
  * The REST adapter: parse, call the core, map the result. Built from its dependencies so
  * that tests can start it on a real socket without the rest of the process.
  */
-export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyInstance {
+export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger,
     // One line per request, from the onResponse hook below, instead of Fastify's two.
@@ -63,10 +75,14 @@ export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyIn
   registerOpenApi(app);
 
   app.addHook('onResponse', async (request, reply) => {
+    // The route as declared (`/lock/:id`), so that metrics have one series per route; a
+    // request that matched none is counted as such, never by its (unbounded) URL.
+    const route = request.routeOptions.url;
+    metrics.http(request.method, route ?? '(unmatched)', reply.statusCode, reply.elapsedTime / 1000);
     request.log.info(
       {
         method: request.method,
-        route: request.routeOptions.url ?? request.url,
+        route: route ?? request.url,
         status: reply.statusCode,
         ms: Math.round(reply.elapsedTime * 100) / 100,
       },
@@ -155,6 +171,51 @@ export function buildHttpApp({ service, ready, logger }: HttpAppDeps): FastifyIn
       return { ...result, locks: result.locks.map(lockToJson) };
     },
   );
+
+  app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(
+    `${API}/lock/:id/force-release`,
+    {
+      schema: { params: lockIdParams, body: forceReleaseBody, response: { 200: forceReleasedJson } },
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
+    },
+    async (request) => {
+      const lock = await service.forceRelease(request.params.id, request.body?.reason);
+      return { success: true, message: 'Lock force-released', lock: lockToJson(lock) };
+    },
+  );
+
+  app.get<{
+    Querystring: { service?: string; who?: string; since?: string; until?: string; limit?: string; before?: string };
+  }>(
+    `${API}/history`,
+    { schema: { querystring: historyQuery, response: { 200: historyJson } } },
+    async (request) => {
+      const { service: serviceName, who, since, until, limit, before } = request.query;
+      const events = await service.history({
+        service: serviceName,
+        who,
+        since: since === undefined ? undefined : new Date(since),
+        until: until === undefined ? undefined : new Date(until),
+        limit: limit === undefined ? undefined : Number(limit),
+        before: before === undefined ? undefined : Number(before),
+      });
+      const pageSize = limit === undefined ? DEFAULT_HISTORY_LIMIT : Number(limit);
+      return {
+        events: events.map(eventToJson),
+        // Another page may follow only when this one is full.
+        nextBefore: events.length === pageSize ? (events.at(-1)?.id ?? null) : null,
+      };
+    },
+  );
+
+  registerWatch(app, `${API}/watch`, feed);
+
+  app.get('/metrics', async (_request, reply) => {
+    const text = await metrics.registry.metrics();
+    return reply.type(metrics.registry.contentType).send(text);
+  });
 
   app.get('/healthz', async () => ({ status: 'ok' }));
   app.get('/readyz', async (request, reply) => {

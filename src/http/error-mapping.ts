@@ -1,6 +1,6 @@
 import type { FastifyError } from 'fastify';
 import { ErrorCode, TrackerError } from '../core/errors.js';
-import { formatTimestamp, type Lock, type Queue } from '../core/lock.js';
+import { formatTimestamp, type Lock, type LockEventRecord, type Queue } from '../core/lock.js';
 import { RULES } from './schemas.js';
 
 /** The one table from domain error codes to HTTP statuses. */
@@ -46,6 +46,29 @@ export function lockToJson(lock: Lock) {
     expiresAt: lock.expiresAt === null ? null : formatTimestamp(lock.expiresAt),
     fencingToken: lock.fencingToken,
     waiters: lock.waiters,
+  };
+}
+
+/** An event of the history or the watch stream; `at` keeps milliseconds. */
+export function eventToJson(event: LockEventRecord) {
+  return {
+    id: event.id,
+    type: event.type,
+    at: event.at.toISOString(),
+    service: event.service,
+    who: event.who,
+    lock: {
+      id: event.lockId,
+      service: event.service,
+      who: event.who,
+      createdAt: formatTimestamp(event.createdAt),
+      ttlSeconds: event.ttlSeconds,
+      expiresAt: event.expiresAt === null ? null : formatTimestamp(event.expiresAt),
+      fencingToken: event.fencingToken,
+      waiters: event.waiters,
+    },
+    heldSeconds: event.heldMs === null ? null : event.heldMs / 1000,
+    reason: event.reason,
   };
 }
 

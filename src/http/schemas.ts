@@ -1,4 +1,10 @@
-import { MAX_NAME_LENGTH, MAX_TTL_SECONDS } from '../core/lock.js';
+import {
+  LOCK_EVENT_TYPES,
+  MAX_HISTORY_LIMIT,
+  MAX_NAME_LENGTH,
+  MAX_REASON_LENGTH,
+  MAX_TTL_SECONDS,
+} from '../core/lock.js';
 
 /**
  * JSON schemas of the REST API. Ajv runs with coercion and removal of unknown properties
@@ -107,6 +113,82 @@ export const releasedJson = {
   properties: { success: { type: 'boolean' }, message: { type: 'string' } },
 } as const;
 
+/** The body is optional; an empty reason counts as none. */
+export const forceReleaseBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    reason: { type: 'string', maxLength: MAX_REASON_LENGTH, pattern: '^[^\\u0000-\\u001f\\u007f]*$' },
+  },
+} as const;
+
+export const forceReleasedJson = {
+  type: 'object',
+  required: ['success', 'message', 'lock'],
+  properties: { success: { type: 'boolean' }, message: { type: 'string' }, lock: lockJson },
+} as const;
+
+/** An RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z or with an offset and fractions. */
+const timestamp = {
+  type: 'string',
+  pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|[+-]\\d{2}:\\d{2})$',
+} as const;
+
+const eventId = { type: 'string', pattern: '^[0-9]{1,15}$' } as const;
+
+export const historyQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    service: name,
+    who: name,
+    since: timestamp,
+    until: timestamp,
+    limit: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' },
+    before: eventId,
+  },
+} as const;
+
+export const watchQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    service: name,
+    /** For clients that cannot send the Last-Event-ID header on their first request. */
+    lastEventId: eventId,
+  },
+} as const;
+
+/** The lock an event is about; for queued/dequeued, the waiting request (no token yet). */
+const eventLockJson = {
+  ...lockJson,
+  properties: { ...lockJson.properties, fencingToken: { type: ['integer', 'null'] } },
+} as const;
+
+export const eventJson = {
+  type: 'object',
+  required: ['id', 'type', 'at', 'service', 'who', 'lock', 'heldSeconds', 'reason'],
+  properties: {
+    id: { type: 'integer' },
+    type: { type: 'string', enum: [...LOCK_EVENT_TYPES] },
+    at: { type: 'string' },
+    service: { type: 'string' },
+    who: { type: 'string' },
+    lock: eventLockJson,
+    heldSeconds: { type: ['number', 'null'] },
+    reason: { type: ['string', 'null'] },
+  },
+} as const;
+
+export const historyJson = {
+  type: 'object',
+  required: ['events', 'nextBefore'],
+  properties: {
+    events: { type: 'array', maxItems: MAX_HISTORY_LIMIT, items: eventJson },
+    nextBefore: { type: ['integer', 'null'] },
+  },
+} as const;
+
 /** What each rule means in words, for error messages that name the field. */
 export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> = {
   service: {
@@ -127,6 +209,15 @@ export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> =
     minimum: 'must be an integer from 0 to 3600',
     maximum: 'must be an integer from 0 to 3600',
   },
+  reason: {
+    pattern: 'must not contain control characters',
+    maxLength: `must be at most ${MAX_REASON_LENGTH} characters`,
+  },
+  since: { pattern: 'must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z' },
+  until: { pattern: 'must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z' },
+  limit: { pattern: `must be an integer from 1 to ${MAX_HISTORY_LIMIT}` },
+  before: { pattern: 'must be an event id (a positive integer)' },
+  lastEventId: { pattern: 'must be an event id (a non-negative integer)' },
   page: { pattern: 'must be a positive integer' },
   per_page: { pattern: 'must be a positive integer' },
 };

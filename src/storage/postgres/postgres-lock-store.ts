@@ -54,6 +54,7 @@ import {
   type ServiceStateRow,
   SNAPSHOT,
   SNAPSHOT_XMIN,
+  STATS,
   SWEEP,
   SWEEP_WAITERS,
   UNMARK_FORCE_RELEASE,
@@ -459,6 +460,8 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
       guard(async () => Number((await query<{ pruned_through: string }>(HISTORY_FLOOR))[0]?.pruned_through ?? 0)),
     pruneHistory: (retentionMs, limit) =>
       guard(async () => (await query<{ pruned: number }>(PRUNE, [retentionMs, limit]))[0]?.pruned ?? 0),
+    stats: () =>
+      guard(async () => (await query<{ locks: number; waiters: number }>(STATS))[0] ?? { locks: 0, waiters: 0 }),
     ping: () => guard(async () => void (await query(PING))),
     close: async () => {
       await changes.close();

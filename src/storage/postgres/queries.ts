@@ -450,6 +450,10 @@ mark AS (
 )
 SELECT count(*)::int AS pruned FROM gone`;
 
+export const STATS = `
+SELECT (SELECT count(*)::int FROM locks WHERE ${LIVE}) AS locks,
+       (SELECT count(*)::int FROM waiters WHERE ${WAITING}) AS waiters`;
+
 export const PING = 'SELECT 1';
 
 // Migrations. The advisory lock key spells "tracker" in ASCII; it serialises migrators

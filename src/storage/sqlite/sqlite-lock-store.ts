@@ -216,6 +216,10 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     `SELECT count(*) AS total FROM locks WHERE ${filter}`,
   );
   const ping = db.prepare('SELECT 1');
+  const stats = db.prepare<[Now], { locks: number; waiters: number }>(
+    `SELECT (SELECT count(*) FROM locks WHERE ${live}) AS locks,
+            (SELECT count(*) FROM waiters WHERE alive_until > @now) AS waiters`,
+  );
   const all = db.prepare<[{ service: string | null } & Now], LockRow>(
     `SELECT ${columns}, ${waiting} FROM locks WHERE (@service IS NULL OR service = @service) AND ${live}
      ORDER BY created_at, id`,
@@ -512,6 +516,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
       ),
     historyFloor: async () => guard(() => prunedThrough.get()?.pruned_through ?? 0),
     pruneHistory: async (retentionMs, limit) => guard(() => prune.immediate(retentionMs, limit)),
+    stats: async () => guard(() => stats.get({ now: now() }) ?? { locks: 0, waiters: 0 }),
     ping: async () => guard(() => void ping.get()),
     close: async () => void db.close(),
   };

@@ -52,7 +52,8 @@ CREATE TRIGGER locks_event_acquired AFTER INSERT ON locks BEGIN
           (SELECT count(*) FROM waiters WHERE service = NEW.service AND alive_until > tracker_now()));
 END;
 
-CREATE TRIGGER locks_event_renewed AFTER UPDATE ON locks BEGIN
+-- A renewal sets the lease columns (whatever their values); nothing else updates a lock.
+CREATE TRIGGER locks_event_renewed AFTER UPDATE OF ttl_seconds, expires_at ON locks BEGIN
   INSERT INTO lock_events (at, type, lock_id, service, who, created_at, ttl_seconds, expires_at,
                            fencing_token, waiters)
   VALUES (tracker_now(), 'renewed', NEW.id, NEW.service, NEW.who, NEW.created_at, NEW.ttl_seconds,

@@ -1,0 +1,160 @@
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { ErrorCode, TrackerError } from './core/errors.js';
+import type { LockEvent } from './core/lock-service.js';
+import type { LockStore } from './core/lock-store.js';
+
+/** Hold times run from milliseconds (a quick job) to days (a forgotten lock). */
+const HOLD_BUCKETS = [0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86_400, 7 * 86_400];
+/** Request and acquire latencies: sub-millisecond on SQLite, up to a long wait in a queue. */
+const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300, 3600];
+
+export interface MetricsSources {
+  /** Held locks and live waiters, read from the store at each scrape. */
+  readonly stats: () => Promise<{ locks: number; waiters: number }>;
+  /** Connected watchers (SSE and gRPC streams). */
+  readonly watchers: () => number;
+}
+
+/**
+ * The process's Prometheus metrics, in a registry of its own (several servers may share one
+ * process in tests). Counters and histograms count what this process did, so summing them
+ * over replicas gives the cluster's totals; the two gauges read the shared store, so every
+ * replica reports the same value (aggregate them with max, not sum).
+ */
+export function createMetrics(sources: MetricsSources) {
+  const registry = new Registry();
+  collectDefaultMetrics({ register: registry });
+  const registers = [registry];
+
+  new Gauge({
+    name: 'tracker_locks_held',
+    help: 'Locks held right now (in the whole store, as this replica reads it).',
+    registers,
+    async collect() {
+      this.set((await sources.stats()).locks);
+    },
+  });
+  new Gauge({
+    name: 'tracker_waiters',
+    help: 'Requests waiting in a queue right now (in the whole store).',
+    registers,
+    async collect() {
+      this.set((await sources.stats()).waiters);
+    },
+  });
+  new Gauge({
+    name: 'tracker_watchers',
+    help: 'Watch streams (SSE and gRPC) connected to this replica.',
+    registers,
+    collect() {
+      this.set(sources.watchers());
+    },
+  });
+  const acquisitions = new Counter({
+    name: 'tracker_acquisitions_total',
+    help: 'Acquire requests by result: granted, held (refused at once), timeout (waited in vain), cancelled, failed.',
+    labelNames: ['result'],
+    registers,
+  });
+  const acquireSeconds = new Histogram({
+    name: 'tracker_acquire_duration_seconds',
+    help: 'How long acquire requests took, a wait in the queue included, by result.',
+    labelNames: ['result'],
+    buckets: LATENCY_BUCKETS,
+    registers,
+  });
+  const releases = new Counter({
+    name: 'tracker_releases_total',
+    help: 'Locks that ended, by kind: released, force-released, expired (expiries this replica swept).',
+    labelNames: ['kind'],
+    registers,
+  });
+  const holdSeconds = new Histogram({
+    name: 'tracker_lock_hold_seconds',
+    help: 'How long locks were held, by how they ended.',
+    labelNames: ['kind'],
+    buckets: HOLD_BUCKETS,
+    registers,
+  });
+  const httpSeconds = new Histogram({
+    name: 'tracker_http_request_duration_seconds',
+    help: 'REST requests by method, route (as declared) and status code.',
+    labelNames: ['method', 'route', 'status_code'],
+    buckets: LATENCY_BUCKETS,
+    registers,
+  });
+  const grpcSeconds = new Histogram({
+    name: 'tracker_grpc_request_duration_seconds',
+    help: 'gRPC calls by method and status code.',
+    labelNames: ['method', 'code'],
+    buckets: LATENCY_BUCKETS,
+    registers,
+  });
+  const storeErrors = new Counter({
+    name: 'tracker_store_errors_total',
+    help: 'Store operations that failed because the store was unreachable or too slow, by operation.',
+    labelNames: ['operation'],
+    registers,
+  });
+  for (const result of ['granted', 'held', 'timeout', 'cancelled', 'failed']) acquisitions.inc({ result }, 0);
+  for (const kind of ['released', 'force-released', 'expired']) releases.inc({ kind }, 0);
+
+  return {
+    registry,
+
+    /** The service's events (onEvent). */
+    observe(event: LockEvent): void {
+      switch (event.type) {
+        case 'acquired':
+          acquisitions.inc({ result: 'granted' });
+          acquireSeconds.observe({ result: 'granted' }, event.ms / 1000);
+          return;
+        case 'refused':
+          acquisitions.inc({ result: event.reason });
+          acquireSeconds.observe({ result: event.reason }, event.ms / 1000);
+          return;
+        case 'released':
+        case 'force-released':
+        case 'expired': {
+          const { lock } = event;
+          const end = event.type === 'expired' && lock.expiresAt ? lock.expiresAt.getTime() : Date.now();
+          releases.inc({ kind: event.type });
+          holdSeconds.observe({ kind: event.type }, Math.max(0, end - lock.createdAt.getTime()) / 1000);
+          return;
+        }
+        default:
+          return;
+      }
+    },
+
+    http(method: string, route: string, statusCode: number, seconds: number): void {
+      httpSeconds.observe({ method, route, status_code: String(statusCode) }, seconds);
+    },
+
+    grpc(method: string, code: string, seconds: number): void {
+      grpcSeconds.observe({ method, code }, seconds);
+    },
+
+    /** Counts the store's STORE_UNAVAILABLE failures, by operation, without changing them. */
+    instrument(store: LockStore): LockStore {
+      const counted = {} as Record<string, unknown>;
+      for (const [name, member] of Object.entries(store)) {
+        counted[name] =
+          typeof member === 'function' && name !== 'onChange'
+            ? (...args: unknown[]) =>
+                Promise.resolve((member as (...a: unknown[]) => unknown).apply(store, args)).catch(
+                  (error: unknown) => {
+                    if (error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE) {
+                      storeErrors.inc({ operation: name });
+                    }
+                    throw error;
+                  },
+                )
+            : member;
+      }
+      return counted as unknown as LockStore;
+    },
+  };
+}
+
+export type Metrics = ReturnType<typeof createMetrics>;
