@@ -6,7 +6,9 @@ import type { LockStore } from './core/lock-store.js';
 /** Hold times run from milliseconds (a quick job) to days (a forgotten lock). */
 const HOLD_BUCKETS = [0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86_400, 7 * 86_400];
 /** Request and acquire latencies: sub-millisecond on SQLite, up to a long wait in a queue. */
-const LATENCY_BUCKETS = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300, 3600];
+const LATENCY_BUCKETS = [
+  0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 30, 300, 3600,
+];
 
 export interface MetricsSources {
   /** Held locks and live waiters, read from the store at each scrape. */

@@ -38,7 +38,7 @@ async function startApp(
   const feed = createEventFeed({ store });
   const metrics = createMetrics({ stats: () => store.stats(), watchers: () => feed.watchers });
   const service = createLockService({
-    store,
+    store: metrics.instrument(store),
     newId: randomUUID,
     owner: 'http-test',
     defaultTtlSeconds: options.defaultTtlSeconds,
@@ -523,6 +523,14 @@ describe('REST API when the store fails', () => {
     blocker.exec('ROLLBACK');
     blocker.close();
     assert.equal((await call(run.base, 'POST', `${API}/lock`, { service: 'busy', who: 'w' })).status, 201);
+    const metrics = await (await fetch(`${run.base}/metrics`)).text();
+    assert.match(metrics, /^tracker_store_errors_total\{operation="acquire"\} 1$/m);
+    assert.match(metrics, /^tracker_acquisitions_total\{result="failed"\} 1$/m);
+    assert.match(metrics, /^tracker_acquisitions_total\{result="granted"\} 1$/m);
+    assert.match(
+      metrics,
+      /^tracker_http_request_duration_seconds_count\{method="POST",route="\/api\/v1alpha1\/lock",status_code="503"\} 1$/m,
+    );
     await run.close();
   });
 

@@ -167,7 +167,9 @@ export function createLockService({
     async forceRelease(id: string, reason?: string): Promise<Lock> {
       if (reason !== undefined) validateText('reason', reason, MAX_REASON_LENGTH);
       const key = lockKey(id);
-      const lock = key ? await store.forceRelease(key, reason === undefined || reason === '' ? null : reason) : null;
+      const lock = key
+        ? await store.forceRelease(key, reason === undefined || reason === '' ? null : reason)
+        : null;
       if (!lock) throw lockNotFound();
       onEvent?.({ type: 'force-released', lock, reason: reason ?? null });
       return lock;

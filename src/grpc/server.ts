@@ -12,8 +12,8 @@ import {
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import type { FastifyBaseLogger } from 'fastify';
-import type { EventFeed, FeedMessage } from '../core/event-feed.js';
 import { invalidArgument } from '../core/errors.js';
+import type { EventFeed, FeedMessage } from '../core/event-feed.js';
 import { DEFAULT_HISTORY_LIMIT, formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.js';
 import { type LockService, validateName } from '../core/lock-service.js';
 import type { Metrics } from '../metrics.js';
@@ -25,7 +25,9 @@ export const PROTO_FILE = fileURLToPath(
   new URL('../../proto/tracker/lock/v1alpha1/lock.proto', import.meta.url),
 );
 /** The standard health checking protocol (grpc.health.v1), shipped next to ours. */
-export const HEALTH_PROTO_FILE = fileURLToPath(new URL('../../proto/grpc/health/v1/health.proto', import.meta.url));
+export const HEALTH_PROTO_FILE = fileURLToPath(
+  new URL('../../proto/grpc/health/v1/health.proto', import.meta.url),
+);
 export const SERVICE_NAME = 'tracker.lock.v1alpha1.LockService';
 const HEALTH_SERVICE_NAME = 'grpc.health.v1.Health';
 const LOAD_OPTIONS = { longs: String, enums: String, defaults: true } as const;
@@ -200,7 +202,8 @@ export function buildGrpcServer({ service, feed, metrics, ready, logger }: GrpcS
     const fail = (error: unknown) => {
       watches.delete(endOk);
       const grpcError = toGrpcError(error);
-      if (grpcError.code === status.INTERNAL) logger.error({ err: error, method: 'WatchLocks' }, 'rpc failed');
+      if (grpcError.code === status.INTERNAL)
+        logger.error({ err: error, method: 'WatchLocks' }, 'rpc failed');
       finished('WatchLocks', status[grpcError.code ?? status.UNKNOWN], started);
       call.destroy(Object.assign(new Error(grpcError.details), grpcError));
     };
@@ -212,7 +215,10 @@ export function buildGrpcServer({ service, feed, metrics, ready, logger }: GrpcS
       }
       if (name !== '') validateName('service', name);
       const unsubscribe = await feed.watch(
-        { service: name === '' ? undefined : name, after: lastEventId === '' ? undefined : Number(lastEventId) },
+        {
+          service: name === '' ? undefined : name,
+          after: lastEventId === '' ? undefined : Number(lastEventId),
+        },
         (message) => {
           if (!call.cancelled && !call.writableEnded) call.write(watchMessage(message));
         },

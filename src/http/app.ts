@@ -1,12 +1,11 @@
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
 import type { EventFeed } from '../core/event-feed.js';
 import { DEFAULT_HISTORY_LIMIT } from '../core/lock.js';
-import type { Metrics } from '../metrics.js';
 import type { LockService } from '../core/lock-service.js';
+import type { Metrics } from '../metrics.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
 import { eventToJson, lockToJson, queueToJson, toHttpError } from './error-mapping.js';
 import { registerOpenApi } from './openapi.js';
-import { registerWatch } from './watch.js';
 import {
   createLockBody,
   forceReleaseBody,
@@ -22,6 +21,7 @@ import {
   renewLockBody,
   serviceParams,
 } from './schemas.js';
+import { registerWatch } from './watch.js';
 
 export interface HttpAppDeps {
   readonly service: LockService;
@@ -187,7 +187,14 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
   );
 
   app.get<{
-    Querystring: { service?: string; who?: string; since?: string; until?: string; limit?: string; before?: string };
+    Querystring: {
+      service?: string;
+      who?: string;
+      since?: string;
+      until?: string;
+      limit?: string;
+      before?: string;
+    };
   }>(
     `${API}/history`,
     { schema: { querystring: historyQuery, response: { 200: historyJson } } },

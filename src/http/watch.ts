@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
-import type { EventFeed, FeedMessage } from '../core/event-feed.js';
 import { invalidArgument } from '../core/errors.js';
+import type { EventFeed, FeedMessage } from '../core/event-feed.js';
 import { validateName } from '../core/lock-service.js';
 import { eventToJson, lockToJson } from './error-mapping.js';
 import { watchQuery } from './schemas.js';

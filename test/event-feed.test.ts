@@ -1,0 +1,216 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
+import { describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { createEventFeed, type FeedMessage } from '../src/core/event-feed.js';
+import { startHousekeeping } from '../src/core/housekeeping.js';
+import type { LockStore } from '../src/core/lock-store.js';
+import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
+import { ManualClock } from './support/manual-clock.js';
+import { tempDir } from './support/server-process.js';
+
+/** A real SQLite file, a clock the test moves, and a count of the feed's reads. */
+function setup() {
+  const dir = tempDir();
+  const clock = new ManualClock();
+  const store = openSqliteLockStore({ path: join(dir.path, 'tracker.db'), clock });
+  const reads = { events: 0 };
+  const counted: LockStore = {
+    ...store,
+    readEvents: (...args) => {
+      reads.events++;
+      return store.readEvents(...args);
+    },
+  };
+  return {
+    clock,
+    store,
+    counted,
+    reads,
+    take: async (service: string, who = 'w') => {
+      const result = await store.acquire({ id: randomUUID(), service, who, ttlSeconds: null });
+      assert.ok(result.acquired);
+      return result.lock;
+    },
+    close: async () => {
+      await store.close();
+      dir.remove();
+    },
+  };
+}
+
+/** Collects what a watcher receives. */
+function inbox() {
+  const messages: FeedMessage[] = [];
+  return {
+    messages,
+    send: (message: FeedMessage) => messages.push(message),
+    events: () => messages.flatMap((m) => (m.kind === 'event' ? [[m.event.type, m.event.who] as const] : [])),
+    async waitFor(count: number, ms = 3000) {
+      const deadline = Date.now() + ms;
+      while (messages.length < count && Date.now() < deadline) await delay(5);
+      assert.ok(messages.length >= count, `expected ${count} messages, got ${messages.length}`);
+    },
+  };
+}
+
+describe('event feed: one tail shared by every watcher', () => {
+  test('a watcher gets a snapshot, then the changes of any writer, by polling and by kick', async () => {
+    const s = setup();
+    const feed = createEventFeed({ store: s.counted, pollMs: 20 });
+    try {
+      await s.take('held-before', 'early');
+      const box = inbox();
+      const stop = await feed.watch({}, box.send);
+      const [snapshot] = box.messages;
+      assert.equal(snapshot?.kind, 'snapshot');
+      assert.deepEqual(snapshot?.kind === 'snapshot' ? snapshot.locks.map((l) => l.who) : [], ['early']);
+      const lock = await s.take('deploy', 'a');
+      await s.store.release(lock.id);
+      await box.waitFor(3);
+      assert.deepEqual(box.events(), [
+        ['acquired', 'a'],
+        ['released', 'a'],
+      ]);
+      assert.equal(feed.watchers, 1);
+      stop();
+      assert.equal(feed.watchers, 0);
+      const readsWhenStopped = s.reads.events;
+      await delay(100);
+      assert.equal(s.reads.events, readsWhenStopped, 'nobody watches: the tail does not poll');
+    } finally {
+      feed.close();
+      await s.close();
+    }
+  });
+
+  test('kick reads at once, without waiting for the poll', async () => {
+    const s = setup();
+    const feed = createEventFeed({ store: s.counted, pollMs: 60_000 });
+    try {
+      const box = inbox();
+      const stop = await feed.watch({ service: 'kicked' }, box.send);
+      await s.take('kicked', 'k');
+      await s.take('ignored', 'i');
+      feed.kick();
+      await box.waitFor(2);
+      assert.deepEqual(box.events(), [['acquired', 'k']]);
+      stop();
+    } finally {
+      feed.close();
+      await s.close();
+    }
+  });
+
+  test('a resume far behind the memory buffer replays from the store, in order, with no snapshot', async () => {
+    const s = setup();
+    const feed = createEventFeed({ store: s.counted, pollMs: 10, bufferSize: 5 });
+    try {
+      const keeper = inbox();
+      const stopKeeper = await feed.watch({}, keeper.send);
+      const from = keeper.messages[0]?.kind === 'snapshot' ? keeper.messages[0].eventId : -1;
+      for (let i = 0; i < 30; i++) await s.store.release((await s.take(`svc-${i}`, `w${i}`)).id);
+      await keeper.waitFor(61);
+      const box = inbox();
+      const stop = await feed.watch({ after: from }, box.send);
+      assert.equal(box.messages.length, 60);
+      assert.ok(box.messages.every((m) => m.kind === 'event'));
+      const ids = box.messages.map((m) => (m.kind === 'event' ? m.event.id : 0));
+      assert.deepEqual(
+        ids,
+        Array.from({ length: 60 }, (_, i) => from + 1 + i),
+      );
+      stop();
+      stopKeeper();
+    } finally {
+      feed.close();
+      await s.close();
+    }
+  });
+
+  test('a resume from a pruned or unknown id gets a fresh snapshot instead', async () => {
+    const s = setup();
+    const feed = createEventFeed({ store: s.counted, pollMs: 10 });
+    try {
+      const old = await s.take('old', 'old');
+      await s.store.release(old.id);
+      s.clock.advance(60_000);
+      await s.take('fresh', 'fresh');
+      assert.equal(await s.store.pruneHistory(30_000, 1000), 2);
+      const pruned = inbox();
+      const stop1 = await feed.watch({ after: 1 }, pruned.send);
+      assert.equal(pruned.messages[0]?.kind, 'snapshot', 'events 2.. are gone: no gap-free resume');
+      const future = inbox();
+      const stop2 = await feed.watch({ after: 1_000_000 }, future.send);
+      assert.equal(future.messages[0]?.kind, 'snapshot');
+      const kept = inbox();
+      const stop3 = await feed.watch({ after: 2 }, kept.send);
+      assert.deepEqual(kept.events(), [['acquired', 'fresh']], 'from the floor on, a resume still works');
+      for (const stop of [stop1, stop2, stop3]) stop();
+    } finally {
+      feed.close();
+      await s.close();
+    }
+  });
+
+  test('a store that cannot be read rejects the watch and leaves no watcher behind', async () => {
+    const s = setup();
+    const feed = createEventFeed({
+      store: { ...s.store, eventCursor: () => Promise.reject(new Error('store down')) },
+    });
+    try {
+      await assert.rejects(
+        feed.watch({}, () => {}),
+        /store down/,
+      );
+      assert.equal(feed.watchers, 0);
+    } finally {
+      feed.close();
+      await s.close();
+    }
+  });
+});
+
+describe('housekeeping', () => {
+  test('the sweep expires due leases and the prune applies retention, until stopped', async () => {
+    const s = setup();
+    const swept: number[] = [];
+    const errors: unknown[] = [];
+    const lease = await s.store.acquire({ id: randomUUID(), service: 'lease', who: 'w', ttlSeconds: 1 });
+    assert.ok(lease.acquired);
+    s.clock.advance(120_000);
+    await s.take('recent', 'r');
+    const chores = startHousekeeping({
+      sweep: async () => {
+        const { expired } = await s.store.sweep(100);
+        swept.push(expired.length);
+        return expired.length;
+      },
+      store: s.store,
+      retentionMs: 60_000,
+      sweepMs: 10,
+      pruneMs: 10,
+      onError: (_task, error) => errors.push(error),
+    });
+    try {
+      for (let i = 0; i < 200 && swept.length < 3; i++) await delay(10);
+      assert.ok(swept.includes(1), 'the due lease was swept once');
+      for (let i = 0; i < 200 && (await s.store.history({ service: 'lease', limit: 10 })).length > 1; i++) {
+        await delay(10);
+      }
+      assert.deepEqual(
+        (await s.store.history({ service: 'lease', limit: 10 })).map((e) => e.type),
+        ['expired'],
+        'the acquire, recorded 2 minutes ago, is past the 1-minute retention',
+      );
+      assert.deepEqual(errors, []);
+    } finally {
+      await chores.stop();
+    }
+    const after = swept.length;
+    await delay(50);
+    assert.equal(swept.length, after, 'no sweep after stop');
+    await s.close();
+  });
+});
