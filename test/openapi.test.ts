@@ -5,9 +5,9 @@ import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import Fastify from 'fastify';
-import { chromium } from 'playwright-core';
 import { OPERATIONS, registerOpenApi } from '../src/http/openapi.js';
 import { createLockBody } from '../src/http/schemas.js';
+import { CHROMIUM_PATH, launchBrowser, openPage } from './support/browser.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 
 type Json = Record<string, unknown>;
@@ -39,8 +39,6 @@ subscribe('fastify.initialization', ({ fastify }) => {
 const UNDOCUMENTED = /^\/(docs(\/.*)?|openapi\.json|assets(\/.*)?)?$/;
 
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
-
-const CHROMIUM = '/usr/bin/chromium';
 
 function toOpenApiPath(url: string): string {
   return url.replace(/:([A-Za-z0-9_]+)/g, '{$1}');
@@ -247,40 +245,14 @@ describe('API description', () => {
   });
 
   test('/docs renders the operations offline in Chromium', { timeout: 90_000 }, async () => {
-    assert.ok(existsSync(CHROMIUM), `${CHROMIUM} is missing: apt-get install -y chromium`);
+    assert.ok(existsSync(CHROMIUM_PATH), `${CHROMIUM_PATH} is missing: apt-get install -y chromium`);
     const origin = new URL(server.baseUrl).origin;
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      timeout: 30_000,
-      args: [
-        '--no-sandbox',
-        '--disable-gpu',
-        '--disable-background-networking',
-        '--disable-component-update',
-        '--disable-sync',
-        '--no-first-run',
-      ],
-    });
+    const browser = await launchBrowser();
     try {
-      const page = await browser.newPage();
+      // Records errors and CSP violations, and refuses (and reports) any other origin.
+      const { page, errors, dialogs } = await openPage(browser, { height: 1400 });
       const requests: string[] = [];
-      const problems: string[] = [];
       page.on('request', (request) => requests.push(request.url()));
-      page.on('pageerror', (error) => problems.push(`page error: ${error.message}`));
-      page.on('console', (message) => {
-        if (message.type() === 'error') problems.push(`console: ${message.text()}`);
-      });
-      // Offline: anything not for this server is refused (and fails the test below).
-      await page.route(
-        (url) => url.origin !== origin && url.protocol !== 'data:',
-        (route) => route.abort(),
-      );
-      // Strings, not functions: they run in the page (the tests compile without the DOM types).
-      await page.addInitScript(
-        "document.addEventListener('securitypolicyviolation', (event) => " +
-          "console.error('CSP violation: ' + event.violatedDirective + ' ' + event.blockedURI));",
-      );
 
       await page.goto(`${server.baseUrl}/docs`, { waitUntil: 'load', timeout: 30_000 });
       const expected = operations(doc).map(({ key }) => key);
@@ -299,14 +271,12 @@ describe('API description', () => {
       assert.match(text, /Acquire a lock/);
       assert.match(text, /Tracker/);
 
-      assert.ok(
-        requests.some((url) => url === `${origin}/openapi.json`),
-        'the page loaded the document',
-      );
+      assert.ok(requests.includes(`${origin}/openapi.json`), 'the page loaded the document');
       for (const url of requests) {
         assert.ok(url.startsWith('data:') || new URL(url).hostname === '127.0.0.1', `request to ${url}`);
       }
-      assert.deepEqual(problems, []);
+      assert.deepEqual(errors, []);
+      assert.deepEqual(dialogs, []);
     } finally {
       await browser.close();
     }

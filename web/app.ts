@@ -34,13 +34,14 @@ let sortKey: SortKey = 'service';
 let descending = false;
 let filter = '';
 /** What the current rows were derived from. */
-let derived: { version: number; filter: string; sortKey: SortKey; descending: boolean; nextExpiry: number } = {
-  version: -1,
-  filter: '',
-  sortKey,
-  descending,
-  nextExpiry: 0,
-};
+let derived: { version: number; filter: string; sortKey: SortKey; descending: boolean; nextExpiry: number } =
+  {
+    version: -1,
+    filter: '',
+    sortKey,
+    descending,
+    nextExpiry: 0,
+  };
 let loaded = false;
 
 /** Filters out expired and non-matching locks and sorts, when anything they depend on moved. */

@@ -21,7 +21,8 @@ export function h<K extends keyof HTMLElementTagNameMap>(
 ): HTMLElementTagNameMap[K] {
   const element = document.createElement(tag);
   if (props?.class) element.className = props.class;
-  if (props?.attrs) for (const [name, value] of Object.entries(props.attrs)) element.setAttribute(name, value);
+  if (props?.attrs)
+    for (const [name, value] of Object.entries(props.attrs)) element.setAttribute(name, value);
   if (props?.on) {
     for (const [type, listener] of Object.entries(props.on)) {
       element.addEventListener(type, listener as EventListener);

@@ -24,25 +24,21 @@ function pad(value: number): string {
   return value < 10 ? `0${value}` : String(value);
 }
 
-const dateTime = new Intl.DateTimeFormat(undefined, {
-  year: 'numeric',
-  month: '2-digit',
-  day: '2-digit',
-  hour: '2-digit',
-  minute: '2-digit',
-  second: '2-digit',
-  hour12: false,
-});
-
-const timeOnly = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit', hour12: false });
 const dayOnly = new Intl.DateTimeFormat(undefined, { weekday: 'short', day: 'numeric', month: 'short' });
 
-/** Local date and time, to the second. */
+/** Local date and time to the second, unambiguous in every locale: 2026-11-26 17:05:09. */
 export function formatDateTime(ms: number): string {
-  return Number.isFinite(ms) ? dateTime.format(ms) : '';
+  if (!Number.isFinite(ms)) return '';
+  const at = new Date(ms);
+  return (
+    `${at.getFullYear()}-${pad(at.getMonth() + 1)}-${pad(at.getDate())} ` +
+    `${pad(at.getHours())}:${pad(at.getMinutes())}:${pad(at.getSeconds())}`
+  );
 }
 
-/** Axis labels of the timeline. */
+/** Axis labels of the timeline: weekday and date for a week, hours and minutes otherwise. */
 export function formatAxis(ms: number, spanMs: number): string {
-  return spanMs > 36 * 3600_000 ? dayOnly.format(ms) : timeOnly.format(ms);
+  if (spanMs > 36 * 3600_000) return dayOnly.format(ms);
+  const at = new Date(ms);
+  return `${pad(at.getHours())}:${pad(at.getMinutes())}`;
 }

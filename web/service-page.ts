@@ -3,8 +3,9 @@ import { byId, h, setText } from './dom.js';
 import { formatAxis, formatDateTime, formatDuration, formatSeconds } from './format.js';
 import type { LockState } from './state.js';
 
-export type Range = '24h' | '7d';
-const RANGE_MS: Record<Range, number> = { '24h': 24 * 3600_000, '7d': 7 * 24 * 3600_000 };
+export type Range = '1h' | '24h' | '7d';
+const RANGE_MS: Record<Range, number> = { '1h': 3600_000, '24h': 24 * 3600_000, '7d': 7 * 24 * 3600_000 };
+const RANGE_WORDS: Record<Range, string> = { '1h': 'hour', '24h': '24 hours', '7d': '7 days' };
 /** History pages of 1,000 events fetched at most per range (the newest 20,000). */
 const MAX_PAGES = 20;
 const PAGE_SIZE = 1000;
@@ -64,7 +65,8 @@ export class ServicePage {
   constructor(private readonly deps: ServicePageDeps) {
     for (const button of this.rangeButtons) {
       button.addEventListener('click', () => {
-        const range = button.dataset.range === '7d' ? '7d' : '24h';
+        const range = (button.dataset.range ?? '24h') as Range;
+        if (!(range in RANGE_MS)) return;
         if (range === this.range) return;
         this.range = range;
         for (const other of this.rangeButtons) {
@@ -365,7 +367,8 @@ export class ServicePage {
         },
         hold.who,
       );
-      bar.style.left = `${(left * 100).toFixed(3)}%`;
+      // A hold that just began still shows, at the right edge.
+      bar.style.left = `min(${(left * 100).toFixed(3)}%, calc(100% - 3px))`;
       bar.style.width = `${(width * 100).toFixed(3)}%`;
       bar.style.setProperty('--hue', String(hue(hold.who)));
       track.append(bar);
@@ -387,7 +390,7 @@ export class ServicePage {
       holds.length === 0
         ? this.loading
           ? 'Loading…'
-          : `Nobody held it in the last ${this.range === '24h' ? '24 hours' : '7 days'}.`
+          : `Nobody held it in the last ${RANGE_WORDS[this.range]}.`
         : `${holds.length} ${holds.length === 1 ? 'hold' : 'holds'} by ${holders.size} ` +
           `${holders.size === 1 ? 'holder' : 'holders'}, held ${Math.round((heldMs / span) * 100)}% of the time` +
           (longest ? `; longest ${formatDuration(longest.end - longest.start)} (${longest.who})` : '') +
@@ -433,17 +436,27 @@ function hue(text: string): number {
   return Math.abs(hash) % 360;
 }
 
-/** Axis ticks at local round times: every 3 hours for a day, midnights for a week. */
+/** Axis ticks at local round times: 10 minutes for an hour, 3 hours for a day, midnights for a week. */
 function ticks(start: number, end: number): number[] {
-  const result: number[] = [];
+  const span = end - start;
   const at = new Date(start);
-  const days = end - start > 36 * 3600_000;
-  at.setMinutes(0, 0, 0);
-  if (days) at.setHours(0);
+  let step: (date: Date) => void;
+  let keep: (date: Date) => boolean = () => true;
+  if (span > 36 * 3600_000) {
+    at.setHours(0, 0, 0, 0);
+    step = (date) => date.setDate(date.getDate() + 1);
+  } else if (span > 2 * 3600_000) {
+    at.setMinutes(0, 0, 0);
+    step = (date) => date.setHours(date.getHours() + 1);
+    keep = (date) => date.getHours() % 3 === 0;
+  } else {
+    at.setMinutes(Math.floor(at.getMinutes() / 10) * 10, 0, 0);
+    step = (date) => date.setMinutes(date.getMinutes() + 10);
+  }
+  const result: number[] = [];
   for (let i = 0; i < 64 && at.getTime() <= end; i++) {
-    if (at.getTime() >= start && (days || at.getHours() % 3 === 0)) result.push(at.getTime());
-    if (days) at.setDate(at.getDate() + 1);
-    else at.setHours(at.getHours() + 1);
+    if (at.getTime() >= start && keep(at)) result.push(at.getTime());
+    step(at);
   }
   return result;
 }

@@ -14,6 +14,8 @@ export interface SseMessage {
 /** Incremental parser: feed decoded text, get the complete messages. */
 export class SseParser {
   private buffer = '';
+  /** How much of `buffer` is known to hold no line end. */
+  private scanned = 0;
   private data: string[] = [];
   private event = '';
   private sawData = false;
@@ -25,32 +27,31 @@ export class SseParser {
     this.lastEventId = lastEventId;
   }
 
-  /** `final` at the end of the stream: an unterminated last line is then complete. */
+  /** `final` at the end of the stream (an unfinished message is then dropped, as the standard says). */
   push(text: string, final = false): SseMessage[] {
-    this.buffer += text;
+    const buffer = this.buffer + text;
     const messages: SseMessage[] = [];
     let start = 0;
-    const { buffer } = this;
+    // Where to look for line ends: the part scanned before held none (a 1 MB snapshot line
+    // arrives in many chunks; each byte is looked at once).
+    let from = this.scanned;
+    // The next CR at or after `from`; -1 when there is none up to the end of the buffer.
+    let cr = -2;
     for (;;) {
-      let end = -1;
-      for (let i = start; i < buffer.length; i++) {
-        const code = buffer.charCodeAt(i);
-        if (code === 10 || code === 13) {
-          end = i;
-          break;
-        }
-      }
+      const lf = buffer.indexOf('\n', from);
+      if (cr !== -1 && cr < from) cr = buffer.indexOf('\r', from);
+      const end = cr === -1 ? lf : lf === -1 ? cr : Math.min(cr, lf);
       if (end === -1) break;
       // A CR at the very end may be the first half of a CRLF: wait for the next chunk.
-      if (buffer.charCodeAt(end) === 13 && end === buffer.length - 1 && !final) break;
+      if (end === cr && end === buffer.length - 1 && !final) break;
       const line = buffer.slice(start, end);
-      start = end + (buffer.charCodeAt(end) === 13 && buffer.charCodeAt(end + 1) === 10 ? 2 : 1);
+      start = end + (end === cr && buffer.charCodeAt(end + 1) === 10 ? 2 : 1);
+      from = start;
       const message = this.line(line);
       if (message) messages.push(message);
     }
-    this.buffer = buffer.slice(start);
-    // An incomplete message at the end of the stream is discarded (standard behaviour).
-    if (final) this.buffer = '';
+    this.buffer = final ? '' : buffer.slice(start);
+    this.scanned = final ? 0 : Math.max(0, buffer.length - start - (buffer.endsWith('\r') ? 1 : 0));
     return messages;
   }
 
@@ -156,25 +157,30 @@ export function watchStream(options: WatchOptions): Watch {
       if (!response.ok || !response.body) {
         return { reason: `HTTP ${response.status}`, status: response.status };
       }
+      options.onStatus({ state: 'live' });
       const parser = new SseParser(lastEventId);
       const decoder = new TextDecoder();
       const reader = response.body.getReader();
-      let live = false;
+      let received = false;
       for (;;) {
         const { done, value } = await reader.read();
         armIdle();
-        const messages = done ? parser.push(decoder.decode(), true) : parser.push(decoder.decode(value, { stream: true }));
+        if (!received && !done) {
+          // The server talks (a message or a keep-alive): the next drop retries quickly again.
+          received = true;
+          attempt = 0;
+          backoffMs = MIN_BACKOFF_MS;
+        }
+        const messages = done
+          ? parser.push(decoder.decode(), true)
+          : parser.push(decoder.decode(value, { stream: true }));
         if (parser.retryMs !== undefined) serverRetryMs = parser.retryMs;
         for (const message of messages) {
           lastEventId = message.lastEventId;
-          if (!live) {
-            live = true;
-            attempt = 0;
-            backoffMs = MIN_BACKOFF_MS;
-            options.onStatus({ state: 'live' });
-          }
           options.onMessage(message);
         }
+        // Messages without data still move the last event id.
+        lastEventId = parser.lastEventId;
         if (done) return { reason: 'stream ended' };
       }
     } catch (error) {
@@ -195,7 +201,8 @@ export function watchStream(options: WatchOptions): Watch {
         restartNow = false;
         continue;
       }
-      const inMs = Math.min(serverRetryMs ?? backoffMs, MAX_BACKOFF_MS);
+      // The server's retry advice is the least wait; repeated failures back off further.
+      const inMs = Math.min(Math.max(serverRetryMs ?? 0, backoffMs), MAX_BACKOFF_MS);
       backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
       options.onStatus({ state: 'retrying', inMs, ...ended });
       await sleep(inMs);

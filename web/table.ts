@@ -119,7 +119,7 @@ export class LockTable {
       view.service.title = lock.service;
       setText(view.token, String(lock.fencingToken));
       setText(view.waiters, lock.waiters === 0 ? '0' : String(lock.waiters));
-      view.waiters.classList.toggle('has-waiters', lock.waiters > 0);
+      view.waiters.className = lock.waiters > 0 ? 'num has-waiters' : 'num muted';
       view.button.setAttribute('aria-label', `Force release ${lock.service}`);
     }
     view.tr.classList.toggle('fresh', this.fresh.has(lock.id));

@@ -344,7 +344,3 @@ function deadlineOf(call: ServerUnaryCall<unknown, unknown>): number {
   const ms = deadline instanceof Date ? deadline.getTime() : Number(deadline);
   return Number.isFinite(ms) && ms > 0 ? ms : Number.POSITIVE_INFINITY;
 }
-
-function elapsed(started: number): number {
-  return Math.round((performance.now() - started) * 100) / 100;
-}

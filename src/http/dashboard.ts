@@ -57,7 +57,7 @@ function send(request: FastifyRequest, reply: FastifyReply, asset: Asset, cacheC
   reply.header('etag', asset.etag);
   reply.header('x-content-type-options', 'nosniff');
   const match = request.headers['if-none-match'];
-  if (match !== undefined && match.split(',').some((tag) => tag.trim() === asset.etag)) {
+  if (match?.split(',').some((tag) => tag.trim() === asset.etag)) {
     return reply.status(304).send();
   }
   return reply.send(asset.body);

@@ -393,8 +393,9 @@ function operation(route: RouteOptions, method: string, taken: Set<string>): Rec
     ...parameters('header', schema.headers, described),
   ];
 
-  let operationId = doc?.operationId ?? generatedOperationId(method, route.url);
-  for (let n = 2; taken.has(operationId); n++) operationId = `${doc?.operationId ?? operationId}${n}`;
+  const base = doc?.operationId ?? generatedOperationId(method, route.url);
+  let operationId = base;
+  for (let n = 2; taken.has(operationId); n++) operationId = `${base}${n}`;
   taken.add(operationId);
 
   const result: Record<string, unknown> = { operationId };

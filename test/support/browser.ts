@@ -56,5 +56,18 @@ export async function openPage(
   page.on('console', (message) => {
     if (message.type() === 'error') errors.push(`console: ${message.text()}`);
   });
+  // A string, not a function: it runs in the page (the tests compile without the DOM types).
+  await page.addInitScript(
+    "document.addEventListener('securitypolicyviolation', (event) => " +
+      "console.error('CSP violation: ' + event.violatedDirective + ' ' + event.blockedURI));",
+  );
+  // Offline: a request to any other origin (a CDN) is refused, and reported.
+  await context.route(
+    (url) => url.hostname !== '127.0.0.1' && url.protocol !== 'data:',
+    (route) => {
+      errors.push(`request to another origin: ${route.request().url()}`);
+      return route.abort();
+    },
+  );
   return { context, page, dialogs, errors, close: () => context.close() };
 }

@@ -350,7 +350,11 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
   /** Gaps met in the event ids, by first missing id: the snapshot xmax then, and when. */
   const gaps = new Map<number, { xmax: bigint; since: number }>();
 
-  async function readEvents(after: number, limit: number, settledThrough = after): Promise<LockEventRecord[]> {
+  async function readEvents(
+    after: number,
+    limit: number,
+    settledThrough = after,
+  ): Promise<LockEventRecord[]> {
     const rows = await query<EventsAfterRow>(EVENTS_AFTER, [after, limit]);
     const bounds = rows[0];
     if (!bounds) throw new Error('EVENTS_AFTER returned no row');
@@ -370,7 +374,11 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
           blocked = true;
         } else if (!blocked && xmin < gap.xmax) {
           if (Date.now() - gap.since < GAP_TIMEOUT_MS) blocked = true;
-          else logger.warn({ from: start, to: id - 1 }, 'event ids skipped after waiting for their transactions');
+          else
+            logger.warn(
+              { from: start, to: id - 1 },
+              'event ids skipped after waiting for their transactions',
+            );
         }
       }
       expected = id + 1;
@@ -457,11 +465,15 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
         return (await query<EventRow>(text, [...values, filter.limit])).map(toEvent);
       }),
     historyFloor: () =>
-      guard(async () => Number((await query<{ pruned_through: string }>(HISTORY_FLOOR))[0]?.pruned_through ?? 0)),
+      guard(async () =>
+        Number((await query<{ pruned_through: string }>(HISTORY_FLOOR))[0]?.pruned_through ?? 0),
+      ),
     pruneHistory: (retentionMs, limit) =>
       guard(async () => (await query<{ pruned: number }>(PRUNE, [retentionMs, limit]))[0]?.pruned ?? 0),
     stats: () =>
-      guard(async () => (await query<{ locks: number; waiters: number }>(STATS))[0] ?? { locks: 0, waiters: 0 }),
+      guard(
+        async () => (await query<{ locks: number; waiters: number }>(STATS))[0] ?? { locks: 0, waiters: 0 },
+      ),
     ping: () => guard(async () => void (await query(PING))),
     close: async () => {
       await changes.close();

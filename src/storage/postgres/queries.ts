@@ -389,10 +389,7 @@ LEFT JOIN LATERAL (
 ) AS page ON true
 ORDER BY page.id`;
 
-export type EventsAfterRow = { xmin: string; xmax: string } & (
-  | EventRow
-  | { [K in keyof EventRow]: null }
-);
+export type EventsAfterRow = { xmin: string; xmax: string } & (EventRow | { [K in keyof EventRow]: null });
 
 /**
  * The newest event id visible now (or, with none left, the pruning watermark) and the

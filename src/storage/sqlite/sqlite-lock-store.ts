@@ -491,8 +491,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
         for (const lock of result.granted) announce(lock.service);
         return result;
       }),
-    snapshot: async (service) =>
-      guard(() => all.all({ service: service ?? null, now: now() }).map(toLock)),
+    snapshot: async (service) => guard(() => all.all({ service: service ?? null, now: now() }).map(toLock)),
     eventCursor: async () => guard(() => lastEventId.get()?.seq ?? 0),
     readEvents: async (after, limit) => guard(() => eventsAfter.all({ after, limit }).map(toEvent)),
     history: async (query) =>
