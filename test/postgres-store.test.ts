@@ -520,6 +520,65 @@ await describePostgres('PostgreSQL store', (database) => {
       }
     });
 
+    test('the event tail waits for a transaction that took an event id before a later one committed', async () => {
+      const store = await open('late_events');
+      const slow = await connect(database().url);
+      const fast = await connect(database().url);
+      const insert = (client: typeof slow, service: string) =>
+        client.query('INSERT INTO late_events.locks (id, service, who) VALUES ($1, $2, $2)', [
+          randomUUID(),
+          service,
+        ]);
+      try {
+        const cursor = await store.eventCursor();
+        // `fast` gets its transaction id first; `slow` starts later, so its id is above every
+        // id completed when the gap is first seen, yet it holds the smaller event id.
+        await fast.query('BEGIN');
+        await fast.query("INSERT INTO late_events.services VALUES ('unrelated', 0)");
+        await slow.query('BEGIN');
+        await insert(slow, 'slow');
+        await insert(fast, 'fast');
+        await fast.query('COMMIT');
+        assert.deepEqual(await store.readEvents(cursor, 10), [], 'the later event waits for the earlier id');
+        await delay(50);
+        assert.deepEqual(await store.readEvents(cursor, 10), [], 'still: its transaction has not ended');
+        const cursorWhileOpen = store.eventCursor();
+        let cursorSettled = false;
+        void cursorWhileOpen.then(() => {
+          cursorSettled = true;
+        });
+        await delay(200);
+        assert.equal(cursorSettled, false, 'a new tail waits for the open transaction too');
+        await slow.query('COMMIT');
+        assert.deepEqual(
+          (await store.readEvents(cursor, 10)).map((event) => event.service),
+          ['slow', 'fast'],
+        );
+        const next = await cursorWhileOpen;
+        assert.ok(next >= cursor + 1);
+
+        // A transaction that rolls back leaves a gap for good: the tail goes past it once
+        // that transaction has ended, and not before.
+        const last = cursor + 2;
+        await fast.query('BEGIN');
+        await fast.query("INSERT INTO late_events.services VALUES ('unrelated-2', 0)");
+        await slow.query('BEGIN');
+        await insert(slow, 'rolled-back');
+        await insert(fast, 'kept');
+        await fast.query('COMMIT');
+        assert.deepEqual(await store.readEvents(last, 10), []);
+        await slow.query('ROLLBACK');
+        assert.deepEqual(
+          (await store.readEvents(last, 10)).map((event) => event.service),
+          ['kept'],
+        );
+      } finally {
+        await slow.end();
+        await fast.end();
+        await store.close();
+      }
+    });
+
     test('an acquire blocked by an uncommitted holder returns that holder once it commits', async () => {
       const { entries, logger } = recordingLogger();
       const store = await open('contended', { logger });

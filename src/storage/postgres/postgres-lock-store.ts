@@ -40,6 +40,7 @@ import {
   LOCK_SERVICE,
   type LockRow,
   MARK_FORCE_RELEASE,
+  NEXT_XID,
   NOTIFY,
   PING,
   PRUNE,
@@ -347,8 +348,16 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
     return { expired, granted };
   }
 
-  /** Gaps met in the event ids, by first missing id: the snapshot xmax then, and when. */
-  const gaps = new Map<number, { xmax: bigint; since: number }>();
+  /**
+   * Gaps met in the event ids, by first missing id: a transaction id above every one handed
+   * out when the gap was seen (NEXT_XID), and when it was seen.
+   */
+  const gaps = new Map<number, { bound: bigint; since: number }>();
+  const nextXid = async () => {
+    const row = (await query<{ xid: string }>(NEXT_XID))[0];
+    if (!row) throw new Error('NEXT_XID returned no row');
+    return BigInt(row.xid);
+  };
 
   async function readEvents(
     after: number,
@@ -360,6 +369,7 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
     if (!bounds) throw new Error('EVENTS_AFTER returned no row');
     const xmin = BigInt(bounds.xmin);
     const events: LockEventRecord[] = [];
+    const fresh: number[] = [];
     let expected = after + 1;
     let blocked = false;
     for (const row of rows) {
@@ -370,9 +380,9 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
         // Every gap in this page is noted now, so that gaps behind a blocking one age too.
         const gap = gaps.get(start);
         if (!gap) {
-          gaps.set(start, { xmax: BigInt(bounds.xmax), since: Date.now() });
+          fresh.push(start);
           blocked = true;
-        } else if (!blocked && xmin < gap.xmax) {
+        } else if (!blocked && xmin < gap.bound) {
           if (Date.now() - gap.since < GAP_TIMEOUT_MS) blocked = true;
           else
             logger.warn(
@@ -384,20 +394,26 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
       expected = id + 1;
       if (!blocked) events.push(toEvent(row));
     }
+    if (fresh.length > 0) {
+      const bound = await nextXid();
+      for (const start of fresh) gaps.set(start, { bound, since: Date.now() });
+    }
     const through = events.at(-1)?.id ?? after;
     for (const start of gaps.keys()) if (start <= through) gaps.delete(start);
     return events;
   }
 
   async function eventCursor(): Promise<number> {
-    const row = (await query<{ last: string; xmax: string }>(EVENT_CURSOR))[0];
+    const row = (await query<{ last: string }>(EVENT_CURSOR))[0];
     if (!row) throw new Error('EVENT_CURSOR returned no row');
-    // Ids below `last` may belong to transactions still running: wait for them to end, so
-    // that whatever they record is visible to any read that starts after this.
+    // Ids below `last` may belong to transactions still running: wait for every transaction
+    // id handed out until now to end, so that whatever they record is visible to any read
+    // that starts after this.
+    const bound = await nextXid();
     const deadline = Date.now() + GAP_TIMEOUT_MS;
     while (Date.now() < deadline) {
       const now = (await query<{ xmin: string }>(SNAPSHOT_XMIN))[0];
-      if (now && BigInt(now.xmin) >= BigInt(row.xmax)) break;
+      if (now && BigInt(now.xmin) >= bound) break;
       await delay(10);
     }
     return Number(row.last);

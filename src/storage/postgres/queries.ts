@@ -371,34 +371,37 @@ export interface EventRow {
 
 /**
  * $1 after, $2 limit. Events above an id, oldest first, with this statement's snapshot
- * bounds: xmin, the oldest transaction still running, and xmax, the first not yet started.
- * Always one row; without events the event columns are null.
+ * xmin: every transaction id below it has ended. Always one row; without events the event
+ * columns are null.
  *
  * Ids come from a sequence at insert time and transactions commit in any order, so an id
- * below one seen here may still commit: a gap. Every transaction that holds an event id
- * already had a transaction id when it took it (the triggers run after the row write), so
- * a gap met in a snapshot with xmax X is final once the oldest running transaction is at or
- * past X: whoever held it has committed (its event is then visible) or rolled back.
+ * below one seen here may still commit: a gap. Whoever holds a missing id took it before
+ * this snapshot (a larger id had committed by then), and already had a transaction id
+ * when it did (the triggers run after the lock or waiter row is written). So once every
+ * transaction id handed out before the gap was seen has ended (NEXT_XID then, compared
+ * with a later xmin), the gap is final: the event committed, and is visible, or never will.
+ * (The snapshot's own xmax is no such bound: it is one past the newest *completed* id,
+ * and a transaction that started after that completion may hold the missing id.)
  */
 export const EVENTS_AFTER = `
-SELECT bounds.xmin, bounds.xmax, page.*
-FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS xmin,
-             pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS xmax) AS bounds
+SELECT bounds.xmin, page.*
+FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS xmin) AS bounds
 LEFT JOIN LATERAL (
   SELECT ${EVENT_COLUMNS} FROM lock_events WHERE id > $1 ORDER BY id LIMIT $2
 ) AS page ON true
 ORDER BY page.id`;
 
-export type EventsAfterRow = { xmin: string; xmax: string } & (EventRow | { [K in keyof EventRow]: null });
-
 /**
- * The newest event id visible now (or, with none left, the pruning watermark) and the
- * snapshot's xmax: once the oldest running transaction is at or past it, every event id
- * below that newest one is final.
+ * A transaction id above every one handed out so far: its own, which this autocommit
+ * statement takes and ends at once (an id is cheap; this runs only when a gap shows up).
  */
+export const NEXT_XID = 'SELECT pg_current_xact_id()::text::int8 AS xid';
+
+export type EventsAfterRow = { xmin: string } & (EventRow | { [K in keyof EventRow]: null });
+
+/** The newest event id visible now or, with none left, the pruning watermark. */
 export const EVENT_CURSOR = `
-SELECT coalesce((SELECT max(id) FROM lock_events), (SELECT pruned_through FROM history_state)) AS last,
-       pg_snapshot_xmax(pg_current_snapshot())::text::int8 AS xmax`;
+SELECT coalesce((SELECT max(id) FROM lock_events), (SELECT pruned_through FROM history_state)) AS last`;
 
 /** The oldest transaction still running (see EVENTS_AFTER). */
 export const SNAPSHOT_XMIN = 'SELECT pg_snapshot_xmin(pg_current_snapshot())::text::int8 AS xmin';
