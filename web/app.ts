@@ -28,6 +28,7 @@ const servicePage = new ServicePage({
   now: serverNow,
   forceRelease: openForceRelease,
   requestRender: () => scheduleRender(),
+  loaded: () => loaded,
 });
 
 let sortKey: SortKey = 'service';

@@ -30,6 +30,8 @@ export interface ServicePageDeps {
   readonly now: () => number;
   readonly forceRelease: (lock: Lock) => void;
   readonly requestRender: () => void;
+  /** False until the watch stream's first snapshot: the holder is unknown until then. */
+  readonly loaded: () => boolean;
 }
 
 /** The page of one service: its holder, its queue, who held it when, and its events. */
@@ -234,6 +236,13 @@ export class ServicePage {
       : held.expiresMs === Number.POSITIVE_INFINITY
         ? 'no TTL'
         : formatDuration(held.expiresMs - now);
+    if (!this.deps.loaded()) {
+      if (this.holderKey !== 'loading') {
+        this.holderKey = 'loading';
+        this.holder.replaceChildren(h('p', { class: 'muted' }, 'Loading…'));
+      }
+      return;
+    }
     if (key !== this.holderKey) {
       this.holderKey = key;
       if (!held) {

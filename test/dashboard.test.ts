@@ -1,0 +1,742 @@
+import assert from 'node:assert/strict';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import Fastify from 'fastify';
+import type { Browser, Page, Request } from 'playwright-core';
+import { DASHBOARD_CSP, registerDashboard } from '../src/http/dashboard.js';
+import { launchBrowser, openPage, type WatchedPage } from './support/browser.js';
+import { API, call } from './support/rest.js';
+import {
+  ROOT,
+  runToExit,
+  type ServerProcess,
+  startServerProcess,
+  tempDir,
+} from './support/server-process.js';
+
+/*
+ * The dashboard in a real browser (Debian's Chromium through playwright-core) against the
+ * real compiled server: live updates from locks taken and released with curl, the force
+ * release, the service page's history, user text shown as text, the bearer token on every
+ * request, and 5,000 held locks. Screenshots go to test-artifacts/ (and docs/dashboard.png,
+ * the README's picture, when it is missing or TRACKER_UPDATE_SCREENSHOTS=1).
+ */
+
+const ARTIFACTS = join(ROOT, 'test-artifacts');
+const DOCS_SCREENSHOT = join(ROOT, 'docs/dashboard.png');
+/** The issue's promise: a change shows within a second. */
+const LIVE_MS = 1000;
+
+interface LockJson {
+  id: string;
+  service: string;
+  who: string;
+  fencingToken: number;
+  waiters: number;
+}
+
+/** A real `curl` child process, as an operator would run it. */
+async function curl(method: string, url: string, body?: unknown): Promise<{ status: number; json: unknown }> {
+  const args = ['-sS', '--max-time', '10', '-X', method, '-w', '\n%{http_code}'];
+  if (body !== undefined) args.push('-H', 'Content-Type: application/json', '-d', JSON.stringify(body));
+  args.push(url);
+  const run = await runToExit('curl', args, { timeoutMs: 15_000 });
+  assert.equal(run.code, 0, `curl failed: ${run.stderr}`);
+  const cut = run.stdout.lastIndexOf('\n');
+  const text = run.stdout.slice(0, cut);
+  return { status: Number(run.stdout.slice(cut + 1)), json: text === '' ? null : JSON.parse(text) };
+}
+
+async function curlLock(base: string, body: Record<string, unknown>): Promise<LockJson> {
+  const { status, json } = await curl('POST', `${base}${API}/lock`, body);
+  assert.equal(status, 201, JSON.stringify(json));
+  return json as LockJson;
+}
+
+async function acquire(base: string, body: Record<string, unknown>): Promise<LockJson> {
+  const { status, json } = await call(base, 'POST', `${API}/lock`, body);
+  assert.equal(status, 201, JSON.stringify(json));
+  return json as unknown as LockJson;
+}
+
+/**
+ * A request that waits in the service's queue; `stop()` hangs up (which leaves the queue)
+ * unless it was granted, and returns the granted lock if any.
+ */
+function waitInLine(base: string, service: string, who: string) {
+  const controller = new AbortController();
+  const reply = call(
+    base,
+    'POST',
+    `${API}/lock`,
+    { service, who, waitSeconds: 120 },
+    { signal: controller.signal },
+  );
+  const settled = reply.then(
+    (answer) => (answer.status === 201 ? (answer.json as unknown as LockJson) : undefined),
+    () => undefined,
+  );
+  return {
+    settled,
+    async stop(): Promise<LockJson | undefined> {
+      controller.abort();
+      return settled;
+    },
+  };
+}
+
+/** Polls `check` every 50 ms until it is true, at most `ms`; bounded in count and time. */
+async function until(check: () => Promise<boolean>, ms: number, what: string): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (let i = 0; i < Math.ceil(ms / 50) + 1; i++) {
+    if (await check()) return;
+    if (Date.now() > deadline) break;
+    await new Promise((resolve) => setTimeout(resolve, 50));
+  }
+  assert.fail(`timed out after ${ms} ms waiting for ${what}`);
+}
+
+const rowOf = (page: Page, id: string) => page.locator(`#locks-body tr[data-lock-id="${id}"]`);
+
+async function openDashboard(browser: Browser, base: string, hash = ''): Promise<WatchedPage> {
+  const watched = await openPage(browser);
+  await watched.page.goto(`${base}/${hash}`);
+  await watched.page.locator('#status.live').waitFor();
+  return watched;
+}
+
+/** Console errors other than the ones a test provoked on purpose (failed requests). */
+function unexpected(errors: readonly string[]): string[] {
+  return errors.filter((error) => !error.includes('Failed to load resource'));
+}
+
+describe('registerDashboard', () => {
+  test('without a build, / is a 503 that says to run npm run build', async () => {
+    const dir = tempDir();
+    const app = Fastify();
+    try {
+      registerDashboard(app, { assetsDir: dir.path });
+      const reply = await app.inject({ method: 'GET', url: '/' });
+      assert.equal(reply.statusCode, 503);
+      assert.equal(reply.json().code, 'DASHBOARD_NOT_BUILT');
+      assert.match(reply.json().error, /npm run build/);
+      assert.equal((await app.inject({ method: 'GET', url: '/assets/app.js' })).statusCode, 404);
+    } finally {
+      await app.close();
+      dir.remove();
+    }
+  });
+
+  test('serves the files found at start, nothing else, with their types and cache headers', async () => {
+    const dir = tempDir();
+    const app = Fastify();
+    try {
+      writeFileSync(join(dir.path, 'index.html'), '<!doctype html><title>t</title>');
+      writeFileSync(join(dir.path, 'app.js'), 'export {};');
+      writeFileSync(join(dir.path, 'app.js.map'), '{}');
+      writeFileSync(join(dir.path, 'styles.css'), 'body{}');
+      mkdirSync(join(dir.path, 'nested'));
+      writeFileSync(join(dir.path, 'nested/secret.txt'), 'no');
+      registerDashboard(app, { assetsDir: dir.path });
+      // Files added later are not served: the list is fixed at start.
+      writeFileSync(join(dir.path, 'late.js'), 'export {};');
+
+      const html = await app.inject({ method: 'GET', url: '/' });
+      assert.equal(html.statusCode, 200);
+      assert.equal(html.headers['content-type'], 'text/html; charset=utf-8');
+      assert.equal(html.headers['content-security-policy'], DASHBOARD_CSP);
+      assert.equal(html.headers['cache-control'], 'no-cache');
+      const types: Record<string, string> = {
+        'app.js': 'text/javascript; charset=utf-8',
+        'app.js.map': 'application/json; charset=utf-8',
+        'styles.css': 'text/css; charset=utf-8',
+      };
+      for (const [file, type] of Object.entries(types)) {
+        const reply = await app.inject({ method: 'GET', url: `/assets/${file}` });
+        assert.equal(reply.statusCode, 200, file);
+        assert.equal(reply.headers['content-type'], type, file);
+        assert.match(String(reply.headers['cache-control']), /^public, max-age=\d+$/, file);
+        assert.equal(reply.headers['x-content-type-options'], 'nosniff', file);
+        assert.equal(reply.headers['content-security-policy'], undefined, file);
+      }
+      for (const file of ['late.js', 'nested', 'nested%2Fsecret.txt', '..%2Fapp.js', 'index.html']) {
+        assert.equal((await app.inject({ method: 'GET', url: `/assets/${file}` })).statusCode, 404, file);
+      }
+    } finally {
+      await app.close();
+      dir.remove();
+    }
+  });
+});
+
+describe('dashboard', () => {
+  let server: ServerProcess;
+  let browser: Browser;
+  let base: string;
+
+  before(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    [server, browser] = await Promise.all([startServerProcess(), launchBrowser()]);
+    base = server.baseUrl;
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test('GET / serves the built page under a strict CSP; /assets serves only built files', async () => {
+    const html = await fetch(`${base}/`);
+    assert.equal(html.status, 200);
+    assert.match(html.headers.get('content-type') ?? '', /^text\/html/);
+    assert.equal(html.headers.get('cache-control'), 'no-cache');
+    const csp = html.headers.get('content-security-policy') ?? '';
+    for (const directive of [
+      "default-src 'self'",
+      "script-src 'self'",
+      "style-src 'self'",
+      "object-src 'none'",
+      "base-uri 'none'",
+      "frame-ancestors 'none'",
+      "connect-src 'self'",
+    ]) {
+      assert.ok(csp.includes(directive), `CSP has ${directive}: ${csp}`);
+    }
+    const text = await html.text();
+    assert.ok(text.includes('assets/app.js'));
+    assert.doesNotMatch(text, /https?:\/\//, 'nothing from another origin');
+
+    const script = await fetch(`${base}/assets/app.js`);
+    assert.equal(script.status, 200);
+    assert.match(script.headers.get('content-type') ?? '', /^text\/javascript/);
+    assert.match(script.headers.get('cache-control') ?? '', /max-age=\d+/);
+    const etag = script.headers.get('etag');
+    assert.ok(etag);
+    assert.equal((await fetch(`${base}/assets/app.js`, { headers: { 'if-none-match': etag } })).status, 304);
+    const styles = await fetch(`${base}/assets/styles.css`);
+    assert.match(styles.headers.get('content-type') ?? '', /^text\/css/);
+
+    for (const path of ['/assets/nothing.js', '/assets/..%2Fpackage.json', '/assets/%2E%2E%2Findex.html']) {
+      const { status, json } = await call(base, 'GET', path);
+      assert.equal(status, 404, path);
+      assert.equal(json.code, 'NOT_FOUND', path);
+    }
+  });
+
+  test('a lock taken with curl appears within a second; its release removes it within a second', async (t) => {
+    const watched = await openDashboard(browser, base);
+    const { page } = watched;
+    try {
+      const lock = await curlLock(base, {
+        service: 'production-deployment',
+        who: 'ci-pipeline-123',
+        ttlSeconds: 600,
+      });
+      let started = performance.now();
+      await rowOf(page, lock.id).waitFor({ timeout: LIVE_MS });
+      t.diagnostic(`lock visible ${Math.round(performance.now() - started)} ms after curl returned`);
+      const row = rowOf(page, lock.id);
+      assert.equal(await row.locator('td.service').textContent(), 'production-deployment');
+      assert.equal(await row.locator('td.who').textContent(), 'ci-pipeline-123');
+      const cells = await row.locator('td').allTextContents();
+      assert.equal(cells[4], String(lock.fencingToken), 'fencing token');
+      assert.equal(cells[5], '0', 'waiters');
+      assert.match(cells[2] ?? '', /^\d+s$/, 'held for');
+      assert.match(cells[3] ?? '', /^9m \d\ds$|^10m 00s$/, 'expires in');
+      assert.match((await page.locator('#count').textContent()) ?? '', /^1 held lock$/);
+
+      const released = await curl('GET', `${base}${API}/unlock/${lock.id}`);
+      assert.equal(released.status, 200);
+      started = performance.now();
+      await rowOf(page, lock.id).waitFor({ state: 'detached', timeout: LIVE_MS });
+      t.diagnostic(`lock gone ${Math.round(performance.now() - started)} ms after curl returned`);
+      assert.equal(await page.locator('#locks-body tr.empty').textContent(), 'No locks are held.');
+
+      // The waiters column follows the queue.
+      const held = await curlLock(base, { service: 'nightly-report', who: 'cron@report-01' });
+      await rowOf(page, held.id).waitFor({ timeout: LIVE_MS });
+      const waiter = waitInLine(base, 'nightly-report', 'cron@report-02');
+      await until(
+        async () => (await rowOf(page, held.id).locator('td').nth(5).textContent()) === '1',
+        LIVE_MS * 3,
+        'one waiter shown',
+      );
+      assert.equal(await waiter.stop(), undefined, 'the waiter hung up before being granted');
+      await until(
+        async () => (await rowOf(page, held.id).locator('td').nth(5).textContent()) === '0',
+        LIVE_MS * 3,
+        'the waiter gone',
+      );
+      await curl('DELETE', `${base}${API}/lock/${held.id}`);
+      await rowOf(page, held.id).waitFor({ state: 'detached', timeout: LIVE_MS });
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await watched.close();
+    }
+  });
+
+  test('force release asks for confirmation and a reason; the service page shows the reason', async (t) => {
+    const watched = await openDashboard(browser, base);
+    const { page } = watched;
+    const service = 'orders-db-migration';
+    const lock = await curlLock(base, { service, who: 'migrate-job-42', ttlSeconds: 3600 });
+    const waiter = waitInLine(base, service, 'migrate-job-43');
+    try {
+      await until(
+        async () => (await rowOf(page, lock.id).locator('td').nth(5).textContent()) === '1',
+        LIVE_MS * 3,
+        'the waiter shown',
+      );
+      const dialog = page.locator('#force-dialog');
+
+      // Cancel releases nothing.
+      await rowOf(page, lock.id).getByRole('button', { name: 'Force release' }).click();
+      await dialog.waitFor();
+      const details = (await page.locator('#force-details').textContent()) ?? '';
+      assert.ok(details.includes(service) && details.includes('migrate-job-42'), details);
+      assert.ok(details.includes(String(lock.fencingToken)), details);
+      await page.locator('#force-cancel').click();
+      await dialog.waitFor({ state: 'hidden' });
+      assert.equal(
+        (await call(base, 'GET', `${API}/lock/${lock.id}`)).status,
+        200,
+        'still held after cancel',
+      );
+
+      // No reason, no release.
+      await rowOf(page, lock.id).getByRole('button', { name: 'Force release' }).click();
+      await page.locator('#force-confirm').click();
+      assert.equal(await dialog.isVisible(), true, 'the dialog stays open without a reason');
+      assert.equal(
+        (await call(base, 'GET', `${API}/lock/${lock.id}`)).status,
+        200,
+        'still held without a reason',
+      );
+
+      const reason = 'runner died mid-migration; approved by @ops (INC-2210)';
+      await page.locator('#force-reason').fill(reason);
+      const started = performance.now();
+      await page.locator('#force-confirm').click();
+      await dialog.waitFor({ state: 'hidden' });
+      await rowOf(page, lock.id).waitFor({ state: 'detached', timeout: LIVE_MS });
+      t.diagnostic(`force-released lock gone ${Math.round(performance.now() - started)} ms after the click`);
+      assert.equal((await call(base, 'GET', `${API}/lock/${lock.id}`)).status, 404, 'released on the server');
+
+      // The waiter was granted the lock: it is the new row of the service.
+      const granted = await waiter.settled;
+      assert.ok(granted, 'the waiter got the lock');
+      await rowOf(page, granted.id).waitFor({ timeout: LIVE_MS });
+      assert.equal(await rowOf(page, granted.id).locator('td.who').textContent(), 'migrate-job-43');
+
+      // The service page: holder, history with the reason, and the timeline.
+      await rowOf(page, granted.id).locator('td.service a').click();
+      await page.locator('#service-view').waitFor();
+      assert.equal(page.url(), `${base}/#/services/${service}`);
+      assert.equal(await page.locator('#service-title').textContent(), service);
+      await page.locator('#holder .holder-who').filter({ hasText: 'migrate-job-43' }).waitFor();
+      const forced = page.locator('#events-body tr', { has: page.locator('.badge.force-released') });
+      await forced.waitFor();
+      const cells = await forced.locator('td').allTextContents();
+      assert.equal(cells[2], 'migrate-job-42');
+      assert.equal(cells[5], reason);
+      assert.match(cells[3] ?? '', /^\d/, 'held for');
+      const types = await page.locator('#events-body .badge').allTextContents();
+      assert.deepEqual(
+        types.slice(0, 5),
+        ['acquired', 'dequeued', 'force-released', 'queued', 'acquired'],
+        'newest first',
+      );
+      const bars = await page.locator('#timeline .bar').allTextContents();
+      assert.deepEqual(bars, ['migrate-job-42', 'migrate-job-43']);
+      assert.match(
+        (await page.locator('#timeline .bar.force-released').getAttribute('title')) ?? '',
+        /INC-2210/,
+      );
+      await page.locator('#queue').filter({ hasText: 'Nobody is waiting.' }).waitFor();
+
+      // The 7-day range shows the same holds.
+      await page.locator('[data-range="7d"]').click();
+      await until(
+        async () => (await page.locator('[data-range="7d"]').getAttribute('aria-pressed')) === 'true',
+        2000,
+        '7 days selected',
+      );
+      await page.locator('#timeline .bar.force-released').waitFor();
+      assert.equal((await page.locator('#timeline .tick').count()) >= 7, true, 'a tick per day');
+
+      // Back to the table; the filter survives.
+      await page.locator('.crumbs a').click();
+      await page.locator('#locks-view').waitFor();
+      await curl('DELETE', `${base}${API}/lock/${granted.id}`);
+      await rowOf(page, granted.id).waitFor({ state: 'detached', timeout: LIVE_MS });
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await waiter.stop();
+      await watched.close();
+    }
+  });
+
+  test('service, who and reason are shown as text, never as HTML', async () => {
+    const watched = await openDashboard(browser, base);
+    const { page } = watched;
+    const who = '<img src=x onerror=alert(1)>';
+    const service = '<script>alert(2)</script><b>bold</b>';
+    const reason = '<img src=y onerror=alert(3)><svg onload=alert(4)>';
+    const lock = await curlLock(base, { service, who });
+    try {
+      const row = rowOf(page, lock.id);
+      await row.waitFor({ timeout: LIVE_MS });
+      assert.equal(await row.locator('td.who').textContent(), who);
+      assert.equal(await row.locator('td.service').textContent(), service);
+      // The filter matches the literal text.
+      await page.locator('#filter').fill('onerror=alert(1)');
+      await row.waitFor();
+      assert.equal(await page.locator('#count').textContent(), '1 of 1 held lock');
+      await page.locator('#filter').fill('');
+
+      await row.getByRole('button', { name: 'Force release' }).click();
+      assert.ok(((await page.locator('#force-details').textContent()) ?? '').includes(who));
+      await page.locator('#force-reason').fill(reason);
+      await page.locator('#force-confirm').click();
+      await row.waitFor({ state: 'detached', timeout: LIVE_MS });
+      await page.goto(`${base}/#/services/${encodeURIComponent(service)}`);
+      await page.locator('#events-body .badge.force-released').waitFor();
+      assert.equal(await page.locator('#service-title').textContent(), service);
+      const forced = page.locator('#events-body tr', { has: page.locator('.badge.force-released') });
+      assert.equal(await forced.locator('td.who').textContent(), who);
+      assert.equal(await forced.locator('td.reason').textContent(), reason);
+      assert.equal(await page.locator('#timeline .bar').first().textContent(), who);
+      assert.equal(await page.title(), `${service} · Tracker`);
+
+      // Give an injected handler every chance to run.
+      await page.waitForTimeout(300);
+      const injected = await page.evaluate(
+        `({ img: document.querySelectorAll('img').length, svg: document.querySelectorAll('svg').length,
+           b: document.querySelectorAll('b').length,
+           inlineScripts: document.querySelectorAll('script:not([src])').length })`,
+      );
+      assert.deepEqual(injected, { img: 0, svg: 0, b: 0, inlineScripts: 0 });
+      assert.deepEqual(watched.dialogs, [], 'no alert() ran');
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await watched.close();
+    }
+  });
+
+  test('the bearer token goes with every request, the watch stream too; a dropped stream resumes with Last-Event-ID', async () => {
+    const watched = await openPage(browser);
+    const { page } = watched;
+    const requests: Request[] = [];
+    page.on('request', (request) => {
+      if (request.url().includes(API)) requests.push(request);
+    });
+    try {
+      // The first stream is a real snapshot that ends at once: the page must reconnect with
+      // the snapshot's id and receive what happened in between.
+      const snapshot = await firstMessage(base);
+      const lastId = /^id: ?(.*)$/m.exec(snapshot)?.[1];
+      assert.ok(lastId, snapshot);
+      let watches = 0;
+      let between: LockJson | undefined;
+      await page.route('**/api/v1alpha1/watch*', async (route) => {
+        watches++;
+        if (watches === 1) {
+          await route.fulfill({ status: 200, contentType: 'text/event-stream', body: snapshot });
+          return;
+        }
+        if (watches === 2) between = await acquire(base, { service: 'between-streams', who: 'resume-check' });
+        await route.continue();
+      });
+      await page.goto(`${base}/`);
+      await until(async () => between !== undefined, 10_000, 'the reconnection');
+      assert.ok(between);
+      await rowOf(page, between.id).waitFor();
+      const resumed = requests.filter((request) => request.url().endsWith('/watch'))[1];
+      assert.ok(resumed);
+      assert.equal((await resumed.allHeaders())['last-event-id'], lastId);
+      await page.unroute('**/api/v1alpha1/watch*');
+
+      // Set a token in Settings: the stream reconnects with it, and every call carries it.
+      const token = 'tr_test_0123456789abcdef';
+      await page.locator('#settings-button').click();
+      await page.locator('#token').fill(token);
+      const before = requests.length;
+      await page.locator('#settings-form button[type="submit"]').click();
+      await until(
+        async () => requests.slice(before).some((request) => request.url().endsWith('/watch')),
+        5000,
+        'the stream reopened',
+      );
+      assert.equal(await page.evaluate("localStorage.getItem('tracker.token')"), token);
+      await page.locator('#status.live').waitFor();
+      await page.goto(`${base}/#/services/between-streams`);
+      await page.locator('#events-body .badge').first().waitFor();
+      await page.reload();
+      await page.locator('#events-body .badge').first().waitFor();
+      await page.locator('#status.live').waitFor();
+      // The force release too (from the service page's holder card).
+      await page.locator('#holder button.danger').click();
+      await page.locator('#force-reason').fill('token check');
+      await page.locator('#force-confirm').click();
+      await page.locator('#holder .free').waitFor();
+      const afterToken = requests.slice(before);
+      const kinds = new Set(afterToken.map((request) => new URL(request.url()).pathname.split('/')[3]));
+      assert.deepEqual([...kinds].sort(), ['history', 'lock', 'queue', 'watch']);
+      for (const request of afterToken) {
+        assert.equal((await request.allHeaders()).authorization, `Bearer ${token}`, request.url());
+      }
+      // Before the token, none.
+      for (const request of requests.slice(0, before)) {
+        assert.equal((await request.allHeaders()).authorization, undefined, request.url());
+      }
+      assert.equal((await call(base, 'GET', `${API}/lock/${between.id}`)).status, 404, 'force-released');
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await watched.close();
+    }
+  });
+});
+
+/** The snapshot message of a fresh watch stream, as the server sent it. */
+async function firstMessage(base: string): Promise<string> {
+  const controller = new AbortController();
+  const timer = setTimeout(() => controller.abort(), 10_000);
+  try {
+    const response = await fetch(`${base}${API}/watch`, { signal: controller.signal });
+    assert.equal(response.status, 200);
+    assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
+    const reader = (response.body as ReadableStream<Uint8Array>).getReader();
+    const decoder = new TextDecoder();
+    let text = '';
+    for (let i = 0; i < 1000; i++) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      text += decoder.decode(value, { stream: true }).replace(/\r\n?/g, '\n');
+      // Messages before it (a retry: line) carry no data.
+      const snapshot = text.split('\n\n').find((block) => /^event: snapshot$/m.test(block));
+      if (snapshot && text.includes(`${snapshot}\n\n`)) return `${snapshot}\n\n`;
+    }
+    throw new Error(`no snapshot: ${text}`);
+  } finally {
+    clearTimeout(timer);
+    controller.abort();
+  }
+}
+
+describe('dashboard with 5,000 held locks', () => {
+  const COUNT = 5000;
+  const CONCURRENCY = 32;
+  let server: ServerProcess;
+  let browser: Browser;
+  let base: string;
+  const ids: string[] = [];
+
+  before(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    [server, browser] = await Promise.all([startServerProcess(), launchBrowser()]);
+    base = server.baseUrl;
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test('creates 5,000 locks through the REST API', async (t) => {
+    const started = performance.now();
+    let next = 0;
+    const worker = async () => {
+      for (let i = next++; i < COUNT; i = next++) {
+        const name = `svc-${String(i).padStart(4, '0')}`;
+        const lock = await acquire(base, {
+          service: name,
+          who: `runner-${i % 97}`,
+          ...(i % 3 === 0 ? {} : { ttlSeconds: 3600 }),
+        });
+        ids[i] = lock.id;
+      }
+    };
+    await Promise.all(Array.from({ length: CONCURRENCY }, worker));
+    t.diagnostic(
+      `created ${COUNT} locks in ${Math.round(performance.now() - started)} ms (${CONCURRENCY} at a time)`,
+    );
+    const { json } = await call(base, 'GET', `${API}/locks/list?per_page=1`);
+    assert.equal(json.total, COUNT);
+  });
+
+  test('renders, filters and scrolls 5,000 locks quickly, and still updates live', async (t) => {
+    const watched = await openPage(browser);
+    const { page } = watched;
+    try {
+      const started = performance.now();
+      await page.goto(`${base}/`);
+      await page
+        .locator('#count')
+        .filter({ hasText: `${COUNT} held locks` })
+        .waitFor({ timeout: 10_000 });
+      await rowOf(page, ids[0] ?? '').waitFor({ timeout: 10_000 });
+      const rendered = performance.now() - started;
+      t.diagnostic(`first render of ${COUNT} locks (navigation to first row): ${Math.round(rendered)} ms`);
+      assert.ok(rendered < 10_000, 'visible within 10 s');
+      const rows = await page.locator('#locks-body tr.row').count();
+      t.diagnostic(`table rows in the DOM: ${rows}`);
+      assert.ok(rows > 10 && rows < 200, `windowed: ${rows} rows in the DOM`);
+
+      // Filter, measured in the page from the input event to the frame after the render.
+      // Strings, not functions: they run in the page (the tests compile without the DOM types).
+      const filterTo = (query: string) =>
+        page.evaluate(`(async () => {
+          const input = document.getElementById('filter');
+          const begun = performance.now();
+          input.value = ${JSON.stringify(query)};
+          input.dispatchEvent(new Event('input'));
+          await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+          return {
+            ms: performance.now() - begun,
+            count: document.getElementById('count').textContent,
+            rows: document.querySelectorAll('#locks-body tr.row').length,
+          };
+        })()`) as Promise<{ ms: number; count: string; rows: number }>;
+      const one = await filterTo('svc-4321');
+      t.diagnostic(`filter to 1 of ${COUNT}: ${one.ms.toFixed(1)} ms`);
+      assert.equal(one.count, `1 of ${COUNT} held locks`);
+      assert.equal(one.rows, 1);
+      const many = await filterTo('runner-1');
+      t.diagnostic(`filter to ${many.count}: ${many.ms.toFixed(1)} ms`);
+      assert.match(many.count, /^\d+ of 5000 held locks$/);
+      const all = await filterTo('');
+      t.diagnostic(`clear the filter: ${all.ms.toFixed(1)} ms`);
+      assert.equal(all.count, `${COUNT} held locks`);
+      for (const result of [one, many, all]) assert.ok(result.ms < 2000, 'sanity bound');
+
+      // Scroll to the end: the last lock is there.
+      const scrolled = (await page.evaluate(`(async () => {
+        const viewport = document.getElementById('viewport');
+        const begun = performance.now();
+        viewport.scrollTop = viewport.scrollHeight;
+        await new Promise((resolve) => requestAnimationFrame(() => requestAnimationFrame(resolve)));
+        return performance.now() - begun;
+      })()`)) as number;
+      t.diagnostic(`scroll to the end: ${scrolled.toFixed(1)} ms`);
+      await rowOf(page, ids[COUNT - 1] ?? '').waitFor();
+
+      // Sort by fencing token, descending.
+      const sortStarted = performance.now();
+      await page.locator('th[data-sort="token"] button').click();
+      await page.locator('th[data-sort="token"] button').click();
+      await page.locator('th[data-sort="token"][aria-sort="descending"]').waitFor();
+      t.diagnostic(`two sorts by fencing token: ${Math.round(performance.now() - sortStarted)} ms`);
+
+      // Live updates at this size.
+      await page.locator('#filter').fill('');
+      await page.evaluate("document.getElementById('viewport').scrollTop = 0");
+      const lock = await curlLock(base, { service: 'aaa-live-check', who: 'curl' });
+      const liveStarted = performance.now();
+      await page.locator('th[data-sort="service"] button').click();
+      await rowOf(page, lock.id).waitFor({ timeout: LIVE_MS * 2 });
+      t.diagnostic(
+        `a new lock among ${COUNT} visible after ${Math.round(performance.now() - liveStarted)} ms`,
+      );
+
+      // A burst: 500 releases at once render as they come, and the count follows.
+      const burstStarted = performance.now();
+      let next = 0;
+      const release = async () => {
+        for (let i = next++; i < 500; i = next++) await call(base, 'DELETE', `${API}/lock/${ids[i]}`);
+      };
+      await Promise.all(Array.from({ length: CONCURRENCY }, release));
+      const sent = performance.now() - burstStarted;
+      await page
+        .locator('#count')
+        .filter({ hasText: `${COUNT + 1 - 500} held locks` })
+        .waitFor({ timeout: 10_000 });
+      t.diagnostic(
+        `500 releases: sent in ${Math.round(sent)} ms, table caught up ${Math.round(performance.now() - burstStarted - sent)} ms later`,
+      );
+      await page.screenshot({ path: join(ARTIFACTS, 'dashboard-5000.png') });
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await watched.close();
+    }
+  });
+});
+
+describe('dashboard screenshots', () => {
+  let server: ServerProcess;
+  let browser: Browser;
+
+  before(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    [server, browser] = await Promise.all([startServerProcess(), launchBrowser()]);
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+  });
+
+  test('a few realistic locks, one with waiters', async (t) => {
+    const base = server.baseUrl;
+    // Some history for the service page first.
+    for (const who of ['ci-pipeline-4817', 'ci-pipeline-4819']) {
+      const lock = await acquire(base, { service: 'production-deployment', who, ttlSeconds: 900 });
+      await call(base, 'DELETE', `${API}/lock/${lock.id}`);
+    }
+    const stuck = await acquire(base, { service: 'production-deployment', who: 'ci-pipeline-4820' });
+    await call(base, 'POST', `${API}/lock/${stuck.id}/force-release`, {
+      reason: 'runner lost during deploy; approved by on-call',
+    });
+    await acquire(base, { service: 'production-deployment', who: 'ci-pipeline-4821', ttlSeconds: 900 });
+    await acquire(base, { service: 'orders-db-migration', who: 'migrate-job-42', ttlSeconds: 600 });
+    await acquire(base, { service: 'nightly-report', who: 'cron@report-01' });
+    await acquire(base, { service: 'staging-deployment', who: 'gitlab-runner-17', ttlSeconds: 1800 });
+    await acquire(base, { service: 'search-reindex', who: 'reindex-worker-3', ttlSeconds: 20 });
+    await acquire(base, { service: 'cache-warmup', who: 'k8s-cronjob-cache-warmup-28', ttlSeconds: 300 });
+    const waiters = [waitInLine(base, 'orders-db-migration', 'migrate-job-43')];
+    // In this order: the second joins the line after the first.
+    await until(
+      async () =>
+        ((await call(base, 'GET', `${API}/queue/orders-db-migration`)).json.waiters as unknown[]).length ===
+        1,
+      5000,
+      'the first waiter',
+    );
+    waiters.push(waitInLine(base, 'orders-db-migration', 'migrate-job-44'));
+    const watched = await openPage(browser, { width: 1280, height: 560 });
+    try {
+      const { page } = watched;
+      await page.goto(`${base}/`);
+      await page.locator('#status.live').waitFor();
+      await until(
+        async () =>
+          (await page
+            .locator('#locks-body td.has-waiters')
+            .textContent()
+            .catch(() => '')) === '2',
+        5000,
+        'two waiters shown',
+      );
+      // Let the clocks move off zero.
+      await page.waitForTimeout(2500);
+      await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png') });
+      if (!existsSync(DOCS_SCREENSHOT) || process.env.TRACKER_UPDATE_SCREENSHOTS === '1') {
+        mkdirSync(join(ROOT, 'docs'), { recursive: true });
+        await page.screenshot({ path: DOCS_SCREENSHOT });
+        t.diagnostic(`wrote ${DOCS_SCREENSHOT}`);
+      }
+      await page.goto(`${base}/#/services/production-deployment`);
+      await page.locator('#events-body .badge.force-released').waitFor();
+      await page.setViewportSize({ width: 1280, height: 900 });
+      await page.screenshot({ path: join(ARTIFACTS, 'service.png'), fullPage: true });
+      await page.goto(`${base}/#/services/orders-db-migration`);
+      await page.locator('#queue tbody tr').nth(1).waitFor();
+      assert.deepEqual(await page.locator('#queue td.who').allTextContents(), [
+        'migrate-job-43',
+        'migrate-job-44',
+      ]);
+      await page.screenshot({ path: join(ARTIFACTS, 'service-queue.png'), fullPage: true });
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      for (const waiter of waiters) await waiter.stop();
+      await watched.close();
+    }
+  });
+});
