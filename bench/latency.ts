@@ -335,3 +335,100 @@ export async function measureNotify(options: NotifyOptions): Promise<LatencyResu
   }
   return samples.result();
 }
+
+export interface WatchOptions {
+  /** Locks are taken here. */
+  writerUrl: string;
+  /** The watcher's SSE stream comes from here (another replica, or the same server). */
+  watcherUrl: string;
+  rounds: number;
+  budgetMs: number;
+  runId: string;
+}
+
+/** How long the watcher's event may take after the acquire's 201 before the round fails. */
+const WATCH_TIMEOUT_MS = 5_000;
+
+/**
+ * Watch delivery: a watcher follows GET /api/v1alpha1/watch?service=…; one client acquires
+ * a lock (and releases it after). From the acquire's 201 to the watcher's `acquired` event
+ * for that lock id. Through another replica, the event crosses the history table (the
+ * replica's tail polls it every 250 ms), so expect about half the poll interval; rounds are
+ * spaced by a random pause so that they do not fall into step with that poll.
+ */
+export async function measureWatch(options: WatchOptions): Promise<LatencyResult> {
+  const samples = new Samples();
+  const client = new RestClient(options.writerUrl);
+  const service = `watch-${options.runId}`;
+  const arrivals = new Map<string, number>();
+  let waiting: { id: string; resolve: (at: number) => void } | undefined;
+  const url = new URL(`/api/v1alpha1/watch?service=${encodeURIComponent(service)}`, options.watcherUrl);
+  const stream = new AbortController();
+  const ready = new Promise<void>((resolve, reject) => {
+    const req = http.get(url, { signal: stream.signal }, (res) => {
+      if (res.statusCode !== 200) {
+        reject(new Error(`GET /watch: ${res.statusCode}`));
+        return;
+      }
+      res.setEncoding('utf8');
+      let text = '';
+      res.on('data', (chunk: string) => {
+        const at = performance.now();
+        text += chunk;
+        for (let end = text.indexOf('\n\n'); end >= 0; end = text.indexOf('\n\n')) {
+          const block = text.slice(0, end);
+          text = text.slice(end + 2);
+          if (block.includes('event: snapshot')) resolve();
+          if (!block.includes('event: acquired')) continue;
+          const data = block.split('\n').find((line) => line.startsWith('data: '));
+          const id = data ? (JSON.parse(data.slice(6)) as { lock?: { id?: string } }).lock?.id : undefined;
+          if (id === undefined) continue;
+          arrivals.set(id, at);
+          if (waiting?.id === id) waiting.resolve(at);
+        }
+      });
+      res.on('error', () => {});
+    });
+    req.on('error', (err) => {
+      if (!stream.signal.aborted) reject(err);
+    });
+  });
+  try {
+    await ready;
+    const deadline = performance.now() + options.budgetMs;
+    for (let i = 0; i < options.rounds && performance.now() < deadline; i++) {
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        const id = await client.acquire({ service, who: 'bench-watch' });
+        const t0 = performance.now();
+        const seen = arrivals.get(id);
+        const at =
+          seen ??
+          (await new Promise<number>((resolve, reject) => {
+            waiting = { id, resolve };
+            timer = setTimeout(
+              () => reject(new Error(`no event within ${WATCH_TIMEOUT_MS} ms`)),
+              WATCH_TIMEOUT_MS,
+            );
+          }));
+        // An event that beat the 201 to the watcher counts as 0.
+        samples.add(Math.max(0, at - t0));
+        await client.release(id);
+        // A random pause, so that acquires do not fall into step with the replica's poll.
+        await sleep(Math.random() * 250);
+      } catch (err) {
+        samples.error(err);
+        break;
+      } finally {
+        clearTimeout(timer);
+        waiting = undefined;
+      }
+    }
+  } catch (err) {
+    samples.error(err);
+  } finally {
+    stream.abort();
+    client.close();
+  }
+  return samples.result();
+}

@@ -19,7 +19,13 @@
 // The exit code is 1 when any request failed.
 import os from 'node:os';
 import { parseArgs } from 'node:util';
-import { type LatencyResult, measureAcquire, measureHandoff, measureNotify } from './latency.js';
+import {
+  type LatencyResult,
+  measureAcquire,
+  measureHandoff,
+  measureNotify,
+  measureWatch,
+} from './latency.js';
 import {
   type Driver,
   type GrpcChannels,
@@ -88,7 +94,11 @@ const LATENCY: Record<string, string[]> = {
   handoff: [SQLITE_REST, PG_TWO],
   notify: [],
   'acquire-ttl': [SQLITE_REST, PG_ONE],
+  watch: [SQLITE_REST, PG_TWO],
 };
+/** Watch delivery rounds per target, and their time budget. */
+const WATCH_ROUNDS = 100;
+const WATCH_BUDGET_MS = 30_000;
 /** Hand-off rounds per target, and the time budget of those rounds. */
 const HANDOFF_ROUNDS = 200;
 const HANDOFF_BUDGET_MS = 20_000;
@@ -465,6 +475,28 @@ async function main(): Promise<void> {
             budgetMs: HANDOFF_BUDGET_MS,
             runId: `${runTag}-${name}`,
           }),
+        );
+      }
+    }
+    if (options.latency.includes('watch')) {
+      const watchTargets: [string, string][] = [
+        [SQLITE_REST, 'sqlite'],
+        [PG_TWO, 'pg, 2 replicas'],
+      ];
+      for (const [name, targetLabel] of watchTargets) {
+        const urls = await replicaUrls(name);
+        const [writerUrl, watcherUrl = writerUrl] = urls ?? [];
+        if (writerUrl === undefined || watcherUrl === undefined) continue;
+        await measureLatency(
+          { measurement: 'watch', label: 'watch delivery (201 → SSE event)', target: name, targetLabel },
+          () =>
+            measureWatch({
+              writerUrl,
+              watcherUrl,
+              rounds: WATCH_ROUNDS,
+              budgetMs: WATCH_BUDGET_MS,
+              runId: `${runTag}-${name}`,
+            }),
         );
       }
     }
