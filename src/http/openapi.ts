@@ -192,12 +192,16 @@ export const OPERATIONS: Readonly<Record<string, OperationDoc>> = {
     operationId: 'watchLocks',
     summary: 'Watch lock events (Server-Sent Events)',
     description:
-      'A `text/event-stream` of lock events as they happen, optionally for one `service`. ' +
-      'Each event carries an `id`; a client that reconnects with `Last-Event-ID` resumes after ' +
-      "the last event it received (browsers' `EventSource` does this by itself).",
+      'A `text/event-stream`: first an `event: snapshot` message with every held lock ' +
+      '(`{"eventId", "locks"}`), then one message per lock event as it happens (`event:` its type, ' +
+      '`data:` the event as in GET /history), optionally for one `service`. Each message carries ' +
+      'an `id`; a client that reconnects with `Last-Event-ID` (or `lastEventId`) gets exactly the ' +
+      'events after it, or a fresh snapshot when they are no longer all kept. Events right after a ' +
+      'snapshot may repeat changes it shows: apply them as upserts and deletes by lock id.',
     tags: ['history'],
     parameters: {
       service: 'Only events of this service.',
+      lastEventId: 'Resume after this event id, for clients that cannot send the header.',
       'last-event-id': 'Resume after this event id (sent by `EventSource` on reconnection).',
     },
     responses: {
