@@ -21,6 +21,17 @@ const API = '/api/v1alpha1';
 const unique = (label: string) => `${label}-${randomUUID().slice(0, 8)}`;
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
+interface HistoryEvent {
+  id: number;
+  type: string;
+  at: string;
+  service: string;
+  who: string;
+  lock: { id: string };
+  heldSeconds: number | null;
+  reason: string | null;
+}
+
 describe('tracker CLI', () => {
   let server: ServerProcess;
   let dir: ReturnType<typeof tempDir>;
@@ -30,6 +41,19 @@ describe('tracker CLI', () => {
   const locksOf = async (service: string) => {
     const response = await fetch(`${server.baseUrl}${API}/locks/list?service=${service}`);
     return ((await response.json()) as { locks: Array<{ id: string; who: string }> }).locks;
+  };
+  const historyOf = async (service: string) => {
+    const response = await fetch(`${server.baseUrl}${API}/history?service=${encodeURIComponent(service)}`);
+    return ((await response.json()) as { events: HistoryEvent[] }).events;
+  };
+  const acquire = async (service: string, who: string) => {
+    const response = await fetch(`${server.baseUrl}${API}/lock`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ service, who }),
+    });
+    assert.equal(response.status, 201);
+    return ((await response.json()) as { id: string }).id;
   };
 
   before(async () => {
@@ -49,6 +73,8 @@ describe('tracker CLI', () => {
       ['lock', 'list'],
       ['lock', 'renew'],
       ['lock', 'queue'],
+      ['lock', 'force-release'],
+      ['lock', 'history'],
     ]) {
       const result = await tracker([...command, '--help']);
       assert.equal(result.code, 0, command.join(' '));
@@ -56,6 +82,12 @@ describe('tracker CLI', () => {
       assert.match(result.stdout, /75 +lock lost during `run`/);
       assert.match(result.stdout, /--url URL/);
     }
+    const top = await tracker(['--help']);
+    assert.match(top.stdout, /lock force-release ID \[--reason R\]/);
+    assert.match(
+      top.stdout,
+      /lock history \[--service S\] \[--who W\] \[--since T\] \[--until T\] \[--limit N\]/,
+    );
     const serve = await tracker(['serve', '--help']);
     assert.equal(serve.code, 0);
     assert.match(serve.stdout, /--database-url/);
@@ -113,6 +145,196 @@ describe('tracker CLI', () => {
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /^tracker: lock not found\n$/);
     await tracker(['lock', 'release', holder.stdout.trim()]);
+  });
+
+  test('lock force-release releases whoever holds it; the history keeps the reason', async () => {
+    const service = unique('force');
+    const withReason = await acquire(service, 'stuck-runner');
+    const released = await tracker(['lock', 'force-release', withReason, '--reason', 'runner died']);
+    assert.equal(released.code, 0, released.stderr);
+    assert.match(
+      released.stdout,
+      new RegExp(`^force-released ${withReason}: ${service} held by stuck-runner for \\d+s\n$`),
+    );
+    assert.equal(released.stderr, '');
+    assert.deepEqual(await locksOf(service), []);
+
+    const withoutReason = await acquire(service, 'other-runner');
+    const json = await tracker(['lock', 'force-release', withoutReason, '--json']);
+    assert.equal(json.code, 0, json.stderr);
+    const lock = JSON.parse(json.stdout) as {
+      id: string;
+      service: string;
+      who: string;
+      fencingToken: number;
+    };
+    assert.deepEqual([lock.id, lock.service, lock.who], [withoutReason, service, 'other-runner']);
+    assert.equal(lock.fencingToken, 2);
+
+    const forced = (await historyOf(service)).filter((event) => event.type === 'force-released');
+    assert.deepEqual(
+      forced.map((event) => [event.lock.id, event.who, event.reason]),
+      [
+        [withoutReason, 'other-runner', null],
+        [withReason, 'stuck-runner', 'runner died'],
+      ],
+    );
+
+    // Released already, or never existed: exit 1 with one line, like `lock release`.
+    for (const id of [withReason, randomUUID()]) {
+      const missing = await tracker(['lock', 'force-release', id, '--reason', 'again']);
+      assert.equal(missing.code, 1);
+      assert.equal(missing.stdout, '');
+      assert.equal(missing.stderr, 'tracker: lock not found\n');
+    }
+  });
+
+  test('lock force-release hands the service to the next waiter', async () => {
+    const service = unique('force-grant');
+    const holder = await acquire(service, 'holder');
+    const waiting = tracker(['lock', 'acquire', '--service', service, '--who', 'next', '--wait', '30s']);
+    for (let i = 0; i < 250 && !(await historyOf(service)).some((e) => e.type === 'queued'); i++)
+      await delay(20);
+    assert.equal((await tracker(['lock', 'force-release', holder])).code, 0);
+    const granted = await waiting;
+    assert.equal(granted.code, 0, granted.stderr);
+    assert.deepEqual(
+      (await locksOf(service)).map((lock) => [lock.id, lock.who]),
+      [[granted.stdout.trim(), 'next']],
+    );
+  });
+
+  test('lock history: a table newest first, filters, --limit, --since/--until and --json', async () => {
+    const service = unique('history');
+    const first = await acquire(service, 'alice');
+    assert.equal((await tracker(['lock', 'release', first])).code, 0);
+    const second = await acquire(service, 'bob');
+    assert.equal((await tracker(['lock', 'force-release', second, '--reason', 'bob left'])).code, 0);
+    const other = await acquire(unique('history-other'), 'alice');
+
+    const table = await tracker(['lock', 'history', '--service', service]);
+    assert.equal(table.code, 0, table.stderr);
+    const [header, ...rows] = table.stdout.trimEnd().split('\n');
+    assert.match(header ?? '', /^AT +TYPE +SERVICE +WHO +HELD FOR +REASON$/);
+    const stamp = '\\d{4}-\\d{2}-\\d{2} \\d{2}:\\d{2}:\\d{2}Z';
+    assert.equal(rows.length, 4);
+    assert.match(rows[0] ?? '', new RegExp(`^${stamp} +force-released +${service} +bob +\\d+s +bob left$`));
+    assert.match(rows[1] ?? '', new RegExp(`^${stamp} +acquired +${service} +bob +- +-$`));
+    assert.match(rows[2] ?? '', new RegExp(`^${stamp} +released +${service} +alice +\\d+s +-$`));
+    assert.match(rows[3] ?? '', new RegExp(`^${stamp} +acquired +${service} +alice +- +-$`));
+
+    const json = await tracker(['lock', 'history', '--service', service, '--json']);
+    const events = JSON.parse(json.stdout) as HistoryEvent[];
+    assert.deepEqual(
+      events.map((event) => [event.type, event.who, event.lock.id, event.reason]),
+      [
+        ['force-released', 'bob', second, 'bob left'],
+        ['acquired', 'bob', second, null],
+        ['released', 'alice', first, null],
+        ['acquired', 'alice', first, null],
+      ],
+    );
+    assert.ok(
+      events.every((event, i) => i === 0 || (events[i - 1]?.id ?? 0) > event.id),
+      'newest first',
+    );
+
+    const limited = await tracker(['lock', 'history', '--service', service, '--limit', '2', '--json']);
+    assert.deepEqual(
+      (JSON.parse(limited.stdout) as HistoryEvent[]).map((event) => event.id),
+      events.slice(0, 2).map((event) => event.id),
+    );
+    const byWho = await tracker(['lock', 'history', '--who', 'alice', '--limit', '1000', '--json']);
+    const alices = JSON.parse(byWho.stdout) as HistoryEvent[];
+    assert.ok(alices.every((event) => event.who === 'alice'));
+    assert.ok(alices.some((event) => event.lock.id === other) && alices.some((e) => e.lock.id === first));
+    const both = await tracker(['lock', 'history', '--service', service, '--who', 'bob', '--json']);
+    assert.deepEqual(
+      (JSON.parse(both.stdout) as HistoryEvent[]).map((event) => event.type),
+      ['force-released', 'acquired'],
+    );
+
+    // --since is inclusive and --until exclusive: split at one event's time, the two halves
+    // are the whole history of the service, without overlap.
+    const pivot = events[1]?.at ?? '';
+    const since = await tracker(['lock', 'history', '--service', service, '--since', pivot, '--json']);
+    const until = await tracker(['lock', 'history', '--service', service, '--until', pivot, '--json']);
+    const newer = (JSON.parse(since.stdout) as HistoryEvent[]).map((event) => event.id);
+    const older = (JSON.parse(until.stdout) as HistoryEvent[]).map((event) => event.id);
+    assert.ok(newer.includes(events[1]?.id ?? -1) && newer.includes(events[0]?.id ?? -1));
+    assert.deepEqual(
+      [...newer, ...older],
+      events.map((event) => event.id),
+    );
+    // A duration means that long ago.
+    const recent = await tracker(['lock', 'history', '--service', service, '--since', '10m', '--json']);
+    assert.equal((JSON.parse(recent.stdout) as HistoryEvent[]).length, 4);
+    const old = await tracker(['lock', 'history', '--service', service, '--until', '1h', '--json']);
+    assert.deepEqual(JSON.parse(old.stdout), []);
+    const none = await tracker(['lock', 'history', '--service', unique('quiet')]);
+    assert.equal(none.stdout, 'no events\n');
+  });
+
+  test('lock history --limit above one page fetches page after page', async () => {
+    const service = unique('history-pages');
+    // 501 acquire/release pairs: 1002 events, more than the server's largest page (1000).
+    for (let i = 0; i < 501; i++) {
+      const id = await acquire(service, `worker-${i}`);
+      const response = await fetch(`${server.baseUrl}${API}/lock/${id}`, { method: 'DELETE' });
+      assert.equal(response.status, 200);
+    }
+    const all = await tracker(['lock', 'history', '--service', service, '--limit', '5000', '--json']);
+    const events = JSON.parse(all.stdout) as HistoryEvent[];
+    assert.equal(events.length, 1002);
+    assert.equal(new Set(events.map((event) => event.id)).size, 1002);
+    assert.deepEqual(
+      [events[0]?.type, events[0]?.who, events.at(-1)?.type, events.at(-1)?.who],
+      ['released', 'worker-500', 'acquired', 'worker-0'],
+    );
+    const some = await tracker(['lock', 'history', '--service', service, '--limit', '1001', '--json']);
+    assert.deepEqual(
+      (JSON.parse(some.stdout) as HistoryEvent[]).map((event) => event.id),
+      events.slice(0, 1001).map((event) => event.id),
+    );
+  });
+
+  test('lock history prints user text safely: no control or bidi character reaches the terminal', async () => {
+    const service = unique('hostile');
+    // The server refuses C0 controls, but accepts C1 controls (U+009B is CSI on some
+    // terminals) and bidi overrides; the table shows them escaped.
+    const who = 'eve\u009b31m\u202eevil';
+    const id = await acquire(service, who);
+    const forced = await tracker(['lock', 'force-release', id, '--reason', 'gone\u202e\u2066!']);
+    assert.equal(forced.code, 0, forced.stderr);
+    assert.match(forced.stdout, /held by eve\\u009b31m\\u202eevil for/);
+    const table = await tracker(['lock', 'history', '--service', service]);
+    assert.match(table.stdout, /force-released +\S+ +eve\\u009b31m\\u202eevil +\d+s +gone\\u202e\\u2066!\n/);
+    assert.doesNotMatch(table.stdout, /[\u0080-\u009f\u202a-\u202e\u2066-\u2069]/);
+    const json = await tracker(['lock', 'history', '--service', service, '--json']);
+    assert.equal((JSON.parse(json.stdout) as HistoryEvent[])[0]?.who, who, 'JSON keeps the exact text');
+  });
+
+  test('force-release and history usage errors exit 2 with one line', async () => {
+    for (const args of [
+      ['lock', 'force-release'],
+      ['lock', 'force-release', 'a', 'b'],
+      ['lock', 'force-release', randomUUID(), '--reason'],
+      ['lock', 'force-release', randomUUID(), '--reason', 'line\nbreak'],
+      ['lock', 'force-release', randomUUID(), '--reason', 'x'.repeat(1025)],
+      ['lock', 'force-release', randomUUID(), '--ttl', '1m'],
+      ['lock', 'history', 'extra'],
+      ['lock', 'history', '--limit', '0'],
+      ['lock', 'history', '--limit', 'ten'],
+      ['lock', 'history', '--limit', '100001'],
+      ['lock', 'history', '--since', 'yesterday'],
+      ['lock', 'history', '--until', '2026-02-30T00:00:00'],
+      ['lock', 'history', '--page', '2'],
+    ]) {
+      const usage = await tracker(args);
+      assert.equal(usage.code, 2, args.join(' '));
+      assert.equal(usage.stdout, '');
+      assert.match(usage.stderr, /^tracker: [^\n]+; see --help\n$/, args.join(' '));
+    }
   });
 
   test('against a stopped server: exit 1 with one clear line, no stack trace', async () => {
@@ -232,7 +454,7 @@ describe('tracker CLI', () => {
     assert.deepEqual(await locksOf(service), []);
   });
 
-  test('a lock released from outside during run: the command is stopped and run exits 75', async () => {
+  test('a lock force-released by an operator during run: the command is stopped and run exits 75', async () => {
     const service = unique('run-lost');
     const started = Date.now();
     const running = tracker([
@@ -253,11 +475,19 @@ describe('tracker CLI', () => {
       if (!id) await delay(20);
     }
     assert.ok(id);
-    await fetch(`${server.baseUrl}${API}/lock/${id}`, { method: 'DELETE' });
+    // What an operator does about a job that holds a lock it should not: force release.
+    const forced = await tracker(['lock', 'force-release', id, '--reason', 'stuck deploy']);
+    assert.equal(forced.code, 0, forced.stderr);
     const result = await running;
     assert.equal(result.code, 75);
     assert.match(result.stderr, /lost the lock on .*renewal refused/);
     // Within a third of the TTL plus a second (plus the kill grace sleep needs).
     assert.ok(Date.now() - started < 3000 / 3 + 1000 + 1000 + 2000, 'stopped promptly');
+    const [last, ...earlier] = await historyOf(service);
+    assert.deepEqual([last?.type, last?.lock.id, last?.reason], ['force-released', id, 'stuck deploy']);
+    assert.ok(
+      earlier.every((event) => event.type !== 'released'),
+      'run did not release it again: it was already gone',
+    );
   });
 });

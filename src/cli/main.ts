@@ -7,9 +7,9 @@ import {
   TrackerClient,
   WaitTimeoutError,
 } from '../sdk/index.js';
-import { durationSeconds } from '../sdk/tracker-client.js';
+import { durationSeconds, type LockEvent } from '../sdk/tracker-client.js';
 import { runLocked } from './run-locked.js';
-import { formatLockTable, formatQueue } from './table.js';
+import { formatHistory, formatLockTable, formatQueue, humanDuration, printable } from './table.js';
 
 /** Exit codes, the same for every command. */
 export const EXIT = {
@@ -20,6 +20,13 @@ export const EXIT = {
   WAIT_TIMEOUT: 4,
   LOST: 75,
 } as const;
+
+/** Longest force-release reason the server takes, in code points. */
+const MAX_REASON_LENGTH = 1024;
+/** `lock history --limit`: the server's page size by default; more are fetched page by page. */
+const DEFAULT_HISTORY_EVENTS = 100;
+const MAX_HISTORY_EVENTS = 100_000;
+const HISTORY_PAGE = 1000;
 
 const EXIT_HELP = `Exit codes:
   0   done
@@ -52,6 +59,10 @@ Commands:
   lock renew ID [--ttl D]           extend a lock's lease
   lock list [--service S] [--who W] list held locks
   lock queue SERVICE                show a service's holder and waiters
+  lock force-release ID [--reason R]
+                                    release a lock whoever holds it (operators)
+  lock history [--service S] [--who W] [--since T] [--until T] [--limit N]
+                                    what happened to locks, newest first
 
 Run \`tracker <command> --help\` for a command's options.
 
@@ -96,6 +107,34 @@ ${CLIENT_OPTIONS}
 ${EXIT_HELP}
 `,
   'lock queue': `Usage: tracker lock queue SERVICE\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
+  'lock force-release': `Usage: tracker lock force-release ID [--reason R]
+
+Releases the lock whoever holds it, for a holder that will never come back; the history
+keeps the reason, and the next waiter gets the service as after a release. Prints one line
+(the released lock as JSON with --json).
+
+  --reason R     why, kept in the history (at most ${MAX_REASON_LENGTH} characters)
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  'lock history': `Usage: tracker lock history [--service S] [--who W] [--since T] [--until T] [--limit N]
+
+What happened to locks, newest first, as an aligned table: at (UTC), type, service, who,
+held for, reason (the events as a JSON array with --json).
+
+  --service S    only this service
+  --who W        only this holder
+  --since T      from T on: an RFC 3339 timestamp (2026-11-26T17:00:00Z) or a duration
+                 ago (90s, 30m, 1h30m, 2d)
+  --until T      before T (same forms)
+  --limit N      at most N events, 1 to ${MAX_HISTORY_EVENTS} (default ${DEFAULT_HISTORY_EVENTS})
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
 };
 
 /** A usage mistake: printed as one line, exit 2. */
@@ -131,6 +170,36 @@ function duration(value: string | undefined, flag: string): number | undefined {
   } catch {
     throw new UsageError(`${flag}: "${value}" is not a duration (90s, 30m, 1h30m or seconds)`);
   }
+}
+
+/** `--since`/`--until`: an RFC 3339 timestamp as given, or a duration ago. */
+function moment(value: string | undefined, flag: string, now: number): string | undefined {
+  if (value === undefined) return undefined;
+  const rfc3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/i;
+  if (rfc3339.test(value) && !Number.isNaN(Date.parse(value))) return value.toUpperCase();
+  let seconds: number | undefined;
+  try {
+    seconds = durationSeconds(value, flag);
+  } catch {
+    seconds = undefined;
+  }
+  const at = seconds === undefined ? Number.NaN : now - seconds * 1000;
+  if (!Number.isFinite(at) || at < 0) {
+    throw new UsageError(
+      `${flag}: "${printable(value)}" is neither a timestamp (2026-11-26T17:00:00Z) nor a duration ago (30m, 2d)`,
+    );
+  }
+  return new Date(at).toISOString();
+}
+
+/** A whole number from `min` to `max`, or a usage error. */
+function count(value: string | undefined, flag: string, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const number = /^\d{1,9}$/.test(value) ? Number(value) : Number.NaN;
+  if (!(number >= min && number <= max)) {
+    throw new UsageError(`${flag} must be a whole number from ${min} to ${max}; got "${printable(value)}"`);
+  }
+  return number;
 }
 
 function clientOf(url: string | undefined): TrackerClient {
@@ -199,6 +268,69 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
       if (locks.length >= result.total || result.locks.length === 0) break;
     }
     print(values.json ? JSON.stringify(locks) : formatLockTable(locks, Date.now()));
+    return EXIT.OK;
+  },
+
+  async 'lock force-release'(args) {
+    const { values, id } = withId(
+      parsed(() => parseArgs({ args, options: { ...clientFlags, reason: { type: 'string' } }, ...strict })),
+    );
+    const { reason } = values;
+    if (reason !== undefined) {
+      // The server's rules, checked first so that a mistake is a usage error (exit 2).
+      if ([...reason].length > MAX_REASON_LENGTH) {
+        throw new UsageError(`--reason must be at most ${MAX_REASON_LENGTH} characters`);
+      }
+      // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+      if (/[\u0000-\u001f\u007f]/.test(reason)) {
+        throw new UsageError('--reason must not contain control characters');
+      }
+    }
+    const lock = await clientOf(values.url).forceRelease(id, { reason });
+    print(
+      values.json
+        ? JSON.stringify(lock)
+        : `force-released ${printable(lock.id)}: ${printable(lock.service)} held by ${printable(lock.who)} for ${humanDuration(Date.now() - Date.parse(lock.createdAt))}`,
+    );
+    return EXIT.OK;
+  },
+
+  async 'lock history'(args) {
+    const { values, positionals } = parsed(() =>
+      parseArgs({
+        args,
+        options: {
+          ...clientFlags,
+          service: lockFlags.service,
+          who: lockFlags.who,
+          since: { type: 'string' },
+          until: { type: 'string' },
+          limit: { type: 'string' },
+        },
+        ...strict,
+      }),
+    );
+    if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+    const now = Date.now();
+    const filters = {
+      service: values.service,
+      who: values.who,
+      since: moment(values.since, '--since', now),
+      until: moment(values.until, '--until', now),
+    };
+    const wanted = count(values.limit, '--limit', 1, MAX_HISTORY_EVENTS) ?? DEFAULT_HISTORY_EVENTS;
+    const client = clientOf(values.url);
+    const events: LockEvent[] = [];
+    let before: number | undefined;
+    // Page by page, newest first, until `wanted`; bounded by the number of pages it takes.
+    for (let page = 0; page < Math.ceil(wanted / HISTORY_PAGE) && events.length < wanted; page++) {
+      const limit = Math.min(HISTORY_PAGE, wanted - events.length);
+      const result = await client.history({ ...filters, limit, before });
+      events.push(...result.events);
+      if (result.nextBefore === null) break;
+      before = result.nextBefore;
+    }
+    print(values.json ? JSON.stringify(events) : formatHistory(events));
     return EXIT.OK;
   },
 
@@ -286,7 +418,8 @@ export async function cli(argv: string[]): Promise<number> {
 
 /** One line on stderr, never a stack trace, and the exit code for it. */
 function fail(error: unknown): number {
-  const line = (message: string) => process.stderr.write(`tracker: ${message}\n`);
+  // Messages may quote user text (a holder's name): one printable line, whatever it holds.
+  const line = (message: string) => process.stderr.write(`tracker: ${printable(message)}\n`);
   if (error instanceof UsageError) {
     line(`${error.message}; see --help`);
     return EXIT.USAGE;

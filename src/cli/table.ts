@@ -1,4 +1,24 @@
-import type { LockInfo, QueueInfo } from '../sdk/index.js';
+import type { LockEvent, LockInfo, QueueInfo } from '../sdk/index.js';
+
+/**
+ * C0 and C1 controls, DEL, and the invisible marks that reorder or hide text (bidi
+ * overrides and isolates, zero-width characters, the BOM).
+ */
+const UNPRINTABLE =
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
+  /[\u0000-\u001f\u007f-\u009f\u200b-\u200f\u202a-\u202e\u2060-\u2069\ufeff]/gu;
+
+/**
+ * User text (names, holders, reasons) made safe for a terminal: every control or invisible
+ * character is shown as its `\u001b` escape, so that nothing printed can move the cursor,
+ * change colours, reorder a line or hide a part of it.
+ */
+export function printable(text: string): string {
+  return text.replace(
+    UNPRINTABLE,
+    (char) => `\\u${(char.codePointAt(0) ?? 0).toString(16).padStart(4, '0')}`,
+  );
+}
 
 /** `3m 12s`, `2h 5m`, `4d 1h`: two units at most. */
 export function humanDuration(ms: number): string {
@@ -21,7 +41,9 @@ export function humanDuration(ms: number): string {
   return parts.join(' ');
 }
 
-function aligned(rows: string[][]): string {
+/** Aligned columns; every cell is user text, shown printable. */
+function aligned(rawRows: string[][]): string {
+  const rows = rawRows.map((row) => row.map(printable));
   const widths =
     rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
   return rows
@@ -51,9 +73,10 @@ export function formatLockTable(locks: readonly LockInfo[], now: number): string
 }
 
 export function formatQueue(queue: QueueInfo, now: number): string {
+  const service = printable(queue.service);
   const holder = queue.holder
-    ? `${queue.service} is held by ${queue.holder.who} for ${humanDuration(now - Date.parse(queue.holder.createdAt))} (lock ${queue.holder.id})`
-    : `${queue.service} is free`;
+    ? `${service} is held by ${printable(queue.holder.who)} for ${humanDuration(now - Date.parse(queue.holder.createdAt))} (lock ${printable(queue.holder.id)})`
+    : `${service} is free`;
   if (queue.waiters.length === 0) return `${holder}\nnobody waiting`;
   return `${holder}\n${aligned([
     ['POSITION', 'WHO', 'WAITING'],
@@ -63,4 +86,26 @@ export function formatQueue(queue: QueueInfo, now: number): string {
       humanDuration(now - Date.parse(waiter.since)),
     ]),
   ])}`;
+}
+
+/** `2026-11-26 17:03:12Z`: UTC, whole seconds. */
+function when(at: string): string {
+  const time = new Date(at);
+  return Number.isNaN(time.getTime()) ? at : `${time.toISOString().slice(0, 19).replace('T', ' ')}Z`;
+}
+
+/** At, type, service, who, held for, reason: one aligned row per event, newest first. */
+export function formatHistory(events: readonly LockEvent[]): string {
+  if (events.length === 0) return 'no events';
+  return aligned([
+    ['AT', 'TYPE', 'SERVICE', 'WHO', 'HELD FOR', 'REASON'],
+    ...events.map((event) => [
+      when(event.at),
+      event.type,
+      event.service,
+      event.who,
+      event.heldSeconds === null ? '-' : humanDuration(event.heldSeconds * 1000),
+      event.reason ?? '-',
+    ]),
+  ]);
 }

@@ -13,7 +13,11 @@ export {
 export {
   type AcquireOptions,
   type Duration,
+  type HistoryOptions,
+  type HistoryPage,
   type ListOptions,
+  type LockEvent,
+  type LockEventType,
   type LockList,
   type QueueInfo,
   TrackerClient,

@@ -55,7 +55,63 @@ export interface QueueInfo {
   readonly waiters: Array<{ who: string; since: string; position: number }>;
 }
 
+/** What can happen to a lock; the history records each. */
+export type LockEventType =
+  | 'acquired'
+  | 'released'
+  | 'expired'
+  | 'renewed'
+  | 'force-released'
+  | 'queued'
+  | 'dequeued';
+
+/** One entry of the lock history, as `GET /history` answers it. */
+export interface LockEvent {
+  /** Increasing in the order events happened (may have gaps); pass one as `before` to page. */
+  readonly id: number;
+  readonly type: LockEventType;
+  /** When it was recorded: RFC 3339, UTC, with milliseconds. */
+  readonly at: string;
+  readonly service: string;
+  readonly who: string;
+  /** The lock; for `queued`/`dequeued` the waiting request, which has no fencing token yet. */
+  readonly lock: Omit<LockInfo, 'fencingToken'> & { readonly fencingToken: number | null };
+  /** released, force-released, expired: how long the lock was held. */
+  readonly heldSeconds: number | null;
+  /** force-released: the operator's reason (or null); dequeued: granted, left or abandoned. */
+  readonly reason: string | null;
+}
+
+export interface HistoryOptions {
+  /** Only this service (exact). */
+  readonly service?: string;
+  /** Only this holder (exact). */
+  readonly who?: string;
+  /** Events at or after this moment (a Date, or an RFC 3339 timestamp). */
+  readonly since?: Date | string;
+  /** Events before this moment (a Date, or an RFC 3339 timestamp). */
+  readonly until?: Date | string;
+  /** Page size, 1 to 1000 (the server's default: 100). */
+  readonly limit?: number;
+  /** Only events with a smaller id: the previous page's `nextBefore`. */
+  readonly before?: number;
+  readonly signal?: AbortSignal;
+}
+
+/** A page of history, newest first; `nextBefore` is set when another page may follow. */
+export interface HistoryPage {
+  readonly events: LockEvent[];
+  readonly nextBefore: number | null;
+}
+
 const API = '/api/v1alpha1';
+
+/** A Date as RFC 3339 (UTC, milliseconds); a string is the caller's timestamp, checked by the server. */
+function timestamp(value: Date | string, what: string): string {
+  if (typeof value === 'string') return value;
+  if (Number.isNaN(value.getTime())) throw new TypeError(`${what} is an invalid Date`);
+  return value.toISOString();
+}
 
 /** Seconds from a Duration; throws on nonsense so that a typo never means "no TTL". */
 export function durationSeconds(value: Duration, what: string): number {
@@ -113,6 +169,48 @@ export class TrackerClient {
   renew(id: string, options: { ttl?: Duration; signal?: AbortSignal } = {}): Promise<LockInfo> {
     const body = options.ttl === undefined ? {} : { ttlSeconds: durationSeconds(options.ttl, 'ttl') };
     return this.#request('POST', `${API}/lock/${encodeURIComponent(id)}/renew`, body, options.signal);
+  }
+
+  /**
+   * Releases the lock whoever holds it (an operator's tool for a holder that will never come
+   * back), recording `reason` in the history; the next waiter is granted the service as on a
+   * release. Resolves with the lock as it was; throws LockNotFoundError when no lock with
+   * that id is held.
+   *
+   * Retried like `release`, and for the same reason: a refused connection sent nothing, and
+   * a 503 is retried although the first attempt may have committed (PostgreSQL's connection
+   * breaking after COMMIT). Force release is not idempotent in effect by nature (it takes a
+   * lock away from someone else), but it names the lock by id and ids are never reused (the
+   * next holder, a granted waiter included, has another id), so a repeat can never release a
+   * different lock or record a second event. The one cost is the answer: a retry after an
+   * attempt that did commit finds no lock and throws LockNotFoundError, exactly as `release`
+   * does, and the lock is gone either way, which is what the caller asked for.
+   */
+  async forceRelease(id: string, options: { reason?: string; signal?: AbortSignal } = {}): Promise<LockInfo> {
+    const body = options.reason === undefined ? {} : { reason: options.reason };
+    const answer = await this.#request<{ lock: LockInfo }>(
+      'POST',
+      `${API}/lock/${encodeURIComponent(id)}/force-release`,
+      body,
+      options.signal,
+    );
+    return answer.lock;
+  }
+
+  /**
+   * One page of the lock history, newest first. For the next page, pass `nextBefore` as
+   * `before` (with the same filters); it is null when this page was the last.
+   */
+  history(options: HistoryOptions = {}): Promise<HistoryPage> {
+    const query = new URLSearchParams();
+    if (options.service !== undefined) query.set('service', options.service);
+    if (options.who !== undefined) query.set('who', options.who);
+    if (options.since !== undefined) query.set('since', timestamp(options.since, 'since'));
+    if (options.until !== undefined) query.set('until', timestamp(options.until, 'until'));
+    if (options.limit !== undefined) query.set('limit', String(options.limit));
+    if (options.before !== undefined) query.set('before', String(options.before));
+    const suffix = query.size > 0 ? `?${query}` : '';
+    return this.#request('GET', `${API}/history${suffix}`, undefined, options.signal);
   }
 
   list(options: ListOptions = {}): Promise<LockList> {
