@@ -47,13 +47,14 @@ interface LockJson {
  * TTL is 0, no expiry is ''), and an int64 prints as a string.
  */
 function asGrpcJson(lock: Record<string, unknown>): LockJson {
-  const { ttlSeconds, expiresAt, fencingToken, waiters, ...rest } = lock;
+  const { ttlSeconds, expiresAt, fencingToken, waiters, owner, ...rest } = lock;
   return {
     ...(rest as Omit<LockJson, 'fencingToken'>),
     ...(ttlSeconds === null ? {} : { ttlSeconds: ttlSeconds as number }),
     ...(expiresAt === null ? {} : { expiresAt: expiresAt as string }),
     fencingToken: String(fencingToken),
     ...(waiters === 0 ? {} : { waiters: waiters as number }),
+    ...(owner === null ? {} : { owner: owner as string }),
   };
 }
 
@@ -484,6 +485,7 @@ describe('gRPC with a grpc-js client from the .proto', () => {
       expiresAt: '',
       fencingToken: lock.fencingToken,
       waiters: 0,
+      owner: '',
     });
     assert.deepEqual(await unary(client, 'GetLock', { id: lock.id }), lock);
 

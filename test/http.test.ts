@@ -94,11 +94,13 @@ describe('REST API', () => {
         'expiresAt',
         'fencingToken',
         'id',
+        'owner',
         'service',
         'ttlSeconds',
         'waiters',
         'who',
       ]);
+      assert.equal(json.owner, null, 'no owner without authentication');
       assert.equal(json.ttlSeconds, null, 'no TTL unless asked for: the guide behaviour');
       assert.equal(json.expiresAt, null);
       assert.equal(json.fencingToken, 1);

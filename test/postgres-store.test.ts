@@ -156,16 +156,17 @@ await describePostgres('PostgreSQL store', (database) => {
     test('records each migration once, in its own schema; reopening applies nothing', async () => {
       const { entries, logger } = recordingLogger();
       const first = await open('migrated', { logger });
-      assert.equal(first.schemaVersion, 4);
+      assert.equal(first.schemaVersion, 5);
       await first.close();
       const second = await open('migrated', { logger });
-      assert.equal(second.schemaVersion, 4);
+      assert.equal(second.schemaVersion, 5);
       await second.close();
       const applied = [
         { version: 1, name: 'create_locks' },
         { version: 2, name: 'leases_and_fencing' },
         { version: 3, name: 'wait_queue' },
         { version: 4, name: 'lock_events' },
+        { version: 5, name: 'lock_owner' },
       ];
       assert.deepEqual(
         entries.filter((entry) => entry.level === 'info').map((entry) => entry.details),
@@ -209,7 +210,7 @@ await describePostgres('PostgreSQL store', (database) => {
         );
         assert.deepEqual(
           stores.map((store) => store.schemaVersion),
-          Array(10).fill(4),
+          Array(10).fill(5),
         );
         const versions = await withClient(database().url, (client) =>
           client.query(
@@ -223,6 +224,7 @@ await describePostgres('PostgreSQL store', (database) => {
             { version: 2, times: 1 },
             { version: 3, times: 1 },
             { version: 4, times: 1 },
+            { version: 5, times: 1 },
           ],
         );
         const results = await Promise.all(
@@ -249,7 +251,7 @@ await describePostgres('PostgreSQL store', (database) => {
         open('future'),
         (error: unknown) =>
           error instanceof SchemaTooNewError &&
-          /version 99 but this Tracker knows only up to 4/.test(error.message),
+          /version 99 but this Tracker knows only up to 5/.test(error.message),
       );
       const versions = await withClient(database().url, (client) =>
         client.query('SELECT version FROM future.schema_migrations ORDER BY version'),
@@ -468,7 +470,7 @@ await describePostgres('PostgreSQL store', (database) => {
       });
       const store = await open('upgraded');
       try {
-        assert.equal(store.schemaVersion, 4);
+        assert.equal(store.schemaVersion, 5);
         const held = await store.get(heldId);
         assert.ok(held);
         assert.equal(held.who, 'old-holder');

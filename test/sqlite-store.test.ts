@@ -52,6 +52,7 @@ describe('SQLite store specifics', () => {
       { version: 2, name: 'leases_and_fencing' },
       { version: 3, name: 'wait_queue' },
       { version: 4, name: 'lock_events' },
+      { version: 5, name: 'lock_owner' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

@@ -5,6 +5,11 @@ import { PROTO_FILE } from '../src/grpc/server.js';
 import { lockToJson } from '../src/http/error-mapping.js';
 import {
   createLockBody,
+  eventJson,
+  forceReleaseBody,
+  forceReleasedJson,
+  historyJson,
+  historyQuery,
   lockJson,
   lockListJson,
   queueJson,
@@ -37,6 +42,7 @@ describe('wire contract', () => {
     expiresAt: new Date(30_000),
     fencingToken: 1,
     waiters: 2,
+    owner: 'ci',
   });
 
   test('Lock: domain JSON, REST schema and proto have the same fields', () => {
@@ -65,6 +71,23 @@ describe('wire contract', () => {
     assert.deepEqual(
       protoJsonFields('RenewLockRequest'),
       ['id', ...Object.keys(renewLockBody.properties)].sort(),
+    );
+  });
+
+  test('LockEvent and GetHistoryResponse match GET /history; ForceReleaseLock matches its route', () => {
+    assert.deepEqual(protoJsonFields('LockEvent'), Object.keys(eventJson.properties).sort());
+    assert.deepEqual(protoJsonFields('GetHistoryResponse'), Object.keys(historyJson.properties).sort());
+    assert.deepEqual(
+      protoJsonFields('ForceReleaseLockResponse'),
+      Object.keys(forceReleasedJson.properties).sort(),
+    );
+    assert.deepEqual(
+      protoJsonFields('ForceReleaseLockRequest'),
+      ['id', ...Object.keys(forceReleaseBody.properties)].sort(),
+    );
+    assert.deepEqual(
+      protoJsonFields('GetHistoryRequest'),
+      Object.keys(historyQuery.properties).sort(),
     );
   });
 

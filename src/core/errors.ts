@@ -21,6 +21,16 @@ export const ErrorCode = {
   WAIT_TIMEOUT: 'WAIT_TIMEOUT',
   /** The caller went away (connection closed, call cancelled) before an answer. */
   CANCELLED: 'CANCELLED',
+  /** Authentication is on and the call carries no valid token. */
+  UNAUTHENTICATED: 'UNAUTHENTICATED',
+  /** The token is valid but lacks the scope, the service, or the lock's ownership. */
+  PERMISSION_DENIED: 'PERMISSION_DENIED',
+  /** Too many requests from this token (or address); `retryAfterSeconds` says when to retry. */
+  RATE_LIMITED: 'RATE_LIMITED',
+  /** The service's queue holds the most waiters allowed (--max-waiters-per-service). */
+  QUEUE_FULL: 'QUEUE_FULL',
+  /** The store holds the most locks allowed (--max-locks). */
+  TOO_MANY_LOCKS: 'TOO_MANY_LOCKS',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -31,7 +41,11 @@ export class TrackerError extends Error {
   constructor(
     readonly code: ErrorCode,
     message: string,
-    readonly details: { readonly field?: string; readonly existingLock?: Lock } = {},
+    readonly details: {
+      readonly field?: string;
+      readonly existingLock?: Lock;
+      readonly retryAfterSeconds?: number;
+    } = {},
     options?: { cause?: unknown },
   ) {
     super(message, options);
@@ -64,4 +78,24 @@ export function invalidArgument(field: string, message: string): TrackerError {
 
 export function storeUnavailable(cause: unknown): TrackerError {
   return new TrackerError(ErrorCode.STORE_UNAVAILABLE, 'store unavailable', {}, { cause });
+}
+
+export function unauthenticated(): TrackerError {
+  return new TrackerError(ErrorCode.UNAUTHENTICATED, 'a valid bearer token is required');
+}
+
+export function permissionDenied(message: string): TrackerError {
+  return new TrackerError(ErrorCode.PERMISSION_DENIED, message);
+}
+
+export function rateLimited(retryAfterSeconds: number): TrackerError {
+  return new TrackerError(ErrorCode.RATE_LIMITED, 'too many requests; slow down', { retryAfterSeconds });
+}
+
+export function queueFull(max: number): TrackerError {
+  return new TrackerError(ErrorCode.QUEUE_FULL, `the queue of this service already holds ${max} waiters`);
+}
+
+export function tooManyLocks(max: number): TrackerError {
+  return new TrackerError(ErrorCode.TOO_MANY_LOCKS, `the store already holds ${max} locks`);
 }

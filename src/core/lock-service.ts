@@ -1,4 +1,15 @@
-import { ErrorCode, invalidArgument, lockHeld, lockNotFound, lockNotHeld, TrackerError } from './errors.js';
+import { type Caller, hasScope, mayUseService, requireScope, requireService } from './auth.js';
+import {
+  ErrorCode,
+  invalidArgument,
+  lockHeld,
+  lockNotFound,
+  lockNotHeld,
+  permissionDenied,
+  queueFull,
+  TrackerError,
+  tooManyLocks,
+} from './errors.js';
 import {
   CONTROL_CHARACTERS,
   DEFAULT_HISTORY_LIMIT,
@@ -66,7 +77,16 @@ export interface LockServiceDeps {
   readonly owner: string;
   /** Safety re-check of a waiting request, in ms (default 1000). */
   readonly recheckMs?: number;
+  /** Most live waiters one service's queue takes (default DEFAULT_MAX_WAITERS). */
+  readonly maxWaitersPerService?: number;
+  /** Most locks the store may hold (default DEFAULT_MAX_LOCKS); null: no limit. */
+  readonly maxLocks?: number | null;
 }
+
+export const DEFAULT_MAX_WAITERS = 1000;
+export const DEFAULT_MAX_LOCKS = 1_000_000;
+/** How old the count of held locks that --max-locks is checked against may be, in ms. */
+const LOCK_COUNT_MAX_AGE_MS = 1000;
 
 /** Raw list parameters as a transport received them; undefined means "default". */
 export interface ListParams {
@@ -103,8 +123,45 @@ export function createLockService({
   maxTtlSeconds,
   owner,
   recheckMs,
+  maxWaitersPerService = DEFAULT_MAX_WAITERS,
+  maxLocks = DEFAULT_MAX_LOCKS,
 }: LockServiceDeps) {
   const room = createWaitingRoom(store, owner, { recheckMs });
+  // --max-locks is checked against a count of held locks at most a second old, plus this
+  // process's acquires since: counting the store on every acquire would cost a scan each.
+  // Several replicas acquiring in the same second may overshoot by what they took in it.
+  let lockCount = { value: 0, at: Number.NEGATIVE_INFINITY };
+  const checkLockLimit = async () => {
+    if (maxLocks === null) return;
+    if (performance.now() - lockCount.at > LOCK_COUNT_MAX_AGE_MS) {
+      lockCount = { value: (await store.stats()).locks, at: performance.now() };
+    }
+    if (lockCount.value >= maxLocks) throw tooManyLocks(maxLocks);
+  };
+  /**
+   * The owner a release or renewal must match: the caller's token name, unless the caller
+   * is an admin (or authentication is off). An admin limited to some services may still
+   * only touch those: its lock is looked up first.
+   */
+  const ownerFilter = async (key: string, caller: Caller): Promise<string | undefined> => {
+    requireScope(caller, 'lock:write');
+    if (caller === null) return undefined;
+    if (!hasScope(caller, 'lock:admin')) return caller.name;
+    if (caller.services !== null) {
+      const lock = await store.get(key);
+      if (lock) requireService(caller, 'lock:admin', lock.service);
+    }
+    return undefined;
+  };
+  /** After a refused owner-checked change: 403 if the lock exists (another owner's), else `missing`. */
+  const refusedChange = async (key: string, owner: string | undefined, missing: () => TrackerError) => {
+    if (owner !== undefined && (await store.get(key))) {
+      return permissionDenied(
+        'this lock was taken with another token; only that token or an admin may change it',
+      );
+    }
+    return missing();
+  };
   const maxTtl = maxTtlSeconds ?? MAX_TTL_SECONDS;
   const validateTtl = (ttlSeconds: number | undefined): void => {
     if (ttlSeconds === undefined) return;
@@ -122,9 +179,16 @@ export function createLockService({
      * With `waitSeconds`, a held service queues the request until it is granted (FIFO),
      * the wait runs out (WAIT_TIMEOUT) or the signal aborts (CANCELLED).
      */
-    async acquire(service: string, who: string, ttlSeconds?: number, wait: WaitOptions = {}): Promise<Lock> {
+    async acquire(
+      service: string,
+      who: string,
+      ttlSeconds?: number,
+      wait: WaitOptions = {},
+      caller: Caller = null,
+    ): Promise<Lock> {
       validateName('service', service);
       validateName('who', who);
+      requireService(caller, 'lock:write', service);
       validateTtl(ttlSeconds);
       const waitSeconds = wait.waitSeconds ?? 0;
       if (!Number.isSafeInteger(waitSeconds) || waitSeconds < 0 || waitSeconds > MAX_WAIT_SECONDS) {
@@ -136,13 +200,15 @@ export function createLockService({
       const elapsed = () => performance.now() - started;
       let waited = false;
       try {
+        await checkLockLimit();
         const result = await store.acquire(
-          { id, service, who, ttlSeconds: ttl },
-          waitSeconds > 0 ? { owner } : undefined,
+          { id, service, who, ttlSeconds: ttl, owner: caller?.name ?? null },
+          waitSeconds > 0 ? { owner, maxWaiters: maxWaitersPerService } : undefined,
         );
         let lock: Lock;
         if (result.acquired) lock = result.lock;
         else {
+          if (result.queueFull) throw queueFull(maxWaitersPerService);
           if (!result.waiter) throw lockHeld(result.holder);
           waited = true;
           onEvent?.({ type: 'queued', service, who, holder: result.holder });
@@ -152,6 +218,7 @@ export function createLockService({
             wait.signal,
           );
         }
+        lockCount.value++;
         onEvent?.({ type: 'acquired', lock, ms: elapsed(), waited });
         return lock;
       } catch (error) {
@@ -189,7 +256,9 @@ export function createLockService({
     },
 
     /** The history, newest first. */
-    async history(params: HistoryParams): Promise<LockEventRecord[]> {
+    async history(params: HistoryParams, caller: Caller = null): Promise<LockEventRecord[]> {
+      requireScope(caller, 'lock:read');
+      if (params.service !== undefined) requireService(caller, 'lock:read', params.service);
       const limit = params.limit ?? DEFAULT_HISTORY_LIMIT;
       if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_HISTORY_LIMIT) {
         throw invalidArgument('limit', `limit must be an integer from 1 to ${MAX_HISTORY_LIMIT}`);
@@ -205,7 +274,10 @@ export function createLockService({
       if (params.before !== undefined && (!Number.isSafeInteger(params.before) || params.before < 1)) {
         throw invalidArgument('before', 'before must be a positive integer (an event id)');
       }
-      return store.history({ ...params, limit });
+      const events = await store.history({ ...params, limit });
+      // A token limited to some services sees their events only: the page may come out
+      // short, and paging goes on from the last event read (see the transports' nextBefore).
+      return caller?.services ? events.filter((event) => mayUseService(caller, event.service)) : events;
     },
 
     /** Every held lock (of one service), from one snapshot. */
@@ -220,37 +292,55 @@ export function createLockService({
     },
 
     /** The holder and the queue of a service. */
-    async queue(service: string): Promise<Queue> {
+    async queue(service: string, caller: Caller = null): Promise<Queue> {
       validateName('service', service);
+      requireService(caller, 'lock:read', service);
       return store.queue(service);
     },
 
-    async get(id: string): Promise<Lock> {
+    async get(id: string, caller: Caller = null): Promise<Lock> {
+      requireScope(caller, 'lock:read');
       const key = lockKey(id);
       const lock = key ? await store.get(key) : null;
       if (!lock) throw lockNotFound();
+      requireService(caller, 'lock:read', lock.service);
       return lock;
     },
 
-    async release(id: string): Promise<Lock> {
+    /** Releases a lock: the caller's own, or any for an admin (or without authentication). */
+    async release(id: string, caller: Caller = null): Promise<Lock> {
       const key = lockKey(id);
-      const lock = key ? await store.release(key) : null;
-      if (!lock) throw lockNotFound();
+      if (!key) {
+        requireScope(caller, 'lock:write');
+        throw lockNotFound();
+      }
+      const owner = await ownerFilter(key, caller);
+      const lock = await store.release(key, owner);
+      if (!lock) throw await refusedChange(key, owner, lockNotFound);
       onEvent?.({ type: 'released', lock });
       return lock;
     },
 
     /** Extends the lease; `ttlSeconds` undefined means the lock's own TTL. */
-    async renew(id: string, ttlSeconds?: number): Promise<Lock> {
+    async renew(id: string, ttlSeconds?: number, caller: Caller = null): Promise<Lock> {
       validateTtl(ttlSeconds);
       const key = lockKey(id);
-      const lock = key ? await store.renew(key, ttlSeconds ?? null) : null;
-      if (!lock) throw lockNotHeld();
+      if (!key) {
+        requireScope(caller, 'lock:write');
+        throw lockNotHeld();
+      }
+      const owner = await ownerFilter(key, caller);
+      const lock = await store.renew(key, ttlSeconds ?? null, owner);
+      if (!lock) throw await refusedChange(key, owner, lockNotHeld);
       onEvent?.({ type: 'renewed', lock });
       return lock;
     },
 
-    async list(params: ListParams): Promise<LockPage & { page: number; perPage: number }> {
+    async list(
+      params: ListParams,
+      caller: Caller = null,
+    ): Promise<LockPage & { page: number; perPage: number }> {
+      requireScope(caller, 'lock:read');
       const page = params.page ?? 1;
       const perPage = params.perPage ?? DEFAULT_PER_PAGE;
       if (!Number.isSafeInteger(page) || page < 1) {
@@ -261,6 +351,20 @@ export function createLockService({
       }
       if (params.service !== undefined) validateName('service', params.service);
       if (params.who !== undefined) validateName('who', params.who);
+      if (params.service !== undefined) requireService(caller, 'lock:read', params.service);
+      if (caller?.services) {
+        // Only the services this token may see: filtered from one snapshot, then paged.
+        const visible = (await store.snapshot(params.service)).filter(
+          (lock) =>
+            mayUseService(caller, lock.service) && (params.who === undefined || lock.who === params.who),
+        );
+        return {
+          locks: visible.slice((page - 1) * perPage, page * perPage),
+          total: visible.length,
+          page,
+          perPage,
+        };
+      }
       const result = await store.list({ page, perPage, service: params.service, who: params.who });
       return { ...result, page, perPage };
     },

@@ -15,7 +15,13 @@ import type {
  */
 export type AcquireResult =
   | { readonly acquired: true; readonly lock: Lock }
-  | { readonly acquired: false; readonly holder: Lock; readonly waiter: Waiter | null };
+  | {
+      readonly acquired: false;
+      readonly holder: Lock;
+      readonly waiter: Waiter | null;
+      /** The request asked to wait but the queue was full (QueueRequest.maxWaiters). */
+      readonly queueFull?: boolean;
+    };
 
 /** Asks an acquire to wait: the request joins the queue if the service is held. */
 export interface QueueRequest {
@@ -24,6 +30,8 @@ export interface QueueRequest {
    * `heartbeat` (at least every WAITER_LEASE_MS / 3); a dead process's waiters are skipped.
    */
   readonly owner: string;
+  /** The request does not join a queue that already holds this many live waiters. */
+  readonly maxWaiters?: number;
 }
 
 /** How long a waiter stays in line without a heartbeat from its owner. */
@@ -89,16 +97,18 @@ export interface LockStore {
   /** The held lock with this id, or null. `id` is any string; non-UUIDs simply match nothing. */
   get(id: string): Promise<Lock | null>;
   /**
-   * Releases the lock with this id and returns it; null when no such lock is held. The
-   * oldest live waiter, if any, is granted the lock in the same atomic step.
+   * Releases the lock with this id and returns it; null when no such lock is held (or,
+   * with `owner`, when its owner is another). The oldest live waiter, if any, is granted
+   * the lock in the same atomic step.
    */
-  release(id: string): Promise<Lock | null>;
+  release(id: string, owner?: string): Promise<Lock | null>;
   /**
    * Extends a held lock's lease to now + `ttlSeconds` (null: the lock's own TTL) and
    * returns it; null when the lock is not held (unknown, released or expired), so an
    * expired lock is never brought back. A lock without TTL renewed with null stays as is.
+   * With `owner`, only a lock of that owner is renewed.
    */
-  renew(id: string, ttlSeconds: number | null): Promise<Lock | null>;
+  renew(id: string, ttlSeconds: number | null, owner?: string): Promise<Lock | null>;
   list(request: ListRequest): Promise<LockPage>;
   /**
    * Releases a held lock whoever holds it, like `release`, but records `force-released`

@@ -33,6 +33,8 @@ export interface Lock {
   readonly fencingToken: number;
   /** How many requests are queued for this service right now. */
   readonly waiters: number;
+  /** The name of the token that took it; null when authentication was off. */
+  readonly owner: string | null;
 }
 
 /** A request queued for a held service, in arrival order. */
@@ -60,6 +62,8 @@ export interface AcquireRequest {
   readonly who: string;
   /** null: the lock never expires. */
   readonly ttlSeconds: number | null;
+  /** The caller's token name (authentication on); absent or null without authentication. */
+  readonly owner?: string | null;
 }
 
 /** Longest accepted TTL: one year. */
@@ -147,6 +151,8 @@ export interface LockEventRecord {
   readonly fencingToken: number | null;
   /** The service's live waiters right after the event. */
   readonly waiters: number;
+  /** The token name that took the lock (or queued the request); null without authentication. */
+  readonly owner: string | null;
   /** released/force-released/expired: how long the lock was held (an expiry ends at expiresAt). */
   readonly heldMs: number | null;
   /** force-released: the operator's reason (may be null); dequeued: one of DEQUEUE_REASONS. */

@@ -13,6 +13,11 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
   // DEADLINE_EXCEEDED instead when the call's own deadline ran out: see server.ts.
   WAIT_TIMEOUT: status.ALREADY_EXISTS,
   CANCELLED: status.CANCELLED,
+  UNAUTHENTICATED: status.UNAUTHENTICATED,
+  PERMISSION_DENIED: status.PERMISSION_DENIED,
+  RATE_LIMITED: status.RESOURCE_EXHAUSTED,
+  QUEUE_FULL: status.RESOURCE_EXHAUSTED,
+  TOO_MANY_LOCKS: status.RESOURCE_EXHAUSTED,
 };
 
 /**
@@ -30,6 +35,9 @@ export function toGrpcError(error: unknown, deadlinePassed = false): Partial<Ser
   let details = error.message;
   const { field, existingLock } = error.details;
   if (field) metadata.set('tracker-field', field);
+  if (error.details.retryAfterSeconds !== undefined) {
+    metadata.set('retry-after', String(error.details.retryAfterSeconds));
+  }
   if (existingLock) {
     metadata.set('tracker-existing-lock-id', existingLock.id);
     details =

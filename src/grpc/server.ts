@@ -98,6 +98,7 @@ function lockMessage(lock: Lock) {
     expiresAt: lock.expiresAt === null ? '' : formatTimestamp(lock.expiresAt),
     fencingToken: String(lock.fencingToken),
     waiters: lock.waiters,
+    owner: lock.owner ?? '',
   };
 }
 
@@ -118,6 +119,7 @@ function eventMessage(event: LockEventRecord) {
         expiresAt: event.expiresAt,
         fencingToken: event.fencingToken ?? 0,
         waiters: event.waiters,
+        owner: event.owner,
       }),
     },
     heldSeconds: event.heldMs === null ? 0 : event.heldMs / 1000,

@@ -14,6 +14,11 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   WAIT_TIMEOUT: 409,
   // nginx's "client closed request": nobody reads it, but the log line says what happened.
   CANCELLED: 499,
+  UNAUTHENTICATED: 401,
+  PERMISSION_DENIED: 403,
+  RATE_LIMITED: 429,
+  QUEUE_FULL: 429,
+  TOO_MANY_LOCKS: 429,
 };
 
 /** Errors raised by Fastify itself before a handler runs, as (status, code, message). */
@@ -46,6 +51,7 @@ export function lockToJson(lock: Lock) {
     expiresAt: lock.expiresAt === null ? null : formatTimestamp(lock.expiresAt),
     fencingToken: lock.fencingToken,
     waiters: lock.waiters,
+    owner: lock.owner,
   };
 }
 
@@ -66,6 +72,7 @@ export function eventToJson(event: LockEventRecord) {
       expiresAt: event.expiresAt === null ? null : formatTimestamp(event.expiresAt),
       fencingToken: event.fencingToken,
       waiters: event.waiters,
+      owner: event.owner,
     },
     heldSeconds: event.heldMs === null ? null : event.heldMs / 1000,
     reason: event.reason,

@@ -60,7 +60,7 @@ export const listLocksQuery = {
 
 export const lockJson = {
   type: 'object',
-  required: ['id', 'service', 'who', 'createdAt', 'ttlSeconds', 'expiresAt', 'fencingToken', 'waiters'],
+  required: ['id', 'service', 'who', 'createdAt', 'ttlSeconds', 'expiresAt', 'fencingToken', 'waiters', 'owner'],
   properties: {
     id: { type: 'string' },
     service: { type: 'string' },
@@ -70,6 +70,8 @@ export const lockJson = {
     expiresAt: { type: ['string', 'null'] },
     fencingToken: { type: 'integer' },
     waiters: { type: 'integer' },
+    /** The token name that took it; null without authentication. */
+    owner: { type: ['string', 'null'] },
   },
 } as const;
 

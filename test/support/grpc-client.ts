@@ -1,11 +1,13 @@
 import { join } from 'node:path';
 import {
   type CallOptions,
+  type ClientReadableStream,
   type ClientUnaryCall,
   credentials,
   Metadata,
   makeClientConstructor,
   type ServiceError,
+  type StatusObject,
 } from '@grpc/grpc-js';
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ROOT } from './server-process.js';
@@ -20,6 +22,21 @@ const LockServiceClient = makeClientConstructor(
   loadSync(PROTO_FILE, { keepCase: false, defaults: true, longs: String })[SERVICE] as ServiceDefinition,
   'LockService',
 );
+
+export const HEALTH_SERVICE = 'grpc.health.v1.Health';
+export const HEALTH_PROTO_FILE = join(ROOT, 'proto/grpc/health/v1/health.proto');
+
+const HealthClient = makeClientConstructor(
+  loadSync(HEALTH_PROTO_FILE, { keepCase: false, defaults: true, enums: String })[
+    HEALTH_SERVICE
+  ] as ServiceDefinition,
+  'Health',
+);
+
+/** A grpc-js client for grpc.health.v1.Health (statuses as enum names), over plaintext. */
+export function healthClient(address: string): LockServiceClient {
+  return new HealthClient(address, credentials.createInsecure());
+}
 
 /**
  * A grpc-js client for the LockService, loaded from the .proto, over plaintext.
@@ -70,6 +87,7 @@ export interface LockMessage {
   expiresAt: string;
   fencingToken: string;
   waiters: number;
+  owner: string;
 }
 
 /** The same lock as REST shows it: proto3's 0 and '' become null, the token a number. */
@@ -83,5 +101,125 @@ export function lockMessageAsRest(lock: LockMessage) {
     expiresAt: lock.expiresAt === '' ? null : lock.expiresAt,
     fencingToken: Number(lock.fencingToken),
     waiters: lock.waiters,
+    owner: lock.owner === '' ? null : lock.owner,
+  };
+}
+
+/** A LockEvent message as grpc-js decodes it. */
+export interface LockEventMessage {
+  id: string;
+  type: string;
+  at: string;
+  service: string;
+  who: string;
+  lock: LockMessage;
+  heldSeconds: number;
+  reason: string;
+}
+
+/** A WatchLocksResponse: exactly one of the two is present. */
+export interface WatchLocksMessage {
+  snapshot?: { eventId: string; locks: LockMessage[] };
+  event?: LockEventMessage;
+}
+
+/** The messages of a server-streaming call as they arrive, and how it ended. */
+export interface StreamRecorder<T> {
+  readonly call: ClientReadableStream<T>;
+  /** Every message received so far, in order. */
+  readonly messages: T[];
+  /** The final status (OK when the server ended the stream); null while it runs. */
+  readonly status: StatusObject | null;
+  /** Resolves with the final status once the call is over. */
+  readonly ended: Promise<StatusObject>;
+  /**
+   * Resolves with the messages once `done(messages)` holds; rejects, listing what came,
+   * when the call ends first or `timeoutMs` passes.
+   */
+  until(done: (messages: readonly T[]) => boolean, timeoutMs?: number): Promise<T[]>;
+  /** Ends the call from this side (the recorder's status then says CANCELLED). */
+  cancel(): void;
+}
+
+type ServerStreaming = (
+  request: object,
+  metadata: Metadata,
+  options: CallOptions,
+) => ClientReadableStream<unknown>;
+
+/**
+ * Starts a server-streaming method by name and records what it sends. The call has a
+ * deadline (`deadlineMs`, default 60 s) so that a stream nobody ends cannot outlive a test.
+ */
+export function serverStream<T>(
+  client: LockServiceClient,
+  method: string,
+  request: object,
+  deadlineMs = 60_000,
+): StreamRecorder<T> {
+  const start = client[method] as ServerStreaming;
+  const call = start.call(client, request, new Metadata(), {
+    deadline: Date.now() + deadlineMs,
+  }) as ClientReadableStream<T>;
+  const messages: T[] = [];
+  const listeners = new Set<() => void>();
+  let final: StatusObject | null = null;
+  const notify = () => {
+    for (const listener of [...listeners]) listener();
+  };
+  const ended = new Promise<StatusObject>((resolve) => {
+    call.on('status', (status: StatusObject) => {
+      final = status;
+      resolve(status);
+      notify();
+    });
+  });
+  // A non-OK status is also emitted as an error; the status above reports it.
+  call.on('error', () => {});
+  call.on('data', (message: T) => {
+    messages.push(message);
+    notify();
+  });
+  return {
+    call,
+    messages,
+    get status() {
+      return final;
+    },
+    ended,
+    until(done, timeoutMs = 10_000) {
+      return new Promise<T[]>((resolve, reject) => {
+        const check = () => {
+          if (done(messages)) {
+            finish();
+            resolve([...messages]);
+          } else if (final !== null) {
+            finish();
+            reject(
+              new Error(
+                `${method} ended (${final.code} ${final.details}) before the expected messages; got ${JSON.stringify(messages)}`,
+              ),
+            );
+          }
+        };
+        const timer = setTimeout(() => {
+          finish();
+          reject(
+            new Error(
+              `${method}: no expected messages within ${timeoutMs} ms; got ${JSON.stringify(messages)}`,
+            ),
+          );
+        }, timeoutMs);
+        const finish = () => {
+          clearTimeout(timer);
+          listeners.delete(check);
+        };
+        listeners.add(check);
+        check();
+      });
+    },
+    cancel() {
+      call.cancel();
+    },
   };
 }

@@ -221,11 +221,12 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
 
   async function acquire(request: AcquireRequest, queue: QueueRequest | undefined): Promise<AcquireResult> {
     const { id, service, who, ttlSeconds } = request;
+    const owner = request.owner ?? null;
     // The usual cases are one statement, no transaction: a free service nobody waits for is
     // taken, a held one refused when the request does not ask to wait. Anything else (a
     // queue to join, waiters to grant first, a holder that committed after the snapshot)
     // goes through the transaction below.
-    const first = (await query<AcquireRow>(ACQUIRE, [id, service, who, ttlSeconds]))[0];
+    const first = (await query<AcquireRow>(ACQUIRE, [id, service, who, ttlSeconds, owner]))[0];
     if (first?.acquired) return { acquired: true, lock: toLock(first) };
     if (first && !queue) return { acquired: false, holder: toLock(first), waiter: null };
     if (!first)
@@ -238,7 +239,7 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
       // never overtakes the queue (it is then refused below, the waiter being the holder).
       if (state && !state.held && state.queued && (await grantNext(client, service))) changed = true;
       for (let attempt = 1; attempt <= ACQUIRE_ATTEMPTS; attempt++) {
-        const row = (await rowsOf<AcquireRow>(client, ACQUIRE, [id, service, who, ttlSeconds]))[0];
+        const row = (await rowsOf<AcquireRow>(client, ACQUIRE, [id, service, who, ttlSeconds, owner]))[0];
         if (row?.acquired) {
           // Taking over an expired holder's row: no live waiter is queued (they would have
           // been granted first), so nobody on another replica needs telling.
@@ -256,9 +257,11 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
               id,
               queue.owner,
               WAITER_LEASE_MS,
+              owner,
+              queue.maxWaiters ?? null,
             ])
           )[0];
-          if (!joined) throw new Error(`joining the queue of ${service} returned nothing`);
+          if (!joined) return { acquired: false, holder, waiter: null, queueFull: true };
           return {
             acquired: false,
             holder: { ...holder, waiters: holder.waiters + 1 },
@@ -275,9 +278,9 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
     return result;
   }
 
-  async function release(id: string): Promise<Lock | null> {
+  async function release(id: string, owner: string | null): Promise<Lock | null> {
     // The usual case, a lock nobody waits for, is one statement.
-    const alone = (await query<LockRow>(RELEASE_ALONE, [id]))[0];
+    const alone = (await query<LockRow>(RELEASE_ALONE, [id, owner]))[0];
     if (alone) {
       changes.emit(alone.service);
       return toLock(alone);
@@ -286,8 +289,9 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
       const found = (await rowsOf<{ service: string }>(client, SERVICE_OF, [id]))[0];
       if (!found) return null;
       await client.query(LOCK_SERVICE, [found.service]);
-      // Under the row lock: null when a concurrent release or takeover got there first.
-      const row = (await rowsOf<LockRow>(client, RELEASE, [id]))[0];
+      // Under the row lock: null when a concurrent release or takeover got there first (or
+      // the lock is another owner's).
+      const row = (await rowsOf<LockRow>(client, RELEASE, [id, owner]))[0];
       if (!row) return null;
       // Only a grant is news to another replica: with no live waiter nobody listens for this
       // service. NOTIFY is not free either: PostgreSQL serializes the commits of all
@@ -326,7 +330,7 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
       if (!found) return null;
       await client.query(LOCK_SERVICE, [found.service]);
       await client.query(MARK_FORCE_RELEASE, [reason]);
-      const row = (await rowsOf<LockRow>(client, RELEASE, [id]))[0];
+      const row = (await rowsOf<LockRow>(client, RELEASE, [id, null]))[0];
       if (!row) return null;
       await client.query(UNMARK_FORCE_RELEASE);
       await grantNext(client, row.service);
@@ -438,9 +442,11 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
     onChange: (listener) => changes.subscribe(listener),
     // A non-UUID cannot be a lock id; asking PostgreSQL would fail the uuid cast.
     get: async (id) => (isLockId(id) ? guard(async () => nullable(await query<LockRow>(GET, [id]))) : null),
-    release: async (id) => (isLockId(id) ? guard(() => release(id)) : null),
-    renew: async (id, ttlSeconds) =>
-      isLockId(id) ? guard(async () => nullable(await query<LockRow>(RENEW, [id, ttlSeconds]))) : null,
+    release: async (id, owner) => (isLockId(id) ? guard(() => release(id, owner ?? null)) : null),
+    renew: async (id, ttlSeconds, owner) =>
+      isLockId(id)
+        ? guard(async () => nullable(await query<LockRow>(RENEW, [id, ttlSeconds, owner ?? null])))
+        : null,
     list: (request) =>
       guard(async () => {
         const offset = (request.page - 1) * request.perPage;
@@ -534,6 +540,7 @@ function toLock(row: LockRow | JsonLockRow): Lock {
     expiresAt: row.expires_ms === null ? null : new Date(Number(row.expires_ms)),
     fencingToken: safeInteger(row.fencing_token, 'fencing token'),
     waiters: Number(row.waiters),
+    owner: row.owner,
   };
 }
 
@@ -550,6 +557,7 @@ function toEvent(row: EventRow): LockEventRecord {
     expiresAt: row.expires_ms === null ? null : new Date(Number(row.expires_ms)),
     fencingToken: row.fencing_token === null ? null : safeInteger(row.fencing_token, 'fencing token'),
     waiters: row.waiters,
+    owner: row.owner,
     heldMs: row.held_ms === null ? null : Number(row.held_ms),
     reason: row.reason,
   };

@@ -20,6 +20,7 @@ export interface LockRow {
   expires_ms: string | null;
   /** bigint, as a string. */
   fencing_token: string;
+  owner: string | null;
   /** Live waiters of the service. */
   waiters: number;
 }
@@ -29,7 +30,7 @@ export interface LockRow {
 // pg type parsers. expires_at - created_at is a whole number of seconds at acquire, so the
 // two truncations keep expiresAt = createdAt + ttl exactly.
 const LOCK_ROW_COLUMNS = `id, service, who, floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms,
-  ttl_seconds, floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token`;
+  ttl_seconds, floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token, owner`;
 
 /** A waiter that is still in line: its replica's heartbeat has not run out. */
 const WAITING = 'alive_until > tracker_now()';
@@ -52,7 +53,7 @@ const LOCK_COLUMNS = lockColumns();
 const LIVE = '(expires_at IS NULL OR expires_at > tracker_now())';
 
 /**
- * $1 id, $2 service, $3 who, $4 ttl seconds or null. Runs inside the acquire transaction,
+ * $1 id, $2 service, $3 who, $4 ttl seconds or null, $5 owner or null. Runs inside the acquire transaction,
  * after LOCK_SERVICE and after the queue's head (if any) was granted, so a service with
  * live waiters is held by then and this statement only refuses. Nothing is read and then
  * written by the application. In order:
@@ -88,9 +89,9 @@ WITH token AS (
   RETURNING last_token
 ),
 taken AS (
-  INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token)
+  INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner)
   SELECT $1::uuid, $2::text, $3::text, tracker_now(), $4::int,
-         tracker_now() + $4::int * interval '1 second', last_token
+         tracker_now() + $4::int * interval '1 second', last_token, $5::text
   FROM token
   ON CONFLICT (service) DO UPDATE SET
     id = excluded.id,
@@ -98,7 +99,8 @@ taken AS (
     created_at = excluded.created_at,
     ttl_seconds = excluded.ttl_seconds,
     expires_at = excluded.expires_at,
-    fencing_token = excluded.fencing_token
+    fencing_token = excluded.fencing_token,
+    owner = excluded.owner
   WHERE locks.expires_at <= tracker_now()
   RETURNING ${LOCK_COLUMNS}
 )
@@ -112,23 +114,26 @@ export type AcquireRow = LockRow & { acquired: boolean };
 /** $1 id. */
 export const GET = `SELECT ${LOCK_COLUMNS} FROM locks WHERE id = $1 AND ${LIVE}`;
 
+/** $2: the owner the lock must have, or null for any (authentication off, or an admin). */
+const OWNED_BY_2 = '($2::text IS NULL OR owner = $2::text)';
+
 /**
- * $1 id. Returns the row only to the one caller whose DELETE removed it. An expired row is
+ * $1 id, $2 owner or null. Returns the row only to the one caller whose DELETE removed it. An expired row is
  * not released (it is no lock); it stays until an acquire or a settle takes its service
  * over. Runs in the release transaction after LOCK_SERVICE; the count of waiters is the
  * one before the head is granted.
  */
-export const RELEASE = `DELETE FROM locks WHERE id = $1 AND ${LIVE} RETURNING ${LOCK_COLUMNS}`;
+export const RELEASE = `DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY_2} RETURNING ${LOCK_COLUMNS}`;
 
 /**
- * $1 id. The release of a lock nobody waits for, in one statement: no transaction, no
+ * $1 id, $2 owner or null. The release of a lock nobody waits for, in one statement: no transaction, no
  * NOTIFY (nobody listens for this service). Returns no row when the lock is not held or has
  * live waiters; the release transaction (which grants the next) handles both. A waiter that
  * joins while this runs is not seen by its snapshot: the service is then free with a waiter,
  * which its own replica's re-check (or the next acquire, which grants waiters first) settles.
  */
 export const RELEASE_ALONE = `
-DELETE FROM locks WHERE id = $1 AND ${LIVE}
+DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY_2}
   AND NOT EXISTS (SELECT FROM waiters WHERE waiters.service = locks.service AND waiters.${WAITING})
 RETURNING ${LOCK_COLUMNS}`;
 
@@ -184,16 +189,16 @@ ORDER BY ticket LIMIT 1 FOR UPDATE`;
 export const GRANT = `
 WITH granted AS (
   DELETE FROM waiters WHERE ticket = $2 AND service = $1
-  RETURNING lock_id, service, who, ttl_seconds
+  RETURNING lock_id, service, who, ttl_seconds, lock_owner
 ),
 token AS (
   UPDATE services SET last_token = last_token + 1
   WHERE service = $1 AND EXISTS (SELECT FROM granted)
   RETURNING last_token
 )
-INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token)
+INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner)
 SELECT granted.lock_id, granted.service, granted.who, tracker_now(), granted.ttl_seconds,
-       tracker_now() + granted.ttl_seconds * interval '1 second', token.last_token
+       tracker_now() + granted.ttl_seconds * interval '1 second', token.last_token, granted.lock_owner
 FROM granted, token
 RETURNING ${lockColumns('AND waiters.ticket <> $2')}`;
 
@@ -204,14 +209,18 @@ export const CHANGES_CHANNEL = 'tracker_lock_changes';
 export const NOTIFY = `SELECT pg_notify('${CHANGES_CHANNEL}', $1)`;
 
 /**
- * $1 service, $2 who, $3 ttl seconds or null, $4 lock id, $5 owner, $6 waiter lease in ms.
- * Joins the queue; runs in the acquire transaction under LOCK_SERVICE, so the ticket (from
- * the sequence) is the arrival order and every other live waiter of the service is older.
+ * $1 service, $2 who, $3 ttl seconds or null, $4 lock id, $5 owner (the replica), $6 waiter
+ * lease in ms, $7 the request's owner (token name) or null, $8 most live waiters allowed or
+ * null. Joins the queue; runs in the acquire transaction under LOCK_SERVICE, so the ticket
+ * (from the sequence) is the arrival order, every other live waiter of the service is older,
+ * and the count that enforces $8 cannot change before the insert. No row: the queue is full.
  */
 export const ENQUEUE = `
 WITH joined AS (
-  INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until)
-  VALUES ($1, $2, $3::int, $4::uuid, $5, tracker_now(), tracker_now() + $6::int8 * interval '1 millisecond')
+  INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until, lock_owner)
+  SELECT $1, $2, $3::int, $4::uuid, $5, tracker_now(), tracker_now() + $6::int8 * interval '1 millisecond', $7::text
+  WHERE $8::int IS NULL
+     OR (SELECT count(*) FROM waiters WHERE service = $1 AND ${WAITING}) < $8::int
   RETURNING ticket, service, who, since
 )
 SELECT joined.ticket, joined.service, joined.who,
@@ -273,7 +282,8 @@ export type JsonLockRow = Omit<LockRow, 'created_ms' | 'expires_ms' | 'fencing_t
 };
 
 /**
- * $1 id, $2 ttl seconds or null (keep the lock's own). The lease restarts at tracker_now();
+ * $1 id, $2 ttl seconds or null (keep the lock's own), $3 owner or null (any). The lease
+ * restarts at tracker_now();
  * a lock without TTL renewed with null keeps both NULLs (NULL arithmetic). Only a live row
  * matches, and a concurrent takeover changes the row's id (the UPDATE re-checks `id` on the
  * newest version after waiting), so an expired or replaced lock is never brought back.
@@ -282,7 +292,7 @@ export const RENEW = `
 UPDATE locks SET
   ttl_seconds = coalesce($2::int, ttl_seconds),
   expires_at = tracker_now() + coalesce($2::int, ttl_seconds) * interval '1 second'
-WHERE id = $1 AND ${LIVE}
+WHERE id = $1 AND ${LIVE} AND ($3::text IS NULL OR owner = $3::text)
 RETURNING ${LOCK_COLUMNS}`;
 
 const LIST_FILTER = `($1::text IS NULL OR service = $1) AND ($2::text IS NULL OR who = $2) AND ${LIVE}`;
@@ -294,7 +304,7 @@ const LIST_FILTER = `($1::text IS NULL OR service = $1) AND ($2::text IS NULL OR
  */
 export const LIST = `
 SELECT matching.total, page.id, page.service, page.who, page.created_ms,
-       page.ttl_seconds, page.expires_ms, page.fencing_token, page.waiters
+       page.ttl_seconds, page.expires_ms, page.fencing_token, page.owner, page.waiters
 FROM (SELECT count(*) AS total FROM locks WHERE ${LIST_FILTER}) AS matching
 LEFT JOIN LATERAL (
   SELECT created_at, ${LOCK_COLUMNS} FROM locks
@@ -350,7 +360,7 @@ ORDER BY created_at, id`;
 /** An event row, with instants as unix ms computed by the database (as for locks). */
 const EVENT_COLUMNS = `id, floor(extract(epoch FROM at) * 1000)::int8 AS at_ms, type, lock_id, service, who,
   floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms, ttl_seconds,
-  floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token, waiters, held_ms, reason`;
+  floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token, waiters, owner, held_ms, reason`;
 
 export interface EventRow {
   /** bigint columns arrive as strings. */
@@ -365,6 +375,7 @@ export interface EventRow {
   expires_ms: string | null;
   fencing_token: string | null;
   waiters: number;
+  owner: string | null;
   held_ms: string | null;
   reason: string | null;
 }

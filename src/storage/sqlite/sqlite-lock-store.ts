@@ -45,6 +45,7 @@ interface LockRow {
   ttl_seconds: number | null;
   expires_at: number | null;
   fencing_token: number;
+  owner: string | null;
   /** Live waiters of the service, where the statement counts them. */
   waiters?: number;
 }
@@ -55,6 +56,7 @@ interface WaiterRow {
   who: string;
   ttl_seconds: number | null;
   lock_id: string;
+  lock_owner: string | null;
   since: number;
   alive_until: number;
 }
@@ -71,6 +73,7 @@ interface EventRow {
   expires_at: number | null;
   fencing_token: number | null;
   waiters: number;
+  owner: string | null;
   held_ms: number | null;
   reason: string | null;
 }
@@ -117,7 +120,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     throw error;
   }
 
-  const columns = 'id, service, who, created_at, ttl_seconds, expires_at, fencing_token';
+  const columns = 'id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner';
   // A row is a held lock while it has no expiry or its expiry is still ahead (@now: the
   // store's clock, in ms). Expired rows may linger; every read filters them out.
   const live = '(expires_at IS NULL OR expires_at > @now)';
@@ -135,12 +138,13 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     who: string;
     ttl: number | null;
     expires: number | null;
+    owner: string | null;
   } & Now;
   const insertStatement = (guard: string) =>
     db.prepare<[InsertParams], LockRow>(
       `INSERT INTO locks (${columns})
        SELECT @id, @service, @who, @now, @ttl, @expires,
-              coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1
+              coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1, @owner
        WHERE ${guard}
        ON CONFLICT (service) DO NOTHING
        RETURNING ${columns}`,
@@ -176,14 +180,15 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
         who: string;
         ttl: number | null;
         lockId: string;
+        lockOwner: string | null;
         owner: string;
         aliveUntil: number;
       } & Now,
     ],
     WaiterRow
   >(
-    `INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until)
-     VALUES (@service, @who, @ttl, @lockId, @owner, @now, @aliveUntil)
+    `INSERT INTO waiters (service, who, ttl_seconds, lock_id, lock_owner, owner, since, alive_until)
+     VALUES (@service, @who, @ttl, @lockId, @lockOwner, @owner, @now, @aliveUntil)
      RETURNING *`,
   );
   const liveWaiters = db.prepare<[{ service: string } & Now], WaiterRow>(
@@ -195,15 +200,18 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   const heartbeat = db.prepare<[{ owner: string; aliveUntil: number }]>(
     'UPDATE waiters SET alive_until = @aliveUntil WHERE owner = @owner',
   );
-  const remove = db.prepare<[{ id: string } & Now], LockRow>(
-    `DELETE FROM locks WHERE id = @id AND ${live} RETURNING ${columns}`,
+  // `@owner` null: any owner (authentication off, or an admin); else only that owner's lock.
+  type ByOwner = { id: string; owner: string | null } & Now;
+  const ownedBy = '(@owner IS NULL OR owner = @owner)';
+  const remove = db.prepare<[ByOwner], LockRow>(
+    `DELETE FROM locks WHERE id = @id AND ${live} AND ${ownedBy} RETURNING ${columns}`,
   );
-  const renew = db.prepare<[{ id: string; ttl: number | null } & Now], LockRow>(
+  const renew = db.prepare<[ByOwner & { ttl: number | null }], LockRow>(
     `UPDATE locks
      SET ttl_seconds = coalesce(@ttl, ttl_seconds),
          expires_at = CASE WHEN coalesce(@ttl, ttl_seconds) IS NULL THEN NULL
                            ELSE @now + coalesce(@ttl, ttl_seconds) * 1000 END
-     WHERE id = @id AND ${live}
+     WHERE id = @id AND ${live} AND ${ownedBy}
      RETURNING ${columns}`,
   );
   const filter = `(@service IS NULL OR service = @service) AND (@who IS NULL OR who = @who) AND ${live}`;
@@ -282,6 +290,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     who: request.who,
     ttl: request.ttlSeconds,
     expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
+    owner: request.owner ?? null,
     now: at,
   });
   const insertLock = (request: AcquireRequest, at: number): LockRow | undefined =>
@@ -307,7 +316,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
       }
       if (head.alive_until <= at) continue;
       const granted = insertLock(
-        { id: head.lock_id, service, who: head.who, ttlSeconds: head.ttl_seconds },
+        { id: head.lock_id, service, who: head.who, ttlSeconds: head.ttl_seconds, owner: head.lock_owner },
         at,
       );
       if (!granted) throw new Error(`service ${service} was not free when granting to waiter ${head.ticket}`);
@@ -340,17 +349,21 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
       const holder = byService.get({ service, now: at });
       if (!holder)
         throw new Error(`insert of lock ${request.id} conflicted but no holder of ${service} exists`);
-      const waiter = queue
-        ? insertWaiter.all({
-            service,
-            who: request.who,
-            ttl: request.ttlSeconds,
-            lockId: request.id,
-            owner: queue.owner,
-            now: at,
-            aliveUntil: at + WAITER_LEASE_MS,
-          })[0]
-        : undefined;
+      const queueFull =
+        queue?.maxWaiters !== undefined && (countWaiters.get({ service, now: at })?.n ?? 0) >= queue.maxWaiters;
+      const waiter =
+        queue && !queueFull
+          ? insertWaiter.all({
+              service,
+              who: request.who,
+              ttl: request.ttlSeconds,
+              lockId: request.id,
+              lockOwner: request.owner ?? null,
+              owner: queue.owner,
+              now: at,
+              aliveUntil: at + WAITER_LEASE_MS,
+            })[0]
+          : undefined;
       return {
         acquired: false,
         holder: toLock({ ...holder, waiters: (holder.waiters ?? 0) + (waiter ? 1 : 0) }),
@@ -358,6 +371,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
           ? toWaiter(waiter, (aheadOf.get({ service, ticket: waiter.ticket, now: at })?.n ?? 0) + 1)
           : null,
         changed: expired || granted !== undefined,
+        ...(queueFull ? { queueFull } : {}),
       };
     },
   );
@@ -378,9 +392,9 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   // A release is one statement; only when someone waits does a transaction follow to grant
   // the next. Nothing can take the service in between: newcomers leave a free service with
   // waiters to them (insertUnlessQueued), and any grant goes to the oldest live waiter.
-  const release = (id: string): Lock | null => {
+  const release = (id: string, owner: string | null): Lock | null => {
     const at = now();
-    const released = remove.all({ id, now: at })[0];
+    const released = remove.all({ id, owner, now: at })[0];
     if (!released) return null;
     if (!headWaiter.get({ service: released.service })) return toLock({ ...released, waiters: 0 });
     const lock = withWaiters(released, at);
@@ -400,7 +414,7 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
     context.reason = reason;
     let released: LockRow | undefined;
     try {
-      released = remove.all({ id, now: at })[0];
+      released = remove.all({ id, owner: null, now: at })[0];
     } finally {
       context.release = null;
       context.reason = null;
@@ -447,16 +461,16 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
   return {
     acquire: async (request, queueRequest) => guard(() => acquire(request, queueRequest)),
     get: async (id) => guard(() => nullable(byId.get({ id, now: now() }))),
-    release: async (id) =>
+    release: async (id, owner) =>
       guard(() => {
-        const lock = release(id);
+        const lock = release(id, owner ?? null);
         if (lock) announce(lock.service);
         return lock;
       }),
-    renew: async (id, ttlSeconds) =>
+    renew: async (id, ttlSeconds, owner) =>
       guard(() => {
         const at = now();
-        const row = renew.all({ id, ttl: ttlSeconds, now: at })[0];
+        const row = renew.all({ id, ttl: ttlSeconds, owner: owner ?? null, now: at })[0];
         return row ? withWaiters(row, at) : null;
       }),
     settle: async (service) =>
@@ -531,6 +545,7 @@ function toLock(row: LockRow): Lock {
     expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
     fencingToken: row.fencing_token,
     waiters: row.waiters ?? 0,
+    owner: row.owner,
   };
 }
 
@@ -547,6 +562,7 @@ function toEvent(row: EventRow): LockEventRecord {
     expiresAt: row.expires_at === null ? null : new Date(row.expires_at),
     fencingToken: row.fencing_token,
     waiters: row.waiters,
+    owner: row.owner,
     heldMs: row.held_ms,
     reason: row.reason,
   };

@@ -1,0 +1,73 @@
+import { permissionDenied } from './errors.js';
+
+/**
+ * Who is calling, once a token was checked. With authentication off there is no principal
+ * (null), and every call may do everything, as in the guide.
+ *
+ * Scopes nest: `lock:admin` includes `lock:write`, which includes `lock:read`.
+ * - lock:read: get, list, queue, history, watch, metrics.
+ * - lock:write: acquire; release and renew the locks this token took.
+ * - lock:admin: release and renew any lock, force-release.
+ * `services`, when given, are glob patterns (`*` any run of characters, `?` one) a service
+ * must match for this token to see or touch it.
+ */
+export interface Principal {
+  /** The token's name: recorded as the `owner` of the locks it takes. */
+  readonly name: string;
+  readonly scopes: ReadonlySet<Scope>;
+  /** null: every service. */
+  readonly services: readonly string[] | null;
+}
+
+export const SCOPES = ['lock:read', 'lock:write', 'lock:admin'] as const;
+export type Scope = (typeof SCOPES)[number];
+
+const RANK: Readonly<Record<Scope, number>> = { 'lock:read': 1, 'lock:write': 2, 'lock:admin': 3 };
+
+/** The caller of a core operation: null when authentication is off. */
+export type Caller = Principal | null;
+
+export function hasScope(caller: Caller, scope: Scope): boolean {
+  if (caller === null) return true;
+  for (const held of caller.scopes) if (RANK[held] >= RANK[scope]) return true;
+  return false;
+}
+
+/** Throws PERMISSION_DENIED unless the caller has the scope. */
+export function requireScope(caller: Caller, scope: Scope): void {
+  if (!hasScope(caller, scope)) throw permissionDenied(`this token lacks the ${scope} scope`);
+}
+
+/** Whether the caller may see or touch `service` (its token's service patterns). */
+export function mayUseService(caller: Caller, service: string): boolean {
+  if (caller === null || caller.services === null) return true;
+  return caller.services.some((pattern) => globToRegExp(pattern).test(service));
+}
+
+/** Throws PERMISSION_DENIED unless the caller has the scope for this service. */
+export function requireService(caller: Caller, scope: Scope, service: string): void {
+  requireScope(caller, scope);
+  if (!mayUseService(caller, service)) {
+    throw permissionDenied(`this token may not use the service "${service}"`);
+  }
+}
+
+const compiled = new Map<string, RegExp>();
+
+/** `deploy-*` → /^deploy-.*$/u; every other character is literal. */
+export function globToRegExp(pattern: string): RegExp {
+  let regexp = compiled.get(pattern);
+  if (!regexp) {
+    const body = [...pattern]
+      .map((char) => {
+        if (char === '*') return '.*';
+        if (char === '?') return '.';
+        return char.replace(/[\\^$.*+?()[\]{}|/]/g, '\\$&');
+      })
+      .join('');
+    regexp = new RegExp(`^${body}$`, 'su');
+    if (compiled.size > 10_000) compiled.clear();
+    compiled.set(pattern, regexp);
+  }
+  return regexp;
+}
