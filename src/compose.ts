@@ -1,12 +1,16 @@
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { FastifyBaseLogger } from 'fastify';
+import { createGate } from './auth/gate.js';
+import { createTokenAuthority, type TokenAuthority } from './auth/token-file.js';
 import type { Config } from './config/load-config.js';
 import { systemClock } from './core/clock.js';
 import { createEventFeed } from './core/event-feed.js';
 import { startHousekeeping } from './core/housekeeping.js';
 import { createLockService, type LockEvent } from './core/lock-service.js';
 import type { LockStore } from './core/lock-store.js';
+import { createRateLimiter } from './core/rate-limiter.js';
 import { buildGrpcServer, listenGrpc, shutdownGrpc } from './grpc/server.js';
 import { buildHttpApp } from './http/app.js';
 import { createMetrics } from './metrics.js';
@@ -21,6 +25,8 @@ export class ListenError extends Error {
 export interface Tracker {
   readonly httpPort: number;
   readonly grpcPort: number;
+  /** Reads the tokens file again (SIGHUP); nothing when authentication is off. */
+  reloadTokens(): void;
   /** Stops accepting, lets in-flight requests finish (up to `graceMs`), closes the store. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -57,6 +63,8 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
   const service = createLockService({
     store,
     newId: randomUUID,
+    maxWaitersPerService: config.maxWaitersPerService,
+    maxLocks: config.maxLocks,
     defaultTtlSeconds: config.defaultTtlSeconds,
     maxTtlSeconds: config.maxTtlSeconds,
     // Names this process in the queue; unique across restarts, so a restarted replica
@@ -75,14 +83,47 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
     retentionMs: config.historyRetentionSeconds === null ? null : config.historyRetentionSeconds * 1000,
     onError: (task, error) => logger.warn({ err: error, task }, `${task} failed; retrying`),
   });
+  let authority: TokenAuthority | null;
+  let tls: { cert: Buffer; key: Buffer; ca: Buffer | undefined } | undefined;
+  try {
+    authority = config.authTokensFile === null ? null : createTokenAuthority(config.authTokensFile, logger);
+    tls = config.tls === null ? undefined : readTls(config.tls);
+  } catch (error) {
+    await housekeeping.stop();
+    feed.close();
+    await opened.close();
+    throw error;
+  }
+  if (authority === null && !isLoopback(config.host)) {
+    logger.warn(
+      { host: config.host },
+      'authentication is off and the server listens beyond loopback: anyone who reaches it may take or release any lock (see --auth-tokens-file)',
+    );
+  }
+  const gate = createGate(authority, config.rateLimit ? createRateLimiter(config.rateLimit) : null);
   const ready = () => store.ping();
-  const http = buildHttpApp({ service, feed, metrics, ready, logger });
-  const { server: grpc, stopping: grpcStopping } = buildGrpcServer({ service, feed, metrics, ready, logger });
+  const http = buildHttpApp({
+    service,
+    feed,
+    metrics,
+    gate,
+    ready,
+    logger,
+    server: { tls, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },
+  });
+  const { server: grpc, stopping: grpcStopping } = buildGrpcServer({
+    service,
+    feed,
+    metrics,
+    gate,
+    ready,
+    logger,
+  });
 
   let grpcPort: number;
   let httpPort: number;
   try {
-    grpcPort = await listenGrpc(grpc, config.host, config.grpcPort).catch((error: Error) => {
+    grpcPort = await listenGrpc(grpc, config.host, config.grpcPort, tls).catch((error: Error) => {
       throw new ListenError(
         `cannot serve gRPC on ${config.host}:${config.grpcPort}: ${describeListenError(error)}`,
       );
@@ -96,6 +137,7 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
   } catch (error) {
     grpc.forceShutdown();
     await http.close();
+    authority?.close();
     await housekeeping.stop();
     feed.close();
     await store.close();
@@ -105,6 +147,7 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
   return {
     httpPort,
     grpcPort,
+    reloadTokens: () => authority?.reload(),
     async stop(graceMs = 8000) {
       // Requests waiting in a queue could outlast any grace period: send them away first
       // (503, retry on another replica), then let the rest finish.
@@ -120,11 +163,39 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
       } finally {
         clearInterval(sweep);
       }
+      authority?.close();
       await housekeeping.stop();
       feed.close();
       await store.close();
     },
   };
+}
+
+/** Reads the TLS files; a missing or unreadable one is a one-line TlsError. */
+function readTls(files: NonNullable<Config['tls']>): { cert: Buffer; key: Buffer; ca: Buffer | undefined } {
+  const read = (what: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new TlsError(
+        `cannot read the TLS ${what} ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`,
+      );
+    }
+  };
+  return {
+    cert: read('certificate', files.cert),
+    key: read('key', files.key),
+    ca: files.ca === null ? undefined : read('CA bundle', files.ca),
+  };
+}
+
+/** A TLS file that cannot be read; `message` is the one line to print. */
+export class TlsError extends Error {
+  override readonly name = 'TlsError';
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host.startsWith('127.');
 }
 
 /** One log line per thing this process did to a lock. */

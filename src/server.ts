@@ -1,5 +1,6 @@
 import { pino } from 'pino';
-import { ListenError, startTracker } from './compose.js';
+import { TokenFileError } from './auth/token-file.js';
+import { ListenError, startTracker, TlsError } from './compose.js';
 import { ConfigError, helpText, loadConfig } from './config/load-config.js';
 import { ErrorCode, TrackerError } from './core/errors.js';
 import { SchemaTooNewError } from './storage/migrations.js';
@@ -49,7 +50,10 @@ export async function runServer(argv: readonly string[], program = 'npm start --
   try {
     tracker = await startTracker(config, logger);
   } catch (error) {
-    if (error instanceof ListenError || error instanceof SchemaTooNewError) fail(error.message, 1);
+    if (error instanceof ListenError || error instanceof SchemaTooNewError || error instanceof TlsError) {
+      fail(error.message, 1);
+    }
+    if (error instanceof TokenFileError) fail(error.message, 2);
     if (error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE) {
       fail(`cannot reach the database ${config.databaseUrl}: ${describeCause(error.cause)}`, 1);
     }
@@ -65,6 +69,8 @@ export async function runServer(argv: readonly string[], program = 'npm start --
       httpPort: tracker.httpPort,
       grpcPort: tracker.grpcPort,
       database: config.databaseUrl,
+      tls: config.tls !== null,
+      auth: config.authTokensFile !== null,
     },
     'tracker listening',
   );
@@ -89,6 +95,8 @@ export async function runServer(argv: readonly string[], program = 'npm start --
       },
     );
   };
+  // SIGHUP: read the tokens file again (it is also watched for changes).
+  process.on('SIGHUP', () => tracker.reloadTokens());
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

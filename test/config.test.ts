@@ -21,7 +21,41 @@ describe('loadConfig', () => {
       defaultTtlSeconds: null,
       maxTtlSeconds: null,
       historyRetentionSeconds: 30 * 86_400,
+      authTokensFile: null,
+      tls: null,
+      rateLimit: null,
+      maxWaitersPerService: 1000,
+      maxLocks: 1_000_000,
+      headersTimeoutMs: 10_000,
+      requestTimeoutMs: 30_000,
     });
+  });
+
+  test('authentication, TLS and limits: flags, pairs that go together, and refusals', () => {
+    const tls = config(['--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem']).tls;
+    assert.deepEqual(tls, { cert: 'c.pem', key: 'k.pem', ca: 'ca.pem' });
+    assert.equal(config(['--auth-tokens-file', 't.yaml']).authTokensFile, 't.yaml');
+    assert.deepEqual(config(['--rate-limit', '50/s']).rateLimit, { perSecond: 50, burst: 100 });
+    assert.deepEqual(config(['--rate-limit', '600/m', '--rate-limit-burst', '5']).rateLimit, {
+      perSecond: 10,
+      burst: 5,
+    });
+    assert.equal(config(['--max-locks', '0']).maxLocks, null);
+    assert.equal(config([], { TRACKER_MAX_WAITERS_PER_SERVICE: '5' }).maxWaitersPerService, 5);
+    assert.equal(config(['--headers-timeout', '2s']).headersTimeoutMs, 2000);
+    for (const [argv, pattern] of [
+      [['--tls-cert', 'c.pem'], /--tls-cert and --tls-key go together/],
+      [['--tls-ca', 'ca.pem'], /needs --tls-cert and --tls-key/],
+      [['--rate-limit', 'fast'], /not a rate such as 50\/s/],
+      [['--rate-limit', '0/s'], /not a rate/],
+      [['--max-waiters-per-service', '0'], /max-waiters-per-service/],
+      [['--request-timeout', '0'], /not a duration from 1s to 1h/],
+    ] as const) {
+      assert.throws(
+        () => config([...argv]),
+        (error: Error) => error instanceof ConfigError && pattern.test(error.message),
+      );
+    }
   });
 
   test('history retention: a duration, or forever; anything else is refused', () => {

@@ -35,6 +35,18 @@ export interface Config {
   readonly maxTtlSeconds: number | null;
   /** How long the lock history keeps events, in seconds; null: forever. */
   readonly historyRetentionSeconds: number | null;
+  /** The tokens file; null: authentication off (anyone who reaches the ports may do anything). */
+  readonly authTokensFile: string | null;
+  /** TLS for REST and gRPC; null: plaintext. */
+  readonly tls: { readonly cert: string; readonly key: string; readonly ca: string | null } | null;
+  /** Requests per second per token (or per address without authentication); null: no limit. */
+  readonly rateLimit: { readonly perSecond: number; readonly burst: number } | null;
+  readonly maxWaitersPerService: number;
+  /** null: no limit. */
+  readonly maxLocks: number | null;
+  /** Longest a client may take to send a request's headers, and the whole request, in ms. */
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -87,6 +99,52 @@ const OPTIONS = {
     env: 'TRACKER_HISTORY_RETENTION',
     default: '30d',
     help: 'how long the lock history keeps events, e.g. 30d, 12h (forever: never prune)',
+  },
+  'auth-tokens-file': {
+    env: 'TRACKER_AUTH_TOKENS_FILE',
+    default: '',
+    help: 'JSON or YAML file of token hashes (tracker token create); every call then needs a bearer token',
+  },
+  'tls-cert': {
+    env: 'TRACKER_TLS_CERT',
+    default: '',
+    help: 'PEM certificate (chain): serve HTTPS and gRPC over TLS',
+  },
+  'tls-key': { env: 'TRACKER_TLS_KEY', default: '', help: 'PEM private key of --tls-cert' },
+  'tls-ca': {
+    env: 'TRACKER_TLS_CA',
+    default: '',
+    help: 'PEM CA bundle: require client certificates it signed (mutual TLS)',
+  },
+  'rate-limit': {
+    env: 'TRACKER_RATE_LIMIT',
+    default: '0',
+    help: 'requests per token (or per address without auth) and replica, e.g. 50/s or 600/m; 0: no limit',
+  },
+  'rate-limit-burst': {
+    env: 'TRACKER_RATE_LIMIT_BURST',
+    default: '',
+    help: 'requests allowed at once above the rate (empty: two seconds worth)',
+  },
+  'max-waiters-per-service': {
+    env: 'TRACKER_MAX_WAITERS_PER_SERVICE',
+    default: '1000',
+    help: 'most requests one service queue takes; more answer 429 QUEUE_FULL',
+  },
+  'max-locks': {
+    env: 'TRACKER_MAX_LOCKS',
+    default: '1000000',
+    help: 'most held locks in the store; more answer 429 TOO_MANY_LOCKS (0: no limit)',
+  },
+  'headers-timeout': {
+    env: 'TRACKER_HEADERS_TIMEOUT',
+    default: '10s',
+    help: 'longest a client may take to send request headers before its connection is closed',
+  },
+  'request-timeout': {
+    env: 'TRACKER_REQUEST_TIMEOUT',
+    default: '30s',
+    help: 'longest a client may take to send a whole request (not the wait for a lock)',
   },
 } as const;
 
@@ -150,8 +208,46 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       defaultTtlSeconds,
       maxTtlSeconds,
       historyRetentionSeconds: parseRetention(pick('history-retention')),
+      authTokensFile: pick('auth-tokens-file').value || null,
+      tls: parseTls(pick('tls-cert'), pick('tls-key'), pick('tls-ca')),
+      rateLimit: parseRateLimit(pick('rate-limit'), pick('rate-limit-burst')),
+      maxWaitersPerService: parseInteger(pick('max-waiters-per-service'), 1, 1_000_000),
+      maxLocks: parseInteger(pick('max-locks'), 0, 1_000_000_000) || null,
+      headersTimeoutMs: parseTimeoutMs(pick('headers-timeout')),
+      requestTimeoutMs: parseTimeoutMs(pick('request-timeout')),
     },
   };
+}
+
+function parseTls(cert: Setting, key: Setting, ca: Setting): Config['tls'] {
+  if (cert.value === '' && key.value === '') {
+    if (ca.value !== '') throw new ConfigError(`${ca.source}: needs --tls-cert and --tls-key`);
+    return null;
+  }
+  if (cert.value === '' || key.value === '') {
+    throw new ConfigError('--tls-cert and --tls-key go together: give both or neither');
+  }
+  return { cert: cert.value, key: key.value, ca: ca.value || null };
+}
+
+function parseRateLimit({ value, source }: Setting, burst: Setting): Config['rateLimit'] {
+  if (value === '0' || value === '') return null;
+  const match = /^(\d{1,7})\/(s|m|h)$/.exec(value);
+  if (!match || Number(match[1]) === 0) {
+    throw new ConfigError(`${source}: "${value}" is not a rate such as 50/s, 600/m or 1000/h (0: no limit)`);
+  }
+  const perSecond = Number(match[1]) / { s: 1, m: 60, h: 3600 }[match[2] as 's' | 'm' | 'h'];
+  const burstValue =
+    burst.value === '' ? Math.max(1, Math.ceil(perSecond * 2)) : parseInteger(burst, 1, 10_000_000);
+  return { perSecond, burst: burstValue };
+}
+
+function parseTimeoutMs({ value, source }: Setting): number {
+  const seconds = parseDurationSeconds(value);
+  if (seconds === null || seconds < 1 || seconds > 3600) {
+    throw new ConfigError(`${source}: "${value}" is not a duration from 1s to 1h`);
+  }
+  return seconds * 1000;
 }
 
 function parseFlags(argv: readonly string[]) {

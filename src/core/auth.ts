@@ -71,3 +71,9 @@ export function globToRegExp(pattern: string): RegExp {
   }
   return regexp;
 }
+
+/** For streams and lists: null when the caller sees every service, else the test to apply. */
+export function serviceFilter(caller: Caller): ((service: string) => boolean) | undefined {
+  if (caller === null || caller.services === null) return undefined;
+  return (service) => mayUseService(caller, service);
+}

@@ -15,6 +15,8 @@ export interface WatchRequest {
    * snapshot. When they are no longer all retained, a snapshot is sent instead.
    */
   readonly after?: number | undefined;
+  /** Only services this accepts (a token limited to some services); undefined: all. */
+  readonly allow?: ((service: string) => boolean) | undefined;
 }
 
 export interface EventFeedOptions {
@@ -33,6 +35,7 @@ const MAX_REPLAY_PAGES = 100;
 
 interface Watcher {
   readonly service: string | undefined;
+  readonly allow: ((service: string) => boolean) | undefined;
   readonly send: (message: FeedMessage) => void;
   /** Receives the tail's events once its snapshot or replay is sent. */
   live: boolean;
@@ -63,11 +66,11 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
   let again = false;
   let closed = false;
 
-  const matches = (watcher: Watcher, event: LockEventRecord) =>
-    watcher.service === undefined || watcher.service === event.service;
+  const matches = (watcher: Watcher, service: string) =>
+    (watcher.service === undefined || watcher.service === service) && (watcher.allow?.(service) ?? true);
 
   const deliver = (watcher: Watcher, event: LockEventRecord) => {
-    if (matches(watcher, event)) watcher.send({ kind: 'event', event });
+    if (matches(watcher, event.service)) watcher.send({ kind: 'event', event });
   };
 
   /** Reads what is new, once at a time; a call while reading makes that read go round again. */
@@ -165,7 +168,7 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
     // Bounded: a snapshot read outrun by more than a buffer's worth of events is read again.
     for (let attempt = 0; attempt < 5; attempt++) {
       const at = cursor;
-      const locks = await store.snapshot(watcher.service);
+      const locks = (await store.snapshot(watcher.service)).filter((lock) => matches(watcher, lock.service));
       if (at < bufferStart) continue;
       watcher.send({ kind: 'snapshot', eventId: at, locks });
       replayBuffer(watcher, at);
@@ -182,7 +185,7 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
      */
     async watch(request: WatchRequest, send: (message: FeedMessage) => void): Promise<() => void> {
       if (closed) throw new Error('the event feed is closed');
-      const watcher: Watcher = { service: request.service, send, live: false };
+      const watcher: Watcher = { service: request.service, allow: request.allow, send, live: false };
       watchers.add(watcher);
       const stop = () => {
         watchers.delete(watcher);

@@ -231,9 +231,14 @@ export function createLockService({
      * Releases a lock whoever holds it (an operator's action), recording the reason in the
      * history. The next waiter, if any, is granted the lock as on a release.
      */
-    async forceRelease(id: string, reason?: string): Promise<Lock> {
+    async forceRelease(id: string, reason?: string, caller: Caller = null): Promise<Lock> {
       if (reason !== undefined) validateText('reason', reason, MAX_REASON_LENGTH);
+      requireScope(caller, 'lock:admin');
       const key = lockKey(id);
+      if (key && caller?.services) {
+        const held = await store.get(key);
+        if (held) requireService(caller, 'lock:admin', held.service);
+      }
       const lock = key
         ? await store.forceRelease(key, reason === undefined || reason === '' ? null : reason)
         : null;
@@ -255,8 +260,15 @@ export function createLockService({
       return total;
     },
 
-    /** The history, newest first. */
-    async history(params: HistoryParams, caller: Caller = null): Promise<LockEventRecord[]> {
+    /**
+     * The history, newest first, and where the next page starts (`nextBefore`, null after
+     * the last). A token limited to some services sees only their events, so its pages may
+     * come out short; paging goes on from the last event read.
+     */
+    async history(
+      params: HistoryParams,
+      caller: Caller = null,
+    ): Promise<{ events: LockEventRecord[]; nextBefore: number | null }> {
       requireScope(caller, 'lock:read');
       if (params.service !== undefined) requireService(caller, 'lock:read', params.service);
       const limit = params.limit ?? DEFAULT_HISTORY_LIMIT;
@@ -275,9 +287,11 @@ export function createLockService({
         throw invalidArgument('before', 'before must be a positive integer (an event id)');
       }
       const events = await store.history({ ...params, limit });
-      // A token limited to some services sees their events only: the page may come out
-      // short, and paging goes on from the last event read (see the transports' nextBefore).
-      return caller?.services ? events.filter((event) => mayUseService(caller, event.service)) : events;
+      return {
+        events: caller?.services ? events.filter((event) => mayUseService(caller, event.service)) : events,
+        // Another page may follow only when this one came back full.
+        nextBefore: events.length === limit ? (events.at(-1)?.id ?? null) : null,
+      };
     },
 
     /** Every held lock (of one service), from one snapshot. */

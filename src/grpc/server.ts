@@ -12,9 +12,11 @@ import {
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import type { FastifyBaseLogger } from 'fastify';
+import { type Gate, OPEN_GATE } from '../auth/gate.js';
+import { type Caller, requireScope, requireService, serviceFilter } from '../core/auth.js';
 import { invalidArgument } from '../core/errors.js';
 import type { EventFeed, FeedMessage } from '../core/event-feed.js';
-import { DEFAULT_HISTORY_LIMIT, formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.js';
+import { formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.js';
 import { type LockService, validateName } from '../core/lock-service.js';
 import type { Metrics } from '../metrics.js';
 import { toGrpcError } from './error-mapping.js';
@@ -78,6 +80,8 @@ export interface GrpcServerDeps {
   /** Resolves when the store answers; backs the health service. */
   readonly ready: () => Promise<void>;
   readonly logger: FastifyBaseLogger;
+  /** Authentication and rate limit of LockService calls (default: open). */
+  readonly gate?: Gate;
 }
 
 /** The server, and what the process tells it when it starts to stop. */
@@ -150,7 +154,14 @@ const given = (value: number): number | undefined => (value === 0 ? undefined : 
  * The gRPC adapter, mirroring the REST routes, with server reflection on so that grpcurl
  * and buf curl work with no .proto at hand.
  */
-export function buildGrpcServer({ service, feed, metrics, ready, logger }: GrpcServerDeps): GrpcServer {
+export function buildGrpcServer({
+  service,
+  feed,
+  metrics,
+  ready,
+  logger,
+  gate = OPEN_GATE,
+}: GrpcServerDeps): GrpcServer {
   // grpc-js writes its own diagnostics to stderr; send them to our log at debug level. Our
   // handlers and the listen path report what matters themselves.
   const grpcLog = (...args: unknown[]) => logger.debug({ grpc: args.map(String).join(' ') }, 'grpc-js');
@@ -163,22 +174,39 @@ export function buildGrpcServer({ service, feed, metrics, ready, logger }: GrpcS
 
   // One wrapper for every unary method: call the core, map errors, log one line.
   const unary =
-    <Req, Res>(method: string, handle: (request: Req, call: ServerUnaryCall<Req, Res>) => Promise<Res>) =>
+    <Req, Res>(
+      method: string,
+      handle: (request: Req, call: ServerUnaryCall<Req, Res>, caller: Caller) => Promise<Res>,
+    ) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
       const started = performance.now();
-      handle(call.request, call).then(
-        (response) => {
-          finished(method, 'OK', started);
-          callback(null, response);
-        },
-        (error: unknown) => {
-          const grpcError = toGrpcError(error, Date.now() >= deadlineOf(call));
-          if (grpcError.code === status.INTERNAL) logger.error({ err: error, method }, 'rpc failed');
-          finished(method, status[grpcError.code ?? status.UNKNOWN], started);
-          callback(grpcError);
-        },
-      );
+      // The gate (token, rate limit) runs first; its refusal is answered like any error.
+      Promise.resolve()
+        .then(() => handle(call.request, call, admit(call)))
+        .then(
+          (response) => {
+            finished(method, 'OK', started);
+            callback(null, response);
+          },
+          (error: unknown) => {
+            const grpcError = toGrpcError(error, Date.now() >= deadlineOf(call));
+            if (grpcError.code === status.INTERNAL) logger.error({ err: error, method }, 'rpc failed');
+            if (isRefusal(grpcError.code)) logger.warn({ method, code: grpcError.details }, 'rpc refused');
+            finished(method, status[grpcError.code ?? status.UNKNOWN], started);
+            callback(grpcError);
+          },
+        );
     };
+  /** The caller of a call, from its `authorization` metadata and its peer address. */
+  const admit = (
+    call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
+  ): Caller => {
+    const [authorization] = call.metadata.get('authorization');
+    return gate.admit(
+      typeof authorization === 'string' ? authorization : undefined,
+      peerAddress(call.getPeer()),
+    );
+  };
   const finished = (method: string, code: string, started: number) => {
     const ms = performance.now() - started;
     metrics.grpc(method, code, ms / 1000);
@@ -212,6 +240,8 @@ export function buildGrpcServer({ service, feed, metrics, ready, logger }: GrpcS
     call.once('cancelled', () => end('CANCELLED'));
     watches.add(endOk);
     (async () => {
+      const caller = admit(call);
+      requireScope(caller, 'lock:read');
       if (lastEventId !== '' && !/^[0-9]{1,15}$/.test(lastEventId)) {
         throw invalidArgument('last_event_id', 'last_event_id must be an event id (a non-negative integer)');
       }
@@ -231,19 +261,21 @@ export function buildGrpcServer({ service, feed, metrics, ready, logger }: GrpcS
   };
 
   const handlers: UntypedServiceImplementation = {
-    CreateLock: unary('CreateLock', async (request: CreateLockRequest, call) => {
+    CreateLock: unary('CreateLock', async (request: CreateLockRequest, call, caller) => {
       // A cancelled call (or one past its deadline) leaves the queue at once.
       const gone = new AbortController();
       call.once('cancelled', () => gone.abort());
-      const lock = await service.acquire(request.service, request.who, given(request.ttlSeconds), {
-        waitSeconds: request.waitSeconds,
-        signal: gone.signal,
-        deadline: deadlineOf(call),
-      });
+      const lock = await service.acquire(
+        request.service,
+        request.who,
+        given(request.ttlSeconds),
+        { waitSeconds: request.waitSeconds, signal: gone.signal, deadline: deadlineOf(call) },
+        caller,
+      );
       return lockMessage(lock);
     }),
-    GetQueue: unary('GetQueue', async (request: { service: string }) => {
-      const queue = await service.queue(request.service);
+    GetQueue: unary('GetQueue', async (request: { service: string }, _call, caller) => {
+      const queue = await service.queue(request.service, caller);
       return {
         service: queue.service,
         holder: queue.holder === null ? null : lockMessage(queue.holder),
@@ -254,41 +286,49 @@ export function buildGrpcServer({ service, feed, metrics, ready, logger }: GrpcS
         })),
       };
     }),
-    RenewLock: unary('RenewLock', async (request: RenewLockRequest) =>
-      lockMessage(await service.renew(request.id, given(request.ttlSeconds))),
+    RenewLock: unary('RenewLock', async (request: RenewLockRequest, _call, caller) =>
+      lockMessage(await service.renew(request.id, given(request.ttlSeconds), caller)),
     ),
-    GetLock: unary('GetLock', async (request: LockIdRequest) => lockMessage(await service.get(request.id))),
-    UnLock: unary('UnLock', async (request: LockIdRequest) => {
-      await service.release(request.id);
+    GetLock: unary('GetLock', async (request: LockIdRequest, _call, caller) =>
+      lockMessage(await service.get(request.id, caller)),
+    ),
+    UnLock: unary('UnLock', async (request: LockIdRequest, _call, caller) => {
+      await service.release(request.id, caller);
       return { success: true, message: 'Lock released successfully' };
     }),
-    ForceReleaseLock: unary('ForceReleaseLock', async (request: ForceReleaseLockRequest) => {
-      const lock = await service.forceRelease(request.id, request.reason === '' ? undefined : request.reason);
+    ForceReleaseLock: unary('ForceReleaseLock', async (request: ForceReleaseLockRequest, _call, caller) => {
+      const reason = request.reason === '' ? undefined : request.reason;
+      const lock = await service.forceRelease(request.id, reason, caller);
       return { success: true, message: 'Lock force-released', lock: lockMessage(lock) };
     }),
-    GetHistory: unary('GetHistory', async (request: GetHistoryRequest) => {
+    GetHistory: unary('GetHistory', async (request: GetHistoryRequest, _call, caller) => {
       const limit = given(request.limit);
       const before = Number(request.before);
-      const events = await service.history({
-        service: request.service === '' ? undefined : request.service,
-        who: request.who === '' ? undefined : request.who,
-        since: timestampField('since', request.since),
-        until: timestampField('until', request.until),
-        limit,
-        before: before === 0 ? undefined : before,
-      });
-      const full = events.length === (limit ?? DEFAULT_HISTORY_LIMIT);
-      return { events: events.map(eventMessage), nextBefore: full ? String(events.at(-1)?.id ?? 0) : '0' };
+      const page = await service.history(
+        {
+          service: request.service === '' ? undefined : request.service,
+          who: request.who === '' ? undefined : request.who,
+          since: timestampField('since', request.since),
+          until: timestampField('until', request.until),
+          limit,
+          before: before === 0 ? undefined : before,
+        },
+        caller,
+      );
+      return { events: page.events.map(eventMessage), nextBefore: String(page.nextBefore ?? 0) };
     }),
     WatchLocks: watchLocks,
-    ListLocks: unary('ListLocks', async (request: ListLocksRequest) => {
+    ListLocks: unary('ListLocks', async (request: ListLocksRequest, _call, caller) => {
       // Proto3 cannot tell "absent" from zero or empty: those mean "default" and "any".
-      const result = await service.list({
-        page: given(request.page),
-        perPage: given(request.perPage),
-        service: request.service === '' ? undefined : request.service,
-        who: request.who === '' ? undefined : request.who,
-      });
+      const result = await service.list(
+        {
+          page: given(request.page),
+          perPage: given(request.perPage),
+          service: request.service === '' ? undefined : request.service,
+          who: request.who === '' ? undefined : request.who,
+        },
+        caller,
+      );
       return {
         locks: result.locks.map(lockMessage),
         total: result.total,
@@ -315,11 +355,25 @@ export function buildGrpcServer({ service, feed, metrics, ready, logger }: GrpcS
   };
 }
 
+/** PEM key material for gRPC over TLS; with `ca`, clients must present a certificate it signed. */
+export interface GrpcTls {
+  readonly cert: Buffer;
+  readonly key: Buffer;
+  readonly ca?: Buffer | undefined;
+}
+
 /** Binds and starts; resolves with the bound port (useful with port 0). */
-export function listenGrpc(server: Server, host: string, port: number): Promise<number> {
+export function listenGrpc(server: Server, host: string, port: number, tls?: GrpcTls): Promise<number> {
   const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  const credentials = tls
+    ? ServerCredentials.createSsl(
+        tls.ca ?? null,
+        [{ cert_chain: tls.cert, private_key: tls.key }],
+        tls.ca !== undefined,
+      )
+    : ServerCredentials.createInsecure();
   return new Promise((resolve, reject) => {
-    server.bindAsync(address, ServerCredentials.createInsecure(), (error, boundPort) => {
+    server.bindAsync(address, credentials, (error, boundPort) => {
       if (error) reject(error);
       else resolve(boundPort);
     });
@@ -338,6 +392,21 @@ export function shutdownGrpc(server: Server, graceMs: number): Promise<void> {
       resolve();
     });
   });
+}
+
+/** Refusals worth a log line of their own: authentication, permission, limits. */
+function isRefusal(code: status | undefined): boolean {
+  return (
+    code === status.UNAUTHENTICATED || code === status.PERMISSION_DENIED || code === status.RESOURCE_EXHAUSTED
+  );
+}
+
+/** grpc-js peers look like `ipv4:127.0.0.1:5555` or `127.0.0.1:5555`: the address part. */
+function peerAddress(peer: string): string {
+  const bare = peer.replace(/^ipv[46]:/, '');
+  const ipv6 = /^\[(.*)\]:\d+$/.exec(bare);
+  if (ipv6?.[1]) return ipv6[1];
+  return bare.replace(/:\d+$/, '');
 }
 
 /** The call's deadline in epoch ms; +Infinity when the client set none. */

@@ -1,6 +1,15 @@
-import Fastify, { type FastifyBaseLogger, type FastifyInstance, LogController } from 'fastify';
+import http from 'node:http';
+import https from 'node:https';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyRequest,
+  LogController,
+} from 'fastify';
+import { type Gate, OPEN_GATE } from '../auth/gate.js';
+import { type Caller, requireScope } from '../core/auth.js';
+import { TrackerError } from '../core/errors.js';
 import type { EventFeed } from '../core/event-feed.js';
-import { DEFAULT_HISTORY_LIMIT } from '../core/lock.js';
 import type { LockService } from '../core/lock-service.js';
 import type { Metrics } from '../metrics.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
@@ -29,9 +38,44 @@ export interface HttpAppDeps {
   readonly feed: EventFeed;
   /** Request durations go here, and GET /metrics serves its registry. */
   readonly metrics: Metrics;
+  /** Authentication and rate limit of API calls (default: open). */
+  readonly gate?: Gate;
+  /** TLS and slow-client timeouts of the listening server (default: plaintext, Node's defaults). */
+  readonly server?: HttpServerOptions;
   /** Resolves when the store answers; backs /readyz. */
   readonly ready: () => Promise<void>;
   readonly logger: FastifyBaseLogger;
+}
+
+export interface HttpServerOptions {
+  /** PEM; with `ca`, clients must present a certificate it signed. */
+  readonly tls?:
+    | { readonly cert: Buffer; readonly key: Buffer; readonly ca?: Buffer | undefined }
+    | undefined;
+  /** Longest a client may take to send its headers, then the whole request, in ms. */
+  readonly headersTimeoutMs?: number;
+  readonly requestTimeoutMs?: number;
+}
+
+/**
+ * The node:http(s) server under Fastify. Timeouts bound how long a slow client holds a
+ * socket while sending a request (checked every second, not Node's default 30 s); a request
+ * waiting for a lock has been received in full, so no timeout cuts its wait.
+ */
+function createServer(options: HttpServerOptions) {
+  const timeouts = {
+    headersTimeout: options.headersTimeoutMs ?? 60_000,
+    requestTimeout: options.requestTimeoutMs ?? 300_000,
+    connectionsCheckingInterval: 1000,
+  };
+  return (handler: http.RequestListener) => {
+    if (!options.tls) return http.createServer(timeouts, handler);
+    const { cert, key, ca } = options.tls;
+    return https.createServer(
+      { ...timeouts, cert, key, ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}) },
+      handler,
+    );
+  };
 }
 
 /** Largest accepted request body. */
@@ -40,6 +84,10 @@ export const BODY_LIMIT = 64 * 1024;
 const API = '/api/v1alpha1';
 
 declare module 'fastify' {
+  interface FastifyRequest {
+    /** Who is calling (null: authentication off), set by the gate for API routes. */
+    caller: Caller;
+  }
   interface FastifyContextConfig {
     /** Release routes answer errors as `{success: false, ...}`, as the guide's scripts expect. */
     successEnvelope?: boolean;
@@ -50,7 +98,15 @@ declare module 'fastify' {
  * The REST adapter: parse, call the core, map the result. Built from its dependencies so
  * that tests can start it on a real socket without the rest of the process.
  */
-export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppDeps): FastifyInstance {
+export function buildHttpApp({
+  service,
+  feed,
+  metrics,
+  gate = OPEN_GATE,
+  ready,
+  logger,
+  server,
+}: HttpAppDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger,
     // One line per request, from the onResponse hook below, instead of Fastify's two.
@@ -59,6 +115,7 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
     // Reject instead of repairing: no type coercion, no silent removal of unknown fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     return503OnClosing: true,
+    serverFactory: createServer(server ?? {}),
   });
 
   // JSON is the only body type (anything else is a 415). An empty JSON body is "no body"
@@ -73,6 +130,15 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
 
   // Before any route: it documents every route declared after it (GET /openapi.json, /docs).
   registerOpenApi(app);
+
+  // Every API route and /metrics pass the gate (token, rate limit); health checks, the
+  // OpenAPI document and the dashboard's static files do not (the dashboard's own calls do).
+  app.decorateRequest('caller', null);
+  app.addHook('onRequest', async (request) => {
+    const route = request.routeOptions.url;
+    if (route === undefined || !(route.startsWith(`${API}/`) || route === '/metrics')) return;
+    request.caller = gate.admit(request.headers.authorization, request.ip);
+  });
 
   app.addHook('onResponse', async (request, reply) => {
     // The route as declared (`/lock/:id`), so that metrics have one series per route; a
@@ -97,6 +163,15 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
     else if (status >= 500)
       request.log.warn({ code: body.code, reason: String((error as Error).cause ?? '') }, 'request failed');
     const envelope = request.routeOptions.config.successEnvelope ? { success: false } : {};
+    if (status === 401) void reply.header('www-authenticate', 'Bearer realm="tracker"');
+    const retryAfter = error instanceof TrackerError ? error.details.retryAfterSeconds : undefined;
+    if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
+    if (status === 401 || status === 403 || status === 429) {
+      request.log.warn(
+        { code: body.code, caller: request.caller?.name ?? null, ip: request.ip },
+        'request refused',
+      );
+    }
     return reply.status(status).send({ ...envelope, ...body });
   });
 
@@ -115,7 +190,13 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
       reply.raw.once('close', () => {
         if (!reply.raw.writableEnded) gone.abort();
       });
-      const lock = await service.acquire(name, who, ttlSeconds, { waitSeconds, signal: gone.signal });
+      const lock = await service.acquire(
+        name,
+        who,
+        ttlSeconds,
+        { waitSeconds, signal: gone.signal },
+        request.caller,
+      );
       return reply.status(201).send(lockToJson(lock));
     },
   );
@@ -123,7 +204,7 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
   app.get<{ Params: { service: string } }>(
     `${API}/queue/:service`,
     { schema: { params: serviceParams, response: { 200: queueJson } } },
-    async (request) => queueToJson(await service.queue(request.params.service)),
+    async (request) => queueToJson(await service.queue(request.params.service, request.caller)),
   );
 
   app.post<{ Params: { id: string }; Body: { ttlSeconds?: number } | undefined }>(
@@ -135,21 +216,22 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
         request.body ??= {};
       },
     },
-    async (request) => lockToJson(await service.renew(request.params.id, request.body?.ttlSeconds)),
+    async (request) =>
+      lockToJson(await service.renew(request.params.id, request.body?.ttlSeconds, request.caller)),
   );
 
   app.get<{ Params: { id: string } }>(
     `${API}/lock/:id`,
     { schema: { params: lockIdParams, response: { 200: lockJson } } },
-    async (request) => lockToJson(await service.get(request.params.id)),
+    async (request) => lockToJson(await service.get(request.params.id, request.caller)),
   );
 
   const release = {
     schema: { params: lockIdParams, response: { 200: releasedJson } },
     config: { successEnvelope: true },
   };
-  const releaseHandler = async (request: { params: { id: string } }) => {
-    await service.release(request.params.id);
+  const releaseHandler = async (request: FastifyRequest<{ Params: { id: string } }>) => {
+    await service.release(request.params.id, request.caller);
     return { success: true, message: 'Lock released successfully' };
   };
   // GET has a side effect only because the guide's scripts use it; prefer DELETE or POST.
@@ -162,12 +244,15 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
     { schema: { querystring: listLocksQuery, response: { 200: lockListJson } } },
     async (request) => {
       const { page, per_page: perPage, service: serviceName, who } = request.query;
-      const result = await service.list({
-        page: page === undefined ? undefined : Number(page),
-        perPage: perPage === undefined ? undefined : Number(perPage),
-        service: serviceName,
-        who,
-      });
+      const result = await service.list(
+        {
+          page: page === undefined ? undefined : Number(page),
+          perPage: perPage === undefined ? undefined : Number(perPage),
+          service: serviceName,
+          who,
+        },
+        request.caller,
+      );
       return { ...result, locks: result.locks.map(lockToJson) };
     },
   );
@@ -181,7 +266,7 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
       },
     },
     async (request) => {
-      const lock = await service.forceRelease(request.params.id, request.body?.reason);
+      const lock = await service.forceRelease(request.params.id, request.body?.reason, request.caller);
       return { success: true, message: 'Lock force-released', lock: lockToJson(lock) };
     },
   );
@@ -200,26 +285,25 @@ export function buildHttpApp({ service, feed, metrics, ready, logger }: HttpAppD
     { schema: { querystring: historyQuery, response: { 200: historyJson } } },
     async (request) => {
       const { service: serviceName, who, since, until, limit, before } = request.query;
-      const events = await service.history({
-        service: serviceName,
-        who,
-        since: since === undefined ? undefined : new Date(since),
-        until: until === undefined ? undefined : new Date(until),
-        limit: limit === undefined ? undefined : Number(limit),
-        before: before === undefined ? undefined : Number(before),
-      });
-      const pageSize = limit === undefined ? DEFAULT_HISTORY_LIMIT : Number(limit);
-      return {
-        events: events.map(eventToJson),
-        // Another page may follow only when this one is full.
-        nextBefore: events.length === pageSize ? (events.at(-1)?.id ?? null) : null,
-      };
+      const page = await service.history(
+        {
+          service: serviceName,
+          who,
+          since: since === undefined ? undefined : new Date(since),
+          until: until === undefined ? undefined : new Date(until),
+          limit: limit === undefined ? undefined : Number(limit),
+          before: before === undefined ? undefined : Number(before),
+        },
+        request.caller,
+      );
+      return { events: page.events.map(eventToJson), nextBefore: page.nextBefore };
     },
   );
 
   registerWatch(app, `${API}/watch`, feed);
 
-  app.get('/metrics', async (_request, reply) => {
+  app.get('/metrics', async (request, reply) => {
+    requireScope(request.caller, 'lock:read');
     const text = await metrics.registry.metrics();
     return reply.type(metrics.registry.contentType).send(text);
   });

@@ -60,7 +60,17 @@ export const listLocksQuery = {
 
 export const lockJson = {
   type: 'object',
-  required: ['id', 'service', 'who', 'createdAt', 'ttlSeconds', 'expiresAt', 'fencingToken', 'waiters', 'owner'],
+  required: [
+    'id',
+    'service',
+    'who',
+    'createdAt',
+    'ttlSeconds',
+    'expiresAt',
+    'fencingToken',
+    'waiters',
+    'owner',
+  ],
   properties: {
     id: { type: 'string' },
     service: { type: 'string' },

@@ -1,5 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
+import { requireScope, requireService, serviceFilter } from '../core/auth.js';
 import { invalidArgument } from '../core/errors.js';
 import type { EventFeed, FeedMessage } from '../core/event-feed.js';
 import { validateName } from '../core/lock-service.js';
@@ -48,7 +49,9 @@ export function registerWatch(app: FastifyInstance, path: string, feed: EventFee
     },
     async (request, reply) => {
       const { service } = request.query;
+      requireScope(request.caller, 'lock:read');
       if (service !== undefined) validateName('service', service);
+      if (service !== undefined) requireService(request.caller, 'lock:read', service);
       const header = request.headers['last-event-id'];
       const lastEventId = typeof header === 'string' && header !== '' ? header : request.query.lastEventId;
       if (lastEventId !== undefined && !/^[0-9]{1,15}$/.test(lastEventId)) {
@@ -73,7 +76,11 @@ export function registerWatch(app: FastifyInstance, path: string, feed: EventFee
         }
       };
       const stop = await feed.watch(
-        { service, after: lastEventId === undefined ? undefined : Number(lastEventId) },
+        {
+          service,
+          after: lastEventId === undefined ? undefined : Number(lastEventId),
+          allow: serviceFilter(request.caller),
+        },
         (message) => write(formatSse(message)),
       );
 

@@ -350,7 +350,8 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
       if (!holder)
         throw new Error(`insert of lock ${request.id} conflicted but no holder of ${service} exists`);
       const queueFull =
-        queue?.maxWaiters !== undefined && (countWaiters.get({ service, now: at })?.n ?? 0) >= queue.maxWaiters;
+        queue?.maxWaiters !== undefined &&
+        (countWaiters.get({ service, now: at })?.n ?? 0) >= queue.maxWaiters;
       const waiter =
         queue && !queueFull
           ? insertWaiter.all({

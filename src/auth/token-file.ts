@@ -1,0 +1,232 @@
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { chmodSync, existsSync, readFileSync, renameSync, watch, writeFileSync } from 'node:fs';
+import { basename, dirname, join } from 'node:path';
+import { parse as parseYaml } from 'yaml';
+import { type Principal, SCOPES, type Scope } from '../core/auth.js';
+import { unauthenticated } from '../core/errors.js';
+
+/**
+ * The tokens file: JSON or YAML, holding only SHA-256 hashes of tokens (a token is 32
+ * random bytes, so a fast hash is as good as a slow one: there is nothing to guess).
+ *
+ * ```yaml
+ * tokens:
+ *   - name: ci                      # unique; recorded as the owner of the locks it takes
+ *     hash: sha256:9f86d081884c…    # of the token, hex
+ *     scopes: [lock:write]          # lock:read, lock:write, lock:admin (each includes the one before)
+ *     services: ["deploy-*"]        # optional glob patterns; absent: every service
+ * ```
+ */
+export interface TokenEntry {
+  readonly name: string;
+  readonly hash: string;
+  readonly scopes: readonly Scope[];
+  readonly services?: readonly string[] | undefined;
+  readonly createdAt?: string | undefined;
+}
+
+/** A bad tokens file; `message` is one line naming the file and the problem. */
+export class TokenFileError extends Error {
+  override readonly name = 'TokenFileError';
+}
+
+const NAME = /^[A-Za-z0-9._-]{1,64}$/;
+const HASH = /^sha256:[0-9a-f]{64}$/;
+const TOKEN_PREFIX = 'trk_';
+
+export function hashToken(token: string): string {
+  return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
+}
+
+/** A new token: `trk_` and 32 random bytes, base64url. */
+export function newToken(): string {
+  return `${TOKEN_PREFIX}${randomBytes(32).toString('base64url')}`;
+}
+
+/** Parses and validates the file's text; throws TokenFileError naming the first problem. */
+export function parseTokenFile(text: string, path: string): TokenEntry[] {
+  let document: unknown;
+  try {
+    document = text.trimStart().startsWith('{') ? JSON.parse(text) : parseYaml(text);
+  } catch (error) {
+    throw new TokenFileError(`${path}: not valid JSON or YAML (${(error as Error).message.split('\n')[0]})`);
+  }
+  if (document === null || document === undefined) return [];
+  const tokens = (document as { tokens?: unknown }).tokens;
+  if (typeof document !== 'object' || !Array.isArray(tokens)) {
+    throw new TokenFileError(`${path}: expected an object with a "tokens" list`);
+  }
+  const names = new Set<string>();
+  const hashes = new Set<string>();
+  return tokens.map((raw: unknown, index): TokenEntry => {
+    const where = `${path}: tokens[${index}]`;
+    if (typeof raw !== 'object' || raw === null) throw new TokenFileError(`${where} is not an object`);
+    const { name, hash, scopes, services, createdAt } = raw as Record<string, unknown>;
+    if (typeof name !== 'string' || !NAME.test(name)) {
+      throw new TokenFileError(`${where}.name must be 1 to 64 of A-Z a-z 0-9 . _ -`);
+    }
+    if (names.has(name)) throw new TokenFileError(`${where}.name "${name}" is used twice`);
+    names.add(name);
+    if (typeof hash !== 'string' || !HASH.test(hash)) {
+      throw new TokenFileError(`${where}.hash must be "sha256:" and 64 hex digits (never the token itself)`);
+    }
+    if (hashes.has(hash)) throw new TokenFileError(`${where}.hash is used twice`);
+    hashes.add(hash);
+    if (
+      !Array.isArray(scopes) ||
+      scopes.length === 0 ||
+      !scopes.every((scope) => (SCOPES as readonly unknown[]).includes(scope))
+    ) {
+      throw new TokenFileError(`${where}.scopes must list some of ${SCOPES.join(', ')}`);
+    }
+    if (
+      services !== undefined &&
+      (!Array.isArray(services) ||
+        services.length === 0 ||
+        !services.every((pattern) => typeof pattern === 'string' && pattern !== '' && pattern.length <= 256))
+    ) {
+      throw new TokenFileError(`${where}.services must be a non-empty list of service patterns`);
+    }
+    return {
+      name,
+      hash,
+      scopes: scopes as Scope[],
+      services: services as string[] | undefined,
+      createdAt: typeof createdAt === 'string' ? createdAt : undefined,
+    };
+  });
+}
+
+export function readTokenFile(path: string): TokenEntry[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new TokenFileError(`${path}: cannot be read (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+  return parseTokenFile(text, path);
+}
+
+/**
+ * Adds a token to the file (created if missing, readable by its owner only) and returns
+ * the token, which exists nowhere else: print it once. The file is replaced atomically,
+ * so a server watching it never reads half of it.
+ */
+export function addToken(
+  path: string,
+  entry: { name: string; scopes: readonly Scope[]; services?: readonly string[] | undefined },
+): string {
+  const existing = existsSync(path) ? readTokenFile(path) : [];
+  if (existing.some((token) => token.name === entry.name)) {
+    throw new TokenFileError(`${path}: a token named "${entry.name}" exists already (revoke it first)`);
+  }
+  const token = newToken();
+  const added: TokenEntry = {
+    name: entry.name,
+    hash: hashToken(token),
+    scopes: [...entry.scopes],
+    ...(entry.services ? { services: [...entry.services] } : {}),
+    createdAt: new Date().toISOString(),
+  };
+  // Validates the new entry with the same rules as the server.
+  const tokens = parseTokenFile(JSON.stringify({ tokens: [...existing, added] }), path);
+  writeTokenFile(path, tokens);
+  return token;
+}
+
+/** Removes the named token; false when there was none. */
+export function revokeToken(path: string, name: string): boolean {
+  const existing = readTokenFile(path);
+  const kept = existing.filter((token) => token.name !== name);
+  if (kept.length === existing.length) return false;
+  writeTokenFile(path, kept);
+  return true;
+}
+
+function writeTokenFile(path: string, tokens: readonly TokenEntry[]): void {
+  const temporary = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
+  const text = path.endsWith('.json')
+    ? `${JSON.stringify({ tokens }, null, 2)}\n`
+    : `# Tracker tokens: hashes only (tracker token create/revoke). Reloaded on change and on SIGHUP.\n${JSON.stringify({ tokens }, null, 2)}\n`;
+  writeFileSync(temporary, text, { mode: 0o600 });
+  chmodSync(temporary, 0o600);
+  renameSync(temporary, path);
+}
+
+interface Loaded {
+  readonly principal: Principal;
+  readonly hash: Buffer;
+}
+
+export interface TokenAuthorityLogger {
+  info(details: object, message: string): void;
+  error(details: object, message: string): void;
+}
+
+/**
+ * Checks bearer tokens against the file. Loaded at start (a bad file stops the start);
+ * reloaded when the file changes and on `reload()` (SIGHUP): a reload that fails keeps
+ * the tokens in force and logs why.
+ */
+export function createTokenAuthority(path: string, logger: TokenAuthorityLogger) {
+  const load = (): Loaded[] =>
+    readTokenFile(path).map((entry) => ({
+      principal: {
+        name: entry.name,
+        scopes: new Set(entry.scopes),
+        services: entry.services ? [...entry.services] : null,
+      },
+      hash: Buffer.from(entry.hash.slice('sha256:'.length), 'hex'),
+    }));
+  let tokens = load();
+  logger.info({ tokens: tokens.length, file: path }, 'authentication on: bearer tokens required');
+
+  const reload = (why: string) => {
+    try {
+      tokens = load();
+      logger.info({ tokens: tokens.length, file: path, why }, 'tokens reloaded');
+    } catch (error) {
+      logger.error(
+        { err: error, file: path, why },
+        'tokens file not reloaded; the previous tokens stay in force',
+      );
+    }
+  };
+
+  // Editors and `tracker token create` replace the file (rename), which ends a watch on the
+  // file itself: watch its folder, for its name.
+  let debounce: NodeJS.Timeout | undefined;
+  const watcher = watch(dirname(path), (_event, changed) => {
+    if (changed !== null && changed !== basename(path)) return;
+    clearTimeout(debounce);
+    debounce = setTimeout(() => reload('file changed'), 100);
+    debounce.unref();
+  });
+  watcher.unref();
+  watcher.on('error', (error) => logger.error({ err: error, file: path }, 'cannot watch the tokens file'));
+
+  return {
+    /**
+     * The principal of an `Authorization: Bearer <token>` value; throws UNAUTHENTICATED
+     * for anything else. Every stored hash is compared, in constant time, whatever matches.
+     */
+    authenticate(authorization: string | undefined): Principal {
+      const match = /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(authorization ?? '');
+      if (!match?.[1]) throw unauthenticated();
+      const presented = createHash('sha256').update(match[1], 'utf8').digest();
+      let found: Principal | null = null;
+      for (const token of tokens) {
+        if (timingSafeEqual(presented, token.hash) && found === null) found = token.principal;
+      }
+      if (!found) throw unauthenticated();
+      return found;
+    },
+    reload: () => reload('SIGHUP'),
+    close(): void {
+      clearTimeout(debounce);
+      watcher.close();
+    },
+  };
+}
+
+export type TokenAuthority = ReturnType<typeof createTokenAuthority>;

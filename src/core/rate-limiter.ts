@@ -1,0 +1,61 @@
+import { rateLimited } from './errors.js';
+
+export interface RateLimiterOptions {
+  /** Sustained requests per second per key. */
+  readonly perSecond: number;
+  /** Requests a key may make at once after a quiet spell. */
+  readonly burst: number;
+  /** Milliseconds, monotonic; injected for tests. */
+  readonly now?: () => number;
+  /** Keys tracked at most; idle full buckets are forgotten first (default 100,000). */
+  readonly maxKeys?: number;
+}
+
+/**
+ * Token buckets per key (a token name, or a client address without authentication), in
+ * this process's memory: each replica limits on its own, so N replicas admit up to N times
+ * the rate in total.
+ */
+export function createRateLimiter({
+  perSecond,
+  burst,
+  now = () => performance.now(),
+  maxKeys = 100_000,
+}: RateLimiterOptions) {
+  const buckets = new Map<string, { tokens: number; at: number }>();
+  const refill = (bucket: { tokens: number; at: number }, at: number) => {
+    bucket.tokens = Math.min(burst, bucket.tokens + ((at - bucket.at) / 1000) * perSecond);
+    bucket.at = at;
+  };
+  const forgetIdle = (at: number) => {
+    for (const [key, bucket] of buckets) {
+      refill(bucket, at);
+      if (bucket.tokens >= burst) buckets.delete(key);
+    }
+    // Still too many active keys: forget the oldest (Map keeps insertion order).
+    for (const key of buckets.keys()) {
+      if (buckets.size < maxKeys) break;
+      buckets.delete(key);
+    }
+  };
+
+  return {
+    /** Takes one request's worth for `key`; throws RATE_LIMITED with when to retry. */
+    take(key: string): void {
+      const at = now();
+      let bucket = buckets.get(key);
+      if (!bucket) {
+        if (buckets.size >= maxKeys) forgetIdle(at);
+        bucket = { tokens: burst, at };
+        buckets.set(key, bucket);
+      } else refill(bucket, at);
+      if (bucket.tokens >= 1) {
+        bucket.tokens -= 1;
+        return;
+      }
+      throw rateLimited(Math.max(1, Math.ceil((1 - bucket.tokens) / perSecond)));
+    },
+  };
+}
+
+export type RateLimiter = ReturnType<typeof createRateLimiter>;
