@@ -1,0 +1,358 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import net from 'node:net';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
+import { Metadata, type ServiceError } from '@grpc/grpc-js';
+import { addToken, revokeToken } from '../src/auth/token-file.js';
+import { type LockServiceClient, lockServiceClient } from './support/grpc-client.js';
+import { API, call } from './support/rest.js';
+import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import { openSse } from './support/sse.js';
+
+interface LockJson {
+  id: string;
+  service: string;
+  who: string;
+  owner: string | null;
+}
+
+const unique = (label: string) => `${label}-${randomUUID().slice(0, 8)}`;
+const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
+
+/** A unary gRPC call with an optional bearer token; resolves with the response or the error. */
+function grpcCall(
+  client: LockServiceClient,
+  method: string,
+  request: object,
+  token?: string,
+): Promise<{ response?: Record<string, unknown>; error?: ServiceError }> {
+  const metadata = new Metadata();
+  if (token !== undefined) metadata.set('authorization', `Bearer ${token}`);
+  const fn = client[method] as (
+    request: object,
+    metadata: Metadata,
+    options: object,
+    callback: (error: ServiceError | null, response?: Record<string, unknown>) => void,
+  ) => void;
+  return new Promise((resolve) => {
+    fn.call(client, request, metadata, { deadline: Date.now() + 10_000 }, (error, response) =>
+      resolve(error ? { error } : { response: response ?? {} }),
+    );
+  });
+}
+
+/** Polls `check` every 50 ms for up to `ms`; fails with `what` if it never holds. */
+async function eventually(what: string, check: () => Promise<boolean>, ms = 5000): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (let i = 0; i < 1000 && Date.now() < deadline; i++) {
+    if (await check()) return;
+    await delay(50);
+  }
+  assert.fail(`${what} within ${ms} ms`);
+}
+
+describe('authentication and permissions (real server, tokens file)', () => {
+  const dir = tempDir();
+  const file = join(dir.path, 'tokens.yaml');
+  const tokens = {
+    reader: addToken(file, { name: 'reader', scopes: ['lock:read'] }),
+    writer: addToken(file, { name: 'writer', scopes: ['lock:write'] }),
+    other: addToken(file, { name: 'other', scopes: ['lock:write'] }),
+    deployer: addToken(file, { name: 'deployer', scopes: ['lock:write'], services: ['deploy-*'] }),
+    admin: addToken(file, { name: 'admin', scopes: ['lock:admin'] }),
+  };
+  let server: ServerProcess;
+  let grpc: LockServiceClient;
+  const rest = (method: string, path: string, token?: string, body?: unknown) =>
+    call(server.baseUrl, method, `${API}${path}`, body, { headers: token ? bearer(token) : {} });
+  const take = async (service: string, token: string) => {
+    const reply = await rest('POST', '/lock', token, { service, who: 'job' });
+    assert.equal(reply.status, 201, JSON.stringify(reply.json));
+    return reply.json as unknown as LockJson;
+  };
+
+  before(async () => {
+    server = await startServerProcess({
+      args: [
+        '--http-port',
+        '0',
+        '--grpc-port',
+        '0',
+        '--database-url',
+        'sqlite::memory:',
+        '--auth-tokens-file',
+        file,
+      ],
+    });
+    grpc = lockServiceClient(server.grpcAddress);
+  });
+  after(async () => {
+    grpc?.close();
+    await server?.stop();
+    dir.remove();
+  });
+
+  test('the file holds hashes only, readable by its owner alone', () => {
+    const text = readFileSync(file, 'utf8');
+    for (const token of Object.values(tokens)) assert.equal(text.includes(token), false);
+    assert.match(text, /sha256:[0-9a-f]{64}/);
+  });
+
+  test('no token, a forged one or a malformed header: 401 that names no token; health stays open', async () => {
+    const forged = `trk_${Buffer.from(randomUUID()).toString('base64url')}`;
+    for (const headers of [
+      {},
+      bearer(forged),
+      { authorization: tokens.writer },
+      bearer(`${tokens.writer}x`),
+    ]) {
+      const reply = await call(
+        server.baseUrl,
+        'POST',
+        `${API}/lock`,
+        { service: 's', who: 'w' },
+        { headers },
+      );
+      assert.equal(reply.status, 401);
+      assert.deepEqual(reply.json, { error: 'a valid bearer token is required', code: 'UNAUTHENTICATED' });
+      assert.equal(reply.headers.get('www-authenticate'), 'Bearer realm="tracker"');
+    }
+    for (const path of ['/locks/list', '/history', '/watch', `/lock/${randomUUID()}`]) {
+      assert.equal((await rest('GET', path)).status, 401, path);
+    }
+    assert.equal((await call(server.baseUrl, 'GET', '/metrics')).status, 401);
+    assert.equal((await call(server.baseUrl, 'GET', '/healthz')).status, 200);
+    assert.equal((await call(server.baseUrl, 'GET', '/readyz')).status, 200);
+    const metrics = await fetch(`${server.baseUrl}/metrics`, { headers: bearer(tokens.reader) });
+    assert.equal(metrics.status, 200);
+    assert.match(await metrics.text(), /tracker_locks_held/);
+    assert.ok(
+      server.lines.some((line) => line.includes('"request refused"') && line.includes('UNAUTHENTICATED')),
+      'refusals are logged',
+    );
+  });
+
+  test('scopes: read sees but cannot take; write takes and owns; only the owner or an admin releases', async () => {
+    const service = unique('scoped');
+    const refused = await rest('POST', '/lock', tokens.reader, { service, who: 'job' });
+    assert.equal(refused.status, 403);
+    assert.equal(refused.json.code, 'PERMISSION_DENIED');
+    const lock = await take(service, tokens.writer);
+    assert.equal(lock.owner, 'writer');
+    assert.equal(
+      ((await rest('GET', `/lock/${lock.id}`, tokens.reader)).json as unknown as LockJson).owner,
+      'writer',
+    );
+    for (const [method, path] of [
+      ['DELETE', `/lock/${lock.id}`],
+      ['GET', `/unlock/${lock.id}`],
+      ['POST', `/lock/${lock.id}/renew`],
+    ] as const) {
+      const other = await rest(method, path, tokens.other);
+      assert.equal(other.status, 403, `${method} ${path} by another token`);
+      assert.equal(other.json.code, 'PERMISSION_DENIED');
+      assert.equal((await rest(method, path, tokens.reader)).status, 403, `${method} ${path} by a reader`);
+    }
+    assert.equal((await rest('GET', `/lock/${lock.id}`, tokens.reader)).status, 200, 'still held');
+    assert.equal(
+      (await rest('POST', `/lock/${lock.id}/renew`, tokens.writer)).status,
+      200,
+      'its owner renews',
+    );
+    assert.equal((await rest('POST', `/lock/${lock.id}/force-release`, tokens.writer)).status, 403);
+    const second = await take(unique('owned'), tokens.writer);
+    assert.equal(
+      (await rest('DELETE', `/lock/${second.id}`, tokens.writer)).status,
+      200,
+      'its owner releases',
+    );
+    assert.equal(
+      (await rest('DELETE', `/lock/${lock.id}`, tokens.admin)).status,
+      200,
+      'an admin releases any lock',
+    );
+    assert.equal((await rest('DELETE', `/lock/${lock.id}`, tokens.other)).status, 404, 'gone: 404, not 403');
+    const third = await take(unique('forced'), tokens.other);
+    const forced = await rest('POST', `/lock/${third.id}/force-release`, tokens.admin, { reason: 'audit' });
+    assert.equal(forced.status, 200);
+    const [event] = (await rest('GET', `/history?service=${third.service}&limit=1`, tokens.reader)).json
+      .events as { type: string; lock: LockJson; reason: string }[];
+    assert.deepEqual([event?.type, event?.lock.owner, event?.reason], ['force-released', 'other', 'audit']);
+  });
+
+  test('service patterns: a deploy-* token takes deploy-x only, and sees only deploy-* locks', async () => {
+    const mine = `deploy-${randomUUID().slice(0, 8)}`;
+    const theirs = unique('billing');
+    await take(mine, tokens.deployer);
+    await take(theirs, tokens.writer);
+    const refused = await rest('POST', '/lock', tokens.deployer, { service: theirs, who: 'job' });
+    assert.equal(refused.status, 403);
+    assert.match(String(refused.json.error), /may not use the service/);
+    const listed = (await rest('GET', '/locks/list?per_page=1000', tokens.deployer)).json as {
+      locks: LockJson[];
+      total: number;
+    };
+    assert.ok(listed.locks.some((lock) => lock.service === mine));
+    assert.ok(listed.locks.every((lock) => lock.service.startsWith('deploy-')));
+    assert.equal(listed.total, listed.locks.length);
+    assert.equal((await rest('GET', `/queue/${theirs}`, tokens.deployer)).status, 403);
+    assert.equal((await rest('GET', `/history?service=${theirs}`, tokens.deployer)).status, 403);
+    const history = (await rest('GET', '/history?limit=1000', tokens.deployer)).json.events as LockJson[];
+    assert.ok(history.length > 0 && history.every((event) => event.service.startsWith('deploy-')));
+
+    const stream = await openSse(`${server.baseUrl}${API}/watch`, bearer(tokens.deployer));
+    try {
+      const snapshot = await stream.next();
+      const services = (snapshot.json as { locks: LockJson[] }).locks.map((lock) => lock.service);
+      assert.ok(services.includes(mine) && !services.includes(theirs));
+      await take(unique('hidden'), tokens.writer);
+      const visible = `deploy-${randomUUID().slice(0, 8)}`;
+      await take(visible, tokens.deployer);
+      const next = await stream.next();
+      assert.equal((next.json as { service: string }).service, visible, 'the hidden service never shows');
+    } finally {
+      stream.close();
+    }
+    assert.equal((await rest('GET', `/watch?service=${theirs}`, tokens.deployer)).status, 403);
+  });
+
+  test('gRPC: the same rules through metadata; reflection and health need no token', async () => {
+    const service = unique('grpc-auth');
+    const none = await grpcCall(grpc, 'CreateLock', { service, who: 'job' });
+    assert.equal(none.error?.code, 16, 'UNAUTHENTICATED');
+    assert.equal(none.error?.metadata.get('tracker-code')[0], 'UNAUTHENTICATED');
+    const forged = await grpcCall(grpc, 'CreateLock', { service, who: 'job' }, 'trk_forged');
+    assert.equal(forged.error?.code, 16);
+    const reader = await grpcCall(grpc, 'CreateLock', { service, who: 'job' }, tokens.reader);
+    assert.equal(reader.error?.code, 7, 'PERMISSION_DENIED');
+    const created = await grpcCall(grpc, 'CreateLock', { service, who: 'job' }, tokens.writer);
+    assert.equal(created.response?.owner, 'writer');
+    const id = String(created.response?.id);
+    assert.equal((await grpcCall(grpc, 'UnLock', { id }, tokens.other)).error?.code, 7);
+    assert.equal((await grpcCall(grpc, 'ForceReleaseLock', { id }, tokens.writer)).error?.code, 7);
+    assert.equal((await grpcCall(grpc, 'GetLock', { id }, tokens.reader)).response?.id, id);
+    assert.equal((await grpcCall(grpc, 'UnLock', { id }, tokens.writer)).response?.success, true);
+  });
+
+  test('a token added to the file works without a restart; one revoked stops working after SIGHUP', async () => {
+    const late = addToken(file, { name: `late-${randomUUID().slice(0, 6)}`, scopes: ['lock:read'] });
+    await eventually('the new token is accepted (file watch)', async () => {
+      return (await rest('GET', '/locks/list', late)).status === 200;
+    });
+    assert.equal(revokeToken(file, 'other'), true);
+    server.child.kill('SIGHUP');
+    await eventually('the revoked token is refused', async () => {
+      return (await rest('GET', '/locks/list', tokens.other)).status === 401;
+    });
+    assert.equal((await rest('GET', '/locks/list', tokens.writer)).status, 200, 'the others still work');
+  });
+});
+
+describe('limits (real server)', () => {
+  const dir = tempDir();
+  const file = join(dir.path, 'tokens.json');
+  const busy = addToken(file, { name: 'busy', scopes: ['lock:write'] });
+  const calm = addToken(file, { name: 'calm', scopes: ['lock:write'] });
+  let server: ServerProcess;
+  const rest = (method: string, path: string, token: string, body?: unknown) =>
+    call(server.baseUrl, method, `${API}${path}`, body, { headers: bearer(token) });
+
+  before(async () => {
+    server = await startServerProcess({
+      args: [
+        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+        ...['--auth-tokens-file', file, '--rate-limit', '2/s', '--rate-limit-burst', '5'],
+        ...['--max-waiters-per-service', '2', '--max-locks', '4', '--headers-timeout', '1s'],
+      ],
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    dir.remove();
+  });
+
+  test('rate limit: per token, 429 with Retry-After, RESOURCE_EXHAUSTED on gRPC', async () => {
+    const statuses: number[] = [];
+    let retryAfter: string | null = null;
+    for (let i = 0; i < 8; i++) {
+      const reply = await rest('GET', '/locks/list', busy);
+      statuses.push(reply.status);
+      if (reply.status === 429) {
+        retryAfter = reply.headers.get('retry-after');
+        assert.equal(reply.json.code, 'RATE_LIMITED');
+      }
+    }
+    assert.deepEqual(statuses.slice(0, 5), [200, 200, 200, 200, 200], 'the burst passes');
+    assert.ok(statuses.slice(5).includes(429), `then 429: ${statuses}`);
+    assert.ok(retryAfter !== null && Number(retryAfter) >= 1);
+    assert.equal((await rest('GET', '/locks/list', calm)).status, 200, 'another token has its own bucket');
+    const client = lockServiceClient(server.grpcAddress);
+    try {
+      const answer = await grpcCall(client, 'ListLocks', {}, busy);
+      assert.equal(answer.error?.code, 8, 'RESOURCE_EXHAUSTED');
+      assert.equal(answer.error?.metadata.get('tracker-code')[0], 'RATE_LIMITED');
+      assert.ok(Number(answer.error?.metadata.get('retry-after')[0]) >= 1);
+    } finally {
+      client.close();
+    }
+    assert.ok(
+      server.lines.some((line) => line.includes('RATE_LIMITED')),
+      'the refusal is logged',
+    );
+    await delay(2600);
+  });
+
+  test('a full queue answers 429 QUEUE_FULL; more locks than --max-locks answer 429 TOO_MANY_LOCKS', async () => {
+    const service = unique('queue');
+    const holder = await rest('POST', '/lock', calm, { service, who: 'holder' });
+    assert.equal(holder.status, 201);
+    const waiting = [1, 2].map((i) => rest('POST', '/lock', calm, { service, who: `w${i}`, waitSeconds: 3 }));
+    await delay(300);
+    const third = await rest('POST', '/lock', calm, { service, who: 'w3', waitSeconds: 3 });
+    assert.equal(third.status, 429);
+    assert.equal(third.json.code, 'QUEUE_FULL');
+    await rest('DELETE', `/lock/${holder.json.id}`, calm);
+    const granted = await Promise.all(waiting);
+    assert.equal(granted.filter((reply) => reply.status === 201).length, 1);
+    for (const reply of granted)
+      if (reply.status === 201) await rest('DELETE', `/lock/${reply.json.id}`, calm);
+    await delay(1100);
+
+    const taken: string[] = [];
+    for (let i = 0; i < 4; i++) {
+      const reply = await rest('POST', '/lock', calm, { service: unique('many'), who: 'w' });
+      assert.equal(reply.status, 201);
+      taken.push(String(reply.json.id));
+      await delay(550);
+    }
+    await delay(1100);
+    const over = await rest('POST', '/lock', calm, { service: unique('many'), who: 'w' });
+    assert.equal(over.status, 429);
+    assert.equal(over.json.code, 'TOO_MANY_LOCKS');
+    for (const id of taken) await rest('DELETE', `/lock/${id}`, calm);
+  });
+
+  test('a client that sends its headers too slowly is cut off; others are served meanwhile', async () => {
+    const address = new URL(server.baseUrl);
+    const socket = net.connect(Number(address.port), address.hostname);
+    const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
+    socket.on('error', () => {});
+    await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+    const opened = Date.now();
+    socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
+    const trickle = setInterval(() => socket.writable && socket.write('X-Slow: 1\r\n'), 300);
+    try {
+      assert.equal((await call(server.baseUrl, 'GET', '/healthz')).status, 200);
+      const at = await Promise.race([closed, delay(10_000).then(() => -1)]);
+      assert.ok(at > 0, 'the slow connection was closed');
+      const after = at - opened;
+      assert.ok(after >= 900 && after < 5000, `closed after ${after} ms`);
+    } finally {
+      clearInterval(trickle);
+      socket.destroy();
+    }
+  });
+});
