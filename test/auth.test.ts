@@ -356,3 +356,19 @@ describe('limits (real server)', () => {
     }
   });
 });
+
+describe('gRPC message size', () => {
+  test('a request larger than 64 KiB is refused with RESOURCE_EXHAUSTED, and the server carries on', async () => {
+    const server = await startServerProcess();
+    const client = lockServiceClient(server.grpcAddress);
+    try {
+      const huge = await grpcCall(client, 'CreateLock', { service: 'x'.repeat(70 * 1024), who: 'w' });
+      assert.equal(huge.error?.code, 8, 'RESOURCE_EXHAUSTED');
+      const fine = await grpcCall(client, 'CreateLock', { service: 'small', who: 'w' });
+      assert.equal(fine.response?.service, 'small');
+    } finally {
+      client.close();
+      await server.stop();
+    }
+  });
+});

@@ -32,6 +32,8 @@ export const HEALTH_PROTO_FILE = fileURLToPath(
 );
 export const SERVICE_NAME = 'tracker.lock.v1alpha1.LockService';
 const HEALTH_SERVICE_NAME = 'grpc.health.v1.Health';
+/** Largest accepted request message, as REST's body limit. */
+const MAX_MESSAGE_BYTES = 64 * 1024;
 const LOAD_OPTIONS = { longs: String, enums: String, defaults: true } as const;
 
 /** Request shapes as proto-loader decodes them (camelCase, defaults filled in). */
@@ -338,7 +340,8 @@ export function buildGrpcServer({
     }),
   };
 
-  const server = new Server();
+  // Requests are small: refuse anything larger than the REST body limit, as REST does.
+  const server = new Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES });
   server.addService(lockService, handlers);
   server.addService(healthService, health.handlers);
   // Reflection must describe the .proto as written (per_page, created_at), so that grpcurl
