@@ -5,7 +5,7 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
-import { Metadata, type ServiceError } from '@grpc/grpc-js';
+import { type ClientReadableStream, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { addToken, revokeToken } from '../src/auth/token-file.js';
 import { type LockServiceClient, lockServiceClient } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
@@ -235,6 +235,42 @@ describe('authentication and permissions (real server, tokens file)', () => {
     assert.equal((await grpcCall(grpc, 'ForceReleaseLock', { id }, tokens.writer)).error?.code, 7);
     assert.equal((await grpcCall(grpc, 'GetLock', { id }, tokens.reader)).response?.id, id);
     assert.equal((await grpcCall(grpc, 'UnLock', { id }, tokens.writer)).response?.success, true);
+  });
+
+  test('gRPC WatchLocks: a token is needed, and a deploy-* token sees deploy-* only', async () => {
+    const watch = (token: string | undefined, request: object = {}) => {
+      const metadata = new Metadata();
+      if (token !== undefined) metadata.set('authorization', `Bearer ${token}`);
+      const start = grpc.WatchLocks as (
+        request: object,
+        metadata: Metadata,
+        options: object,
+      ) => ClientReadableStream<Record<string, Record<string, unknown>>>;
+      const stream = start.call(grpc, request, metadata, { deadline: Date.now() + 10_000 });
+      const messages: Record<string, Record<string, unknown>>[] = [];
+      stream.on('data', (message) => messages.push(message));
+      const status = new Promise<number>((resolve) =>
+        stream.on('status', (s: { code: number }) => resolve(s.code)),
+      );
+      stream.on('error', () => {});
+      return { stream, messages, status };
+    };
+    assert.equal(await watch(undefined).status, 16, 'UNAUTHENTICATED');
+    assert.equal(await watch(tokens.deployer, { service: unique('billing') }).status, 7, 'PERMISSION_DENIED');
+    const deployer = watch(tokens.deployer);
+    try {
+      await eventually('the snapshot', async () => deployer.messages.length > 0);
+      await take(unique('hidden'), tokens.writer);
+      const visible = `deploy-${randomUUID().slice(0, 8)}`;
+      await take(visible, tokens.deployer);
+      await eventually('an event', async () => deployer.messages.length > 1);
+      const services = deployer.messages.slice(1).map((message) => message.event?.service);
+      assert.deepEqual(services, [visible]);
+      const snapshotLocks = (deployer.messages[0]?.snapshot?.locks ?? []) as { service: string }[];
+      assert.ok(snapshotLocks.every((lock) => lock.service.startsWith('deploy-')));
+    } finally {
+      deployer.stream.cancel();
+    }
   });
 
   test('a token added to the file works without a restart; one revoked stops working after SIGHUP', async () => {

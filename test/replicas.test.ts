@@ -1,17 +1,28 @@
 /**
  * Several stateless Tracker replicas over one PostgreSQL database, as real processes: one
- * winner per race across replicas, one clock, and database trouble answered with 503 while
- * the process stays up and recovers on its own. A TCP proxy of our own sits between a
- * replica and PostgreSQL to cut the connection mid-run.
+ * winner per race across replicas, one clock, changes made through one replica reaching
+ * watchers of the others, and database trouble answered with 503 while the process stays
+ * up and recovers on its own. A TCP proxy of our own sits between a replica and PostgreSQL
+ * to cut the connection mid-run.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { after, before, test } from 'node:test';
+import { setTimeout as delay } from 'node:timers/promises';
 import { type ServiceError, status } from '@grpc/grpc-js';
-import { type LockServiceClient, lockServiceClient, unary } from './support/grpc-client.js';
+import {
+  type LockEventMessage,
+  type LockServiceClient,
+  lockServiceClient,
+  serverStream,
+  unary,
+  type WatchLocksMessage,
+} from './support/grpc-client.js';
 import { ADMIN_URL, describePostgres, FaultProxy, withClient } from './support/postgres.js';
 import { API, call, type Reply } from './support/rest.js';
-import { runServerToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
+import { ROOT, runServerToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
 
 const FREE = ['--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'];
 
@@ -23,6 +34,141 @@ async function databaseNow(url: string): Promise<number> {
     const result = await client.query<{ now: Date }>('SELECT clock_timestamp() AS now');
     return (result.rows[0] as { now: Date }).now.getTime();
   });
+}
+
+/** One Server-Sent Events message; `data` parsed as JSON. */
+interface SseMessage {
+  readonly id: string | undefined;
+  readonly event: string;
+  readonly data: Record<string, unknown>;
+}
+
+/** An event's JSON as the watch route and GET /history send it. */
+interface EventJson {
+  id: number;
+  type: string;
+  service: string;
+  who: string;
+  lock: Record<string, unknown>;
+  reason: string | null;
+}
+
+/** A text/event-stream read with fetch and a stream reader, message by message. */
+interface SseWatch {
+  readonly messages: SseMessage[];
+  /** Resolves once `done(messages)` holds; rejects, listing what came, when the stream ends first or on timeout. */
+  until(done: (messages: readonly SseMessage[]) => boolean, timeoutMs?: number): Promise<SseMessage[]>;
+  /** Hangs up. */
+  close(): void;
+}
+
+/** Opens GET `url` as an event stream; resolves once the response headers arrived (200). */
+async function openSse(url: string, headers: Record<string, string> = {}): Promise<SseWatch> {
+  const hangUp = new AbortController();
+  const response = await fetch(url, {
+    headers: { accept: 'text/event-stream', ...headers },
+    signal: AbortSignal.any([hangUp.signal, AbortSignal.timeout(120_000)]),
+  });
+  if (response.status !== 200) assert.fail(`${url}: ${response.status} ${await response.text()}`);
+  assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
+  const messages: SseMessage[] = [];
+  const listeners = new Set<() => void>();
+  let ended = false;
+  const notify = () => {
+    for (const listener of [...listeners]) listener();
+  };
+  const reader = (response.body as ReadableStream<Uint8Array>)
+    .pipeThrough(new TextDecoderStream())
+    .getReader();
+  void (async () => {
+    let buffer = '';
+    // Bounded by the stream itself: it ends when we hang up, the server stops or the timeout hits.
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      buffer += value;
+      for (let end = buffer.indexOf('\n\n'); end >= 0; end = buffer.indexOf('\n\n')) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end + 2);
+        let id: string | undefined;
+        let event = 'message';
+        const data: string[] = [];
+        for (const line of block.split('\n')) {
+          if (line.startsWith(':')) continue;
+          const colon = line.indexOf(':');
+          const field = colon < 0 ? line : line.slice(0, colon);
+          const text = colon < 0 ? '' : line.slice(colon + 1).replace(/^ /, '');
+          if (field === 'id') id = text;
+          else if (field === 'event') event = text;
+          else if (field === 'data') data.push(text);
+        }
+        if (data.length > 0) messages.push({ id, event, data: JSON.parse(data.join('\n')) });
+      }
+      notify();
+    }
+  })()
+    .catch(() => {})
+    .finally(() => {
+      ended = true;
+      notify();
+    });
+  return {
+    messages,
+    until(done, timeoutMs = 5000) {
+      return new Promise((resolve, reject) => {
+        const check = () => {
+          if (done(messages)) {
+            finish();
+            resolve([...messages]);
+          } else if (ended) {
+            finish();
+            reject(
+              new Error(
+                `${url}: the stream ended before the expected messages; got ${JSON.stringify(messages)}`,
+              ),
+            );
+          }
+        };
+        const timer = setTimeout(() => {
+          finish();
+          reject(
+            new Error(`${url}: no expected messages within ${timeoutMs} ms; got ${JSON.stringify(messages)}`),
+          );
+        }, timeoutMs);
+        const finish = () => {
+          clearTimeout(timer);
+          listeners.delete(check);
+        };
+        listeners.add(check);
+        check();
+      });
+    },
+    close() {
+      hangUp.abort();
+    },
+  };
+}
+
+/** The events (not the snapshot) of an event stream, as their JSON. */
+const sseEvents = (messages: readonly SseMessage[]): EventJson[] =>
+  messages
+    .filter((message) => message.event !== 'snapshot')
+    .map((message) => message.data as unknown as EventJson);
+
+/** Every event of a service's history, oldest first (one page holds them all here). */
+async function historyOf(base: string, service: string): Promise<EventJson[]> {
+  const reply = await call(base, 'GET', `${API}/history?service=${encodeURIComponent(service)}&limit=1000`);
+  assert.equal(reply.status, 200, JSON.stringify(reply.json));
+  return [...(reply.json.events as EventJson[])].reverse();
+}
+
+function assertIncreasing(ids: readonly number[], label: string): void {
+  for (let i = 1; i < ids.length; i++) {
+    assert.ok(
+      (ids[i] as number) > (ids[i - 1] as number),
+      `${label}: ids do not increase: ${ids.join(', ')}`,
+    );
+  }
 }
 
 await describePostgres('three replicas on one PostgreSQL database', (database) => {
@@ -46,7 +192,17 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
       );
       return result.rows.map((row) => row.version);
     });
-    assert.deepEqual(versions, [1, 2, 3]);
+    // Every migration the replicas ship (dist/ is what they run), once each.
+    const shipped = readdirSync(join(ROOT, 'dist/src/storage/postgres/migrations'))
+      .filter((file) => /^\d+_.*\.sql$/.test(file))
+      .map((file) => Number.parseInt(file, 10))
+      .sort((x, y) => x - y);
+    assert.ok(shipped.length >= 4, `migrations shipped: ${shipped}`);
+    assert.deepEqual(versions, shipped);
+    assert.deepEqual(
+      versions,
+      shipped.map((_, i) => i + 1),
+    );
   });
 
   test('200 concurrent clients over 3 replicas, 20 rounds: exactly one winner each, no 5xx', async () => {
@@ -208,6 +364,187 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
     await call(a.baseUrl, 'DELETE', `${API}/lock/${holder.json.id}`);
     const listed = await call(a.baseUrl, 'GET', `${API}/locks/list?service=${service}`);
     assert.deepEqual(listed.json.locks, [], 'the vanished waiter was never granted');
+  });
+});
+
+await describePostgres('watch and history across two replicas', (database) => {
+  let a: ServerProcess;
+  let b: ServerProcess;
+  let clientA: LockServiceClient;
+  const hangUps: Array<() => void> = [];
+
+  before(async () => {
+    const started = await Promise.all(
+      [0, 1].map(() => startServerProcess({ args: [...FREE, '--database-url', database().url] })),
+    );
+    a = started[0] as ServerProcess;
+    b = started[1] as ServerProcess;
+    clientA = lockServiceClient(a.grpcAddress);
+  });
+  after(async () => {
+    for (const hangUp of hangUps) hangUp();
+    clientA?.close();
+    await Promise.all([a?.stop(), b?.stop()]);
+  });
+
+  const watchSse = async (base: string, service: string, headers?: Record<string, string>) => {
+    const watch = await openSse(`${base}${API}/watch?service=${encodeURIComponent(service)}`, headers);
+    hangUps.push(() => watch.close());
+    return watch;
+  };
+
+  test('an SSE watcher on B gets `acquired` and `released` for a lock taken and released through A', async (t) => {
+    const service = `sse-${randomUUID()}`;
+    const watch = await watchSse(b.baseUrl, service);
+    const [snapshot] = await watch.until((messages) => messages.length >= 1);
+    assert.equal(snapshot?.event, 'snapshot');
+    assert.deepEqual(snapshot?.data.locks, []);
+    assert.equal(snapshot?.id, String(snapshot?.data.eventId));
+
+    const taken = await acquire(a.baseUrl, service, 'on-a');
+    assert.equal(taken.status, 201);
+    await watch.until((messages) => sseEvents(messages).length >= 1);
+    const acquiredMs = performance.now() - taken.at;
+    const released = await call(a.baseUrl, 'DELETE', `${API}/lock/${taken.json.id}`);
+    assert.equal(released.status, 200);
+    await watch.until((messages) => sseEvents(messages).length >= 2);
+    const releasedMs = performance.now() - released.at;
+    t.diagnostic(
+      `A → B latency: acquired ${Math.round(acquiredMs)} ms, released ${Math.round(releasedMs)} ms`,
+    );
+
+    const messages = watch.messages.slice(1);
+    assert.deepEqual(
+      messages.map((message) => message.event),
+      ['acquired', 'released'],
+    );
+    for (const message of messages) {
+      assert.equal(message.id, String(message.data.id), 'the SSE id is the event id');
+      assert.equal(message.data.type, message.event);
+      assert.ok(Number(message.id) > Number(snapshot?.id), 'events come after the snapshot');
+    }
+    assertIncreasing(
+      messages.map((message) => Number(message.id)),
+      'SSE',
+    );
+    const [acquired, gone] = sseEvents(messages);
+    assert.deepEqual(acquired?.lock, taken.json);
+    assert.equal(gone?.lock.id, taken.json.id);
+    assert.equal(gone?.who, 'on-a');
+    // The same events as the history, read through A.
+    assert.deepEqual(
+      (await historyOf(a.baseUrl, service)).map((event) => event.id),
+      [acquired?.id, gone?.id],
+    );
+    watch.close();
+  });
+
+  test('a gRPC WatchLocks on A gets a force release made through B', async (t) => {
+    const service = `grpc-${randomUUID()}`;
+    const taken = await acquire(b.baseUrl, service, 'on-b');
+    assert.equal(taken.status, 201);
+    const watch = serverStream<WatchLocksMessage>(clientA, 'WatchLocks', { service }, 30_000);
+    hangUps.push(() => watch.cancel());
+    const [snapshot] = await watch.until((messages) => messages.length >= 1);
+    assert.deepEqual(
+      snapshot?.snapshot?.locks.map((lock) => lock.id),
+      [taken.json.id],
+    );
+    const forced = await call(b.baseUrl, 'POST', `${API}/lock/${taken.json.id}/force-release`, {
+      reason: 'replica test',
+    });
+    assert.equal(forced.status, 200, JSON.stringify(forced.json));
+    const messages = await watch.until((received) => received.length >= 2, 5000);
+    t.diagnostic(`B → A latency: force-released ${Math.round(performance.now() - forced.at)} ms`);
+    const event = messages[1]?.event as LockEventMessage;
+    assert.equal(event.type, 'force-released');
+    assert.equal(event.reason, 'replica test');
+    assert.equal(event.lock.id, taken.json.id);
+    assert.equal(event.who, 'on-b');
+    assert.ok(Number(event.id) > Number(snapshot?.snapshot?.eventId));
+    watch.cancel();
+  });
+
+  test('leases of 1 s with two replicas sweeping: exactly one `expired` event each', async () => {
+    const services = Array.from({ length: 10 }, (_, i) => `sweep-${i}-${randomUUID()}`);
+    const taken = await Promise.all(
+      services.map((service, i) =>
+        call((i % 2 ? b : a).baseUrl, 'POST', `${API}/lock`, { service, who: 'short', ttlSeconds: 1 }),
+      ),
+    );
+    for (const reply of taken) assert.equal(reply.status, 201);
+    // Both sweepers run about every second: wait until every lease is recorded as expired
+    // (bounded), then give them a few more rounds to record one twice.
+    const deadline = Date.now() + 10_000;
+    for (let round = 0; round < 100 && Date.now() < deadline; round++) {
+      const histories = await Promise.all(services.map((service) => historyOf(a.baseUrl, service)));
+      if (histories.every((events) => events.some((event) => event.type === 'expired'))) break;
+      await delay(200);
+    }
+    await delay(2500);
+    for (const [i, service] of services.entries()) {
+      for (const replica of [a, b]) {
+        const events = await historyOf(replica.baseUrl, service);
+        assert.deepEqual(
+          events.map((event) => [event.type, event.lock.id]),
+          [
+            ['acquired', taken[i]?.json.id],
+            ['expired', taken[i]?.json.id],
+          ],
+          `${service}: one acquire, exactly one expiry`,
+        );
+      }
+    }
+  });
+
+  test('a watcher of A that reconnects to B with Last-Event-ID gets exactly the events it missed', async () => {
+    const service = `resume-${randomUUID()}`;
+    const first = await watchSse(a.baseUrl, service);
+    await first.until((messages) => messages.length >= 1);
+    const l1 = await acquire(a.baseUrl, service, 'first');
+    const [seen] = sseEvents(await first.until((messages) => sseEvents(messages).length >= 1));
+    assert.equal(seen?.type, 'acquired');
+    const lastEventId = String(seen?.id);
+    first.close();
+
+    // Away: four changes, all through B.
+    assert.equal((await call(b.baseUrl, 'DELETE', `${API}/lock/${l1.json.id}`)).status, 200);
+    const l2 = await call(b.baseUrl, 'POST', `${API}/lock`, { service, who: 'second', ttlSeconds: 30 });
+    assert.equal(l2.status, 201);
+    const renewed = await call(b.baseUrl, 'POST', `${API}/lock/${l2.json.id}/renew`, { ttlSeconds: 60 });
+    assert.equal(renewed.status, 200);
+    assert.equal((await call(b.baseUrl, 'DELETE', `${API}/lock/${l2.json.id}`)).status, 200);
+
+    const resumed = await watchSse(b.baseUrl, service, { 'last-event-id': lastEventId });
+    const missed = sseEvents(await resumed.until((messages) => sseEvents(messages).length >= 4));
+    assert.notEqual(resumed.messages[0]?.event, 'snapshot', 'a resume sends no snapshot');
+    assert.deepEqual(
+      missed.map((event) => [event.type, event.who]),
+      [
+        ['released', 'first'],
+        ['acquired', 'second'],
+        ['renewed', 'second'],
+        ['released', 'second'],
+      ],
+    );
+    // No gap, no repeat: exactly the history's events after the last one seen.
+    const history = await historyOf(a.baseUrl, service);
+    assert.deepEqual(
+      missed.map((event) => event.id),
+      history.filter((event) => event.id > Number(lastEventId)).map((event) => event.id),
+    );
+
+    // Then live: a change through A reaches the resumed watcher on B, and nothing else does.
+    const l3 = await acquire(a.baseUrl, service, 'third');
+    const live = sseEvents(await resumed.until((messages) => sseEvents(messages).length >= 5));
+    await delay(500);
+    assert.equal(resumed.messages.length, 5, JSON.stringify(resumed.messages));
+    assert.deepEqual([live[4]?.type, live[4]?.lock.id], ['acquired', l3.json.id]);
+    assertIncreasing(
+      live.map((event) => event.id),
+      'resumed SSE',
+    );
+    resumed.close();
   });
 });
 

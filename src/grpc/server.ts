@@ -236,8 +236,12 @@ export function buildGrpcServer({
       const grpcError = toGrpcError(error);
       if (grpcError.code === status.INTERNAL)
         logger.error({ err: error, method: 'WatchLocks' }, 'rpc failed');
+      if (isRefusal(grpcError.code))
+        logger.warn({ method: 'WatchLocks', code: grpcError.details }, 'rpc refused');
       finished('WatchLocks', status[grpcError.code ?? status.UNKNOWN], started);
-      call.destroy(Object.assign(new Error(grpcError.details), grpcError));
+      // grpc-js sends an error emitted on a server stream as the call's status, with its
+      // metadata as trailers (destroy() would end the stream with no status at all).
+      call.emit('error', Object.assign(new Error(grpcError.details), grpcError));
     };
     call.once('cancelled', () => end('CANCELLED'));
     watches.add(endOk);
@@ -248,10 +252,12 @@ export function buildGrpcServer({
         throw invalidArgument('last_event_id', 'last_event_id must be an event id (a non-negative integer)');
       }
       if (name !== '') validateName('service', name);
+      if (name !== '') requireService(caller, 'lock:read', name);
       const unsubscribe = await feed.watch(
         {
           service: name === '' ? undefined : name,
           after: lastEventId === '' ? undefined : Number(lastEventId),
+          allow: serviceFilter(caller),
         },
         (message) => {
           if (!call.cancelled && !call.writableEnded) call.write(watchMessage(message));
