@@ -1,0 +1,193 @@
+import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import https from 'node:https';
+import { after, before, describe, test } from 'node:test';
+import { credentials, Metadata, makeClientConstructor, type ServiceError } from '@grpc/grpc-js';
+import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
+import { PROTO_FILE, SERVICE } from './support/grpc-client.js';
+import { runServerToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
+import { makeTlsFiles, type TlsFiles } from './support/tls.js';
+
+const LockService = makeClientConstructor(
+  loadSync(PROTO_FILE, { keepCase: false, defaults: true, longs: String })[SERVICE] as ServiceDefinition,
+  'LockService',
+);
+
+interface HttpsAnswer {
+  status: number;
+  json: Record<string, unknown>;
+  /** The server certificate's subject alternative names, as the client saw them. */
+  peer: string;
+}
+
+/** One HTTPS request trusting only `ca`; with `client`, it presents that certificate. */
+function httpsRequest(
+  url: string,
+  method: string,
+  body: unknown,
+  tls: { ca: Buffer; cert?: Buffer; key?: Buffer },
+): Promise<HttpsAnswer> {
+  return new Promise((resolve, reject) => {
+    const text = body === undefined ? undefined : JSON.stringify(body);
+    const request = https.request(
+      url,
+      {
+        method,
+        ca: tls.ca,
+        cert: tls.cert,
+        key: tls.key,
+        agent: false,
+        timeout: 10_000,
+        headers: text ? { 'content-type': 'application/json' } : {},
+      },
+      (response) => {
+        let data = '';
+        response.setEncoding('utf8');
+        response.on('data', (chunk: string) => {
+          data += chunk;
+        });
+        response.on('end', () => {
+          const socket = response.socket as import('node:tls').TLSSocket;
+          resolve({
+            status: response.statusCode ?? 0,
+            json: data === '' ? {} : JSON.parse(data),
+            peer: String(socket.getPeerCertificate?.().subjectaltname ?? ''),
+          });
+        });
+      },
+    );
+    request.on('timeout', () => request.destroy(new Error('timed out')));
+    request.on('error', reject);
+    request.end(text);
+  });
+}
+
+function grpcCreate(
+  address: string,
+  creds: ReturnType<typeof credentials.createSsl>,
+  service: string,
+): Promise<{ response?: Record<string, unknown>; error?: ServiceError }> {
+  const client = new LockService(address, creds, { 'grpc.ssl_target_name_override': 'localhost' });
+  const create = client.CreateLock as (
+    request: object,
+    metadata: Metadata,
+    options: object,
+    callback: (error: ServiceError | null, response?: Record<string, unknown>) => void,
+  ) => void;
+  return new Promise((resolve) => {
+    create.call(
+      client,
+      { service, who: 'tls' },
+      new Metadata(),
+      { deadline: Date.now() + 5000 },
+      (error, response) => {
+        client.close();
+        resolve(error ? { error } : { response: response ?? {} });
+      },
+    );
+  });
+}
+
+describe('TLS: HTTPS and gRPC over TLS with a generated CA', () => {
+  let files: TlsFiles;
+  let server: ServerProcess;
+  let ca: Buffer;
+
+  before(async () => {
+    files = makeTlsFiles();
+    ca = readFileSync(files.ca);
+    server = await startServerProcess({
+      args: [
+        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+        ...['--tls-cert', files.serverCert, '--tls-key', files.serverKey],
+      ],
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    files?.remove();
+  });
+
+  test('REST round trip over HTTPS, trusting the CA; the plaintext port answers no HTTP', async () => {
+    const base = `https://127.0.0.1:${server.httpPort}`;
+    const created = await httpsRequest(
+      `${base}/api/v1alpha1/lock`,
+      'POST',
+      { service: 'tls', who: 'me' },
+      { ca },
+    );
+    assert.equal(created.status, 201);
+    assert.match(created.peer, /IP Address:127\.0\.0\.1/);
+    const released = await httpsRequest(`${base}/api/v1alpha1/lock/${created.json.id}`, 'DELETE', undefined, {
+      ca,
+    });
+    assert.deepEqual(released.json, { success: true, message: 'Lock released successfully' });
+    await assert.rejects(
+      httpsRequest(`${base}/healthz`, 'GET', undefined, { ca: readFileSync(files.serverCert) }),
+      /self[- ]signed|unable to verify|unable to get issuer/i,
+      'a client that does not trust the CA refuses the server',
+    );
+    await assert.rejects(fetch(`http://127.0.0.1:${server.httpPort}/healthz`), 'no plaintext HTTP');
+    assert.ok(
+      server.lines.some((line) => line.includes('"tls":true')),
+      'the start line says TLS is on',
+    );
+  });
+
+  test('gRPC over TLS: a client trusting the CA is served; a plaintext one is not', async () => {
+    const secure = await grpcCreate(server.grpcAddress, credentials.createSsl(ca), 'tls-grpc');
+    assert.equal(secure.response?.service, 'tls-grpc');
+    const plain = await grpcCreate(server.grpcAddress, credentials.createInsecure(), 'tls-plain');
+    assert.equal(plain.error?.code, 14, 'UNAVAILABLE: no TLS, no call');
+  });
+});
+
+describe('mutual TLS: --tls-ca requires a client certificate it signed', () => {
+  let files: TlsFiles;
+  let server: ServerProcess;
+
+  before(async () => {
+    files = makeTlsFiles();
+    server = await startServerProcess({
+      args: [
+        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+        ...['--tls-cert', files.serverCert, '--tls-key', files.serverKey, '--tls-ca', files.ca],
+      ],
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    files?.remove();
+  });
+
+  test('REST and gRPC: with the client certificate served, without it refused', async () => {
+    const ca = readFileSync(files.ca);
+    const cert = readFileSync(files.clientCert);
+    const key = readFileSync(files.clientKey);
+    const url = `https://127.0.0.1:${server.httpPort}/api/v1alpha1/locks/list`;
+    assert.equal((await httpsRequest(url, 'GET', undefined, { ca, cert, key })).status, 200);
+    await assert.rejects(
+      httpsRequest(url, 'GET', undefined, { ca }),
+      'no client certificate: handshake refused',
+    );
+
+    const withCert = await grpcCreate(server.grpcAddress, credentials.createSsl(ca, key, cert), 'mtls');
+    assert.equal(withCert.response?.service, 'mtls');
+    const withoutCert = await grpcCreate(server.grpcAddress, credentials.createSsl(ca), 'mtls-none');
+    assert.equal(withoutCert.error?.code, 14);
+  });
+});
+
+describe('TLS configuration errors', () => {
+  test('an unreadable certificate stops the start with one line and exit 1', async () => {
+    const run = await runServerToExit([
+      ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+      ...['--tls-cert', '/nonexistent/cert.pem', '--tls-key', '/nonexistent/key.pem'],
+    ]);
+    assert.equal(run.code, 1);
+    assert.match(
+      run.stderr,
+      /^tracker: cannot read the TLS certificate \/nonexistent\/cert\.pem \(ENOENT\)\n$/,
+    );
+  });
+});
