@@ -408,3 +408,36 @@ describe('gRPC message size', () => {
     }
   });
 });
+
+describe('authentication off', () => {
+  test('listening beyond loopback without tokens logs a warning; on loopback it does not', async () => {
+    const open = await startServerProcess({
+      args: [
+        '--host',
+        '0.0.0.0',
+        '--http-port',
+        '0',
+        '--grpc-port',
+        '0',
+        '--database-url',
+        'sqlite::memory:',
+      ],
+    });
+    const loopback = await startServerProcess();
+    try {
+      const warned = (server: ServerProcess) =>
+        server.lines.some((line) => line.includes('"level":40') && line.includes('authentication is off'));
+      assert.equal(warned(open), true);
+      assert.equal(warned(loopback), false);
+      const reply = await call(`http://127.0.0.1:${open.httpPort}`, 'POST', `${API}/lock`, {
+        service: 's',
+        who: 'w',
+      });
+      assert.equal(reply.status, 201, 'open as before');
+      assert.equal(reply.json.owner, null);
+    } finally {
+      await open.stop();
+      await loopback.stop();
+    }
+  });
+});
