@@ -85,10 +85,7 @@ describe('wire contract', () => {
       protoJsonFields('ForceReleaseLockRequest'),
       ['id', ...Object.keys(forceReleaseBody.properties)].sort(),
     );
-    assert.deepEqual(
-      protoJsonFields('GetHistoryRequest'),
-      Object.keys(historyQuery.properties).sort(),
-    );
+    assert.deepEqual(protoJsonFields('GetHistoryRequest'), Object.keys(historyQuery.properties).sort());
   });
 
   test('CreateLockRequest takes what POST /lock takes', () => {

@@ -552,8 +552,7 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
     });
 
     /** A service's history, oldest first, as [type, who, reason] (plus more when asked). */
-    const historyOf = async (service: string) =>
-      (await store.history({ service, limit: 1000 })).reverse();
+    const historyOf = async (service: string) => (await store.history({ service, limit: 1000 })).reverse();
     const summary = async (service: string) =>
       (await historyOf(service)).map((event) => [event.type, event.who, event.reason] as const);
 
@@ -670,7 +669,10 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       assert.equal(events.find((event) => event.type === 'queued')?.waiters, 1);
       assert.equal(events.find((event) => event.type === 'queued')?.fencingToken, null);
       assert.equal(events.at(-1)?.waiters, 0);
-      assert.deepEqual((await store.sweep(1000)).expired.filter((e) => e.service === service), []);
+      assert.deepEqual(
+        (await store.sweep(1000)).expired.filter((e) => e.service === service),
+        [],
+      );
     });
 
     test('history: taking over an expired lock records its expiry first', async () => {
@@ -788,7 +790,11 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       done = true;
       await tail;
       const recorded = (await store.readEvents(cursor, 10_000)).map((event) => event.id);
-      assert.deepEqual(tailed, [...tailed].sort((a, b) => a - b), 'in id order');
+      assert.deepEqual(
+        tailed,
+        [...tailed].sort((a, b) => a - b),
+        'in id order',
+      );
       assert.equal(new Set(tailed).size, tailed.length, 'no repeats');
       assert.deepEqual(tailed, recorded, 'every committed event, once');
       const ours = (await store.readEvents(cursor, 10_000)).filter((e) => e.service.startsWith(service));
