@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Fastify from 'fastify';
 import type { Browser, Page, Request } from 'playwright-core';
+import { addToken, revokeToken } from '../src/auth/token-file.js';
 import { DASHBOARD_CSP, registerDashboard } from '../src/http/dashboard.js';
 import { launchBrowser, openPage, type WatchedPage } from './support/browser.js';
 import { API, call } from './support/rest.js';
@@ -27,6 +28,8 @@ const ARTIFACTS = join(ROOT, 'test-artifacts');
 const DOCS_SCREENSHOT = join(ROOT, 'docs/dashboard.png');
 /** The issue's promise: a change shows within a second. */
 const LIVE_MS = 1000;
+/** The waiters column of the locks table (service, who, owner, held, expires, token, waiters). */
+const WAITERS = 6;
 
 interface LockJson {
   id: string;
@@ -54,8 +57,13 @@ async function curlLock(base: string, body: Record<string, unknown>): Promise<Lo
   return json as LockJson;
 }
 
-async function acquire(base: string, body: Record<string, unknown>): Promise<LockJson> {
-  const { status, json } = await call(base, 'POST', `${API}/lock`, body);
+/** The options of call() that send `token` as a bearer token (none: no header). */
+function bearer(token?: string): { headers?: Record<string, string> } {
+  return token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } };
+}
+
+async function acquire(base: string, body: Record<string, unknown>, token?: string): Promise<LockJson> {
+  const { status, json } = await call(base, 'POST', `${API}/lock`, body, bearer(token));
   assert.equal(status, 201, JSON.stringify(json));
   return json as unknown as LockJson;
 }
@@ -64,14 +72,14 @@ async function acquire(base: string, body: Record<string, unknown>): Promise<Loc
  * A request that waits in the service's queue; `stop()` hangs up (which leaves the queue)
  * unless it was granted, and returns the granted lock if any.
  */
-function waitInLine(base: string, service: string, who: string) {
+function waitInLine(base: string, service: string, who: string, token?: string) {
   const controller = new AbortController();
   const reply = call(
     base,
     'POST',
     `${API}/lock`,
     { service, who, waitSeconds: 120 },
-    { signal: controller.signal },
+    { ...bearer(token), signal: controller.signal },
   );
   const settled = reply.then(
     (answer) => (answer.status === 201 ? (answer.json as unknown as LockJson) : undefined),
@@ -104,6 +112,19 @@ async function openDashboard(browser: Browser, base: string, hash = ''): Promise
   await watched.page.goto(`${base}/${hash}`);
   await watched.page.locator('#status.live').waitFor();
   return watched;
+}
+
+/** Answers the sign-in dialog with `token`, and waits for it to close. */
+async function signIn(page: Page, token: string): Promise<void> {
+  await page.locator('#signin-dialog').waitFor();
+  await page.locator('#signin-token').fill(token);
+  await page.locator('#signin-submit').click();
+  await page.locator('#signin-dialog').waitFor({ state: 'hidden' });
+}
+
+/** A JSON refusal, as the server sends it, for page.route(). */
+function refusal(status: number, code: string, error: string, headers: Record<string, string> = {}) {
+  return { status, headers, contentType: 'application/json', body: JSON.stringify({ error, code }) };
 }
 
 /** Console errors other than the ones a test provoked on purpose (failed requests). */
@@ -239,10 +260,11 @@ describe('dashboard', () => {
       assert.equal(await row.locator('td.service').textContent(), 'production-deployment');
       assert.equal(await row.locator('td.who').textContent(), 'ci-pipeline-123');
       const cells = await row.locator('td').allTextContents();
-      assert.equal(cells[4], String(lock.fencingToken), 'fencing token');
-      assert.equal(cells[5], '0', 'waiters');
-      assert.match(cells[2] ?? '', /^\d+s$/, 'held for');
-      assert.match(cells[3] ?? '', /^9m \d\ds$|^10m 00s$/, 'expires in');
+      assert.equal(cells[2], '—', 'no owner without authentication');
+      assert.match(cells[3] ?? '', /^\d+s$/, 'held for');
+      assert.match(cells[4] ?? '', /^9m \d\ds$|^10m 00s$/, 'expires in');
+      assert.equal(cells[5], String(lock.fencingToken), 'fencing token');
+      assert.equal(cells[6], '0', 'waiters');
       assert.match((await page.locator('#count').textContent()) ?? '', /^1 held lock$/);
 
       const released = await curl('GET', `${base}${API}/unlock/${lock.id}`);
@@ -257,13 +279,13 @@ describe('dashboard', () => {
       await rowOf(page, held.id).waitFor({ timeout: LIVE_MS });
       const waiter = waitInLine(base, 'nightly-report', 'cron@report-02');
       await until(
-        async () => (await rowOf(page, held.id).locator('td').nth(5).textContent()) === '1',
+        async () => (await rowOf(page, held.id).locator('td').nth(WAITERS).textContent()) === '1',
         LIVE_MS * 3,
         'one waiter shown',
       );
       assert.equal(await waiter.stop(), undefined, 'the waiter hung up before being granted');
       await until(
-        async () => (await rowOf(page, held.id).locator('td').nth(5).textContent()) === '0',
+        async () => (await rowOf(page, held.id).locator('td').nth(WAITERS).textContent()) === '0',
         LIVE_MS * 3,
         'the waiter gone',
       );
@@ -283,7 +305,7 @@ describe('dashboard', () => {
     const waiter = waitInLine(base, service, 'migrate-job-43');
     try {
       await until(
-        async () => (await rowOf(page, lock.id).locator('td').nth(5).textContent()) === '1',
+        async () => (await rowOf(page, lock.id).locator('td').nth(WAITERS).textContent()) === '1',
         LIVE_MS * 3,
         'the waiter shown',
       );
@@ -423,6 +445,51 @@ describe('dashboard', () => {
     }
   });
 
+  test('a 429 is waited out as its Retry-After says: the stream reconnects, a call is repeated', async () => {
+    const watched = await openPage(browser);
+    const { page } = watched;
+    const service = 'rate-limited-page';
+    const lock = await acquire(base, { service, who: 'backoff-check' });
+    const watches: number[] = [];
+    const histories: number[] = [];
+    try {
+      await page.route('**/api/v1alpha1/watch*', async (route) => {
+        watches.push(performance.now());
+        if (watches.length === 1) {
+          await route.fulfill(
+            refusal(429, 'RATE_LIMITED', 'too many requests; slow down', { 'retry-after': '2' }),
+          );
+        } else await route.continue();
+      });
+      await page.route('**/api/v1alpha1/history*', async (route) => {
+        histories.push(performance.now());
+        if (histories.length === 1) {
+          await route.fulfill(
+            refusal(429, 'RATE_LIMITED', 'too many requests; slow down', { 'retry-after': '1' }),
+          );
+        } else await route.continue();
+      });
+      await page.goto(`${base}/#/services/${service}`);
+      await page
+        .locator('#status')
+        .filter({ hasText: /^Rate limited, retrying in 2 s$/ })
+        .waitFor();
+      await page.locator('#status.live').waitFor({ timeout: 5000 });
+      await page.locator('#holder .holder-who').filter({ hasText: 'backoff-check' }).waitFor();
+      await page.locator('#events-body .badge.acquired').waitFor({ timeout: 5000 });
+      assert.equal(watches.length, 2, 'one reconnection');
+      assert.equal(histories.length, 2, 'one repeated call');
+      const [watch1 = 0, watch2 = 0] = watches;
+      const [history1 = 0, history2 = 0] = histories;
+      assert.ok(watch2 - watch1 >= 1900, `the stream waited ${Math.round(watch2 - watch1)} ms, not 2 s`);
+      assert.ok(history2 - history1 >= 900, `the call waited ${Math.round(history2 - history1)} ms, not 1 s`);
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await watched.close();
+      await call(base, 'DELETE', `${API}/lock/${lock.id}`);
+    }
+  });
+
   test('the bearer token goes with every request, the watch stream too; a dropped stream resumes with Last-Event-ID', async () => {
     const watched = await openPage(browser);
     const { page } = watched;
@@ -522,6 +589,269 @@ async function firstMessage(base: string): Promise<string> {
     controller.abort();
   }
 }
+
+describe('dashboard with authentication', () => {
+  let server: ServerProcess;
+  let browser: Browser;
+  let base: string;
+  let dir: { path: string; remove: () => void };
+  let tokensFile: string;
+  /** Tokens by scope; the writer's name, ci-deploy, is the owner of the locks it takes. */
+  let reader: string;
+  let writer: string;
+  let admin: string;
+
+  before(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    dir = tempDir();
+    tokensFile = join(dir.path, 'tokens.yaml');
+    reader = addToken(tokensFile, { name: 'dashboard-viewer', scopes: ['lock:read'] });
+    writer = addToken(tokensFile, { name: 'ci-deploy', scopes: ['lock:write'] });
+    admin = addToken(tokensFile, { name: 'oncall-admin', scopes: ['lock:admin'] });
+    [server, browser] = await Promise.all([
+      startServerProcess({
+        args: [
+          ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+          ...['--auth-tokens-file', tokensFile],
+        ],
+      }),
+      launchBrowser(),
+    ]);
+    base = server.baseUrl;
+  });
+  after(async () => {
+    await browser?.close();
+    await server?.stop();
+    dir?.remove();
+  });
+
+  test('the page asks for a token first; a wrong one is refused in the dialog; a read token shows the locks live, with their owner', async (t) => {
+    // The page itself is public; its data is not.
+    assert.equal((await fetch(`${base}/`)).status, 200);
+    assert.equal((await fetch(`${base}/assets/app.js`)).status, 200);
+    const refused = await call(base, 'GET', `${API}/locks/list`);
+    assert.equal(refused.status, 401);
+    assert.equal(refused.json.code, 'UNAUTHENTICATED');
+
+    const held = await acquire(base, { service: 'production-deployment', who: 'ci-pipeline-7' }, writer);
+    const watched = await openPage(browser);
+    const { page } = watched;
+    const requests: Request[] = [];
+    page.on('request', (request) => {
+      if (request.url().includes(API)) requests.push(request);
+    });
+    try {
+      await page.goto(`${base}/`);
+      const dialog = page.locator('#signin-dialog');
+      await dialog.waitFor();
+      assert.match((await page.locator('#signin-reason').textContent()) ?? '', /requires an API token/);
+      assert.match((await dialog.textContent()) ?? '', /stored in this browser only/);
+      await page.locator('#status').filter({ hasText: 'Sign-in required' }).waitFor();
+      assert.equal(await page.locator('#locks-body tr.row').count(), 0, 'no data without a token');
+      assert.equal(
+        await page.locator('#locks-body tr.empty').textContent(),
+        'Sign in with an API token to see the locks.',
+      );
+      assert.equal(await page.locator('#count').textContent(), '');
+
+      // A wrong token: refused in the dialog, which asks again; nothing is saved.
+      await page.locator('#signin-token').fill('trk_not-a-real-token_0123456789');
+      await page.locator('#signin-submit').click();
+      await page
+        .locator('#signin-error')
+        .filter({ hasText: /not accepted/ })
+        .waitFor();
+      assert.equal(await dialog.isVisible(), true, 'still asking');
+      assert.equal(await page.evaluate("localStorage.getItem('tracker.token')"), null);
+      assert.equal(await page.locator('#locks-body tr.row').count(), 0);
+
+      // The read token: the dialog closes, the stream connects with it and shows the lock.
+      const before = requests.length;
+      await page.locator('#signin-token').fill(reader);
+      await page.locator('#signin-submit').click();
+      await dialog.waitFor({ state: 'hidden' });
+      await page.locator('#status.live').waitFor();
+      assert.equal(await page.evaluate("localStorage.getItem('tracker.token')"), reader);
+      const row = rowOf(page, held.id);
+      await row.waitFor();
+      assert.equal(await row.locator('td.owner').textContent(), 'ci-deploy');
+      assert.equal(await row.locator('td.who').textContent(), 'ci-pipeline-7');
+
+      // Live: a lock taken through REST with the write token appears, with its owner.
+      const lock = await acquire(base, { service: 'staging-deployment', who: 'ci-pipeline-8' }, writer);
+      const started = performance.now();
+      await rowOf(page, lock.id).waitFor({ timeout: LIVE_MS });
+      t.diagnostic(`lock visible ${Math.round(performance.now() - started)} ms after the REST call returned`);
+      assert.equal(await rowOf(page, lock.id).locator('td.owner').textContent(), 'ci-deploy');
+      // The filter finds locks by owner too.
+      await page.locator('#filter').fill('ci-deploy');
+      await page.locator('#count').filter({ hasText: '2 of 2 held locks' }).waitFor();
+      await page.locator('#filter').fill('');
+
+      // The service page shows the owner, and loads its history and queue with the token.
+      await row.locator('td.service a').click();
+      await page.locator('#holder .holder-owner').filter({ hasText: 'ci-deploy' }).waitFor();
+      await page.locator('#events-body .badge.acquired').waitFor();
+      await page.locator('#queue').filter({ hasText: 'Nobody is waiting.' }).waitFor();
+      assert.equal(
+        await page.locator('#events-body td.who').first().getAttribute('title'),
+        'owner: ci-deploy',
+      );
+
+      // Every call since the sign-in carried the read token; none before it a valid one.
+      const since = requests.slice(before);
+      assert.ok(since.length >= 4, `calls since the sign-in: ${since.length}`);
+      for (const request of since) {
+        assert.equal((await request.allHeaders()).authorization, `Bearer ${reader}`, request.url());
+      }
+      for (const request of requests.slice(0, before)) {
+        assert.notEqual((await request.allHeaders()).authorization, `Bearer ${reader}`, request.url());
+      }
+      assert.deepEqual(watched.dialogs, []);
+      assert.deepEqual(unexpected(watched.errors), []);
+      for (const id of [held.id, lock.id]) {
+        assert.equal(
+          (await call(base, 'DELETE', `${API}/lock/${id}`, undefined, bearer(writer))).status,
+          200,
+        );
+      }
+    } finally {
+      await watched.close();
+    }
+  });
+
+  test('a read-only token may not force-release: the page says it needs lock:admin and the lock stays; an admin token may', async () => {
+    const lock = await acquire(base, { service: 'orders-db-migration', who: 'migrate-job-42' }, writer);
+    const watched = await openPage(browser);
+    const { page } = watched;
+    const requests: Request[] = [];
+    page.on('request', (request) => {
+      if (request.url().includes(API)) requests.push(request);
+    });
+    try {
+      await page.goto(`${base}/`);
+      await signIn(page, reader);
+      const row = rowOf(page, lock.id);
+      await row.waitFor();
+
+      const dialog = page.locator('#force-dialog');
+      await row.getByRole('button', { name: 'Force release' }).click();
+      assert.match((await page.locator('#force-details').textContent()) ?? '', /Ownerci-deploy/);
+      await page.locator('#force-reason').fill('stuck runner');
+      await page.locator('#force-confirm').click();
+      await page
+        .locator('#force-error')
+        .filter({ hasText: 'This token may not force-release: it needs lock:admin.' })
+        .waitFor();
+      assert.equal(await dialog.isVisible(), true, 'the dialog stays open');
+      assert.equal(await page.locator('#signin-dialog').isVisible(), false, 'no sign-in prompt for a 403');
+      await page.locator('#force-cancel').click();
+      await dialog.waitFor({ state: 'hidden' });
+      assert.equal(
+        (await call(base, 'GET', `${API}/lock/${lock.id}`, undefined, bearer(reader))).status,
+        200,
+      );
+      await page.waitForTimeout(200);
+      assert.equal(await row.isVisible(), true, 'the lock stays');
+      assert.equal(await page.locator('#status').textContent(), 'Live', 'the page still works');
+
+      // An admin token, set in Settings: the stream reconnects with it, and force release works.
+      const before = requests.length;
+      await page.locator('#settings-button').click();
+      await page.locator('#token').fill(admin);
+      await page.locator('#settings-form button[type="submit"]').click();
+      await until(
+        async () => {
+          for (const request of requests.slice(before)) {
+            if (!request.url().endsWith('/watch')) continue;
+            if ((await request.allHeaders()).authorization === `Bearer ${admin}`) return true;
+          }
+          return false;
+        },
+        5000,
+        'the stream reopened with the admin token',
+      );
+      await page.locator('#status.live').waitFor();
+      await row.getByRole('button', { name: 'Force release' }).click();
+      await page.locator('#force-reason').fill('runner died; approved by on-call');
+      await page.locator('#force-confirm').click();
+      await dialog.waitFor({ state: 'hidden' });
+      await row.waitFor({ state: 'detached', timeout: LIVE_MS });
+      assert.match((await page.locator('#toast').textContent()) ?? '', /^Force-released orders-db-migration/);
+      assert.equal((await call(base, 'GET', `${API}/lock/${lock.id}`, undefined, bearer(admin))).status, 404);
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await watched.close();
+    }
+  });
+
+  test('a saved token that is no longer accepted: one prompt for every call; dismissed, nothing retries until Sign in', async () => {
+    const service = 'nightly-report';
+    const lock = await acquire(base, { service, who: 'cron@report-01' }, writer);
+    const revoked = addToken(tokensFile, { name: 'former-viewer', scopes: ['lock:read'] });
+    await until(
+      async () => (await call(base, 'GET', `${API}/locks/list`, undefined, bearer(revoked))).status === 200,
+      5000,
+      'the server to load the new token',
+    );
+    assert.equal(revokeToken(tokensFile, 'former-viewer'), true);
+    await until(
+      async () => (await call(base, 'GET', `${API}/locks/list`, undefined, bearer(revoked))).status === 401,
+      5000,
+      'the server to drop the revoked token',
+    );
+    const watched = await openPage(browser);
+    const { page } = watched;
+    const requests: Request[] = [];
+    page.on('request', (request) => {
+      if (request.url().includes(API)) requests.push(request);
+    });
+    try {
+      // A string: it runs in the page (the tests compile without the DOM types).
+      await page.addInitScript(`localStorage.setItem('tracker.token', ${JSON.stringify(revoked)})`);
+      await page.goto(`${base}/#/services/${service}`);
+      const dialog = page.locator('#signin-dialog');
+      await dialog.waitFor();
+      assert.match(
+        (await page.locator('#signin-reason').textContent()) ?? '',
+        /saved token was not accepted/,
+      );
+      // The stream, the history and the queue each asked once, and now wait for the prompt.
+      await page.waitForTimeout(500);
+      const paths = requests.map((request) => new URL(request.url()).pathname.split('/')[3]).sort();
+      assert.deepEqual(paths, ['history', 'queue', 'watch']);
+
+      // Not now: the page says what is missing, and nothing is retried.
+      await page.locator('#signin-cancel').click();
+      await dialog.waitFor({ state: 'hidden' });
+      await page.locator('#signin-button').waitFor();
+      await page.locator('#status').filter({ hasText: 'Sign-in required' }).waitFor();
+      await page
+        .locator('#events-note')
+        .filter({ hasText: /sign in/ })
+        .waitFor();
+      assert.match((await page.locator('#queue').textContent()) ?? '', /sign in/);
+      await page.waitForTimeout(1000);
+      assert.equal(requests.length, 3, 'no retries while signed out');
+
+      // Sign in (the top bar's button): everything loads with the new token.
+      await page.locator('#signin-button').click();
+      await signIn(page, reader);
+      await page.locator('#signin-button').waitFor({ state: 'hidden' });
+      await page.locator('#status.live').waitFor();
+      await page.locator('#holder .holder-owner').filter({ hasText: 'ci-deploy' }).waitFor();
+      await page.locator('#events-body .badge.acquired').waitFor();
+      await page.locator('#queue').filter({ hasText: 'Nobody is waiting.' }).waitFor();
+      for (const request of requests.slice(3)) {
+        assert.equal((await request.allHeaders()).authorization, `Bearer ${reader}`, request.url());
+      }
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await watched.close();
+      await call(base, 'DELETE', `${API}/lock/${lock.id}`, undefined, bearer(writer));
+    }
+  });
+});
 
 describe('dashboard with 5,000 held locks', () => {
   const COUNT = 5000;
@@ -663,47 +993,93 @@ describe('dashboard with 5,000 held locks', () => {
 describe('dashboard screenshots', () => {
   let server: ServerProcess;
   let browser: Browser;
+  let dir: { path: string; remove: () => void };
+  /** With authentication on, so that the owners show: one token per kind of client. */
+  const tokens: Record<'viewer' | 'ci' | 'cron' | 'jobs' | 'oncall', string> = {
+    viewer: '',
+    ci: '',
+    cron: '',
+    jobs: '',
+    oncall: '',
+  };
 
   before(async () => {
     mkdirSync(ARTIFACTS, { recursive: true });
-    [server, browser] = await Promise.all([startServerProcess(), launchBrowser()]);
+    dir = tempDir();
+    const file = join(dir.path, 'tokens.yaml');
+    tokens.viewer = addToken(file, { name: 'dashboard', scopes: ['lock:read'] });
+    tokens.ci = addToken(file, { name: 'github-actions', scopes: ['lock:write'] });
+    tokens.cron = addToken(file, { name: 'cron', scopes: ['lock:write'] });
+    tokens.jobs = addToken(file, { name: 'k8s-jobs', scopes: ['lock:write'] });
+    tokens.oncall = addToken(file, { name: 'on-call', scopes: ['lock:admin'] });
+    [server, browser] = await Promise.all([
+      startServerProcess({
+        args: [
+          ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+          ...['--auth-tokens-file', file],
+        ],
+      }),
+      launchBrowser(),
+    ]);
   });
   after(async () => {
     await browser?.close();
     await server?.stop();
+    dir?.remove();
   });
 
   test('a few realistic locks, one with waiters', async (t) => {
     const base = server.baseUrl;
     // Some history for the service page first.
     for (const who of ['ci-pipeline-4817', 'ci-pipeline-4819']) {
-      const lock = await acquire(base, { service: 'production-deployment', who, ttlSeconds: 900 });
-      await call(base, 'DELETE', `${API}/lock/${lock.id}`);
+      const lock = await acquire(base, { service: 'production-deployment', who, ttlSeconds: 900 }, tokens.ci);
+      await call(base, 'DELETE', `${API}/lock/${lock.id}`, undefined, bearer(tokens.ci));
     }
-    const stuck = await acquire(base, { service: 'production-deployment', who: 'ci-pipeline-4820' });
-    await call(base, 'POST', `${API}/lock/${stuck.id}/force-release`, {
-      reason: 'runner lost during deploy; approved by on-call',
-    });
-    await acquire(base, { service: 'production-deployment', who: 'ci-pipeline-4821', ttlSeconds: 900 });
-    await acquire(base, { service: 'orders-db-migration', who: 'migrate-job-42', ttlSeconds: 600 });
-    await acquire(base, { service: 'nightly-report', who: 'cron@report-01' });
-    await acquire(base, { service: 'staging-deployment', who: 'gitlab-runner-17', ttlSeconds: 1800 });
-    await acquire(base, { service: 'search-reindex', who: 'reindex-worker-3', ttlSeconds: 20 });
-    await acquire(base, { service: 'cache-warmup', who: 'k8s-cronjob-cache-warmup-28', ttlSeconds: 300 });
-    const waiters = [waitInLine(base, 'orders-db-migration', 'migrate-job-43')];
+    const stuck = await acquire(
+      base,
+      { service: 'production-deployment', who: 'ci-pipeline-4820' },
+      tokens.ci,
+    );
+    await call(
+      base,
+      'POST',
+      `${API}/lock/${stuck.id}/force-release`,
+      { reason: 'runner lost during deploy; approved by on-call' },
+      bearer(tokens.oncall),
+    );
+    const take = (service: string, who: string, token: string, ttlSeconds?: number) =>
+      acquire(base, { service, who, ...(ttlSeconds === undefined ? {} : { ttlSeconds }) }, token);
+    await take('production-deployment', 'ci-pipeline-4821', tokens.ci, 900);
+    await take('orders-db-migration', 'migrate-job-42', tokens.jobs, 600);
+    await take('nightly-report', 'cron@report-01', tokens.cron);
+    await take('staging-deployment', 'gitlab-runner-17', tokens.ci, 1800);
+    await take('search-reindex', 'reindex-worker-3', tokens.jobs, 20);
+    await take('cache-warmup', 'k8s-cronjob-cache-warmup-28', tokens.cron, 300);
+    const waiters = [waitInLine(base, 'orders-db-migration', 'migrate-job-43', tokens.jobs)];
     // In this order: the second joins the line after the first.
     await until(
       async () =>
-        ((await call(base, 'GET', `${API}/queue/orders-db-migration`)).json.waiters as unknown[]).length ===
-        1,
+        (
+          (await call(base, 'GET', `${API}/queue/orders-db-migration`, undefined, bearer(tokens.viewer))).json
+            .waiters as unknown[]
+        ).length === 1,
       5000,
       'the first waiter',
     );
-    waiters.push(waitInLine(base, 'orders-db-migration', 'migrate-job-44'));
+    waiters.push(waitInLine(base, 'orders-db-migration', 'migrate-job-44', tokens.jobs));
     const watched = await openPage(browser, { width: 1280, height: 560 });
     try {
       const { page } = watched;
+      // The sign-in prompt, then the table.
       await page.goto(`${base}/`);
+      await page.locator('#signin-dialog').waitFor();
+      await page.locator('#signin-token').fill('trk_mistyped');
+      await page.locator('#signin-submit').click();
+      await page.locator('#signin-error').waitFor();
+      await page.screenshot({ path: join(ARTIFACTS, 'dashboard-sign-in.png') });
+      await page.locator('#signin-token').fill(tokens.viewer);
+      await page.locator('#signin-submit').click();
+      await page.locator('#signin-dialog').waitFor({ state: 'hidden' });
       await page.locator('#status.live').waitFor();
       await until(
         async () =>
@@ -714,6 +1090,11 @@ describe('dashboard screenshots', () => {
         5000,
         'two waiters shown',
       );
+      assert.deepEqual([...new Set(await page.locator('#locks-body td.owner').allTextContents())].sort(), [
+        'cron',
+        'github-actions',
+        'k8s-jobs',
+      ]);
       // Let the clocks move off zero.
       await page.waitForTimeout(2500);
       await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png') });

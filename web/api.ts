@@ -13,6 +13,8 @@ export interface Lock {
   readonly expiresAt: string | null;
   readonly fencingToken: number;
   readonly waiters: number;
+  /** The name of the token that took it; null without authentication (absent: older server). */
+  readonly owner?: string | null;
 }
 
 export type EventType =
@@ -55,28 +57,56 @@ export interface History {
 /** The token when localStorage is unavailable (private modes may refuse it). */
 let memoryToken = '';
 
+/** The saved token ('' when none). */
 export function getToken(): string {
   try {
-    return localStorage.getItem(TOKEN_KEY) ?? '';
+    return localStorage.getItem(TOKEN_KEY) ?? memoryToken;
   } catch {
-    return '';
+    return memoryToken;
   }
 }
 
+/** Saves the token in this browser only (localStorage; memory when storage is refused). */
 export function setToken(token: string): void {
+  memoryToken = token;
   try {
     if (token === '') localStorage.removeItem(TOKEN_KEY);
     else localStorage.setItem(TOKEN_KEY, token);
   } catch {
     // Storage disabled: the token lasts until the page closes.
-    memoryToken = token;
   }
 }
 
 /** Headers every request carries: the bearer token when one is set. */
-export function authHeaders(): Record<string, string> {
-  const token = getToken() || memoryToken;
+export function authHeaders(token = getToken()): Record<string, string> {
   return token === '' ? {} : { authorization: `Bearer ${token}` };
+}
+
+/**
+ * What a call answered 401 does: resolves true once another token is in place (the user
+ * signed in), false when there will be none (the prompt was dismissed). Set by auth.ts.
+ */
+type UnauthorizedHandler = (rejected: string, status: number) => Promise<boolean>;
+let onUnauthorized: UnauthorizedHandler | undefined;
+
+export function setUnauthorizedHandler(handler: UnauthorizedHandler): void {
+  onUnauthorized = handler;
+}
+
+/** Calls made at most, per api() call: a sign-in or a rate-limit wait between two. */
+const MAX_ATTEMPTS = 4;
+/** Longest a call waits on a 429's Retry-After before retrying; longer ones fail at once. */
+const MAX_RETRY_AFTER_MS = 60_000;
+
+/**
+ * A Retry-After header (seconds, or an HTTP date) in ms; undefined when absent or
+ * unreadable. Never below one second.
+ */
+export function retryAfterMs(response: Response): number | undefined {
+  const header = response.headers.get('retry-after');
+  if (header === null || header.trim() === '') return undefined;
+  const seconds = /^\s*\d+\s*$/.test(header) ? Number(header) * 1000 : Date.parse(header) - Date.now();
+  return Number.isFinite(seconds) ? Math.max(1000, seconds) : undefined;
 }
 
 /** Server clock minus browser clock, from the Date header of answers (1 s resolution). */
@@ -103,13 +133,63 @@ export class ApiError extends Error {
     readonly status: number,
     readonly code: string,
     message: string,
+    /** For 429: when the server said to retry, in ms. */
+    readonly retryAfterMs?: number,
   ) {
     super(message);
   }
 }
 
-export async function api<T>(method: string, path: string, body?: unknown, signal?: AbortSignal): Promise<T> {
-  const headers: Record<string, string> = { accept: 'application/json', ...authHeaders() };
+export interface CallOptions {
+  readonly signal?: AbortSignal | undefined;
+  /** Told before the call waits out a rate limit (429), with the wait in ms. */
+  readonly onWait?: ((ms: number) => void) | undefined;
+}
+
+/**
+ * One API call, with its answer parsed. A 401 asks for a token (onUnauthorized) and calls
+ * again with it; a 429 RATE_LIMITED waits as long as Retry-After says (refused before the
+ * server did anything: safe to repeat) and calls again. At most MAX_ATTEMPTS calls.
+ */
+export async function api<T>(
+  method: string,
+  path: string,
+  body?: unknown,
+  options: CallOptions = {},
+): Promise<T> {
+  let failure: ApiError | undefined;
+  for (let attempt = 1; attempt <= MAX_ATTEMPTS; attempt++) {
+    const token = getToken();
+    try {
+      return await callOnce<T>(method, path, body, token, options.signal);
+    } catch (error) {
+      if (!(error instanceof ApiError) || attempt === MAX_ATTEMPTS) throw error;
+      failure = error;
+      if (error.status === 401 && onUnauthorized) {
+        if (await onUnauthorized(token, error.status)) continue;
+        throw error;
+      }
+      const wait = error.retryAfterMs ?? 1000;
+      if (error.status === 429 && error.code === 'RATE_LIMITED' && wait <= MAX_RETRY_AFTER_MS) {
+        options.onWait?.(wait);
+        await sleep(wait, options.signal);
+        continue;
+      }
+      throw error;
+    }
+  }
+  // Unreachable: the last attempt returns or throws.
+  throw failure ?? new Error('no attempt made');
+}
+
+async function callOnce<T>(
+  method: string,
+  path: string,
+  body: unknown,
+  token: string,
+  signal: AbortSignal | undefined,
+): Promise<T> {
+  const headers: Record<string, string> = { accept: 'application/json', ...authHeaders(token) };
   const init: RequestInit = { method, headers, cache: 'no-store' };
   if (signal) init.signal = signal;
   if (body !== undefined) {
@@ -131,17 +211,57 @@ export async function api<T>(method: string, path: string, body?: unknown, signa
       response.status,
       typeof error.code === 'string' ? error.code : `HTTP_${response.status}`,
       typeof error.error === 'string' ? error.error : `${response.status} ${response.statusText}`,
+      retryAfterMs(response),
     );
   }
   return json as T;
 }
 
-export function forceRelease(id: string, reason: string): Promise<{ success: boolean; lock: Lock }> {
-  return api('POST', `/lock/${encodeURIComponent(id)}/force-release`, reason === '' ? {} : { reason });
+/** Resolves after `ms`, or rejects when `signal` aborts first. */
+function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+  return new Promise((resolve, reject) => {
+    if (signal?.aborted) {
+      reject(signal.reason);
+      return;
+    }
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/**
+ * Checks a token before it is saved, with one cheap read: undefined when the server takes
+ * it, else the refusal (401: unknown token, 403: no lock:read, 429: too many tries).
+ */
+export async function checkToken(token: string): Promise<ApiError | undefined> {
+  try {
+    await callOnce('GET', '/locks/list?per_page=1', undefined, token, AbortSignal.timeout(10_000));
+    return undefined;
+  } catch (error) {
+    if (error instanceof ApiError) return error;
+    return new ApiError(0, 'NETWORK', error instanceof Error ? error.message : String(error));
+  }
+}
+
+export function forceRelease(
+  id: string,
+  reason: string,
+  onWait?: (ms: number) => void,
+): Promise<{ success: boolean; lock: Lock }> {
+  return api('POST', `/lock/${encodeURIComponent(id)}/force-release`, reason === '' ? {} : { reason }, {
+    onWait,
+  });
 }
 
 export function getQueue(service: string, signal?: AbortSignal): Promise<Queue> {
-  return api('GET', `/queue/${encodeURIComponent(service)}`, undefined, signal);
+  return api('GET', `/queue/${encodeURIComponent(service)}`, undefined, { signal });
 }
 
 export function getHistory(
@@ -152,5 +272,5 @@ export function getHistory(
   for (const [key, value] of Object.entries(query)) {
     if (value !== undefined) params.set(key, String(value));
   }
-  return api('GET', `/history?${params.toString()}`, undefined, signal);
+  return api('GET', `/history?${params.toString()}`, undefined, { signal });
 }

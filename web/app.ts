@@ -1,4 +1,14 @@
-import { API_BASE, authHeaders, type LockEvent, noteServerDate, type Snapshot, serverNow } from './api.js';
+import {
+  API_BASE,
+  authHeaders,
+  getToken,
+  type LockEvent,
+  noteServerDate,
+  retryAfterMs,
+  type Snapshot,
+  serverNow,
+} from './api.js';
+import { onTokenChange, setUpSignIn, signIn, tokenChanged } from './auth.js';
 import { setUpForceRelease, setUpSettings } from './dialogs.js';
 import { byId, setText } from './dom.js';
 import { ServicePage } from './service-page.js';
@@ -44,6 +54,8 @@ let derived: { version: number; filter: string; sortKey: SortKey; descending: bo
     nextExpiry: 0,
   };
 let loaded = false;
+/** The server refused the stream's token (401/403): nothing to show until another one. */
+let signedOut = false;
 
 /** Filters out expired and non-matching locks and sorts, when anything they depend on moved. */
 function derive(now: number): void {
@@ -69,7 +81,13 @@ function derive(now: number): void {
   }
   sortRows(rows, sortKey, descending);
   derived = { version: state.version, filter, sortKey, descending, nextExpiry };
-  const empty = !loaded ? 'Loading…' : live === 0 ? 'No locks are held.' : 'No lock matches the filter.';
+  const empty = signedOut
+    ? 'Sign in with an API token to see the locks.'
+    : !loaded
+      ? 'Loading…'
+      : live === 0
+        ? 'No locks are held.'
+        : 'No lock matches the filter.';
   table.setRows(rows, empty);
   const noun = live === 1 ? 'lock' : 'locks';
   setText(
@@ -124,31 +142,55 @@ function onMessage(message: { event: string; data: string }): void {
 function onStatus(status: StreamStatus): void {
   document.body.classList.toggle('stale', status.state !== 'live' && loaded);
   statusLabel.className = `status ${status.state}`;
+  const wasSignedOut = signedOut;
+  if (status.state === 'live' || status.state === 'unauthorized') signedOut = status.state === 'unauthorized';
+  if (signedOut !== wasSignedOut) {
+    // Force a new derive: the empty table's text changed.
+    derived = { ...derived, version: -1 };
+    scheduleRender();
+  }
   switch (status.state) {
     case 'live':
       statusLabel.textContent = 'Live';
+      break;
+    case 'unauthorized':
+      statusLabel.textContent =
+        status.status === 401 ? 'Sign-in required' : 'This token may not view the locks (403)';
       break;
     case 'connecting':
       statusLabel.textContent = status.attempt > 1 ? 'Reconnecting…' : 'Connecting…';
       break;
     case 'retrying':
       statusLabel.textContent =
-        status.status === 401 || status.status === 403
-          ? `Not authorized (${status.status}): set an API token in Settings`
+        status.status === 429
+          ? `Rate limited, retrying in ${Math.ceil(status.inMs / 1000)} s`
           : `Offline (${status.reason}), retrying in ${Math.ceil(status.inMs / 1000)} s`;
       break;
   }
 }
 
+setUpSignIn();
+setUpSettings();
+
+/** The token the stream connected with last. */
+let streamToken = '';
 const watch = watchStream({
   url: () => `${API_BASE}/watch`,
-  headers: authHeaders,
+  headers: () => {
+    streamToken = getToken();
+    return authHeaders(streamToken);
+  },
   onMessage,
   onStatus,
   onResponse: noteServerDate,
+  retryAfterMs,
+  // Refused: ask for a token; dismissed, wait until one is set (Sign in, Settings).
+  onUnauthorized: async (status) => {
+    if (!(await signIn(streamToken, status))) await tokenChanged();
+  },
 });
 
-setUpSettings(() => {
+onTokenChange(() => {
   watch.restart();
   servicePage.reload();
 });

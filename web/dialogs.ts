@@ -1,4 +1,5 @@
-import { ApiError, forceRelease, getToken, type Lock, setToken } from './api.js';
+import { ApiError, forceRelease, getToken, type Lock } from './api.js';
+import { saveToken } from './auth.js';
 import { byId, h } from './dom.js';
 import { formatDuration } from './format.js';
 
@@ -44,7 +45,9 @@ export function setUpForceRelease(now: () => number): (lock: Lock) => void {
     busy = true;
     confirm.disabled = true;
     error.hidden = true;
-    forceRelease(lock.id, text).then(
+    const waitNote = (ms: number) =>
+      showError(`Too many requests: trying again in ${Math.ceil(ms / 1000)} s…`, 'muted small');
+    forceRelease(lock.id, text, waitNote).then(
       () => {
         busy = false;
         confirm.disabled = false;
@@ -54,19 +57,14 @@ export function setUpForceRelease(now: () => number): (lock: Lock) => void {
       (failure: unknown) => {
         busy = false;
         confirm.disabled = false;
-        if (failure instanceof ApiError && failure.status === 404) {
-          showError('This lock is no longer held: it was released or expired meanwhile.');
-        } else if (failure instanceof ApiError && (failure.status === 401 || failure.status === 403)) {
-          showError(`Not allowed (${failure.status}): set an API token in Settings.`);
-        } else {
-          showError(`Force release failed: ${failure instanceof Error ? failure.message : String(failure)}`);
-        }
+        showError(failureText(failure));
       },
     );
   });
 
-  function showError(text: string): void {
+  function showError(text: string, kind = 'error'): void {
     error.textContent = text;
+    error.className = kind;
     error.hidden = false;
   }
 
@@ -78,6 +76,8 @@ export function setUpForceRelease(now: () => number): (lock: Lock) => void {
       h('dd', null, lock.service),
       h('dt', null, 'Held by'),
       h('dd', null, lock.who),
+      h('dt', null, 'Owner'),
+      h('dd', null, ownerText(lock)),
       h('dt', null, 'Held for'),
       h('dd', null, formatDuration(now() - createdMs)),
       h('dt', null, 'Fencing token'),
@@ -93,8 +93,34 @@ export function setUpForceRelease(now: () => number): (lock: Lock) => void {
   };
 }
 
-/** The settings dialog; `onSaved` runs when the token changed. */
-export function setUpSettings(onSaved: () => void): void {
+/** Why a force release failed, in words (403: what the token lacks). */
+function failureText(failure: unknown): string {
+  if (!(failure instanceof ApiError)) {
+    return `Force release failed: ${failure instanceof Error ? failure.message : String(failure)}`;
+  }
+  switch (failure.status) {
+    case 404:
+      return 'This lock is no longer held: it was released or expired meanwhile.';
+    case 401:
+      return 'Not signed in: a valid API token is needed to force-release.';
+    case 403:
+      return /service/.test(failure.message)
+        ? 'This token may not force-release: it may not use this service.'
+        : 'This token may not force-release: it needs lock:admin.';
+    case 429:
+      return `Too many requests: try again in ${Math.ceil((failure.retryAfterMs ?? 1000) / 1000)} s.`;
+    default:
+      return `Force release failed: ${failure.message}`;
+  }
+}
+
+/** A lock's owner (the name of the token that took it), or why there is none. */
+export function ownerText(lock: Lock): string {
+  return lock.owner ?? '— (no token)';
+}
+
+/** The settings dialog: the token can be changed or removed here at any time. */
+export function setUpSettings(): void {
   const dialog = byId<HTMLDialogElement>('settings-dialog');
   const form = byId<HTMLFormElement>('settings-form');
   const input = byId<HTMLInputElement>('token');
@@ -108,11 +134,10 @@ export function setUpSettings(onSaved: () => void): void {
     event.preventDefault();
     const token = input.value.trim();
     const changed = token !== getToken();
-    setToken(token);
     dialog.close();
     if (changed) {
       toast(token === '' ? 'Token removed.' : 'Token saved.');
-      onSaved();
+      saveToken(token);
     }
   });
 }

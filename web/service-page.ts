@@ -229,7 +229,9 @@ export class ServicePage {
   private renderHolder(now: number): void {
     const row = this.service === undefined ? undefined : this.deps.state.ofService(this.service);
     const held = row && row.expiresMs > now ? row : undefined;
-    const key = held ? `${held.lock.id}:${held.lock.expiresAt}:${held.lock.waiters}` : 'free';
+    const key = held
+      ? `${held.lock.id}:${held.lock.expiresAt}:${held.lock.waiters}:${held.lock.owner ?? ''}`
+      : 'free';
     const heldFor = held ? formatDuration(now - held.createdMs) : '';
     const expires = !held
       ? ''
@@ -260,6 +262,12 @@ export class ServicePage {
             { class: 'details' },
             h('dt', null, 'Held by'),
             h('dd', { class: 'holder-who' }, lock.who),
+            h('dt', null, 'Owner'),
+            h(
+              'dd',
+              { class: lock.owner ? 'holder-owner' : 'holder-owner muted' },
+              lock.owner ?? '— (taken without a token)',
+            ),
             h('dt', null, 'Held for'),
             h('dd', { class: 'holder-held' }),
             h('dt', null, 'Expires in'),
@@ -420,7 +428,11 @@ export class ServicePage {
           null,
           h('td', { class: 'when' }, formatDateTime(Date.parse(event.at))),
           h('td', null, h('span', { class: `badge ${event.type}` }, event.type)),
-          h('td', { class: 'who' }, event.who),
+          h(
+            'td',
+            { class: 'who', attrs: { title: event.lock.owner ? `owner: ${event.lock.owner}` : event.who } },
+            event.who,
+          ),
           h('td', { class: 'num' }, formatSeconds(event.heldSeconds)),
           h('td', { class: 'num' }, event.lock.fencingToken === null ? '' : String(event.lock.fencingToken)),
           h('td', { class: 'reason' }, event.reason ?? ''),
@@ -472,9 +484,9 @@ function ticks(start: number, end: number): number[] {
 
 function describe(error: unknown, what: string): string {
   if (error instanceof ApiError) {
-    if (error.status === 401 || error.status === 403) {
-      return `Cannot load the ${what} (${error.status}): set an API token in Settings.`;
-    }
+    if (error.status === 401) return `Cannot load the ${what}: sign in with an API token first.`;
+    if (error.status === 403) return `Cannot load the ${what}: this token may not (${error.message}).`;
+    if (error.status === 429) return `Cannot load the ${what}: too many requests; try again shortly.`;
     return `Cannot load the ${what}: ${error.message}`;
   }
   return `Cannot load the ${what}: ${error instanceof Error ? error.message : String(error)}`;

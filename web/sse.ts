@@ -94,7 +94,16 @@ export class SseParser {
 export type StreamStatus =
   | { readonly state: 'connecting'; readonly attempt: number }
   | { readonly state: 'live' }
-  | { readonly state: 'retrying'; readonly inMs: number; readonly reason: string; readonly status?: number };
+  | { readonly state: 'retrying'; readonly inMs: number; readonly reason: string; readonly status?: number }
+  /** 401 or 403: waiting for another token (onUnauthorized). */
+  | { readonly state: 'unauthorized'; readonly status: number };
+
+interface Ended {
+  readonly reason: string;
+  readonly status?: number;
+  /** The answer's Retry-After, in ms. */
+  readonly retryAfterMs?: number;
+}
 
 export interface WatchOptions {
   readonly url: () => string;
@@ -105,6 +114,13 @@ export interface WatchOptions {
   /** Reconnect when nothing (not even a keep-alive) arrived for this long. */
   readonly idleTimeoutMs?: number;
   readonly onResponse?: (response: Response) => void;
+  /**
+   * On a 401 or 403 answer: resolves when it is worth connecting again (another token).
+   * Without it, such answers are retried with backoff like any other failure.
+   */
+  readonly onUnauthorized?: (status: number) => Promise<unknown>;
+  /** Reads Retry-After of a refused connection (429, 503), in ms. */
+  readonly retryAfterMs?: (response: Response) => number | undefined;
 }
 
 export interface Watch {
@@ -115,6 +131,8 @@ export interface Watch {
 
 const MIN_BACKOFF_MS = 500;
 const MAX_BACKOFF_MS = 15_000;
+/** The longest wait a Retry-After header can impose before the next attempt. */
+const MAX_RETRY_AFTER_MS = 300_000;
 
 /** Keeps one stream open, reconnecting with backoff and Last-Event-ID, until closed. */
 export function watchStream(options: WatchOptions): Watch {
@@ -129,18 +147,20 @@ export function watchStream(options: WatchOptions): Watch {
   /** Set by restart(): reconnect without backoff. */
   let restartNow = false;
 
-  const sleep = (ms: number) =>
+  /** Resolves after `ms`, or when `until` resolves, or at once on restart() or close(). */
+  const sleep = (ms: number, until?: Promise<unknown>) =>
     new Promise<void>((resolve) => {
-      const timer = setTimeout(done, ms);
+      const timer = Number.isFinite(ms) ? setTimeout(done, ms) : undefined;
       function done() {
         clearTimeout(timer);
-        wake = undefined;
+        if (wake === done) wake = undefined;
         resolve();
       }
       wake = done;
+      until?.then(done, done);
     });
 
-  async function connectOnce(): Promise<{ reason: string; status?: number }> {
+  async function connectOnce(): Promise<Ended> {
     controller = new AbortController();
     const { signal } = controller;
     let idleTimer: ReturnType<typeof setTimeout> | undefined;
@@ -155,7 +175,14 @@ export function watchStream(options: WatchOptions): Watch {
       const response = await fetch(options.url(), { headers, signal, cache: 'no-store' });
       options.onResponse?.(response);
       if (!response.ok || !response.body) {
-        return { reason: `HTTP ${response.status}`, status: response.status };
+        const retryAfterMs = response.ok ? undefined : options.retryAfterMs?.(response);
+        // Nobody reads the refusal's body: let the connection go.
+        void response.body?.cancel().catch(() => {});
+        return {
+          reason: response.status === 429 ? 'rate limited' : `HTTP ${response.status}`,
+          status: response.status,
+          ...(retryAfterMs === undefined ? {} : { retryAfterMs }),
+        };
       }
       options.onStatus({ state: 'live' });
       const parser = new SseParser(lastEventId);
@@ -201,10 +228,29 @@ export function watchStream(options: WatchOptions): Watch {
         restartNow = false;
         continue;
       }
-      // The server's retry advice is the least wait; repeated failures back off further.
-      const inMs = Math.min(Math.max(serverRetryMs ?? 0, backoffMs), MAX_BACKOFF_MS);
+      const { onUnauthorized } = options;
+      if (onUnauthorized && (ended.status === 401 || ended.status === 403)) {
+        // Another try with the same token gets the same answer: wait for a new one.
+        options.onStatus({ state: 'unauthorized', status: ended.status });
+        await sleep(Number.POSITIVE_INFINITY, onUnauthorized(ended.status));
+        restartNow = false;
+        attempt = 0;
+        backoffMs = MIN_BACKOFF_MS;
+        continue;
+      }
+      // The server's retry advice is the least wait; repeated failures back off further. A
+      // refusal's Retry-After (429) is waited out in full.
+      const inMs =
+        ended.retryAfterMs !== undefined
+          ? Math.min(Math.max(ended.retryAfterMs, backoffMs), MAX_RETRY_AFTER_MS)
+          : Math.min(Math.max(serverRetryMs ?? 0, backoffMs), MAX_BACKOFF_MS);
       backoffMs = Math.min(backoffMs * 2, MAX_BACKOFF_MS);
-      options.onStatus({ state: 'retrying', inMs, ...ended });
+      options.onStatus({
+        state: 'retrying',
+        inMs,
+        reason: ended.reason,
+        ...(ended.status ? { status: ended.status } : {}),
+      });
       await sleep(inMs);
     }
   })();

@@ -6,7 +6,7 @@ export interface Row {
   readonly createdMs: number;
   /** Infinity without a TTL. */
   readonly expiresMs: number;
-  /** Lower-cased "service\nwho\nid", for the filter. */
+  /** Lower-cased "service\nwho\nowner\nid", for the filter. */
   readonly search: string;
 }
 
@@ -16,7 +16,7 @@ function toRow(lock: Lock): Row {
     lock,
     createdMs: Date.parse(lock.createdAt),
     expiresMs: Number.isNaN(expiresMs) ? Number.POSITIVE_INFINITY : expiresMs,
-    search: `${lock.service}\n${lock.who}\n${lock.id}`.toLowerCase(),
+    search: `${lock.service}\n${lock.who}\n${lock.owner ?? ''}\n${lock.id}`.toLowerCase(),
   };
 }
 
@@ -114,6 +114,7 @@ function sameLock(a: Lock, b: Lock): boolean {
   return (
     a.who === b.who &&
     a.service === b.service &&
+    (a.owner ?? null) === (b.owner ?? null) &&
     a.createdAt === b.createdAt &&
     a.expiresAt === b.expiresAt &&
     a.ttlSeconds === b.ttlSeconds &&

@@ -8,11 +8,14 @@ export const ROW_HEIGHT = 36;
 const OVERSCAN = 8;
 const FRESH_MS = 2000;
 
-export type SortKey = 'service' | 'who' | 'held' | 'expires' | 'token' | 'waiters';
+export type SortKey = 'service' | 'who' | 'owner' | 'held' | 'expires' | 'token' | 'waiters';
 
 const COMPARE: Record<SortKey, (a: Row, b: Row) => number> = {
   service: (a, b) => cmp(a.lock.service, b.lock.service),
   who: (a, b) => cmp(a.lock.who, b.lock.who) || cmp(a.lock.service, b.lock.service),
+  // Locks without an owner (taken without authentication) last.
+  owner: (a, b) =>
+    cmp(a.lock.owner ?? '\uffff', b.lock.owner ?? '\uffff') || cmp(a.lock.service, b.lock.service),
   // Held longest first when ascending: the oldest createdAt.
   held: (a, b) => a.createdMs - b.createdMs || cmp(a.lock.service, b.lock.service),
   expires: (a, b) => cmpNumber(a.expiresMs, b.expiresMs) || cmp(a.lock.service, b.lock.service),
@@ -37,6 +40,7 @@ interface RowView {
   readonly tr: HTMLTableRowElement;
   readonly service: HTMLAnchorElement;
   readonly who: HTMLTableCellElement;
+  readonly owner: HTMLTableCellElement;
   readonly held: HTMLTableCellElement;
   readonly expires: HTMLTableCellElement;
   readonly token: HTMLTableCellElement;
@@ -55,7 +59,9 @@ export class LockTable {
   private readonly pool: RowView[] = [];
   private readonly top = h('tr', { class: 'spacer', attrs: { 'aria-hidden': 'true' } });
   private readonly bottom = h('tr', { class: 'spacer', attrs: { 'aria-hidden': 'true' } });
-  private readonly empty = h('tr', { class: 'empty' }, h('td', { attrs: { colspan: '7' } }));
+  /** The one cell of the row shown instead of locks (it spans every column). */
+  private readonly emptyCell = h('td', { attrs: { colspan: '8' } });
+  private readonly empty = h('tr', { class: 'empty' }, this.emptyCell);
   private shown = -1;
   private readonly fresh = new Map<string, number>();
 
@@ -68,7 +74,7 @@ export class LockTable {
   /** The rows to show (already filtered and sorted), and what to say when there are none. */
   setRows(rows: Row[], emptyText: string): void {
     this.rows = rows;
-    setText(this.empty, emptyText);
+    setText(this.emptyCell, emptyText);
   }
 
   /** Highlights a lock for a moment (it just appeared or changed). */
@@ -116,6 +122,11 @@ export class LockTable {
       view.service.href = `#/services/${encodeURIComponent(lock.service)}`;
       setText(view.who, lock.who);
       view.who.title = lock.who;
+      const owner = lock.owner ?? null;
+      setText(view.owner, owner ?? '—');
+      view.owner.title =
+        owner === null ? 'Taken without a token (authentication off)' : `Taken with the token "${owner}"`;
+      view.owner.className = owner === null ? 'owner muted' : 'owner';
       view.service.title = lock.service;
       setText(view.token, String(lock.fencingToken));
       setText(view.waiters, lock.waiters === 0 ? '0' : String(lock.waiters));
@@ -141,6 +152,7 @@ export class LockTable {
       tr: h('tr', { class: 'row' }),
       service,
       who: h('td', { class: 'who' }),
+      owner: h('td', { class: 'owner' }),
       held: h('td', { class: 'num' }),
       expires: h('td', { class: 'num' }),
       token: h('td', { class: 'num' }),
@@ -151,6 +163,7 @@ export class LockTable {
     view.tr.append(
       h('td', { class: 'service' }, service),
       view.who,
+      view.owner,
       view.held,
       view.expires,
       view.token,
