@@ -4,7 +4,8 @@
  */
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -15,6 +16,7 @@ import {
   startServerProcess,
   tempDir,
 } from './support/server-process.js';
+import { makeTlsFiles, type TlsFiles } from './support/tls.js';
 
 const CLI = join(ROOT, 'dist/src/cli/main.js');
 const API = '/api/v1alpha1';
@@ -489,5 +491,500 @@ describe('tracker CLI', () => {
       earlier.every((event) => event.type !== 'released'),
       'run did not release it again: it was already gone',
     );
+  });
+});
+
+/** This process's environment without the variables that give the CLI a token, a tokens file or TLS files. */
+function cleanEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
+  const env = { ...process.env };
+  for (const name of [
+    'TRACKER_URL',
+    'TRACKER_TOKEN',
+    'TRACKER_AUTH_TOKENS_FILE',
+    'TRACKER_CA_FILE',
+    'TRACKER_CLIENT_CERT_FILE',
+    'TRACKER_CLIENT_KEY_FILE',
+  ]) {
+    delete env[name];
+  }
+  return { ...env, ...extra };
+}
+
+/** `tracker ...` with exactly these Tracker variables. */
+function trackerWith(env: NodeJS.ProcessEnv, args: string[], cwd?: string) {
+  return runToExit(process.execPath, [CLI, ...args], { env: cleanEnv(env), timeoutMs: 30_000, cwd });
+}
+
+const sha256 = (text: string) => `sha256:${createHash('sha256').update(text).digest('hex')}`;
+const TOKEN = /^trk_[A-Za-z0-9_-]{43}\n$/;
+const SERVER_ARGS = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
+
+/** `tracker token create`: the token, checked to be printed alone. */
+async function createToken(file: string, name: string, scopes: string, services?: string): Promise<string> {
+  const args = ['token', 'create', '--name', name, '--scopes', scopes, '--file', file];
+  if (services !== undefined) args.push('--services', services);
+  const created = await trackerWith({}, args);
+  assert.equal(created.code, 0, created.stderr);
+  assert.match(created.stdout, TOKEN);
+  return created.stdout.trim();
+}
+
+/** Polls `check` every 50 ms, at most `tries` times; true once it holds. */
+async function eventually(check: () => Promise<boolean>, tries = 200): Promise<boolean> {
+  for (let i = 0; i < tries; i++) {
+    if (await check()) return true;
+    await delay(50);
+  }
+  return false;
+}
+
+describe('tracker token', () => {
+  let dir: ReturnType<typeof tempDir>;
+  before(() => {
+    dir = tempDir();
+  });
+  after(() => dir?.remove());
+
+  test('create prints the token alone, once; the file (mode 0600) holds only its hash', async () => {
+    const file = join(dir.path, 'tokens.yaml');
+    const created = await trackerWith({}, [
+      'token',
+      'create',
+      '--name',
+      'ci',
+      '--scopes',
+      'lock:write',
+      '--services',
+      'deploy-*,release-?',
+      '--file',
+      file,
+    ]);
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stdout, TOKEN, 'the token alone on stdout, for TOKEN=$(...)');
+    const token = created.stdout.trim();
+    assert.match(
+      created.stderr,
+      /^tracker: added token "ci" to .*tokens\.yaml: scopes lock:write; services deploy-\*, release-\?\n/,
+    );
+    assert.match(created.stderr, /store it now, it is not kept\n$/);
+    assert.ok(!created.stderr.includes(token), 'the token is printed once');
+
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const text = readFileSync(file, 'utf8');
+    assert.ok(!text.includes(token), 'the file never holds the token');
+    assert.ok(!text.includes(token.slice(4)), 'nor its random part');
+    assert.ok(text.includes(sha256(token)), 'only its SHA-256 hash');
+
+    // The file from TRACKER_AUTH_TOKENS_FILE, several scopes; the file keeps its mode.
+    const second = await trackerWith({ TRACKER_AUTH_TOKENS_FILE: file }, [
+      'token',
+      'create',
+      '--name',
+      'ops.admin',
+      '--scopes',
+      'lock:read,lock:admin',
+    ]);
+    assert.equal(second.code, 0, second.stderr);
+    assert.match(second.stdout, TOKEN);
+    assert.notEqual(second.stdout.trim(), token);
+    assert.match(second.stderr, /services \(all\)/);
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+
+    const listed = await trackerWith({ TRACKER_AUTH_TOKENS_FILE: file }, ['token', 'list']);
+    assert.equal(listed.code, 0, listed.stderr);
+    const [header, ...rows] = listed.stdout.trimEnd().split('\n');
+    assert.match(header ?? '', /^NAME +SCOPES +SERVICES +CREATED$/);
+    assert.match(
+      rows[0] ?? '',
+      /^ci +lock:write +deploy-\*,release-\? +\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}Z$/,
+    );
+    assert.match(rows[1] ?? '', /^ops\.admin +lock:read,lock:admin +\(all\) +\d{4}-/);
+    assert.doesNotMatch(listed.stdout, /sha256|trk_/, 'never a hash, never a token');
+    const json = await trackerWith({}, ['token', 'list', '--file', file, '--json']);
+    assert.deepEqual(
+      (JSON.parse(json.stdout) as Array<{ name: string; scopes: string[]; services: string[] | null }>).map(
+        ({ name, scopes, services }) => [name, scopes, services],
+      ),
+      [
+        ['ci', ['lock:write'], ['deploy-*', 'release-?']],
+        ['ops.admin', ['lock:read', 'lock:admin'], null],
+      ],
+    );
+    assert.doesNotMatch(json.stdout, /sha256|hash/);
+
+    const taken = await trackerWith({}, [
+      'token',
+      'create',
+      '--name',
+      'ci',
+      '--scopes',
+      'lock:read',
+      '--file',
+      file,
+    ]);
+    assert.equal(taken.code, 1);
+    assert.equal(taken.stdout, '');
+    assert.match(taken.stderr, /^tracker: .*a token named "ci" exists already \(revoke it first\)\n$/);
+
+    const revoked = await trackerWith({}, ['token', 'revoke', '--name', 'ci', '--file', file]);
+    assert.equal(revoked.code, 0, revoked.stderr);
+    assert.match(revoked.stdout, /^revoked token "ci" in /);
+    assert.ok(!readFileSync(file, 'utf8').includes(sha256(token)));
+    assert.equal(statSync(file).mode & 0o777, 0o600);
+    const again = await trackerWith({}, ['token', 'revoke', '--name', 'ci', '--file', file]);
+    assert.equal(again.code, 1);
+    assert.match(again.stderr, /^tracker: no such token: "ci" in .*\n$/);
+    const rest = await trackerWith({}, ['token', 'list', '--file', file]);
+    assert.match(rest.stdout, /^NAME .*\nops\.admin /);
+    assert.doesNotMatch(rest.stdout, /^ci /m);
+  });
+
+  test('usage errors exit 2 with one line; file errors exit 1', async () => {
+    const file = join(dir.path, 'usage.json');
+    for (const args of [
+      ['token'],
+      ['token', 'nope'],
+      ['token', 'create', '--scopes', 'lock:read', '--file', file],
+      ['token', 'create', '--name', 'x', '--file', file],
+      ['token', 'create', '--name', 'has space', '--scopes', 'lock:read', '--file', file],
+      ['token', 'create', '--name', 'x'.repeat(65), '--scopes', 'lock:read', '--file', file],
+      ['token', 'create', '--name', 'x', '--scopes', 'lock:delete', '--file', file],
+      ['token', 'create', '--name', 'x', '--scopes', 'lock:read,', '--file', file],
+      ['token', 'create', '--name', 'x', '--scopes', 'lock:read', '--services', '', '--file', file],
+      ['token', 'create', '--name', 'x', '--scopes', 'lock:read'],
+      ['token', 'create', '--name', 'x', '--scopes', 'lock:read', '--file', file, 'extra'],
+      ['token', 'list'],
+      ['token', 'revoke', '--file', file],
+      ['token', 'revoke', '--name', 'x', '--who', 'y', '--file', file],
+    ]) {
+      const usage = await trackerWith({}, args);
+      assert.equal(usage.code, 2, args.join(' '));
+      assert.equal(usage.stdout, '', args.join(' '));
+      assert.equal(usage.stderr.split('\n').length, 2, args.join(' '));
+    }
+    for (const args of [
+      ['token', 'list', '--file', join(dir.path, 'missing.yaml')],
+      ['token', 'revoke', '--name', 'x', '--file', join(dir.path, 'missing.yaml')],
+      [
+        'token',
+        'create',
+        '--name',
+        'x',
+        '--scopes',
+        'lock:read',
+        '--file',
+        join(dir.path, 'no/such/dir.yaml'),
+      ],
+    ]) {
+      const failed = await trackerWith({}, args);
+      assert.equal(failed.code, 1, args.join(' '));
+      assert.match(failed.stderr, /^tracker: [^\n]+\n$/, args.join(' '));
+    }
+    const help = await trackerWith({}, ['token', 'create', '--help']);
+    assert.equal(help.code, 0);
+    assert.match(help.stdout, /--scopes S +lock:read/);
+    assert.match((await trackerWith({}, ['--help'])).stdout, /token create --name N --scopes S\[,S\]/);
+  });
+});
+
+describe('tracker client commands with authentication', () => {
+  let dir: ReturnType<typeof tempDir>;
+  let file: string;
+  let server: ServerProcess;
+  const tokens: Record<'admin' | 'writer' | 'reader' | 'deployer', string> = {
+    admin: '',
+    writer: '',
+    reader: '',
+    deployer: '',
+  };
+  /** `tracker` against the server with TRACKER_TOKEN set (or none for null). */
+  const as = (token: string | null, args: string[]) =>
+    trackerWith(
+      token === null
+        ? { TRACKER_URL: server.baseUrl }
+        : { TRACKER_URL: server.baseUrl, TRACKER_TOKEN: token },
+      args,
+    );
+
+  before(async () => {
+    dir = tempDir();
+    file = join(dir.path, 'tokens.yaml');
+    tokens.admin = await createToken(file, 'admin', 'lock:admin');
+    tokens.writer = await createToken(file, 'writer', 'lock:write');
+    tokens.reader = await createToken(file, 'reader', 'lock:read');
+    tokens.deployer = await createToken(file, 'deployer', 'lock:write', 'deploy-*');
+    server = await startServerProcess({ args: [...SERVER_ARGS, '--auth-tokens-file', file] });
+  });
+  after(async () => {
+    await server?.stop();
+    dir?.remove();
+  });
+
+  test('TRACKER_TOKEN is sent: acquire and release with a write token; the lock records its owner', async () => {
+    const service = unique('auth');
+    const acquired = await as(tokens.writer, [
+      'lock',
+      'acquire',
+      '--service',
+      service,
+      '--who',
+      'ci-1',
+      '--json',
+    ]);
+    assert.equal(acquired.code, 0, acquired.stderr);
+    const lock = JSON.parse(acquired.stdout) as { id: string; owner: string | null; who: string };
+    assert.deepEqual([lock.who, lock.owner], ['ci-1', 'writer']);
+    const table = await as(tokens.reader, ['lock', 'list', '--service', service]);
+    assert.equal(table.code, 0, table.stderr);
+    assert.match(table.stdout, /^SERVICE +WHO +AGE +EXPIRES IN +TOKEN +WAITERS +OWNER\n/);
+    assert.match(table.stdout, new RegExp(`\\n${service} +ci-1 .* writer\\n$`));
+    const released = await as(tokens.writer, ['lock', 'release', lock.id]);
+    assert.equal(released.code, 0, released.stderr);
+
+    // --token wins over TRACKER_TOKEN.
+    const flagged = await as('trk_wrong', [
+      'lock',
+      'acquire',
+      '--service',
+      service,
+      '--token',
+      tokens.writer,
+    ]);
+    assert.equal(flagged.code, 0, flagged.stderr);
+    assert.equal((await as(tokens.writer, ['lock', 'release', flagged.stdout.trim()])).code, 0);
+
+    const ran = await as(tokens.writer, [
+      'run',
+      '--service',
+      service,
+      '--ttl',
+      '1m',
+      '--',
+      'sh',
+      '-c',
+      'echo "$TRACKER_SERVICE"',
+    ]);
+    assert.equal(ran.code, 0, ran.stderr);
+    assert.equal(ran.stdout, `${service}\n`);
+  });
+
+  test('no token, or an unknown one: exit 1 with one line (401)', async () => {
+    const none = await as(null, ['lock', 'list']);
+    assert.equal(none.code, 1);
+    assert.equal(
+      none.stderr,
+      'tracker: unauthenticated: a valid bearer token is required (set TRACKER_TOKEN or pass --token)\n',
+    );
+    const unknown = await as('trk_not-a-token', ['lock', 'acquire', '--service', unique('x')]);
+    assert.equal(unknown.code, 1);
+    assert.equal(unknown.stderr, 'tracker: unauthenticated: a valid bearer token is required\n');
+    const ran = await as(null, ['run', '--service', unique('x'), '--', 'sh', '-c', 'echo ran']);
+    assert.equal(ran.code, 1);
+    assert.equal(ran.stdout, '', 'the command did not run');
+  });
+
+  test('scopes and service patterns: exit 1 with one line (403)', async () => {
+    const reader = await as(tokens.reader, ['lock', 'acquire', '--service', unique('read-only')]);
+    assert.equal(reader.code, 1);
+    assert.equal(reader.stderr, 'tracker: permission denied: this token lacks the lock:write scope\n');
+    const run = await as(tokens.reader, [
+      'run',
+      '--service',
+      unique('read-only'),
+      '--',
+      'sh',
+      '-c',
+      'echo ran',
+    ]);
+    assert.equal(run.code, 1);
+    assert.equal(run.stdout, '');
+
+    const deploy = unique('deploy');
+    const own = await as(tokens.deployer, ['lock', 'acquire', '--service', deploy]);
+    assert.equal(own.code, 0, own.stderr);
+    const other = await as(tokens.deployer, ['lock', 'acquire', '--service', unique('other')]);
+    assert.equal(other.code, 1);
+    assert.match(
+      other.stderr,
+      /^tracker: permission denied: this token may not use the service "other-[0-9a-f]+"\n$/,
+    );
+    assert.equal((await as(tokens.deployer, ['lock', 'release', own.stdout.trim()])).code, 0);
+  });
+
+  test("another token's lock: release refused (403); an admin token may release it", async () => {
+    const service = unique('deploy-shared');
+    const id = (await as(tokens.writer, ['lock', 'acquire', '--service', service])).stdout.trim();
+    assert.match(id, /^[0-9a-f-]{36}$/);
+    const refused = await as(tokens.deployer, ['lock', 'release', id]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /^tracker: permission denied: [^\n]+\n$/);
+    const admin = await as(tokens.admin, ['lock', 'release', id]);
+    assert.equal(admin.code, 0, admin.stderr);
+    assert.equal((await as(tokens.admin, ['lock', 'get', id])).code, 1, 'gone');
+  });
+
+  test('a token created while the server runs is accepted without a restart (the file is watched)', async () => {
+    const late = await createToken(file, unique('late'), 'lock:read');
+    const accepted = await eventually(async () => (await as(late, ['lock', 'list'])).code === 0);
+    assert.ok(accepted, 'the new token was accepted within 10 s');
+  });
+});
+
+describe('tracker server reloads the tokens file on SIGHUP', () => {
+  test('a token revoked where no watch sees it is refused after SIGHUP', async () => {
+    // The server is given a symbolic link to the file, in another folder: it watches the
+    // link's folder, so a change made through the real path is seen only on SIGHUP.
+    const dir = tempDir();
+    let server: ServerProcess | undefined;
+    try {
+      mkdirSync(join(dir.path, 'real'));
+      mkdirSync(join(dir.path, 'link'));
+      const real = join(dir.path, 'real', 'tokens.json');
+      const link = join(dir.path, 'link', 'tokens.json');
+      const kept = await createToken(real, 'kept', 'lock:read');
+      const doomed = await createToken(real, 'doomed', 'lock:read');
+      symlinkSync(real, link);
+      server = await startServerProcess({ args: [...SERVER_ARGS, '--auth-tokens-file', link] });
+      const list = (token: string) =>
+        trackerWith({ TRACKER_URL: (server as ServerProcess).baseUrl, TRACKER_TOKEN: token }, [
+          'lock',
+          'list',
+        ]);
+      assert.equal((await list(doomed)).code, 0);
+
+      const revoked = await trackerWith({}, ['token', 'revoke', '--name', 'doomed', '--file', real]);
+      assert.equal(revoked.code, 0, revoked.stderr);
+      await delay(500); // past the watch's 100 ms debounce
+      assert.equal((await list(doomed)).code, 0, 'not reloaded yet: no watch saw the change');
+
+      server.child.kill('SIGHUP');
+      const refused = await eventually(async () => (await list(doomed)).code === 1);
+      assert.ok(refused, 'refused within 10 s of SIGHUP');
+      const refusedAfter = await list(doomed);
+      assert.equal(refusedAfter.stderr, 'tracker: unauthenticated: a valid bearer token is required\n');
+      assert.equal((await list(kept)).code, 0, 'the other token still works');
+      assert.ok(
+        server.lines.some((line) => line.includes('"tokens reloaded"') && line.includes('"why":"SIGHUP"')),
+        'the server logged the reload',
+      );
+    } finally {
+      await server?.stop();
+      dir.remove();
+    }
+  });
+});
+
+describe('tracker client commands over TLS', () => {
+  let tls: TlsFiles;
+  let server: ServerProcess;
+  let mutual: ServerProcess;
+  const httpsUrl = (target: ServerProcess) => `https://127.0.0.1:${target.httpPort}`;
+
+  before(async () => {
+    tls = makeTlsFiles();
+    const serving = ['--tls-cert', tls.serverCert, '--tls-key', tls.serverKey];
+    server = await startServerProcess({ args: [...SERVER_ARGS, ...serving] });
+    mutual = await startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] });
+  });
+  after(async () => {
+    await server?.stop();
+    await mutual?.stop();
+    tls?.remove();
+  });
+
+  test('https:// with --ca-file (or TRACKER_CA_FILE) works; without the CA it fails with one clear line', async () => {
+    const url = httpsUrl(server);
+    const service = unique('tls');
+    const acquired = await trackerWith({}, [
+      'lock',
+      'acquire',
+      '--service',
+      service,
+      '--url',
+      url,
+      '--ca-file',
+      tls.ca,
+    ]);
+    assert.equal(acquired.code, 0, acquired.stderr);
+    const listed = await trackerWith({ TRACKER_URL: url, TRACKER_CA_FILE: tls.ca }, [
+      'lock',
+      'list',
+      '--json',
+    ]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.deepEqual(
+      (JSON.parse(listed.stdout) as Array<{ id: string }>).map((lock) => lock.id),
+      [acquired.stdout.trim()],
+    );
+    const released = await trackerWith({ TRACKER_CA_FILE: tls.ca }, [
+      'lock',
+      'release',
+      acquired.stdout.trim(),
+      '--url',
+      url,
+    ]);
+    assert.equal(released.code, 0, released.stderr);
+
+    const untrusted = await trackerWith({ TRACKER_URL: url }, ['lock', 'list']);
+    assert.equal(untrusted.code, 1);
+    assert.match(
+      untrusted.stderr,
+      /^tracker: cannot reach Tracker at https:\/\/127\.0\.0\.1:\d+: the server's TLS certificate is not trusted \([A-Z_]+\): give the CA certificate that signed it \(TRACKER_CA_FILE\)\n$/,
+    );
+    // A CA for a plaintext URL, or a CA file that is not there: usage errors.
+    const plain = await trackerWith({}, ['lock', 'list', '--url', 'http://127.0.0.1:1', '--ca-file', tls.ca]);
+    assert.equal(plain.code, 2);
+    assert.match(plain.stderr, /apply to https:\/\/ URLs only/);
+    const missing = await trackerWith({}, [
+      'lock',
+      'list',
+      '--url',
+      url,
+      '--ca-file',
+      join(tls.dir, 'nope.pem'),
+    ]);
+    assert.equal(missing.code, 2);
+    assert.match(missing.stderr, /^tracker: cannot read the CA file .*nope\.pem \(ENOENT\); see --help\n$/);
+  });
+
+  test('mutual TLS: a client certificate signed by the CA is accepted; none is refused', async () => {
+    const url = httpsUrl(mutual);
+    const withCert = await trackerWith({ TRACKER_URL: url, TRACKER_CA_FILE: tls.ca }, [
+      'run',
+      '--service',
+      unique('mtls'),
+      '--cert-file',
+      tls.clientCert,
+      '--key-file',
+      tls.clientKey,
+      '--',
+      'sh',
+      '-c',
+      'echo ran',
+    ]);
+    assert.equal(withCert.code, 0, withCert.stderr);
+    assert.equal(withCert.stdout, 'ran\n');
+    const fromEnv = await trackerWith(
+      {
+        TRACKER_URL: url,
+        TRACKER_CA_FILE: tls.ca,
+        TRACKER_CLIENT_CERT_FILE: tls.clientCert,
+        TRACKER_CLIENT_KEY_FILE: tls.clientKey,
+      },
+      ['lock', 'list'],
+    );
+    assert.equal(fromEnv.code, 0, fromEnv.stderr);
+
+    const without = await trackerWith({ TRACKER_URL: url, TRACKER_CA_FILE: tls.ca }, ['lock', 'list']);
+    assert.equal(without.code, 1);
+    assert.match(without.stderr, /^tracker: cannot reach Tracker at https:.*client certificate[^\n]*\n$/);
+    const halfOfIt = await trackerWith({ TRACKER_URL: url, TRACKER_CA_FILE: tls.ca }, [
+      'lock',
+      'list',
+      '--cert-file',
+      tls.clientCert,
+    ]);
+    assert.equal(halfOfIt.code, 2);
+    assert.match(halfOfIt.stderr, /go together/);
   });
 });

@@ -4,7 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
 import { createServer } from 'node:net';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
   type LockEvent,
@@ -12,12 +15,22 @@ import {
   LockLostError,
   LockNotFoundError,
   LockNotHeldError,
+  PermissionDeniedError,
+  RateLimitedError,
   ServerUnreachableError,
   TrackerApiError,
   TrackerClient,
+  UnauthenticatedError,
   WaitTimeoutError,
 } from 'tracker-lock';
-import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import {
+  ROOT,
+  runToExit,
+  type ServerProcess,
+  startServerProcess,
+  tempDir,
+} from './support/server-process.js';
+import { makeTlsFiles, type TlsFiles } from './support/tls.js';
 
 const unique = (label: string) => `${label}-${randomUUID().slice(0, 8)}`;
 const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
@@ -317,5 +330,297 @@ describe('TrackerClient', () => {
     const error = await nobody.list().catch((caught: unknown) => caught);
     assert.ok(error instanceof ServerUnreachableError);
     assert.match(error.message, /cannot reach Tracker at http:\/\/127\.0\.0\.1:\d+: ECONNREFUSED/);
+  });
+});
+
+const SERVER_ARGS = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
+/** The variables the SDK reads: cleared for the tests below, restored after. */
+const SDK_ENV = ['TRACKER_TOKEN', 'TRACKER_CA_FILE', 'TRACKER_CLIENT_CERT_FILE', 'TRACKER_CLIENT_KEY_FILE'];
+
+function withoutSdkEnv(): () => void {
+  const saved = SDK_ENV.map((name) => [name, process.env[name]] as const);
+  for (const name of SDK_ENV) delete process.env[name];
+  return () => {
+    for (const [name, value] of saved) {
+      if (value === undefined) delete process.env[name];
+      else process.env[name] = value;
+    }
+  };
+}
+
+/** A token made with `tracker token create`, as an operator would. */
+async function createToken(file: string, name: string, scopes: string, services?: string): Promise<string> {
+  const args = ['token', 'create', '--name', name, '--scopes', scopes, '--file', file];
+  if (services !== undefined) args.push('--services', services);
+  const created = await runToExit(process.execPath, [join(ROOT, 'dist/src/cli/main.js'), ...args]);
+  assert.equal(created.code, 0, created.stderr);
+  return created.stdout.trim();
+}
+
+describe('TrackerClient with authentication', () => {
+  let dir: ReturnType<typeof tempDir>;
+  let server: ServerProcess;
+  let restoreEnv: () => void;
+  const tokens = { admin: '', writer: '', reader: '', deployer: '' };
+  const as = (token: string) => new TrackerClient({ url: server.baseUrl, token });
+
+  before(async () => {
+    restoreEnv = withoutSdkEnv();
+    dir = tempDir();
+    const file = join(dir.path, 'tokens.json');
+    tokens.admin = await createToken(file, 'admin', 'lock:admin');
+    tokens.writer = await createToken(file, 'writer', 'lock:write');
+    tokens.reader = await createToken(file, 'reader', 'lock:read');
+    tokens.deployer = await createToken(file, 'deployer', 'lock:write', 'deploy-*');
+    server = await startServerProcess({ args: [...SERVER_ARGS, '--auth-tokens-file', file] });
+  });
+  after(async () => {
+    await server?.stop();
+    dir?.remove();
+    restoreEnv?.();
+  });
+
+  test('the token comes from TRACKER_TOKEN by default; locks record its name as owner', async () => {
+    process.env.TRACKER_TOKEN = tokens.writer;
+    let client: TrackerClient;
+    try {
+      client = new TrackerClient({ url: server.baseUrl });
+    } finally {
+      delete process.env.TRACKER_TOKEN;
+    }
+    const service = unique('sdk-auth');
+    const lock = await client.acquire(service, { who: 'ci-7', ttl: '1m' });
+    assert.deepEqual([lock.who, lock.owner], ['ci-7', 'writer']);
+    assert.equal((await as(tokens.reader).get(lock.id)).owner, 'writer');
+    assert.equal((await client.renew(lock.id)).owner, 'writer');
+    await client.release(lock.id);
+    await assert.rejects(client.get(lock.id), LockNotFoundError);
+    assert.equal(await client.withLock(service, async (held) => held.owner), 'writer');
+  });
+
+  test('no token, or an unknown one, is UnauthenticatedError (401)', async () => {
+    for (const client of [
+      new TrackerClient({ url: server.baseUrl }),
+      new TrackerClient({ url: server.baseUrl, token: 'trk_unknown' }),
+      new TrackerClient({ url: server.baseUrl, token: null }),
+    ]) {
+      const error = await client.list().catch((caught: unknown) => caught);
+      assert.ok(error instanceof UnauthenticatedError, String(error));
+      assert.ok(error instanceof TrackerApiError);
+      assert.deepEqual([error.status, error.code], [401, 'UNAUTHENTICATED']);
+      assert.equal(error.message, 'a valid bearer token is required');
+    }
+    assert.throws(() => new TrackerClient({ url: server.baseUrl, token: 'two words' }), TypeError);
+  });
+
+  test('a read token cannot acquire; a deploy-* token cannot take other services (PermissionDeniedError)', async () => {
+    const reader = as(tokens.reader);
+    assert.ok(Array.isArray((await reader.list()).locks), 'reading is allowed');
+    const denied = await reader.acquire(unique('sdk-read')).catch((caught: unknown) => caught);
+    assert.ok(denied instanceof PermissionDeniedError);
+    assert.deepEqual([denied.status, denied.code], [403, 'PERMISSION_DENIED']);
+    assert.match(denied.message, /lock:write/);
+
+    const deployer = as(tokens.deployer);
+    const mine = await deployer.acquire(unique('deploy-sdk'));
+    assert.equal(mine.owner, 'deployer');
+    await assert.rejects(deployer.acquire(unique('other')), PermissionDeniedError);
+    await deployer.release(mine.id);
+  });
+
+  test("another token's release is refused (403); an admin token may release it", async () => {
+    const lock = await as(tokens.writer).acquire(unique('deploy-shared'));
+    await assert.rejects(as(tokens.deployer).release(lock.id), PermissionDeniedError);
+    assert.equal((await as(tokens.writer).get(lock.id)).id, lock.id, 'still held');
+    await as(tokens.admin).release(lock.id);
+    await assert.rejects(as(tokens.writer).get(lock.id), LockNotFoundError);
+  });
+});
+
+describe('TrackerClient retries: never on 401 or 403; on 429 after Retry-After within the retries', () => {
+  /** A fake Tracker answering each request with the next of `answers` ('ok', and once they run out: 200). */
+  async function fake(answers: Array<{ status: number; code: string; retryAfter?: string } | 'ok'>) {
+    const seen: Array<{ at: number; authorization: string | undefined }> = [];
+    const http = createHttpServer((request, response) => {
+      seen.push({ at: Date.now(), authorization: request.headers.authorization });
+      request.resume();
+      const answer = answers.shift();
+      if (answer === undefined || answer === 'ok') {
+        response.writeHead(200, { 'content-type': 'application/json' }).end('{"locks":[]}');
+        return;
+      }
+      const headers: Record<string, string> = { 'content-type': 'application/json' };
+      if (answer.retryAfter !== undefined) headers['retry-after'] = answer.retryAfter;
+      response.writeHead(answer.status, headers).end(JSON.stringify({ error: 'no', code: answer.code }));
+    });
+    await new Promise<void>((resolve) => http.listen(0, '127.0.0.1', resolve));
+    const address = http.address();
+    assert.ok(address && typeof address === 'object');
+    return {
+      url: `http://127.0.0.1:${address.port}`,
+      seen,
+      close: () => new Promise<void>((resolve) => http.close(() => resolve())),
+    };
+  }
+
+  test('401 and 403 are thrown at once', async () => {
+    const server = await fake([
+      { status: 401, code: 'UNAUTHENTICATED' },
+      { status: 403, code: 'PERMISSION_DENIED' },
+    ]);
+    try {
+      const client = new TrackerClient({ url: server.url, token: 'trk_x', retries: 5, retryDelayMs: 1 });
+      await assert.rejects(client.list(), UnauthenticatedError);
+      await assert.rejects(client.release('id'), PermissionDeniedError);
+      assert.equal(server.seen.length, 2, 'one request each');
+      assert.ok(server.seen.every((request) => request.authorization === 'Bearer trk_x'));
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('429 waits Retry-After, then retries; a long Retry-After or no retries left throws RateLimitedError', async () => {
+    const server = await fake([
+      { status: 429, code: 'RATE_LIMITED', retryAfter: '1' },
+      'ok',
+      { status: 429, code: 'RATE_LIMITED', retryAfter: '3600' },
+      ...Array.from({ length: 4 }, () => ({ status: 429, code: 'RATE_LIMITED', retryAfter: '1' })),
+      { status: 429, code: 'RATE_LIMITED', retryAfter: '1' },
+    ]);
+    try {
+      const client = new TrackerClient({ url: server.url, retries: 3, retryDelayMs: 1 });
+      assert.deepEqual((await client.list()).locks, []);
+      assert.equal(server.seen.length, 2);
+      const waited = (server.seen[1]?.at ?? 0) - (server.seen[0]?.at ?? 0);
+      assert.ok(waited >= 990, `waited the Retry-After (${waited} ms)`);
+
+      const long = await client.list().catch((caught: unknown) => caught);
+      assert.ok(long instanceof RateLimitedError);
+      assert.deepEqual([long.status, long.code, long.retryAfterSeconds], [429, 'RATE_LIMITED', 3600]);
+      assert.equal(server.seen.length, 3, 'an hour is not waited for');
+
+      // Each 429 spends one of the retries: three are waited for, the fourth is thrown.
+      const tried = await client.list().catch((caught: unknown) => caught);
+      assert.ok(tried instanceof RateLimitedError);
+      assert.equal(server.seen.length, 7);
+
+      const none = new TrackerClient({ url: server.url, retries: 0 });
+      const error = await none.list().catch((caught: unknown) => caught);
+      assert.ok(error instanceof RateLimitedError && error.retryAfterSeconds === 1);
+      assert.equal(server.seen.length, 8, 'no retry left: thrown at once');
+    } finally {
+      await server.close();
+    }
+  });
+
+  test('against a real rate limit, a second call waits its turn', async () => {
+    const server = await startServerProcess({
+      args: [...SERVER_ARGS, '--rate-limit', '1/s', '--rate-limit-burst', '1'],
+    });
+    try {
+      const patient = new TrackerClient({ url: server.baseUrl, token: null });
+      const hasty = new TrackerClient({ url: server.baseUrl, token: null, retries: 0 });
+      await patient.list();
+      const refused = await hasty.list().catch((caught: unknown) => caught);
+      assert.ok(refused instanceof RateLimitedError, String(refused));
+      assert.equal(refused.retryAfterSeconds, 1);
+      assert.deepEqual((await patient.list()).locks, [], 'retried after Retry-After');
+    } finally {
+      await server.stop();
+    }
+  });
+});
+
+describe('TrackerClient over TLS', () => {
+  let tls: TlsFiles;
+  let server: ServerProcess;
+  let mutual: ServerProcess;
+  let restoreEnv: () => void;
+  const httpsUrl = (target: ServerProcess) => `https://127.0.0.1:${target.httpPort}`;
+
+  before(async () => {
+    restoreEnv = withoutSdkEnv();
+    tls = makeTlsFiles();
+    const serving = ['--tls-cert', tls.serverCert, '--tls-key', tls.serverKey];
+    server = await startServerProcess({ args: [...SERVER_ARGS, ...serving] });
+    mutual = await startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] });
+  });
+  after(async () => {
+    await server?.stop();
+    await mutual?.stop();
+    tls?.remove();
+    restoreEnv?.();
+  });
+
+  test('caFile, ca or TRACKER_CA_FILE: a round trip over https://', async () => {
+    const url = httpsUrl(server);
+    const client = new TrackerClient({ url, caFile: tls.ca });
+    const lock = await client.acquire(unique('tls'), { who: 'over-tls' });
+    assert.equal(lock.owner, null, 'no authentication on this server');
+    const byPem = new TrackerClient({
+      url: `https://localhost:${server.httpPort}`,
+      ca: readFileSync(tls.ca, 'utf8'),
+    });
+    assert.equal((await byPem.get(lock.id)).who, 'over-tls');
+    process.env.TRACKER_CA_FILE = tls.ca;
+    try {
+      await new TrackerClient({ url }).release(lock.id);
+    } finally {
+      delete process.env.TRACKER_CA_FILE;
+    }
+    await assert.rejects(client.get(lock.id), LockNotFoundError);
+  });
+
+  test('without the CA the connection is refused with a clear error', async () => {
+    const error = await new TrackerClient({ url: httpsUrl(server) })
+      .list()
+      .catch((caught: unknown) => caught);
+    assert.ok(error instanceof ServerUnreachableError);
+    assert.match(
+      error.message,
+      /^cannot reach Tracker at https:\/\/127\.0\.0\.1:\d+: the server's TLS certificate is not trusted \([A-Z_]+\): give the CA certificate that signed it \(TRACKER_CA_FILE\)$/,
+    );
+    // Plain HTTP to the TLS port, and TLS to a plain port, say what is wrong too.
+    const plain = await new TrackerClient({ url: `http://127.0.0.1:${server.httpPort}`, retries: 0 })
+      .list()
+      .catch((caught: unknown) => caught);
+    assert.ok(plain instanceof ServerUnreachableError);
+    assert.match(plain.message, /https:\/\//);
+  });
+
+  test('mutual TLS: a client certificate signed by the CA is accepted; none is refused', async () => {
+    const url = httpsUrl(mutual);
+    const withFiles = new TrackerClient({
+      url,
+      caFile: tls.ca,
+      certFile: tls.clientCert,
+      keyFile: tls.clientKey,
+    });
+    const lock = await withFiles.acquire(unique('mtls'));
+    const withPem = new TrackerClient({
+      url,
+      ca: readFileSync(tls.ca),
+      cert: readFileSync(tls.clientCert, 'utf8'),
+      key: readFileSync(tls.clientKey),
+    });
+    await withPem.release(lock.id);
+
+    const without = await new TrackerClient({ url, caFile: tls.ca })
+      .list()
+      .catch((caught: unknown) => caught);
+    assert.ok(without instanceof ServerUnreachableError);
+    assert.match(without.message, /client certificate/);
+  });
+
+  test('bad TLS options throw at construction', () => {
+    assert.throws(() => new TrackerClient({ url: 'http://127.0.0.1:8080', caFile: tls.ca }), TypeError);
+    assert.throws(
+      () => new TrackerClient({ url: httpsUrl(mutual), caFile: tls.ca, certFile: tls.clientCert }),
+      /go together/,
+    );
+    assert.throws(
+      () => new TrackerClient({ url: httpsUrl(server), caFile: join(tls.dir, 'missing.pem') }),
+      /^Error: cannot read the CA file .*missing\.pem \(ENOENT\)$/,
+    );
   });
 });

@@ -2,24 +2,20 @@
 import { parseArgs } from 'node:util';
 import {
   LockHeldError,
+  PermissionDeniedError,
+  RateLimitedError,
   ServerUnreachableError,
   TrackerApiError,
   TrackerClient,
+  UnauthenticatedError,
   WaitTimeoutError,
 } from '../sdk/index.js';
 import { durationSeconds, type LockEvent } from '../sdk/tracker-client.js';
 import { runLocked } from './run-locked.js';
 import { formatHistory, formatLockTable, formatQueue, humanDuration, printable } from './table.js';
+import { CommandError, EXIT, parsed, strict, UsageError } from './usage.js';
 
-/** Exit codes, the same for every command. */
-export const EXIT = {
-  OK: 0,
-  FAILURE: 1,
-  USAGE: 2,
-  HELD: 3,
-  WAIT_TIMEOUT: 4,
-  LOST: 75,
-} as const;
+export { EXIT } from './usage.js';
 
 /** Longest force-release reason the server takes, in code points. */
 const MAX_REASON_LENGTH = 1024;
@@ -30,14 +26,23 @@ const HISTORY_PAGE = 1000;
 
 const EXIT_HELP = `Exit codes:
   0   done
-  1   server unreachable, or any other failure (one line on stderr)
+  1   server unreachable, refused (401 unauthenticated, 403 permission denied,
+      429 rate limited), or any other failure (one line on stderr)
   2   usage error
   3   lock held by someone else (not waiting)
   4   wait timed out
   75  lock lost during \`run\``;
 
 const CLIENT_OPTIONS = `Client options:
-  --url URL      Tracker's REST API (env TRACKER_URL; default http://localhost:8080)
+  --url URL      Tracker's REST API, http:// or https:// (env TRACKER_URL;
+                 default http://localhost:8080)
+  --token T      bearer token, for a server run with --auth-tokens-file (env TRACKER_TOKEN;
+                 prefer the variable: other users can see arguments in ps)
+  --ca-file F    https: the CA certificate (PEM) that signed the server's (env TRACKER_CA_FILE;
+                 default: the public CAs Node knows)
+  --cert-file F  https: a client certificate (PEM), for a server run with --tls-ca
+                 (env TRACKER_CLIENT_CERT_FILE)
+  --key-file F   https: the client certificate's private key (env TRACKER_CLIENT_KEY_FILE)
   --json         machine output (JSON)
   --help         this help`;
 
@@ -63,6 +68,10 @@ Commands:
                                     release a lock whoever holds it (operators)
   lock history [--service S] [--who W] [--since T] [--until T] [--limit N]
                                     what happened to locks, newest first
+  token create --name N --scopes S[,S] [--services P[,P]] [--file F]
+                                    add a token to the server's tokens file; prints it once
+  token list [--file F]             the tokens: name, scopes, services, created
+  token revoke --name N [--file F]  remove a token from the tokens file
 
 Run \`tracker <command> --help\` for a command's options.
 
@@ -137,11 +146,12 @@ ${EXIT_HELP}
 `,
 };
 
-/** A usage mistake: printed as one line, exit 2. */
-class UsageError extends Error {}
-
 const clientFlags = {
   url: { type: 'string' },
+  token: { type: 'string' },
+  'ca-file': { type: 'string' },
+  'cert-file': { type: 'string' },
+  'key-file': { type: 'string' },
   json: { type: 'boolean' },
   help: { type: 'boolean', short: 'h' },
 } as const;
@@ -151,17 +161,6 @@ const lockFlags = {
   ttl: { type: 'string' },
   wait: { type: 'string' },
 } as const;
-
-/** parseArgs, with its complaints turned into usage errors. */
-function parsed<T>(run: () => T): T {
-  try {
-    return run();
-  } catch (error) {
-    throw new UsageError((error as Error).message);
-  }
-}
-
-const strict = { strict: true, allowPositionals: true } as const;
 
 function duration(value: string | undefined, flag: string): number | undefined {
   if (value === undefined) return undefined;
@@ -202,8 +201,32 @@ function count(value: string | undefined, flag: string, min: number, max: number
   return number;
 }
 
-function clientOf(url: string | undefined): TrackerClient {
-  return new TrackerClient({ url: url ?? process.env.TRACKER_URL ?? 'http://localhost:8080' });
+/** Whether the last client made carried a token: a 401 without one says how to give it. */
+let sentToken = false;
+
+/** The SDK client for the client options; TRACKER_TOKEN and the TLS variables are its defaults. */
+function clientOf(values: {
+  url?: string | undefined;
+  token?: string | undefined;
+  'ca-file'?: string | undefined;
+  'cert-file'?: string | undefined;
+  'key-file'?: string | undefined;
+}): TrackerClient {
+  let client: TrackerClient;
+  try {
+    client = new TrackerClient({
+      url: values.url ?? (process.env.TRACKER_URL || 'http://localhost:8080'),
+      token: values.token,
+      caFile: values['ca-file'],
+      certFile: values['cert-file'],
+      keyFile: values['key-file'],
+    });
+  } catch (error) {
+    // Contradictory options (a CA for an http:// URL), or a file that cannot be read.
+    throw new UsageError((error as Error).message);
+  }
+  sentToken = client.hasToken;
+  return client;
 }
 
 function print(text: string): void {
@@ -218,7 +241,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
     );
     if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
     if (!values.service) throw new UsageError('--service is required');
-    const lock = await clientOf(values.url).acquire(values.service, {
+    const lock = await clientOf(values).acquire(values.service, {
       who: values.who,
       ttl: duration(values.ttl, '--ttl'),
       wait: duration(values.wait, '--wait'),
@@ -229,14 +252,14 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
 
   async 'lock get'(args) {
     const { values, id } = withId(parsed(() => parseArgs({ args, options: clientFlags, ...strict })));
-    const lock = await clientOf(values.url).get(id);
+    const lock = await clientOf(values).get(id);
     print(values.json ? JSON.stringify(lock) : formatLockTable([lock], Date.now()));
     return EXIT.OK;
   },
 
   async 'lock release'(args) {
     const { values, id } = withId(parsed(() => parseArgs({ args, options: clientFlags, ...strict })));
-    await clientOf(values.url).release(id);
+    await clientOf(values).release(id);
     print(values.json ? JSON.stringify({ success: true, id }) : `released ${id}`);
     return EXIT.OK;
   },
@@ -245,7 +268,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
     const { values, id } = withId(
       parsed(() => parseArgs({ args, options: { ...clientFlags, ttl: lockFlags.ttl }, ...strict })),
     );
-    const lock = await clientOf(values.url).renew(id, { ttl: duration(values.ttl, '--ttl') });
+    const lock = await clientOf(values).renew(id, { ttl: duration(values.ttl, '--ttl') });
     print(values.json ? JSON.stringify(lock) : `renewed ${id} until ${lock.expiresAt ?? 'released'}`);
     return EXIT.OK;
   },
@@ -259,7 +282,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
       }),
     );
     if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
-    const client = clientOf(values.url);
+    const client = clientOf(values);
     const locks = [];
     // Every page, bounded: a million locks at 1000 per page.
     for (let page = 1; page <= 1000; page++) {
@@ -286,7 +309,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
         throw new UsageError('--reason must not contain control characters');
       }
     }
-    const lock = await clientOf(values.url).forceRelease(id, { reason });
+    const lock = await clientOf(values).forceRelease(id, { reason });
     print(
       values.json
         ? JSON.stringify(lock)
@@ -319,7 +342,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
       until: moment(values.until, '--until', now),
     };
     const wanted = count(values.limit, '--limit', 1, MAX_HISTORY_EVENTS) ?? DEFAULT_HISTORY_EVENTS;
-    const client = clientOf(values.url);
+    const client = clientOf(values);
     const events: LockEvent[] = [];
     let before: number | undefined;
     // Page by page, newest first, until `wanted`; bounded by the number of pages it takes.
@@ -338,7 +361,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
     const { values, positionals } = parsed(() => parseArgs({ args, options: clientFlags, ...strict }));
     const [service, extra] = positionals;
     if (!service || extra !== undefined) throw new UsageError('give exactly one SERVICE');
-    const queue = await clientOf(values.url).queue(service);
+    const queue = await clientOf(values).queue(service);
     print(values.json ? JSON.stringify(queue) : formatQueue(queue, Date.now()));
     return EXIT.OK;
   },
@@ -358,7 +381,7 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
     if (!values.service) throw new UsageError('--service is required');
     const [command, ...commandArgs] = args.slice(dashes + 1) as [string, ...string[]];
     return runLocked({
-      client: clientOf(values.url),
+      client: clientOf(values),
       service: values.service,
       who: values.who,
       ttlSeconds: duration(values.ttl, '--ttl'),
@@ -377,6 +400,9 @@ function withId<V>(result: { values: V; positionals: string[] }): { values: V; i
   return { values: result.values, id };
 }
 
+/** Commands in groups: `tracker lock acquire`, `tracker token create`. */
+const GROUPS = ['lock', 'token'];
+
 /** Runs the CLI; resolves with the exit code. */
 export async function cli(argv: string[]): Promise<number> {
   const [first, second] = argv;
@@ -386,21 +412,32 @@ export async function cli(argv: string[]): Promise<number> {
     await runServer(argv.slice(1), 'tracker serve');
     return -1; // the server keeps running; it exits by itself
   }
-  const name = first === 'lock' && second ? `lock ${second}` : (first ?? '');
-  const rest = argv.slice(first === 'lock' ? 2 : 1);
+  const group = first !== undefined && GROUPS.includes(first) ? first : undefined;
+  if (group === 'token') {
+    // Loaded only here: the tokens file's parser is not needed by client commands.
+    const { TOKEN_COMMANDS, TOKEN_HELP } = await import('./tokens.js');
+    Object.assign(COMMANDS, TOKEN_COMMANDS);
+    Object.assign(HELP, TOKEN_HELP);
+  }
+  if (group && (second === '--help' || second === '-h')) {
+    print((HELP[group] ?? HELP.tracker) as string);
+    return EXIT.OK;
+  }
+  const name = group && second ? `${group} ${second}` : (first ?? '');
+  const rest = argv.slice(group ? 2 : 1);
   if (!first || first === '--help' || first === '-h' || first === 'help') {
     print(HELP.tracker as string);
     return first ? EXIT.OK : EXIT.USAGE;
   }
-  const command = COMMANDS[name];
-  if (first === 'lock' && !command) {
+  const command = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+  if (group && !command) {
     process.stderr.write(
-      `tracker: ${second ? `unknown lock command "${second}"` : 'lock needs a command'}; see tracker --help\n`,
+      `tracker: ${second ? `unknown ${group} command "${printable(second)}"` : `${group} needs a command`}; see tracker --help\n`,
     );
     return EXIT.USAGE;
   }
   if (!command) {
-    process.stderr.write(`tracker: unknown command "${name}"; see tracker --help\n`);
+    process.stderr.write(`tracker: unknown command "${printable(name)}"; see tracker --help\n`);
     return EXIT.USAGE;
   }
   // For `run`, only the options before `--` are ours; the command's own --help is its own.
@@ -433,6 +470,23 @@ function fail(error: unknown): number {
   if (error instanceof WaitTimeoutError) {
     line(`timed out waiting: ${error.existingLock.service} is held by ${error.existingLock.who}`);
     return EXIT.WAIT_TIMEOUT;
+  }
+  if (error instanceof UnauthenticatedError) {
+    line(`unauthenticated: ${error.message}${sentToken ? '' : ' (set TRACKER_TOKEN or pass --token)'}`);
+    return EXIT.FAILURE;
+  }
+  if (error instanceof PermissionDeniedError) {
+    line(`permission denied: ${error.message}`);
+    return EXIT.FAILURE;
+  }
+  if (error instanceof RateLimitedError) {
+    const after = error.retryAfterSeconds === null ? '' : ` (retry after ${error.retryAfterSeconds}s)`;
+    line(`rate limited: ${error.message}${after}`);
+    return EXIT.FAILURE;
+  }
+  if (error instanceof CommandError) {
+    line(error.message);
+    return EXIT.FAILURE;
   }
   if (error instanceof ServerUnreachableError || error instanceof TrackerApiError) {
     line(error.message);

@@ -1,6 +1,11 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
-import { LockNotFoundError, LockNotHeldError, type TrackerClient } from '../sdk/index.js';
+import {
+  LockNotFoundError,
+  LockNotHeldError,
+  ServerUnreachableError,
+  type TrackerClient,
+} from '../sdk/index.js';
 import { defaultWho } from '../sdk/tracker-client.js';
 import { humanDuration } from './table.js';
 
@@ -104,7 +109,14 @@ export async function runLocked(options: RunLockedOptions): Promise<number> {
       } catch (error) {
         if (lost || child.exitCode !== null) return;
         if (error instanceof LockNotHeldError) return loseLock('renewal refused: the lock is no longer held');
-        if (Date.now() >= leaseEnds) return loseLock('the server stayed unreachable until the lease ran out');
+        if (Date.now() >= leaseEnds) {
+          // Unreachable, or refused otherwise (a token revoked meanwhile: 401): say which.
+          const why =
+            error instanceof ServerUnreachableError
+              ? 'the server stayed unreachable until the lease ran out'
+              : `renewals failed until the lease ran out: ${(error as Error).message}`;
+          return loseLock(why);
+        }
       }
       if (!lost) renewTimer = setTimeout(renew, Math.min(ttlMs / 3, Math.max(leaseEnds - Date.now(), 0)));
     };

@@ -56,11 +56,16 @@ function aligned(rawRows: string[][]): string {
     .join('\n');
 }
 
-/** Service, who, age, expires in, token, waiters: one aligned row per lock. */
+/**
+ * Service, who, age, expires in, token (the fencing token), waiters: one aligned row per
+ * lock; and owner (the name of the bearer token that took it) when the server has
+ * authentication on.
+ */
 export function formatLockTable(locks: readonly LockInfo[], now: number): string {
   if (locks.length === 0) return 'no locks held';
+  const owners = locks.some((lock) => lock.owner !== null && lock.owner !== undefined);
   return aligned([
-    ['SERVICE', 'WHO', 'AGE', 'EXPIRES IN', 'TOKEN', 'WAITERS'],
+    ['SERVICE', 'WHO', 'AGE', 'EXPIRES IN', 'TOKEN', 'WAITERS', ...(owners ? ['OWNER'] : [])],
     ...locks.map((lock) => [
       lock.service,
       lock.who,
@@ -68,6 +73,7 @@ export function formatLockTable(locks: readonly LockInfo[], now: number): string
       lock.expiresAt === null ? 'never' : humanDuration(Date.parse(lock.expiresAt) - now),
       String(lock.fencingToken),
       String(lock.waiters),
+      ...(owners ? [lock.owner ?? '-'] : []),
     ]),
   ]);
 }
@@ -106,6 +112,27 @@ export function formatHistory(events: readonly LockEvent[]): string {
       event.who,
       event.heldSeconds === null ? '-' : humanDuration(event.heldSeconds * 1000),
       event.reason ?? '-',
+    ]),
+  ]);
+}
+
+/** Name, scopes, services, created: one aligned row per token (never its hash). */
+export function formatTokens(
+  tokens: ReadonlyArray<{
+    readonly name: string;
+    readonly scopes: readonly string[];
+    readonly services?: readonly string[] | undefined;
+    readonly createdAt?: string | undefined;
+  }>,
+): string {
+  if (tokens.length === 0) return 'no tokens';
+  return aligned([
+    ['NAME', 'SCOPES', 'SERVICES', 'CREATED'],
+    ...tokens.map((token) => [
+      token.name,
+      token.scopes.join(','),
+      token.services ? token.services.join(',') : '(all)',
+      token.createdAt ? when(token.createdAt) : '-',
     ]),
   ]);
 }

@@ -8,6 +8,8 @@ export interface LockInfo {
   readonly expiresAt: string | null;
   readonly fencingToken: number;
   readonly waiters: number;
+  /** The name of the token that took the lock; null when the server runs without authentication. */
+  readonly owner: string | null;
 }
 
 /** Any error answer from the server, with its stable `code` and HTTP status. */
@@ -69,6 +71,43 @@ export class StoreUnavailableError extends TrackerApiError {
   }
 }
 
+/**
+ * 401: the server requires a bearer token and got none, or one it does not know (revoked,
+ * mistyped). Never retried.
+ */
+export class UnauthenticatedError extends TrackerApiError {
+  override readonly name = 'UnauthenticatedError';
+  constructor(message: string) {
+    super(message, 'UNAUTHENTICATED', 401);
+  }
+}
+
+/**
+ * 403: the token is valid but may not do this: it lacks the scope (lock:read < lock:write <
+ * lock:admin), its service patterns exclude the service, or the lock belongs to another token.
+ * Never retried.
+ */
+export class PermissionDeniedError extends TrackerApiError {
+  override readonly name = 'PermissionDeniedError';
+  constructor(message: string) {
+    super(message, 'PERMISSION_DENIED', 403);
+  }
+}
+
+/**
+ * 429 RATE_LIMITED: too many requests from this token (or address). `retryAfterSeconds` is
+ * the server's Retry-After (null if it sent none). The request did nothing on the server.
+ */
+export class RateLimitedError extends TrackerApiError {
+  override readonly name = 'RateLimitedError';
+  constructor(
+    message: string,
+    readonly retryAfterSeconds: number | null,
+  ) {
+    super(message, 'RATE_LIMITED', 429);
+  }
+}
+
 interface ErrorBody {
   error?: string;
   code?: string;
@@ -77,7 +116,11 @@ interface ErrorBody {
 }
 
 /** The typed error for an error answer, matched on the server's stable `code`. */
-export function errorFromResponse(status: number, body: ErrorBody): TrackerApiError {
+export function errorFromResponse(
+  status: number,
+  body: ErrorBody,
+  retryAfter?: string | undefined,
+): TrackerApiError {
   const message = body.error ?? `HTTP ${status}`;
   switch (body.code) {
     case 'LOCK_HELD':
@@ -92,6 +135,12 @@ export function errorFromResponse(status: number, body: ErrorBody): TrackerApiEr
       return new LockNotHeldError(message);
     case 'STORE_UNAVAILABLE':
       return new StoreUnavailableError(message, status);
+    case 'UNAUTHENTICATED':
+      return new UnauthenticatedError(message);
+    case 'PERMISSION_DENIED':
+      return new PermissionDeniedError(message);
+    case 'RATE_LIMITED':
+      return new RateLimitedError(message, retryAfterSeconds(retryAfter));
   }
   return new TrackerApiError(message, body.code ?? 'UNKNOWN', status, body.field);
 }
@@ -110,4 +159,12 @@ export class LockLostError extends TrackerApiError {
   constructor(message: string) {
     super(message, 'LOCK_LOST', 0);
   }
+}
+
+/** Retry-After in seconds: the delay form (whole seconds) or an HTTP date; null if absent or unreadable. */
+function retryAfterSeconds(header: string | undefined): number | null {
+  if (header === undefined || header.trim() === '') return null;
+  if (/^\s*\d{1,9}\s*$/.test(header)) return Number(header);
+  const at = Date.parse(header);
+  return Number.isNaN(at) ? null : Math.max(0, Math.ceil((at - Date.now()) / 1000));
 }

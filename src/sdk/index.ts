@@ -5,9 +5,12 @@ export {
   LockLostError,
   LockNotFoundError,
   LockNotHeldError,
+  PermissionDeniedError,
+  RateLimitedError,
   ServerUnreachableError,
   StoreUnavailableError,
   TrackerApiError,
+  UnauthenticatedError,
   WaitTimeoutError,
 } from './errors.js';
 export {

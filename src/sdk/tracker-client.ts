@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { hostname, userInfo } from 'node:os';
@@ -8,6 +9,7 @@ import {
   LockLostError,
   LockNotFoundError,
   LockNotHeldError,
+  RateLimitedError,
   ServerUnreachableError,
   StoreUnavailableError,
 } from './errors.js';
@@ -15,9 +17,36 @@ import {
 /** Seconds, or a duration such as `90s`, `30m`, `1h30m`. */
 export type Duration = number | string;
 
+/** PEM text, as a string or the bytes of a file. */
+export type Pem = string | Buffer;
+
 export interface TrackerClientOptions {
-  /** Base URL of the REST API (default `http://localhost:8080`). */
+  /** Base URL of the REST API, `http://` or `https://` (default `http://localhost:8080`). */
   readonly url?: string;
+  /**
+   * Sent as `Authorization: Bearer <token>` on every call, for a server run with
+   * `--auth-tokens-file` (default: the environment's `TRACKER_TOKEN`; null or '': none).
+   */
+  readonly token?: string | null;
+  /**
+   * `https://` only: the CA certificate(s) that signed the server's certificate, PEM. When
+   * given they replace Node's bundled public CAs for this client. Default: the file
+   * `caFile`, else `TRACKER_CA_FILE`, else Node's bundled CAs.
+   */
+  readonly ca?: Pem;
+  /** `https://` only: a PEM file read once, here, for `ca`. */
+  readonly caFile?: string;
+  /**
+   * `https://` only: a client certificate (chain), PEM, for a server that requires one (mutual
+   * TLS, `--tls-ca`); goes with `key`. Default: the file `certFile`, else `TRACKER_CLIENT_CERT_FILE`.
+   */
+  readonly cert?: Pem;
+  /** `https://` only: a PEM file read once, here, for `cert`. */
+  readonly certFile?: string;
+  /** `https://` only: the private key of `cert`, PEM (unencrypted). Default: `keyFile`, else `TRACKER_CLIENT_KEY_FILE`. */
+  readonly key?: Pem;
+  /** `https://` only: a PEM file read once, here, for `key`. */
+  readonly keyFile?: string;
   /** Retries of what is safe to retry (refused connections, 503), default 3. */
   readonly retries?: number;
   /** First backoff delay in ms, doubled each retry (default 100). */
@@ -106,6 +135,70 @@ export interface HistoryPage {
 
 const API = '/api/v1alpha1';
 
+/**
+ * The longest Retry-After a rate-limited call waits for by itself. The server's limiter asks
+ * for a second or two at ordinary rates; a longer wait means a deliberately tight limit, and
+ * the caller should decide (RateLimitedError carries `retryAfterSeconds`).
+ */
+const MAX_RETRY_AFTER_SECONDS = 10;
+
+/** What an `https://` request presents and trusts; empty for `http://`. */
+interface TlsMaterial {
+  readonly ca?: Pem;
+  readonly cert?: Pem;
+  readonly key?: Pem;
+}
+
+/** The token to send: the option, else TRACKER_TOKEN; surrounding white space dropped. */
+function resolveToken(option: string | null | undefined): string | null {
+  const token = (option === undefined ? process.env.TRACKER_TOKEN : option)?.trim() ?? '';
+  if (token === '') return null;
+  // What an HTTP header can carry; the server's own rule is stricter and answers 401.
+  if (!/^[\x21-\x7e]+$/.test(token)) {
+    throw new TypeError('the token must be printable ASCII without spaces (check TRACKER_TOKEN)');
+  }
+  return token;
+}
+
+/**
+ * The CA, certificate and key for an `https://` URL: each from its option, else its file
+ * option, else its environment variable's file. TLS options with an `http://` URL are a
+ * mistake (nothing would be encrypted) and throw; the environment's are then ignored.
+ */
+function resolveTls(options: TrackerClientOptions, url: string): TlsMaterial {
+  const { ca, caFile, cert, certFile, key, keyFile } = options;
+  if (!/^https:/i.test(url)) {
+    if ([ca, caFile, cert, certFile, key, keyFile].some((option) => option !== undefined)) {
+      throw new TypeError(`ca, cert and key (and their files) apply to https:// URLs only, not ${url}`);
+    }
+    return {};
+  }
+  const env = process.env;
+  const pick = (value: Pem | undefined, file: string | undefined, variable: string, what: string) =>
+    value ?? readPem(file ?? (env[variable] || undefined), what);
+  const material = {
+    ca: pick(ca, caFile, 'TRACKER_CA_FILE', 'CA file'),
+    cert: pick(cert, certFile, 'TRACKER_CLIENT_CERT_FILE', 'client certificate file'),
+    key: pick(key, keyFile, 'TRACKER_CLIENT_KEY_FILE', 'client key file'),
+  };
+  if ((material.cert === undefined) !== (material.key === undefined)) {
+    throw new TypeError(
+      'a client certificate and its key go together: give both (cert/certFile and key/keyFile, ' +
+        'or TRACKER_CLIENT_CERT_FILE and TRACKER_CLIENT_KEY_FILE) or neither',
+    );
+  }
+  return Object.fromEntries(Object.entries(material).filter(([, value]) => value !== undefined));
+}
+
+function readPem(path: string | undefined, what: string): Buffer | undefined {
+  if (path === undefined) return undefined;
+  try {
+    return readFileSync(path);
+  } catch (error) {
+    throw new Error(`cannot read the ${what} ${path} (${(error as NodeJS.ErrnoException).code ?? 'error'})`);
+  }
+}
+
 /** A Date as RFC 3339 (UTC, milliseconds); a string is the caller's timestamp, checked by the server. */
 function timestamp(value: Date | string, what: string): string {
   if (typeof value === 'string') return value;
@@ -142,11 +235,24 @@ export class TrackerClient {
   readonly url: string;
   readonly #retries: number;
   readonly #retryDelayMs: number;
+  readonly #token: string | null;
+  readonly #tls: TlsMaterial;
 
+  /**
+   * Reads the TLS files (if any) at once: throws TypeError for contradictory options, and
+   * Error naming the file for one that cannot be read.
+   */
   constructor(options: TrackerClientOptions = {}) {
     this.url = (options.url ?? 'http://localhost:8080').replace(/\/+$/, '');
     this.#retries = options.retries ?? 3;
     this.#retryDelayMs = options.retryDelayMs ?? 100;
+    this.#token = resolveToken(options.token);
+    this.#tls = resolveTls(options, this.url);
+  }
+
+  /** Whether calls carry a bearer token. */
+  get hasToken(): boolean {
+    return this.#token !== null;
   }
 
   /** Takes the lock (waiting in line for up to `wait`); throws LockHeldError or WaitTimeoutError. */
@@ -289,10 +395,11 @@ export class TrackerClient {
     body: unknown,
     signal: AbortSignal | undefined,
   ): Promise<T> {
+    const request = { method, body, signal, token: this.#token, tls: this.#tls };
     for (let attempt = 0; ; attempt++) {
-      let response: { status: number; text: string };
+      let response: Response;
       try {
-        response = await send(new URL(`${this.url}${path}`), method, body, signal);
+        response = await send(new URL(`${this.url}${path}`), request);
       } catch (error) {
         if (signal?.aborted) throw error;
         // Refused: nothing was sent, so trying again is safe. Anything else may have
@@ -301,13 +408,30 @@ export class TrackerClient {
           await this.#backoff(attempt, signal);
           continue;
         }
-        throw new ServerUnreachableError(`cannot reach Tracker at ${this.url}: ${describe(error)}`);
+        throw new ServerUnreachableError(`cannot reach Tracker at ${this.url}: ${describe(error, this.url)}`);
       }
       const json = response.text === '' ? {} : (JSON.parse(response.text) as Record<string, unknown>);
       if (response.status >= 200 && response.status < 300) return json as T;
-      const error = errorFromResponse(response.status, json);
+      // 401 and 403 are never retried: the same token gets the same answer.
+      const error = errorFromResponse(response.status, json, response.retryAfter);
       if (error instanceof StoreUnavailableError && attempt < this.#retries) {
         await this.#backoff(attempt, signal);
+        continue;
+      }
+      // 429 RATE_LIMITED: the server refuses before doing anything (the token and rate check
+      // come first), so any call, acquire and release included, is safe to repeat. It gets
+      // no budget of its own: it spends one of the same `retries` as a refused connection or
+      // a 503, and waits what Retry-After asks instead of the backoff (sooner would only be
+      // refused again), and only when that is at most MAX_RETRY_AFTER_SECONDS. Otherwise,
+      // or once the retries are spent, the caller gets RateLimitedError.
+      if (
+        error instanceof RateLimitedError &&
+        attempt < this.#retries &&
+        error.retryAfterSeconds !== null &&
+        error.retryAfterSeconds <= MAX_RETRY_AFTER_SECONDS
+      ) {
+        // A little jitter, so that callers refused together do not come back together.
+        await sleep(error.retryAfterSeconds * 1000 + Math.random() * this.#retryDelayMs, signal);
         continue;
       }
       throw error;
@@ -315,19 +439,30 @@ export class TrackerClient {
   }
 
   #backoff(attempt: number, signal: AbortSignal | undefined): Promise<void> {
-    const ms = this.#retryDelayMs * 2 ** attempt * (0.5 + Math.random() / 2);
-    return new Promise((resolve, reject) => {
-      const timer = setTimeout(resolve, ms);
-      signal?.addEventListener(
-        'abort',
-        () => {
-          clearTimeout(timer);
-          reject(signal.reason);
-        },
-        { once: true },
-      );
-    });
+    return sleep(this.#retryDelayMs * 2 ** attempt * (0.5 + Math.random() / 2), signal);
   }
+}
+
+/** Waits `ms`, or rejects with the signal's reason when it aborts first. */
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  if (signal?.aborted) return Promise.reject(signal.reason);
+  return new Promise((resolve, reject) => {
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(signal?.reason);
+    };
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+interface Response {
+  readonly status: number;
+  readonly text: string;
+  readonly retryAfter: string | undefined;
 }
 
 /**
@@ -336,22 +471,35 @@ export class TrackerClient {
  */
 function send(
   url: URL,
-  method: string,
-  body: unknown,
-  signal: AbortSignal | undefined,
-): Promise<{ status: number; text: string }> {
+  options: {
+    method: string;
+    body: unknown;
+    signal: AbortSignal | undefined;
+    token: string | null;
+    tls: TlsMaterial;
+  },
+): Promise<Response> {
+  const { method, body, signal, token, tls } = options;
   const payload = body === undefined ? undefined : JSON.stringify(body);
   const transport = url.protocol === 'https:' ? https : http;
   const headers: Record<string, string | number> =
     payload === undefined
       ? {}
       : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
+  if (token !== null) headers.authorization = `Bearer ${token}`;
+  // With https, the CA, certificate and key are part of the global agent's key for the
+  // connection: connections made with different ones are never shared.
+  const secure = url.protocol === 'https:' ? tls : {};
   return new Promise((resolve, reject) => {
-    const request = transport.request(url, { method, signal, headers }, (response) => {
+    const request = transport.request(url, { method, signal, headers, ...secure }, (response) => {
       const chunks: Buffer[] = [];
       response.on('data', (chunk: Buffer) => chunks.push(chunk));
       response.on('end', () =>
-        resolve({ status: response.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }),
+        resolve({
+          status: response.statusCode ?? 0,
+          text: Buffer.concat(chunks).toString('utf8'),
+          retryAfter: response.headers['retry-after'],
+        }),
       );
       response.on('error', reject);
     });
@@ -364,7 +512,39 @@ function refused(error: unknown): boolean {
   return (error as { code?: string }).code === 'ECONNREFUSED';
 }
 
-function describe(error: unknown): string {
+/** TLS failures, said plainly: what is wrong and what to give. */
+const UNTRUSTED = new Set([
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'CERT_UNTRUSTED',
+  'CERT_SIGNATURE_FAILURE',
+]);
+
+function describe(error: unknown, url: string): string {
   const { code, message } = error as { code?: string; message?: string };
+  if (code !== undefined && UNTRUSTED.has(code)) {
+    return `the server's TLS certificate is not trusted (${code}): give the CA certificate that signed it (TRACKER_CA_FILE)`;
+  }
+  if (code === 'ERR_TLS_CERT_ALTNAME_INVALID') {
+    return `the server's TLS certificate is not for this host name or address (${code})`;
+  }
+  if (code === 'CERT_HAS_EXPIRED' || code === 'CERT_NOT_YET_VALID') {
+    return `the server's TLS certificate is not valid now (${code})`;
+  }
+  if (
+    code !== undefined &&
+    /CERTIFICATE_REQUIRED|BAD_CERTIFICATE|UNKNOWN_CA|CERTIFICATE_UNKNOWN/.test(code)
+  ) {
+    return `the server refused the TLS connection (${code}): it requires a client certificate signed by its CA (TRACKER_CLIENT_CERT_FILE and TRACKER_CLIENT_KEY_FILE)`;
+  }
+  if (code === 'EPROTO' && /wrong version number|packet length too long/i.test(message ?? '')) {
+    return `no TLS at the other end (${code}): is the server serving http:// rather than https://?`;
+  }
+  if (code === 'ECONNRESET' && /^http:/i.test(url)) {
+    return `${code} (if the server serves HTTPS, use an https:// URL)`;
+  }
   return code ?? message ?? String(error);
 }

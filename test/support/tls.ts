@@ -54,8 +54,8 @@ export function opensslVersion(): string | null {
 
 /**
  * Writes ca.pem, ca-key.pem, server.pem, server-key.pem, client.pem and client-key.pem into
- * `dir` (default: a new temporary folder) and returns their paths. Synchronous; takes a few
- * tens of milliseconds. Throws, saying what to install, when `openssl` is missing.
+ * `dir` (default: a new temporary folder) and returns their paths. Synchronous; takes a
+ * fraction of a second. Throws, saying what to install, when `openssl` is missing.
  */
 export function makeTlsFiles(dir?: string): TlsFiles {
   if (opensslVersion() === null) {
