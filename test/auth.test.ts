@@ -376,6 +376,10 @@ describe('limits (real server)', () => {
     const socket = net.connect(Number(address.port), address.hostname);
     const closed = new Promise<number>((resolve) => socket.once('close', () => resolve(Date.now())));
     socket.on('error', () => {});
+    let answer = '';
+    socket.on('data', (chunk: Buffer) => {
+      answer += chunk.toString();
+    });
     await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
     const opened = Date.now();
     socket.write('GET /healthz HTTP/1.1\r\nHost: x\r\n');
@@ -386,6 +390,8 @@ describe('limits (real server)', () => {
       assert.ok(at > 0, 'the slow connection was closed');
       const after = at - opened;
       assert.ok(after >= 900 && after < 5000, `closed after ${after} ms`);
+      assert.match(answer, /^HTTP\/1\.1 408 /);
+      assert.match(answer, /\{"error":"the request was not received in time","code":"REQUEST_TIMEOUT"\}$/);
     } finally {
       clearInterval(trickle);
       socket.destroy();

@@ -406,7 +406,14 @@ function validateText(field: string, value: string, max: number): void {
   if (CONTROL_CHARACTERS.test(value)) {
     throw invalidArgument(field, `${field} must not contain control characters`);
   }
+  // A lone surrogate (possible in JSON's \uD800 escapes) is not text: stores would write it
+  // as invalid UTF-8 and read back something else, so two names could look alike.
+  if (LONE_SURROGATE.test(value)) {
+    throw invalidArgument(field, `${field} must be well-formed Unicode (no lone surrogates)`);
+  }
 }
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 function refusal(error: unknown): Refusal {
   if (!(error instanceof TrackerError)) return 'failed';

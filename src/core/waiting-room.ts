@@ -2,6 +2,10 @@ import { cancelled, storeUnavailable, waitTimeout } from './errors.js';
 import type { Lock } from './lock.js';
 import { type LockStore, WAITER_LEASE_MS } from './lock-store.js';
 
+/** How often, and how many times, a failed wait tries to leave the queue in the background. */
+const ABANDON_RETRY_MS = 1000;
+const ABANDON_ATTEMPTS = 300;
+
 /** A request that joined a service's queue. */
 export interface QueuedRequest {
   readonly service: string;
@@ -77,6 +81,20 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
     if (!(await store.leave(queued.ticket))) await store.release(queued.id);
   };
 
+  /**
+   * A wait that failed (the store could not be reached) answered its caller with an error,
+   * but its row may still be in the queue, kept alive by this process's heartbeat for its
+   * other waiters, and could be granted a lock nobody knows of. Leave the queue (or release
+   * the lock granted meanwhile) as soon as the store answers again: every second, for up to
+   * ABANDON_ATTEMPTS seconds, in the background.
+   */
+  const abandon = (queued: QueuedRequest, attempt = 1) => {
+    giveUp(queued).catch(() => {
+      if (attempt >= ABANDON_ATTEMPTS) return;
+      setTimeout(() => abandon(queued, attempt + 1), ABANDON_RETRY_MS).unref?.();
+    });
+  };
+
   return {
     owner,
 
@@ -94,24 +112,28 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
     async waitFor(queued: QueuedRequest, timeoutMs: number, callerGone?: AbortSignal): Promise<Lock> {
       const deadline = Date.now() + timeoutMs;
       const signal = callerGone ? AbortSignal.any([callerGone, closing.signal]) : closing.signal;
+      // Whether the request is out of the queue for good (left, or its lock handed back).
+      let settled = false;
       enter();
       try {
         for (;;) {
           if (signal.aborted) {
             await giveUp(queued);
+            settled = true;
             throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
           }
           const granted = (await store.get(queued.id)) ?? (await store.settle(queued.service));
           if (granted?.id === queued.id) {
+            settled = true;
             if (!signal.aborted) return granted;
             await store.release(granted.id);
             throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
           }
           const remaining = deadline - Date.now();
           if (remaining <= 0) {
-            if (await store.leave(queued.ticket)) {
-              throw waitTimeout((await store.queue(queued.service)).holder ?? queued.holder);
-            }
+            const left = await store.leave(queued.ticket);
+            settled = true;
+            if (left) throw waitTimeout((await store.queue(queued.service)).holder ?? queued.holder);
             // Granted between the last look and leaving: the wait succeeded after all.
             const lock = await store.get(queued.id);
             if (lock) return lock;
@@ -119,6 +141,9 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
           }
           await sleep(queued.service, Math.min(remaining, recheckMs), signal);
         }
+      } catch (error) {
+        if (!settled) abandon(queued);
+        throw error;
       } finally {
         exit();
       }

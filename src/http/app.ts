@@ -78,6 +78,31 @@ function createServer(options: HttpServerOptions) {
   };
 }
 
+/**
+ * What Node's HTTP parser refuses before Fastify sees a request (headers over 16 KiB, a
+ * malformed request line, a client too slow to send its headers): answered with JSON and a
+ * stable code like every other error, then the connection is closed.
+ */
+function answerClientError(error: Error & { code?: string }, socket: import('node:net').Socket): void {
+  if (error.code === 'ECONNRESET' || !socket.writable) {
+    socket.destroy();
+    return;
+  }
+  const [status, code, message] =
+    error.code === 'HPE_HEADER_OVERFLOW'
+      ? [431, 'HEADERS_TOO_LARGE', 'request headers are larger than 16 KiB']
+      : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
+        ? [408, 'REQUEST_TIMEOUT', 'the request was not received in time']
+        : [400, 'BAD_REQUEST', 'the request is not valid HTTP'];
+  const body = JSON.stringify({ error: message, code });
+  // Closed once written, whatever the client does next (a slow client keeps sending).
+  socket.write(
+    `HTTP/1.1 ${status} ${http.STATUS_CODES[status]}\r\nContent-Type: application/json; charset=utf-8\r\n` +
+      `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+    () => socket.destroy(),
+  );
+}
+
 /** Largest accepted request body. */
 export const BODY_LIMIT = 64 * 1024;
 
@@ -115,6 +140,11 @@ export function buildHttpApp({
     // Reject instead of repairing: no type coercion, no silent removal of unknown fields.
     ajv: { customOptions: { coerceTypes: false, removeAdditional: false, allErrors: false } },
     return503OnClosing: true,
+    // A service name may be 256 characters, up to 3 KiB once percent-encoded (Fastify's
+    // default is 100). As long as the largest request line Node accepts (16 KiB), so that an
+    // overlong parameter gets the route's own answer (400 naming it, or 404 for an id).
+    maxParamLength: 16 * 1024,
+    clientErrorHandler: answerClientError,
     serverFactory: createServer(server ?? {}),
   });
 

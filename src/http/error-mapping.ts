@@ -32,6 +32,7 @@ const FRAMEWORK_ERRORS: Readonly<Record<string, readonly [number, string, string
   FST_ERR_CTP_BODY_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE', 'request body is larger than 64 KiB'],
   FST_ERR_CTP_INVALID_JSON_BODY: [400, ErrorCode.INVALID_ARGUMENT, 'request body is not valid JSON'],
   FST_ERR_CTP_EMPTY_JSON_BODY: [400, ErrorCode.INVALID_ARGUMENT, 'request body must be a JSON object'],
+  FST_ERR_BAD_URL: [400, ErrorCode.INVALID_ARGUMENT, 'the URL is not validly percent-encoded'],
 };
 
 export interface ErrorBody {
