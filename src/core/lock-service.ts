@@ -131,10 +131,20 @@ export function createLockService({
   // process's acquires since: counting the store on every acquire would cost a scan each.
   // Several replicas acquiring in the same second may overshoot by what they took in it.
   let lockCount = { value: 0, at: Number.NEGATIVE_INFINITY };
+  // One count at a time, shared by the acquires that arrive while it runs.
+  let counting: Promise<void> | null = null;
   const checkLockLimit = async () => {
     if (maxLocks === null) return;
     if (performance.now() - lockCount.at > LOCK_COUNT_MAX_AGE_MS) {
-      lockCount = { value: (await store.stats()).locks, at: performance.now() };
+      counting ??= store
+        .stats()
+        .then((stats) => {
+          lockCount = { value: stats.locks, at: performance.now() };
+        })
+        .finally(() => {
+          counting = null;
+        });
+      await counting;
     }
     if (lockCount.value >= maxLocks) throw tooManyLocks(maxLocks);
   };
