@@ -276,7 +276,18 @@ const CODE_MEANINGS: Readonly<Record<string, string>> = {
   PAYLOAD_TOO_LARGE: 'a body over 64 KiB',
   [ErrorCode.STORE_UNAVAILABLE]: 'the database cannot serve right now; retry',
   [ErrorCode.INTERNAL]: 'a bug; the body says only `internal error`, the log has the rest',
+  [ErrorCode.UNAUTHENTICATED]: 'authentication is on and the bearer token is missing or not valid',
+  [ErrorCode.PERMISSION_DENIED]: "the token lacks the scope or the service, or the lock is another token's",
+  [ErrorCode.RATE_LIMITED]:
+    'too many requests from this token (or address); `Retry-After` says when to retry',
+  [ErrorCode.QUEUE_FULL]: 'the service already has `--max-waiters-per-service` requests waiting',
+  [ErrorCode.TOO_MANY_LOCKS]: 'the store already holds `--max-locks` locks',
 };
+
+/** The routes behind the gate (app.ts): the API and the metrics. */
+function isGated(url: string): boolean {
+  return url.startsWith('/api/') || url === '/metrics';
+}
 
 /** Statuses of the codes that Fastify's own errors map to (error-mapping.ts). */
 const FRAMEWORK_STATUS: Readonly<Record<string, number>> = {
@@ -303,6 +314,13 @@ const ERROR_PROPERTIES = {
 } as const;
 
 const COMPONENTS = {
+  securitySchemes: {
+    bearer: {
+      type: 'http',
+      scheme: 'bearer',
+      description: 'A token from `tracker token create`, when the server runs with --auth-tokens-file.',
+    },
+  },
   schemas: {
     Lock: lockJson,
     Error: { type: 'object', required: ['error', 'code'], properties: ERROR_PROPERTIES },
@@ -418,6 +436,8 @@ function operation(route: RouteOptions, method: string, taken: Set<string>): Rec
     result.requestBody = { required: !doc?.bodyOptional, content };
   }
   result.responses = responses(route, method, schema, doc);
+  // With --auth-tokens-file these need a bearer token; without, none: both are allowed.
+  if (isGated(route.url)) result.security = [{ bearer: [] }, {}];
   return result;
 }
 
@@ -471,6 +491,15 @@ function responses(
     codes.add('UNSUPPORTED_MEDIA_TYPE');
   }
   if (route.url.startsWith('/api/')) codes.add(ErrorCode.STORE_UNAVAILABLE);
+  if (isGated(route.url)) {
+    codes.add(ErrorCode.UNAUTHENTICATED);
+    codes.add(ErrorCode.PERMISSION_DENIED);
+    codes.add(ErrorCode.RATE_LIMITED);
+  }
+  if (method === 'POST' && route.url === '/api/v1alpha1/lock') {
+    codes.add(ErrorCode.QUEUE_FULL);
+    codes.add(ErrorCode.TOO_MANY_LOCKS);
+  }
   codes.add(ErrorCode.INTERNAL);
   const errorSchema = route.config?.successEnvelope ? 'ReleaseError' : 'Error';
   const byStatus = new Map<number, string[]>();
