@@ -143,7 +143,7 @@ export function buildHttpApp({
     // A service name may be 256 characters, up to 3 KiB once percent-encoded (Fastify's
     // default is 100). As long as the largest request line Node accepts (16 KiB), so that an
     // overlong parameter gets the route's own answer (400 naming it, or 404 for an id).
-    maxParamLength: 16 * 1024,
+    routerOptions: { maxParamLength: 16 * 1024 },
     clientErrorHandler: answerClientError,
     serverFactory: createServer(server ?? {}),
   });

@@ -1,0 +1,114 @@
+// A TCP proxy between one Tracker replica and PostgreSQL, for faults on cue (the same idea
+// as test/support/postgres.ts's FaultProxy, which lives with the tests and imports
+// node:test). Modes: forward bytes; black-hole (connections stay open, no byte passes
+// either way, new connections hang like a silent host); down (every connection dropped, new
+// ones refused). A black hole drops what it swallows, so the PostgreSQL protocol on those
+// connections is broken for good: restore() after blackhole() cuts them first.
+import net from 'node:net';
+
+type Mode = 'forward' | 'blackhole' | 'down';
+
+export class FaultProxy {
+  readonly #server = net.createServer((socket) => this.#accept(socket));
+  readonly #sockets = new Set<net.Socket>();
+  readonly #target: { host: string; port: number };
+  #mode: Mode = 'forward';
+  #port = 0;
+
+  private constructor(target: { host: string; port: number }) {
+    this.#target = target;
+  }
+
+  /** Listens on 127.0.0.1, on a free port, in front of host:port. */
+  static async start(host: string, port: number): Promise<FaultProxy> {
+    const proxy = new FaultProxy({ host, port });
+    await proxy.#listen(0);
+    return proxy;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  get mode(): Mode {
+    return this.#mode;
+  }
+
+  /** Connections (both sides counted) open right now. */
+  get sockets(): number {
+    return this.#sockets.size;
+  }
+
+  /** `url` with the proxy as its host and port. */
+  url(url: string): string {
+    const changed = new URL(url);
+    changed.hostname = '127.0.0.1';
+    changed.port = String(this.#port);
+    return changed.toString();
+  }
+
+  /** Nothing passes; open connections hang, new ones hang too. */
+  blackhole(): void {
+    this.#mode = 'blackhole';
+  }
+
+  /** Drops every connection and refuses new ones until restore(). */
+  async down(): Promise<void> {
+    if (this.#mode === 'down') return;
+    this.#mode = 'down';
+    const closed = new Promise((resolve) => this.#server.close(resolve));
+    this.#destroyAll();
+    await closed;
+  }
+
+  /** Forwards again; connections that lived through a black hole are cut first (their streams lost bytes). */
+  async restore(): Promise<void> {
+    if (this.#mode === 'blackhole') this.#destroyAll();
+    if (this.#mode === 'down') await this.#listen(this.#port);
+    this.#mode = 'forward';
+  }
+
+  async close(): Promise<void> {
+    await this.down();
+  }
+
+  async #listen(port: number): Promise<void> {
+    await new Promise<void>((resolve, reject) => {
+      this.#server.once('error', reject);
+      this.#server.listen(port, '127.0.0.1', () => {
+        this.#server.off('error', reject);
+        resolve();
+      });
+    });
+    this.#port = (this.#server.address() as net.AddressInfo).port;
+  }
+
+  #destroyAll(): void {
+    for (const socket of this.#sockets) socket.destroy();
+    this.#sockets.clear();
+  }
+
+  #track(socket: net.Socket): void {
+    this.#sockets.add(socket);
+    socket.on('error', () => {});
+    socket.on('close', () => this.#sockets.delete(socket));
+  }
+
+  #accept(client: net.Socket): void {
+    this.#track(client);
+    // A connection that arrives during a black hole just hangs, like a silent host.
+    if (this.#mode !== 'forward') return;
+    const upstream = net.connect(this.#target.port, this.#target.host);
+    this.#track(upstream);
+    client.setNoDelay(true);
+    upstream.setNoDelay(true);
+    client.on('data', (chunk) => {
+      if (this.#mode === 'forward') upstream.write(chunk);
+    });
+    upstream.on('data', (chunk) => {
+      if (this.#mode === 'forward') client.write(chunk);
+    });
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  }
+}
