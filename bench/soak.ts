@@ -70,6 +70,7 @@ import { performance } from 'node:perf_hooks';
 import { setTimeout as delay } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
+import { FaultProxy } from '../test/support/fault-proxy.js';
 import { percentile } from './load.js';
 import {
   type BenchDatabase,
@@ -87,7 +88,6 @@ import {
   type HistoryEvent,
   type LostCheck,
 } from './soak/analysis.js';
-import { FaultProxy } from './soak/fault-proxy.js';
 import { OP_LABELS, OPS, Recorder } from './soak/record.js';
 import { parseMetrics, type Replica, rssBytes, scanLog, startReplica } from './soak/replica.js';
 import { API, Rest } from './soak/rest.js';
@@ -298,7 +298,7 @@ async function main(): Promise<void> {
     database = await createBenchDatabase(admin);
     const version = await serverVersion(database.url);
     log(`PostgreSQL ${version}: database ${database.name} created through ${maskPassword(admin)}`);
-    for (let i = 0; i < REPLICAS; i++) proxies.push(await FaultProxy.start(pgHost, pgPort));
+    for (let i = 0; i < REPLICAS; i++) proxies.push(await FaultProxy.start(`postgres://${pgHost}:${pgPort}`));
     const created = database;
     const started = await Promise.allSettled(
       proxies.map((proxy, i) =>

@@ -1,9 +1,10 @@
-// A TCP proxy between one Tracker replica and PostgreSQL, for faults on cue (the same idea
-// as test/support/postgres.ts's FaultProxy, which lives with the tests and imports
-// node:test). Modes: forward bytes; black-hole (connections stay open, no byte passes
-// either way, new connections hang like a silent host); down (every connection dropped, new
-// ones refused). A black hole drops what it swallows, so the PostgreSQL protocol on those
-// connections is broken for good: restore() after blackhole() cuts them first.
+// A TCP proxy in front of PostgreSQL (or anything), for faults a real server will not
+// produce on cue; the tests and the soak (bench/soak.ts) share it, so it imports nothing of
+// node:test. Modes: forward bytes; black-hole (connections stay open, no byte passes either
+// way, new connections hang like a silent host); down (every connection dropped, new ones
+// refused). A black hole drops what it swallows, so the PostgreSQL protocol on those
+// connections is broken for good: restore() after blackhole() cuts them first, forward()
+// leaves that to the client.
 import net from 'node:net';
 
 type Mode = 'forward' | 'blackhole' | 'down';
@@ -19,9 +20,10 @@ export class FaultProxy {
     this.#target = target;
   }
 
-  /** Listens on 127.0.0.1, on a free port, in front of host:port. */
-  static async start(host: string, port: number): Promise<FaultProxy> {
-    const proxy = new FaultProxy({ host, port });
+  /** Listens on 127.0.0.1, on a free port, in front of the host and port of `target` (a URL). */
+  static async start(target: string): Promise<FaultProxy> {
+    const url = new URL(target);
+    const proxy = new FaultProxy({ host: url.hostname || '127.0.0.1', port: Number(url.port || 5432) });
     await proxy.#listen(0);
     return proxy;
   }
@@ -59,6 +61,12 @@ export class FaultProxy {
     const closed = new Promise((resolve) => this.#server.close(resolve));
     this.#destroyAll();
     await closed;
+  }
+
+  /** Forwards again, keeping the connections that lived through a black hole. */
+  async forward(): Promise<void> {
+    if (this.#mode === 'down') await this.#listen(this.#port);
+    this.#mode = 'forward';
   }
 
   /** Forwards again; connections that lived through a black hole are cut first (their streams lost bytes). */
