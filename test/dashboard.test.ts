@@ -412,6 +412,8 @@ describe('dashboard', () => {
       assert.equal(await row.locator('td.service').textContent(), service);
       // The filter matches the literal text.
       await page.locator('#filter').fill('onerror=alert(1)');
+      // The count follows the filter at the next frame: wait for it (bounded), then check.
+      await page.locator('#count', { hasText: ' of ' }).waitFor({ timeout: LIVE_MS });
       await row.waitFor();
       assert.equal(await page.locator('#count').textContent(), '1 of 1 held lock');
       await page.locator('#filter').fill('');
