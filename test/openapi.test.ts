@@ -256,8 +256,9 @@ describe('API description', () => {
 
       await page.goto(`${server.baseUrl}/docs`, { waitUntil: 'load', timeout: 30_000 });
       const expected = operations(doc).map(({ key }) => key);
-      const rendered = `document.querySelectorAll('.opblock').length >= ${expected.length}`;
-      await page.waitForFunction(rendered, undefined, { timeout: 30_000 });
+      // A locator, not waitForFunction: polling a predicate needs eval, which the page's CSP
+      // (script-src 'self') refuses whenever the first check comes too early.
+      await page.locator('.opblock').nth(expected.length - 1).waitFor({ timeout: 30_000 });
       const shown = await page.$$eval('.opblock', (blocks) =>
         blocks.map(
           (block) =>
