@@ -258,7 +258,10 @@ describe('API description', () => {
       const expected = operations(doc).map(({ key }) => key);
       // A locator, not waitForFunction: polling a predicate needs eval, which the page's CSP
       // (script-src 'self') refuses whenever the first check comes too early.
-      await page.locator('.opblock').nth(expected.length - 1).waitFor({ timeout: 30_000 });
+      await page
+        .locator('.opblock')
+        .nth(expected.length - 1)
+        .waitFor({ timeout: 30_000 });
       const shown = await page.$$eval('.opblock', (blocks) =>
         blocks.map(
           (block) =>
