@@ -1,12 +1,12 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { type ClientReadableStream, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { addToken, revokeToken } from '../src/auth/token-file.js';
+import { addToken, readTokenFile, revokeToken } from '../src/auth/token-file.js';
 import { type LockServiceClient, lockServiceClient } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
@@ -444,6 +444,43 @@ describe('authentication off', () => {
     } finally {
       await open.stop();
       await loopback.stop();
+    }
+  });
+});
+
+describe('the tokens file', () => {
+  test('create and revoke keep the comments of a YAML file; a JSON file stays JSON; only hashes are written', () => {
+    const dir = tempDir();
+    try {
+      const yaml = join(dir.path, 'tokens.yaml');
+      const first = addToken(yaml, { name: 'first', scopes: ['lock:read'] });
+      const edited = readFileSync(yaml, 'utf8').replace(/^tokens:/m, '# owned by the platform team\ntokens:');
+      writeFileSync(yaml, edited);
+      const second = addToken(yaml, { name: 'second', scopes: ['lock:write'], services: ['deploy-*'] });
+      assert.equal(revokeToken(yaml, 'first'), true);
+      assert.equal(revokeToken(yaml, 'first'), false);
+      const text = readFileSync(yaml, 'utf8');
+      assert.match(text, /^# owned by the platform team$/m);
+      assert.match(text, /^tokens:\n {2}- name: second$/m, 'block YAML, not JSON');
+      assert.equal(text.includes(first) || text.includes(second), false);
+      assert.deepEqual(
+        readTokenFile(yaml).map((token) => [token.name, token.scopes, token.services]),
+        [['second', ['lock:write'], ['deploy-*']]],
+      );
+      assert.equal((statSync(yaml).mode & 0o777).toString(8), '600');
+
+      const json = join(dir.path, 'tokens.json');
+      addToken(json, { name: 'a', scopes: ['lock:admin'] });
+      addToken(json, { name: 'b', scopes: ['lock:read'] });
+      assert.equal(revokeToken(json, 'a'), true);
+      const parsed = JSON.parse(readFileSync(json, 'utf8')) as { tokens: { name: string }[] };
+      assert.deepEqual(
+        parsed.tokens.map((token) => token.name),
+        ['b'],
+      );
+      assert.throws(() => addToken(json, { name: 'b', scopes: ['lock:read'] }), /exists already/);
+    } finally {
+      dir.remove();
     }
   });
 });

@@ -1,7 +1,7 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, renameSync, watch, writeFileSync } from 'node:fs';
 import { basename, dirname, join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
+import { Document, isSeq, parseDocument, parse as parseYaml, YAMLSeq } from 'yaml';
 import { type Principal, SCOPES, type Scope } from '../core/auth.js';
 import { unauthenticated } from '../core/errors.js';
 
@@ -129,26 +129,46 @@ export function addToken(
     createdAt: new Date().toISOString(),
   };
   // Validates the new entry with the same rules as the server.
-  const tokens = parseTokenFile(JSON.stringify({ tokens: [...existing, added] }), path);
-  writeTokenFile(path, tokens);
+  parseTokenFile(JSON.stringify({ tokens: [...existing, added] }), path);
+  editTokenFile(path, (tokens) => {
+    tokens.add(new Document(added).contents);
+  });
   return token;
 }
 
 /** Removes the named token; false when there was none. */
 export function revokeToken(path: string, name: string): boolean {
-  const existing = readTokenFile(path);
-  const kept = existing.filter((token) => token.name !== name);
-  if (kept.length === existing.length) return false;
-  writeTokenFile(path, kept);
+  const index = readTokenFile(path).findIndex((token) => token.name === name);
+  if (index < 0) return false;
+  editTokenFile(path, (tokens) => {
+    tokens.delete(index);
+  });
   return true;
 }
 
-function writeTokenFile(path: string, tokens: readonly TokenEntry[]): void {
+/**
+ * Changes the file's `tokens` list in place and writes it back atomically (a temporary
+ * file renamed over it, readable by its owner only), so that a server watching it never
+ * reads half of it. A YAML file keeps its comments and layout; a JSON one (a `.json` name,
+ * or text that starts with `{`) stays JSON; a new file is YAML with a header comment.
+ */
+function editTokenFile(path: string, edit: (tokens: YAMLSeq) => void): void {
+  const text = existsSync(path) ? readFileSync(path, 'utf8') : null;
+  const json = path.endsWith('.json') || (text?.trimStart().startsWith('{') ?? false);
+  const doc = text === null || text.trim() === '' ? new Document({}) : parseDocument(text);
+  if (text === null) {
+    doc.commentBefore =
+      ' Tracker tokens: hashes only (tracker token create / revoke).\n Reloaded on change and on SIGHUP.';
+  }
+  let tokens = doc.get('tokens');
+  if (!isSeq(tokens)) {
+    tokens = new YAMLSeq();
+    doc.set('tokens', tokens);
+  }
+  edit(tokens as YAMLSeq);
+  const output = json ? `${JSON.stringify(doc.toJS(), null, 2)}\n` : doc.toString();
   const temporary = join(dirname(path), `.${basename(path)}.${process.pid}.tmp`);
-  const text = path.endsWith('.json')
-    ? `${JSON.stringify({ tokens }, null, 2)}\n`
-    : `# Tracker tokens: hashes only (tracker token create/revoke). Reloaded on change and on SIGHUP.\n${JSON.stringify({ tokens }, null, 2)}\n`;
-  writeFileSync(temporary, text, { mode: 0o600 });
+  writeFileSync(temporary, output, { mode: 0o600 });
   chmodSync(temporary, 0o600);
   renameSync(temporary, path);
 }
