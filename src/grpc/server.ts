@@ -13,11 +13,11 @@ import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import type { FastifyBaseLogger } from 'fastify';
 import { type Gate, OPEN_GATE } from '../auth/gate.js';
-import { type Caller, requireScope, requireService, serviceFilter } from '../core/auth.js';
+import type { Caller } from '../core/auth.js';
 import { invalidArgument } from '../core/errors.js';
-import type { EventFeed, FeedMessage } from '../core/event-feed.js';
+import { type EventFeed, type FeedMessage, openWatch } from '../core/event-feed.js';
 import { formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.js';
-import { type LockService, validateName } from '../core/lock-service.js';
+import type { LockService } from '../core/lock-service.js';
 import type { Metrics } from '../metrics.js';
 import { toGrpcError } from './error-mapping.js';
 import { createHealthService } from './health.js';
@@ -191,11 +191,7 @@ export function buildGrpcServer({
             callback(null, response);
           },
           (error: unknown) => {
-            const grpcError = toGrpcError(error, Date.now() >= deadlineOf(call));
-            if (grpcError.code === status.INTERNAL) logger.error({ err: error, method }, 'rpc failed');
-            if (isRefusal(grpcError.code)) logger.warn({ method, code: grpcError.details }, 'rpc refused');
-            finished(method, status[grpcError.code ?? status.UNKNOWN], started);
-            callback(grpcError);
+            callback(failed(method, error, started, Date.now() >= deadlineOf(call)));
           },
         );
     };
@@ -213,6 +209,14 @@ export function buildGrpcServer({
     const ms = performance.now() - started;
     metrics.grpc(method, code, ms / 1000);
     logger.info({ method, status: code, ms: Math.round(ms * 100) / 100 }, 'rpc');
+  };
+  /** A call that failed: its gRPC error, logged (a bug in full, a refusal in a line) and counted. */
+  const failed = (method: string, error: unknown, started: number, deadlinePassed = false) => {
+    const grpcError = toGrpcError(error, deadlinePassed);
+    if (grpcError.code === status.INTERNAL) logger.error({ err: error, method }, 'rpc failed');
+    if (isRefusal(grpcError.code)) logger.warn({ method, code: grpcError.details }, 'rpc refused');
+    finished(method, status[grpcError.code ?? status.UNKNOWN], started);
+    return grpcError;
   };
 
   /**
@@ -233,12 +237,7 @@ export function buildGrpcServer({
     const endOk = () => end('OK');
     const fail = (error: unknown) => {
       watches.delete(endOk);
-      const grpcError = toGrpcError(error);
-      if (grpcError.code === status.INTERNAL)
-        logger.error({ err: error, method: 'WatchLocks' }, 'rpc failed');
-      if (isRefusal(grpcError.code))
-        logger.warn({ method: 'WatchLocks', code: grpcError.details }, 'rpc refused');
-      finished('WatchLocks', status[grpcError.code ?? status.UNKNOWN], started);
+      const grpcError = failed('WatchLocks', error, started);
       // grpc-js sends an error emitted on a server stream as the call's status, with its
       // metadata as trailers (destroy() would end the stream with no status at all).
       call.emit('error', Object.assign(new Error(grpcError.details), grpcError));
@@ -246,19 +245,14 @@ export function buildGrpcServer({
     call.once('cancelled', () => end('CANCELLED'));
     watches.add(endOk);
     (async () => {
-      const caller = admit(call);
-      requireScope(caller, 'lock:read');
-      if (lastEventId !== '' && !/^[0-9]{1,15}$/.test(lastEventId)) {
-        throw invalidArgument('last_event_id', 'last_event_id must be an event id (a non-negative integer)');
-      }
-      if (name !== '') validateName('service', name);
-      if (name !== '') requireService(caller, 'lock:read', name);
-      const unsubscribe = await feed.watch(
+      const unsubscribe = await openWatch(
+        feed,
         {
           service: name === '' ? undefined : name,
-          after: lastEventId === '' ? undefined : Number(lastEventId),
-          allow: serviceFilter(caller),
+          lastEventId: lastEventId === '' ? undefined : lastEventId,
+          lastEventIdField: 'last_event_id',
         },
+        admit(call),
         (message) => {
           if (!call.cancelled && !call.writableEnded) call.write(watchMessage(message));
         },

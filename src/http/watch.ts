@@ -1,9 +1,6 @@
 import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
-import { requireScope, requireService, serviceFilter } from '../core/auth.js';
-import { invalidArgument } from '../core/errors.js';
-import type { EventFeed, FeedMessage } from '../core/event-feed.js';
-import { validateName } from '../core/lock-service.js';
+import { type EventFeed, type FeedMessage, openWatch } from '../core/event-feed.js';
 import { eventToJson, lockToJson } from './error-mapping.js';
 import { watchQuery } from './schemas.js';
 
@@ -48,16 +45,8 @@ export function registerWatch(app: FastifyInstance, path: string, feed: EventFee
       },
     },
     async (request, reply) => {
-      const { service } = request.query;
-      requireScope(request.caller, 'lock:read');
-      if (service !== undefined) validateName('service', service);
-      if (service !== undefined) requireService(request.caller, 'lock:read', service);
       const header = request.headers['last-event-id'];
       const lastEventId = typeof header === 'string' && header !== '' ? header : request.query.lastEventId;
-      if (lastEventId !== undefined && !/^[0-9]{1,15}$/.test(lastEventId)) {
-        throw invalidArgument('Last-Event-ID', 'Last-Event-ID must be an event id (a non-negative integer)');
-      }
-
       // Until the watcher is live (its snapshot read), messages wait here: a store that
       // cannot be read still gets an ordinary JSON 503, not a broken stream.
       const raw = reply.raw;
@@ -75,12 +64,10 @@ export function registerWatch(app: FastifyInstance, path: string, feed: EventFee
           raw.destroy();
         }
       };
-      const stop = await feed.watch(
-        {
-          service,
-          after: lastEventId === undefined ? undefined : Number(lastEventId),
-          allow: serviceFilter(request.caller),
-        },
+      const stop = await openWatch(
+        feed,
+        { service: request.query.service, lastEventId, lastEventIdField: 'Last-Event-ID' },
+        request.caller,
         (message) => write(formatSse(message)),
       );
 
