@@ -157,11 +157,14 @@ export function createLockService({
     requireScope(caller, 'lock:write');
     if (caller === null) return undefined;
     if (!hasScope(caller, 'lock:admin')) return caller.name;
-    if (caller.services !== null) {
-      const lock = await store.get(key);
-      if (lock) requireService(caller, 'lock:admin', lock.service);
-    }
+    await requireAdminOver(key, caller);
     return undefined;
+  };
+  /** An admin limited to some services may act on their locks only: the lock is looked up. */
+  const requireAdminOver = async (key: string, caller: Caller) => {
+    if (!caller?.services) return;
+    const lock = await store.get(key);
+    if (lock) requireService(caller, 'lock:admin', lock.service);
   };
   /** After a refused owner-checked change: 403 if the lock exists (another owner's), else `missing`. */
   const refusedChange = async (key: string, owner: string | undefined, missing: () => TrackerError) => {
@@ -245,10 +248,7 @@ export function createLockService({
       if (reason !== undefined) validateText('reason', reason, MAX_REASON_LENGTH);
       requireScope(caller, 'lock:admin');
       const key = lockKey(id);
-      if (key && caller?.services) {
-        const held = await store.get(key);
-        if (held) requireService(caller, 'lock:admin', held.service);
-      }
+      if (key) await requireAdminOver(key, caller);
       const lock = key
         ? await store.forceRelease(key, reason === undefined || reason === '' ? null : reason)
         : null;
