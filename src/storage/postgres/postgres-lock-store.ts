@@ -467,24 +467,8 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
     readEvents: (after, limit, settledThrough) => guard(() => readEvents(after, limit, settledThrough)),
     history: (filter) =>
       guard(async () => {
-        const values: unknown[] = [];
-        for (const value of [
-          filter.service,
-          filter.who,
-          filter.since?.getTime(),
-          filter.until?.getTime(),
-          filter.before,
-        ]) {
-          if (value !== undefined) values.push(value);
-        }
-        const text = historyQuery({
-          service: filter.service !== undefined,
-          who: filter.who !== undefined,
-          since: filter.since !== undefined,
-          until: filter.until !== undefined,
-          before: filter.before !== undefined,
-        });
-        return (await query<EventRow>(text, [...values, filter.limit])).map(toEvent);
+        const { text, values } = historyQuery(filter);
+        return (await query<EventRow>(text, values)).map(toEvent);
       }),
     historyFloor: () =>
       guard(async () =>

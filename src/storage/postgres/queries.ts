@@ -8,6 +8,8 @@
  * the previous holder of that row lock committed.
  */
 
+import type { HistoryQuery } from '../../core/lock.js';
+
 /** A lock row as the store reads it. */
 export interface LockRow {
   id: string;
@@ -419,26 +421,27 @@ export const SNAPSHOT_XMIN = 'SELECT pg_snapshot_xmin(pg_current_snapshot())::te
 
 /**
  * Newest first, filtered: each filter present adds its condition, so the planner can use
- * the index of the most selective one (an "$n IS NULL OR" filter would defeat it).
- * Parameters are numbered in the order: service, who, since (ms), until (ms), before, limit.
+ * the index of the most selective one (an "$n IS NULL OR" filter would defeat it). The
+ * statement and its values, numbered as the conditions are added; the limit comes last.
  */
-export function historyQuery(filters: {
-  service: boolean;
-  who: boolean;
-  since: boolean;
-  until: boolean;
-  before: boolean;
-}): string {
+export function historyQuery(query: HistoryQuery): { text: string; values: unknown[] } {
   const where: string[] = [];
-  let n = 0;
-  if (filters.service) where.push(`service = $${++n}`);
-  if (filters.who) where.push(`who = $${++n}`);
-  if (filters.since) where.push(`at >= to_timestamp($${++n}::int8 / 1000.0)`);
-  if (filters.until) where.push(`at < to_timestamp($${++n}::int8 / 1000.0)`);
-  if (filters.before) where.push(`id < $${++n}`);
-  return `SELECT ${EVENT_COLUMNS} FROM lock_events
+  const values: unknown[] = [];
+  const add = (condition: (n: number) => string, value: unknown) => {
+    if (value === undefined) return;
+    values.push(value);
+    where.push(condition(values.length));
+  };
+  add((n) => `service = $${n}`, query.service);
+  add((n) => `who = $${n}`, query.who);
+  add((n) => `at >= to_timestamp($${n}::int8 / 1000.0)`, query.since?.getTime());
+  add((n) => `at < to_timestamp($${n}::int8 / 1000.0)`, query.until?.getTime());
+  add((n) => `id < $${n}`, query.before);
+  values.push(query.limit);
+  const text = `SELECT ${EVENT_COLUMNS} FROM lock_events
 WHERE ${where.length > 0 ? where.join(' AND ') : 'true'}
-ORDER BY id DESC LIMIT $${n + 1}`;
+ORDER BY id DESC LIMIT $${values.length}`;
+  return { text, values };
 }
 
 export const HISTORY_FLOOR = 'SELECT pruned_through FROM history_state';
