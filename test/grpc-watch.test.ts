@@ -12,7 +12,7 @@ import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { setTimeout as delay } from 'node:timers/promises';
 import { status } from '@grpc/grpc-js';
-import { bufCurl, bufRaw } from './support/buf-curl.js';
+import { bufCurl, bufExitCode, bufFails, bufOk, bufRaw } from './support/buf-curl.js';
 import {
   HEALTH_SERVICE,
   healthClient,
@@ -63,30 +63,6 @@ interface EventJson {
 interface HistoryJson {
   events?: EventJson[];
   nextBefore?: string;
-}
-
-/** buf's lower-case code names, and the exit code it uses for each (the gRPC code times 8). */
-const BUF_EXIT = { not_found: 5 * 8, invalid_argument: 3 * 8, deadline_exceeded: 4 * 8 } as const;
-
-async function bufOk<T>(address: string, method: string, body?: unknown): Promise<T> {
-  const result = await bufCurl(address, method, body);
-  assert.equal(result.exitCode, 0, `${method} ${JSON.stringify(body)} failed: ${result.stderr}`);
-  return result.response as T;
-}
-
-/** A call through buf that must fail with `code`; returns the status message. */
-async function bufFails(
-  address: string,
-  method: string,
-  body: unknown,
-  code: 'not_found' | 'invalid_argument',
-): Promise<string> {
-  const result = await bufCurl(address, method, body);
-  const context = `${method}: exit ${result.exitCode}, stderr ${result.stderr}`;
-  assert.equal(result.response, null, context);
-  assert.equal(result.error?.code, code, context);
-  assert.equal(result.exitCode, BUF_EXIT[code], context);
-  return result.error?.message ?? '';
 }
 
 /**
@@ -395,7 +371,7 @@ describe('history, force release, watch and health through server reflection (bu
     await ok('UnLock', { id: held.id });
     const next = await ok<LockJson>('CreateLock', { service, who: 'during-watch', ttlSeconds: 30 });
     const result = await watching;
-    assert.equal(result.exitCode, BUF_EXIT.deadline_exceeded, result.stderr);
+    assert.equal(result.exitCode, bufExitCode('deadline_exceeded'), result.stderr);
     assert.match(result.stderr, /deadline_exceeded/);
 
     const messages = parseJsonSequence(result.stdout) as Array<{
@@ -431,7 +407,7 @@ describe('history, force release, watch and health through server reflection (bu
       assert.deepEqual(result.response, { status: 'SERVING' }, JSON.stringify(body));
     }
     const unknown = await check({ service: 'tracker.lock.v1alpha1.NoSuchService' });
-    assert.equal(unknown.exitCode, BUF_EXIT.not_found, unknown.stderr);
+    assert.equal(unknown.exitCode, bufExitCode('not_found'), unknown.stderr);
     assert.equal(unknown.error?.code, 'not_found');
   });
 });

@@ -10,7 +10,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { type ServiceError, status } from '@grpc/grpc-js';
-import { bufCurl, bufRaw } from './support/buf-curl.js';
+import { bufFails, bufOk, bufRaw } from './support/buf-curl.js';
 import { type LockServiceClient, lockServiceClient, SERVICE, unary } from './support/grpc-client.js';
 import { type ServerProcess, startServerProcess } from './support/server-process.js';
 
@@ -61,33 +61,6 @@ function asGrpcJson(lock: Record<string, unknown>): LockJson {
 /** A fresh service name, so tests sharing one server never collide. */
 const uniqueService = (label: string) => `${label}-${randomUUID()}`;
 
-/** One method through `buf curl` and reflection; the call must succeed. */
-async function grpcOk<T>(address: string, method: Method, body?: unknown): Promise<T> {
-  const result = await bufCurl(address, `${SERVICE}/${method}`, body);
-  assert.equal(result.exitCode, 0, `${method} ${JSON.stringify(body)} failed: ${result.stderr}`);
-  return result.response as T;
-}
-
-/**
- * One method through `buf curl` that must fail with `code` (buf's lower-case name); returns
- * the status message. buf exits with the gRPC code times 8.
- */
-async function grpcFails(
-  address: string,
-  method: Method,
-  body: unknown,
-  code: 'already_exists' | 'not_found' | 'invalid_argument',
-): Promise<string> {
-  const result = await bufCurl(address, `${SERVICE}/${method}`, body);
-  const context = `${method} ${JSON.stringify(body)}: exit ${result.exitCode}, stderr ${result.stderr}`;
-  assert.equal(result.response, null, context);
-  assert.ok(result.error, context);
-  assert.equal(result.error.code, code, context);
-  const numeric = { already_exists: 6, not_found: 5, invalid_argument: 3 }[code];
-  assert.equal(result.exitCode, numeric * 8, context);
-  return result.error.message;
-}
-
 async function rest(
   baseUrl: string,
   method: string,
@@ -107,9 +80,9 @@ async function rest(
 describe('gRPC through server reflection (buf curl, no .proto)', () => {
   let server: ServerProcess;
   let address: string;
-  const ok = <T>(method: Method, body?: unknown) => grpcOk<T>(address, method, body);
+  const ok = <T>(method: Method, body?: unknown) => bufOk<T>(address, `${SERVICE}/${method}`, body);
   const fails = (method: Method, body: unknown, code: 'already_exists' | 'not_found' | 'invalid_argument') =>
-    grpcFails(address, method, body, code);
+    bufFails(address, `${SERVICE}/${method}`, body, code);
 
   before(async () => {
     server = await startServerProcess();
@@ -343,8 +316,9 @@ describe('gRPC through server reflection (buf curl, no .proto)', () => {
 describe('gRPC ListLocks through reflection, on a fresh server', () => {
   let server: ServerProcess;
   let address: string;
-  const ok = <T>(method: Method, body?: unknown) => grpcOk<T>(address, method, body);
-  const fails = (method: Method, body: unknown) => grpcFails(address, method, body, 'invalid_argument');
+  const ok = <T>(method: Method, body?: unknown) => bufOk<T>(address, `${SERVICE}/${method}`, body);
+  const fails = (method: Method, body: unknown) =>
+    bufFails(address, `${SERVICE}/${method}`, body, 'invalid_argument');
 
   before(async () => {
     server = await startServerProcess();

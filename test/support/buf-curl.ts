@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { join } from 'node:path';
 import { ROOT } from './server-process.js';
@@ -33,6 +34,37 @@ export function bufCurl(address: string, method: string, body?: unknown): Promis
       });
     });
   });
+}
+
+/** One method (`package.Service/Method`) through buf and reflection; the call must succeed. */
+export async function bufOk<T>(address: string, method: string, body?: unknown): Promise<T> {
+  const result = await bufCurl(address, method, body);
+  assert.equal(result.exitCode, 0, `${method} ${JSON.stringify(body)} failed: ${result.stderr}`);
+  return result.response as T;
+}
+
+/** gRPC codes by buf's lower-case names. */
+const BUF_CODES = { already_exists: 6, not_found: 5, invalid_argument: 3, deadline_exceeded: 4 } as const;
+
+/** The exit code of buf for a call that ended with `code`: the gRPC code times 8. */
+export function bufExitCode(code: keyof typeof BUF_CODES): number {
+  return BUF_CODES[code] * 8;
+}
+
+/** One method through buf that must fail with `code` (buf's lower-case name); returns the status message. */
+export async function bufFails(
+  address: string,
+  method: string,
+  body: unknown,
+  code: keyof typeof BUF_CODES,
+): Promise<string> {
+  const result = await bufCurl(address, method, body);
+  const context = `${method} ${JSON.stringify(body)}: exit ${result.exitCode}, stderr ${result.stderr}`;
+  assert.equal(result.response, null, context);
+  assert.ok(result.error, context);
+  assert.equal(result.error.code, code, context);
+  assert.equal(result.exitCode, bufExitCode(code), context);
+  return result.error.message;
 }
 
 /** Runs buf with raw arguments (e.g. `--list-services`), returning stdout. */
