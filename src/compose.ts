@@ -1,15 +1,16 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import type { FastifyBaseLogger } from 'fastify';
 import { createGate } from './auth/gate.js';
 import { createTokenAuthority, type TokenAuthority } from './auth/token-file.js';
 import type { Config } from './config/load-config.js';
+import { AUTHENTICATION_OFF } from './core/auth.js';
 import { systemClock } from './core/clock.js';
 import { createEventFeed } from './core/event-feed.js';
 import { startHousekeeping } from './core/housekeeping.js';
 import { createLockService, type LockEvent } from './core/lock-service.js';
 import type { LockStore } from './core/lock-store.js';
+import type { Logger } from './core/logger.js';
 import { createRateLimiter } from './core/rate-limiter.js';
 import { buildGrpcServer, listenGrpc, shutdownGrpc } from './grpc/server.js';
 import { buildHttpApp } from './http/app.js';
@@ -32,7 +33,7 @@ export interface Tracker {
 }
 
 /** Opens the store the database URL names, migrating its schema first. */
-export async function openStore(config: Config, logger: FastifyBaseLogger): Promise<LockStore> {
+export async function openStore(config: Config, logger: Logger): Promise<LockStore> {
   const { database } = config;
   if (database.kind === 'sqlite') {
     return openSqliteLockStore({
@@ -52,7 +53,7 @@ export async function openStore(config: Config, logger: FastifyBaseLogger): Prom
 }
 
 /** The composition root: config → store → service → transports. The only place that wires. */
-export async function startTracker(config: Config, logger: FastifyBaseLogger): Promise<Tracker> {
+export async function startTracker(config: Config, logger: Logger): Promise<Tracker> {
   const opened = await openStore(config, logger);
   const feed = createEventFeed({
     store: opened,
@@ -62,6 +63,8 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
   const store = metrics.instrument(opened);
   const service = createLockService({
     store,
+    feed,
+    clock: systemClock,
     newId: randomUUID,
     maxWaitersPerService: config.maxWaitersPerService,
     maxLocks: config.maxLocks,
@@ -100,11 +103,15 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
       'authentication is off and the server listens beyond loopback: anyone who reaches it may take or release any lock (see --auth-tokens-file)',
     );
   }
-  const gate = createGate(authority, config.rateLimit ? createRateLimiter(config.rateLimit) : null);
+  const gate = createGate({
+    // Without a tokens file, every caller may do everything (the guide's behaviour): the one
+    // place where that is decided.
+    authentication: authority ?? AUTHENTICATION_OFF,
+    limiter: config.rateLimit ? createRateLimiter({ ...config.rateLimit, clock: systemClock }) : null,
+  });
   const ready = () => store.ping();
   const http = buildHttpApp({
     service,
-    feed,
     metrics,
     gate,
     ready,
@@ -113,7 +120,6 @@ export async function startTracker(config: Config, logger: FastifyBaseLogger): P
   });
   const { server: grpc, stopping: grpcStopping } = buildGrpcServer({
     service,
-    feed,
     metrics,
     gate,
     ready,
@@ -199,7 +205,7 @@ function isLoopback(host: string): boolean {
 }
 
 /** One log line per thing this process did to a lock. */
-function logEvent(logger: FastifyBaseLogger, event: LockEvent): void {
+function logEvent(logger: Logger, event: LockEvent): void {
   switch (event.type) {
     case 'queued': {
       const { service, who, holder } = event;

@@ -139,22 +139,22 @@ export function createMetrics(sources: MetricsSources) {
 
     /** Counts the store's STORE_UNAVAILABLE failures, by operation, without changing them. */
     instrument(store: LockStore): LockStore {
-      const counted = {} as Record<string, unknown>;
-      for (const [name, member] of Object.entries(store)) {
-        counted[name] =
-          typeof member === 'function' && name !== 'onChange'
-            ? (...args: unknown[]) =>
-                Promise.resolve((member as (...a: unknown[]) => unknown).apply(store, args)).catch(
-                  (error: unknown) => {
-                    if (error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE) {
-                      storeErrors.inc({ operation: name });
-                    }
-                    throw error;
-                  },
-                )
-            : member;
-      }
-      return counted as unknown as LockStore;
+      const count = (operation: string) => (error: unknown) => {
+        if (error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE) {
+          storeErrors.inc({ operation });
+        }
+        throw error;
+      };
+      // A proxy, so that every method of the store (own or inherited from its class) is counted.
+      return new Proxy(store, {
+        get(target, name, receiver) {
+          const member: unknown = Reflect.get(target, name, receiver);
+          if (typeof member !== 'function') return member;
+          if (name === 'onChange' || typeof name !== 'string') return member.bind(target);
+          return (...args: unknown[]) =>
+            Promise.resolve((member as (...a: unknown[]) => unknown).apply(target, args)).catch(count(name));
+        },
+      });
     },
   };
 }

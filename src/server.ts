@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { pino } from 'pino';
 import { TokenFileError } from './auth/token-file.js';
 import { ListenError, startTracker, TlsError } from './compose.js';
@@ -40,9 +41,10 @@ export async function runServer(argv: readonly string[], program = 'npm start --
   }
   const { config } = loaded;
   // Asynchronous writes: a log line per request must not cost a write(2) on the request's
-  // path. pino flushes what is buffered when the process exits normally.
+  // path. pino flushes what is buffered when the process exits normally. The process is
+  // `app` (with pino's pid and hostname): `service` in a line is always a lock's service.
   const logger = pino(
-    { level: config.logLevel, base: { service: 'tracker' } },
+    { level: config.logLevel, base: { app: 'tracker', pid: process.pid, hostname: hostname() } },
     pino.destination({ dest: 1, sync: false }),
   );
 

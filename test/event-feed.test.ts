@@ -16,13 +16,18 @@ function setup() {
   const clock = new ManualClock();
   const store = openSqliteLockStore({ path: join(dir.path, 'tracker.db'), clock });
   const reads = { events: 0 };
-  const counted: LockStore = {
-    ...store,
-    readEvents: (...args) => {
-      reads.events++;
-      return store.readEvents(...args);
+  const counted: LockStore = new Proxy(store, {
+    get(target, name) {
+      if (name === 'readEvents') {
+        return (...args: Parameters<LockStore['readEvents']>) => {
+          reads.events++;
+          return target.readEvents(...args);
+        };
+      }
+      const member: unknown = Reflect.get(target, name);
+      return typeof member === 'function' ? member.bind(target) : member;
     },
-  };
+  });
   return {
     clock,
     store,

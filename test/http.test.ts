@@ -5,12 +5,13 @@ import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
-import { createEventFeed } from '../src/core/event-feed.js';
-import { createLockService } from '../src/core/lock-service.js';
+import { createGate } from '../src/auth/gate.js';
+import { AUTHENTICATION_OFF } from '../src/core/auth.js';
 import type { LockStore } from '../src/core/lock-store.js';
 import { buildHttpApp } from '../src/http/app.js';
 import { createMetrics } from '../src/metrics.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
+import { createTestService } from './support/lock-service.js';
 import { ManualClock } from './support/manual-clock.js';
 import { API, call } from './support/rest.js';
 import { tempDir } from './support/server-process.js';
@@ -35,22 +36,19 @@ async function startApp(
   const path = join(dir.path, 'tracker.db');
   const clock = new ManualClock(Date.parse('2024-01-15T10:00:00.250Z'));
   const store = openSqliteLockStore({ path, clock, busyTimeoutMs: options.busyTimeoutMs });
-  const feed = createEventFeed({ store });
-  const metrics = createMetrics({ stats: () => store.stats(), watchers: () => feed.watchers });
-  const service = createLockService({
-    store: metrics.instrument(store),
-    newId: randomUUID,
+  let watchers = () => 0;
+  const metrics = createMetrics({ stats: () => store.stats(), watchers: () => watchers() });
+  const { service, feed } = createTestService(metrics.instrument(store), {
+    clock,
     owner: 'http-test',
-    defaultTtlSeconds: options.defaultTtlSeconds,
-    maxTtlSeconds: options.maxTtlSeconds,
-    onEvent: (event) => {
-      metrics.observe(event);
-      feed.kick();
-    },
+    defaultTtlSeconds: options.defaultTtlSeconds ?? null,
+    maxTtlSeconds: options.maxTtlSeconds ?? null,
+    onEvent: (event) => metrics.observe(event),
   });
+  watchers = () => feed.watchers;
   const app = buildHttpApp({
     service,
-    feed,
+    gate: createGate({ authentication: AUTHENTICATION_OFF, limiter: null }),
     metrics,
     ready: () => store.ping(),
     logger: pino({ level: 'silent' }),

@@ -13,6 +13,7 @@ import {
   type PostgresStoreOptions,
 } from '../src/storage/postgres/postgres-lock-store.js';
 import { runLockStoreContract } from './contract/lock-store.contract.js';
+import { recordingLogger } from './support/logger.js';
 import {
   closedPort,
   connect,
@@ -30,15 +31,6 @@ const request = (service: string, who: string, ttlSeconds: number | null = null)
   who,
   ttlSeconds,
 });
-
-/** A logger that keeps what it was told, so tests can see what the store reported. */
-function recordingLogger() {
-  const entries: { level: string; details: Record<string, unknown>; message: string }[] = [];
-  const at = (level: string) => (details: object, message: string) => {
-    entries.push({ level, details: details as Record<string, unknown>, message });
-  };
-  return { entries, logger: { error: at('error'), warn: at('warn'), info: at('info'), debug: at('debug') } };
-}
 
 const isStoreUnavailable = (error: unknown) =>
   error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE;
@@ -725,7 +717,10 @@ await describePostgres('PostgreSQL store', (database) => {
           entries.some((entry) => entry.level === 'warn'),
         );
         const warning = entries.find((entry) => entry.level === 'warn');
-        assert.equal((warning?.details.err as { code?: string } | undefined)?.code, '57P01');
+        assert.equal(
+          ((warning?.details as { err?: unknown } | undefined)?.err as { code?: string } | undefined)?.code,
+          '57P01',
+        );
         assert.ok((await store.acquire(request('after', 'me'))).acquired);
       } finally {
         await store.close();

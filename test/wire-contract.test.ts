@@ -2,19 +2,19 @@ import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { loadSync } from '@grpc/proto-loader';
 import { PROTO_FILE } from '../src/grpc/server.js';
-import { lockToJson } from '../src/http/error-mapping.js';
+import { lockToJson } from '../src/http/present.js';
 import {
-  createLockBody,
-  eventJson,
-  forceReleaseBody,
-  forceReleasedJson,
-  historyJson,
-  historyQuery,
-  lockJson,
-  lockListJson,
-  queueJson,
-  releasedJson,
-  renewLockBody,
+  CreateLockBody as createLockBody,
+  EventJson as eventJson,
+  ForceReleaseBody as forceReleaseBody,
+  ForceReleasedJson as forceReleasedJson,
+  HistoryJson as historyJson,
+  HistoryQuery as historyQuery,
+  LockJson as lockJson,
+  LockListJson as lockListJson,
+  QueueJson as queueJson,
+  ReleasedJson as releasedJson,
+  RenewLockBody as renewLockBody,
 } from '../src/http/schemas.js';
 
 /**

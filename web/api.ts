@@ -1,58 +1,25 @@
 /** The REST API as the dashboard uses it, with the optional bearer token on every call. */
 
+// The wire types are the server's own schemas (type-only: nothing of the server is bundled).
+import type {
+  EventJson,
+  ForceReleasedJson,
+  HistoryJson,
+  LockJson,
+  QueueJson,
+  SnapshotJson,
+} from '../src/http/schemas.js';
+
 /** Relative, so that the dashboard also works behind a reverse proxy's path prefix. */
 export const API_BASE = 'api/v1alpha1';
 export const TOKEN_KEY = 'tracker.token';
 
-export interface Lock {
-  readonly id: string;
-  readonly service: string;
-  readonly who: string;
-  readonly createdAt: string;
-  readonly ttlSeconds: number | null;
-  readonly expiresAt: string | null;
-  readonly fencingToken: number;
-  readonly waiters: number;
-  /** The name of the token that took it; null without authentication (absent: older server). */
-  readonly owner?: string | null;
-}
-
-export type EventType =
-  | 'acquired'
-  | 'released'
-  | 'expired'
-  | 'renewed'
-  | 'force-released'
-  | 'queued'
-  | 'dequeued';
-
-export interface LockEvent {
-  readonly id: number;
-  readonly type: EventType;
-  readonly at: string;
-  readonly service: string;
-  readonly who: string;
-  /** For queued/dequeued: the waiting request (fencingToken null). */
-  readonly lock: Omit<Lock, 'fencingToken'> & { readonly fencingToken: number | null };
-  readonly heldSeconds: number | null;
-  readonly reason: string | null;
-}
-
-export interface Snapshot {
-  readonly eventId: number;
-  readonly locks: Lock[];
-}
-
-export interface Queue {
-  readonly service: string;
-  readonly holder: Lock | null;
-  readonly waiters: { readonly who: string; readonly since: string; readonly position: number }[];
-}
-
-export interface History {
-  readonly events: LockEvent[];
-  readonly nextBefore: number | null;
-}
+export type Lock = Readonly<LockJson>;
+export type LockEvent = Readonly<EventJson>;
+export type EventType = EventJson['type'];
+export type Snapshot = Readonly<SnapshotJson>;
+export type Queue = Readonly<QueueJson>;
+export type History = Readonly<HistoryJson>;
 
 /** The token when localStorage is unavailable (private modes may refuse it). */
 let memoryToken = '';
@@ -254,7 +221,7 @@ export function forceRelease(
   id: string,
   reason: string,
   onWait?: (ms: number) => void,
-): Promise<{ success: boolean; lock: Lock }> {
+): Promise<ForceReleasedJson> {
   return api('POST', `/lock/${encodeURIComponent(id)}/force-release`, reason === '' ? {} : { reason }, {
     onWait,
   });

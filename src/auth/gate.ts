@@ -1,4 +1,4 @@
-import type { Caller } from '../core/auth.js';
+import { AUTHENTICATION_OFF, type AuthenticationOff, type Caller } from '../core/auth.js';
 import type { RateLimiter } from '../core/rate-limiter.js';
 import type { TokenAuthority } from './token-file.js';
 
@@ -18,16 +18,29 @@ export interface Gate {
   readonly authenticates: boolean;
 }
 
-export function createGate(authority: TokenAuthority | null, limiter: RateLimiter | null): Gate {
+export interface GateOptions {
+  /** The tokens file's authority, or AUTHENTICATION_OFF: every caller may do everything. */
+  readonly authentication: TokenAuthority | AuthenticationOff;
+  /** null: no rate limit. */
+  readonly limiter: RateLimiter | null;
+}
+
+export function createGate({ authentication, limiter }: GateOptions): Gate {
+  if (authentication.kind === 'authentication-off') {
+    return {
+      authenticates: false,
+      admit(_authorization, address) {
+        limiter?.take(`address:${address}`);
+        return AUTHENTICATION_OFF;
+      },
+    };
+  }
   return {
-    authenticates: authority !== null,
-    admit(authorization, address) {
-      const caller = authority ? authority.authenticate(authorization) : null;
-      limiter?.take(caller ? `token:${caller.name}` : `address:${address}`);
+    authenticates: true,
+    admit(authorization) {
+      const caller = authentication.authenticate(authorization);
+      limiter?.take(`token:${caller.name}`);
       return caller;
     },
   };
 }
-
-/** A gate that lets everything through: authentication off, no rate limit. */
-export const OPEN_GATE: Gate = createGate(null, null);

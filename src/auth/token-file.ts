@@ -4,6 +4,7 @@ import { basename, dirname, join } from 'node:path';
 import { Document, isSeq, parseDocument, parse as parseYaml, YAMLSeq } from 'yaml';
 import { type Principal, SCOPES, type Scope } from '../core/auth.js';
 import { unauthenticated } from '../core/errors.js';
+import type { Logger } from '../core/logger.js';
 
 /**
  * The tokens file: JSON or YAML, holding only SHA-256 hashes of tokens (a token is 32
@@ -178,20 +179,16 @@ interface Loaded {
   readonly hash: Buffer;
 }
 
-export interface TokenAuthorityLogger {
-  info(details: object, message: string): void;
-  error(details: object, message: string): void;
-}
-
 /**
  * Checks bearer tokens against the file. Loaded at start (a bad file stops the start);
  * reloaded when the file changes and on `reload()` (SIGHUP): a reload that fails keeps
  * the tokens in force and logs why.
  */
-export function createTokenAuthority(path: string, logger: TokenAuthorityLogger) {
+export function createTokenAuthority(path: string, logger: Logger) {
   const load = (): Loaded[] =>
     readTokenFile(path).map((entry) => ({
       principal: {
+        kind: 'token' as const,
         name: entry.name,
         scopes: new Set(entry.scopes),
         services: entry.services ? [...entry.services] : null,
@@ -226,6 +223,7 @@ export function createTokenAuthority(path: string, logger: TokenAuthorityLogger)
   watcher.on('error', (error) => logger.error({ err: error, file: path }, 'cannot watch the tokens file'));
 
   return {
+    kind: 'tokens' as const,
     /**
      * The principal of an `Authorization: Bearer <token>` value; throws UNAUTHENTICATED
      * for anything else. Every stored hash is compared, in constant time, whatever matches.

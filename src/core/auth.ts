@@ -1,8 +1,9 @@
 import { permissionDenied } from './errors.js';
 
 /**
- * Who is calling, once a token was checked. With authentication off there is no principal
- * (null), and every call may do everything, as in the guide.
+ * Who is calling, once a token was checked. Every core operation names its caller; there
+ * is no default. With authentication off the caller is AUTHENTICATION_OFF, chosen once in
+ * the composition root, and every call may do everything, as in the guide.
  *
  * Scopes nest: `lock:admin` includes `lock:write`, which includes `lock:read`.
  * - lock:read: get, list, queue, history, watch, metrics.
@@ -12,6 +13,7 @@ import { permissionDenied } from './errors.js';
  * must match for this token to see or touch it.
  */
 export interface Principal {
+  readonly kind: 'token';
   /** The token's name: recorded as the `owner` of the locks it takes. */
   readonly name: string;
   readonly scopes: ReadonlySet<Scope>;
@@ -24,11 +26,23 @@ export type Scope = (typeof SCOPES)[number];
 
 const RANK: Readonly<Record<Scope, number>> = { 'lock:read': 1, 'lock:write': 2, 'lock:admin': 3 };
 
-/** The caller of a core operation: null when authentication is off. */
-export type Caller = Principal | null;
+/** The caller of every operation while authentication is off: may do everything. */
+export interface AuthenticationOff {
+  readonly kind: 'authentication-off';
+}
+
+export const AUTHENTICATION_OFF: AuthenticationOff = Object.freeze({ kind: 'authentication-off' });
+
+/** The caller of a core operation: a checked token, or AUTHENTICATION_OFF. */
+export type Caller = Principal | AuthenticationOff;
+
+/** The token name recorded as a lock's owner; null with authentication off. */
+export function ownerName(caller: Caller): string | null {
+  return caller.kind === 'token' ? caller.name : null;
+}
 
 export function hasScope(caller: Caller, scope: Scope): boolean {
-  if (caller === null) return true;
+  if (caller.kind === 'authentication-off') return true;
   for (const held of caller.scopes) if (RANK[held] >= RANK[scope]) return true;
   return false;
 }
@@ -40,7 +54,7 @@ export function requireScope(caller: Caller, scope: Scope): void {
 
 /** Whether the caller may see or touch `service` (its token's service patterns). */
 export function mayUseService(caller: Caller, service: string): boolean {
-  if (caller === null || caller.services === null) return true;
+  if (caller.kind === 'authentication-off' || caller.services === null) return true;
   return caller.services.some((pattern) => globToRegExp(pattern).test(service));
 }
 
@@ -74,6 +88,6 @@ export function globToRegExp(pattern: string): RegExp {
 
 /** For streams and lists: null when the caller sees every service, else the test to apply. */
 export function serviceFilter(caller: Caller): ((service: string) => boolean) | undefined {
-  if (caller === null || caller.services === null) return undefined;
+  if (caller.kind === 'authentication-off' || caller.services === null) return undefined;
   return (service) => mayUseService(caller, service);
 }

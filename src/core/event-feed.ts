@@ -1,7 +1,4 @@
-import { type Caller, requireScope, requireService, serviceFilter } from './auth.js';
-import { invalidArgument } from './errors.js';
 import type { Lock, LockEventRecord } from './lock.js';
-import { validateName } from './lock-service.js';
 import type { LockStore } from './lock-store.js';
 
 /** What a watcher receives: first a snapshot, then every event after it, in id order. */
@@ -231,46 +228,3 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
 }
 
 export type EventFeed = ReturnType<typeof createEventFeed>;
-
-/** A watch as a transport received it: raw values, absent when not given. */
-export interface WatchParams {
-  readonly service?: string | undefined;
-  readonly lastEventId?: string | undefined;
-  /** How the transport names the event id, for the error (`Last-Event-ID`, `last_event_id`). */
-  readonly lastEventIdField: string;
-}
-
-const EVENT_ID = /^[0-9]{1,15}$/;
-
-/**
- * The rules of a watch, for every transport: `lock:read`, a valid service the caller may
- * see, a valid event id to resume after; a caller limited to some services sees only theirs.
- * Then as `feed.watch`.
- */
-export function openWatch(
-  feed: EventFeed,
-  params: WatchParams,
-  caller: Caller,
-  send: (message: FeedMessage) => void,
-): Promise<() => void> {
-  requireScope(caller, 'lock:read');
-  const { service, lastEventId, lastEventIdField } = params;
-  if (service !== undefined) {
-    validateName('service', service);
-    requireService(caller, 'lock:read', service);
-  }
-  if (lastEventId !== undefined && !EVENT_ID.test(lastEventId)) {
-    throw invalidArgument(
-      lastEventIdField,
-      `${lastEventIdField} must be an event id (a non-negative integer)`,
-    );
-  }
-  return feed.watch(
-    {
-      service,
-      after: lastEventId === undefined ? undefined : Number(lastEventId),
-      allow: serviceFilter(caller),
-    },
-    send,
-  );
-}

@@ -1,4 +1,13 @@
-import { type Caller, hasScope, mayUseService, requireScope, requireService } from './auth.js';
+import {
+  type Caller,
+  hasScope,
+  mayUseService,
+  ownerName,
+  requireScope,
+  requireService,
+  serviceFilter,
+} from './auth.js';
+import type { Clock } from './clock.js';
 import {
   ErrorCode,
   invalidArgument,
@@ -10,6 +19,7 @@ import {
   TrackerError,
   tooManyLocks,
 } from './errors.js';
+import type { EventFeed, FeedMessage } from './event-feed.js';
 import {
   CONTROL_CHARACTERS,
   DEFAULT_HISTORY_LIMIT,
@@ -23,22 +33,134 @@ import {
   MAX_PER_PAGE,
   MAX_REASON_LENGTH,
   MAX_TTL_SECONDS,
+  MAX_WAIT_SECONDS,
   type Queue,
 } from './lock.js';
 import type { LockStore } from './lock-store.js';
 import { createWaitingRoom } from './waiting-room.js';
 
-/** Longest a request may wait in a queue. */
-export const MAX_WAIT_SECONDS = 3600;
+/**
+ * Every operation names its caller: a checked token, or AUTHENTICATION_OFF. There is no
+ * default, so a transport that forgets to pass one does not compile.
+ */
+export interface CallerOptions {
+  readonly caller: Caller;
+}
 
-/** How an acquire waits; both optional. */
-export interface WaitOptions {
-  /** 0 (default): answer at once, as the guide does; up to MAX_WAIT_SECONDS. */
+export interface AcquireOptions extends CallerOptions {
+  readonly service: string;
+  readonly who: string;
+  /** Lease length; undefined: the server's default TTL (or none). */
+  readonly ttlSeconds?: number | undefined;
+  /** 0 or undefined: answer at once, as the guide does; up to MAX_WAIT_SECONDS. */
   readonly waitSeconds?: number | undefined;
   /** Aborts when the caller goes away: the request leaves the queue at once. */
   readonly signal?: AbortSignal | undefined;
-  /** The caller's own deadline (epoch ms, e.g. a gRPC call's): it also bounds the wait. */
+  /** The caller's own deadline, an instant in epoch ms (a gRPC call's): it also bounds the wait. */
   readonly deadline?: number | undefined;
+}
+
+export interface LockIdOptions extends CallerOptions {
+  /** The lock's id as the client sent it; anything that is not a UUID names no lock. */
+  readonly id: string;
+}
+
+export interface RenewOptions extends LockIdOptions {
+  /** undefined: the lock's own TTL. */
+  readonly ttlSeconds?: number | undefined;
+}
+
+export interface ForceReleaseOptions extends LockIdOptions {
+  /** Recorded in the history; undefined or '' for none. */
+  readonly reason?: string | undefined;
+}
+
+/** List parameters as a transport received them; undefined means "default" or "any". */
+export interface ListOptions extends CallerOptions {
+  readonly page?: number | undefined;
+  readonly perPage?: number | undefined;
+  readonly service?: string | undefined;
+  readonly who?: string | undefined;
+}
+
+export interface ServiceOptions extends CallerOptions {
+  readonly service: string;
+}
+
+/** History parameters as a transport received them; undefined means "any". */
+export interface HistoryOptions extends CallerOptions {
+  readonly service?: string | undefined;
+  readonly who?: string | undefined;
+  readonly since?: Date | undefined;
+  readonly until?: Date | undefined;
+  readonly before?: number | undefined;
+  readonly limit?: number | undefined;
+}
+
+export interface SnapshotOptions extends CallerOptions {
+  readonly service?: string | undefined;
+}
+
+/** A watch as a transport received it: raw values, absent when not given. */
+export interface WatchOptions extends CallerOptions {
+  readonly service?: string | undefined;
+  readonly lastEventId?: string | undefined;
+  /** How the transport names the event id, for the error (`Last-Event-ID`, `last_event_id`). */
+  readonly lastEventIdField: string;
+}
+
+export interface HistoryPage {
+  readonly events: LockEventRecord[];
+  /** Where the next page starts; null after the last. */
+  readonly nextBefore: number | null;
+}
+
+export type ListPage = LockPage & { readonly page: number; readonly perPage: number };
+
+/**
+ * What the transports may do with locks: the public surface of the core. Each method
+ * validates its input, checks the caller's scopes and services, and maps store results to
+ * domain errors (TrackerError with a stable code). Atomicity lives in the store.
+ */
+export interface LockService {
+  /**
+   * Takes the lock. With `waitSeconds`, a held service queues the request until it is
+   * granted (FIFO), the wait runs out (WAIT_TIMEOUT) or the signal aborts (CANCELLED).
+   */
+  acquire(options: AcquireOptions): Promise<Lock>;
+  get(options: LockIdOptions): Promise<Lock>;
+  /** Releases a lock: the caller's own, or any for an admin (or without authentication). */
+  release(options: LockIdOptions): Promise<Lock>;
+  /** Extends the lease; a lock that is not held answers LOCK_NOT_HELD. */
+  renew(options: RenewOptions): Promise<Lock>;
+  /**
+   * Releases a lock whoever holds it (an operator's action, lock:admin), recording the
+   * reason in the history. The next waiter, if any, is granted the lock as on a release.
+   */
+  forceRelease(options: ForceReleaseOptions): Promise<Lock>;
+  list(options: ListOptions): Promise<ListPage>;
+  /** The holder and the queue of a service. */
+  queue(options: ServiceOptions): Promise<Queue>;
+  /**
+   * The history, newest first, and where the next page starts. A token limited to some
+   * services sees only their events, so its pages may come out short.
+   */
+  history(options: HistoryOptions): Promise<HistoryPage>;
+  /** Every held lock (of one service) the caller may see, from one snapshot. */
+  snapshot(options: SnapshotOptions): Promise<Lock[]>;
+  /**
+   * Starts sending to `send`: a snapshot (or a resume after `lastEventId`), then every event
+   * the caller may see. Resolves once live, with the function that stops it.
+   */
+  watch(options: WatchOptions, send: (message: FeedMessage) => void): Promise<() => void>;
+}
+
+/** The service as the composition root holds it: the public surface, and the process's chores. */
+export interface LockServiceRuntime extends LockService {
+  /** Expires what is due and drops abandoned waiters, in batches; returns how many expired. */
+  sweep(): Promise<number>;
+  /** Stops waiting: requests in line answer STORE_UNAVAILABLE and leave the queue. */
+  close(): void;
 }
 
 /** How an acquire that did not get the lock ended. */
@@ -65,68 +187,49 @@ export type LockEvent =
 
 export interface LockServiceDeps {
   readonly store: LockStore;
+  /** The store's history as a live stream, for watchers. */
+  readonly feed: EventFeed;
+  readonly clock: Clock;
   /** New lock ids; crypto.randomUUID in production. */
   readonly newId: () => string;
   /** Called after each committed change, synchronously; must not throw. */
-  readonly onEvent?: (event: LockEvent) => void;
-  /** TTL for acquires that give none (default: none, so such locks never expire). */
-  readonly defaultTtlSeconds?: number | null;
-  /** Longest TTL accepted on acquire and renew (default: MAX_TTL_SECONDS). */
-  readonly maxTtlSeconds?: number | null;
+  readonly onEvent: (event: LockEvent) => void;
+  /** TTL for acquires that give none; null: such locks never expire. */
+  readonly defaultTtlSeconds: number | null;
+  /** Longest TTL accepted on acquire and renew; null: MAX_TTL_SECONDS. */
+  readonly maxTtlSeconds: number | null;
   /** This process's name in the queue (a replica id); unique per process. */
   readonly owner: string;
   /** Safety re-check of a waiting request, in ms (default 1000). */
   readonly recheckMs?: number;
-  /** Most live waiters one service's queue takes (default DEFAULT_MAX_WAITERS). */
-  readonly maxWaitersPerService?: number;
-  /** Most locks the store may hold (default DEFAULT_MAX_LOCKS); null: no limit. */
-  readonly maxLocks?: number | null;
+  /** Most live waiters one service's queue takes. */
+  readonly maxWaitersPerService: number;
+  /** Most locks the store may hold; null: no limit. */
+  readonly maxLocks: number | null;
 }
 
 export const DEFAULT_MAX_WAITERS = 1000;
 export const DEFAULT_MAX_LOCKS = 1_000_000;
 /** How old the count of held locks that --max-locks is checked against may be, in ms. */
 const LOCK_COUNT_MAX_AGE_MS = 1000;
-
-/** Raw list parameters as a transport received them; undefined means "default". */
-export interface ListParams {
-  readonly page?: number | undefined;
-  readonly perPage?: number | undefined;
-  readonly service?: string | undefined;
-  readonly who?: string | undefined;
-}
-
-/** Raw history parameters as a transport received them; undefined means "any". */
-export interface HistoryParams {
-  readonly service?: string | undefined;
-  readonly who?: string | undefined;
-  readonly since?: Date | undefined;
-  readonly until?: Date | undefined;
-  readonly before?: number | undefined;
-  readonly limit?: number | undefined;
-}
-
 /** Locks one sweep expires at most; a sweep that hits it runs again at once. */
 export const SWEEP_BATCH = 500;
+const EVENT_ID = /^[0-9]{1,15}$/;
 
-export type LockService = ReturnType<typeof createLockService>;
-
-/**
- * The lock rules, shared by every transport: input validation, and the mapping of store
- * results to domain errors. Atomicity lives in the store.
- */
 export function createLockService({
   store,
+  feed,
+  clock,
   newId,
   onEvent,
   defaultTtlSeconds,
   maxTtlSeconds,
   owner,
   recheckMs,
-  maxWaitersPerService = DEFAULT_MAX_WAITERS,
-  maxLocks = DEFAULT_MAX_LOCKS,
-}: LockServiceDeps) {
-  const room = createWaitingRoom(store, owner, { recheckMs });
+  maxWaitersPerService,
+  maxLocks,
+}: LockServiceDeps): LockServiceRuntime {
+  const room = createWaitingRoom(store, owner, { recheckMs, clock });
   // --max-locks is checked against a count of held locks at most a second old, plus this
   // process's acquires since: counting the store on every acquire would cost a scan each.
   // Several replicas acquiring in the same second may overshoot by what they took in it.
@@ -135,11 +238,11 @@ export function createLockService({
   let counting: Promise<void> | null = null;
   const checkLockLimit = async () => {
     if (maxLocks === null) return;
-    if (performance.now() - lockCount.at > LOCK_COUNT_MAX_AGE_MS) {
+    if (clock.monotonicMs() - lockCount.at > LOCK_COUNT_MAX_AGE_MS) {
       counting ??= store
         .stats()
         .then((stats) => {
-          lockCount = { value: stats.locks, at: performance.now() };
+          lockCount = { value: stats.locks, at: clock.monotonicMs() };
         })
         .finally(() => {
           counting = null;
@@ -148,23 +251,23 @@ export function createLockService({
     }
     if (lockCount.value >= maxLocks) throw tooManyLocks(maxLocks);
   };
+  /** An admin limited to some services may act on their locks only: the lock is looked up. */
+  const requireAdminOver = async (key: string, caller: Caller) => {
+    if (caller.kind !== 'token' || caller.services === null) return;
+    const lock = await store.get(key);
+    if (lock) requireService(caller, 'lock:admin', lock.service);
+  };
   /**
    * The owner a release or renewal must match: the caller's token name, unless the caller
    * is an admin (or authentication is off). An admin limited to some services may still
-   * only touch those: its lock is looked up first.
+   * only touch those.
    */
   const ownerFilter = async (key: string, caller: Caller): Promise<string | undefined> => {
     requireScope(caller, 'lock:write');
-    if (caller === null) return undefined;
+    if (caller.kind === 'authentication-off') return undefined;
     if (!hasScope(caller, 'lock:admin')) return caller.name;
     await requireAdminOver(key, caller);
     return undefined;
-  };
-  /** An admin limited to some services may act on their locks only: the lock is looked up. */
-  const requireAdminOver = async (key: string, caller: Caller) => {
-    if (!caller?.services) return;
-    const lock = await store.get(key);
-    if (lock) requireService(caller, 'lock:admin', lock.service);
   };
   /** After a refused owner-checked change: 403 if the lock exists (another owner's), else `missing`. */
   const refusedChange = async (key: string, owner: string | undefined, missing: () => TrackerError) => {
@@ -185,37 +288,30 @@ export function createLockService({
       throw invalidArgument('ttlSeconds', `ttlSeconds must be at most ${maxTtl} (the server's --max-ttl)`);
     }
   };
+  /** Only the events of services the caller may see. */
+  const visibleEvents = (caller: Caller, events: LockEventRecord[]) =>
+    caller.kind === 'token' && caller.services !== null
+      ? events.filter((event) => mayUseService(caller, event.service))
+      : events;
 
   return {
-    /**
-     * Takes the lock; `ttlSeconds` undefined means the server's default TTL (or none).
-     * With `waitSeconds`, a held service queues the request until it is granted (FIFO),
-     * the wait runs out (WAIT_TIMEOUT) or the signal aborts (CANCELLED).
-     */
-    async acquire(
-      service: string,
-      who: string,
-      ttlSeconds?: number,
-      wait: WaitOptions = {},
-      caller: Caller = null,
-    ): Promise<Lock> {
+    async acquire({ caller, service, who, ttlSeconds, waitSeconds = 0, signal, deadline }) {
       validateName('service', service);
       validateName('who', who);
       requireService(caller, 'lock:write', service);
       validateTtl(ttlSeconds);
-      const waitSeconds = wait.waitSeconds ?? 0;
       if (!Number.isSafeInteger(waitSeconds) || waitSeconds < 0 || waitSeconds > MAX_WAIT_SECONDS) {
         throw invalidArgument('waitSeconds', `waitSeconds must be an integer from 0 to ${MAX_WAIT_SECONDS}`);
       }
-      const ttl = ttlSeconds ?? defaultTtlSeconds ?? null;
+      const ttl = ttlSeconds ?? defaultTtlSeconds;
       const id = newId();
-      const started = performance.now();
-      const elapsed = () => performance.now() - started;
+      const started = clock.monotonicMs();
+      const elapsed = () => clock.monotonicMs() - started;
       let waited = false;
       try {
         await checkLockLimit();
         const result = await store.acquire(
-          { id, service, who, ttlSeconds: ttl, owner: caller?.name ?? null },
+          { id, service, who, ttlSeconds: ttl, owner: ownerName(caller) },
           waitSeconds > 0 ? { owner, maxWaiters: maxWaitersPerService } : undefined,
         );
         let lock: Lock;
@@ -224,27 +320,24 @@ export function createLockService({
           if (result.queueFull) throw queueFull(maxWaitersPerService);
           if (!result.waiter) throw lockHeld(result.holder);
           waited = true;
-          onEvent?.({ type: 'queued', service, who, holder: result.holder });
+          onEvent({ type: 'queued', service, who, holder: result.holder });
+          const untilDeadline = (deadline ?? Number.POSITIVE_INFINITY) - clock.now().getTime();
           lock = await room.waitFor(
             { service, id, ticket: result.waiter.ticket, holder: result.holder },
-            Math.min(waitSeconds * 1000, (wait.deadline ?? Number.POSITIVE_INFINITY) - Date.now()),
-            wait.signal,
+            Math.min(waitSeconds * 1000, untilDeadline),
+            signal,
           );
         }
         lockCount.value++;
-        onEvent?.({ type: 'acquired', lock, ms: elapsed(), waited });
+        onEvent({ type: 'acquired', lock, ms: elapsed(), waited });
         return lock;
       } catch (error) {
-        onEvent?.({ type: 'refused', service, who, reason: refusal(error), ms: elapsed() });
+        onEvent({ type: 'refused', service, who, reason: refusal(error), ms: elapsed() });
         throw error;
       }
     },
 
-    /**
-     * Releases a lock whoever holds it (an operator's action), recording the reason in the
-     * history. The next waiter, if any, is granted the lock as on a release.
-     */
-    async forceRelease(id: string, reason?: string, caller: Caller = null): Promise<Lock> {
+    async forceRelease({ caller, id, reason }) {
       if (reason !== undefined) validateText('reason', reason, MAX_REASON_LENGTH);
       requireScope(caller, 'lock:admin');
       const key = lockKey(id);
@@ -253,35 +346,25 @@ export function createLockService({
         ? await store.forceRelease(key, reason === undefined || reason === '' ? null : reason)
         : null;
       if (!lock) throw lockNotFound();
-      onEvent?.({ type: 'force-released', lock, reason: reason ?? null });
+      onEvent({ type: 'force-released', lock, reason: reason ?? null });
       return lock;
     },
 
-    /** Expires what is due and drops abandoned waiters, in batches; returns how many expired. */
-    async sweep(): Promise<number> {
+    async sweep() {
       let total = 0;
       // Bounded: at most 20 batches a call; the next call goes on.
       for (let batch = 0; batch < 20; batch++) {
         const { expired } = await store.sweep(SWEEP_BATCH);
-        for (const lock of expired) onEvent?.({ type: 'expired', lock });
+        for (const lock of expired) onEvent({ type: 'expired', lock });
         total += expired.length;
         if (expired.length < SWEEP_BATCH) break;
       }
       return total;
     },
 
-    /**
-     * The history, newest first, and where the next page starts (`nextBefore`, null after
-     * the last). A token limited to some services sees only their events, so its pages may
-     * come out short; paging goes on from the last event read.
-     */
-    async history(
-      params: HistoryParams,
-      caller: Caller = null,
-    ): Promise<{ events: LockEventRecord[]; nextBefore: number | null }> {
+    async history({ caller, limit = DEFAULT_HISTORY_LIMIT, ...params }) {
       requireScope(caller, 'lock:read');
       if (params.service !== undefined) requireService(caller, 'lock:read', params.service);
-      const limit = params.limit ?? DEFAULT_HISTORY_LIMIT;
       if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_HISTORY_LIMIT) {
         throw invalidArgument('limit', `limit must be an integer from 1 to ${MAX_HISTORY_LIMIT}`);
       }
@@ -298,31 +381,57 @@ export function createLockService({
       }
       const events = await store.history({ ...params, limit });
       return {
-        events: caller?.services ? events.filter((event) => mayUseService(caller, event.service)) : events,
+        events: visibleEvents(caller, events),
         // Another page may follow only when this one came back full.
         nextBefore: events.length === limit ? (events.at(-1)?.id ?? null) : null,
       };
     },
 
-    /** Every held lock (of one service), from one snapshot. */
-    async snapshot(service?: string): Promise<Lock[]> {
-      if (service !== undefined) validateName('service', service);
-      return store.snapshot(service);
+    async snapshot({ caller, service }) {
+      requireScope(caller, 'lock:read');
+      if (service !== undefined) {
+        validateName('service', service);
+        requireService(caller, 'lock:read', service);
+      }
+      const locks = await store.snapshot(service);
+      return caller.kind === 'token' && caller.services !== null
+        ? locks.filter((lock) => mayUseService(caller, lock.service))
+        : locks;
     },
 
-    /** Stops waiting: requests in line answer STORE_UNAVAILABLE and leave the queue. */
-    close(): void {
+    watch({ caller, service, lastEventId, lastEventIdField }, send) {
+      requireScope(caller, 'lock:read');
+      if (service !== undefined) {
+        validateName('service', service);
+        requireService(caller, 'lock:read', service);
+      }
+      if (lastEventId !== undefined && !EVENT_ID.test(lastEventId)) {
+        throw invalidArgument(
+          lastEventIdField,
+          `${lastEventIdField} must be an event id (a non-negative integer)`,
+        );
+      }
+      return feed.watch(
+        {
+          service,
+          after: lastEventId === undefined ? undefined : Number(lastEventId),
+          allow: serviceFilter(caller),
+        },
+        send,
+      );
+    },
+
+    close() {
       room.close();
     },
 
-    /** The holder and the queue of a service. */
-    async queue(service: string, caller: Caller = null): Promise<Queue> {
+    async queue({ caller, service }) {
       validateName('service', service);
       requireService(caller, 'lock:read', service);
       return store.queue(service);
     },
 
-    async get(id: string, caller: Caller = null): Promise<Lock> {
+    async get({ caller, id }) {
       requireScope(caller, 'lock:read');
       const key = lockKey(id);
       const lock = key ? await store.get(key) : null;
@@ -331,8 +440,7 @@ export function createLockService({
       return lock;
     },
 
-    /** Releases a lock: the caller's own, or any for an admin (or without authentication). */
-    async release(id: string, caller: Caller = null): Promise<Lock> {
+    async release({ caller, id }) {
       const key = lockKey(id);
       if (!key) {
         requireScope(caller, 'lock:write');
@@ -341,12 +449,11 @@ export function createLockService({
       const owner = await ownerFilter(key, caller);
       const lock = await store.release(key, owner);
       if (!lock) throw await refusedChange(key, owner, lockNotFound);
-      onEvent?.({ type: 'released', lock });
+      onEvent({ type: 'released', lock });
       return lock;
     },
 
-    /** Extends the lease; `ttlSeconds` undefined means the lock's own TTL. */
-    async renew(id: string, ttlSeconds?: number, caller: Caller = null): Promise<Lock> {
+    async renew({ caller, id, ttlSeconds }) {
       validateTtl(ttlSeconds);
       const key = lockKey(id);
       if (!key) {
@@ -356,31 +463,25 @@ export function createLockService({
       const owner = await ownerFilter(key, caller);
       const lock = await store.renew(key, ttlSeconds ?? null, owner);
       if (!lock) throw await refusedChange(key, owner, lockNotHeld);
-      onEvent?.({ type: 'renewed', lock });
+      onEvent({ type: 'renewed', lock });
       return lock;
     },
 
-    async list(
-      params: ListParams,
-      caller: Caller = null,
-    ): Promise<LockPage & { page: number; perPage: number }> {
+    async list({ caller, page = 1, perPage = DEFAULT_PER_PAGE, service, who }) {
       requireScope(caller, 'lock:read');
-      const page = params.page ?? 1;
-      const perPage = params.perPage ?? DEFAULT_PER_PAGE;
       if (!Number.isSafeInteger(page) || page < 1) {
         throw invalidArgument('page', 'page must be a positive integer');
       }
       if (!Number.isSafeInteger(perPage) || perPage < 1 || perPage > MAX_PER_PAGE) {
         throw invalidArgument('per_page', `per_page must be an integer from 1 to ${MAX_PER_PAGE}`);
       }
-      if (params.service !== undefined) validateName('service', params.service);
-      if (params.who !== undefined) validateName('who', params.who);
-      if (params.service !== undefined) requireService(caller, 'lock:read', params.service);
-      if (caller?.services) {
+      if (service !== undefined) validateName('service', service);
+      if (who !== undefined) validateName('who', who);
+      if (service !== undefined) requireService(caller, 'lock:read', service);
+      if (caller.kind === 'token' && caller.services !== null) {
         // Only the services this token may see: filtered from one snapshot, then paged.
-        const visible = (await store.snapshot(params.service)).filter(
-          (lock) =>
-            mayUseService(caller, lock.service) && (params.who === undefined || lock.who === params.who),
+        const visible = (await store.snapshot(service)).filter(
+          (lock) => mayUseService(caller, lock.service) && (who === undefined || lock.who === who),
         );
         return {
           locks: visible.slice((page - 1) * perPage, page * perPage),
@@ -389,7 +490,7 @@ export function createLockService({
           perPage,
         };
       }
-      const result = await store.list({ page, perPage, service: params.service, who: params.who });
+      const result = await store.list({ page, perPage, service, who });
       return { ...result, page, perPage };
     },
   };

@@ -69,6 +69,9 @@ export interface AcquireRequest {
 /** Longest accepted TTL: one year. */
 export const MAX_TTL_SECONDS = 31_536_000;
 
+/** Longest a request may wait in a queue. */
+export const MAX_WAIT_SECONDS = 3600;
+
 /** One page of held locks, oldest first (createdAt, then id). */
 export interface LockPage {
   readonly locks: readonly Lock[];

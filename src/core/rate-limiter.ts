@@ -1,3 +1,4 @@
+import type { Clock } from './clock.js';
 import { rateLimited } from './errors.js';
 
 export interface RateLimiterOptions {
@@ -5,8 +6,8 @@ export interface RateLimiterOptions {
   readonly perSecond: number;
   /** Requests a key may make at once after a quiet spell. */
   readonly burst: number;
-  /** Milliseconds, monotonic; injected for tests. */
-  readonly now?: () => number;
+  /** Refills are measured on its monotonic time. */
+  readonly clock: Clock;
   /** Keys tracked at most; idle full buckets are forgotten first (default 100,000). */
   readonly maxKeys?: number;
 }
@@ -16,12 +17,7 @@ export interface RateLimiterOptions {
  * this process's memory: each replica limits on its own, so N replicas admit up to N times
  * the rate in total.
  */
-export function createRateLimiter({
-  perSecond,
-  burst,
-  now = () => performance.now(),
-  maxKeys = 100_000,
-}: RateLimiterOptions) {
+export function createRateLimiter({ perSecond, burst, clock, maxKeys = 100_000 }: RateLimiterOptions) {
   const buckets = new Map<string, { tokens: number; at: number }>();
   const refill = (bucket: { tokens: number; at: number }, at: number) => {
     bucket.tokens = Math.min(burst, bucket.tokens + ((at - bucket.at) / 1000) * perSecond);
@@ -42,7 +38,7 @@ export function createRateLimiter({
   return {
     /** Takes one request's worth for `key`; throws RATE_LIMITED with when to retry. */
     take(key: string): void {
-      const at = now();
+      const at = clock.monotonicMs();
       let bucket = buckets.get(key);
       if (!bucket) {
         if (buckets.size >= maxKeys) forgetIdle(at);

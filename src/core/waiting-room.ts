@@ -1,3 +1,4 @@
+import type { Clock } from './clock.js';
 import { cancelled, storeUnavailable, waitTimeout } from './errors.js';
 import type { Lock } from './lock.js';
 import { type LockStore, WAITER_LEASE_MS } from './lock-store.js';
@@ -17,12 +18,14 @@ export interface QueuedRequest {
 }
 
 export interface WaitingRoomOptions {
+  /** Deadlines are measured on its monotonic time. */
+  readonly clock: Clock;
   /**
    * Slow safety re-check while waiting, in ms: wake-ups come from the store's change
    * notifications; this only covers a notification lost (e.g. during a reconnect) or a
    * holder's expiry, which nothing announces.
    */
-  readonly recheckMs?: number;
+  readonly recheckMs?: number | undefined;
 }
 
 /**
@@ -30,7 +33,8 @@ export interface WaitingRoomOptions {
  * the service (or the safety re-check fires), then asks the store whether the request was
  * granted. The order itself lives in the store; nothing here decides who goes first.
  */
-export function createWaitingRoom(store: LockStore, owner: string, options: WaitingRoomOptions = {}) {
+export function createWaitingRoom(store: LockStore, owner: string, options: WaitingRoomOptions) {
+  const { clock } = options;
   const recheckMs = options.recheckMs ?? 1000;
   const sleepers = new Map<string, Set<() => void>>();
   const closing = new AbortController();
@@ -110,7 +114,7 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
      * released again, so the next waiter gets it.
      */
     async waitFor(queued: QueuedRequest, timeoutMs: number, callerGone?: AbortSignal): Promise<Lock> {
-      const deadline = Date.now() + timeoutMs;
+      const deadline = clock.monotonicMs() + timeoutMs;
       const signal = callerGone ? AbortSignal.any([callerGone, closing.signal]) : closing.signal;
       // Whether the request is out of the queue for good (left, or its lock handed back).
       let settled = false;
@@ -129,7 +133,7 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
             await store.release(granted.id);
             throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
           }
-          const remaining = deadline - Date.now();
+          const remaining = deadline - clock.monotonicMs();
           if (remaining <= 0) {
             const left = await store.leave(queued.ticket);
             settled = true;

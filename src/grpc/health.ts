@@ -1,13 +1,9 @@
-import {
-  type ServerUnaryCall,
-  type ServerWritableStream,
-  type sendUnaryData,
-  status,
-  type UntypedServiceImplementation,
-} from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
+import type { HealthHandlers } from './generated/grpc/health/v1/Health.js';
+import type { _grpc_health_v1_HealthCheckResponse_ServingStatus__Output } from './generated/grpc/health/v1/HealthCheckResponse.js';
 
 /** Serving statuses of grpc.health.v1 (the enum as proto-loader gives it: names). */
-type ServingStatus = 'SERVING' | 'NOT_SERVING' | 'SERVICE_UNKNOWN';
+type ServingStatus = Exclude<_grpc_health_v1_HealthCheckResponse_ServingStatus__Output, 'UNKNOWN'>;
 
 /** How often a Watch looks at the store again, in ms. */
 const WATCH_INTERVAL_MS = 5000;
@@ -39,15 +35,15 @@ export function createHealthService({ services, ready }: HealthOptions) {
     }
   };
 
-  const handlers: UntypedServiceImplementation = {
-    Check: (call: ServerUnaryCall<{ service: string }, unknown>, callback: sendUnaryData<unknown>) => {
+  const handlers: HealthHandlers = {
+    Check: (call, callback) => {
       if (!known.has(call.request.service)) {
         callback({ code: status.NOT_FOUND, details: `unknown service "${call.request.service}"` });
         return;
       }
       void current().then((serving) => callback(null, { status: serving }));
     },
-    Watch: (call: ServerWritableStream<{ service: string }, unknown>) => {
+    Watch: (call) => {
       // The protocol: an unknown service is reported (SERVICE_UNKNOWN), not an error, and
       // a message is sent only when the status changes.
       let last: ServingStatus | null = null;

@@ -7,19 +7,24 @@ import {
   type sendUnaryData,
   setLogger,
   status,
-  type UntypedServiceImplementation,
 } from '@grpc/grpc-js';
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
-import type { FastifyBaseLogger } from 'fastify';
-import { type Gate, OPEN_GATE } from '../auth/gate.js';
+import type { Gate } from '../auth/gate.js';
 import type { Caller } from '../core/auth.js';
 import { invalidArgument } from '../core/errors.js';
-import { type EventFeed, type FeedMessage, openWatch } from '../core/event-feed.js';
+import type { FeedMessage } from '../core/event-feed.js';
 import { formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.js';
 import type { LockService } from '../core/lock-service.js';
+import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../metrics.js';
 import { toGrpcError } from './error-mapping.js';
+import type { Lock__Output as LockMessage } from './generated/tracker/lock/v1alpha1/Lock.js';
+import type { LockEvent__Output as LockEventMessage } from './generated/tracker/lock/v1alpha1/LockEvent.js';
+import type { LockServiceHandlers } from './generated/tracker/lock/v1alpha1/LockService.js';
+import type { Queue__Output as QueueMessage } from './generated/tracker/lock/v1alpha1/Queue.js';
+import type { WatchLocksRequest__Output as WatchLocksRequest } from './generated/tracker/lock/v1alpha1/WatchLocksRequest.js';
+import type { WatchLocksResponse } from './generated/tracker/lock/v1alpha1/WatchLocksResponse.js';
 import { createHealthService } from './health.js';
 
 /** The .proto is the single source of the wire types; dist/ carries a copy at the same depth. */
@@ -36,54 +41,14 @@ const HEALTH_SERVICE_NAME = 'grpc.health.v1.Health';
 const MAX_MESSAGE_BYTES = 64 * 1024;
 const LOAD_OPTIONS = { longs: String, enums: String, defaults: true } as const;
 
-/** Request shapes as proto-loader decodes them (camelCase, defaults filled in). */
-interface CreateLockRequest {
-  service: string;
-  who: string;
-  ttlSeconds: number;
-  waitSeconds: number;
-}
-interface RenewLockRequest {
-  id: string;
-  ttlSeconds: number;
-}
-interface LockIdRequest {
-  id: string;
-}
-interface ListLocksRequest {
-  page: number;
-  perPage: number;
-  service: string;
-  who: string;
-}
-
-interface ForceReleaseLockRequest {
-  id: string;
-  reason: string;
-}
-interface GetHistoryRequest {
-  service: string;
-  who: string;
-  since: string;
-  until: string;
-  limit: number;
-  /** int64, as a string (longs: String). */
-  before: string;
-}
-interface WatchLocksRequest {
-  service: string;
-  lastEventId: string;
-}
-
 export interface GrpcServerDeps {
   readonly service: LockService;
-  readonly feed: EventFeed;
   readonly metrics: Metrics;
   /** Resolves when the store answers; backs the health service. */
   readonly ready: () => Promise<void>;
-  readonly logger: FastifyBaseLogger;
-  /** Authentication and rate limit of LockService calls (default: open). */
-  readonly gate?: Gate;
+  readonly logger: Logger;
+  /** Authentication and rate limit of LockService calls. */
+  readonly gate: Gate;
 }
 
 /** The server, and what the process tells it when it starts to stop. */
@@ -93,8 +58,13 @@ export interface GrpcServer {
   stopping(): void;
 }
 
+/**
+ * The messages, typed as a client decodes them (the generated `__Output` types, every field
+ * present): a field added to the .proto and forgotten here does not compile.
+ */
+
 /** The Lock message: proto3 has no null, so "no TTL" is 0 and "no expiry" is empty. */
-function lockMessage(lock: Lock) {
+function lockMessage(lock: Lock): LockMessage {
   return {
     id: lock.id,
     service: lock.service,
@@ -108,32 +78,30 @@ function lockMessage(lock: Lock) {
   };
 }
 
-function eventMessage(event: LockEventRecord) {
+function eventMessage(event: LockEventRecord): LockEventMessage {
   return {
     id: String(event.id),
     type: event.type,
     at: event.at.toISOString(),
     service: event.service,
     who: event.who,
-    lock: {
-      ...lockMessage({
-        id: event.lockId,
-        service: event.service,
-        who: event.who,
-        createdAt: event.createdAt,
-        ttlSeconds: event.ttlSeconds,
-        expiresAt: event.expiresAt,
-        fencingToken: event.fencingToken ?? 0,
-        waiters: event.waiters,
-        owner: event.owner,
-      }),
-    },
+    lock: lockMessage({
+      id: event.lockId,
+      service: event.service,
+      who: event.who,
+      createdAt: event.createdAt,
+      ttlSeconds: event.ttlSeconds,
+      expiresAt: event.expiresAt,
+      fencingToken: event.fencingToken ?? 0,
+      waiters: event.waiters,
+      owner: event.owner,
+    }),
     heldSeconds: event.heldMs === null ? 0 : event.heldMs / 1000,
     reason: event.reason ?? '',
   };
 }
 
-function watchMessage(message: FeedMessage) {
+function watchMessage(message: FeedMessage): WatchLocksResponse {
   return message.kind === 'snapshot'
     ? { snapshot: { eventId: String(message.eventId), locks: message.locks.map(lockMessage) } }
     : { event: eventMessage(message.event) };
@@ -156,14 +124,7 @@ const given = (value: number): number | undefined => (value === 0 ? undefined : 
  * The gRPC adapter, mirroring the REST routes, with server reflection on so that grpcurl
  * and buf curl work with no .proto at hand.
  */
-export function buildGrpcServer({
-  service,
-  feed,
-  metrics,
-  ready,
-  logger,
-  gate = OPEN_GATE,
-}: GrpcServerDeps): GrpcServer {
+export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcServerDeps): GrpcServer {
   // grpc-js writes its own diagnostics to stderr; send them to our log at debug level. Our
   // handlers and the listen path report what matters themselves.
   const grpcLog = (...args: unknown[]) => logger.debug({ grpc: args.map(String).join(' ') }, 'grpc-js');
@@ -245,14 +206,13 @@ export function buildGrpcServer({
     call.once('cancelled', () => end('CANCELLED'));
     watches.add(endOk);
     (async () => {
-      const unsubscribe = await openWatch(
-        feed,
+      const unsubscribe = await service.watch(
         {
+          caller: admit(call),
           service: name === '' ? undefined : name,
           lastEventId: lastEventId === '' ? undefined : lastEventId,
           lastEventIdField: 'last_event_id',
         },
-        admit(call),
         (message) => {
           if (!call.cancelled && !call.writableEnded) call.write(watchMessage(message));
         },
@@ -262,22 +222,24 @@ export function buildGrpcServer({
     })().catch(fail);
   };
 
-  const handlers: UntypedServiceImplementation = {
-    CreateLock: unary('CreateLock', async (request: CreateLockRequest, call, caller) => {
+  const handlers: LockServiceHandlers = {
+    CreateLock: unary('CreateLock', async (request, call, caller) => {
       // A cancelled call (or one past its deadline) leaves the queue at once.
       const gone = new AbortController();
       call.once('cancelled', () => gone.abort());
-      const lock = await service.acquire(
-        request.service,
-        request.who,
-        given(request.ttlSeconds),
-        { waitSeconds: request.waitSeconds, signal: gone.signal, deadline: deadlineOf(call) },
+      const lock = await service.acquire({
         caller,
-      );
+        service: request.service,
+        who: request.who,
+        ttlSeconds: given(request.ttlSeconds),
+        waitSeconds: request.waitSeconds,
+        signal: gone.signal,
+        deadline: deadlineOf(call),
+      });
       return lockMessage(lock);
     }),
-    GetQueue: unary('GetQueue', async (request: { service: string }, _call, caller) => {
-      const queue = await service.queue(request.service, caller);
+    GetQueue: unary('GetQueue', async (request, _call, caller): Promise<QueueMessage> => {
+      const queue = await service.queue({ caller, service: request.service });
       return {
         service: queue.service,
         holder: queue.holder === null ? null : lockMessage(queue.holder),
@@ -288,49 +250,47 @@ export function buildGrpcServer({
         })),
       };
     }),
-    RenewLock: unary('RenewLock', async (request: RenewLockRequest, _call, caller) =>
-      lockMessage(await service.renew(request.id, given(request.ttlSeconds), caller)),
+    RenewLock: unary('RenewLock', async (request, _call, caller) =>
+      lockMessage(await service.renew({ caller, id: request.id, ttlSeconds: given(request.ttlSeconds) })),
     ),
-    GetLock: unary('GetLock', async (request: LockIdRequest, _call, caller) =>
-      lockMessage(await service.get(request.id, caller)),
+    GetLock: unary('GetLock', async (request, _call, caller) =>
+      lockMessage(await service.get({ caller, id: request.id })),
     ),
-    UnLock: unary('UnLock', async (request: LockIdRequest, _call, caller) => {
-      await service.release(request.id, caller);
+    UnLock: unary('UnLock', async (request, _call, caller) => {
+      await service.release({ caller, id: request.id });
       return { success: true, message: 'Lock released successfully' };
     }),
-    ForceReleaseLock: unary('ForceReleaseLock', async (request: ForceReleaseLockRequest, _call, caller) => {
-      const reason = request.reason === '' ? undefined : request.reason;
-      const lock = await service.forceRelease(request.id, reason, caller);
+    ForceReleaseLock: unary('ForceReleaseLock', async (request, _call, caller) => {
+      const lock = await service.forceRelease({
+        caller,
+        id: request.id,
+        reason: request.reason === '' ? undefined : request.reason,
+      });
       return { success: true, message: 'Lock force-released', lock: lockMessage(lock) };
     }),
-    GetHistory: unary('GetHistory', async (request: GetHistoryRequest, _call, caller) => {
-      const limit = given(request.limit);
+    GetHistory: unary('GetHistory', async (request, _call, caller) => {
       const before = Number(request.before);
-      const page = await service.history(
-        {
-          service: request.service === '' ? undefined : request.service,
-          who: request.who === '' ? undefined : request.who,
-          since: timestampField('since', request.since),
-          until: timestampField('until', request.until),
-          limit,
-          before: before === 0 ? undefined : before,
-        },
+      const page = await service.history({
         caller,
-      );
+        service: request.service === '' ? undefined : request.service,
+        who: request.who === '' ? undefined : request.who,
+        since: timestampField('since', request.since),
+        until: timestampField('until', request.until),
+        limit: given(request.limit),
+        before: before === 0 ? undefined : before,
+      });
       return { events: page.events.map(eventMessage), nextBefore: String(page.nextBefore ?? 0) };
     }),
     WatchLocks: watchLocks,
-    ListLocks: unary('ListLocks', async (request: ListLocksRequest, _call, caller) => {
+    ListLocks: unary('ListLocks', async (request, _call, caller) => {
       // Proto3 cannot tell "absent" from zero or empty: those mean "default" and "any".
-      const result = await service.list(
-        {
-          page: given(request.page),
-          perPage: given(request.perPage),
-          service: request.service === '' ? undefined : request.service,
-          who: request.who === '' ? undefined : request.who,
-        },
+      const result = await service.list({
         caller,
-      );
+        page: given(request.page),
+        perPage: given(request.perPage),
+        service: request.service === '' ? undefined : request.service,
+        who: request.who === '' ? undefined : request.who,
+      });
       return {
         locks: result.locks.map(lockMessage),
         total: result.total,

@@ -1,50 +1,31 @@
 import http from 'node:http';
 import https from 'node:https';
-import Fastify, {
-  type FastifyBaseLogger,
-  type FastifyInstance,
-  type FastifyRequest,
-  LogController,
-} from 'fastify';
-import { type Gate, OPEN_GATE } from '../auth/gate.js';
-import { type Caller, requireScope } from '../core/auth.js';
+import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import type { Gate } from '../auth/gate.js';
+import { requireScope } from '../core/auth.js';
 import { TrackerError } from '../core/errors.js';
-import type { EventFeed } from '../core/event-feed.js';
 import type { LockService } from '../core/lock-service.js';
+import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../metrics.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
-import { eventToJson, lockToJson, queueToJson, toHttpError } from './error-mapping.js';
+import { HTTP_CODES, toHttpError } from './error-mapping.js';
+import { API, callerOf, registerLockRoutes } from './lock-routes.js';
 import { registerOpenApi } from './openapi.js';
-import {
-  createLockBody,
-  forceReleaseBody,
-  forceReleasedJson,
-  historyJson,
-  historyQuery,
-  listLocksQuery,
-  lockIdParams,
-  lockJson,
-  lockListJson,
-  queueJson,
-  releasedJson,
-  renewLockBody,
-  serviceParams,
-} from './schemas.js';
+import { apiRoute, describedAs } from './route-docs.js';
+import { ErrorJson, HealthJson, ReadyJson } from './schemas.js';
 import { registerWatch } from './watch.js';
 
 export interface HttpAppDeps {
   readonly service: LockService;
-  /** The store's history as a live stream, for the watch route. */
-  readonly feed: EventFeed;
   /** Request durations go here, and GET /metrics serves its registry. */
   readonly metrics: Metrics;
-  /** Authentication and rate limit of API calls (default: open). */
-  readonly gate?: Gate;
+  /** Authentication and rate limit of API calls. */
+  readonly gate: Gate;
   /** TLS and slow-client timeouts of the listening server (default: plaintext, Node's defaults). */
   readonly server?: HttpServerOptions;
   /** Resolves when the store answers; backs /readyz. */
   readonly ready: () => Promise<void>;
-  readonly logger: FastifyBaseLogger;
+  readonly logger: Logger;
 }
 
 export interface HttpServerOptions {
@@ -106,28 +87,14 @@ function answerClientError(error: Error & { code?: string }, socket: import('nod
 /** Largest accepted request body. */
 export const BODY_LIMIT = 64 * 1024;
 
-const API = '/api/v1alpha1';
-
-declare module 'fastify' {
-  interface FastifyRequest {
-    /** Who is calling (null: authentication off), set by the gate for API routes. */
-    caller: Caller;
-  }
-  interface FastifyContextConfig {
-    /** Release routes answer errors as `{success: false, ...}`, as the guide's scripts expect. */
-    successEnvelope?: boolean;
-  }
-}
-
 /**
  * The REST adapter: parse, call the core, map the result. Built from its dependencies so
  * that tests can start it on a real socket without the rest of the process.
  */
 export function buildHttpApp({
   service,
-  feed,
   metrics,
-  gate = OPEN_GATE,
+  gate,
   ready,
   logger,
   server,
@@ -158,12 +125,9 @@ export function buildHttpApp({
     else parseJson(request, body.toString(), done);
   });
 
-  // Before any route: it documents every route declared after it (GET /openapi.json, /docs).
-  registerOpenApi(app);
-
   // Every API route and /metrics pass the gate (token, rate limit); health checks, the
   // OpenAPI document and the dashboard's static files do not (the dashboard's own calls do).
-  app.decorateRequest('caller', null);
+  app.decorateRequest('caller', undefined);
   app.addHook('onRequest', async (request) => {
     const route = request.routeOptions.url;
     if (route === undefined || !(route.startsWith(`${API}/`) || route === '/metrics')) return;
@@ -198,159 +162,135 @@ export function buildHttpApp({
     if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
     if (status === 401 || status === 403 || status === 429) {
       request.log.warn(
-        { code: body.code, caller: request.caller?.name ?? null, ip: request.ip },
+        {
+          code: body.code,
+          caller: request.caller?.kind === 'token' ? request.caller.name : null,
+          ip: request.ip,
+        },
         'request refused',
       );
     }
     return reply.status(status).send({ ...envelope, ...body });
   });
 
-  app.setNotFoundHandler((_request, reply) =>
-    reply.status(404).send({ error: 'route not found', code: 'NOT_FOUND' }),
-  );
-
-  app.post<{ Body: { service: string; who: string; ttlSeconds?: number; waitSeconds?: number } }>(
-    `${API}/lock`,
-    { schema: { body: createLockBody, response: { 201: lockJson } } },
-    async (request, reply) => {
-      const { service: name, who, ttlSeconds, waitSeconds } = request.body;
-      // A waiting client that hangs up leaves the queue at once. 'close' also fires after a
-      // normal response; only a close before the response ended is a hang-up.
-      const gone = new AbortController();
-      reply.raw.once('close', () => {
-        if (!reply.raw.writableEnded) gone.abort();
-      });
-      const lock = await service.acquire(
-        name,
-        who,
-        ttlSeconds,
-        { waitSeconds, signal: gone.signal },
-        request.caller,
-      );
-      return reply.status(201).send(lockToJson(lock));
-    },
-  );
-
-  app.get<{ Params: { service: string } }>(
-    `${API}/queue/:service`,
-    { schema: { params: serviceParams, response: { 200: queueJson } } },
-    async (request) => queueToJson(await service.queue(request.params.service, request.caller)),
-  );
-
-  app.post<{ Params: { id: string }; Body: { ttlSeconds?: number } | undefined }>(
-    `${API}/lock/:id/renew`,
-    {
-      schema: { params: lockIdParams, body: renewLockBody, response: { 200: lockJson } },
-      // The body is optional: no body at all validates as an empty object.
-      preValidation: async (request) => {
-        request.body ??= {};
-      },
-    },
-    async (request) =>
-      lockToJson(await service.renew(request.params.id, request.body?.ttlSeconds, request.caller)),
-  );
-
-  app.get<{ Params: { id: string } }>(
-    `${API}/lock/:id`,
-    { schema: { params: lockIdParams, response: { 200: lockJson } } },
-    async (request) => lockToJson(await service.get(request.params.id, request.caller)),
-  );
-
-  const release = {
-    schema: { params: lockIdParams, response: { 200: releasedJson } },
-    config: { successEnvelope: true },
-  };
-  const releaseHandler = async (request: FastifyRequest<{ Params: { id: string } }>) => {
-    await service.release(request.params.id, request.caller);
-    return { success: true, message: 'Lock released successfully' };
-  };
-  // GET has a side effect only because the guide's scripts use it; prefer DELETE or POST.
-  app.get<{ Params: { id: string } }>(`${API}/unlock/:id`, release, releaseHandler);
-  app.post<{ Params: { id: string } }>(`${API}/unlock/:id`, release, releaseHandler);
-  app.delete<{ Params: { id: string } }>(`${API}/lock/:id`, release, releaseHandler);
-
-  app.get<{ Querystring: { page?: string; per_page?: string; service?: string; who?: string } }>(
-    `${API}/locks/list`,
-    { schema: { querystring: listLocksQuery, response: { 200: lockListJson } } },
-    async (request) => {
-      const { page, per_page: perPage, service: serviceName, who } = request.query;
-      const result = await service.list(
-        {
-          page: page === undefined ? undefined : Number(page),
-          perPage: perPage === undefined ? undefined : Number(perPage),
-          service: serviceName,
-          who,
-        },
-        request.caller,
-      );
-      return { ...result, locks: result.locks.map(lockToJson) };
-    },
-  );
-
-  app.post<{ Params: { id: string }; Body: { reason?: string } | undefined }>(
-    `${API}/lock/:id/force-release`,
-    {
-      schema: { params: lockIdParams, body: forceReleaseBody, response: { 200: forceReleasedJson } },
-      preValidation: async (request) => {
-        request.body ??= {};
-      },
-    },
-    async (request) => {
-      const lock = await service.forceRelease(request.params.id, request.body?.reason, request.caller);
-      return { success: true, message: 'Lock force-released', lock: lockToJson(lock) };
-    },
-  );
-
-  app.get<{
-    Querystring: {
-      service?: string;
-      who?: string;
-      since?: string;
-      until?: string;
-      limit?: string;
-      before?: string;
-    };
-  }>(
-    `${API}/history`,
-    { schema: { querystring: historyQuery, response: { 200: historyJson } } },
-    async (request) => {
-      const { service: serviceName, who, since, until, limit, before } = request.query;
-      const page = await service.history(
-        {
-          service: serviceName,
-          who,
-          since: since === undefined ? undefined : new Date(since),
-          until: until === undefined ? undefined : new Date(until),
-          limit: limit === undefined ? undefined : Number(limit),
-          before: before === undefined ? undefined : Number(before),
-        },
-        request.caller,
-      );
-      return { events: page.events.map(eventToJson), nextBefore: page.nextBefore };
-    },
-  );
-
-  registerWatch(app, `${API}/watch`, feed);
-
-  app.get('/metrics', async (request, reply) => {
-    requireScope(request.caller, 'lock:read');
-    const text = await metrics.registry.metrics();
-    return reply.type(metrics.registry.contentType).send(text);
-  });
-
-  app.get('/healthz', async () => ({ status: 'ok' }));
-  app.get('/readyz', async (request, reply) => {
-    try {
-      await ready();
-      return { status: 'ready' };
-    } catch (error) {
-      request.log.warn({ err: error }, 'store not ready');
-      return reply
-        .status(503)
-        .send({ status: 'unavailable', error: 'store unavailable', code: 'STORE_UNAVAILABLE' });
+  // A path some route has, asked with another method: 405 and the methods it has.
+  const methodsByPath: Array<{ readonly path: RegExp; readonly methods: Set<string> }> = [];
+  app.addHook('onRoute', (route) => {
+    const path = routePattern(route.url ?? route.path);
+    let entry = methodsByPath.find((known) => known.path.source === path.source);
+    if (!entry) {
+      entry = { path, methods: new Set() };
+      methodsByPath.push(entry);
     }
+    for (const method of [route.method].flat()) entry.methods.add(method);
+  });
+  app.setNotFoundHandler((request, reply) => {
+    const path = request.url.split('?')[0] ?? '';
+    const allowed = methodsByPath.find((known) => known.path.test(path));
+    if (allowed && !allowed.methods.has(request.method)) {
+      return reply
+        .status(HTTP_CODES.METHOD_NOT_ALLOWED)
+        .header('allow', [...allowed.methods].sort().join(', '))
+        .send({ error: `${request.method} is not allowed here`, code: 'METHOD_NOT_ALLOWED' });
+    }
+    return reply.status(HTTP_CODES.NOT_FOUND).send({ error: 'route not found', code: 'NOT_FOUND' });
   });
 
-  registerDashboard(app, { assetsDir: DASHBOARD_ASSETS_DIR });
+  // Before any route: @fastify/swagger documents the routes registered after it, which is
+  // why every route below is declared inside a plugin.
+  registerOpenApi(app);
+
+  void app.register(async (routes) => {
+    registerLockRoutes(routes, service);
+    registerWatch(routes, service);
+
+    routes.get(
+      '/metrics',
+      {
+        schema: apiRoute(
+          { method: 'GET', gated: true, api: false },
+          {
+            operationId: 'getMetrics',
+            summary: 'Prometheus metrics',
+            description: 'Metrics in the Prometheus text exposition format, for scraping.',
+            tags: ['operations'],
+          },
+          {
+            response: {
+              200: { description: 'The metrics.', content: { 'text/plain': { schema: { type: 'string' } } } },
+            },
+          },
+        ),
+      },
+      async (request, reply) => {
+        requireScope(callerOf(request), 'lock:read');
+        const text = await metrics.registry.metrics();
+        return reply.type(metrics.registry.contentType).send(text);
+      },
+    );
+
+    routes.get(
+      '/healthz',
+      {
+        schema: apiRoute(
+          { method: 'GET', gated: false, api: false },
+          {
+            operationId: 'getHealth',
+            summary: 'Liveness',
+            description: 'Answers `200` while the process runs; does not touch the store.',
+            tags: ['operations'],
+          },
+          { response: { 200: describedAs(HealthJson, 'The process runs.') } },
+        ),
+      },
+      async () => ({ status: 'ok' as const }),
+    );
+    routes.get(
+      '/readyz',
+      {
+        schema: apiRoute(
+          { method: 'GET', gated: false, api: true },
+          {
+            operationId: 'getReadiness',
+            summary: 'Readiness',
+            description: 'Answers `200` while the store answers, `503 STORE_UNAVAILABLE` otherwise.',
+            tags: ['operations'],
+          },
+          {
+            response: {
+              200: describedAs(ReadyJson, 'The store answers.'),
+              503: describedAs(ErrorJson, 'Service Unavailable.'),
+            },
+          },
+        ),
+      },
+      async (request, reply) => {
+        try {
+          await ready();
+          return { status: 'ready' as const };
+        } catch (error) {
+          request.log.warn({ err: error }, 'store not ready');
+          return reply.status(503).send({ error: 'store unavailable', code: 'STORE_UNAVAILABLE' });
+        }
+      },
+    );
+
+    registerDashboard(routes, { assetsDir: DASHBOARD_ASSETS_DIR });
+  });
   return app;
+}
+
+/** `/api/v1alpha1/lock/:id` → a RegExp matching its concrete paths (a parameter is one segment). */
+function routePattern(url: string): RegExp {
+  const escaped = url
+    .split('/')
+    .map((segment) =>
+      segment.startsWith(':')
+        ? '[^/]+'
+        : segment === '*'
+          ? '.*'
+          : segment.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'),
+    )
+    .join('/');
+  return new RegExp(`^${escaped}$`);
 }

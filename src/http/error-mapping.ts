@@ -1,7 +1,7 @@
 import type { FastifyError } from 'fastify';
 import { ErrorCode, TrackerError } from '../core/errors.js';
-import { formatTimestamp, type Lock, type LockEventRecord, type Queue } from '../core/lock.js';
-import { RULES } from './schemas.js';
+import { lockToJson } from './present.js';
+import { type ErrorJson, RULES } from './schemas.js';
 
 /** The one table from domain error codes to HTTP statuses. */
 export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
@@ -21,81 +21,50 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   TOO_MANY_LOCKS: 429,
 };
 
-/** Errors raised by Fastify itself before a handler runs, as (status, code, message). */
-const FRAMEWORK_ERRORS: Readonly<Record<string, readonly [number, string, string]>> = {
-  FST_ERR_CTP_INVALID_MEDIA_TYPE: [415, 'UNSUPPORTED_MEDIA_TYPE', 'content type must be application/json'],
-  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [
-    400,
-    ErrorCode.INVALID_ARGUMENT,
-    'content length does not match the body',
-  ],
-  FST_ERR_CTP_BODY_TOO_LARGE: [413, 'PAYLOAD_TOO_LARGE', 'request body is larger than 64 KiB'],
-  FST_ERR_CTP_INVALID_JSON_BODY: [400, ErrorCode.INVALID_ARGUMENT, 'request body is not valid JSON'],
-  FST_ERR_CTP_EMPTY_JSON_BODY: [400, ErrorCode.INVALID_ARGUMENT, 'request body must be a JSON object'],
-  FST_ERR_BAD_URL: [400, ErrorCode.INVALID_ARGUMENT, 'the URL is not validly percent-encoded'],
+/**
+ * The codes REST adds to the core's, for what happens before a request reaches the core
+ * (the HTTP parser, routing, Fastify's body handling, the dashboard), with their statuses.
+ */
+export const HTTP_CODES = {
+  /** No route has this path. */
+  NOT_FOUND: 404,
+  /** A route has this path, but not this method; `Allow` lists the methods it has. */
+  METHOD_NOT_ALLOWED: 405,
+  /** A body that is not `application/json`. */
+  UNSUPPORTED_MEDIA_TYPE: 415,
+  /** A body over 64 KiB. */
+  PAYLOAD_TOO_LARGE: 413,
+  /** Request headers over 16 KiB (Node's HTTP parser). */
+  HEADERS_TOO_LARGE: 431,
+  /** The request was not received in time (slow client). */
+  REQUEST_TIMEOUT: 408,
+  /** Not valid HTTP, or a client error Fastify reports with no code of ours. */
+  BAD_REQUEST: 400,
+  /** GET / before `npm run build` made the dashboard. */
+  DASHBOARD_NOT_BUILT: 503,
+} as const;
+
+export type HttpCode = keyof typeof HTTP_CODES;
+
+/** Errors raised by Fastify itself before a handler runs, as (code, message). */
+const FRAMEWORK_ERRORS: Readonly<Record<string, readonly [ErrorCode | HttpCode, string]>> = {
+  FST_ERR_CTP_INVALID_MEDIA_TYPE: ['UNSUPPORTED_MEDIA_TYPE', 'content type must be application/json'],
+  FST_ERR_CTP_INVALID_CONTENT_LENGTH: [ErrorCode.INVALID_ARGUMENT, 'content length does not match the body'],
+  FST_ERR_CTP_BODY_TOO_LARGE: ['PAYLOAD_TOO_LARGE', 'request body is larger than 64 KiB'],
+  FST_ERR_CTP_INVALID_JSON_BODY: [ErrorCode.INVALID_ARGUMENT, 'request body is not valid JSON'],
+  FST_ERR_CTP_EMPTY_JSON_BODY: [ErrorCode.INVALID_ARGUMENT, 'request body must be a JSON object'],
+  FST_ERR_BAD_URL: [ErrorCode.INVALID_ARGUMENT, 'the URL is not validly percent-encoded'],
 };
 
-export interface ErrorBody {
-  error: string;
-  code: string;
-  field?: string;
-  existingLock?: ReturnType<typeof lockToJson>;
-}
-
-export function lockToJson(lock: Lock) {
-  return {
-    id: lock.id,
-    service: lock.service,
-    who: lock.who,
-    createdAt: formatTimestamp(lock.createdAt),
-    ttlSeconds: lock.ttlSeconds,
-    expiresAt: lock.expiresAt === null ? null : formatTimestamp(lock.expiresAt),
-    fencingToken: lock.fencingToken,
-    waiters: lock.waiters,
-    owner: lock.owner,
-  };
-}
-
-/** An event of the history or the watch stream; `at` keeps milliseconds. */
-export function eventToJson(event: LockEventRecord) {
-  return {
-    id: event.id,
-    type: event.type,
-    at: event.at.toISOString(),
-    service: event.service,
-    who: event.who,
-    lock: {
-      id: event.lockId,
-      service: event.service,
-      who: event.who,
-      createdAt: formatTimestamp(event.createdAt),
-      ttlSeconds: event.ttlSeconds,
-      expiresAt: event.expiresAt === null ? null : formatTimestamp(event.expiresAt),
-      fencingToken: event.fencingToken,
-      waiters: event.waiters,
-      owner: event.owner,
-    },
-    heldSeconds: event.heldMs === null ? null : event.heldMs / 1000,
-    reason: event.reason,
-  };
-}
-
-export function queueToJson(queue: Queue) {
-  return {
-    service: queue.service,
-    holder: queue.holder === null ? null : lockToJson(queue.holder),
-    waiters: queue.waiters.map((waiter) => ({
-      who: waiter.who,
-      since: formatTimestamp(waiter.since),
-      position: waiter.position,
-    })),
-  };
+/** The status of any code REST answers with. */
+export function statusOf(code: ErrorCode | HttpCode): number {
+  return code in HTTP_CODES ? HTTP_CODES[code as HttpCode] : HTTP_STATUS[code as ErrorCode];
 }
 
 /** Turns any thrown error into a status and a JSON body; 5xx bodies carry no internals. */
-export function toHttpError(error: unknown): { status: number; body: ErrorBody } {
+export function toHttpError(error: unknown): { status: number; body: ErrorJson } {
   if (error instanceof TrackerError) {
-    const body: ErrorBody = { error: error.message, code: error.code };
+    const body: ErrorJson = { error: error.message, code: error.code };
     if (error.details.field) body.field = error.details.field;
     if (error.details.existingLock) body.existingLock = lockToJson(error.details.existingLock);
     return { status: HTTP_STATUS[error.code], body };
@@ -103,7 +72,7 @@ export function toHttpError(error: unknown): { status: number; body: ErrorBody }
   const fastifyError = error as Partial<FastifyError>;
   if (fastifyError.validation) return { status: 400, body: validationError(fastifyError) };
   const known = fastifyError.code ? FRAMEWORK_ERRORS[fastifyError.code] : undefined;
-  if (known) return { status: known[0], body: { error: known[2], code: known[1] } };
+  if (known) return { status: statusOf(known[0]), body: { error: known[1], code: known[0] } };
   if (error instanceof SyntaxError || fastifyError.statusCode === 400) {
     return {
       status: 400,
@@ -117,12 +86,12 @@ export function toHttpError(error: unknown): { status: number; body: ErrorBody }
   return { status: 500, body: { error: 'internal error', code: ErrorCode.INTERNAL } };
 }
 
-function validationError(error: Partial<FastifyError>): ErrorBody {
+function validationError(error: Partial<FastifyError>): ErrorJson {
   const first = error.validation?.[0];
   const where = error.validationContext === 'querystring' ? 'query parameter' : 'field';
   const fromPath = first?.instancePath.split('/').filter(Boolean).join('.') ?? '';
   const params = (first?.params ?? {}) as Record<string, unknown>;
-  const invalid = (field: string, message: string): ErrorBody => ({
+  const invalid = (field: string, message: string): ErrorJson => ({
     error: message,
     code: ErrorCode.INVALID_ARGUMENT,
     field,

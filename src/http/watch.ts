@@ -1,8 +1,12 @@
 import type { ServerResponse } from 'node:http';
+import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
 import type { FastifyInstance } from 'fastify';
-import { type EventFeed, type FeedMessage, openWatch } from '../core/event-feed.js';
-import { eventToJson, lockToJson } from './error-mapping.js';
-import { watchQuery } from './schemas.js';
+import type { FeedMessage } from '../core/event-feed.js';
+import type { LockService } from '../core/lock-service.js';
+import { API, callerOf } from './lock-routes.js';
+import { eventToJson, lockToJson } from './present.js';
+import { apiRoute } from './route-docs.js';
+import { type SnapshotJson, WatchHeaders, WatchQuery } from './schemas.js';
 
 /** A comment line every so often keeps proxies and load balancers from closing an idle stream. */
 const KEEP_ALIVE_MS = 15_000;
@@ -15,7 +19,7 @@ const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
 /** One Server-Sent Events message. `data` is one line of JSON (JSON never holds a raw newline). */
 export function formatSse(message: FeedMessage): string {
   if (message.kind === 'snapshot') {
-    const data = { eventId: message.eventId, locks: message.locks.map(lockToJson) };
+    const data: SnapshotJson = { eventId: message.eventId, locks: message.locks.map(lockToJson) };
     return `id: ${message.eventId}\nevent: snapshot\ndata: ${JSON.stringify(data)}\n\n`;
   }
   const { event } = message;
@@ -27,22 +31,42 @@ export function formatSse(message: FeedMessage): string {
  * stream resumes after the Last-Event-ID header (or `lastEventId`). Streams end when the
  * server stops; clients reconnect and resume.
  */
-export function registerWatch(app: FastifyInstance, path: string, feed: EventFeed): void {
+export function registerWatch(root: FastifyInstance, service: LockService): void {
+  const app = root.withTypeProvider<TypeBoxTypeProvider>();
+  const path = `${API}/watch`;
   const streams = new Set<ServerResponse>();
   app.addHook('preClose', async () => {
     for (const stream of streams) stream.end();
   });
 
-  app.get<{ Querystring: { service?: string; lastEventId?: string } }>(
+  app.get(
     path,
     {
-      schema: {
-        querystring: watchQuery,
-        headers: {
-          type: 'object',
-          properties: { 'last-event-id': { type: 'string' } },
+      schema: apiRoute(
+        { method: 'GET', gated: true, api: true },
+        {
+          operationId: 'watchLocks',
+          summary: 'Watch lock events (Server-Sent Events)',
+          description:
+            'A `text/event-stream`: first an `event: snapshot` message with every held lock ' +
+            '(`{"eventId", "locks"}`), then one message per lock event as it happens (`event:` its type, ' +
+            '`data:` the event as in GET /history), optionally for one `service`. Each message carries ' +
+            'an `id`; a client that reconnects with `Last-Event-ID` (or `lastEventId`) gets exactly the ' +
+            'events after it, or a fresh snapshot when they are no longer all kept. Events right after a ' +
+            'snapshot may repeat changes it shows: apply them as upserts and deletes by lock id.',
+          tags: ['history'],
         },
-      },
+        {
+          querystring: WatchQuery,
+          headers: WatchHeaders,
+          response: {
+            200: {
+              description: 'An endless stream of Server-Sent Events; each `data:` line is one JSON event.',
+              content: { 'text/event-stream': { schema: { type: 'string' } } },
+            },
+          },
+        },
+      ),
     },
     async (request, reply) => {
       const header = request.headers['last-event-id'];
@@ -64,10 +88,13 @@ export function registerWatch(app: FastifyInstance, path: string, feed: EventFee
           raw.destroy();
         }
       };
-      const stop = await openWatch(
-        feed,
-        { service: request.query.service, lastEventId, lastEventIdField: 'Last-Event-ID' },
-        request.caller,
+      const stop = await service.watch(
+        {
+          caller: callerOf(request),
+          service: request.query.service,
+          lastEventId,
+          lastEventIdField: 'Last-Event-ID',
+        },
         (message) => write(formatSse(message)),
       );
 

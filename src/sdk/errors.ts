@@ -1,16 +1,7 @@
-/** A lock as the API returns it. */
-export interface LockInfo {
-  readonly id: string;
-  readonly service: string;
-  readonly who: string;
-  readonly createdAt: string;
-  readonly ttlSeconds: number | null;
-  readonly expiresAt: string | null;
-  readonly fencingToken: number;
-  readonly waiters: number;
-  /** The name of the token that took the lock; null when the server runs without authentication. */
-  readonly owner: string | null;
-}
+import type { LockJson } from '../http/schemas.js';
+
+/** A lock as the API returns it (its schema is the server's, src/http/schemas.ts). */
+export type LockInfo = Readonly<LockJson>;
 
 /** Any error answer from the server, with its stable `code` and HTTP status. */
 export class TrackerApiError extends Error {

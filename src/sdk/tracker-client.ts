@@ -3,6 +3,17 @@ import http from 'node:http';
 import https from 'node:https';
 import { hostname, userInfo } from 'node:os';
 import { parseDurationSeconds } from '../duration.js';
+import type {
+  CreateLockBody,
+  EventJson,
+  ForceReleaseBody,
+  ForceReleasedJson,
+  HistoryJson,
+  LockListJson,
+  QueueJson,
+  ReleasedJson,
+  RenewLockBody,
+} from '../http/schemas.js';
 import {
   errorFromResponse,
   type LockInfo,
@@ -71,45 +82,22 @@ export interface ListOptions {
   readonly signal?: AbortSignal;
 }
 
-export interface LockList {
-  readonly locks: LockInfo[];
-  readonly total: number;
-  readonly page: number;
-  readonly perPage: number;
-}
+/** A page of held locks (GET /locks/list). */
+export type LockList = Readonly<LockListJson>;
 
-export interface QueueInfo {
-  readonly service: string;
-  readonly holder: LockInfo | null;
-  readonly waiters: Array<{ who: string; since: string; position: number }>;
-}
+/** A service's holder and its waiters in arrival order (GET /queue/{service}). */
+export type QueueInfo = Readonly<QueueJson>;
+
+/**
+ * One entry of the lock history, as `GET /history` answers it: `lock` is the lock (for
+ * `queued`/`dequeued` the waiting request, with no fencing token yet), `heldSeconds` how long
+ * it was held (released, force-released, expired), `reason` the operator's reason
+ * (force-released) or granted/left/abandoned (dequeued).
+ */
+export type LockEvent = Readonly<EventJson>;
 
 /** What can happen to a lock; the history records each. */
-export type LockEventType =
-  | 'acquired'
-  | 'released'
-  | 'expired'
-  | 'renewed'
-  | 'force-released'
-  | 'queued'
-  | 'dequeued';
-
-/** One entry of the lock history, as `GET /history` answers it. */
-export interface LockEvent {
-  /** Increasing in the order events happened (may have gaps); pass one as `before` to page. */
-  readonly id: number;
-  readonly type: LockEventType;
-  /** When it was recorded: RFC 3339, UTC, with milliseconds. */
-  readonly at: string;
-  readonly service: string;
-  readonly who: string;
-  /** The lock; for `queued`/`dequeued` the waiting request, which has no fencing token yet. */
-  readonly lock: Omit<LockInfo, 'fencingToken'> & { readonly fencingToken: number | null };
-  /** released, force-released, expired: how long the lock was held. */
-  readonly heldSeconds: number | null;
-  /** force-released: the operator's reason (or null); dequeued: granted, left or abandoned. */
-  readonly reason: string | null;
-}
+export type LockEventType = EventJson['type'];
 
 export interface HistoryOptions {
   /** Only this service (exact). */
@@ -128,10 +116,7 @@ export interface HistoryOptions {
 }
 
 /** A page of history, newest first; `nextBefore` is set when another page may follow. */
-export interface HistoryPage {
-  readonly events: LockEvent[];
-  readonly nextBefore: number | null;
-}
+export type HistoryPage = Readonly<HistoryJson>;
 
 const API = '/api/v1alpha1';
 
@@ -257,24 +242,35 @@ export class TrackerClient {
 
   /** Takes the lock (waiting in line for up to `wait`); throws LockHeldError or WaitTimeoutError. */
   acquire(service: string, options: AcquireOptions = {}): Promise<LockInfo> {
-    const body: Record<string, unknown> = { service, who: options.who ?? defaultWho() };
+    const body: CreateLockBody = { service, who: options.who ?? defaultWho() };
     if (options.ttl !== undefined) body.ttlSeconds = durationSeconds(options.ttl, 'ttl');
     if (options.wait !== undefined) body.waitSeconds = durationSeconds(options.wait, 'wait');
-    return this.#request('POST', `${API}/lock`, body, options.signal);
+    return this.#request<LockInfo>('POST', `${API}/lock`, body, options.signal);
   }
 
   get(id: string, options: { signal?: AbortSignal } = {}): Promise<LockInfo> {
-    return this.#request('GET', `${API}/lock/${encodeURIComponent(id)}`, undefined, options.signal);
+    return this.#request<LockInfo>('GET', `${API}/lock/${encodeURIComponent(id)}`, undefined, options.signal);
   }
 
   async release(id: string, options: { signal?: AbortSignal } = {}): Promise<void> {
-    await this.#request('DELETE', `${API}/lock/${encodeURIComponent(id)}`, undefined, options.signal);
+    await this.#request<ReleasedJson>(
+      'DELETE',
+      `${API}/lock/${encodeURIComponent(id)}`,
+      undefined,
+      options.signal,
+    );
   }
 
   /** Extends the lease (by `ttl`, or the lock's own TTL); throws LockNotHeldError when lost. */
   renew(id: string, options: { ttl?: Duration; signal?: AbortSignal } = {}): Promise<LockInfo> {
-    const body = options.ttl === undefined ? {} : { ttlSeconds: durationSeconds(options.ttl, 'ttl') };
-    return this.#request('POST', `${API}/lock/${encodeURIComponent(id)}/renew`, body, options.signal);
+    const body: RenewLockBody =
+      options.ttl === undefined ? {} : { ttlSeconds: durationSeconds(options.ttl, 'ttl') };
+    return this.#request<LockInfo>(
+      'POST',
+      `${API}/lock/${encodeURIComponent(id)}/renew`,
+      body,
+      options.signal,
+    );
   }
 
   /**
@@ -293,8 +289,8 @@ export class TrackerClient {
    * does, and the lock is gone either way, which is what the caller asked for.
    */
   async forceRelease(id: string, options: { reason?: string; signal?: AbortSignal } = {}): Promise<LockInfo> {
-    const body = options.reason === undefined ? {} : { reason: options.reason };
-    const answer = await this.#request<{ lock: LockInfo }>(
+    const body: ForceReleaseBody = options.reason === undefined ? {} : { reason: options.reason };
+    const answer = await this.#request<ForceReleasedJson>(
       'POST',
       `${API}/lock/${encodeURIComponent(id)}/force-release`,
       body,
@@ -316,7 +312,7 @@ export class TrackerClient {
     if (options.limit !== undefined) query.set('limit', String(options.limit));
     if (options.before !== undefined) query.set('before', String(options.before));
     const suffix = query.size > 0 ? `?${query}` : '';
-    return this.#request('GET', `${API}/history${suffix}`, undefined, options.signal);
+    return this.#request<HistoryPage>('GET', `${API}/history${suffix}`, undefined, options.signal);
   }
 
   list(options: ListOptions = {}): Promise<LockList> {
@@ -326,11 +322,16 @@ export class TrackerClient {
     if (options.page !== undefined) query.set('page', String(options.page));
     if (options.perPage !== undefined) query.set('per_page', String(options.perPage));
     const suffix = query.size > 0 ? `?${query}` : '';
-    return this.#request('GET', `${API}/locks/list${suffix}`, undefined, options.signal);
+    return this.#request<LockList>('GET', `${API}/locks/list${suffix}`, undefined, options.signal);
   }
 
   queue(service: string, options: { signal?: AbortSignal } = {}): Promise<QueueInfo> {
-    return this.#request('GET', `${API}/queue/${encodeURIComponent(service)}`, undefined, options.signal);
+    return this.#request<QueueInfo>(
+      'GET',
+      `${API}/queue/${encodeURIComponent(service)}`,
+      undefined,
+      options.signal,
+    );
   }
 
   /**

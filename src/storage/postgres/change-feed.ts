@@ -1,15 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
+import type { Logger } from '../../core/logger.js';
 import { CHANGES_CHANNEL } from './queries.js';
-
-type LogMethod = (details: object, message: string) => void;
-
-export interface ChangeFeedLogger {
-  readonly error: LogMethod;
-  readonly warn: LogMethod;
-  readonly info: LogMethod;
-  readonly debug: LogMethod;
-}
 
 /** Reconnect backoff of the LISTEN connection: doubles from the first to the last, in ms. */
 const FIRST_RETRY_MS = 100;
@@ -36,14 +28,14 @@ export class ChangeFeed {
   readonly #listeners = new Set<(service: string) => void>();
   readonly #config: pg.ClientConfig;
   readonly #own: ReadonlySet<number>;
-  readonly #logger: ChangeFeedLogger;
+  readonly #logger: Logger;
   #client: pg.Client | null = null;
   #retry: NodeJS.Timeout | null = null;
   #retryMs = FIRST_RETRY_MS;
   #started = false;
   #closed = false;
 
-  constructor(config: pg.ClientConfig, own: ReadonlySet<number>, logger: ChangeFeedLogger) {
+  constructor(config: pg.ClientConfig, own: ReadonlySet<number>, logger: Logger) {
     this.#config = config;
     this.#own = own;
     this.#logger = logger;

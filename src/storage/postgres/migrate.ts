@@ -1,5 +1,6 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
+import type { Logger } from '../../core/logger.js';
 import { type Migration, schemaTooNew } from '../migrations.js';
 import {
   CREATE_MIGRATIONS_TABLE,
@@ -17,10 +18,6 @@ import {
 const MIGRATION_STATEMENT_TIMEOUT_MS = 60_000;
 const CLOSE_WAIT_MS = 1000;
 
-export interface MigrationLogger {
-  info(details: object, message: string): void;
-}
-
 /**
  * Brings the schema up to date on one dedicated connection holding a session advisory
  * lock, so replicas starting together apply each migration exactly once and none fails:
@@ -32,7 +29,7 @@ export async function migrate(
   config: pg.ClientConfig,
   migrations: readonly Migration[],
   schema: string | undefined,
-  logger: MigrationLogger,
+  logger: Logger,
 ): Promise<number> {
   const client = new pg.Client({
     ...config,

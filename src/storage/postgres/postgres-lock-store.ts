@@ -3,10 +3,14 @@ import pg from 'pg';
 import { storeUnavailable } from '../../core/errors.js';
 import {
   type AcquireRequest,
+  type HistoryQuery,
   isLockId,
+  type ListRequest,
   type Lock,
   type LockEventRecord,
   type LockEventType,
+  type LockPage,
+  type Queue,
   type Waiter,
 } from '../../core/lock.js';
 import {
@@ -15,6 +19,7 @@ import {
   type QueueRequest,
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
+import type { Logger } from '../../core/logger.js';
 import { readMigrations } from '../migrations.js';
 import { ChangeFeed } from './change-feed.js';
 import { isUnavailable } from './is-unavailable.js';
@@ -62,16 +67,6 @@ import {
   type WaiterRow,
 } from './queries.js';
 
-type LogMethod = (details: object, message: string) => void;
-
-/** What the store logs through; a pino or Fastify logger fits. */
-export interface PostgresStoreLogger {
-  readonly error: LogMethod;
-  readonly warn: LogMethod;
-  readonly info: LogMethod;
-  readonly debug: LogMethod;
-}
-
 export interface PostgresStoreOptions {
   /**
    * `postgres://` or `postgresql://` URL. Its query parameters are node-postgres's:
@@ -95,13 +90,8 @@ export interface PostgresStoreOptions {
    */
   readonly schema?: string;
   /** Pool and LISTEN connection errors (warn), migrations applied (info), acquire retries (debug). */
-  readonly logger: PostgresStoreLogger;
+  readonly logger: Logger;
 }
-
-export type PostgresLockStore = LockStore & {
-  /** The schema version in force once the store opened (the highest migration applied). */
-  readonly schemaVersion: number;
-};
 
 const MIGRATIONS = new URL('./migrations/', import.meta.url);
 const CONNECTION_URL = /^postgres(ql)?:\/\//;
@@ -144,37 +134,67 @@ const GAP_TIMEOUT_MS = 5000;
  * (tracker_now(), see migration 002) stamps createdAt and decides expiry, its services
  * table hands out fencing tokens. Migrations run before the pool opens its first connection.
  */
+/**
+ * Opens the shared store: migrates the schema (under an advisory lock, so replicas starting
+ * together apply each migration once), then opens the pool.
+ */
 export async function openPostgresLockStore(options: PostgresStoreOptions): Promise<PostgresLockStore> {
-  const { logger } = options;
   const config = clientConfig(options);
   const schemaVersion = await guard(() =>
-    migrate(config, readMigrations(MIGRATIONS), options.schema, logger),
+    migrate(config, readMigrations(MIGRATIONS), options.schema, options.logger),
   );
+  return new PostgresLockStore(config, schemaVersion, options);
+}
 
-  const pool = new pg.Pool({ ...config, max: options.poolSize ?? 10 });
-  // A connection that fails (server restart, network cut) emits 'error' on its client, and
-  // the pool re-emits it for idle ones; an unhandled 'error' kills the process. Each client
-  // gets a listener of its own when it connects, so one checked out for a transaction is
-  // covered too (its query rejects as well); the pool's copy is then redundant.
-  pool.on('error', () => {});
+/**
+ * The shared store: any number of Tracker replicas on one PostgreSQL database. The
+ * database decides everything: the unique constraint picks the winner, its clock
+ * (tracker_now(), see migration 002) stamps createdAt and decides expiry, its services
+ * table hands out fencing tokens.
+ */
+export class PostgresLockStore implements LockStore {
+  /** The schema version in force once the store opened (the highest migration applied). */
+  readonly schemaVersion: number;
+  readonly #pool: pg.Pool;
+  readonly #changes: ChangeFeed;
+  readonly #logger: Logger;
+  /**
+   * Gaps met in the event ids, by first missing id: a transaction id above every one handed
+   * out when the gap was seen (NEXT_XID), and when it was seen.
+   */
+  readonly #gaps = new Map<number, { bound: bigint; since: number }>();
 
-  // Backend pids of the pool's connections: their NOTIFYs are this process's own changes,
-  // already emitted locally after commit (see ChangeFeed).
-  const own = new Set<number>();
-  const pidOf = (client: pg.ClientBase) => (client as unknown as { processID: number | null }).processID;
-  pool.on('connect', (client) => {
-    client.on('error', (error) => logger.warn({ err: error }, 'postgres connection lost'));
-    const pid = pidOf(client);
-    if (pid !== null) own.add(pid);
-  });
-  pool.on('remove', (client) => {
-    const pid = pidOf(client);
-    if (pid !== null) own.delete(pid);
-  });
-  const changes = new ChangeFeed(config, own, logger);
+  constructor(config: pg.ClientConfig, schemaVersion: number, options: PostgresStoreOptions) {
+    this.schemaVersion = schemaVersion;
+    const logger = options.logger;
+    this.#logger = logger;
+    const pool = new pg.Pool({ ...config, max: options.poolSize ?? 10 });
+    this.#pool = pool;
+    // A connection that fails (server restart, network cut) emits 'error' on its client, and
+    // the pool re-emits it for idle ones; an unhandled 'error' kills the process. Each client
+    // gets a listener of its own when it connects, so one checked out for a transaction is
+    // covered too (its query rejects as well); the pool's copy is then redundant.
+    pool.on('error', () => {});
 
-  const query = async <Row extends pg.QueryResultRow>(text: string, values: unknown[] = []) =>
-    (await pool.query<Row>(text, values)).rows;
+    // Backend pids of the pool's connections: their NOTIFYs are this process's own changes,
+    // already emitted locally after commit (see ChangeFeed).
+    const own = new Set<number>();
+    const pidOf = (client: pg.ClientBase) => (client as unknown as { processID: number | null }).processID;
+    pool.on('connect', (client) => {
+      client.on('error', (error) => logger.warn({ err: error }, 'postgres connection lost'));
+      const pid = pidOf(client);
+      if (pid !== null) own.add(pid);
+    });
+    pool.on('remove', (client) => {
+      const pid = pidOf(client);
+      if (pid !== null) own.delete(pid);
+    });
+    this.#changes = new ChangeFeed(config, own, logger);
+  }
+
+  async #query<Row extends pg.QueryResultRow>(text: string, values: unknown[] = []): Promise<Row[]> {
+    return (await this.#pool.query<Row>(text, values)).rows;
+  }
 
   /**
    * Runs `work` in one transaction on one pooled connection and returns its result after
@@ -182,8 +202,8 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
    * it rolls back on the server and frees every row lock, and a connection whose query
    * timed out on the client is in no state to be reused.
    */
-  async function transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
-    const client = await pool.connect();
+  async #transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const client = await this.#pool.connect();
     try {
       await client.query('BEGIN');
       const result = await work(client);
@@ -196,18 +216,12 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
     }
   }
 
-  const rowsOf = async <Row extends pg.QueryResultRow>(
-    client: pg.PoolClient,
-    text: string,
-    values: unknown[],
-  ) => (await client.query<Row>(text, values)).rows;
-
   /**
    * Under LOCK_SERVICE: if nobody holds the service (an expired row is deleted first),
    * grants it to its oldest live waiter (dead ones are deleted on the way) and returns
    * that lock; otherwise null.
    */
-  async function grantNext(client: pg.PoolClient, service: string): Promise<Lock | null> {
+  async #grantNext(client: pg.PoolClient, service: string): Promise<Lock | null> {
     await client.query(CLEAR_DEAD, [service]);
     const state = (await rowsOf<ServiceStateRow>(client, SERVICE_STATE, [service]))[0];
     if (!state || state.held || !state.queued) return null;
@@ -219,25 +233,30 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
     return toLock(granted);
   }
 
-  async function acquire(request: AcquireRequest, queue: QueueRequest | undefined): Promise<AcquireResult> {
+  acquire(request: AcquireRequest, queue?: QueueRequest): Promise<AcquireResult> {
+    return guard(() => this.#acquire(request, queue));
+  }
+
+  async #acquire(request: AcquireRequest, queue: QueueRequest | undefined): Promise<AcquireResult> {
     const { id, service, who, ttlSeconds } = request;
     const owner = request.owner ?? null;
+    const logger = this.#logger;
     // The usual cases are one statement, no transaction: a free service nobody waits for is
     // taken, a held one refused when the request does not ask to wait. Anything else (a
     // queue to join, waiters to grant first, a holder that committed after the snapshot)
     // goes through the transaction below.
-    const first = (await query<AcquireRow>(ACQUIRE, [id, service, who, ttlSeconds, owner]))[0];
+    const first = (await this.#query<AcquireRow>(ACQUIRE, [id, service, who, ttlSeconds, owner]))[0];
     if (first?.acquired) return { acquired: true, lock: toLock(first) };
     if (first && !queue) return { acquired: false, holder: toLock(first), waiter: null };
     if (!first)
       logger.debug({ service, attempt: 0 }, 'acquire conflicted with a holder it cannot see; retrying');
     let changed = false;
-    const result = await transaction(async (client): Promise<AcquireResult> => {
+    const result = await this.#transaction(async (client): Promise<AcquireResult> => {
       await client.query(LOCK_SERVICE, [service]);
       const state = (await rowsOf<ServiceStateRow>(client, SERVICE_STATE, [service]))[0];
       // A free service with live waiters goes to the oldest of them first: a newcomer
       // never overtakes the queue (it is then refused below, the waiter being the holder).
-      if (state && !state.held && state.queued && (await grantNext(client, service))) changed = true;
+      if (state && !state.held && state.queued && (await this.#grantNext(client, service))) changed = true;
       for (let attempt = 1; attempt <= ACQUIRE_ATTEMPTS; attempt++) {
         const row = (await rowsOf<AcquireRow>(client, ACQUIRE, [id, service, who, ttlSeconds, owner]))[0];
         if (row?.acquired) {
@@ -274,18 +293,22 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
         new Error(`service ${service} changed hands ${ACQUIRE_ATTEMPTS} times during one acquire`),
       );
     });
-    if (changed) changes.emit(service);
+    if (changed) this.#changes.emit(service);
     return result;
   }
 
-  async function release(id: string, owner: string | null): Promise<Lock | null> {
+  async release(id: string, owner?: string): Promise<Lock | null> {
+    return isLockId(id) ? guard(() => this.#release(id, owner ?? null)) : null;
+  }
+
+  async #release(id: string, owner: string | null): Promise<Lock | null> {
     // The usual case, a lock nobody waits for, is one statement.
-    const alone = (await query<LockRow>(RELEASE_ALONE, [id, owner]))[0];
+    const alone = (await this.#query<LockRow>(RELEASE_ALONE, [id, owner]))[0];
     if (alone) {
-      changes.emit(alone.service);
+      this.#changes.emit(alone.service);
       return toLock(alone);
     }
-    const released = await transaction(async (client) => {
+    const released = await this.#transaction(async (client) => {
       const found = (await rowsOf<{ service: string }>(client, SERVICE_OF, [id]))[0];
       if (!found) return null;
       await client.query(LOCK_SERVICE, [found.service]);
@@ -297,195 +320,229 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
       // service. NOTIFY is not free either: PostgreSQL serializes the commits of all
       // transactions that notify (measured: 4x fewer lock pairs per second with one on
       // every release).
-      await grantNext(client, row.service);
+      await this.#grantNext(client, row.service);
       return toLock(row);
     });
-    if (released) changes.emit(released.service);
+    if (released) this.#changes.emit(released.service);
     return released;
   }
 
-  async function settle(service: string): Promise<Lock | null> {
+  settle(service: string): Promise<Lock | null> {
+    return guard(() => this.#settle(service));
+  }
+
+  async #settle(service: string): Promise<Lock | null> {
     // Cheap first look, outside any transaction: the usual answer is "nothing to do".
-    const state = (await query<ServiceStateRow>(SERVICE_STATE, [service]))[0];
+    const state = (await this.#query<ServiceStateRow>(SERVICE_STATE, [service]))[0];
     if (!state || state.held || !state.queued) return null;
-    const granted = await transaction(async (client) => {
+    const granted = await this.#transaction(async (client) => {
       await client.query(LOCK_SERVICE, [service]);
-      return grantNext(client, service);
+      return this.#grantNext(client, service);
     });
-    if (granted) changes.emit(service);
+    if (granted) this.#changes.emit(service);
     return granted;
   }
 
-  async function leave(ticket: number): Promise<boolean> {
-    if (!Number.isSafeInteger(ticket) || ticket <= 0) return false;
-    const gone = (await query<{ service: string }>(LEAVE, [ticket]))[0];
-    if (!gone) return false;
-    changes.emit(gone.service);
-    return true;
-  }
-
-  async function forceRelease(id: string, reason: string | null): Promise<Lock | null> {
-    const released = await transaction(async (client) => {
-      const found = (await rowsOf<{ service: string }>(client, SERVICE_OF, [id]))[0];
-      if (!found) return null;
-      await client.query(LOCK_SERVICE, [found.service]);
-      await client.query(MARK_FORCE_RELEASE, [reason]);
-      const row = (await rowsOf<LockRow>(client, RELEASE, [id, null]))[0];
-      if (!row) return null;
-      await client.query(UNMARK_FORCE_RELEASE);
-      await grantNext(client, row.service);
-      return toLock(row);
+  leave(ticket: number): Promise<boolean> {
+    return guard(async () => {
+      if (!Number.isSafeInteger(ticket) || ticket <= 0) return false;
+      const gone = (await this.#query<{ service: string }>(LEAVE, [ticket]))[0];
+      if (!gone) return false;
+      this.#changes.emit(gone.service);
+      return true;
     });
-    if (released) changes.emit(released.service);
-    return released;
   }
 
-  async function sweep(limit: number): Promise<{ expired: Lock[]; granted: Lock[] }> {
-    const expired = (await query<LockRow>(SWEEP, [limit])).map(toLock);
-    await query(SWEEP_WAITERS, [limit]);
-    const granted: Lock[] = [];
-    // The sweep took no service lock: each service with waiters is granted the usual way.
-    for (const service of new Set(expired.filter((lock) => lock.waiters > 0).map((lock) => lock.service))) {
-      const lock = await settle(service);
-      if (lock) granted.push(lock);
-    }
-    return { expired, granted };
+  async forceRelease(id: string, reason: string | null): Promise<Lock | null> {
+    if (!isLockId(id)) return null;
+    return guard(async () => {
+      const released = await this.#transaction(async (client) => {
+        const found = (await rowsOf<{ service: string }>(client, SERVICE_OF, [id]))[0];
+        if (!found) return null;
+        await client.query(LOCK_SERVICE, [found.service]);
+        await client.query(MARK_FORCE_RELEASE, [reason]);
+        const row = (await rowsOf<LockRow>(client, RELEASE, [id, null]))[0];
+        if (!row) return null;
+        await client.query(UNMARK_FORCE_RELEASE);
+        await this.#grantNext(client, row.service);
+        return toLock(row);
+      });
+      if (released) this.#changes.emit(released.service);
+      return released;
+    });
   }
 
-  /**
-   * Gaps met in the event ids, by first missing id: a transaction id above every one handed
-   * out when the gap was seen (NEXT_XID), and when it was seen.
-   */
-  const gaps = new Map<number, { bound: bigint; since: number }>();
-  const nextXid = async () => {
-    const row = (await query<{ xid: string }>(NEXT_XID))[0];
+  sweep(limit: number): Promise<{ expired: Lock[]; granted: Lock[] }> {
+    return guard(async () => {
+      const expired = (await this.#query<LockRow>(SWEEP, [limit])).map(toLock);
+      await this.#query(SWEEP_WAITERS, [limit]);
+      const granted: Lock[] = [];
+      // The sweep took no service lock: each service with waiters is granted the usual way.
+      for (const service of new Set(expired.filter((lock) => lock.waiters > 0).map((lock) => lock.service))) {
+        const lock = await this.#settle(service);
+        if (lock) granted.push(lock);
+      }
+      return { expired, granted };
+    });
+  }
+
+  async #nextXid(): Promise<bigint> {
+    const row = (await this.#query<{ xid: string }>(NEXT_XID))[0];
     if (!row) throw new Error('NEXT_XID returned no row');
     return BigInt(row.xid);
-  };
+  }
 
-  async function readEvents(
-    after: number,
-    limit: number,
-    settledThrough = after,
-  ): Promise<LockEventRecord[]> {
-    const rows = await query<EventsAfterRow>(EVENTS_AFTER, [after, limit]);
-    const bounds = rows[0];
-    if (!bounds) throw new Error('EVENTS_AFTER returned no row');
-    const xmin = BigInt(bounds.xmin);
-    const events: LockEventRecord[] = [];
-    const fresh: number[] = [];
-    let expected = after + 1;
-    let blocked = false;
-    for (const row of rows) {
-      if (row.id === null) break;
-      const id = Number(row.id);
-      const start = Math.max(expected, settledThrough + 1);
-      if (id > start) {
-        // Every gap in this page is noted now, so that gaps behind a blocking one age too.
-        const gap = gaps.get(start);
-        if (!gap) {
-          fresh.push(start);
-          blocked = true;
-        } else if (!blocked && xmin < gap.bound) {
-          if (Date.now() - gap.since < GAP_TIMEOUT_MS) blocked = true;
-          else
-            logger.warn(
-              { from: start, to: id - 1 },
-              'event ids skipped after waiting for their transactions',
-            );
+  readEvents(after: number, limit: number, settledThrough = after): Promise<LockEventRecord[]> {
+    return guard(async () => {
+      const rows = await this.#query<EventsAfterRow>(EVENTS_AFTER, [after, limit]);
+      const bounds = rows[0];
+      if (!bounds) throw new Error('EVENTS_AFTER returned no row');
+      const xmin = BigInt(bounds.xmin);
+      const gaps = this.#gaps;
+      const events: LockEventRecord[] = [];
+      const fresh: number[] = [];
+      let expected = after + 1;
+      let blocked = false;
+      for (const row of rows) {
+        if (row.id === null) break;
+        const id = Number(row.id);
+        const start = Math.max(expected, settledThrough + 1);
+        if (id > start) {
+          // Every gap in this page is noted now, so that gaps behind a blocking one age too.
+          const gap = gaps.get(start);
+          if (!gap) {
+            fresh.push(start);
+            blocked = true;
+          } else if (!blocked && xmin < gap.bound) {
+            if (Date.now() - gap.since < GAP_TIMEOUT_MS) blocked = true;
+            else
+              this.#logger.warn(
+                { from: start, to: id - 1 },
+                'event ids skipped after waiting for their transactions',
+              );
+          }
         }
+        expected = id + 1;
+        if (!blocked) events.push(toEvent(row));
       }
-      expected = id + 1;
-      if (!blocked) events.push(toEvent(row));
-    }
-    if (fresh.length > 0) {
-      const bound = await nextXid();
-      for (const start of fresh) gaps.set(start, { bound, since: Date.now() });
-    }
-    const through = events.at(-1)?.id ?? after;
-    for (const start of gaps.keys()) if (start <= through) gaps.delete(start);
-    return events;
+      if (fresh.length > 0) {
+        const bound = await this.#nextXid();
+        for (const start of fresh) gaps.set(start, { bound, since: Date.now() });
+      }
+      const through = events.at(-1)?.id ?? after;
+      for (const start of gaps.keys()) if (start <= through) gaps.delete(start);
+      return events;
+    });
   }
 
-  async function eventCursor(): Promise<number> {
-    const row = (await query<{ last: string }>(EVENT_CURSOR))[0];
-    if (!row) throw new Error('EVENT_CURSOR returned no row');
-    // Ids below `last` may belong to transactions still running: wait for every transaction
-    // id handed out until now to end, so that whatever they record is visible to any read
-    // that starts after this.
-    const bound = await nextXid();
-    const deadline = Date.now() + GAP_TIMEOUT_MS;
-    while (Date.now() < deadline) {
-      const now = (await query<{ xmin: string }>(SNAPSHOT_XMIN))[0];
-      if (now && BigInt(now.xmin) >= bound) break;
-      await delay(10);
-    }
-    return Number(row.last);
+  eventCursor(): Promise<number> {
+    return guard(async () => {
+      const row = (await this.#query<{ last: string }>(EVENT_CURSOR))[0];
+      if (!row) throw new Error('EVENT_CURSOR returned no row');
+      // Ids below `last` may belong to transactions still running: wait for every transaction
+      // id handed out until now to end, so that whatever they record is visible to any read
+      // that starts after this.
+      const bound = await this.#nextXid();
+      const deadline = Date.now() + GAP_TIMEOUT_MS;
+      while (Date.now() < deadline) {
+        const now = (await this.#query<{ xmin: string }>(SNAPSHOT_XMIN))[0];
+        if (now && BigInt(now.xmin) >= bound) break;
+        await delay(10);
+      }
+      return Number(row.last);
+    });
   }
 
-  async function queueOf(service: string) {
-    const row = (await query<QueueRow>(QUEUE, [service]))[0];
-    return {
-      service,
-      holder: row?.holder ? toLock(row.holder) : null,
-      waiters: (row?.waiters ?? []).map((waiter, index) => toWaiter({ ...waiter, position: index + 1 })),
-    };
+  queue(service: string): Promise<Queue> {
+    return guard(async () => {
+      const row = (await this.#query<QueueRow>(QUEUE, [service]))[0];
+      return {
+        service,
+        holder: row?.holder ? toLock(row.holder) : null,
+        waiters: (row?.waiters ?? []).map((waiter, index) => toWaiter({ ...waiter, position: index + 1 })),
+      };
+    });
   }
 
-  return {
-    schemaVersion,
-    acquire: (request, queue) => guard(() => acquire(request, queue)),
-    settle: (service) => guard(() => settle(service)),
-    leave: (ticket) => guard(() => leave(ticket)),
-    heartbeat: (owner) => guard(async () => void (await query(HEARTBEAT, [owner, WAITER_LEASE_MS]))),
-    queue: (service) => guard(() => queueOf(service)),
-    onChange: (listener) => changes.subscribe(listener),
-    // A non-UUID cannot be a lock id; asking PostgreSQL would fail the uuid cast.
-    get: async (id) => (isLockId(id) ? guard(async () => nullable(await query<LockRow>(GET, [id]))) : null),
-    release: async (id, owner) => (isLockId(id) ? guard(() => release(id, owner ?? null)) : null),
-    renew: async (id, ttlSeconds, owner) =>
-      isLockId(id)
-        ? guard(async () => nullable(await query<LockRow>(RENEW, [id, ttlSeconds, owner ?? null])))
-        : null,
-    list: (request) =>
-      guard(async () => {
-        const offset = (request.page - 1) * request.perPage;
-        const rows = await query<ListRow>(LIST, [
-          request.service ?? null,
-          request.who ?? null,
-          request.perPage,
-          offset,
-        ]);
-        const locks: Lock[] = [];
-        for (const row of rows) if (row.id !== null) locks.push(toLock(row));
-        return { locks, total: Number(rows[0]?.total ?? 0) };
-      }),
-    forceRelease: async (id, reason) => (isLockId(id) ? guard(() => forceRelease(id, reason)) : null),
-    sweep: (limit) => guard(() => sweep(limit)),
-    snapshot: (service) => guard(async () => (await query<LockRow>(SNAPSHOT, [service ?? null])).map(toLock)),
-    eventCursor: () => guard(eventCursor),
-    readEvents: (after, limit, settledThrough) => guard(() => readEvents(after, limit, settledThrough)),
-    history: (filter) =>
-      guard(async () => {
-        const { text, values } = historyQuery(filter);
-        return (await query<EventRow>(text, values)).map(toEvent);
-      }),
-    historyFloor: () =>
-      guard(async () =>
-        Number((await query<{ pruned_through: string }>(HISTORY_FLOOR))[0]?.pruned_through ?? 0),
-      ),
-    pruneHistory: (retentionMs, limit) =>
-      guard(async () => (await query<{ pruned: number }>(PRUNE, [retentionMs, limit]))[0]?.pruned ?? 0),
-    stats: () =>
-      guard(
-        async () => (await query<{ locks: number; waiters: number }>(STATS))[0] ?? { locks: 0, waiters: 0 },
-      ),
-    ping: () => guard(async () => void (await query(PING))),
-    close: async () => {
-      await changes.close();
-      await pool.end();
-    },
-  };
+  heartbeat(owner: string): Promise<void> {
+    return guard(async () => void (await this.#query(HEARTBEAT, [owner, WAITER_LEASE_MS])));
+  }
+
+  onChange(listener: (service: string) => void): () => void {
+    return this.#changes.subscribe(listener);
+  }
+
+  /** A non-UUID cannot be a lock id; asking PostgreSQL would fail the uuid cast. */
+  async get(id: string): Promise<Lock | null> {
+    return isLockId(id) ? guard(async () => nullable(await this.#query<LockRow>(GET, [id]))) : null;
+  }
+
+  async renew(id: string, ttlSeconds: number | null, owner?: string): Promise<Lock | null> {
+    if (!isLockId(id)) return null;
+    return guard(async () => nullable(await this.#query<LockRow>(RENEW, [id, ttlSeconds, owner ?? null])));
+  }
+
+  list(request: ListRequest): Promise<LockPage> {
+    return guard(async () => {
+      const offset = (request.page - 1) * request.perPage;
+      const rows = await this.#query<ListRow>(LIST, [
+        request.service ?? null,
+        request.who ?? null,
+        request.perPage,
+        offset,
+      ]);
+      const locks: Lock[] = [];
+      for (const row of rows) if (row.id !== null) locks.push(toLock(row));
+      return { locks, total: Number(rows[0]?.total ?? 0) };
+    });
+  }
+
+  snapshot(service?: string): Promise<Lock[]> {
+    return guard(async () => (await this.#query<LockRow>(SNAPSHOT, [service ?? null])).map(toLock));
+  }
+
+  history(filter: HistoryQuery): Promise<LockEventRecord[]> {
+    return guard(async () => {
+      const { text, values } = historyQuery(filter);
+      return (await this.#query<EventRow>(text, values)).map(toEvent);
+    });
+  }
+
+  historyFloor(): Promise<number> {
+    return guard(async () =>
+      Number((await this.#query<{ pruned_through: string }>(HISTORY_FLOOR))[0]?.pruned_through ?? 0),
+    );
+  }
+
+  pruneHistory(retentionMs: number, limit: number): Promise<number> {
+    return guard(
+      async () => (await this.#query<{ pruned: number }>(PRUNE, [retentionMs, limit]))[0]?.pruned ?? 0,
+    );
+  }
+
+  stats(): Promise<{ locks: number; waiters: number }> {
+    return guard(
+      async () =>
+        (await this.#query<{ locks: number; waiters: number }>(STATS))[0] ?? { locks: 0, waiters: 0 },
+    );
+  }
+
+  ping(): Promise<void> {
+    return guard(async () => void (await this.#query(PING)));
+  }
+
+  async close(): Promise<void> {
+    await this.#changes.close();
+    await this.#pool.end();
+  }
+}
+
+async function rowsOf<Row extends pg.QueryResultRow>(
+  client: pg.PoolClient,
+  text: string,
+  values: unknown[],
+): Promise<Row[]> {
+  return (await client.query<Row>(text, values)).rows;
 }
 
 function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {

@@ -1,0 +1,189 @@
+/**
+ * Every statement the SQLite store runs, in one place. Parameters are named (`@x`); `@now`
+ * is always the store clock's reading for the operation, in unix ms (the same value the
+ * history triggers read through tracker_now(), see migration 004).
+ *
+ * RETURNING statements must run with `.all()`, never `.get()`: `.get()` stops before
+ * SQLITE_DONE, so an autocommit happens in sqlite3_reset, which skips the WAL
+ * auto-checkpoint; the WAL then grows without bound (measured: 1.6 GB after a minute of load).
+ */
+
+/** A lock row as the statements return it. */
+export interface LockRow {
+  id: string;
+  service: string;
+  who: string;
+  created_at: number;
+  ttl_seconds: number | null;
+  expires_at: number | null;
+  fencing_token: number;
+  owner: string | null;
+  /** Live waiters of the service, where the statement counts them. */
+  waiters?: number;
+}
+
+export interface WaiterRow {
+  ticket: number;
+  service: string;
+  who: string;
+  ttl_seconds: number | null;
+  lock_id: string;
+  lock_owner: string | null;
+  since: number;
+  alive_until: number;
+}
+
+export interface EventRow {
+  id: number;
+  at: number;
+  type: string;
+  lock_id: string;
+  service: string;
+  who: string;
+  created_at: number;
+  ttl_seconds: number | null;
+  expires_at: number | null;
+  fencing_token: number | null;
+  waiters: number;
+  owner: string | null;
+  held_ms: number | null;
+  reason: string | null;
+}
+
+export type Now = { now: number };
+
+/** What an insert of a lock binds. */
+export type InsertParams = {
+  id: string;
+  service: string;
+  who: string;
+  ttl: number | null;
+  expires: number | null;
+  owner: string | null;
+} & Now;
+
+/** `@owner` null: any owner (authentication off, or an admin); else only that owner's lock. */
+export type ByOwner = { id: string; owner: string | null } & Now;
+
+/** `@service`/`@who` null: any. */
+export type Filter = { service: string | null; who: string | null } & Now;
+
+const COLUMNS = 'id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner';
+
+/**
+ * A row is a held lock while it has no expiry or its expiry is still ahead. Expired rows may
+ * linger; every read filters them out.
+ */
+const LIVE = '(expires_at IS NULL OR expires_at > @now)';
+
+/**
+ * The live waiters of the row's service (RETURNING cannot hold a subquery, so only reads
+ * count them; writes count with COUNT_WAITERS).
+ */
+const WAITING = `(SELECT count(*) FROM waiters w WHERE w.service = locks.service AND w.alive_until > @now) AS waiters`;
+
+const OWNED_BY = '(@owner IS NULL OR owner = @owner)';
+
+const FILTER = `(@service IS NULL OR service = @service) AND (@who IS NULL OR who = @who) AND ${LIVE}`;
+
+export const DELETE_EXPIRED = 'DELETE FROM locks WHERE service = @service AND expires_at <= @now';
+
+/**
+ * The token is the service's last one plus one; the locks_record_fencing_token trigger
+ * records it in `services` when, and only when, the row is inserted. `guard` may refuse the
+ * insert before the unique constraint is even asked.
+ */
+const insertLock = (guard: string) =>
+  `INSERT INTO locks (${COLUMNS})
+   SELECT @id, @service, @who, @now, @ttl, @expires,
+          coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1, @owner
+   WHERE ${guard}
+   ON CONFLICT (service) DO NOTHING
+   RETURNING ${COLUMNS}`;
+
+export const INSERT = insertLock('true');
+
+/**
+ * For a newcomer: a free service is taken only when nobody waits for it (a free service
+ * with waiters is theirs, granted in the acquire transaction).
+ */
+export const INSERT_UNLESS_QUEUED = insertLock(
+  'NOT EXISTS (SELECT 1 FROM waiters WHERE service = @service AND alive_until > @now)',
+);
+
+export const BY_SERVICE = `SELECT ${COLUMNS}, ${WAITING} FROM locks WHERE service = @service AND ${LIVE}`;
+export const BY_ID = `SELECT ${COLUMNS}, ${WAITING} FROM locks WHERE id = @id AND ${LIVE}`;
+
+export const COUNT_WAITERS =
+  'SELECT count(*) AS n FROM waiters WHERE service = @service AND alive_until > @now';
+export const HEAD_WAITER = 'SELECT * FROM waiters WHERE service = @service ORDER BY ticket LIMIT 1';
+export const DELETE_WAITER = 'DELETE FROM waiters WHERE ticket = @ticket RETURNING service';
+export const INSERT_WAITER = `INSERT INTO waiters (service, who, ttl_seconds, lock_id, lock_owner, owner, since, alive_until)
+  VALUES (@service, @who, @ttl, @lockId, @lockOwner, @owner, @now, @aliveUntil)
+  RETURNING *`;
+export const LIVE_WAITERS =
+  'SELECT * FROM waiters WHERE service = @service AND alive_until > @now ORDER BY ticket';
+export const AHEAD_OF =
+  'SELECT count(*) AS n FROM waiters WHERE service = @service AND ticket < @ticket AND alive_until > @now';
+export const HEARTBEAT = 'UPDATE waiters SET alive_until = @aliveUntil WHERE owner = @owner';
+
+export const REMOVE = `DELETE FROM locks WHERE id = @id AND ${LIVE} AND ${OWNED_BY} RETURNING ${COLUMNS}`;
+
+export const RENEW = `UPDATE locks
+  SET ttl_seconds = coalesce(@ttl, ttl_seconds),
+      expires_at = CASE WHEN coalesce(@ttl, ttl_seconds) IS NULL THEN NULL
+                        ELSE @now + coalesce(@ttl, ttl_seconds) * 1000 END
+  WHERE id = @id AND ${LIVE} AND ${OWNED_BY}
+  RETURNING ${COLUMNS}`;
+
+export const PAGE = `SELECT ${COLUMNS}, ${WAITING} FROM locks WHERE ${FILTER}
+  ORDER BY created_at, id LIMIT @limit OFFSET @offset`;
+export const COUNT = `SELECT count(*) AS total FROM locks WHERE ${FILTER}`;
+
+export const PING = 'SELECT 1';
+export const STATS = `SELECT (SELECT count(*) FROM locks WHERE ${LIVE}) AS locks,
+  (SELECT count(*) FROM waiters WHERE alive_until > @now) AS waiters`;
+
+export const SNAPSHOT = `SELECT ${COLUMNS}, ${WAITING} FROM locks
+  WHERE (@service IS NULL OR service = @service) AND ${LIVE}
+  ORDER BY created_at, id`;
+
+export const SWEEP_EXPIRED = `DELETE FROM locks WHERE id IN (
+    SELECT id FROM locks WHERE expires_at <= @now ORDER BY expires_at LIMIT @limit)
+  RETURNING ${COLUMNS}`;
+
+/**
+ * Waiters whose owner stopped its heartbeat: a grant skips them anyway; this drops those of
+ * services nobody takes again (recorded as abandoned).
+ */
+export const SWEEP_WAITERS = `DELETE FROM waiters WHERE ticket IN (
+  SELECT ticket FROM waiters WHERE alive_until <= @now LIMIT @limit)`;
+
+export const EVENTS_AFTER = 'SELECT * FROM lock_events WHERE id > @after ORDER BY id LIMIT @limit';
+export const LAST_EVENT_ID = "SELECT seq FROM sqlite_sequence WHERE name = 'lock_events'";
+export const PRUNED_THROUGH = 'SELECT pruned_through FROM history_state';
+export const PRUNE_EVENTS = `DELETE FROM lock_events WHERE id IN (
+    SELECT id FROM lock_events WHERE at < @cutoff ORDER BY at LIMIT @limit)
+  RETURNING id`;
+export const RECORD_PRUNED = 'UPDATE history_state SET pruned_through = max(pruned_through, @through)';
+
+/**
+ * The history query for the filters given: one statement per combination, so that each
+ * uses the index of its most selective filter (an `@x IS NULL OR` filter defeats the
+ * planner). Binds only the parameters it names.
+ */
+export function historySql(filters: {
+  service: boolean;
+  who: boolean;
+  since: boolean;
+  until: boolean;
+  before: boolean;
+}): string {
+  const where = ['true'];
+  if (filters.service) where.push('service = @service');
+  if (filters.who) where.push('who = @who');
+  if (filters.since) where.push('at >= @since');
+  if (filters.until) where.push('at < @until');
+  if (filters.before) where.push('id < @before');
+  return `SELECT * FROM lock_events WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT @limit`;
+}
