@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { delimiter, join } from 'node:path';
@@ -32,8 +33,12 @@ const GUIDE_URL = `http://localhost:${GUIDE_PORT}`;
 /** What this test and its stubs use: the address the server is bound to. */
 const API = `http://127.0.0.1:${GUIDE_PORT}/api/v1alpha1`;
 const FIXTURES = join(ROOT, 'test/fixtures/guide');
-/** CI checks out the shared folder beside the clone. */
-const GUIDE = join(ROOT, '../shared/spec/000_8f36b4156da07615.txt');
+/** The Locks Guide, kept in the repository byte for byte (the API contract). */
+const GUIDE = join(ROOT, 'docs/locks-guide.txt');
+/** SHA-256 of the guide as published (the shared spec 000_8f36b4156da07615.txt). */
+const GUIDE_SHA256 = '3048380c67141001708bdd9a07030e17b129a9da20bfa8f6c66128c93e47411d';
+/** Where the published guide sits beside a development checkout, when it does. */
+const PUBLISHED_GUIDE = join(ROOT, '../shared/spec/000_8f36b4156da07615.txt');
 const SCRIPT_TIMEOUT_MS = 30_000;
 
 /** Fixtures cut out of a YAML block: how far the guide indents them. */
@@ -391,11 +396,14 @@ describe('Locks Guide shell scripts, run verbatim against the server', { timeout
     suiteDir?.remove();
   });
 
-  test('drift guard: every fixture is a verbatim copy of a script in the guide', (t) => {
-    if (!existsSync(GUIDE)) {
-      t.skip(`the guide is not at ${GUIDE} (CI checks out ../shared beside the clone)`);
-      return;
-    }
+  test('the guide in docs/ is the published one, byte for byte', () => {
+    const guide = readFileSync(GUIDE);
+    assert.equal(createHash('sha256').update(guide).digest('hex'), GUIDE_SHA256);
+    // Beside a development checkout the published file is there too: the same bytes.
+    if (existsSync(PUBLISHED_GUIDE)) assert.deepEqual(readFileSync(PUBLISHED_GUIDE), guide);
+  });
+
+  test('drift guard: every fixture is a verbatim copy of a script in the guide', () => {
     const guide = readFileSync(GUIDE, 'utf8');
     const files = readdirSync(FIXTURES).filter((file) => file.endsWith('.sh'));
     assert.deepEqual(

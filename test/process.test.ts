@@ -4,8 +4,10 @@ import { createServer, type Server } from 'node:net';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
 import { lockServiceClient, unary } from './support/grpc-client.js';
+import { duplicateKeys } from './support/json-keys.js';
 import { runServerToExit, runToExit, startServerProcess, tempDir } from './support/server-process.js';
 import { writeFutureSchema } from './support/sqlite.js';
+import { waitFor } from './support/wait-for.js';
 
 const API = '/api/v1alpha1';
 const FREE = ['--http-port', '0', '--grpc-port', '0'];
@@ -121,17 +123,18 @@ describe('the server process', () => {
     }
   });
 
-  test('logs one JSON line per request and per lock event', async () => {
+  test('logs one JSON line per request and per lock event, each with unique keys', async () => {
     const server = await startServerProcess();
     try {
       const { json } = await acquire(server.baseUrl, 'logged-service', 'logged-who');
       await fetch(`${server.baseUrl}${API}/unlock/${json.id}`);
       await fetch(`${server.baseUrl}${API}/lock/nope`);
-      // Lines are flushed as they are written; give the pipe a moment.
-      for (let i = 0; i < 50 && !server.lines.some((l) => l.includes('"status":404')); i++) {
-        await new Promise((resolve) => setTimeout(resolve, 20));
-      }
+      // Lines are written asynchronously: wait for the last one.
+      await waitFor(() => server.lines.some((l) => l.includes('"status":404')), { what: 'the 404 log line' });
+      for (const line of server.lines) assert.deepEqual(duplicateKeys(line), [], line);
       const parsed = server.lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+      // The process is `app`; `service` is always a lock's service.
+      for (const line of parsed) assert.equal(line.app, 'tracker', JSON.stringify(line));
       const requests = parsed.filter((line) => line.msg === 'request');
       assert.deepEqual(
         requests.map((line) => [line.method, line.route, line.status]),

@@ -8,7 +8,7 @@ import type { LockService } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../metrics.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
-import { HTTP_CODES, toHttpError } from './error-mapping.js';
+import { HTTP_CODES, type HttpCode, toHttpError } from './error-mapping.js';
 import { API, callerOf, registerLockRoutes } from './lock-routes.js';
 import { registerOpenApi } from './openapi.js';
 import { apiRoute, describedAs } from './route-docs.js';
@@ -69,12 +69,13 @@ function answerClientError(error: Error & { code?: string }, socket: import('nod
     socket.destroy();
     return;
   }
-  const [status, code, message] =
+  const [code, message]: [HttpCode, string] =
     error.code === 'HPE_HEADER_OVERFLOW'
-      ? [431, 'HEADERS_TOO_LARGE', 'request headers are larger than 16 KiB']
+      ? ['HEADERS_TOO_LARGE', 'request headers are larger than 16 KiB']
       : error.code === 'ERR_HTTP_REQUEST_TIMEOUT'
-        ? [408, 'REQUEST_TIMEOUT', 'the request was not received in time']
-        : [400, 'BAD_REQUEST', 'the request is not valid HTTP'];
+        ? ['REQUEST_TIMEOUT', 'the request was not received in time']
+        : ['BAD_REQUEST', 'the request is not valid HTTP'];
+  const status = HTTP_CODES[code];
   const body = JSON.stringify({ error: message, code });
   // Closed once written, whatever the client does next (a slow client keeps sending).
   socket.write(
@@ -191,9 +192,14 @@ export function buildHttpApp({
       return reply
         .status(HTTP_CODES.METHOD_NOT_ALLOWED)
         .header('allow', [...allowed.methods].sort().join(', '))
-        .send({ error: `${request.method} is not allowed here`, code: 'METHOD_NOT_ALLOWED' });
+        .send({
+          error: `${request.method} is not allowed here`,
+          code: 'METHOD_NOT_ALLOWED' satisfies HttpCode,
+        });
     }
-    return reply.status(HTTP_CODES.NOT_FOUND).send({ error: 'route not found', code: 'NOT_FOUND' });
+    return reply
+      .status(HTTP_CODES.NOT_FOUND)
+      .send({ error: 'route not found', code: 'NOT_FOUND' satisfies HttpCode });
   });
 
   // Before any route: @fastify/swagger documents the routes registered after it, which is
