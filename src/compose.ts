@@ -15,7 +15,6 @@ import { createRateLimiter } from './core/rate-limiter.js';
 import { buildGrpcServer, listenGrpc, shutdownGrpc } from './grpc/server.js';
 import { buildHttpApp } from './http/app.js';
 import { createMetrics } from './metrics.js';
-import { openPostgresLockStore } from './storage/postgres/postgres-lock-store.js';
 import { openSqliteLockStore } from './storage/sqlite/sqlite-lock-store.js';
 
 /** Listening failed; `message` is the one line to print. */
@@ -42,6 +41,8 @@ export async function openStore(config: Config, logger: Logger): Promise<LockSto
       clock: systemClock,
     });
   }
+  // Loaded only when used: the embedded store's processes never pay for the pg driver.
+  const { openPostgresLockStore } = await import('./storage/postgres/postgres-lock-store.js');
   return openPostgresLockStore({
     connectionString: database.url,
     poolSize: database.poolSize,

@@ -5,7 +5,6 @@ import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { Validator } from '@seriousme/openapi-schema-validator';
 import Fastify from 'fastify';
-import Type from 'typebox';
 import { registerOpenApi } from '../src/http/openapi.js';
 import { apiRoute } from '../src/http/route-docs.js';
 import { CreateLockBody, ErrorJson, ReleaseErrorJson } from '../src/http/schemas.js';
@@ -298,8 +297,8 @@ describe('registerOpenApi', () => {
             { method: 'GET', gated: false, api: false },
             { operationId: 'getThing', summary: 'A thing', tags: ['operations'] },
             {
-              params: Type.Object({ thing: Type.String({ minLength: 2 }) }),
-              response: { 200: Type.Object({ thing: Type.String() }) },
+              params: { type: 'object', properties: { thing: { type: 'string', minLength: 2 } } },
+              response: { 200: { type: 'object', properties: { thing: { type: 'string' } } } },
             },
           ),
         },

@@ -1,4 +1,4 @@
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import type { Caller } from '../core/auth.js';
 import { ErrorCode } from '../core/errors.js';
@@ -55,7 +55,7 @@ const released = describedAs(
 
 /** The lock routes of the REST API: parse, call the core, present the result. */
 export function registerLockRoutes(root: FastifyInstance, service: LockService): void {
-  const app = root.withTypeProvider<TypeBoxTypeProvider>();
+  const app = root.withTypeProvider<JsonSchemaToTsProvider>();
 
   app.post(
     `${API}/lock`,

@@ -1,5 +1,4 @@
 import { STATUS_CODES } from 'node:http';
-import type { TSchema } from 'typebox';
 import { ErrorCode } from '../core/errors.js';
 import { type HttpCode, statusOf } from './error-mapping.js';
 import { ErrorJson, ReleaseErrorJson } from './schemas.js';
@@ -57,14 +56,17 @@ export interface RouteDoc {
   readonly bodyOptional?: boolean;
 }
 
+/** A JSON Schema object, as schemas.ts declares them. */
+type Schema = object;
+
 /** A route's schema parts, as Fastify takes them. */
 export interface RouteParts {
-  readonly params?: TSchema;
-  readonly querystring?: TSchema;
-  readonly headers?: TSchema;
-  readonly body?: TSchema;
+  readonly params?: Schema;
+  readonly querystring?: Schema;
+  readonly headers?: Schema;
+  readonly body?: Schema;
   /** By status; each schema's `description` is the response's description. */
-  readonly response: Readonly<Record<number, TSchema | ContentResponse>>;
+  readonly response: Readonly<Record<number, Schema | ContentResponse>>;
 }
 
 /** A response that is not JSON (text, SSE): described by media type. */
@@ -74,7 +76,7 @@ export interface ContentResponse {
 }
 
 /** `schema` with a `description` for the API document (JSON Schema allows it on any schema). */
-export function describedAs<T extends TSchema>(schema: T, description: string): T {
+export function describedAs<T extends Schema>(schema: T, description: string): T {
   return { ...schema, description };
 }
 
@@ -99,7 +101,7 @@ export interface RouteShape {
 export function apiRoute<P extends RouteParts>(shape: RouteShape, doc: RouteDoc, parts: P) {
   const codes = new Set<ErrorCode | HttpCode>(doc.errors ?? []);
   // A path parameter is always a string: only a constraint beyond that can fail.
-  const constrained = (params: TSchema | undefined) =>
+  const constrained = (params: Schema | undefined) =>
     Object.values((params as { properties?: Record<string, object> } | undefined)?.properties ?? {}).some(
       (property) => Object.keys(property).some((key) => key !== 'type' && key !== 'description'),
     );
@@ -121,7 +123,7 @@ export function apiRoute<P extends RouteParts>(shape: RouteShape, doc: RouteDoc,
 
   const byStatus = new Map<number, (ErrorCode | HttpCode)[]>();
   for (const code of codes) byStatus.set(statusOf(code), [...(byStatus.get(statusOf(code)) ?? []), code]);
-  const response: Record<number, TSchema | ContentResponse> = { ...parts.response };
+  const response: Record<number, Schema | ContentResponse> = { ...parts.response };
   const errorBody = shape.envelope ? ReleaseErrorJson : ErrorJson;
   for (const [status, list] of [...byStatus].sort(([a], [b]) => a - b)) {
     const lines = list.map((code) => `- \`${code}\`: ${CODE_MEANINGS[code]}`).join('\n');

@@ -1,4 +1,4 @@
-import Type, { type Static, type TSchema } from 'typebox';
+import type { FromSchema } from 'json-schema-to-ts';
 import {
   LOCK_EVENT_TYPES,
   MAX_HISTORY_LIMIT,
@@ -9,210 +9,275 @@ import {
 } from '../core/lock.js';
 
 /**
- * Every REST request and response body, declared once, with TypeBox: each declaration is a
- * plain JSON Schema object (Fastify's Ajv validates requests with it, fast-json-stringify
- * serializes responses with it, @fastify/swagger documents it) and carries its TypeScript
- * type (`Static<typeof X>`, exported as `X` too), which the routes, the SDK and the
- * dashboard's client use. A field is added here, once, and every one of them follows.
+ * Every REST request and response body, declared once, as a plain JSON Schema object
+ * (`as const`): Fastify's Ajv validates requests with it, fast-json-stringify serializes
+ * responses with it, @fastify/swagger documents it, and json-schema-to-ts derives its
+ * TypeScript type (`FromSchema`, exported under the same name), which the routes (through
+ * the type provider), the SDK and the dashboard's client use. A field is added here, once,
+ * and every one of them follows.
  *
  * Ajv runs with coercion and removal of unknown properties turned off (see app.ts), so a
  * wrong type or an unknown field is a 400, never silently fixed. Deeper rules (blank names,
  * ranges that depend on flags) are checked again in the core, for gRPC too.
  */
 
-/** `T | null` as JSON Schema's `type: [T, 'null']` (the form fast-json-stringify serializes fastest). */
-function Nullable<T extends TSchema & { type: string }>(schema: T) {
-  return Type.Unsafe<Static<T> | null>({ ...schema, type: [schema.type, 'null'] });
-}
-
 const PRINTABLE = '^[^\\u0000-\\u001f\\u007f]*$';
 
-/** A description for the API document, when there is one. */
-const described = (description: string | undefined) => (description === undefined ? {} : { description });
-
 /** A `service` or `who`: 1 to 256 characters, no control characters. */
-const Name = (description?: string) =>
-  Type.String({ minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: PRINTABLE, ...described(description) });
-const TtlSeconds = Type.Integer({ minimum: 1, maximum: MAX_TTL_SECONDS });
+const name = { type: 'string', minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: PRINTABLE } as const;
+const ttlSeconds = { type: 'integer', minimum: 1, maximum: MAX_TTL_SECONDS } as const;
 /** Query values arrive as strings; their shape is checked here, ranges in the core. */
-const PositiveIntegerText = (description?: string) =>
-  Type.String({ pattern: '^[1-9][0-9]{0,8}$', ...described(description) });
+const positiveIntegerText = { type: 'string', pattern: '^[1-9][0-9]{0,8}$' } as const;
 /** An RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z or with an offset and fractions. */
-const Timestamp = (description: string) =>
-  Type.String({
-    pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|[+-]\\d{2}:\\d{2})$',
-    description,
-  });
-const EventIdText = (description: string) => Type.String({ pattern: '^[0-9]{1,15}$', description });
+const timestamp = {
+  type: 'string',
+  pattern: '^\\d{4}-\\d{2}-\\d{2}T\\d{2}:\\d{2}:\\d{2}(\\.\\d{1,9})?(Z|[+-]\\d{2}:\\d{2})$',
+} as const;
+const eventIdText = { type: 'string', pattern: '^[0-9]{1,15}$' } as const;
 
-export const CreateLockBody = Type.Object(
-  {
-    service: Name(),
-    who: Name(),
-    ttlSeconds: Type.Optional(TtlSeconds),
-    waitSeconds: Type.Optional(Type.Integer({ minimum: 0, maximum: MAX_WAIT_SECONDS })),
+export const CreateLockBody = {
+  type: 'object',
+  required: ['service', 'who'],
+  additionalProperties: false,
+  properties: {
+    service: name,
+    who: name,
+    ttlSeconds,
+    waitSeconds: { type: 'integer', minimum: 0, maximum: MAX_WAIT_SECONDS },
   },
-  { additionalProperties: false },
-);
-export type CreateLockBody = Static<typeof CreateLockBody>;
+} as const;
+export type CreateLockBody = FromSchema<typeof CreateLockBody>;
 
 /** The body is optional; without `ttlSeconds` the lock's own TTL is used again. */
-export const RenewLockBody = Type.Object(
-  { ttlSeconds: Type.Optional(TtlSeconds) },
-  { additionalProperties: false },
-);
-export type RenewLockBody = Static<typeof RenewLockBody>;
+export const RenewLockBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { ttlSeconds },
+} as const;
+export type RenewLockBody = FromSchema<typeof RenewLockBody>;
 
 /** The body is optional; an empty reason counts as none. */
-export const ForceReleaseBody = Type.Object(
-  { reason: Type.Optional(Type.String({ maxLength: MAX_REASON_LENGTH, pattern: PRINTABLE })) },
-  { additionalProperties: false },
-);
-export type ForceReleaseBody = Static<typeof ForceReleaseBody>;
+export const ForceReleaseBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { reason: { type: 'string', maxLength: MAX_REASON_LENGTH, pattern: PRINTABLE } },
+} as const;
+export type ForceReleaseBody = FromSchema<typeof ForceReleaseBody>;
 
-export const LockIdParams = Type.Object({
-  id: Type.String({ description: 'The `id` returned when the lock was acquired.' }),
-});
-export const ServiceParams = Type.Object({ service: Name('The lock name.') });
+export const LockIdParams = {
+  type: 'object',
+  required: ['id'],
+  properties: { id: { type: 'string', description: 'The `id` returned when the lock was acquired.' } },
+} as const;
 
-export const ListLocksQuery = Type.Object(
-  {
-    page: Type.Optional(PositiveIntegerText('The page, from 1 (default 1).')),
-    per_page: Type.Optional(PositiveIntegerText('Locks per page (default 100, at most 1000).')),
-    service: Type.Optional(Name('Only the lock of this service.')),
-    who: Type.Optional(Name('Only the locks held by this owner.')),
+export const ServiceParams = {
+  type: 'object',
+  required: ['service'],
+  properties: { service: { ...name, description: 'The lock name.' } },
+} as const;
+
+export const ListLocksQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    page: { ...positiveIntegerText, description: 'The page, from 1 (default 1).' },
+    per_page: { ...positiveIntegerText, description: 'Locks per page (default 100, at most 1000).' },
+    service: { ...name, description: 'Only the lock of this service.' },
+    who: { ...name, description: 'Only the locks held by this owner.' },
   },
-  { additionalProperties: false },
-);
-export type ListLocksQuery = Static<typeof ListLocksQuery>;
+} as const;
+export type ListLocksQuery = FromSchema<typeof ListLocksQuery>;
 
-export const HistoryQuery = Type.Object(
-  {
-    service: Type.Optional(Name('Only events of this service.')),
-    who: Type.Optional(Name('Only events of this owner.')),
-    since: Type.Optional(Timestamp('Only events at or after this time.')),
-    until: Type.Optional(Timestamp('Only events before this time.')),
-    limit: Type.Optional(PositiveIntegerText('At most this many events (default 100, at most 1000).')),
-    before: Type.Optional(EventIdText("Only events older than this id (the previous page's `nextBefore`).")),
+export const HistoryQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    service: { ...name, description: 'Only events of this service.' },
+    who: { ...name, description: 'Only events of this owner.' },
+    since: { ...timestamp, description: 'Only events at or after this time.' },
+    until: { ...timestamp, description: 'Only events before this time.' },
+    limit: { ...positiveIntegerText, description: 'At most this many events (default 100, at most 1000).' },
+    before: {
+      ...eventIdText,
+      description: "Only events older than this id (the previous page's `nextBefore`).",
+    },
   },
-  { additionalProperties: false },
-);
-export type HistoryQuery = Static<typeof HistoryQuery>;
+} as const;
+export type HistoryQuery = FromSchema<typeof HistoryQuery>;
 
-export const WatchQuery = Type.Object(
-  {
-    service: Type.Optional(Name('Only events of this service.')),
-    lastEventId: Type.Optional(
-      EventIdText('Resume after this event id, for clients that cannot send the Last-Event-ID header.'),
-    ),
+export const WatchQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    service: { ...name, description: 'Only events of this service.' },
+    lastEventId: {
+      ...eventIdText,
+      description: 'Resume after this event id, for clients that cannot send the Last-Event-ID header.',
+    },
   },
-  { additionalProperties: false },
-);
-export type WatchQuery = Static<typeof WatchQuery>;
+} as const;
+export type WatchQuery = FromSchema<typeof WatchQuery>;
 
-export const WatchHeaders = Type.Object({
-  'last-event-id': Type.Optional(
-    Type.String({ description: 'Resume after this event id (sent by `EventSource` on reconnection).' }),
-  ),
-});
+export const WatchHeaders = {
+  type: 'object',
+  properties: {
+    'last-event-id': {
+      type: 'string',
+      description: 'Resume after this event id (sent by `EventSource` on reconnection).',
+    },
+  },
+} as const;
 
 const lockProperties = {
-  id: Type.String(),
-  service: Type.String(),
-  who: Type.String(),
+  id: { type: 'string' },
+  service: { type: 'string' },
+  who: { type: 'string' },
   /** UTC, whole seconds: `2024-01-15T10:00:00Z`. */
-  createdAt: Type.String(),
+  createdAt: { type: 'string' },
   /** The lease length; null: no TTL. */
-  ttlSeconds: Nullable(Type.Integer()),
+  ttlSeconds: { type: ['integer', 'null'] },
   /** When the lease runs out; null: never. */
-  expiresAt: Nullable(Type.String()),
-  fencingToken: Type.Integer(),
+  expiresAt: { type: ['string', 'null'] },
+  fencingToken: { type: 'integer' },
   /** Requests queued for this service right now. */
-  waiters: Type.Integer(),
+  waiters: { type: 'integer' },
   /** The name of the token that took it; null without authentication. */
-  owner: Nullable(Type.String()),
-};
+  owner: { type: ['string', 'null'] },
+} as const;
+const LOCK_FIELDS = [
+  'id',
+  'service',
+  'who',
+  'createdAt',
+  'ttlSeconds',
+  'expiresAt',
+  'fencingToken',
+  'waiters',
+  'owner',
+] as const;
 
-export const LockJson = Type.Object(lockProperties);
-export type LockJson = Static<typeof LockJson>;
+export const LockJson = { type: 'object', required: LOCK_FIELDS, properties: lockProperties } as const;
+export type LockJson = FromSchema<typeof LockJson>;
 
-export const WaiterJson = Type.Object({ who: Type.String(), since: Type.String(), position: Type.Integer() });
-export type WaiterJson = Static<typeof WaiterJson>;
+export const WaiterJson = {
+  type: 'object',
+  required: ['who', 'since', 'position'],
+  properties: { who: { type: 'string' }, since: { type: 'string' }, position: { type: 'integer' } },
+} as const;
+export type WaiterJson = FromSchema<typeof WaiterJson>;
 
-export const QueueJson = Type.Object({
-  service: Type.String(),
-  holder: Type.Union([Type.Null(), LockJson]),
-  waiters: Type.Array(WaiterJson),
-});
-export type QueueJson = Static<typeof QueueJson>;
+export const QueueJson = {
+  type: 'object',
+  required: ['service', 'holder', 'waiters'],
+  properties: {
+    service: { type: 'string' },
+    holder: { anyOf: [{ type: 'null' }, LockJson] },
+    waiters: { type: 'array', items: WaiterJson },
+  },
+} as const;
+export type QueueJson = FromSchema<typeof QueueJson>;
 
-export const LockListJson = Type.Object({
-  locks: Type.Array(LockJson),
-  total: Type.Integer(),
-  page: Type.Integer(),
-  perPage: Type.Integer(),
-});
-export type LockListJson = Static<typeof LockListJson>;
+export const LockListJson = {
+  type: 'object',
+  required: ['locks', 'total', 'page', 'perPage'],
+  properties: {
+    locks: { type: 'array', items: LockJson },
+    total: { type: 'integer' },
+    page: { type: 'integer' },
+    perPage: { type: 'integer' },
+  },
+} as const;
+export type LockListJson = FromSchema<typeof LockListJson>;
 
-export const ReleasedJson = Type.Object({ success: Type.Boolean(), message: Type.String() });
-export type ReleasedJson = Static<typeof ReleasedJson>;
+export const ReleasedJson = {
+  type: 'object',
+  required: ['success', 'message'],
+  properties: { success: { type: 'boolean' }, message: { type: 'string' } },
+} as const;
+export type ReleasedJson = FromSchema<typeof ReleasedJson>;
 
-export const ForceReleasedJson = Type.Object({
-  success: Type.Boolean(),
-  message: Type.String(),
-  lock: LockJson,
-});
-export type ForceReleasedJson = Static<typeof ForceReleasedJson>;
+export const ForceReleasedJson = {
+  type: 'object',
+  required: ['success', 'message', 'lock'],
+  properties: { success: { type: 'boolean' }, message: { type: 'string' }, lock: LockJson },
+} as const;
+export type ForceReleasedJson = FromSchema<typeof ForceReleasedJson>;
 
 /** The lock an event is about; for queued/dequeued, the waiting request (no token yet). */
-const EventLockJson = Type.Object({ ...lockProperties, fencingToken: Nullable(Type.Integer()) });
+const EventLockJson = {
+  type: 'object',
+  required: LOCK_FIELDS,
+  properties: { ...lockProperties, fencingToken: { type: ['integer', 'null'] } },
+} as const;
 
-export const EventJson = Type.Object({
-  id: Type.Integer(),
-  type: Type.Enum(LOCK_EVENT_TYPES),
-  /** RFC 3339, UTC, with milliseconds. */
-  at: Type.String(),
-  service: Type.String(),
-  who: Type.String(),
-  lock: EventLockJson,
-  heldSeconds: Nullable(Type.Number()),
-  reason: Nullable(Type.String()),
-});
-export type EventJson = Static<typeof EventJson>;
+export const EventJson = {
+  type: 'object',
+  required: ['id', 'type', 'at', 'service', 'who', 'lock', 'heldSeconds', 'reason'],
+  properties: {
+    id: { type: 'integer' },
+    type: { type: 'string', enum: LOCK_EVENT_TYPES },
+    /** RFC 3339, UTC, with milliseconds. */
+    at: { type: 'string' },
+    service: { type: 'string' },
+    who: { type: 'string' },
+    lock: EventLockJson,
+    heldSeconds: { type: ['number', 'null'] },
+    reason: { type: ['string', 'null'] },
+  },
+} as const;
+export type EventJson = FromSchema<typeof EventJson>;
 
-export const HistoryJson = Type.Object({
-  events: Type.Array(EventJson, { maxItems: MAX_HISTORY_LIMIT }),
-  nextBefore: Nullable(Type.Integer()),
-});
-export type HistoryJson = Static<typeof HistoryJson>;
+export const HistoryJson = {
+  type: 'object',
+  required: ['events', 'nextBefore'],
+  properties: {
+    events: { type: 'array', maxItems: MAX_HISTORY_LIMIT, items: EventJson },
+    nextBefore: { type: ['integer', 'null'] },
+  },
+} as const;
+export type HistoryJson = FromSchema<typeof HistoryJson>;
 
 /** The first message of a watch stream (SSE `event: snapshot`). */
-export const SnapshotJson = Type.Object({ eventId: Type.Integer(), locks: Type.Array(LockJson) });
-export type SnapshotJson = Static<typeof SnapshotJson>;
+export const SnapshotJson = {
+  type: 'object',
+  required: ['eventId', 'locks'],
+  properties: { eventId: { type: 'integer' }, locks: { type: 'array', items: LockJson } },
+} as const;
+export type SnapshotJson = FromSchema<typeof SnapshotJson>;
 
 const errorProperties = {
-  error: Type.String({ description: 'What went wrong, in words.' }),
-  code: Type.String({ description: 'A stable code to act on; see the response descriptions.' }),
-  field: Type.Optional(
-    Type.String({ description: 'The field or query parameter at fault (`INVALID_ARGUMENT`).' }),
-  ),
+  error: { type: 'string', description: 'What went wrong, in words.' },
+  code: { type: 'string', description: 'A stable code to act on; see the response descriptions.' },
+  field: { type: 'string', description: 'The field or query parameter at fault (`INVALID_ARGUMENT`).' },
   /** The holder (`LOCK_HELD`, `WAIT_TIMEOUT`). */
-  existingLock: Type.Optional(LockJson),
-};
+  existingLock: LockJson,
+} as const;
 
 /** Every error: JSON with a stable `code`, and `field` for bad input. */
-export const ErrorJson = Type.Object(errorProperties);
-export type ErrorJson = Static<typeof ErrorJson>;
+export const ErrorJson = {
+  type: 'object',
+  required: ['error', 'code'],
+  properties: errorProperties,
+} as const;
+export type ErrorJson = FromSchema<typeof ErrorJson>;
 
 /** The release routes answer errors in the envelope the Locks Guide's scripts expect. */
-export const ReleaseErrorJson = Type.Object({
-  // `enum`, not `const`: the form the API document keeps as written.
-  success: Type.Unsafe<false>(Type.Boolean({ enum: [false] })),
-  ...errorProperties,
-});
+export const ReleaseErrorJson = {
+  type: 'object',
+  required: ['success', 'error', 'code'],
+  properties: { success: { type: 'boolean', enum: [false] }, ...errorProperties },
+} as const;
 
-export const HealthJson = Type.Object({ status: Type.Unsafe<'ok'>(Type.String({ enum: ['ok'] })) });
-export const ReadyJson = Type.Object({ status: Type.Unsafe<'ready'>(Type.String({ enum: ['ready'] })) });
+export const HealthJson = {
+  type: 'object',
+  required: ['status'],
+  properties: { status: { type: 'string', enum: ['ok'] } },
+} as const;
+export const ReadyJson = {
+  type: 'object',
+  required: ['status'],
+  properties: { status: { type: 'string', enum: ['ready'] } },
+} as const;
 
 /** What each rule means in words, for error messages that name the field. */
 export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> = {

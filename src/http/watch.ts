@@ -1,5 +1,5 @@
 import type { ServerResponse } from 'node:http';
-import type { TypeBoxTypeProvider } from '@fastify/type-provider-typebox';
+import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyInstance } from 'fastify';
 import type { FeedMessage } from '../core/event-feed.js';
 import type { LockService } from '../core/lock-service.js';
@@ -32,7 +32,7 @@ export function formatSse(message: FeedMessage): string {
  * server stops; clients reconnect and resume.
  */
 export function registerWatch(root: FastifyInstance, service: LockService): void {
-  const app = root.withTypeProvider<TypeBoxTypeProvider>();
+  const app = root.withTypeProvider<JsonSchemaToTsProvider>();
   const path = `${API}/watch`;
   const streams = new Set<ServerResponse>();
   app.addHook('preClose', async () => {
