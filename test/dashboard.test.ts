@@ -1,11 +1,19 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  cpSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Fastify from 'fastify';
 import type { Browser, Page, Request } from 'playwright-core';
 import { addToken, revokeToken } from '../src/auth/token-file.js';
-import { DASHBOARD_CSP, registerDashboard } from '../src/http/dashboard.js';
+import { DASHBOARD_CSP, hashedAssetName, registerDashboard } from '../src/http/dashboard.js';
 import { launchBrowser, openPage, type WatchedPage } from './support/browser.js';
 import { API, call } from './support/rest.js';
 import {
@@ -105,6 +113,14 @@ async function until(check: () => Promise<boolean>, ms: number, what: string): P
   assert.fail(`timed out after ${ms} ms waiting for ${what}`);
 }
 
+/** The content-hashed script and stylesheet a built index.html loads. */
+function builtAssets(html: string): { script: string; styles: string } {
+  const script = /<script type="module" src="assets\/(app-[0-9a-f]{16}\.js)"><\/script>/.exec(html)?.[1];
+  const styles = /<link rel="stylesheet" href="assets\/(styles-[0-9a-f]{16}\.css)" \/>/.exec(html)?.[1];
+  assert.ok(script && styles, 'index.html loads app-<hash>.js and styles-<hash>.css');
+  return { script, styles };
+}
+
 const rowOf = (page: Page, id: string) => page.locator(`#locks-body tr[data-lock-id="${id}"]`);
 
 async function openDashboard(browser: Browser, base: string, hash = ''): Promise<WatchedPage> {
@@ -153,39 +169,140 @@ describe('registerDashboard', () => {
     const dir = tempDir();
     const app = Fastify();
     try {
-      writeFileSync(join(dir.path, 'index.html'), '<!doctype html><title>t</title>');
+      const script = hashedAssetName('app.js', 'export {};');
+      const styles = hashedAssetName('styles.css', 'body{}');
+      writeFileSync(
+        join(dir.path, 'index.html'),
+        `<!doctype html><title>t</title><link rel="stylesheet" href="assets/${styles}" /><script type="module" src="assets/${script}"></script>`,
+      );
+      writeFileSync(join(dir.path, script), 'export {};');
+      writeFileSync(join(dir.path, styles), 'body{}');
+      // Unhashed, stale (a name whose hash is not its content's), and source maps: not served.
       writeFileSync(join(dir.path, 'app.js'), 'export {};');
-      writeFileSync(join(dir.path, 'app.js.map'), '{}');
       writeFileSync(join(dir.path, 'styles.css'), 'body{}');
+      writeFileSync(join(dir.path, hashedAssetName('old.js', 'export {};')), 'export const changed = 1;');
+      writeFileSync(join(dir.path, 'app.js.map'), '{}');
+      writeFileSync(join(dir.path, hashedAssetName('app.js.map', '{}')), '{}');
       mkdirSync(join(dir.path, 'nested'));
       writeFileSync(join(dir.path, 'nested/secret.txt'), 'no');
       registerDashboard(app, { assetsDir: dir.path });
       // Files added later are not served: the list is fixed at start.
-      writeFileSync(join(dir.path, 'late.js'), 'export {};');
+      const late = hashedAssetName('late.js', 'export {};');
+      writeFileSync(join(dir.path, late), 'export {};');
 
       const html = await app.inject({ method: 'GET', url: '/' });
       assert.equal(html.statusCode, 200);
       assert.equal(html.headers['content-type'], 'text/html; charset=utf-8');
       assert.equal(html.headers['content-security-policy'], DASHBOARD_CSP);
-      assert.equal(html.headers['cache-control'], 'no-cache');
+      assert.equal(html.headers['cache-control'], 'no-store');
       const types: Record<string, string> = {
-        'app.js': 'text/javascript; charset=utf-8',
-        'app.js.map': 'application/json; charset=utf-8',
-        'styles.css': 'text/css; charset=utf-8',
+        [script]: 'text/javascript; charset=utf-8',
+        [styles]: 'text/css; charset=utf-8',
       };
       for (const [file, type] of Object.entries(types)) {
         const reply = await app.inject({ method: 'GET', url: `/assets/${file}` });
         assert.equal(reply.statusCode, 200, file);
         assert.equal(reply.headers['content-type'], type, file);
-        assert.match(String(reply.headers['cache-control']), /^public, max-age=\d+$/, file);
+        assert.equal(reply.headers['cache-control'], 'public, max-age=31536000, immutable', file);
         assert.equal(reply.headers['x-content-type-options'], 'nosniff', file);
         assert.equal(reply.headers['content-security-policy'], undefined, file);
       }
-      for (const file of ['late.js', 'nested', 'nested%2Fsecret.txt', '..%2Fapp.js', 'index.html']) {
+      for (const file of [
+        'app.js',
+        'styles.css',
+        hashedAssetName('old.js', 'export {};'),
+        'app.js.map',
+        hashedAssetName('app.js.map', '{}'),
+        late,
+        'nested',
+        'nested%2Fsecret.txt',
+        `..%2F${script}`,
+        'index.html',
+      ]) {
         assert.equal((await app.inject({ method: 'GET', url: `/assets/${file}` })).statusCode, 404, file);
       }
     } finally {
       await app.close();
+      dir.remove();
+    }
+  });
+
+  test('an index.html that loads an unhashed or missing asset is not a build: 503', async () => {
+    const dir = tempDir();
+    const app = Fastify();
+    try {
+      // What web/index.html is before the build: it loads assets/app.js, which is not served.
+      writeFileSync(join(dir.path, 'index.html'), '<script type="module" src="assets/app.js"></script>');
+      writeFileSync(join(dir.path, 'app.js'), 'export {};');
+      registerDashboard(app, { assetsDir: dir.path });
+      const reply = await app.inject({ method: 'GET', url: '/' });
+      assert.equal(reply.statusCode, 503);
+      assert.equal(reply.json().code, 'DASHBOARD_NOT_BUILT');
+      assert.match(reply.json().error, /loads assets\/app\.js, not a content-hashed file.*npm run build/);
+    } finally {
+      await app.close();
+      dir.remove();
+    }
+  });
+
+  test("an asset's name carries its content's hash: the same content, the same name; other content, another", () => {
+    const name = hashedAssetName('app.js', 'export const a = 1;');
+    assert.match(name, /^app-[0-9a-f]{16}\.js$/);
+    assert.equal(hashedAssetName('app.js', Buffer.from('export const a = 1;')), name);
+    assert.notEqual(hashedAssetName('app.js', 'export const a = 2;'), name);
+    assert.match(hashedAssetName('styles.css', 'body{}'), /^styles-[0-9a-f]{16}\.css$/);
+  });
+});
+
+describe('the dashboard build (scripts/build-web.mjs)', () => {
+  /** Builds `web` into `out` with the real build script; the names in the built index.html. */
+  async function buildInto(
+    web: string,
+    out: string,
+  ): Promise<{ files: string[]; script: string; styles: string }> {
+    const run = await runToExit(
+      process.execPath,
+      [join(ROOT, 'scripts/build-web.mjs'), '--web', web, '--out', out],
+      {
+        timeoutMs: 60_000,
+      },
+    );
+    assert.equal(run.code, 0, run.stderr);
+    const html = readFileSync(join(out, 'index.html'), 'utf8');
+    const script = /src="assets\/(app-[0-9a-f]{16}\.js)"/.exec(html)?.[1];
+    const styles = /href="assets\/(styles-[0-9a-f]{16}\.css)"/.exec(html)?.[1];
+    assert.ok(script && styles, `index.html loads hashed assets: ${html.slice(0, 600)}`);
+    assert.doesNotMatch(html, /"assets\/(app\.js|styles\.css)"/, 'no unhashed name left');
+    const files = readdirSync(out).sort();
+    assert.deepEqual(files, [script, 'index.html', styles].sort(), 'nothing else is written, no source map');
+    assert.equal(
+      hashedAssetName('app.js', readFileSync(join(out, script))),
+      script,
+      'the server takes the name',
+    );
+    assert.equal(hashedAssetName('styles.css', readFileSync(join(out, styles))), styles);
+    return { files, script, styles };
+  }
+
+  test('a changed file gets a new name; an unchanged one keeps its name', async () => {
+    const dir = tempDir();
+    try {
+      const web = join(dir.path, 'web');
+      cpSync(join(ROOT, 'web'), web, { recursive: true });
+      const first = await buildInto(web, join(dir.path, 'out1'));
+      const again = await buildInto(web, join(dir.path, 'out2'));
+      assert.deepEqual(again, first, 'the same sources, the same names');
+
+      appendFileSync(join(web, 'styles.css'), '\n.changed-for-the-test { color: red; }\n');
+      const newStyles = await buildInto(web, join(dir.path, 'out3'));
+      assert.notEqual(newStyles.styles, first.styles, 'styles.css changed: a new name');
+      assert.equal(newStyles.script, first.script, 'app.js unchanged: the same name');
+
+      appendFileSync(join(web, 'app.ts'), "\ndocument.documentElement.dataset.changedForTheTest = 'yes';\n");
+      const newScript = await buildInto(web, join(dir.path, 'out4'));
+      assert.notEqual(newScript.script, first.script, 'app.ts changed: a new bundle name');
+      assert.equal(newScript.styles, newStyles.styles);
+    } finally {
       dir.remove();
     }
   });
@@ -210,7 +327,7 @@ describe('dashboard', () => {
     const html = await fetch(`${base}/`);
     assert.equal(html.status, 200);
     assert.match(html.headers.get('content-type') ?? '', /^text\/html/);
-    assert.equal(html.headers.get('cache-control'), 'no-cache');
+    assert.equal(html.headers.get('cache-control'), 'no-store');
     const csp = html.headers.get('content-security-policy') ?? '';
     for (const directive of [
       "default-src 'self'",
@@ -224,20 +341,33 @@ describe('dashboard', () => {
       assert.ok(csp.includes(directive), `CSP has ${directive}: ${csp}`);
     }
     const text = await html.text();
-    assert.ok(text.includes('assets/app.js'));
     assert.doesNotMatch(text, /https?:\/\//, 'nothing from another origin');
+    const { script, styles } = builtAssets(text);
 
-    const script = await fetch(`${base}/assets/app.js`);
-    assert.equal(script.status, 200);
-    assert.match(script.headers.get('content-type') ?? '', /^text\/javascript/);
-    assert.match(script.headers.get('cache-control') ?? '', /max-age=\d+/);
-    const etag = script.headers.get('etag');
+    const scriptReply = await fetch(`${base}/assets/${script}`);
+    assert.equal(scriptReply.status, 200);
+    assert.match(scriptReply.headers.get('content-type') ?? '', /^text\/javascript/);
+    assert.equal(scriptReply.headers.get('cache-control'), 'public, max-age=31536000, immutable');
+    assert.equal(hashedAssetName('app.js', Buffer.from(await scriptReply.arrayBuffer())), script);
+    const etag = scriptReply.headers.get('etag');
     assert.ok(etag);
-    assert.equal((await fetch(`${base}/assets/app.js`, { headers: { 'if-none-match': etag } })).status, 304);
-    const styles = await fetch(`${base}/assets/styles.css`);
-    assert.match(styles.headers.get('content-type') ?? '', /^text\/css/);
+    assert.equal(
+      (await fetch(`${base}/assets/${script}`, { headers: { 'if-none-match': etag } })).status,
+      304,
+    );
+    const stylesReply = await fetch(`${base}/assets/${styles}`);
+    assert.match(stylesReply.headers.get('content-type') ?? '', /^text\/css/);
+    assert.equal(stylesReply.headers.get('cache-control'), 'public, max-age=31536000, immutable');
 
-    for (const path of ['/assets/nothing.js', '/assets/..%2Fpackage.json', '/assets/%2E%2E%2Findex.html']) {
+    for (const path of [
+      '/assets/app.js',
+      '/assets/styles.css',
+      '/assets/app.js.map',
+      `/assets/${script}.map`,
+      '/assets/nothing.js',
+      '/assets/..%2Fpackage.json',
+      '/assets/%2E%2E%2Findex.html',
+    ]) {
       const { status, json } = await call(base, 'GET', path);
       assert.equal(status, 404, path);
       assert.equal(json.code, 'NOT_FOUND', path);
@@ -629,8 +759,9 @@ describe('dashboard with authentication', () => {
 
   test('the page asks for a token first; a wrong one is refused in the dialog; a read token shows the locks live, with their owner', async (t) => {
     // The page itself is public; its data is not.
-    assert.equal((await fetch(`${base}/`)).status, 200);
-    assert.equal((await fetch(`${base}/assets/app.js`)).status, 200);
+    const page0 = await fetch(`${base}/`);
+    assert.equal(page0.status, 200);
+    assert.equal((await fetch(`${base}/assets/${builtAssets(await page0.text()).script}`)).status, 200);
     const refused = await call(base, 'GET', `${API}/locks/list`);
     assert.equal(refused.status, 401);
     assert.equal(refused.json.code, 'UNAUTHENTICATED');

@@ -3,11 +3,12 @@ import { constants } from 'node:os';
 import {
   LockNotFoundError,
   LockNotHeldError,
+  type QueueInfo,
   ServerUnreachableError,
   type TrackerClient,
 } from '../sdk/index.js';
 import { defaultWho } from '../sdk/tracker-client.js';
-import { humanDuration } from './table.js';
+import { humanDuration, printable } from './table.js';
 
 export interface RunLockedOptions {
   readonly client: TrackerClient;
@@ -27,41 +28,68 @@ const FORWARDED = ['SIGINT', 'SIGTERM', 'SIGHUP'] as const;
 
 const say = (message: string) => process.stderr.write(`tracker: ${message}\n`);
 
+/** On a terminal the waiting line is redrawn every second; elsewhere a line every 30 s. */
+const LIVE_EVERY_MS = 1000;
+const LINE_EVERY_MS = 30_000;
+/** Until a first line is shown: how often to look whether someone else holds the service. */
+const LOOK_EVERY_MS = 1000;
+
 /**
  * While waiting in line, tells the user who holds the lock and their place: a live line on
- * a terminal (every second), a line every 30 s otherwise.
+ * a terminal, a line every 30 s otherwise. Nothing is shown unless someone else holds the
+ * service: the first look is taken before the acquire is sent, so a holder seen then is
+ * someone else and the first line comes at once; when the service was free then (and was
+ * taken by someone else meanwhile), later looks show a line once the holder cannot be us.
+ * Resolves, once the first look is done, with the function that stops it.
  */
-function showProgress(client: TrackerClient, service: string, who: string): () => void {
+async function showProgress(client: TrackerClient, service: string, who: string): Promise<() => void> {
   const live = process.stderr.isTTY === true;
   const started = Date.now();
   let stopped = false;
-  const tick = async () => {
+  let shown = false;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+
+  const look = async (beforeAsking: boolean) => {
+    let queue: QueueInfo;
     try {
-      const queue = await client.queue(service);
-      if (stopped) return;
-      const position = queue.waiters.findIndex((waiter) => waiter.who === who) + 1;
-      const holder = queue.holder ? `held by ${queue.holder.who}` : 'being handed over';
-      const place = position > 0 ? `, you are ${position} of ${queue.waiters.length} in line` : '';
-      const line = `waiting ${humanDuration(Date.now() - started)} for ${service}: ${holder}${place}`;
-      if (live) process.stderr.write(`\r\x1b[2K${line}`);
-      else say(line);
+      queue = await client.queue(service);
     } catch {
-      // Progress is best effort; the acquire itself reports real trouble.
+      return; // Progress is best effort; the acquire itself reports real trouble.
     }
+    if (stopped) return;
+    // Before our request is sent, a waiter of our name is someone else too.
+    const position = beforeAsking ? 0 : queue.waiters.findIndex((waiter) => waiter.who === who) + 1;
+    // Once our request is sent, a holder of our name that we are not waiting behind may be
+    // us, granted a moment ago (the acquire is about to answer): say nothing of it.
+    const held = queue.holder !== null;
+    const maybeUs = held && !beforeAsking && queue.holder?.who === who && position === 0;
+    if (maybeUs || (!shown && !held)) return;
+    const holder = queue.holder ? `held by ${printable(queue.holder.who)}` : 'being handed over';
+    const place = position > 0 ? `, you are ${position} of ${queue.waiters.length} in line` : '';
+    const line = `waiting ${humanDuration(Date.now() - started)} for ${printable(service)}: ${holder}${place}`;
+    if (live) process.stderr.write(`\r\x1b[2K${line}`);
+    else say(line);
+    shown = true;
   };
-  const timer = setInterval(tick, live ? 1000 : 30_000);
-  void tick();
+  const next = () => {
+    if (stopped) return;
+    const ms = live ? LIVE_EVERY_MS : shown ? LINE_EVERY_MS : LOOK_EVERY_MS;
+    timer = setTimeout(() => void look(false).then(next, next), ms);
+  };
+
+  await look(true);
+  next();
   return () => {
     stopped = true;
-    clearInterval(timer);
-    if (live) process.stderr.write('\r\x1b[2K');
+    clearTimeout(timer);
+    if (live && shown) process.stderr.write('\r\x1b[2K');
   };
 }
 
 export async function runLocked(options: RunLockedOptions): Promise<number> {
   const { client, service } = options;
   const who = options.who ?? defaultWho();
-  const stopProgress = options.waitSeconds ? showProgress(client, service, who) : undefined;
+  const stopProgress = options.waitSeconds ? await showProgress(client, service, who) : undefined;
   let lock: Awaited<ReturnType<TrackerClient['acquire']>>;
   try {
     lock = await client.acquire(service, { who, ttl: options.ttlSeconds, wait: options.waitSeconds });

@@ -1,3 +1,4 @@
+import stringWidth from 'string-width';
 import type { LockEvent, LockInfo, QueueInfo } from '../sdk/index.js';
 
 /**
@@ -41,15 +42,23 @@ export function humanDuration(ms: number): string {
   return parts.join(' ');
 }
 
-/** Aligned columns; every cell is user text, shown printable. */
+/**
+ * Aligned columns; every cell is user text, shown printable. Cells are measured and padded
+ * by the columns they take on a terminal, not by their UTF-16 length: a CJK character or an
+ * emoji takes two columns, a combining accent none.
+ */
 function aligned(rawRows: string[][]): string {
-  const rows = rawRows.map((row) => row.map(printable));
-  const widths =
-    rows[0]?.map((_, column) => Math.max(...rows.map((row) => (row[column] ?? '').length))) ?? [];
+  const rows = rawRows.map((row) =>
+    row.map((cell) => {
+      const text = printable(cell);
+      return { text, width: stringWidth(text) };
+    }),
+  );
+  const widths = rows[0]?.map((_, column) => Math.max(...rows.map((row) => row[column]?.width ?? 0))) ?? [];
   return rows
     .map((row) =>
       row
-        .map((cell, column) => cell.padEnd(widths[column] ?? 0))
+        .map((cell, column) => cell.text + ' '.repeat(Math.max(0, (widths[column] ?? 0) - cell.width)))
         .join('  ')
         .trimEnd(),
     )
