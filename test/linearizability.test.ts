@@ -1,0 +1,321 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  checkLinearizable,
+  type Model,
+  type Operation,
+  UNKNOWN,
+  type Unknown,
+} from './support/linearizability/checker.js';
+import {
+  type LockInput,
+  type LockOperation,
+  type LockOutput,
+  lockModel,
+  type SeenLock,
+  splitWaits,
+} from './support/linearizability/lock-model.js';
+
+/**
+ * The checker on its own: hand-made histories that are not linearizable must be refused, and
+ * their legal twins (one detail changed) accepted. Times are in ms on one clock; the store's
+ * clock is the same clock here (`at` is the operation's interval).
+ */
+
+// ---------------------------------------------------------------- a register, for the search itself
+
+type RegisterInput = { kind: 'write'; value: number } | { kind: 'read' };
+type RegisterOutput = { value?: number };
+
+const register: Model<number, RegisterInput, RegisterOutput> = {
+  init: () => [0],
+  step(state, input, output: RegisterOutput | Unknown) {
+    if (input.kind === 'write') return [input.value];
+    if (output === UNKNOWN) return [state];
+    return output.value === state ? [state] : [];
+  },
+  key: String,
+};
+
+const reg = (
+  client: string,
+  input: RegisterInput,
+  output: RegisterOutput | Unknown,
+  call: number,
+  ret: number,
+): Operation<RegisterInput, RegisterOutput> => ({ client, input, output, call, return: ret });
+
+describe('linearizability checker (a register)', () => {
+  test('concurrent operations may take effect in either order', () => {
+    const history = [
+      reg('a', { kind: 'write', value: 1 }, {}, 0, 10),
+      reg('b', { kind: 'read' }, { value: 1 }, 1, 2),
+      reg('c', { kind: 'read' }, { value: 0 }, 3, 4),
+    ];
+    // b read 1 then c read 0: the write cannot come before b and after c; not linearizable.
+    assert.equal(checkLinearizable(register, history).result, 'illegal');
+    const twin = [history[0], history[2], { ...history[1], call: 5, return: 6 }] as typeof history;
+    assert.equal(checkLinearizable(register, twin).result, 'ok');
+  });
+
+  test('a read after a completed write sees it', () => {
+    const illegal = [
+      reg('a', { kind: 'write', value: 7 }, {}, 0, 1),
+      reg('b', { kind: 'read' }, { value: 0 }, 2, 3),
+    ];
+    assert.equal(checkLinearizable(register, illegal).result, 'illegal');
+    const legal = [
+      reg('a', { kind: 'write', value: 7 }, {}, 0, 1),
+      reg('b', { kind: 'read' }, { value: 7 }, 2, 3),
+    ];
+    assert.equal(checkLinearizable(register, legal).result, 'ok');
+  });
+
+  test('an operation with an unknown outcome may have happened at any time after its call, or never', () => {
+    const history = [
+      reg('a', { kind: 'write', value: 3 }, UNKNOWN, 0, Infinity),
+      reg('b', { kind: 'read' }, { value: 0 }, 1, 2),
+      reg('b', { kind: 'read' }, { value: 3 }, 5, 6),
+      reg('b', { kind: 'read' }, { value: 3 }, 7, 8),
+    ];
+    assert.equal(checkLinearizable(register, history).result, 'ok');
+    // Once seen, it stays: a later read of the old value is a stale read.
+    const stale = [...history, reg('b', { kind: 'read' }, { value: 0 }, 9, 10)];
+    assert.equal(checkLinearizable(register, stale).result, 'illegal');
+    // Nothing before its call can see it.
+    const early = [
+      reg('a', { kind: 'write', value: 3 }, UNKNOWN, 5, Infinity),
+      reg('b', { kind: 'read' }, { value: 3 }, 1, 2),
+    ];
+    assert.equal(checkLinearizable(register, early).result, 'illegal');
+  });
+
+  test('a search that runs out of its time budget answers unknown, never ok', () => {
+    // Many overlapping writes and reads of values that never match: an exhausting search.
+    const history: Operation<RegisterInput, RegisterOutput>[] = [];
+    for (let i = 0; i < 40; i++) history.push(reg(`w${i}`, { kind: 'write', value: i + 1 }, {}, 0, 100));
+    for (let i = 0; i < 40; i++) history.push(reg(`r${i}`, { kind: 'read' }, { value: 1000 + i }, 0, 100));
+    const verdict = checkLinearizable(register, history, { timeoutMs: 20 });
+    assert.equal(verdict.result, 'unknown');
+  });
+
+  test('an illegal history is reported with a small excerpt that is still illegal', () => {
+    const history: Operation<RegisterInput, RegisterOutput>[] = [];
+    for (let i = 0; i < 30; i++) history.push(reg('a', { kind: 'write', value: i }, {}, i * 10, i * 10 + 1));
+    // Read 5 long after 29 was written.
+    history.push(reg('b', { kind: 'read' }, { value: 5 }, 400, 401));
+    const verdict = checkLinearizable(register, history);
+    assert.equal(verdict.result, 'illegal');
+    if (verdict.result !== 'illegal') return;
+    assert.ok(verdict.excerpt.length <= 3, `excerpt of ${verdict.excerpt.length}`);
+    assert.equal(checkLinearizable(register, verdict.excerpt).result, 'illegal');
+    assert.ok(verdict.excerpt.some((op) => op.input.kind === 'read'));
+  });
+});
+
+// ---------------------------------------------------------------- Tracker's lock
+
+/** An operation of the lock history; the store's clock is the caller's here. */
+/** A lock input without its time (and, optionally, without its service: `deploy`). */
+type Input = LockInput extends infer T
+  ? T extends LockInput
+    ? Omit<T, 'at' | 'service'> & { service?: string }
+    : never
+  : never;
+
+function op(
+  client: string,
+  input: Input,
+  output: LockOutput | Unknown,
+  call: number,
+  ret: number,
+): LockOperation {
+  const full = { service: 'deploy', ...input, at: { from: call, to: ret } } as LockInput;
+  return { client, input: full, output, call, return: ret };
+}
+
+const lock = (id: string, token: number, expiresAt: number | null = null): LockOutput => ({
+  ok: true,
+  lock: { id, token, expiresAt } satisfies SeenLock,
+});
+const ok: LockOutput = { ok: true };
+const held = (holderId?: string): LockOutput => ({
+  ok: false,
+  code: 'LOCK_HELD',
+  ...(holderId ? { holderId } : {}),
+});
+const notFound: LockOutput = { ok: false, code: 'LOCK_NOT_FOUND' };
+const acquire = (request: string, ttlMs: number | null = null) =>
+  ({ kind: 'acquire', phase: 'now', request, ttlMs }) as const;
+const wait = (request: string, ttlMs: number | null = null) =>
+  ({ kind: 'acquire', phase: 'complete', request, ttlMs }) as const;
+
+function check(history: LockOperation[]) {
+  const split = splitWaits(history);
+  return checkLinearizable(lockModel(split), split, { timeoutMs: 5000 });
+}
+
+describe('the lock model', () => {
+  test('a double grant is refused; the refused twin is accepted', () => {
+    const double = [op('a', acquire('a1'), lock('L1', 1), 0, 1), op('b', acquire('b1'), lock('L2', 2), 2, 3)];
+    assert.equal(check(double).result, 'illegal');
+    const twin = [op('a', acquire('a1'), lock('L1', 1), 0, 1), op('b', acquire('b1'), held('L1'), 2, 3)];
+    assert.equal(check(twin).result, 'ok');
+    // Two overlapping acquires may not both win either.
+    const racing = [
+      op('a', acquire('a1'), lock('L1', 1), 0, 10),
+      op('b', acquire('b1'), lock('L2', 2), 0, 10),
+    ];
+    assert.equal(check(racing).result, 'illegal');
+  });
+
+  test('a release that did not release is refused', () => {
+    const history = [
+      op('a', acquire('a1'), lock('L1', 1), 0, 1),
+      op('a', { kind: 'release', id: 'L1' }, ok, 2, 3),
+      op('b', acquire('b1'), held('L1'), 4, 5),
+    ];
+    assert.equal(check(history).result, 'illegal');
+    const twin = [...history.slice(0, 2), op('b', acquire('b1'), lock('L2', 2), 4, 5)];
+    assert.equal(check(twin).result, 'ok');
+    // Releasing twice: the second answers 404.
+    const twice = [...history.slice(0, 2), op('a', { kind: 'release', id: 'L1' }, ok, 4, 5)];
+    assert.equal(check(twice).result, 'illegal');
+    const twiceTwin = [...history.slice(0, 2), op('a', { kind: 'release', id: 'L1' }, notFound, 4, 5)];
+    assert.equal(check(twiceTwin).result, 'ok');
+  });
+
+  test('a stale read is refused; a read overlapping the release may see either', () => {
+    const stale = [
+      op('a', acquire('a1'), lock('L1', 1), 0, 1),
+      op('a', { kind: 'release', id: 'L1' }, ok, 2, 3),
+      op('c', { kind: 'get', id: 'L1' }, lock('L1', 1), 4, 5),
+    ];
+    assert.equal(check(stale).result, 'illegal');
+    const overlapping = [...stale.slice(0, 2), op('c', { kind: 'get', id: 'L1' }, lock('L1', 1), 2, 5)];
+    assert.equal(check(overlapping).result, 'ok');
+    // A read that shows another token than the one granted is stale too.
+    const wrongToken = [
+      op('a', acquire('a1'), lock('L1', 4), 0, 1),
+      op('c', { kind: 'get', id: 'L1' }, lock('L1', 3), 2, 3),
+    ];
+    assert.equal(check(wrongToken).result, 'illegal');
+  });
+
+  test('a fencing token that goes backwards (or repeats) is refused', () => {
+    const history = (token: number) => [
+      op('a', acquire('a1'), lock('L1', 5), 0, 1),
+      op('a', { kind: 'release', id: 'L1' }, ok, 2, 3),
+      op('b', acquire('b1'), lock('L2', token), 4, 5),
+    ];
+    assert.equal(check(history(3)).result, 'illegal');
+    assert.equal(check(history(5)).result, 'illegal');
+    assert.equal(check(history(6)).result, 'ok');
+    assert.equal(check(history(9)).result, 'ok', 'gaps are allowed');
+  });
+
+  test('a waiter overtaken by a later one is refused; the FIFO twin is accepted', () => {
+    const base = [
+      op('h', acquire('h1'), lock('H', 1), 0, 1),
+      // w1 is seen in line before w2 even asks.
+      op('q', { kind: 'queue' }, { ok: true, queue: { holderId: 'H', waiters: ['w1'] } }, 3, 4),
+      op('h', { kind: 'release', id: 'H' }, ok, 10, 11),
+    ];
+    const overtaken = [
+      ...base,
+      op('w1', wait('w1'), lock('W1', 3), 2, 30),
+      op('w2', wait('w2'), lock('W2', 2), 5, 12),
+      op('w2', { kind: 'release', id: 'W2' }, ok, 13, 14),
+    ];
+    assert.equal(check(overtaken).result, 'illegal');
+    const fifo = [
+      ...base,
+      op('w1', wait('w1'), lock('W1', 2), 2, 12),
+      op('w1', { kind: 'release', id: 'W1' }, ok, 13, 14),
+      op('w2', wait('w2'), lock('W2', 3), 5, 20),
+    ];
+    assert.equal(check(fifo).result, 'ok');
+    // A newcomer that takes the lock while someone waits overtakes too.
+    const newcomer = [
+      ...base,
+      op('w1', wait('w1'), lock('W1', 3), 2, 30),
+      op('n', acquire('n1'), lock('N', 2), 12, 13),
+    ];
+    assert.equal(check(newcomer).result, 'illegal');
+  });
+
+  test('a wait that times out leaves the line without the lock', () => {
+    const timedOut = [
+      op('h', acquire('h1'), lock('H', 1), 0, 1),
+      op('w', wait('w1'), { ok: false, code: 'WAIT_TIMEOUT', holderId: 'H' }, 2, 10),
+      op('h', { kind: 'release', id: 'H' }, ok, 11, 12),
+      op('n', acquire('n1'), lock('N', 2), 13, 14),
+    ];
+    assert.equal(check(timedOut).result, 'ok');
+    // A timeout while nobody held the lock is refused.
+    const free = [op('w', wait('w1'), { ok: false, code: 'WAIT_TIMEOUT' }, 2, 10)];
+    assert.equal(check(free).result, 'illegal');
+  });
+
+  test("a lease ends by the store's clock, not before", () => {
+    const early = [
+      op('a', acquire('a1', 10_000), lock('L1', 1, 10_000), 0, 1),
+      op('b', acquire('b1'), lock('L2', 2), 5000, 5001),
+    ];
+    assert.equal(check(early).result, 'illegal');
+    const late = [
+      op('a', acquire('a1', 10_000), lock('L1', 1, 10_000), 0, 1),
+      op('b', acquire('b1'), lock('L2', 2), 11_000, 11_001),
+    ];
+    assert.equal(check(late).result, 'ok');
+    // After its end it is gone for every purpose: a renewal or a read finds nothing.
+    const renewed = [
+      op('a', acquire('a1', 10_000), lock('L1', 1, 10_000), 0, 1),
+      op('a', { kind: 'renew', id: 'L1', ttlMs: 10_000 }, lock('L1', 1, 22_000), 12_000, 12_001),
+    ];
+    assert.equal(check(renewed).result, 'illegal');
+    const renewedInTime = [
+      op('a', acquire('a1', 10_000), lock('L1', 1, 10_000), 0, 1),
+      op('a', { kind: 'renew', id: 'L1', ttlMs: 10_000 }, lock('L1', 1, 18_000), 8000, 8001),
+      op('b', acquire('b1'), held('L1'), 12_000, 12_001),
+    ];
+    assert.equal(check(renewedInTime).result, 'ok');
+  });
+
+  test('an acquire whose answer was lost may hold the lock (unseen) or not', () => {
+    const lost = op('a', acquire('a1'), UNKNOWN, 0, Infinity);
+    assert.equal(check([lost, op('b', acquire('b1'), held('X'), 5, 6)]).result, 'ok');
+    assert.equal(check([lost, op('b', acquire('b1'), lock('L2', 2), 5, 6)]).result, 'ok');
+    // But it cannot explain two grants.
+    const two = [
+      lost,
+      op('b', acquire('b1'), lock('L2', 2), 5, 6),
+      op('c', acquire('c1'), lock('L3', 3), 7, 8),
+    ];
+    assert.equal(check(two).result, 'illegal');
+    // Nor can a refusal name a lock that is known to be over.
+    const named = [
+      op('b', acquire('b1'), lock('L2', 1), 1, 2),
+      op('b', { kind: 'release', id: 'L2' }, ok, 3, 4),
+      lost,
+      op('c', acquire('c1'), held('L2'), 5, 6),
+    ];
+    assert.equal(check(named).result, 'illegal');
+  });
+
+  test('histories are checked per service, and the excerpt names the culprits', () => {
+    const history: LockOperation[] = [];
+    for (let i = 0; i < 20; i++) {
+      const service = `s${i}`;
+      history.push(op(`c${i}`, { ...acquire(`r${i}`), service }, lock(`L${i}`, 1), i * 10, i * 10 + 1));
+      history.push(op(`c${i}`, { kind: 'release', id: `L${i}`, service }, ok, i * 10 + 2, i * 10 + 3));
+    }
+    history.push(op('x', { ...acquire('x1'), service: 's7' }, lock('X', 2), 500, 501));
+    history.push(op('y', { ...acquire('y1'), service: 's7' }, lock('Y', 3), 502, 503));
+    const verdict = check(history);
+    assert.equal(verdict.result, 'illegal');
+    if (verdict.result !== 'illegal') return;
+    assert.ok(verdict.partition.every((o) => o.input.service === 's7'));
+    assert.deepEqual(verdict.excerpt.map((o) => o.client).sort(), ['x', 'y']);
+  });
+});

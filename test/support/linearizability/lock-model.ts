@@ -1,0 +1,443 @@
+import { type Model, type Operation, UNKNOWN, type Unknown } from './checker.js';
+
+/**
+ * Tracker's lock as a sequential model for the checker: a fenced FIFO lock per service.
+ *
+ * - A service has holders (at most `limit`: 1 today; semaphores raise it) and a queue of
+ *   waiting requests in arrival order. A newcomer is granted only when a holder's place is
+ *   free and nobody waits; a freed place goes to the queue's head (no overtaking).
+ * - Every grant carries a fencing token strictly greater than every token granted before
+ *   for the service (gaps allowed).
+ * - Leases expire by the store's clock. Each operation carries the interval of store time it
+ *   may have taken effect in (`at`), and a lease's end is known as an interval too (the API
+ *   shows whole seconds): a lease *may* have ended at an operation when its earliest end is
+ *   before the operation's latest time, and *must* have ended when its latest end is before
+ *   the operation's earliest time.
+ * - Things happen that no client observes, as internal transitions the search may take
+ *   before any operation: a lease ending; the queue's head being granted the freed place; a
+ *   lock whose client never learned of it (an acquire with an unknown outcome, a waiter that
+ *   hung up) being released by the server; a waiter whose client is gone leaving the queue.
+ *
+ * A waiting acquire is two operations over the same interval (see `splitWaits`): `arrive`
+ * (it joins the queue, or takes a free service at once) and `complete` (it is granted, or
+ * times out), so that the queue's order is part of the state and an overtaken waiter is
+ * caught.
+ */
+
+/** The store's clock, as an interval of epoch ms. */
+export interface TimeWindow {
+  readonly from: number;
+  readonly to: number;
+}
+
+interface Common {
+  readonly service: string;
+  /** When the operation may have taken effect, by the store's clock. */
+  readonly at: TimeWindow;
+}
+
+export type LockInput =
+  | (Common & {
+      readonly kind: 'acquire';
+      /** `now`: no wait; `arrive`/`complete`: the two halves of a waiting acquire. */
+      readonly phase: 'now' | 'arrive' | 'complete';
+      /** The request, unique in the history (client and sequence number). */
+      readonly request: string;
+      readonly ttlMs: number | null;
+    })
+  | (Common & { readonly kind: 'release' | 'force-release' | 'get'; readonly id: string })
+  /** A look at the service's queue (GET /queue/{service}). */
+  | (Common & { readonly kind: 'queue' })
+  | (Common & { readonly kind: 'renew'; readonly id: string; readonly ttlMs: number | null });
+
+/** A lock as an answer shows it: expiresAt truncated to whole seconds (null: no TTL). */
+export interface SeenLock {
+  readonly id: string;
+  readonly token: number;
+  readonly expiresAt: number | null;
+}
+
+export type LockOutput =
+  | { readonly ok: true; readonly lock: SeenLock; readonly queue?: undefined }
+  /** Released, force-released. */
+  | { readonly ok: true; readonly lock?: undefined; readonly queue?: undefined }
+  /** The queue: the holder's id (null: free) and the waiting requests, first in line first. */
+  | {
+      readonly ok: true;
+      readonly lock?: undefined;
+      readonly queue: { readonly holderId: string | null; readonly waiters: readonly string[] };
+    }
+  | {
+      readonly ok: false;
+      /** LOCK_HELD, WAIT_TIMEOUT, LOCK_NOT_FOUND, LOCK_NOT_HELD; REFUSED: turned away before any effect (400, 429). */
+      readonly code: 'LOCK_HELD' | 'WAIT_TIMEOUT' | 'LOCK_NOT_FOUND' | 'LOCK_NOT_HELD' | 'REFUSED';
+      /** LOCK_HELD, WAIT_TIMEOUT: the holder the answer names. */
+      readonly holderId?: string;
+    };
+
+export type LockOperation = Operation<LockInput, LockOutput>;
+
+interface Holder {
+  /** null: a lock no client learned of (its id unknown). */
+  readonly id: string | null;
+  readonly request: string | null;
+  /** null: not known yet (granted to a waiter whose `complete` is not linearised yet). */
+  readonly token: number | null;
+  /** The greatest token granted before this one, which its own must exceed. */
+  readonly after: number;
+  /** Earliest and latest end of the lease (Infinity: no TTL, or unknown). */
+  readonly endsFrom: number;
+  readonly endsTo: number;
+  /** Nobody will ever release it: the server may end it at any time. */
+  readonly orphan: boolean;
+  /** Its TTL, for a grant to a waiter whose lease starts at the grant. */
+  readonly ttlMs: number | null;
+}
+
+interface Waiter {
+  readonly request: string;
+  readonly ttlMs: number | null;
+  /** Its client is gone (unknown outcome): the server may drop it at any time. */
+  readonly orphan: boolean;
+}
+
+export interface ServiceState {
+  readonly limit: number;
+  readonly holders: readonly Holder[];
+  readonly queue: readonly Waiter[];
+  /** The greatest fencing token granted and seen. */
+  readonly lastToken: number;
+}
+
+const EMPTY: ServiceState = { limit: 1, holders: [], queue: [], lastToken: 0 };
+
+const SECOND = 1000;
+
+/** The lease end an answer shows, as an interval: the API truncates to whole seconds. */
+function endOf(lock: SeenLock): { endsFrom: number; endsTo: number } {
+  return lock.expiresAt === null
+    ? { endsFrom: Infinity, endsTo: Infinity }
+    : { endsFrom: lock.expiresAt, endsTo: lock.expiresAt + SECOND };
+}
+
+function withHolders(state: ServiceState, holders: readonly Holder[]): ServiceState {
+  return { ...state, holders };
+}
+
+/** What the whole history tells the model: the id each granted request's client learned. */
+interface Knowledge {
+  readonly idOfRequest: ReadonlyMap<string, string>;
+  /** Every lock id any answer showed. */
+  readonly knownIds: ReadonlySet<string>;
+}
+
+/**
+ * Every state `state` may be in when an operation at `at` takes effect: leases that must
+ * have ended are gone, those that may have are gone or not, orphans may be gone, and freed
+ * places may have gone to the queue's head (who was granted at that time).
+ */
+function settle(state: ServiceState, at: TimeWindow, knowledge: Knowledge): ServiceState[] {
+  const results: ServiceState[] = [];
+  const visit = (current: ServiceState, index: number): void => {
+    if (index === current.holders.length) {
+      results.push(...grants(current, at, knowledge));
+      return;
+    }
+    const holder = current.holders[index] as Holder;
+    // A lease without end (Infinity) never ends, even for an operation whose time is open.
+    const mustEnd = holder.endsTo <= at.from;
+    const mayEnd = mustEnd || (holder.endsFrom < Infinity && holder.endsFrom <= at.to) || holder.orphan;
+    if (!mustEnd) visit(current, index + 1);
+    if (mayEnd) {
+      visit(
+        withHolders(
+          current,
+          current.holders.filter((_, i) => i !== index),
+        ),
+        index,
+      );
+    }
+  };
+  visit(state, 0);
+  // Waiters whose client is gone may have been dropped.
+  return results.flatMap((candidate) => dropOrphans(candidate));
+}
+
+/** A freed place may have gone to the queue's head (or not yet): both, recursively. */
+function grants(state: ServiceState, at: TimeWindow, knowledge: Knowledge): ServiceState[] {
+  const head = state.queue[0];
+  if (!head || state.holders.length >= state.limit) return [state];
+  const granted: Holder = {
+    id: knowledge.idOfRequest.get(head.request) ?? null,
+    request: head.request,
+    token: null,
+    after: state.lastToken,
+    // The lease starts at the grant, some time within `at`.
+    endsFrom: head.ttlMs === null ? Infinity : at.from + head.ttlMs,
+    endsTo: head.ttlMs === null ? Infinity : Infinity,
+    orphan: head.orphan,
+    ttlMs: head.ttlMs,
+  };
+  const next = { ...state, holders: [...state.holders, granted], queue: state.queue.slice(1) };
+  return [state, ...grants(next, at, knowledge)];
+}
+
+function dropOrphans(state: ServiceState): ServiceState[] {
+  const orphans = state.queue.filter((waiter) => waiter.orphan);
+  if (orphans.length === 0) return [state];
+  return [state, { ...state, queue: state.queue.filter((waiter) => !waiter.orphan) }];
+}
+
+/** The holder with this id, if any. */
+const holderIndex = (state: ServiceState, id: string) =>
+  state.holders.findIndex((holder) => holder.id === id);
+
+/** A grant seen by its client: the token must exceed every token granted before. */
+function validToken(state: ServiceState, token: number, after: number): boolean {
+  return token > Math.max(state.lastToken, after);
+}
+
+function stepAcquire(
+  state: ServiceState,
+  input: LockInput & { kind: 'acquire' },
+  output: LockOutput | Unknown,
+  knowledge: Knowledge,
+): ServiceState[] {
+  const { request, ttlMs } = input;
+  const free = state.holders.length < state.limit && state.queue.length === 0;
+  const take = (lock: SeenLock | null, orphan: boolean): ServiceState => ({
+    ...state,
+    holders: [
+      ...state.holders,
+      {
+        id: lock?.id ?? null,
+        request,
+        token: lock?.token ?? null,
+        after: state.lastToken,
+        ...(lock
+          ? endOf(lock)
+          : { endsFrom: ttlMs === null ? Infinity : input.at.from + ttlMs, endsTo: Infinity }),
+        orphan,
+        ttlMs,
+      },
+    ],
+    lastToken: lock ? Math.max(state.lastToken, lock.token) : state.lastToken,
+  });
+
+  if (input.phase === 'now') {
+    if (output === UNKNOWN) return free ? [state, take(null, true)] : [state];
+    if (output.ok) {
+      if (!output.lock || !free || !validToken(state, output.lock.token, state.lastToken)) return [];
+      return [take(output.lock, false)];
+    }
+    if (output.code === 'REFUSED') return [state];
+    if (output.code !== 'LOCK_HELD') return [];
+    // Refused: someone holds it (the head of a queue is granted before a newcomer is refused).
+    if (state.holders.length < state.limit) return [];
+    return namesAHolder(state, output.holderId, knowledge) ? [state] : [];
+  }
+
+  if (input.phase === 'arrive') {
+    if (output !== UNKNOWN && !output.ok && output.code === 'REFUSED') return [state];
+    const orphan = output === UNKNOWN;
+    const waiter: Waiter = { request, ttlMs, orphan };
+    if (free) {
+      // Taken at once: its `complete` shows the lock.
+      const lock = output !== UNKNOWN && output.ok && output.lock ? output.lock : null;
+      if (lock && !validToken(state, lock.token, state.lastToken)) return [];
+      const taken = take(lock, orphan);
+      return orphan ? [state, taken] : [taken];
+    }
+    const queued = { ...state, queue: [...state.queue, waiter] };
+    return orphan ? [state, queued] : [queued];
+  }
+
+  // complete
+  const held = state.holders.findIndex((holder) => holder.request === request);
+  const waiting = state.queue.findIndex((waiter) => waiter.request === request);
+  if (output === UNKNOWN) return [state];
+  if (!output.ok && output.code === 'REFUSED') return held < 0 && waiting < 0 ? [state] : [];
+  if (output.ok) {
+    const lock = output.lock;
+    if (!lock || held < 0) return [];
+    const holder = state.holders[held] as Holder;
+    if (holder.id !== null && holder.id !== lock.id) return [];
+    if (holder.token !== null ? holder.token !== lock.token : !validToken(state, lock.token, holder.after)) {
+      return [];
+    }
+    const seen: Holder = { ...holder, id: lock.id, token: lock.token, ...endOf(lock) };
+    return [
+      {
+        ...state,
+        holders: state.holders.map((h, i) => (i === held ? seen : h)),
+        lastToken: Math.max(state.lastToken, lock.token),
+      },
+    ];
+  }
+  if (output.code !== 'WAIT_TIMEOUT') return [];
+  // Timed out: it leaves the queue; it must not hold the lock, and someone must.
+  if (waiting < 0 || held >= 0) return [];
+  const left = { ...state, queue: state.queue.filter((_, i) => i !== waiting) };
+  return left.holders.length >= left.limit || state.holders.length > 0 ? [left] : [];
+}
+
+/**
+ * An answer naming `holderId` as the holder fits a state that holds it, or holds a lock no
+ * client learned of (whose id can be no lock any answer showed).
+ */
+function namesAHolder(state: ServiceState, holderId: string | undefined, knowledge: Knowledge): boolean {
+  if (holderId === undefined) return state.holders.length > 0;
+  return state.holders.some(
+    (holder) => holder.id === holderId || (holder.id === null && !knowledge.knownIds.has(holderId)),
+  );
+}
+
+/** A look at the queue fits a state with that holder and those waiters, in that order. */
+function stepQueue(state: ServiceState, output: LockOutput | Unknown, knowledge: Knowledge): ServiceState[] {
+  if (output === UNKNOWN || !output.ok) return [state];
+  if (!output.queue) return [];
+  const { holderId, waiters } = output.queue;
+  const holderFits =
+    holderId === null ? state.holders.length === 0 : namesAHolder(state, holderId, knowledge);
+  const queueFits =
+    waiters.length === state.queue.length &&
+    waiters.every((request, i) => state.queue[i]?.request === request);
+  return holderFits && queueFits ? [state] : [];
+}
+
+function stepById(
+  state: ServiceState,
+  input: LockInput & { kind: 'release' | 'force-release' | 'get' | 'renew' },
+  output: LockOutput | Unknown,
+): ServiceState[] {
+  const index = holderIndex(state, input.id);
+  const holder = index < 0 ? undefined : (state.holders[index] as Holder);
+  const without = () =>
+    withHolders(
+      state,
+      state.holders.filter((_, i) => i !== index),
+    );
+  switch (input.kind) {
+    case 'release':
+    case 'force-release': {
+      if (output === UNKNOWN) return holder ? [state, without()] : [state];
+      if (output.ok) return holder ? [without()] : [];
+      if (output.code === 'REFUSED') return [state];
+      return output.code === 'LOCK_NOT_FOUND' && !holder ? [state] : [];
+    }
+    case 'get': {
+      if (output === UNKNOWN) return [state];
+      if (output.ok) {
+        if (!holder || !output.lock) return [];
+        return holder.token === output.lock.token ? [state] : [];
+      }
+      if (output.code === 'REFUSED') return [state];
+      return output.code === 'LOCK_NOT_FOUND' && !holder ? [state] : [];
+    }
+    case 'renew': {
+      if (output === UNKNOWN) {
+        if (!holder) return [state];
+        const extended: Holder = { ...holder, endsTo: Infinity };
+        return [
+          state,
+          withHolders(
+            state,
+            state.holders.map((h, i) => (i === index ? extended : h)),
+          ),
+        ];
+      }
+      if (output.ok) {
+        if (!holder || !output.lock || holder.token !== output.lock.token) return [];
+        const renewed: Holder = { ...holder, ...endOf(output.lock) };
+        return [
+          withHolders(
+            state,
+            state.holders.map((h, i) => (i === index ? renewed : h)),
+          ),
+        ];
+      }
+      if (output.code === 'REFUSED') return [state];
+      return output.code === 'LOCK_NOT_HELD' && !holder ? [state] : [];
+    }
+  }
+}
+
+function key(state: ServiceState): string {
+  return JSON.stringify([
+    state.holders.map((h) => [h.id, h.request, h.token, h.after, h.endsFrom, h.endsTo, h.orphan]),
+    state.queue.map((w) => [w.request, w.orphan]),
+    state.lastToken,
+  ]);
+}
+
+/**
+ * The model of Tracker's lock for one history (partitioned by service): what the history's
+ * answers reveal (the id each request's client learned) is part of it.
+ */
+export function lockModel(history: readonly LockOperation[]): Model<ServiceState, LockInput, LockOutput> {
+  const idOfRequest = new Map<string, string>();
+  const knownIds = new Set<string>();
+  for (const op of history) {
+    if (op.output === UNKNOWN || !op.output.ok || !op.output.lock) continue;
+    knownIds.add(op.output.lock.id);
+    if (op.input.kind === 'acquire') idOfRequest.set(op.input.request, op.output.lock.id);
+  }
+  const knowledge: Knowledge = { idOfRequest, knownIds };
+  return {
+    init: () => [EMPTY],
+    step(state, input, output) {
+      return settle(state, input.at, knowledge).flatMap((settled) =>
+        input.kind === 'acquire'
+          ? stepAcquire(settled, input, output, knowledge)
+          : input.kind === 'queue'
+            ? stepQueue(settled, output, knowledge)
+            : stepById(settled, input, output),
+      );
+    },
+    key,
+    partition(operations) {
+      const byService = new Map<string, LockOperation[]>();
+      for (const op of operations) {
+        const list = byService.get(op.input.service) ?? [];
+        list.push(op);
+        byService.set(op.input.service, list);
+      }
+      return [...byService.values()];
+    },
+    describe: describeOperation,
+  };
+}
+
+/** One line for an operation, for reports and timelines. */
+export function describeOperation(op: LockOperation): string {
+  const input = op.input;
+  const what =
+    input.kind === 'acquire'
+      ? `acquire${input.phase === 'now' ? '' : ` (${input.phase})`} ${input.request}`
+      : input.kind === 'queue'
+        ? 'queue'
+        : `${input.kind} ${input.id}`;
+  const output =
+    op.output === UNKNOWN
+      ? 'unknown'
+      : op.output.ok
+        ? op.output.lock
+          ? `ok ${op.output.lock.id} token ${op.output.lock.token}`
+          : op.output.queue
+            ? `held by ${op.output.queue.holderId ?? 'nobody'}, waiting ${op.output.queue.waiters.join(', ') || 'nobody'}`
+            : 'ok'
+        : `${op.output.code}${op.output.holderId ? ` (${op.output.holderId})` : ''}`;
+  return `${op.client} ${input.service}: ${what} → ${output} [${op.call}, ${op.return}]`;
+}
+
+/**
+ * A waiting acquire as the model sees it: an `arrive` and a `complete` over the same
+ * interval, sharing the request and the outcome.
+ */
+export function splitWaits(history: readonly LockOperation[]): LockOperation[] {
+  return history.flatMap((op) =>
+    op.input.kind === 'acquire' && op.input.phase === 'complete'
+      ? [{ ...op, input: { ...op.input, phase: 'arrive' as const } }, op]
+      : [op],
+  );
+}
