@@ -85,6 +85,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     sweep: () => service.sweep(),
     store,
     retentionMs: config.historyRetentionSeconds === null ? null : config.historyRetentionSeconds * 1000,
+    keyRetentionMs: config.idempotencyRetentionSeconds * 1000,
     onError: (task, error) => logger.warn({ err: error, task }, `${task} failed; retrying`),
   });
   let authority: TokenAuthority | null;

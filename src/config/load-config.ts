@@ -35,6 +35,8 @@ export interface Config {
   readonly maxTtlSeconds: number | null;
   /** How long the lock history keeps events, in seconds; null: forever. */
   readonly historyRetentionSeconds: number | null;
+  /** How long an idempotency key is kept once its lock is gone, in seconds. */
+  readonly idempotencyRetentionSeconds: number;
   /** The tokens file; null: authentication off (anyone who reaches the ports may do anything). */
   readonly authTokensFile: string | null;
   /** TLS for REST and gRPC; null: plaintext. */
@@ -99,6 +101,11 @@ const OPTIONS = {
     env: 'TRACKER_HISTORY_RETENTION',
     default: '30d',
     help: 'how long the lock history keeps events, e.g. 30d, 12h (forever: never prune)',
+  },
+  'idempotency-retention': {
+    env: 'TRACKER_IDEMPOTENCY_RETENTION',
+    default: '24h',
+    help: 'how long an Idempotency-Key is kept after its lock is gone (at least 1h: the longest wait)',
   },
   'auth-tokens-file': {
     env: 'TRACKER_AUTH_TOKENS_FILE',
@@ -208,6 +215,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       defaultTtlSeconds,
       maxTtlSeconds,
       historyRetentionSeconds: parseRetention(pick('history-retention')),
+      idempotencyRetentionSeconds: parseKeyRetention(pick('idempotency-retention')),
       authTokensFile: pick('auth-tokens-file').value || null,
       tls: parseTls(pick('tls-cert'), pick('tls-key'), pick('tls-ca')),
       rateLimit: parseRateLimit(pick('rate-limit'), pick('rate-limit-burst')),
@@ -374,6 +382,15 @@ function parseRetention({ value, source }: Setting): number | null {
   // Up to about 100 years: beyond that the ms cutoff leaves the range a Date can hold.
   if (seconds === null || seconds < 1 || seconds > 3_650_000_000) {
     throw new ConfigError(`${source}: "${value}" is not a duration (e.g. 30d, 12h) or "forever"`);
+  }
+  return seconds;
+}
+
+/** At least the longest wait (a key must outlive its waiting request), at most about 100 years. */
+function parseKeyRetention({ value, source }: Setting): number {
+  const seconds = parseDurationSeconds(value);
+  if (seconds === null || seconds < 3600 || seconds > 3_650_000_000) {
+    throw new ConfigError(`${source}: "${value}" is not a duration of at least 1h (e.g. 24h, 7d)`);
   }
   return seconds;
 }

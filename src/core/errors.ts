@@ -31,6 +31,10 @@ export const ErrorCode = {
   QUEUE_FULL: 'QUEUE_FULL',
   /** The store holds the most locks allowed (--max-locks). */
   TOO_MANY_LOCKS: 'TOO_MANY_LOCKS',
+  /** An idempotency key came again with another request (another service, who, TTL or wait). */
+  IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
+  /** The lock granted under this idempotency key has ended; it is never granted again. */
+  LOCK_ENDED: 'LOCK_ENDED',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -45,6 +49,8 @@ export class TrackerError extends Error {
       readonly field?: string;
       readonly existingLock?: Lock;
       readonly retryAfterSeconds?: number;
+      /** LOCK_ENDED: the lock that ended. */
+      readonly lockId?: string;
     } = {},
     options?: { cause?: unknown },
   ) {
@@ -98,4 +104,20 @@ export function queueFull(max: number): TrackerError {
 
 export function tooManyLocks(max: number): TrackerError {
   return new TrackerError(ErrorCode.TOO_MANY_LOCKS, `the store already holds ${max} locks`);
+}
+
+export function idempotencyKeyReused(): TrackerError {
+  return new TrackerError(
+    ErrorCode.IDEMPOTENCY_KEY_REUSED,
+    'this Idempotency-Key was used with another request (service, who, ttlSeconds or waitSeconds differ)',
+    { field: 'Idempotency-Key' },
+  );
+}
+
+export function lockEnded(lockId: string): TrackerError {
+  return new TrackerError(
+    ErrorCode.LOCK_ENDED,
+    `the lock acquired with this Idempotency-Key (${lockId}) has ended; a key is never granted twice`,
+    { lockId },
+  );
 }

@@ -3,16 +3,20 @@ import type { LockStore } from './lock-store.js';
 export interface HousekeepingOptions {
   /** Expires what is due (the service's sweep, which reports each expiry). */
   readonly sweep: () => Promise<number>;
-  readonly store: Pick<LockStore, 'pruneHistory'>;
+  readonly store: Pick<LockStore, 'pruneHistory' | 'pruneIdempotencyKeys'>;
   /** How long the history keeps events, in ms; null keeps them forever. */
   readonly retentionMs: number | null;
+  /** How long an idempotency key is kept once its lock is gone, in ms. */
+  readonly keyRetentionMs: number;
   /** Between sweeps, in ms (default 1000). */
   readonly sweepMs?: number;
   /** Between retention runs, in ms (default 60,000). */
   readonly pruneMs?: number;
   /** A failed round (the store unreachable, say); the next round tries again. */
-  readonly onError: (task: 'sweep' | 'prune', error: unknown) => void;
+  readonly onError: (task: Task, error: unknown) => void;
 }
+
+type Task = 'sweep' | 'prune' | 'prune-keys';
 
 /** Events one prune statement deletes at most; a round runs at most PRUNE_ROUNDS of them. */
 const PRUNE_BATCH = 5000;
@@ -21,7 +25,7 @@ const PRUNE_ROUNDS = 20;
 /**
  * The background chores of a process: the sweep that turns due leases into `expired`
  * events (expiry itself never waits for it: every read filters expired rows) and grants
- * their services to waiters, and the history's retention. Every replica runs them; the
+ * their services to waiters, the history's retention, and that of idempotency keys. Every replica runs them; the
  * stores make concurrent sweeps and prunes skip each other's rows.
  *
  * Each chore is a chain of timeouts, never overlapping itself; the timers do not keep the
@@ -34,7 +38,7 @@ export function startHousekeeping(options: HousekeepingOptions) {
   const running = new Set<Promise<void>>();
   let stopped = false;
 
-  const every = (ms: number, task: 'sweep' | 'prune', round: () => Promise<unknown>) => {
+  const every = (ms: number, task: Task, round: () => Promise<unknown>) => {
     const schedule = () => {
       if (stopped) return;
       const timer = setTimeout(() => {
@@ -57,6 +61,12 @@ export function startHousekeeping(options: HousekeepingOptions) {
   };
 
   every(sweepMs, 'sweep', options.sweep);
+  every(pruneMs, 'prune-keys', async () => {
+    for (let round = 0; round < PRUNE_ROUNDS; round++) {
+      if ((await options.store.pruneIdempotencyKeys(options.keyRetentionMs, PRUNE_BATCH)) < PRUNE_BATCH)
+        return;
+    }
+  });
   const { retentionMs } = options;
   if (retentionMs !== null) {
     every(pruneMs, 'prune', async () => {

@@ -10,7 +10,9 @@ import {
 import type { Clock } from './clock.js';
 import {
   ErrorCode,
+  idempotencyKeyReused,
   invalidArgument,
+  lockEnded,
   lockHeld,
   lockNotFound,
   lockNotHeld,
@@ -29,6 +31,7 @@ import {
   type LockEventRecord,
   type LockPage,
   MAX_HISTORY_LIMIT,
+  MAX_IDEMPOTENCY_KEY_LENGTH,
   MAX_NAME_LENGTH,
   MAX_PER_PAGE,
   MAX_REASON_LENGTH,
@@ -58,6 +61,18 @@ export interface AcquireOptions extends CallerOptions {
   readonly signal?: AbortSignal | undefined;
   /** The caller's own deadline, an instant in epoch ms (a gRPC call's): it also bounds the wait. */
   readonly deadline?: number | undefined;
+  /**
+   * The client's key for this acquire (REST Idempotency-Key, gRPC request_id), up to 255
+   * characters: a retry with the same key and the same request gets the same lock (or
+   * joins the same wait), never a second one.
+   */
+  readonly idempotencyKey?: string | undefined;
+}
+
+/** An acquire's answer: the lock, and whether it answers an earlier request with the same key. */
+export interface Acquired {
+  readonly lock: Lock;
+  readonly replayed: boolean;
 }
 
 export interface LockIdOptions extends CallerOptions {
@@ -127,7 +142,7 @@ export interface LockService {
    * Takes the lock. With `waitSeconds`, a held service queues the request until it is
    * granted (FIFO), the wait runs out (WAIT_TIMEOUT) or the signal aborts (CANCELLED).
    */
-  acquire(options: AcquireOptions): Promise<Lock>;
+  acquire(options: AcquireOptions): Promise<Acquired>;
   get(options: LockIdOptions): Promise<Lock>;
   /** Releases a lock: the caller's own, or any for an admin (or without authentication). */
   release(options: LockIdOptions): Promise<Lock>;
@@ -295,7 +310,7 @@ export function createLockService({
       : events;
 
   return {
-    async acquire({ caller, service, who, ttlSeconds, waitSeconds = 0, signal, deadline }) {
+    async acquire({ caller, service, who, ttlSeconds, waitSeconds = 0, signal, deadline, idempotencyKey }) {
       validateName('service', service);
       validateName('who', who);
       requireService(caller, 'lock:write', service);
@@ -303,8 +318,19 @@ export function createLockService({
       if (!Number.isSafeInteger(waitSeconds) || waitSeconds < 0 || waitSeconds > MAX_WAIT_SECONDS) {
         throw invalidArgument('waitSeconds', `waitSeconds must be an integer from 0 to ${MAX_WAIT_SECONDS}`);
       }
+      if (idempotencyKey !== undefined) validateKey(idempotencyKey);
       const ttl = ttlSeconds ?? defaultTtlSeconds;
       const id = newId();
+      const key =
+        idempotencyKey === undefined
+          ? undefined
+          : {
+              scope: ownerName(caller) ?? '',
+              key: idempotencyKey,
+              // What the client asked, as it asked it: a retry must ask the same.
+              fingerprint: JSON.stringify([service, who, ttlSeconds ?? null, waitSeconds]),
+              attempt: newId(),
+            };
       const started = clock.monotonicMs();
       const elapsed = () => clock.monotonicMs() - started;
       let waited = false;
@@ -313,7 +339,10 @@ export function createLockService({
         const result = await store.acquire(
           { id, service, who, ttlSeconds: ttl, owner: ownerName(caller) },
           waitSeconds > 0 ? { owner, maxWaiters: maxWaitersPerService } : undefined,
+          key,
         );
+        if ('keyReused' in result) throw idempotencyKeyReused();
+        if ('ended' in result) throw lockEnded(result.ended.lockId);
         let lock: Lock;
         if (result.acquired) lock = result.lock;
         else {
@@ -323,14 +352,20 @@ export function createLockService({
           onEvent({ type: 'queued', service, who, holder: result.holder });
           const untilDeadline = (deadline ?? Number.POSITIVE_INFINITY) - clock.now().getTime();
           lock = await room.waitFor(
-            { service, id, ticket: result.waiter.ticket, holder: result.holder },
+            {
+              service,
+              id: result.waiter.lockId,
+              ticket: result.waiter.ticket,
+              holder: result.holder,
+              attempt: key?.attempt,
+            },
             Math.min(waitSeconds * 1000, untilDeadline),
             signal,
           );
         }
         lockCount.value++;
         onEvent({ type: 'acquired', lock, ms: elapsed(), waited });
-        return lock;
+        return { lock, replayed: result.replayed ?? false };
       } catch (error) {
         onEvent({ type: 'refused', service, who, reason: refusal(error), ms: elapsed() });
         throw error;
@@ -506,6 +541,16 @@ function lockKey(id: string): string | null {
 export function validateName(field: 'service' | 'who', value: string): void {
   if (value.trim() === '') throw invalidArgument(field, `${field} must be a non-empty string`);
   validateText(field, value, MAX_NAME_LENGTH);
+}
+
+/** An idempotency key: 1 to 255 printable characters. */
+function validateKey(key: string): void {
+  if (key === '' || key.length > MAX_IDEMPOTENCY_KEY_LENGTH || !/^[\x20-\x7e]+$/.test(key)) {
+    throw invalidArgument(
+      'Idempotency-Key',
+      `Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters`,
+    );
+  }
 }
 
 /** Free text: at most `max` characters, printable. */

@@ -11,17 +11,44 @@ import type {
 
 /**
  * The result of an acquire: the new lock, or the lock that was there first (and, when the
- * request asked to wait, its place in the queue).
+ * request asked to wait, its place in the queue). With an idempotency key that was used
+ * before (see IdempotencyKey): `replayed` when the answer is the earlier request's lock or
+ * place in the queue, `keyReused` when the key came with another request, `ended` when the
+ * lock granted under the key has ended (it is never granted again).
  */
 export type AcquireResult =
-  | { readonly acquired: true; readonly lock: Lock }
+  | { readonly acquired: true; readonly lock: Lock; readonly replayed?: boolean }
   | {
       readonly acquired: false;
       readonly holder: Lock;
       readonly waiter: Waiter | null;
       /** The request asked to wait but the queue was full (QueueRequest.maxWaiters). */
       readonly queueFull?: boolean;
+      readonly replayed?: boolean;
     };
+
+/** What only an acquire with an idempotency key may answer. */
+export type KeyRefusal =
+  | { readonly acquired: false; readonly keyReused: true }
+  | { readonly acquired: false; readonly ended: { readonly lockId: string } };
+
+/**
+ * A client's idempotency key for an acquire, kept by the store in the same transaction as
+ * the acquire (until the key is older than the retention and its lock is gone). The same
+ * key with the same fingerprint again: the earlier lock if it is held, the earlier place in
+ * the queue if it still waits (the queue row then answers to this `attempt`), `ended` if the
+ * lock granted under it has ended, and otherwise (the earlier request got nothing) a new
+ * acquire under the earlier request's lock id.
+ */
+export interface IdempotencyKey {
+  /** Whose key it is (the caller's token, '' without authentication). */
+  readonly scope: string;
+  readonly key: string;
+  /** The request's content: the same key with another fingerprint is `keyReused`. */
+  readonly fingerprint: string;
+  /** This request, among the retries that present the key. */
+  readonly attempt: string;
+}
 
 /** Asks an acquire to wait: the request joins the queue if the service is held. */
 export interface QueueRequest {
@@ -74,16 +101,23 @@ export const WAITER_LEASE_MS = 15_000;
 export interface LockStore {
   /**
    * Takes the service under the given id, unless someone holds it (an expired holder
-   * doesn't); with `queue`, a refused request joins the queue.
+   * doesn't); with `queue`, a refused request joins the queue. With `key`, as IdempotencyKey
+   * says (the lock or waiter then has the key's lock id, which may not be `request.id`).
    */
   acquire(request: AcquireRequest, queue?: QueueRequest): Promise<AcquireResult>;
+  acquire(
+    request: AcquireRequest,
+    queue: QueueRequest | undefined,
+    key: IdempotencyKey | undefined,
+  ): Promise<AcquireResult | KeyRefusal>;
   /** Grants the service to its oldest live waiter if nobody holds it; returns that lock. */
   settle(service: string): Promise<Lock | null>;
   /**
    * Takes a waiter out of the queue. True when it was still waiting; false when it had
-   * already been granted (the lock under its request id is then held) or dropped.
+   * already been granted (the lock under its request id is then held) or dropped. With
+   * `attempt`, only if its idempotency key (if any) still names that attempt.
    */
-  leave(ticket: number): Promise<boolean>;
+  leave(ticket: number, attempt?: string): Promise<boolean>;
   /** Keeps the owner's waiters alive for WAITER_LEASE_MS from now. */
   heartbeat(owner: string): Promise<void>;
   /** The holder and the live waiters of a service, in arrival order. */
@@ -98,10 +132,11 @@ export interface LockStore {
   get(id: string): Promise<Lock | null>;
   /**
    * Releases the lock with this id and returns it; null when no such lock is held (or,
-   * with `owner`, when its owner is another). The oldest live waiter, if any, is granted
-   * the lock in the same atomic step.
+   * with `owner`, when its owner is another; or, with `attempt`, when its idempotency key
+   * names another attempt). The oldest live waiter, if any, is granted the lock in the same
+   * atomic step.
    */
-  release(id: string, owner?: string): Promise<Lock | null>;
+  release(id: string, owner?: string, attempt?: string): Promise<Lock | null>;
   /**
    * Extends a held lock's lease to now + `ttlSeconds` (null: the lock's own TTL) and
    * returns it; null when the lock is not held (unknown, released or expired), so an
@@ -145,6 +180,11 @@ export interface LockStore {
    * clock, oldest first; returns how many it deleted.
    */
   pruneHistory(retentionMs: number, limit: number): Promise<number>;
+  /**
+   * Deletes up to `limit` idempotency keys created more than `retentionMs` ago whose lock is
+   * neither held nor waiting; returns how many it deleted.
+   */
+  pruneIdempotencyKeys(retentionMs: number, limit: number): Promise<number>;
   /** How many locks are held and requests wait, in the whole store (for metrics). */
   stats(): Promise<{ locks: number; waiters: number }>;
   /** Resolves when the store answers; used by readiness checks. */

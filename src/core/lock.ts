@@ -41,6 +41,8 @@ export interface Lock {
 export interface Waiter {
   /** Arrival order across every process sharing the store: smaller came first. */
   readonly ticket: number;
+  /** The id its lock gets when granted. */
+  readonly lockId: string;
   readonly service: string;
   readonly who: string;
   readonly since: Date;
@@ -173,6 +175,9 @@ export interface HistoryQuery {
   readonly before?: number | undefined;
   readonly limit: number;
 }
+
+/** Longest accepted Idempotency-Key, in characters. */
+export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
 
 /** Longest accepted force-release reason, in code points. */
 export const MAX_REASON_LENGTH = 1024;

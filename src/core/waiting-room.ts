@@ -15,6 +15,11 @@ export interface QueuedRequest {
   readonly ticket: number;
   /** The holder when it joined; reported on a timeout if the store no longer knows one. */
   readonly holder: Lock;
+  /**
+   * With an idempotency key: this request's attempt. A retry of it may take its place in
+   * the queue; then this request neither leaves nor releases anything on its way out.
+   */
+  readonly attempt?: string | undefined;
 }
 
 export interface WaitingRoomOptions {
@@ -82,7 +87,9 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
 
   /** Leaves the queue for good; a lock granted in the meantime is released (to the next). */
   const giveUp = async (queued: QueuedRequest) => {
-    if (!(await store.leave(queued.ticket))) await store.release(queued.id);
+    if (!(await store.leave(queued.ticket, queued.attempt))) {
+      await store.release(queued.id, undefined, queued.attempt);
+    }
   };
 
   /**
@@ -130,12 +137,12 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
           if (granted?.id === queued.id) {
             settled = true;
             if (!signal.aborted) return granted;
-            await store.release(granted.id);
+            await store.release(granted.id, undefined, queued.attempt);
             throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
           }
           const remaining = deadline - clock.monotonicMs();
           if (remaining <= 0) {
-            const left = await store.leave(queued.ticket);
+            const left = await store.leave(queued.ticket, queued.attempt);
             settled = true;
             if (left) throw waitTimeout((await store.queue(queued.service)).holder ?? queued.holder);
             // Granted between the last look and leaving: the wait succeeded after all.

@@ -18,6 +18,8 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
   RATE_LIMITED: status.RESOURCE_EXHAUSTED,
   QUEUE_FULL: status.RESOURCE_EXHAUSTED,
   TOO_MANY_LOCKS: status.RESOURCE_EXHAUSTED,
+  IDEMPOTENCY_KEY_REUSED: status.FAILED_PRECONDITION,
+  LOCK_ENDED: status.FAILED_PRECONDITION,
 };
 
 /**
@@ -35,6 +37,7 @@ export function toGrpcError(error: unknown, deadlinePassed = false): Partial<Ser
   let details = error.message;
   const { field, existingLock } = error.details;
   if (field) metadata.set('tracker-field', field);
+  if (error.details.lockId) metadata.set('tracker-lock-id', error.details.lockId);
   if (error.details.retryAfterSeconds !== undefined) {
     metadata.set('retry-after', String(error.details.retryAfterSeconds));
   }

@@ -1,5 +1,6 @@
 import { fileURLToPath } from 'node:url';
 import {
+  Metadata,
   Server,
   ServerCredentials,
   type ServerUnaryCall,
@@ -227,7 +228,7 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
       // A cancelled call (or one past its deadline) leaves the queue at once.
       const gone = new AbortController();
       call.once('cancelled', () => gone.abort());
-      const lock = await service.acquire({
+      const { lock, replayed } = await service.acquire({
         caller,
         service: request.service,
         who: request.who,
@@ -235,7 +236,13 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
         waitSeconds: request.waitSeconds,
         signal: gone.signal,
         deadline: deadlineOf(call),
+        idempotencyKey: request.requestId === '' ? undefined : request.requestId,
       });
+      if (replayed) {
+        const metadata = new Metadata();
+        metadata.set('idempotent-replayed', 'true');
+        call.sendMetadata(metadata);
+      }
       return lockMessage(lock);
     }),
     GetQueue: unary('GetQueue', async (request, _call, caller): Promise<QueueMessage> => {

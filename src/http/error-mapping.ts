@@ -19,6 +19,8 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   RATE_LIMITED: 429,
   QUEUE_FULL: 429,
   TOO_MANY_LOCKS: 429,
+  IDEMPOTENCY_KEY_REUSED: 422,
+  LOCK_ENDED: 409,
 };
 
 /**
@@ -67,6 +69,7 @@ export function toHttpError(error: unknown): { status: number; body: ErrorJson }
     const body: ErrorJson = { error: error.message, code: error.code };
     if (error.details.field) body.field = error.details.field;
     if (error.details.existingLock) body.existingLock = lockToJson(error.details.existingLock);
+    if (error.details.lockId) body.lockId = error.details.lockId;
     return { status: HTTP_STATUS[error.code], body };
   }
   const fastifyError = error as Partial<FastifyError>;

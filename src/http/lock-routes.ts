@@ -1,11 +1,12 @@
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Caller } from '../core/auth.js';
 import { ErrorCode } from '../core/errors.js';
 import type { LockService } from '../core/lock-service.js';
 import { eventToJson, lockToJson, queueToJson } from './present.js';
 import { apiRoute, describedAs } from './route-docs.js';
 import {
+  AcquireHeaders,
   CreateLockBody,
   ForceReleaseBody,
   ForceReleasedJson,
@@ -91,15 +92,20 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
       reply.raw.once('close', () => {
         if (!reply.raw.writableEnded) gone.abort();
       });
-      const lock = await service.acquire({
+      const { lock, replayed } = await service.acquire({
         caller: callerOf(request),
         service: name,
         who,
         ttlSeconds,
         waitSeconds,
         signal: gone.signal,
+        idempotencyKey: headerValue(request.headers['idempotency-key']),
       });
-      return reply.status(201).send(lockToJson(lock));
+      const body = lockToJson(lock);
+      if (!replayed) return reply.status(201).send(body);
+      // A retry's answer: the earlier lock, 200 and the replay header. (The type provider
+      // narrows a route's statuses to the first one its handler returns; both are declared.)
+      return (reply as FastifyReply).status(200).header('idempotent-replayed', 'true').send(body);
     },
   );
 
@@ -329,4 +335,9 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
       return { events: page.events.map(eventToJson), nextBefore: page.nextBefore };
     },
   );
+}
+
+/** A header's value; a repeated one (which Node joins for most names) counts as given once. */
+function headerValue(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
 }

@@ -35,6 +35,10 @@ export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
   RATE_LIMITED: 'too many requests from this token (or address); `Retry-After` says when to retry',
   QUEUE_FULL: 'the service already has `--max-waiters-per-service` requests waiting',
   TOO_MANY_LOCKS: 'the store already holds `--max-locks` locks',
+  IDEMPOTENCY_KEY_REUSED:
+    'the Idempotency-Key came before with another request (service, who, ttlSeconds or waitSeconds)',
+  LOCK_ENDED:
+    'the lock acquired with this Idempotency-Key has ended (`lockId`); a key is never granted twice',
   NOT_FOUND: 'no route has this path',
   METHOD_NOT_ALLOWED: 'the path exists, but not with this method; `Allow` lists those it has',
   UNSUPPORTED_MEDIA_TYPE: 'a body that is not `application/json`',

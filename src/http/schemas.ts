@@ -70,6 +70,20 @@ export const LockIdParams = {
   properties: { id: { type: 'string', description: 'The `id` returned when the lock was acquired.' } },
 } as const;
 
+/** POST /lock's headers: the optional Idempotency-Key (checked in the core, for gRPC too). */
+export const AcquireHeaders = {
+  type: 'object',
+  properties: {
+    'idempotency-key': {
+      type: 'string',
+      description:
+        'Up to 255 printable characters, unique per acquire (a UUID): a retry with the same key and ' +
+        'body gets the same lock (`200`, `Idempotent-Replayed: true`) or joins the same wait, never a ' +
+        'second lock. Kept for --idempotency-retention (24 h) after the lock is gone.',
+    },
+  },
+} as const;
+
 export const ServiceParams = {
   type: 'object',
   required: ['service'],
@@ -251,6 +265,7 @@ const errorProperties = {
   field: { type: 'string', description: 'The field or query parameter at fault (`INVALID_ARGUMENT`).' },
   /** The holder (`LOCK_HELD`, `WAIT_TIMEOUT`). */
   existingLock: LockJson,
+  lockId: { type: 'string', description: 'The lock that ended (`LOCK_ENDED`).' },
 } as const;
 
 /** Every error: JSON with a stable `code`, and `field` for bad input. */

@@ -1,4 +1,4 @@
-import type { LockJson } from '../http/schemas.js';
+import type { ErrorJson, LockJson } from '../http/schemas.js';
 
 /** A lock as the API returns it (its schema is the server's, src/http/schemas.ts). */
 export type LockInfo = Readonly<LockJson>;
@@ -99,12 +99,29 @@ export class RateLimitedError extends TrackerApiError {
   }
 }
 
-interface ErrorBody {
-  error?: string;
-  code?: string;
-  field?: string;
-  existingLock?: LockInfo;
+/**
+ * 409 LOCK_ENDED: an acquire retried with its Idempotency-Key after the lock its first
+ * attempt was granted (`lockId`) had already ended: the key is never granted twice.
+ */
+export class LockEndedError extends TrackerApiError {
+  override readonly name = 'LockEndedError';
+  constructor(
+    message: string,
+    readonly lockId: string,
+  ) {
+    super(message, 'LOCK_ENDED', 409);
+  }
 }
+
+/** 422 IDEMPOTENCY_KEY_REUSED: the Idempotency-Key came before with another request. */
+export class IdempotencyKeyReusedError extends TrackerApiError {
+  override readonly name = 'IdempotencyKeyReusedError';
+  constructor(message: string) {
+    super(message, 'IDEMPOTENCY_KEY_REUSED', 422, 'Idempotency-Key');
+  }
+}
+
+type ErrorBody = Partial<ErrorJson>;
 
 /** The typed error for an error answer, matched on the server's stable `code`. */
 export function errorFromResponse(
@@ -132,6 +149,11 @@ export function errorFromResponse(
       return new PermissionDeniedError(message);
     case 'RATE_LIMITED':
       return new RateLimitedError(message, retryAfterSeconds(retryAfter));
+    case 'LOCK_ENDED':
+      if (body.lockId) return new LockEndedError(message, body.lockId);
+      break;
+    case 'IDEMPOTENCY_KEY_REUSED':
+      return new IdempotencyKeyReusedError(message);
   }
   return new TrackerApiError(message, body.code ?? 'UNKNOWN', status, body.field);
 }

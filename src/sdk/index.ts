@@ -1,5 +1,7 @@
 /** The TypeScript SDK: a typed client of Tracker's public REST API. */
 export {
+  IdempotencyKeyReusedError,
+  LockEndedError,
   LockHeldError,
   type LockInfo,
   LockLostError,

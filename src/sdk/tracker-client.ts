@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
@@ -71,6 +72,11 @@ export interface AcquireOptions {
   readonly ttl?: Duration;
   /** How long to wait in line if the service is held; none: answer at once. */
   readonly wait?: Duration;
+  /**
+   * The acquire's Idempotency-Key (default: a new UUID per call). Give your own to make a
+   * retry across processes safe (e.g. a CI job's run id and attempt).
+   */
+  readonly idempotencyKey?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -240,12 +246,19 @@ export class TrackerClient {
     return this.#token !== null;
   }
 
-  /** Takes the lock (waiting in line for up to `wait`); throws LockHeldError or WaitTimeoutError. */
+  /**
+   * Takes the lock (waiting in line for up to `wait`); throws LockHeldError or
+   * WaitTimeoutError. Every acquire carries an Idempotency-Key of its own, so it is retried
+   * safely when the connection breaks or the server answers 503 (even after the server may
+   * have granted the lock): a retry gets the same lock, or takes the same place in line.
+   */
   acquire(service: string, options: AcquireOptions = {}): Promise<LockInfo> {
     const body: CreateLockBody = { service, who: options.who ?? defaultWho() };
     if (options.ttl !== undefined) body.ttlSeconds = durationSeconds(options.ttl, 'ttl');
     if (options.wait !== undefined) body.waitSeconds = durationSeconds(options.wait, 'wait');
-    return this.#request<LockInfo>('POST', `${API}/lock`, body, options.signal);
+    return this.#request<LockInfo>('POST', `${API}/lock`, body, options.signal, {
+      idempotencyKey: options.idempotencyKey ?? randomUUID(),
+    });
   }
 
   get(id: string, options: { signal?: AbortSignal } = {}): Promise<LockInfo> {
@@ -395,8 +408,16 @@ export class TrackerClient {
     path: string,
     body: unknown,
     signal: AbortSignal | undefined,
+    options: { idempotencyKey?: string } = {},
   ): Promise<T> {
-    const request = { method, body, signal, token: this.#token, tls: this.#tls };
+    const request = {
+      method,
+      body,
+      signal,
+      token: this.#token,
+      tls: this.#tls,
+      idempotencyKey: options.idempotencyKey,
+    };
     for (let attempt = 0; ; attempt++) {
       let response: Response;
       try {
@@ -404,8 +425,9 @@ export class TrackerClient {
       } catch (error) {
         if (signal?.aborted) throw error;
         // Refused: nothing was sent, so trying again is safe. Anything else may have
-        // reached the server; it is not retried.
-        if (refused(error) && attempt < this.#retries) {
+        // reached the server, and is retried only with an idempotency key (the server then
+        // answers the retry with what the first attempt got).
+        if ((refused(error) || options.idempotencyKey !== undefined) && attempt < this.#retries) {
           await this.#backoff(attempt, signal);
           continue;
         }
@@ -478,9 +500,10 @@ function send(
     signal: AbortSignal | undefined;
     token: string | null;
     tls: TlsMaterial;
+    idempotencyKey: string | undefined;
   },
 ): Promise<Response> {
-  const { method, body, signal, token, tls } = options;
+  const { method, body, signal, token, tls, idempotencyKey } = options;
   const payload = body === undefined ? undefined : JSON.stringify(body);
   const transport = url.protocol === 'https:' ? https : http;
   const headers: Record<string, string | number> =
@@ -488,6 +511,7 @@ function send(
       ? {}
       : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(payload) };
   if (token !== null) headers.authorization = `Bearer ${token}`;
+  if (idempotencyKey !== undefined) headers['idempotency-key'] = idempotencyKey;
   // With https, the CA, certificate and key are part of the global agent's key for the
   // connection: connections made with different ones are never shared.
   const secure = url.protocol === 'https:' ? tls : {};

@@ -15,6 +15,8 @@ import {
 } from '../../core/lock.js';
 import {
   type AcquireResult,
+  type IdempotencyKey,
+  type KeyRefusal,
   type LockStore,
   type QueueRequest,
   WAITER_LEASE_MS,
@@ -27,6 +29,7 @@ import { migrate } from './migrate.js';
 import {
   ACQUIRE,
   type AcquireRow,
+  CLAIM_KEY,
   CLEAR_DEAD,
   ENQUEUE,
   EVENT_CURSOR,
@@ -39,7 +42,10 @@ import {
   HISTORY_FLOOR,
   historyQuery,
   type JsonLockRow,
+  KEY_GRANTED,
+  type KeyRow,
   LEAVE,
+  LEAVE_AS,
   LIST,
   type ListRow,
   LOCK_SERVICE,
@@ -49,11 +55,14 @@ import {
   NOTIFY,
   PING,
   PRUNE,
+  PRUNE_KEYS,
   QUEUE,
   QUEUE_HEAD,
   type QueueRow,
+  REJOIN,
   RELEASE,
   RELEASE_ALONE,
+  RELEASE_AS,
   RENEW,
   SERVICE_OF,
   SERVICE_STATE,
@@ -63,6 +72,7 @@ import {
   STATS,
   SWEEP,
   SWEEP_WAITERS,
+  TAKE_KEY,
   UNMARK_FORCE_RELEASE,
   type WaiterRow,
 } from './queries.js';
@@ -233,14 +243,23 @@ export class PostgresLockStore implements LockStore {
     return toLock(granted);
   }
 
-  acquire(request: AcquireRequest, queue?: QueueRequest): Promise<AcquireResult> {
-    return guard(() => this.#acquire(request, queue));
+  acquire(request: AcquireRequest, queue?: QueueRequest): Promise<AcquireResult>;
+  acquire(
+    request: AcquireRequest,
+    queue: QueueRequest | undefined,
+    key: IdempotencyKey | undefined,
+  ): Promise<AcquireResult | KeyRefusal>;
+  acquire(
+    request: AcquireRequest,
+    queue?: QueueRequest,
+    key?: IdempotencyKey,
+  ): Promise<AcquireResult | KeyRefusal> {
+    return guard(() => (key ? this.#acquireKeyed(request, queue, key) : this.#acquire(request, queue)));
   }
 
   async #acquire(request: AcquireRequest, queue: QueueRequest | undefined): Promise<AcquireResult> {
     const { id, service, who, ttlSeconds } = request;
     const owner = request.owner ?? null;
-    const logger = this.#logger;
     // The usual cases are one statement, no transaction: a free service nobody waits for is
     // taken, a held one refused when the request does not ask to wait. Anything else (a
     // queue to join, waiters to grant first, a holder that committed after the snapshot)
@@ -249,61 +268,146 @@ export class PostgresLockStore implements LockStore {
     if (first?.acquired) return { acquired: true, lock: toLock(first) };
     if (first && !queue) return { acquired: false, holder: toLock(first), waiter: null };
     if (!first)
-      logger.debug({ service, attempt: 0 }, 'acquire conflicted with a holder it cannot see; retrying');
-    let changed = false;
-    const result = await this.#transaction(async (client): Promise<AcquireResult> => {
-      await client.query(LOCK_SERVICE, [service]);
-      const state = (await rowsOf<ServiceStateRow>(client, SERVICE_STATE, [service]))[0];
-      // A free service with live waiters goes to the oldest of them first: a newcomer
-      // never overtakes the queue (it is then refused below, the waiter being the holder).
-      if (state && !state.held && state.queued && (await this.#grantNext(client, service))) changed = true;
-      for (let attempt = 1; attempt <= ACQUIRE_ATTEMPTS; attempt++) {
-        const row = (await rowsOf<AcquireRow>(client, ACQUIRE, [id, service, who, ttlSeconds, owner]))[0];
-        if (row?.acquired) {
-          // Taking over an expired holder's row: no live waiter is queued (they would have
-          // been granted first), so nobody on another replica needs telling.
-          if (state?.occupied) changed = true;
-          return { acquired: true, lock: toLock(row) };
-        }
-        if (row) {
-          const holder = toLock(row);
-          if (!queue) return { acquired: false, holder, waiter: null };
-          const joined = (
-            await rowsOf<WaiterRow>(client, ENQUEUE, [
-              service,
-              who,
-              ttlSeconds,
-              id,
-              queue.owner,
-              WAITER_LEASE_MS,
-              owner,
-              queue.maxWaiters ?? null,
-            ])
-          )[0];
-          if (!joined) return { acquired: false, holder, waiter: null, queueFull: true };
-          return {
-            acquired: false,
-            holder: { ...holder, waiters: holder.waiters + 1 },
-            waiter: toWaiter(joined),
-          };
-        }
-        logger.debug({ service, attempt }, 'acquire conflicted with a holder it cannot see; retrying');
-      }
-      throw storeUnavailable(
-        new Error(`service ${service} changed hands ${ACQUIRE_ATTEMPTS} times during one acquire`),
-      );
-    });
+      this.#logger.debug({ service, attempt: 0 }, 'acquire conflicted with a holder it cannot see; retrying');
+    const { result, changed } = await this.#transaction((client) => this.#acquireIn(client, request, queue));
     if (changed) this.#changes.emit(service);
     return result;
   }
 
-  async release(id: string, owner?: string): Promise<Lock | null> {
-    return isLockId(id) ? guard(() => this.#release(id, owner ?? null)) : null;
+  /**
+   * The acquire transaction's work, on `client` inside a transaction: under the service's
+   * row lock, grants a free service to its queue first, then inserts, takes over or queues.
+   */
+  async #acquireIn(
+    client: pg.PoolClient,
+    request: AcquireRequest,
+    queue: QueueRequest | undefined,
+  ): Promise<{ result: AcquireResult; changed: boolean }> {
+    const { id, service, who, ttlSeconds } = request;
+    const owner = request.owner ?? null;
+    let changed = false;
+    await client.query(LOCK_SERVICE, [service]);
+    const state = (await rowsOf<ServiceStateRow>(client, SERVICE_STATE, [service]))[0];
+    // A free service with live waiters goes to the oldest of them first: a newcomer
+    // never overtakes the queue (it is then refused below, the waiter being the holder).
+    if (state && !state.held && state.queued && (await this.#grantNext(client, service))) changed = true;
+    for (let attempt = 1; attempt <= ACQUIRE_ATTEMPTS; attempt++) {
+      const row = (await rowsOf<AcquireRow>(client, ACQUIRE, [id, service, who, ttlSeconds, owner]))[0];
+      if (row?.acquired) {
+        // Taking over an expired holder's row: no live waiter is queued (they would have
+        // been granted first), so nobody on another replica needs telling.
+        if (state?.occupied) changed = true;
+        return { result: { acquired: true, lock: toLock(row) }, changed };
+      }
+      if (row) {
+        const holder = toLock(row);
+        if (!queue) return { result: { acquired: false, holder, waiter: null }, changed };
+        const joined = (
+          await rowsOf<WaiterRow>(client, ENQUEUE, [
+            service,
+            who,
+            ttlSeconds,
+            id,
+            queue.owner,
+            WAITER_LEASE_MS,
+            owner,
+            queue.maxWaiters ?? null,
+          ])
+        )[0];
+        if (!joined) return { result: { acquired: false, holder, waiter: null, queueFull: true }, changed };
+        return {
+          result: {
+            acquired: false,
+            holder: { ...holder, waiters: holder.waiters + 1 },
+            waiter: toWaiter(joined),
+          },
+          changed,
+        };
+      }
+      this.#logger.debug({ service, attempt }, 'acquire conflicted with a holder it cannot see; retrying');
+    }
+    throw storeUnavailable(
+      new Error(`service ${service} changed hands ${ACQUIRE_ATTEMPTS} times during one acquire`),
+    );
   }
 
-  async #release(id: string, owner: string | null): Promise<Lock | null> {
-    // The usual case, a lock nobody waits for, is one statement.
-    const alone = (await this.#query<LockRow>(RELEASE_ALONE, [id, owner]))[0];
+  /** An acquire with an idempotency key, in one transaction (see IdempotencyKey). */
+  async #acquireKeyed(
+    request: AcquireRequest,
+    queue: QueueRequest | undefined,
+    key: IdempotencyKey,
+  ): Promise<AcquireResult | KeyRefusal> {
+    const { service } = request;
+    const { result, changed } = await this.#transaction(
+      async (
+        client,
+      ): Promise<{
+        result: AcquireResult | KeyRefusal;
+        changed: boolean;
+      }> => {
+        const claimed = await rowsOf(client, CLAIM_KEY, [
+          key.scope,
+          key.key,
+          key.fingerprint,
+          request.id,
+          service,
+          key.attempt,
+        ]);
+        if (claimed.length > 0) {
+          const fresh = await this.#acquireIn(client, request, queue);
+          if (fresh.result.acquired) await client.query(KEY_GRANTED, [request.id]);
+          return fresh;
+        }
+        const row = (await rowsOf<KeyRow>(client, TAKE_KEY, [key.scope, key.key, key.attempt]))[0];
+        if (!row) throw new Error(`idempotency key ${key.key} vanished while claimed`);
+        if (row.fingerprint !== key.fingerprint)
+          return { result: { acquired: false as const, keyReused: true as const }, changed: false };
+        const id = row.lock_id;
+        await client.query(LOCK_SERVICE, [service]);
+        const held = (await rowsOf<LockRow>(client, GET, [id]))[0];
+        if (held)
+          return { result: { acquired: true as const, lock: toLock(held), replayed: true }, changed: false };
+        const waiter = queue
+          ? (await rowsOf<WaiterRow>(client, REJOIN, [id, queue.owner, WAITER_LEASE_MS]))[0]
+          : undefined;
+        if (waiter) {
+          // Still in line: the retry waits in the same place (granted first if its turn came).
+          const granted = await this.#grantNext(client, service);
+          if (granted?.id === id)
+            return { result: { acquired: true as const, lock: granted, replayed: true }, changed: true };
+          const holder = (await rowsOf<QueueRow>(client, QUEUE, [service]))[0]?.holder;
+          if (!holder) throw new Error(`waiter ${waiter.ticket} of ${service} waits for nobody`);
+          return {
+            result: {
+              acquired: false as const,
+              holder: toLock(holder),
+              waiter: toWaiter(waiter),
+              replayed: true,
+            },
+            changed: granted !== null,
+          };
+        }
+        if (row.granted)
+          return { result: { acquired: false as const, ended: { lockId: id } }, changed: false };
+        // The earlier request got nothing (refused, or it left the queue): a new acquire under its id.
+        const anew = await this.#acquireIn(client, { ...request, id }, queue);
+        if (anew.result.acquired) await client.query(KEY_GRANTED, [id]);
+        return anew;
+      },
+    );
+    if (changed) this.#changes.emit(service);
+    return result;
+  }
+
+  async release(id: string, owner?: string, attempt?: string): Promise<Lock | null> {
+    return isLockId(id) ? guard(() => this.#release(id, owner ?? null, attempt)) : null;
+  }
+
+  async #release(id: string, owner: string | null, attempt: string | undefined): Promise<Lock | null> {
+    // The usual case, a lock nobody waits for, is one statement (a release on behalf of one
+    // attempt of a keyed request, rare, always takes the transaction).
+    const alone =
+      attempt === undefined ? (await this.#query<LockRow>(RELEASE_ALONE, [id, owner]))[0] : undefined;
     if (alone) {
       this.#changes.emit(alone.service);
       return toLock(alone);
@@ -313,8 +417,14 @@ export class PostgresLockStore implements LockStore {
       if (!found) return null;
       await client.query(LOCK_SERVICE, [found.service]);
       // Under the row lock: null when a concurrent release or takeover got there first (or
-      // the lock is another owner's).
-      const row = (await rowsOf<LockRow>(client, RELEASE, [id, owner]))[0];
+      // the lock is another owner's, or a retry's).
+      const row = (
+        await rowsOf<LockRow>(
+          client,
+          attempt === undefined ? RELEASE : RELEASE_AS,
+          attempt === undefined ? [id, owner] : [id, owner, attempt],
+        )
+      )[0];
       if (!row) return null;
       // Only a grant is news to another replica: with no live waiter nobody listens for this
       // service. NOTIFY is not free either: PostgreSQL serializes the commits of all
@@ -343,10 +453,15 @@ export class PostgresLockStore implements LockStore {
     return granted;
   }
 
-  leave(ticket: number): Promise<boolean> {
+  leave(ticket: number, attempt?: string): Promise<boolean> {
     return guard(async () => {
       if (!Number.isSafeInteger(ticket) || ticket <= 0) return false;
-      const gone = (await this.#query<{ service: string }>(LEAVE, [ticket]))[0];
+      const gone = (
+        await this.#query<{ service: string }>(
+          attempt === undefined ? LEAVE : LEAVE_AS,
+          attempt === undefined ? [ticket] : [ticket, attempt],
+        )
+      )[0];
       if (!gone) return false;
       this.#changes.emit(gone.service);
       return true;
@@ -520,6 +635,12 @@ export class PostgresLockStore implements LockStore {
     );
   }
 
+  pruneIdempotencyKeys(retentionMs: number, limit: number): Promise<number> {
+    return guard(
+      async () => (await this.#query<{ pruned: number }>(PRUNE_KEYS, [retentionMs, limit]))[0]?.pruned ?? 0,
+    );
+  }
+
   stats(): Promise<{ locks: number; waiters: number }> {
     return guard(
       async () =>
@@ -607,6 +728,7 @@ function toEvent(row: EventRow): LockEventRecord {
 function toWaiter(row: WaiterRow): Waiter {
   return {
     ticket: safeInteger(row.ticket, 'ticket'),
+    lockId: row.lock_id,
     service: row.service,
     who: row.who,
     since: new Date(Number(row.since_ms)),

@@ -197,6 +197,10 @@ token AS (
   UPDATE services SET last_token = last_token + 1
   WHERE service = $1 AND EXISTS (SELECT FROM granted)
   RETURNING last_token
+),
+-- A lock granted under an idempotency key is never granted under it again.
+keyed AS (
+  UPDATE idempotency_keys SET granted = true WHERE lock_id = (SELECT lock_id FROM granted)
 )
 INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner)
 SELECT granted.lock_id, granted.service, granted.who, tracker_now(), granted.ttl_seconds,
@@ -223,9 +227,9 @@ WITH joined AS (
   SELECT $1, $2, $3::int, $4::uuid, $5, tracker_now(), tracker_now() + $6::int8 * interval '1 millisecond', $7::text
   WHERE $8::int IS NULL
      OR (SELECT count(*) FROM waiters WHERE service = $1 AND ${WAITING}) < $8::int
-  RETURNING ticket, service, who, since
+  RETURNING ticket, service, who, since, lock_id
 )
-SELECT joined.ticket, joined.service, joined.who,
+SELECT joined.ticket, joined.service, joined.who, joined.lock_id,
        floor(extract(epoch FROM joined.since) * 1000)::int8 AS since_ms,
        1 + (SELECT count(*)::int FROM waiters
             WHERE waiters.service = joined.service AND waiters.${WAITING}
@@ -235,6 +239,7 @@ FROM joined`;
 export interface WaiterRow {
   /** bigint, as a string (or a number inside JSON). */
   ticket: string | number;
+  lock_id: string;
   service: string;
   who: string;
   since_ms: string | number;
@@ -268,7 +273,7 @@ SELECT
   (SELECT row_to_json(holder) FROM (
      SELECT ${LOCK_COLUMNS} FROM locks WHERE service = $1 AND ${LIVE}) AS holder) AS holder,
   (SELECT coalesce(json_agg(line ORDER BY line.ticket), '[]'::json) FROM (
-     SELECT ticket, service, who, floor(extract(epoch FROM since) * 1000)::int8 AS since_ms
+     SELECT ticket, lock_id, service, who, floor(extract(epoch FROM since) * 1000)::int8 AS since_ms
      FROM waiters WHERE service = $1 AND ${WAITING}) AS line) AS waiters`;
 
 export interface QueueRow {
@@ -491,3 +496,71 @@ export const SCHEMA_EXISTS = 'SELECT FROM pg_namespace WHERE nspname = $1';
 
 /** The schema name is validated (lower-case identifier) before it is spliced in. */
 export const createSchema = (schema: string) => `CREATE SCHEMA IF NOT EXISTS ${schema}`;
+
+/**
+ * Idempotency keys (migration 006). $1 scope, $2 key, $3 fingerprint, $4 lock id, $5 service,
+ * $6 attempt. Claims the key for a first request; no row: the key exists already (a
+ * concurrent first request with the same key waits here for the other to commit).
+ */
+export const CLAIM_KEY = `
+INSERT INTO idempotency_keys (scope, key, fingerprint, lock_id, service, attempt, created_at)
+VALUES ($1, $2, $3, $4::uuid, $5, $6, tracker_now())
+ON CONFLICT (scope, key) DO NOTHING
+RETURNING lock_id`;
+
+/** $1 scope, $2 key, $3 attempt. An existing key, locked, now answering to this attempt. */
+export const TAKE_KEY = `
+UPDATE idempotency_keys SET attempt = $3 WHERE scope = $1 AND key = $2
+RETURNING fingerprint, lock_id, granted`;
+
+export interface KeyRow {
+  fingerprint: string;
+  lock_id: string;
+  granted: boolean;
+}
+
+/** $1 lock id. A lock granted under a key (a keyed acquire that took the service at once). */
+export const KEY_GRANTED = 'UPDATE idempotency_keys SET granted = true WHERE lock_id = $1';
+
+/**
+ * $1 lock id, $2 owner (the replica), $3 lease in ms. A retry of a waiting request takes its
+ * place in line: its replica now keeps it alive.
+ */
+export const REJOIN = `
+UPDATE waiters SET owner = $2, alive_until = tracker_now() + $3::int8 * interval '1 millisecond'
+WHERE lock_id = $1
+RETURNING ticket, lock_id, service, who, floor(extract(epoch FROM since) * 1000)::int8 AS since_ms,
+  1 + (SELECT count(*)::int FROM waiters w
+       WHERE w.service = waiters.service AND w.${WAITING} AND w.ticket < waiters.ticket) AS position`;
+
+/**
+ * On behalf of one attempt of a keyed request ($n attempt): not when a retry of it has taken
+ * over (its key names another attempt).
+ */
+const stillMine = (idColumn: string, n: number) =>
+  `NOT EXISTS (SELECT FROM idempotency_keys k WHERE k.lock_id = ${idColumn} AND k.attempt <> $${n})`;
+
+/** $1 ticket, $2 attempt. LEAVE, for one attempt of a keyed request. */
+export const LEAVE_AS = `
+WITH gone AS (DELETE FROM waiters WHERE ticket = $1 AND ${stillMine('waiters.lock_id', 2)} RETURNING service)
+SELECT service, pg_notify('${CHANGES_CHANNEL}', service) FROM gone`;
+
+/** $1 id, $2 owner or null, $3 attempt. RELEASE, for one attempt of a keyed request. */
+export const RELEASE_AS = `DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY_2}
+  AND ${stillMine('locks.id', 3)} RETURNING ${LOCK_COLUMNS}`;
+
+/**
+ * $1 retention in ms, $2 limit. Keys older than the retention whose lock is neither held
+ * nor waiting; concurrent prunes on other replicas skip each other's rows.
+ */
+export const PRUNE_KEYS = `
+WITH doomed AS (
+  SELECT scope, key FROM idempotency_keys k
+  WHERE k.created_at < tracker_now() - $1::int8 * interval '1 millisecond'
+    AND NOT EXISTS (SELECT FROM locks WHERE locks.id = k.lock_id)
+    AND NOT EXISTS (SELECT FROM waiters WHERE waiters.lock_id = k.lock_id)
+  LIMIT $2 FOR UPDATE SKIP LOCKED
+), deleted AS (
+  DELETE FROM idempotency_keys k USING doomed WHERE k.scope = doomed.scope AND k.key = doomed.key RETURNING 1
+)
+SELECT count(*)::int AS pruned FROM deleted`;

@@ -187,3 +187,46 @@ export function historySql(filters: {
   if (filters.before) where.push('id < @before');
   return `SELECT * FROM lock_events WHERE ${where.join(' AND ')} ORDER BY id DESC LIMIT @limit`;
 }
+
+/** An idempotency key's row (migration 006). */
+export interface KeyRow {
+  scope: string;
+  key: string;
+  fingerprint: string;
+  lock_id: string;
+  service: string;
+  attempt: string;
+  granted: number;
+  created_at: number;
+}
+
+export const KEY_BY_NAME = 'SELECT * FROM idempotency_keys WHERE scope = @scope AND key = @key';
+export const INSERT_KEY = `INSERT INTO idempotency_keys (scope, key, fingerprint, lock_id, service, attempt, created_at)
+  VALUES (@scope, @key, @fingerprint, @lockId, @service, @attempt, @now)`;
+export const KEY_ATTEMPT =
+  'UPDATE idempotency_keys SET attempt = @attempt WHERE scope = @scope AND key = @key';
+/** Once granted under a key, a lock id is never granted again (see the acquire). */
+export const KEY_GRANTED = 'UPDATE idempotency_keys SET granted = 1 WHERE lock_id = @lockId';
+
+/** A retry of a waiting request takes its place in line: its process now keeps it alive. */
+export const REJOIN = `UPDATE waiters SET owner = @owner, alive_until = @aliveUntil
+  WHERE lock_id = @lockId RETURNING *`;
+
+/**
+ * Leaving, or releasing, on behalf of one attempt of a keyed request: not when a retry of it
+ * has taken over (its key names another attempt).
+ */
+const STILL_MINE = (idColumn: string) =>
+  `NOT EXISTS (SELECT 1 FROM idempotency_keys k WHERE k.lock_id = ${idColumn} AND k.attempt <> @attempt)`;
+export const LEAVE_AS = `DELETE FROM waiters WHERE ticket = @ticket AND ${STILL_MINE('waiters.lock_id')}
+  RETURNING service`;
+export const REMOVE_AS = `DELETE FROM locks WHERE id = @id AND ${LIVE} AND ${OWNED_BY} AND ${STILL_MINE('locks.id')}
+  RETURNING ${COLUMNS}`;
+
+/** Keys older than the retention whose lock is neither held nor waiting. */
+export const PRUNE_KEYS = `DELETE FROM idempotency_keys WHERE rowid IN (
+    SELECT k.rowid FROM idempotency_keys k
+    WHERE k.created_at < @cutoff
+      AND NOT EXISTS (SELECT 1 FROM locks WHERE locks.id = k.lock_id)
+      AND NOT EXISTS (SELECT 1 FROM waiters WHERE waiters.lock_id = k.lock_id)
+    LIMIT @limit)`;

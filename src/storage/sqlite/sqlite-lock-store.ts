@@ -17,13 +17,15 @@ import type {
 } from '../../core/lock.js';
 import {
   type AcquireResult,
+  type IdempotencyKey,
+  type KeyRefusal,
   type LockStore,
   type QueueRequest,
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
 import { readMigrations } from '../migrations.js';
 import { migrate } from './migrate.js';
-import type { ByOwner, EventRow, Filter, InsertParams, LockRow, Now, WaiterRow } from './queries.js';
+import type { ByOwner, EventRow, Filter, InsertParams, KeyRow, LockRow, Now, WaiterRow } from './queries.js';
 import * as sql from './queries.js';
 
 export interface SqliteStoreOptions {
@@ -104,6 +106,25 @@ function prepare(db: Database.Database) {
     prunedThrough: db.prepare<[], { pruned_through: number }>(sql.PRUNED_THROUGH),
     pruneEvents: db.prepare<[{ cutoff: number; limit: number }], { id: number }>(sql.PRUNE_EVENTS),
     recordPruned: db.prepare<[{ through: number }]>(sql.RECORD_PRUNED),
+    keyByName: db.prepare<[{ scope: string; key: string }], KeyRow>(sql.KEY_BY_NAME),
+    insertKey: db.prepare<
+      [
+        {
+          scope: string;
+          key: string;
+          fingerprint: string;
+          lockId: string;
+          service: string;
+          attempt: string;
+        } & Now,
+      ]
+    >(sql.INSERT_KEY),
+    keyAttempt: db.prepare<[{ scope: string; key: string; attempt: string }]>(sql.KEY_ATTEMPT),
+    keyGranted: db.prepare<[{ lockId: string }]>(sql.KEY_GRANTED),
+    rejoin: db.prepare<[{ lockId: string; owner: string; aliveUntil: number }], WaiterRow>(sql.REJOIN),
+    leaveAs: db.prepare<[{ ticket: number; attempt: string }], { service: string }>(sql.LEAVE_AS),
+    removeAs: db.prepare<[ByOwner & { attempt: string }], LockRow>(sql.REMOVE_AS),
+    pruneKeys: db.prepare<[{ cutoff: number; limit: number }]>(sql.PRUNE_KEYS),
   };
 }
 
@@ -151,6 +172,10 @@ export class SqliteLockStore implements LockStore {
     return {
       takeOverOrQueue: db.transaction((request: AcquireRequest, queue: QueueRequest | undefined) =>
         this.#takeOverOrQueue(request, queue),
+      ),
+      acquireKeyed: db.transaction(
+        (request: AcquireRequest, queue: QueueRequest | undefined, key: IdempotencyKey) =>
+          this.#acquireKeyed(request, queue, key),
       ),
       settle: db.transaction((service: string) => this.#settle(service)),
       forceRelease: db.transaction((id: string, reason: string | null) => this.#forceRelease(id, reason)),
@@ -214,6 +239,7 @@ export class SqliteLockStore implements LockStore {
       };
       const granted = insert.all(this.#insertParams(request, at))[0];
       if (!granted) throw new Error(`service ${service} was not free when granting to waiter ${head.ticket}`);
+      this.#statements.keyGranted.run({ lockId: granted.id });
       return granted;
     }
     return undefined;
@@ -266,6 +292,63 @@ export class SqliteLockStore implements LockStore {
       changed: expired || granted !== undefined,
       ...(queueFull ? { queueFull } : {}),
     };
+  }
+
+  /** An acquire inside a write transaction: the one-statement insert, else the takeover or the queue. */
+  #acquireFresh(
+    request: AcquireRequest,
+    queue: QueueRequest | undefined,
+  ): AcquireResult & { changed: boolean } {
+    const at = this.#now();
+    const created = this.#statements.insertUnlessQueued.all(this.#insertParams(request, at))[0];
+    if (created) return { acquired: true, lock: toLock({ ...created, waiters: 0 }), changed: false };
+    return this.#takeOverOrQueue(request, queue);
+  }
+
+  /** An acquire with an idempotency key, in one IMMEDIATE transaction (see IdempotencyKey). */
+  #acquireKeyed(
+    request: AcquireRequest,
+    queue: QueueRequest | undefined,
+    key: IdempotencyKey,
+  ): { changed: boolean } & (AcquireResult | KeyRefusal) {
+    const statements = this.#statements;
+    const at = this.#now();
+    const row = statements.keyByName.get({ scope: key.scope, key: key.key });
+    if (!row) {
+      statements.insertKey.run({ ...key, lockId: request.id, service: request.service, now: at });
+      const result = this.#acquireFresh(request, queue);
+      if (result.acquired) statements.keyGranted.run({ lockId: request.id });
+      return result;
+    }
+    if (row.fingerprint !== key.fingerprint) return { acquired: false, keyReused: true, changed: false };
+    statements.keyAttempt.run({ scope: key.scope, key: key.key, attempt: key.attempt });
+    const id = row.lock_id;
+    const held = statements.byId.get({ id, now: at });
+    if (held) return { acquired: true, lock: toLock(held), replayed: true, changed: false };
+    const waiter = queue
+      ? statements.rejoin.all({ lockId: id, owner: queue.owner, aliveUntil: at + WAITER_LEASE_MS })[0]
+      : undefined;
+    if (waiter) {
+      // Still in line: the retry waits in the same place (granted first if its turn came).
+      const granted = this.#settle(request.service);
+      if (granted?.id === id) return { acquired: true, lock: granted, replayed: true, changed: true };
+      const holder = statements.byService.get({ service: request.service, now: at });
+      if (!holder) throw new Error(`waiter ${waiter.ticket} of ${request.service} waits for nobody`);
+      const position =
+        (statements.aheadOf.get({ service: request.service, ticket: waiter.ticket, now: at })?.n ?? 0) + 1;
+      return {
+        acquired: false,
+        holder: toLock(holder),
+        waiter: toWaiter(waiter, position),
+        replayed: true,
+        changed: granted !== null,
+      };
+    }
+    if (row.granted) return { acquired: false, ended: { lockId: id }, changed: false };
+    // The earlier request got nothing (refused, or it left the queue): a new acquire under its id.
+    const result = this.#acquireFresh({ ...request, id }, queue);
+    if (result.acquired) statements.keyGranted.run({ lockId: id });
+    return result;
   }
 
   /** With nobody holding `service` (an expired holder is deleted): grants it to the oldest live waiter. */
@@ -334,7 +417,24 @@ export class SqliteLockStore implements LockStore {
     return { locks: rows.map(toLock), total: this.#statements.count.get(where)?.total ?? 0 };
   }
 
-  async acquire(request: AcquireRequest, queue?: QueueRequest): Promise<AcquireResult> {
+  async acquire(request: AcquireRequest, queue?: QueueRequest): Promise<AcquireResult>;
+  async acquire(
+    request: AcquireRequest,
+    queue: QueueRequest | undefined,
+    key: IdempotencyKey | undefined,
+  ): Promise<AcquireResult | KeyRefusal>;
+  async acquire(
+    request: AcquireRequest,
+    queue?: QueueRequest,
+    key?: IdempotencyKey,
+  ): Promise<AcquireResult | KeyRefusal> {
+    if (key) {
+      return guard(() => {
+        const { changed, ...result } = this.#tx.acquireKeyed.immediate(request, queue, key);
+        if (changed) this.#announce(request.service);
+        return result as AcquireResult;
+      });
+    }
     return guard(() => {
       // A free service costs one statement: the INSERT (with its trigger) is atomic on its
       // own, and a service with no holder row has no live waiters (they are granted or
@@ -357,10 +457,15 @@ export class SqliteLockStore implements LockStore {
    * the next. Nothing can take the service in between: newcomers leave a free service with
    * waiters to them (INSERT_UNLESS_QUEUED), and any grant goes to the oldest live waiter.
    */
-  async release(id: string, owner?: string): Promise<Lock | null> {
+  async release(id: string, owner?: string, attempt?: string): Promise<Lock | null> {
     return guard(() => {
       const at = this.#now();
-      const released = this.#statements.remove.all({ id, owner: owner ?? null, now: at })[0];
+      const params = { id, owner: owner ?? null, now: at };
+      const released = (
+        attempt === undefined
+          ? this.#statements.remove.all(params)
+          : this.#statements.removeAs.all({ ...params, attempt })
+      )[0];
       if (!released) return null;
       let lock: Lock;
       if (!this.#statements.headWaiter.get({ service: released.service })) {
@@ -390,9 +495,13 @@ export class SqliteLockStore implements LockStore {
     });
   }
 
-  async leave(ticket: number): Promise<boolean> {
+  async leave(ticket: number, attempt?: string): Promise<boolean> {
     return guard(() => {
-      const left = this.#statements.deleteWaiter.all({ ticket })[0];
+      const left = (
+        attempt === undefined
+          ? this.#statements.deleteWaiter.all({ ticket })
+          : this.#statements.leaveAs.all({ ticket, attempt })
+      )[0];
       if (left) this.#announce(left.service);
       return left !== undefined;
     });
@@ -483,6 +592,10 @@ export class SqliteLockStore implements LockStore {
     return guard(() => this.#tx.prune.immediate(retentionMs, limit));
   }
 
+  async pruneIdempotencyKeys(retentionMs: number, limit: number): Promise<number> {
+    return guard(() => this.#statements.pruneKeys.run({ cutoff: this.#now() - retentionMs, limit }).changes);
+  }
+
   async stats(): Promise<{ locks: number; waiters: number }> {
     return guard(() => this.#statements.stats.get({ now: this.#now() }) ?? { locks: 0, waiters: 0 });
   }
@@ -513,6 +626,7 @@ function toLock(row: LockRow): Lock {
 function toWaiter(row: WaiterRow, position: number): Waiter {
   return {
     ticket: row.ticket,
+    lockId: row.lock_id,
     service: row.service,
     who: row.who,
     since: new Date(row.since),
