@@ -200,6 +200,12 @@ describe('loadConfig', () => {
       /TRACKER_HTTP_PORT: "-1" is not a port number/,
     ],
     ['unknown log level', ['--log-level', 'loud'], {}, /"loud" is not one of fatal, error/],
+    [
+      'unknown log level from env',
+      [],
+      { TRACKER_LOG_LEVEL: 'shouty' },
+      /^TRACKER_LOG_LEVEL: "shouty" is not one of fatal, error/,
+    ],
     ['unsupported database', ['--database-url', 'mysql://x'], {}, /not supported; use sqlite:PATH/],
     [
       'unsupported database, password masked',

@@ -10,6 +10,7 @@ import {
   startServerProcess,
   tempDir,
 } from './support/server-process.js';
+import { waitFor } from './support/wait-for.js';
 
 /*
  * The "Recipes" of README.md (the CLI instead of curl and jq), run against the real
@@ -248,11 +249,10 @@ describe('recipes: the CLI instead of curl and jq', () => {
       const other = await acquire('production-deployment', 'ci-41');
       const ws = workspace();
       const running = runIn(ws, 'bash', [script]);
-      // Bounded: up to 10 s for the script to get in line.
-      for (let i = 0; i < 100 && (await waiters('production-deployment')) === 0; i += 1) {
-        await new Promise((resolve) => setTimeout(resolve, 100));
-      }
-      assert.equal(await waiters('production-deployment'), 1, 'the script waits in line');
+      await waitFor(async () => (await waiters('production-deployment')) === 1, {
+        what: 'the script waiting in line',
+        timeoutMs: 15_000,
+      });
       assert.equal(ws.ran(), undefined, 'and has not deployed yet');
       await release(other.id);
       const run = await running;

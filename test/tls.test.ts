@@ -88,13 +88,20 @@ function grpcCreate(
   });
 }
 
+// One CA and its certificates for the whole file.
+let files: TlsFiles;
+before(() => {
+  files = makeTlsFiles();
+});
+after(() => {
+  files?.remove();
+});
+
 describe('TLS: HTTPS and gRPC over TLS with a generated CA', () => {
-  let files: TlsFiles;
   let server: ServerProcess;
   let ca: Buffer;
 
   before(async () => {
-    files = makeTlsFiles();
     ca = readFileSync(files.ca);
     server = await startServerProcess({
       args: [
@@ -105,7 +112,6 @@ describe('TLS: HTTPS and gRPC over TLS with a generated CA', () => {
   });
   after(async () => {
     await server?.stop();
-    files?.remove();
   });
 
   test('REST round trip over HTTPS, trusting the CA; the plaintext port answers no HTTP', async () => {
@@ -143,11 +149,9 @@ describe('TLS: HTTPS and gRPC over TLS with a generated CA', () => {
 });
 
 describe('mutual TLS: --tls-ca requires a client certificate it signed', () => {
-  let files: TlsFiles;
   let server: ServerProcess;
 
   before(async () => {
-    files = makeTlsFiles();
     server = await startServerProcess({
       args: [
         ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
@@ -157,7 +161,6 @@ describe('mutual TLS: --tls-ca requires a client certificate it signed', () => {
   });
   after(async () => {
     await server?.stop();
-    files?.remove();
   });
 
   test('REST and gRPC: with the client certificate served, without it refused', async () => {
