@@ -15,6 +15,7 @@ import { bufFails, bufOk, bufRaw } from './support/buf-curl.js';
 import {
   type LockMessage,
   type LockServiceClient,
+  lockMessageAsJson,
   lockMessageAsRest,
   lockServiceClient,
   SERVICE,
@@ -58,25 +59,6 @@ interface ListMessage {
   page: number;
   perPage: number;
 }
-
-/**
- * A REST lock as grpcurl/buf print the same lock: proto3 JSON leaves out zero values (no
- * TTL is 0, no expiry is ''), and an int64 prints as a string.
- */
-function asGrpcJson(lock: Record<string, unknown>): LockJson {
-  const { ttlSeconds, expiresAt, fencingToken, waiters, owner, ...rest } = lock;
-  return {
-    ...(rest as Omit<LockJson, 'fencingToken'>),
-    ...(ttlSeconds === null ? {} : { ttlSeconds: ttlSeconds as number }),
-    ...(expiresAt === null ? {} : { expiresAt: expiresAt as string }),
-    fencingToken: String(fencingToken),
-    ...(waiters === 0 ? {} : { waiters: waiters as number }),
-    ...(owner === null ? {} : { owner: owner as string }),
-  };
-}
-
-/** A lock as grpc-js decodes it, printed the way buf prints it. */
-const asBufJson = (lock: LockMessage): LockJson => asGrpcJson(lockMessageAsRest(lock));
 
 /** A fresh service name, so tests sharing one server never collide. */
 const uniqueService = (label: string) => `${label}-${randomUUID()}`;
@@ -378,7 +360,7 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
     const next = await take(service, 'next');
     assert.ok(BigInt(next.fencingToken) > BigInt(lock.fencingToken), 'tokens grow across releases');
     // GetQueue through reflection too: the holder, and an empty line (proto3 JSON omits it).
-    assert.deepEqual(await ok('GetQueue', { service }), { service, holder: asBufJson(next) });
+    assert.deepEqual(await ok('GetQueue', { service }), { service, holder: lockMessageAsJson(next) });
     await rejectsWith(rpc('GetQueue', { service: '' }), status.INVALID_ARGUMENT, invalid('service'));
   });
 
