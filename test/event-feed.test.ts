@@ -2,13 +2,13 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 import { createEventFeed, type FeedMessage } from '../src/core/event-feed.js';
 import { startHousekeeping } from '../src/core/housekeeping.js';
 import type { LockStore } from '../src/core/lock-store.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { ManualClock } from './support/manual-clock.js';
 import { tempDir } from './support/server-process.js';
+import { waitFor } from './support/wait-for.js';
 
 /** A real SQLite file, a clock the test moves, and a count of the feed's reads. */
 function setup() {
@@ -52,16 +52,16 @@ function inbox() {
     messages,
     send: (message: FeedMessage) => messages.push(message),
     events: () => messages.flatMap((m) => (m.kind === 'event' ? [[m.event.type, m.event.who] as const] : [])),
-    async waitFor(count: number, ms = 3000) {
-      const deadline = Date.now() + ms;
-      while (messages.length < count && Date.now() < deadline) await delay(5);
-      assert.ok(messages.length >= count, `expected ${count} messages, got ${messages.length}`);
+    async waitFor(count: number, timeoutMs = 3000) {
+      await waitFor(() => messages.length >= count, { what: `${count} messages`, timeoutMs });
     },
   };
 }
 
 describe('event feed: one tail shared by every watcher', () => {
-  test('a watcher gets a snapshot, then the changes of any writer, by polling and by kick', async () => {
+  test('a watcher gets a snapshot, then the changes of any writer, by polling; unwatched, no polling', async (t) => {
+    // The poll's timer is the test's to move: no waiting for it, and proof that it stops.
+    t.mock.timers.enable({ apis: ['setInterval'] });
     const s = setup();
     const feed = createEventFeed({ store: s.counted, pollMs: 20 });
     try {
@@ -71,8 +71,12 @@ describe('event feed: one tail shared by every watcher', () => {
       const [snapshot] = box.messages;
       assert.equal(snapshot?.kind, 'snapshot');
       assert.deepEqual(snapshot?.kind === 'snapshot' ? snapshot.locks.map((l) => l.who) : [], ['early']);
+      // Written behind the feed's back (no kick), as another replica would: the poll finds it.
       const lock = await s.take('deploy', 'a');
       await s.store.release(lock.id);
+      const readsBeforePoll = s.reads.events;
+      t.mock.timers.tick(20);
+      assert.equal(s.reads.events, readsBeforePoll + 1, 'a poll period read the history once');
       await box.waitFor(3);
       assert.deepEqual(box.events(), [
         ['acquired', 'a'],
@@ -82,7 +86,8 @@ describe('event feed: one tail shared by every watcher', () => {
       stop();
       assert.equal(feed.watchers, 0);
       const readsWhenStopped = s.reads.events;
-      await delay(100);
+      // Fifty poll periods.
+      t.mock.timers.tick(1000);
       assert.equal(s.reads.events, readsWhenStopped, 'nobody watches: the tail does not poll');
     } finally {
       feed.close();
@@ -199,13 +204,21 @@ describe('housekeeping', () => {
       onError: (_task, error) => errors.push(error),
     });
     try {
-      for (let i = 0; i < 200 && swept.length < 3; i++) await delay(10);
-      assert.ok(swept.includes(1), 'the due lease was swept once');
-      for (let i = 0; i < 200 && (await s.store.history({ service: 'lease', limit: 10 })).length > 1; i++) {
-        await delay(10);
-      }
+      await waitFor(() => swept.length >= 3, { what: 'three sweeps' });
       assert.deepEqual(
-        (await s.store.history({ service: 'lease', limit: 10 })).map((e) => e.type),
+        swept.filter((n) => n > 0),
+        [1],
+        'the due lease was swept once',
+      );
+      const history = await waitFor(
+        async () => {
+          const events = await s.store.history({ service: 'lease', limit: 10 });
+          return events.length === 1 && events;
+        },
+        { what: 'the prune of the acquire' },
+      );
+      assert.deepEqual(
+        history.map((e) => e.type),
         ['expired'],
         'the acquire, recorded 2 minutes ago, is past the 1-minute retention',
       );
@@ -214,8 +227,24 @@ describe('housekeeping', () => {
       await chores.stop();
     }
     const after = swept.length;
-    await delay(50);
+    // A second housekeeping with the same period: by the time it has swept three times, the
+    // first would have swept again, had it not stopped.
+    const reference: number[] = [];
+    const referenceErrors: unknown[] = [];
+    const clockwork = startHousekeeping({
+      sweep: async () => reference.push(0),
+      store: s.store,
+      retentionMs: null,
+      sweepMs: 10,
+      onError: (_task, error) => referenceErrors.push(error),
+    });
+    try {
+      await waitFor(() => reference.length >= 3, { what: 'three sweeps of a second housekeeping' });
+    } finally {
+      await clockwork.stop();
+    }
     assert.equal(swept.length, after, 'no sweep after stop');
+    assert.deepEqual(referenceErrors, []);
     await s.close();
   });
 });

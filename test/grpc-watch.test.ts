@@ -2,23 +2,24 @@
  * ForceReleaseLock, GetHistory, WatchLocks and grpc.health.v1.Health end to end, against the
  * real server process (`node dist/src/main.js`, SQLite in memory).
  *
- * First through server reflection alone (`buf curl`, no .proto at hand), as grpcurl users
- * call them; then with a grpc-js client loaded from the .proto, which sees every message of
- * a stream as it arrives: the snapshot, each event in order, resuming after a disconnect,
- * expiry by the sweeper, cancellation, and what a stopping server does to open streams.
+ * Each is called through server reflection alone (`buf curl`, no .proto at hand), as grpcurl
+ * users call them; the rest goes through a grpc-js client loaded from the .proto, which is
+ * cheap and sees every message of a stream as it arrives: the snapshot, each event in order,
+ * resuming after a disconnect, expiry by the sweeper, cancellation, and what a stopping
+ * server does to open streams.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
-import { status } from '@grpc/grpc-js';
-import { bufCurl, bufExitCode, bufFails, bufOk, bufRaw } from './support/buf-curl.js';
+import { type ServiceError, status } from '@grpc/grpc-js';
+import { bufOk, bufStream } from './support/buf-curl.js';
 import {
   HEALTH_SERVICE,
   healthClient,
   type LockEventMessage,
   type LockMessage,
   type LockServiceClient,
+  lockMessageAsJson,
   lockServiceClient,
   SERVICE,
   type StreamRecorder,
@@ -28,8 +29,8 @@ import {
 } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
 import { type ServerProcess, startServerProcess } from './support/server-process.js';
+import { waitFor } from './support/wait-for.js';
 
-const BUF_FLAGS = ['curl', '--protocol', 'grpc', '--http2-prior-knowledge'];
 const EVENT_ID = /^[1-9][0-9]*$/;
 const EVENT_AT = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
 
@@ -60,39 +61,16 @@ interface EventJson {
   reason?: string;
 }
 
+/** A GetHistory response: as buf prints it (no events, no next page: left out) ... */
 interface HistoryJson {
   events?: EventJson[];
   nextBefore?: string;
 }
 
-/**
- * The JSON values buf prints one after the other for a server stream (each pretty-printed
- * over several lines), in order.
- */
-function parseJsonSequence(text: string): unknown[] {
-  const values: unknown[] = [];
-  let depth = 0;
-  let start = -1;
-  let inString = false;
-  let escaped = false;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i];
-    if (inString) {
-      if (escaped) escaped = false;
-      else if (c === '\\') escaped = true;
-      else if (c === '"') inString = false;
-    } else if (c === '"') {
-      inString = true;
-    } else if (c === '{' || c === '[') {
-      if (depth === 0) start = i;
-      depth++;
-    } else if (c === '}' || c === ']') {
-      depth--;
-      if (depth === 0) values.push(JSON.parse(text.slice(start, i + 1)));
-    }
-  }
-  assert.equal(depth, 0, `unterminated JSON in buf's output: ${text}`);
-  return values;
+/** ... and as grpc-js decodes it (every field present; no next page is '0'). */
+interface HistoryMessage {
+  events: LockEventMessage[];
+  nextBefore: string;
 }
 
 /** The server's `tracker_watchers` gauge: watch streams (SSE and gRPC) connected now. */
@@ -103,21 +81,14 @@ async function watcherCount(baseUrl: string): Promise<number> {
   return Number(match[1]);
 }
 
-/** Polls `probe` until `done` holds, every 50 ms, for at most `timeoutMs`; returns the last value. */
-async function eventually<T>(
-  label: string,
-  probe: () => Promise<T>,
-  done: (value: T) => boolean,
-  timeoutMs = 5000,
-): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  let value = await probe();
-  for (let round = 0; round < 1000 && !done(value) && Date.now() < deadline; round++) {
-    await delay(50);
-    value = await probe();
-  }
-  assert.ok(done(value), `${label}: still ${JSON.stringify(value)} after ${timeoutMs} ms`);
-  return value;
+/** How many WatchLocks calls ended CANCELLED, by the server's metrics. */
+async function cancelledWatches(baseUrl: string): Promise<number> {
+  const response = await fetch(`${baseUrl}/metrics`, { signal: AbortSignal.timeout(5000) });
+  const match =
+    /^tracker_grpc_request_duration_seconds_count\{method="WatchLocks",code="CANCELLED"\} (\d+)$/m.exec(
+      await response.text(),
+    );
+  return match ? Number(match[1]) : 0;
 }
 
 /** The events of a watch, without its snapshot. */
@@ -137,71 +108,119 @@ function assertIncreasing(events: readonly { id: string }[], label: string): voi
 /** The lock of an event without its waiters count (which says what came right after it). */
 const withoutWaiters = ({ waiters: _waiters, ...lock }: LockMessage) => lock;
 
-describe('history, force release, watch and health through server reflection (buf curl)', () => {
+/** Asserts that `promise` fails with `code` and the given `tracker-*` trailers (and no others). */
+async function rejectsWith(
+  promise: Promise<unknown>,
+  code: status,
+  trailers: Record<string, string>,
+): Promise<ServiceError> {
+  let caught: ServiceError | undefined;
+  await assert.rejects(promise, (error: ServiceError) => {
+    caught = error;
+    return true;
+  });
+  assert.ok(caught);
+  assert.equal(caught.code, code, `${status[caught.code]}: ${caught.details}`);
+  const tracker = Object.fromEntries(
+    Object.entries(caught.metadata.getMap()).filter(([key]) => key.startsWith('tracker-')),
+  );
+  assert.deepEqual(tracker, trailers, caught.details);
+  return caught;
+}
+
+const NOT_FOUND = { 'tracker-code': 'LOCK_NOT_FOUND' };
+const invalid = (field: string) => ({ 'tracker-code': 'INVALID_ARGUMENT', 'tracker-field': field });
+
+describe('history, force release, watch and health on one server', () => {
   let server: ServerProcess;
   let address: string;
+  let client: LockServiceClient;
+  const open: StreamRecorder<unknown>[] = [];
+  /** Through buf and reflection alone. */
   const ok = <T>(method: string, body?: unknown) => bufOk<T>(address, `${SERVICE}/${method}`, body);
-  const fails = (method: string, body: unknown, code: 'not_found' | 'invalid_argument') =>
-    bufFails(address, `${SERVICE}/${method}`, body, code);
+  /** Through the grpc-js client. */
+  const rpc = <T>(method: string, request: object, timeoutMs?: number) =>
+    unary<T>(client, method, request, timeoutMs);
+  /** A WatchLocks call, cancelled after the tests if it is still running. */
+  const watch = (request: { service?: string; lastEventId?: string }, deadlineMs?: number) => {
+    const recorder = serverStream<WatchLocksMessage>(client, 'WatchLocks', request, deadlineMs);
+    open.push(recorder as StreamRecorder<unknown>);
+    return recorder;
+  };
+  /** Waits until the watch has received `n` events after its snapshot (or resume). */
+  const events = async (recorder: StreamRecorder<WatchLocksMessage>, n: number, timeoutMs?: number) =>
+    eventsOf(await recorder.until((messages) => eventsOf(messages).length >= n, timeoutMs));
 
   before(async () => {
     server = await startServerProcess();
     address = server.grpcAddress;
+    client = lockServiceClient(address);
   });
   after(async () => {
+    for (const recorder of open) recorder.cancel();
+    client?.close();
     await server?.stop();
   });
 
   test('ForceReleaseLock releases whoever holds it, records the reason, grants the next waiter', async () => {
     const service = unique('force-release');
-    const lock = await ok<LockJson>('CreateLock', { service, who: 'stuck-job', ttlSeconds: 600 });
+    const lock = await rpc<LockMessage>('CreateLock', { service, who: 'stuck-job', ttlSeconds: 600 });
 
     // An over-long reason is refused, naming the field, and changes nothing.
-    const tooLong = await fails(
-      'ForceReleaseLock',
-      { id: lock.id, reason: 'r'.repeat(1025) },
-      'invalid_argument',
+    const tooLong = await rejectsWith(
+      rpc('ForceReleaseLock', { id: lock.id, reason: 'r'.repeat(1025) }),
+      status.INVALID_ARGUMENT,
+      invalid('reason'),
     );
-    assert.match(tooLong, /\breason\b/);
-    assert.match(tooLong, /1024/);
-    assert.deepEqual(await ok('GetLock', { id: lock.id }), lock);
+    assert.match(tooLong.details, /\breason\b/);
+    assert.match(tooLong.details, /1024/);
+    assert.deepEqual(await rpc('GetLock', { id: lock.id }), lock);
 
+    // Through reflection, as grpcurl users call it.
     const released = await ok('ForceReleaseLock', { id: lock.id, reason: 'runner crashed' });
-    assert.deepEqual(released, { success: true, message: 'Lock force-released', lock });
-    await fails('GetLock', { id: lock.id }, 'not_found');
-    await fails('ForceReleaseLock', { id: lock.id }, 'not_found');
-    await fails('ForceReleaseLock', { id: randomUUID(), reason: 'gone' }, 'not_found');
-    await fails('ForceReleaseLock', { id: 'not-a-uuid' }, 'not_found');
+    assert.deepEqual(released, {
+      success: true,
+      message: 'Lock force-released',
+      lock: lockMessageAsJson(lock),
+    });
+    await Promise.all([
+      rejectsWith(rpc('GetLock', { id: lock.id }), status.NOT_FOUND, NOT_FOUND),
+      rejectsWith(rpc('ForceReleaseLock', { id: lock.id }), status.NOT_FOUND, NOT_FOUND),
+      rejectsWith(rpc('ForceReleaseLock', { id: randomUUID(), reason: 'gone' }), status.NOT_FOUND, NOT_FOUND),
+      rejectsWith(rpc('ForceReleaseLock', { id: 'not-a-uuid' }), status.NOT_FOUND, NOT_FOUND),
+    ]);
 
-    const history = await ok<HistoryJson>('GetHistory', { service });
-    const events = history.events ?? [];
+    const history = await rpc<HistoryMessage>('GetHistory', { service });
     assert.deepEqual(
-      events.map((event) => [event.type, event.who, event.lock.id]),
+      history.events.map((event) => [event.type, event.who, event.lock.id]),
       [
         ['force-released', 'stuck-job', lock.id],
         ['acquired', 'stuck-job', lock.id],
       ],
       'the refused force release recorded nothing',
     );
-    assert.equal(events[0]?.reason, 'runner crashed');
-    assert.ok((events[0]?.heldSeconds ?? 0) < 60, `heldSeconds ${events[0]?.heldSeconds}`);
+    assert.equal(history.events[0]?.reason, 'runner crashed');
+    const heldSeconds = history.events[0]?.heldSeconds ?? -1;
+    assert.ok(heldSeconds >= 0 && heldSeconds < 60, `heldSeconds ${heldSeconds}`);
 
     // With someone waiting in line, the force release hands the lock to them; a reason of
     // exactly 1024 characters is accepted and recorded whole.
-    const holder = await ok<LockJson>('CreateLock', { service, who: 'holder' });
+    const holder = await rpc<LockMessage>('CreateLock', { service, who: 'holder' });
     const waiting = call(server.baseUrl, 'POST', `${API}/lock`, { service, who: 'next', waitSeconds: 20 });
-    await eventually(
-      'the waiter is in line',
-      async () => (await call(server.baseUrl, 'GET', `${API}/queue/${service}`)).json.waiters,
-      (waiters) => Array.isArray(waiters) && waiters.length === 1,
+    await waitFor(
+      async () => {
+        const { waiters } = (await call(server.baseUrl, 'GET', `${API}/queue/${service}`)).json;
+        return Array.isArray(waiters) && waiters.length === 1;
+      },
+      { what: 'the waiter in line' },
     );
     const reason = 'x'.repeat(1024);
-    const forced = await ok<{ lock: LockJson }>('ForceReleaseLock', { id: holder.id, reason });
+    const forced = await rpc<{ lock: LockMessage }>('ForceReleaseLock', { id: holder.id, reason });
     assert.equal(forced.lock.id, holder.id);
     const granted = await waiting;
     assert.equal(granted.status, 201);
     assert.equal(granted.json.who, 'next');
-    const latest = (await ok<HistoryJson>('GetHistory', { service, limit: 4 })).events ?? [];
+    const latest = (await rpc<HistoryMessage>('GetHistory', { service, limit: 4 })).events;
     const forcedEvent = latest.find((event) => event.type === 'force-released');
     assert.equal(forcedEvent?.reason, reason);
     assert.equal(forcedEvent?.lock.id, holder.id);
@@ -213,20 +232,23 @@ describe('history, force release, watch and health through server reflection (bu
     const s2 = unique('history-two');
     const alice = unique('alice');
     const bob = unique('bob');
-    // One change after the other, a little apart, so that every event has its own `at`.
-    const step = async <T>(method: string, body: unknown): Promise<T> => {
-      const result = await ok<T>(method, body);
-      await delay(25);
+    // One change after the other, each once the clock has passed the one before (the
+    // server's clock is this machine's), so that every event has its own `at`.
+    const step = async <T>(method: string, request: object): Promise<T> => {
+      const result = await rpc<T>(method, request);
+      const answered = Date.now();
+      await waitFor(() => Date.now() > answered, { what: 'the clock to pass the last event', intervalMs: 1 });
       return result;
     };
-    const l1 = await step<LockJson>('CreateLock', { service: s1, who: alice, ttlSeconds: 60 });
+    const l1 = await step<LockMessage>('CreateLock', { service: s1, who: alice, ttlSeconds: 60 });
     await step('RenewLock', { id: l1.id, ttlSeconds: 120 });
     await step('UnLock', { id: l1.id });
-    const l2 = await step<LockJson>('CreateLock', { service: s2, who: bob });
-    const l3 = await step<LockJson>('CreateLock', { service: s1, who: bob });
+    const l2 = await step<LockMessage>('CreateLock', { service: s2, who: bob });
+    const l3 = await step<LockMessage>('CreateLock', { service: s1, who: bob });
     await step('UnLock', { id: l3.id });
     await step('UnLock', { id: l2.id });
 
+    // Through reflection, as grpcurl prints it.
     const all = await ok<HistoryJson>('GetHistory', { service: s1 });
     const newestFirst = all.events ?? [];
     assert.deepEqual(
@@ -251,9 +273,18 @@ describe('history, force release, watch and health through server reflection (bu
     const renewed = newestFirst[3] as EventJson;
     assert.equal(renewed.lock.id, l1.id);
     assert.equal(renewed.lock.ttlSeconds, 120);
+    // grpc-js decodes the same events.
+    const same = await rpc<HistoryMessage>('GetHistory', { service: s1 });
+    assert.deepEqual(
+      same.events.map((event) => [event.id, event.type, event.at, event.lock.id]),
+      newestFirst.map((event) => [event.id, event.type, event.at, event.lock.id]),
+    );
+    assert.equal(same.nextBefore, '0');
+    const history = async (request: object) =>
+      (await rpc<HistoryMessage>('GetHistory', request)).events.map((event) => event.id);
 
     // who, and both filters together.
-    const byBob = (await ok<HistoryJson>('GetHistory', { who: bob })).events ?? [];
+    const byBob = (await rpc<HistoryMessage>('GetHistory', { who: bob })).events;
     assert.deepEqual(
       byBob.map((event) => [event.type, event.service]),
       [
@@ -263,16 +294,15 @@ describe('history, force release, watch and health through server reflection (bu
         ['acquired', s2],
       ],
     );
-    const both = (await ok<HistoryJson>('GetHistory', { service: s1, who: bob })).events ?? [];
     assert.deepEqual(
-      both.map((event) => event.id),
+      await history({ service: s1, who: bob }),
       newestFirst.slice(0, 2).map((event) => event.id),
     );
 
     // since is inclusive, until exclusive; the expectation comes from the events' own `at`.
     const oldestFirst = [...newestFirst].reverse();
     const at = (i: number) => (oldestFirst[i] as EventJson).at;
-    const within = (since: string | undefined, until: string | undefined) =>
+    const between = (since: string | undefined, until: string | undefined) =>
       newestFirst
         .filter(
           (event) =>
@@ -286,34 +316,25 @@ describe('history, force release, watch and health through server reflection (bu
       { since: at(1), until: at(4) },
     ];
     for (const bound of bounds) {
-      const expected = within(bound.since, bound.until);
+      const expected = between(bound.since, bound.until);
       assert.ok(expected.length > 0 && expected.length < newestFirst.length, 'the bound selects some events');
-      const got = (await ok<HistoryJson>('GetHistory', { service: s1, ...bound })).events ?? [];
-      assert.deepEqual(
-        got.map((event) => event.id),
-        expected,
-        JSON.stringify(bound),
-      );
+      assert.deepEqual(await history({ service: s1, ...bound }), expected, JSON.stringify(bound));
     }
     assert.deepEqual(
-      (await ok<HistoryJson>('GetHistory', { service: s1, since: at(2) })).events?.at(-1)?.id,
+      (await history({ service: s1, since: at(2) })).at(-1),
       oldestFirst[2]?.id,
       'since includes an event recorded exactly then',
     );
 
     // limit and before: pages of 2 chained through next_before give the whole history.
     const pages: string[][] = [];
-    let before: string | undefined;
+    let before = '0';
     for (let page = 0; page < 10; page++) {
-      const reply = await ok<HistoryJson>('GetHistory', {
-        service: s1,
-        limit: 2,
-        ...(before ? { before } : {}),
-      });
-      pages.push((reply.events ?? []).map((event) => event.id));
+      const reply = await rpc<HistoryMessage>('GetHistory', { service: s1, limit: 2, before });
+      pages.push(reply.events.map((event) => event.id));
       before = reply.nextBefore;
-      if (before === undefined) break;
-      assert.equal(before, reply.events?.at(-1)?.id, 'next_before is the last id of the page');
+      if (before === '0') break;
+      assert.equal(before, reply.events.at(-1)?.id, 'next_before is the last id of the page');
     }
     assert.deepEqual(
       pages.map((ids) => ids.length),
@@ -323,120 +344,79 @@ describe('history, force release, watch and health through server reflection (bu
       pages.flat(),
       newestFirst.map((event) => event.id),
     );
-    const older =
-      (await ok<HistoryJson>('GetHistory', { service: s1, before: oldestFirst[2]?.id })).events ?? [];
     assert.deepEqual(
-      older.map((event) => event.id),
+      await history({ service: s1, before: oldestFirst[2]?.id }),
       [oldestFirst[1]?.id, oldestFirst[0]?.id],
       'before: only smaller ids',
     );
 
     // Unfiltered, limit 1: the newest event of the whole store, and a next page to fetch.
-    const newest = await ok<HistoryJson>('GetHistory', { limit: 1 });
-    assert.equal(newest.events?.length, 1);
-    assert.equal(newest.events?.[0]?.lock.id, l2.id);
-    assert.equal(newest.events?.[0]?.type, 'released');
-    assert.equal(newest.nextBefore, newest.events?.[0]?.id);
+    const newest = await rpc<HistoryMessage>('GetHistory', { limit: 1 });
+    assert.equal(newest.events.length, 1);
+    assert.equal(newest.events[0]?.lock.id, l2.id);
+    assert.equal(newest.events[0]?.type, 'released');
+    assert.equal(newest.nextBefore, newest.events[0]?.id);
 
-    assert.match(await fails('GetHistory', { since: 'yesterday' }, 'invalid_argument'), /\bsince\b/);
-    assert.match(
-      await fails('GetHistory', { since: '2026-13-45T00:00:00Z' }, 'invalid_argument'),
-      /\bsince\b/,
+    await Promise.all(
+      (
+        [
+          [{ since: 'yesterday' }, 'since'],
+          [{ since: '2026-13-45T00:00:00Z' }, 'since'],
+          [{ until: 'soon' }, 'until'],
+          [{ limit: 1001 }, 'limit'],
+        ] as const
+      ).map(async ([request, field]) => {
+        const error = await rejectsWith(rpc('GetHistory', request), status.INVALID_ARGUMENT, invalid(field));
+        assert.match(error.details, new RegExp(`\\b${field}\\b`));
+      }),
     );
-    assert.match(await fails('GetHistory', { until: 'soon' }, 'invalid_argument'), /\buntil\b/);
-    assert.match(await fails('GetHistory', { limit: 1001 }, 'invalid_argument'), /\blimit\b/);
   });
 
-  test('WatchLocks streams a snapshot first, then each event as it happens', async () => {
+  test('WatchLocks through reflection streams a snapshot first, then each event as it happens', async () => {
     const service = unique('buf-watch');
-    const held = await ok<LockJson>('CreateLock', { service, who: 'before-watch' });
-    const baseline = await watcherCount(server.baseUrl);
-    // buf prints each message as it arrives and stops at its own deadline: the stream
-    // never ends by itself.
-    const watching = bufRaw([
-      ...BUF_FLAGS,
-      '--timeout',
-      '5s',
-      '-d',
-      JSON.stringify({ service }),
-      `http://${address}/${SERVICE}/WatchLocks`,
-    ]);
-    await eventually(
-      'the buf watcher is connected',
-      () => watcherCount(server.baseUrl),
-      (n) => n > baseline,
-    );
-    // The snapshot is read right after the watcher registers; give it a moment.
-    await delay(300);
-    await ok('UnLock', { id: held.id });
-    const next = await ok<LockJson>('CreateLock', { service, who: 'during-watch', ttlSeconds: 30 });
-    const result = await watching;
-    assert.equal(result.exitCode, bufExitCode('deadline_exceeded'), result.stderr);
-    assert.match(result.stderr, /deadline_exceeded/);
-
-    const messages = parseJsonSequence(result.stdout) as Array<{
-      snapshot?: { eventId: string; locks?: LockJson[] };
-      event?: EventJson;
-    }>;
-    assert.equal(messages.length, 3, result.stdout);
-    const [first, ...rest] = messages;
-    assert.deepEqual(Object.keys(first ?? {}), ['snapshot']);
-    assert.match(String(first?.snapshot?.eventId), /^[0-9]+$/);
-    assert.deepEqual(first?.snapshot?.locks, [held]);
-    const events = rest.map((message) => {
-      assert.deepEqual(Object.keys(message), ['event']);
-      return message.event as EventJson;
-    });
-    assert.deepEqual(
-      events.map((event) => [event.type, event.lock.id]),
-      [
-        ['released', held.id],
-        ['acquired', next.id],
-      ],
-    );
-    assert.ok(Number(events[0]?.id) > Number(first?.snapshot?.eventId), 'events come after the snapshot');
-    assertIncreasing(events, 'buf WatchLocks');
-    assert.deepEqual(events[1]?.lock, next);
-  });
-
-  test('grpc.health.v1.Health/Check: SERVING for "" and the LockService, NOT_FOUND for others', async () => {
-    const check = (body: unknown) => bufCurl(address, `${HEALTH_SERVICE}/Check`, body);
-    for (const body of [{}, { service: '' }, { service: SERVICE }]) {
-      const result = await check(body);
-      assert.equal(result.exitCode, 0, result.stderr);
-      assert.deepEqual(result.response, { status: 'SERVING' }, JSON.stringify(body));
+    const held = await rpc<LockMessage>('CreateLock', { service, who: 'before-watch' });
+    // buf prints each message as it arrives; the stream never ends by itself.
+    const watching = bufStream(address, `${SERVICE}/WatchLocks`, { service });
+    try {
+      const [first] = (await watching.until(1, 'the snapshot through buf')) as Array<{
+        snapshot?: { eventId: string; locks?: LockJson[] };
+      }>;
+      await rpc('UnLock', { id: held.id });
+      const next = await rpc<LockMessage>('CreateLock', { service, who: 'during-watch', ttlSeconds: 30 });
+      // A last change, so that anything stray (a repeat) would show up before its event.
+      await rpc('UnLock', { id: next.id });
+      const messages = (await watching.until(4, 'three events through buf')) as Array<{
+        snapshot?: { eventId: string; locks?: LockJson[] };
+        event?: EventJson;
+      }>;
+      assert.ok(watching.running, `the stream is still open: ${watching.stderr}`);
+      assert.equal(messages.length, 4, JSON.stringify(messages));
+      const [, ...rest] = messages;
+      assert.deepEqual(Object.keys(first ?? {}), ['snapshot']);
+      assert.match(String(first?.snapshot?.eventId), /^[0-9]+$/);
+      assert.deepEqual(first?.snapshot?.locks, [lockMessageAsJson(held)]);
+      const events = rest.map((message) => {
+        assert.deepEqual(Object.keys(message), ['event']);
+        return message.event as EventJson;
+      });
+      assert.deepEqual(
+        events.map((event) => [event.type, event.lock.id]),
+        [
+          ['released', held.id],
+          ['acquired', next.id],
+          ['released', next.id],
+        ],
+      );
+      assert.ok(Number(events[0]?.id) > Number(first?.snapshot?.eventId), 'events come after the snapshot');
+      assertIncreasing(events, 'buf WatchLocks');
+      assert.deepEqual(events[1]?.lock, lockMessageAsJson(next));
+    } finally {
+      await watching.stop();
     }
-    const unknown = await check({ service: 'tracker.lock.v1alpha1.NoSuchService' });
-    assert.equal(unknown.exitCode, bufExitCode('not_found'), unknown.stderr);
-    assert.equal(unknown.error?.code, 'not_found');
   });
-});
 
-describe('WatchLocks and Health with a grpc-js client from the .proto', () => {
-  let server: ServerProcess;
-  let client: LockServiceClient;
-  const open: StreamRecorder<unknown>[] = [];
-
-  /** A WatchLocks call, cancelled after the test if it is still running. */
-  const watch = (request: { service?: string; lastEventId?: string }, deadlineMs?: number) => {
-    const recorder = serverStream<WatchLocksMessage>(client, 'WatchLocks', request, deadlineMs);
-    open.push(recorder as StreamRecorder<unknown>);
-    return recorder;
-  };
-  const rpc = <T>(method: string, request: object, timeoutMs?: number) =>
-    unary<T>(client, method, request, timeoutMs);
-  /** Waits until the watch has received `n` events after its snapshot (or resume). */
-  const events = async (recorder: StreamRecorder<WatchLocksMessage>, n: number, timeoutMs?: number) =>
-    eventsOf(await recorder.until((messages) => eventsOf(messages).length >= n, timeoutMs));
-
-  before(async () => {
-    server = await startServerProcess();
-    client = lockServiceClient(server.grpcAddress);
-  });
-  after(async () => {
-    for (const recorder of open) recorder.cancel();
-    client?.close();
-    await server?.stop();
+  test('grpc.health.v1.Health/Check through reflection: SERVING', async () => {
+    assert.deepEqual(await bufOk(address, `${HEALTH_SERVICE}/Check`, {}), { status: 'SERVING' });
   });
 
   test('a snapshot, then renewed, queued, released, dequeued (granted), acquired, force-released in order', async () => {
@@ -466,11 +446,17 @@ describe('WatchLocks and Health with a grpc-js client from the .proto', () => {
     const stranger = await rpc<LockMessage>('CreateLock', { service: other, who: 'stranger' });
     await rpc('UnLock', { id: stranger.id });
     await rpc('ForceReleaseLock', { id: granted.id, reason: 'stuck deploy' });
+    // A last change to each service: anything stray (a repeat, another service's event)
+    // would arrive before these, since a watch is in order.
+    const [lastMine, lastOther] = await Promise.all([
+      rpc<LockMessage>('CreateLock', { service, who: 'last' }),
+      rpc<LockMessage>('CreateLock', { service: other, who: 'last' }),
+    ]);
 
-    const seen = await events(mine, 6);
-    // Nothing more may come: give a stray event the time to arrive.
-    await delay(300);
-    assert.equal(eventsOf(mine.messages).length, 6, JSON.stringify(mine.messages));
+    const seenWithLast = await events(mine, 7);
+    assert.equal(eventsOf(mine.messages).length, 7, JSON.stringify(mine.messages));
+    assert.deepEqual([seenWithLast[6]?.type, seenWithLast[6]?.lock.id], ['acquired', lastMine.id]);
+    const seen = seenWithLast.slice(0, 6);
     assert.equal(
       mine.messages.filter((message) => message.snapshot).length,
       1,
@@ -512,19 +498,26 @@ describe('WatchLocks and Health with a grpc-js client from the .proto', () => {
     assert.deepEqual(withoutWaiters(forced.lock), withoutWaiters(granted));
     assert.ok(forced.heldSeconds >= 0 && forced.heldSeconds < 60);
 
-    // The watcher of the other service saw only its two events; the unfiltered one saw all.
-    const strangers = await events(elsewhere, 2);
+    // The watcher of the other service saw only its own events; the unfiltered one saw all.
+    const strangers = await events(elsewhere, 3);
     assert.deepEqual(
       strangers.map((event) => [event.type, event.lock.id]),
       [
         ['acquired', stranger.id],
         ['released', stranger.id],
+        ['acquired', lastOther.id],
       ],
     );
-    const all = await events(everything, 8);
+    assert.equal(eventsOf(elsewhere.messages).length, 3, JSON.stringify(elsewhere.messages));
+    const all = eventsOf(
+      await everything.until((messages) => {
+        const ids = new Set(eventsOf(messages).map((event) => event.lock.id));
+        return ids.has(lastMine.id) && ids.has(lastOther.id);
+      }),
+    );
     assertIncreasing(all, 'unfiltered WatchLocks');
     const allIds = new Set(all.map((event) => event.id));
-    for (const event of [...seen, ...strangers])
+    for (const event of [...seenWithLast, ...strangers])
       assert.ok(allIds.has(event.id), `unfiltered watch missed ${event.id}`);
     for (const recorder of [mine, everything, elsewhere]) recorder.cancel();
   });
@@ -573,8 +566,6 @@ describe('WatchLocks and Health with a grpc-js client from the .proto', () => {
     // Then it is live.
     await rpc('UnLock', { id: third.id });
     const live = await events(resumed, 5);
-    await delay(300);
-    assert.equal(resumed.messages.length, 5, JSON.stringify(resumed.messages));
     assert.deepEqual([live[4]?.type, live[4]?.lock.id], ['released', third.id]);
     assertIncreasing(live, 'resumed WatchLocks');
 
@@ -584,7 +575,12 @@ describe('WatchLocks and Health with a grpc-js client from the .proto', () => {
     const [next] = await events(upToDate, 1);
     assert.deepEqual([next?.type, next?.lock.id], ['acquired', fourth.id]);
     assert.equal(upToDate.messages[0]?.snapshot, undefined);
-    assert.equal(upToDate.messages.length, 1);
+    assert.equal(upToDate.messages.length, 1, 'nothing came before the new event');
+    // The first resumed watch got that event too, and nothing between it and the release
+    // of `third` (a repeat would have come before it).
+    const [, , , , , fifth] = await events(resumed, 6);
+    assert.deepEqual([fifth?.type, fifth?.lock.id], ['acquired', fourth.id]);
+    assert.equal(resumed.messages.length, 6, JSON.stringify(resumed.messages));
     resumed.cancel();
     upToDate.cancel();
   });
@@ -641,26 +637,26 @@ describe('WatchLocks and Health with a grpc-js client from the .proto', () => {
 
   test('cancelling a watch ends it cleanly: CANCELLED, the watcher gone, the server still serving', async () => {
     // Earlier tests' watches were cancelled; the server forgets them a moment later.
-    const baseline = await eventually(
-      'no watcher left',
-      () => watcherCount(server.baseUrl),
-      (n) => n === 0,
-    );
+    for (const recorder of open) recorder.cancel();
+    await waitFor(async () => (await watcherCount(server.baseUrl)) === 0, { what: 'no watcher left' });
+    // A watch the server forgets has been counted (and logged) in the same turn.
+    const cancelledBefore = await cancelledWatches(server.baseUrl);
     const watcher = watch({});
     await watcher.until((messages) => messages.length >= 1);
-    assert.equal(await watcherCount(server.baseUrl), baseline + 1);
+    assert.equal(await watcherCount(server.baseUrl), 1);
     watcher.cancel();
     const final = await watcher.ended;
     assert.equal(final.code, status.CANCELLED);
-    await eventually(
-      'the server forgets the cancelled watcher',
-      () => watcherCount(server.baseUrl),
-      (n) => n === baseline,
-    );
-    await eventually(
-      'the cancelled call is logged',
-      async () => server.lines.some((line) => /"method":"WatchLocks","status":"CANCELLED"/.test(line)),
-      (logged) => logged,
+    await waitFor(async () => (await watcherCount(server.baseUrl)) === 0, {
+      what: 'the server to forget the cancelled watcher',
+    });
+    assert.equal(await cancelledWatches(server.baseUrl), cancelledBefore + 1, 'counted as CANCELLED, once');
+    // Every cancelled watch is logged as such, this one too.
+    await waitFor(
+      () =>
+        server.lines.filter((line) => /"method":"WatchLocks","status":"CANCELLED"/.test(line)).length ===
+        cancelledBefore + 1,
+      { what: 'a log line for each cancelled watch' },
     );
     // The server is fine: a new watch gets its snapshot and events.
     const again = watch({});

@@ -11,6 +11,7 @@ import {
 } from '@grpc/grpc-js';
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ROOT } from './server-process.js';
+import { within } from './wait-for.js';
 
 /** A client made by makeClientConstructor: its methods are looked up by name. */
 export type LockServiceClient = InstanceType<ReturnType<typeof makeClientConstructor>>;
@@ -105,6 +106,21 @@ export function lockMessageAsRest(lock: LockMessage) {
   };
 }
 
+/**
+ * The same lock as grpcurl and buf print it (proto3 JSON): the zero values (no TTL, no
+ * expiry, no waiters, no owner) left out, int64 as a string.
+ */
+export function lockMessageAsJson(lock: LockMessage): Record<string, unknown> {
+  const { ttlSeconds, expiresAt, waiters, owner, ...rest } = lock;
+  return {
+    ...rest,
+    ...(ttlSeconds === 0 ? {} : { ttlSeconds }),
+    ...(expiresAt === '' ? {} : { expiresAt }),
+    ...(waiters === 0 ? {} : { waiters }),
+    ...(owner === '' ? {} : { owner }),
+  };
+}
+
 /** A LockEvent message as grpc-js decodes it. */
 export interface LockEventMessage {
   id: string;
@@ -188,13 +204,12 @@ export function serverStream<T>(
     },
     ended,
     until(done, timeoutMs = 10_000) {
-      return new Promise<T[]>((resolve, reject) => {
-        const check = () => {
+      let check = () => {};
+      const arrived = new Promise<T[]>((resolve, reject) => {
+        check = () => {
           if (done(messages)) {
-            finish();
             resolve([...messages]);
           } else if (final !== null) {
-            finish();
             reject(
               new Error(
                 `${method} ended (${final.code} ${final.details}) before the expected messages; got ${JSON.stringify(messages)}`,
@@ -202,21 +217,15 @@ export function serverStream<T>(
             );
           }
         };
-        const timer = setTimeout(() => {
-          finish();
-          reject(
-            new Error(
-              `${method}: no expected messages within ${timeoutMs} ms; got ${JSON.stringify(messages)}`,
-            ),
-          );
-        }, timeoutMs);
-        const finish = () => {
-          clearTimeout(timer);
-          listeners.delete(check);
-        };
         listeners.add(check);
         check();
       });
+      return within(arrived, { what: `the expected ${method} messages`, timeoutMs })
+        .catch((error: Error) => {
+          if (final !== null) throw error;
+          throw new Error(`${error.message}; got ${JSON.stringify(messages)}`);
+        })
+        .finally(() => listeners.delete(check));
     },
     cancel() {
       call.cancel();

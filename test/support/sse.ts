@@ -1,3 +1,5 @@
+import { within } from './wait-for.js';
+
 /** One Server-Sent Events message. */
 export interface SseMessage {
   readonly id: string | undefined;
@@ -14,8 +16,6 @@ export interface SseStream {
   next(timeoutMs?: number): Promise<SseMessage>;
   /** Messages until one satisfies `done` (inclusive), each within `timeoutMs`; at most `max`. */
   until(done: (message: SseMessage) => boolean, timeoutMs?: number, max?: number): Promise<SseMessage[]>;
-  /** Whatever arrives within `ms` (for "nothing more comes"). */
-  drain(ms: number): Promise<SseMessage[]>;
   close(): void;
 }
 
@@ -51,7 +51,7 @@ export async function openSse(url: string, headers: Record<string, string> = {})
             const message = parseBlock(block);
             if (message) queue.push(message);
           }
-          wake();
+          if (queue.length > 0) wake();
         }
         ended = new Error('the stream ended');
       } catch (error) {
@@ -61,22 +61,18 @@ export async function openSse(url: string, headers: Record<string, string> = {})
     })();
   }
 
+  /** Resolves once a message is queued or the stream has ended. */
+  const arrival = () =>
+    new Promise<void>((resolve) => {
+      if (queue.length > 0 || ended) resolve();
+      else waiting.push(resolve);
+    });
+
   const next = async (timeoutMs = 5000): Promise<SseMessage> => {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const message = queue.shift();
-      if (message) return message;
-      if (ended) throw ended;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no SSE message within ${timeoutMs} ms`);
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, left);
-        waiting.push(() => {
-          clearTimeout(timer);
-          resolve();
-        });
-      });
-    }
+    await within(arrival(), { what: 'an SSE message', timeoutMs });
+    const message = queue.shift();
+    if (message) return message;
+    throw ended ?? new Error('the stream ended');
   };
 
   return {
@@ -91,21 +87,6 @@ export async function openSse(url: string, headers: Record<string, string> = {})
         if (done(message)) return seen;
       }
       throw new Error(`no matching SSE message among ${max}`);
-    },
-    async drain(ms) {
-      const seen: SseMessage[] = [];
-      const deadline = Date.now() + ms;
-      // Bounded by time, and by the count of messages that can arrive meanwhile.
-      for (let i = 0; i < 100_000; i++) {
-        const left = deadline - Date.now();
-        if (left <= 0) break;
-        try {
-          seen.push(await next(left));
-        } catch {
-          break;
-        }
-      }
-      return seen;
     },
     close() {
       abort.abort();
