@@ -198,6 +198,7 @@ describe('housekeeping', () => {
         return expired.length;
       },
       store: s.store,
+      keyRetentionMs: 3_600_000,
       retentionMs: 60_000,
       sweepMs: 10,
       pruneMs: 10,
@@ -235,6 +236,7 @@ describe('housekeeping', () => {
       sweep: async () => reference.push(0),
       store: s.store,
       retentionMs: null,
+      keyRetentionMs: 3_600_000,
       sweepMs: 10,
       onError: (_task, error) => referenceErrors.push(error),
     });

@@ -39,7 +39,7 @@ test('a wait that fails because the store is unreachable leaves the queue once i
     await waitFor(async () => (await store.queue('deploy')).waiters.length === 0, {
       what: 'the failed wait to leave the queue',
     });
-    await service.release({ caller, id: holder.id });
+    await service.release({ caller, id: holder.lock.id });
     assert.deepEqual((await store.list({ page: 1, perPage: 10, service: 'deploy' })).locks, []);
     const [last] = await store.history({ service: 'deploy', limit: 1, before: undefined });
     assert.equal(last?.type, 'released', 'nobody was granted the lock after the holder left');
