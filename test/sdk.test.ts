@@ -614,8 +614,10 @@ describe('TrackerClient over TLS', () => {
     restoreEnv = withoutSdkEnv();
     tls = makeTlsFiles();
     const serving = ['--tls-cert', tls.serverCert, '--tls-key', tls.serverKey];
-    server = await startServerProcess({ args: [...SERVER_ARGS, ...serving] });
-    mutual = await startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] });
+    [server, mutual] = await Promise.all([
+      startServerProcess({ args: [...SERVER_ARGS, ...serving] }),
+      startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] }),
+    ]);
   });
   after(async () => {
     await server?.stop();
