@@ -221,7 +221,9 @@ describe('TrackerClient', () => {
       service,
       async (lock, signal) => {
         await client.release(lock.id); // someone releases it from outside
-        await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        await within(new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true })), {
+          what: 'the signal aborted once a renewal is refused',
+        });
         return signal.reason;
       },
       { ttl: 1 },
