@@ -4,9 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
-import { createServer } from 'node:net';
+import { createServer, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -23,6 +24,7 @@ import {
   UnauthenticatedError,
   WaitTimeoutError,
 } from 'tracker-lock';
+import { FaultProxy } from './support/fault-proxy.js';
 import {
   ROOT,
   runToExit,
@@ -31,9 +33,30 @@ import {
   tempDir,
 } from './support/server-process.js';
 import { makeTlsFiles, type TlsFiles } from './support/tls.js';
+import { waitFor, within } from './support/wait-for.js';
 
 const unique = (label: string) => `${label}-${randomUUID().slice(0, 8)}`;
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * Counts this process's TCP connections to 127.0.0.1:`port` that were refused (through the
+ * `net.client.socket` diagnostics channel, which sees every client socket Node opens).
+ */
+function countRefusals(port: number): { readonly count: number; stop(): void } {
+  let count = 0;
+  const onSocket = (message: unknown) => {
+    const { socket } = message as { socket: Socket };
+    socket.once('error', (error: NodeJS.ErrnoException & { port?: number }) => {
+      if (error.code === 'ECONNREFUSED' && error.port === port) count++;
+    });
+  };
+  subscribe('net.client.socket', onSocket);
+  return {
+    get count() {
+      return count;
+    },
+    stop: () => unsubscribe('net.client.socket', onSocket),
+  };
+}
 
 function freePort(): Promise<number> {
   return new Promise((resolve) => {
@@ -109,9 +132,11 @@ describe('TrackerClient', () => {
     const service = unique('wait');
     const holder = await client.acquire(service, { who: 'holder' });
     const waiting = client.acquire(service, { who: 'waiter', wait: 30 });
-    await delay(200);
+    await waitFor(async () => (await client.queue(service)).waiters.length === 1, {
+      what: 'the waiter in the queue',
+    });
     await client.release(holder.id);
-    const granted = await waiting;
+    const granted = await within(waiting, { what: 'the wait granted' });
     assert.equal(granted.who, 'waiter');
     await client.release(granted.id);
   });
@@ -121,12 +146,22 @@ describe('TrackerClient', () => {
     const holder = await client.acquire(service);
     const abort = new AbortController();
     const waiting = client.acquire(service, { who: 'aborted', wait: 30, signal: abort.signal });
-    await delay(200);
-    assert.equal((await client.queue(service)).waiters.length, 1);
+    const queued = await waitFor(
+      async () => {
+        const { waiters } = await client.queue(service);
+        return waiters.length > 0 && waiters;
+      },
+      { what: 'the waiter in the queue' },
+    );
+    assert.deepEqual(
+      queued.map((waiter) => waiter.who),
+      ['aborted'],
+    );
     abort.abort();
-    await assert.rejects(waiting, { name: 'AbortError' });
-    for (let i = 0; i < 100 && (await client.queue(service)).waiters.length > 0; i++) await delay(10);
-    assert.deepEqual((await client.queue(service)).waiters, []);
+    await assert.rejects(within(waiting, { what: 'the aborted acquire' }), { name: 'AbortError' });
+    await waitFor(async () => (await client.queue(service)).waiters.length === 0, {
+      what: 'the queue empty once the client hung up',
+    });
     await client.release(holder.id);
   });
 
@@ -139,9 +174,32 @@ describe('TrackerClient', () => {
     const result = await client.withLock(
       service,
       async (lock, signal) => {
-        await delay(1600); // past the 1 s TTL: only renewals keep it
+        // Past the 1 s TTL by the server's own clock, so that only renewals can have kept it:
+        // wait until the history shows a renewal recorded a second or more after the grant.
+        await waitFor(
+          async () => {
+            const { events } = await client.history({ service, limit: 50 });
+            const mine = events.filter((event) => event.lock.id === lock.id);
+            const granted = mine.find((event) => event.type === 'acquired');
+            assert.ok(granted, 'the grant is in the history');
+            assert.deepEqual(
+              mine.filter((event) => event.type !== 'acquired' && event.type !== 'renewed'),
+              [],
+              'nothing but renewals since the grant',
+            );
+            return mine.find(
+              (event) => event.type === 'renewed' && Date.parse(event.at) >= Date.parse(granted.at) + 1000,
+            );
+          },
+          { what: 'a renewal recorded at least 1 s (the TTL) after the grant', intervalMs: 100 },
+        );
         assert.equal(signal.aborted, false);
-        assert.equal((await client.get(lock.id)).id, lock.id);
+        const held = await client.get(lock.id);
+        assert.equal(held.id, lock.id, 'still held past its first lease');
+        assert.ok(
+          Date.parse(held.expiresAt ?? '') > Date.parse(lock.expiresAt ?? ''),
+          `the lease was extended (${lock.expiresAt}, now ${held.expiresAt})`,
+        );
         return 'done';
       },
       { who: 'worker', ttl: 1 },
@@ -163,7 +221,9 @@ describe('TrackerClient', () => {
       service,
       async (lock, signal) => {
         await client.release(lock.id); // someone releases it from outside
-        await new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true }));
+        await within(new Promise((resolve) => signal.addEventListener('abort', resolve, { once: true })), {
+          what: 'the signal aborted once a renewal is refused',
+        });
         return signal.reason;
       },
       { ttl: 1 },
@@ -206,9 +266,11 @@ describe('TrackerClient', () => {
     const service = unique('force-grant');
     const holder = await client.acquire(service, { who: 'holder' });
     const waiting = client.acquire(service, { who: 'waiter', wait: 30 });
-    for (let i = 0; i < 250 && (await client.queue(service)).waiters.length === 0; i++) await delay(10);
+    await waitFor(async () => (await client.queue(service)).waiters.length === 1, {
+      what: 'the waiter in the queue',
+    });
     await client.forceRelease(holder.id, { reason: 'make way' });
-    const granted = await waiting;
+    const granted = await within(waiting, { what: 'the wait granted' });
     assert.equal(granted.who, 'waiter');
     assert.equal(granted.fencingToken, holder.fencingToken + 1);
     const types = (await client.history({ service, limit: 3 })).events.map((event) => event.type);
@@ -310,17 +372,28 @@ describe('TrackerClient', () => {
   });
 
   test('refused connections are retried with backoff until the server is up', async () => {
-    const port = await freePort();
-    const patient = new TrackerClient({ url: `http://127.0.0.1:${port}`, retries: 8, retryDelayMs: 100 });
-    const acquiring = patient.acquire(unique('late-server'), { who: 'early' });
-    await delay(300);
-    const late = await startServerProcess({
-      args: ['--http-port', String(port), '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
-    });
+    // The server "comes up late": a port that refuses connections until a proxy to the server
+    // starts listening on it.
+    const proxy = await FaultProxy.start(server.baseUrl);
+    await proxy.down();
+    const refusals = countRefusals(proxy.port);
     try {
-      assert.equal((await acquiring).who, 'early');
+      const patient = new TrackerClient({
+        url: `http://127.0.0.1:${proxy.port}`,
+        retries: 8,
+        retryDelayMs: 50,
+      });
+      const acquiring = patient.acquire(unique('late-server'), { who: 'early' });
+      acquiring.catch(() => {}); // awaited below; a failure of the wait first must not go unhandled
+      await waitFor(() => refusals.count >= 2, { what: 'the first attempt and a retry refused' });
+      await proxy.forward();
+      const lock = await within(acquiring, { what: 'the acquire once the port listens' });
+      assert.equal(lock.who, 'early');
+      assert.equal((await client.get(lock.id)).who, 'early', 'acquired on the server');
+      await client.release(lock.id);
     } finally {
-      await late.stop();
+      refusals.stop();
+      await proxy.close();
     }
   });
 
@@ -484,7 +557,8 @@ describe('TrackerClient retries: never on 401 or 403; on 429 after Retry-After w
       { status: 429, code: 'RATE_LIMITED', retryAfter: '1' },
       'ok',
       { status: 429, code: 'RATE_LIMITED', retryAfter: '3600' },
-      ...Array.from({ length: 4 }, () => ({ status: 429, code: 'RATE_LIMITED', retryAfter: '1' })),
+      // Retry-After: 0 (retry at once), so that spending the retries costs no time.
+      ...Array.from({ length: 4 }, () => ({ status: 429, code: 'RATE_LIMITED', retryAfter: '0' })),
       { status: 429, code: 'RATE_LIMITED', retryAfter: '1' },
     ]);
     try {
@@ -501,7 +575,7 @@ describe('TrackerClient retries: never on 401 or 403; on 429 after Retry-After w
 
       // Each 429 spends one of the retries: three are waited for, the fourth is thrown.
       const tried = await client.list().catch((caught: unknown) => caught);
-      assert.ok(tried instanceof RateLimitedError);
+      assert.ok(tried instanceof RateLimitedError && tried.retryAfterSeconds === 0);
       assert.equal(server.seen.length, 7);
 
       const none = new TrackerClient({ url: server.url, retries: 0 });
@@ -542,8 +616,10 @@ describe('TrackerClient over TLS', () => {
     restoreEnv = withoutSdkEnv();
     tls = makeTlsFiles();
     const serving = ['--tls-cert', tls.serverCert, '--tls-key', tls.serverKey];
-    server = await startServerProcess({ args: [...SERVER_ARGS, ...serving] });
-    mutual = await startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] });
+    [server, mutual] = await Promise.all([
+      startServerProcess({ args: [...SERVER_ARGS, ...serving] }),
+      startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] }),
+    ]);
   });
   after(async () => {
     await server?.stop();
