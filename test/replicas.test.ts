@@ -2,15 +2,15 @@
  * Several stateless Tracker replicas over one PostgreSQL database, as real processes: one
  * winner per race across replicas, one clock, changes made through one replica reaching
  * watchers of the others, and database trouble answered with 503 while the process stays
- * up and recovers on its own. A TCP proxy of our own sits between a replica and PostgreSQL
- * to cut the connection mid-run.
+ * up and recovers on its own. A TCP proxy of our own sits between the third replica and
+ * PostgreSQL, to cut that replica's connections mid-run (the last tests).
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import http from 'node:http';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { type ServiceError, status } from '@grpc/grpc-js';
 import {
   type LockEventMessage,
@@ -209,20 +209,32 @@ function assertIncreasing(ids: readonly number[], label: string): void {
 }
 
 await describePostgres('three replicas on one PostgreSQL database', (database) => {
+  /** Trust auth ignores it; it is in C's URL to prove it never reaches the logs. */
+  const PASSWORD = 'hunter2-do-not-log';
+  /** Between C and PostgreSQL; forwards until the outage tests. */
+  let proxy: FaultProxy;
   let replicas: ServerProcess[] = [];
   let a: ServerProcess;
   let b: ServerProcess;
+  let c: ServerProcess;
   let clientA: LockServiceClient;
   const hangUps: Array<() => void> = [];
   const agent = new http.Agent({ keepAlive: true });
 
   before(async () => {
+    proxy = await FaultProxy.start(ADMIN_URL);
+    const throughProxy = new URL(proxy.url(database().url));
+    throughProxy.password = PASSWORD;
     // Started together: they race to migrate the fresh database; the advisory lock lets
     // exactly one apply each migration and the others wait, then start normally.
-    replicas = await Promise.all(
-      [0, 1, 2].map(() => startServerProcess({ args: [...FREE, '--database-url', database().url] })),
-    );
-    [a, b] = replicas as [ServerProcess, ServerProcess];
+    replicas = await Promise.all([
+      startServerProcess({ args: [...FREE, '--database-url', database().url] }),
+      startServerProcess({ args: [...FREE, '--database-url', database().url] }),
+      startServerProcess({
+        args: [...FREE, '--database-url', throughProxy.href, '--log-level', 'debug'],
+      }),
+    ]);
+    [a, b, c] = replicas as [ServerProcess, ServerProcess, ServerProcess];
     clientA = lockServiceClient(a.grpcAddress);
   });
   after(async () => {
@@ -230,6 +242,7 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
     clientA?.close();
     agent.destroy();
     await Promise.all(replicas.map((replica) => replica.stop()));
+    await proxy?.close();
   });
 
   const watchSse = async (base: string, service: string, headers?: Record<string, string>) => {
@@ -292,7 +305,6 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
   });
 
   test('a lock taken through one replica is seen, refused and released through the others', async () => {
-    const c = replicas[2] as ServerProcess;
     const taken = await acquire(a.baseUrl, 'cross-replica', 'on-a');
     assert.equal(taken.status, 201);
     assert.deepEqual((await call(b.baseUrl, 'GET', `${API}/lock/${taken.json.id}`)).json, taken.json);
@@ -588,147 +600,135 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
     );
     resumed.close();
   });
-});
 
-await describePostgres('a replica when PostgreSQL is cut off', (database) => {
-  const PASSWORD = 'hunter2-do-not-log';
-  let proxy: FaultProxy;
-  let replica: ServerProcess;
-  let client: LockServiceClient;
-  const agent = new http.Agent({ keepAlive: true });
-
-  before(async () => {
-    proxy = await FaultProxy.start(ADMIN_URL);
-    // Trust auth ignores the password; it is there to prove it never reaches the logs.
-    const url = new URL(proxy.url(database().url));
-    url.password = PASSWORD;
-    replica = await startServerProcess({
-      args: [...FREE, '--database-url', url.href, '--log-level', 'debug', '--database-pool-size', '4'],
+  describe('replica C when PostgreSQL is cut off (A and B are not)', () => {
+    let replica: ServerProcess;
+    let client: LockServiceClient;
+    before(() => {
+      replica = c;
+      client = lockServiceClient(replica.grpcAddress);
     });
-    client = lockServiceClient(replica.grpcAddress);
-  });
-  after(async () => {
-    client?.close();
-    agent.destroy();
-    await replica?.stop();
-    await proxy?.close();
-  });
+    after(() => client?.close());
 
-  async function assertUnavailable(): Promise<void> {
-    // Four store calls at once: one for each connection of the pool.
-    const [grpcError, ...replies] = await Promise.all([
-      unary(client, 'CreateLock', { service: 'outage-grpc', who: 'w' }).then(
-        () => assert.fail('CreateLock succeeded during the outage'),
-        (error: ServiceError) => error,
-      ),
-      acquire(replica.baseUrl, `outage-${randomUUID().slice(0, 8)}`),
-      call(replica.baseUrl, 'GET', `${API}/lock/${randomUUID()}`),
-      call(replica.baseUrl, 'GET', `${API}/locks/list`),
-    ]);
-    for (const reply of replies) {
-      assert.equal(reply.status, 503);
-      assert.deepEqual(reply.json, { error: 'store unavailable', code: 'STORE_UNAVAILABLE' });
-      assert.ok(reply.ms < 2000, `answered after ${Math.round(reply.ms)} ms`);
-    }
-    assert.equal(grpcError.code, status.UNAVAILABLE);
-    assert.equal((await call(replica.baseUrl, 'GET', '/healthz')).status, 200);
-    const ready = await call(replica.baseUrl, 'GET', '/readyz');
-    assert.equal(ready.status, 503);
-    assert.ok(ready.ms < 2000);
-  }
-
-  async function assertRecovers(): Promise<void> {
-    await waitFor(async () => (await call(replica.baseUrl, 'GET', '/readyz')).status === 200, {
-      what: 'readyz to recover without a restart',
-      timeoutMs: 15_000,
-      intervalMs: 50,
-    });
-    assert.equal((await acquire(replica.baseUrl, `recovered-${randomUUID().slice(0, 8)}`)).status, 201);
-    assert.equal(replica.child.exitCode, null, 'the process stayed up');
-  }
-
-  test('connection refused: 503 within 2 s, healthz 200, readyz 503, then serves again by itself', async () => {
-    const held = await acquire(replica.baseUrl, 'held-through-outage');
-    assert.equal(held.status, 201);
-    await proxy.down();
-    await assertUnavailable();
-    await proxy.forward();
-    await assertRecovers();
-    assert.deepEqual((await call(replica.baseUrl, 'GET', `${API}/lock/${held.json.id}`)).json, held.json);
-  });
-
-  test('database silent (connections hang): 503 within 2 s, then serves again by itself', async () => {
-    proxy.blackhole();
-    await assertUnavailable();
-    await proxy.forward();
-    await assertRecovers();
-  });
-
-  test('a cut mid-load: every 201 is a committed lock, every failure a 503', async (t) => {
-    const WORKERS = 16;
-    const answered: Array<{ status: number; json: Record<string, unknown> }> = [];
-    let phase: 'load' | 'cut' | 'resumed' = 'load';
-    /** Workers that sent a request after the cut and were answered 503: their request in flight at the cut was answered. */
-    const feltTheCut = new Set<number>();
-    /** Workers that sent a request after the database came back and were answered 201. */
-    const servedAgain = new Set<number>();
-    let stop = false;
-    const worker = async (n: number) => {
-      for (let i = 0; i < 2000 && !stop; i++) {
-        const sentIn = phase;
-        const reply = await quickPost(agent, replica.baseUrl, `${API}/lock`, {
-          service: `midcut-${n}-${i}`,
-          who: `worker-${n}`,
-        });
-        answered.push(reply);
-        if (sentIn === 'cut' && reply.status === 503) feltTheCut.add(n);
-        if (sentIn === 'resumed' && reply.status === 201) servedAgain.add(n);
+    async function assertUnavailable(): Promise<void> {
+      // All at once: each must answer within 2 s by itself.
+      const [grpcError, health, ready, ...replies] = await Promise.all([
+        unary(client, 'CreateLock', { service: 'outage-grpc', who: 'w' }).then(
+          () => assert.fail('CreateLock succeeded during the outage'),
+          (error: ServiceError) => error,
+        ),
+        call(replica.baseUrl, 'GET', '/healthz'),
+        call(replica.baseUrl, 'GET', '/readyz'),
+        acquire(replica.baseUrl, `outage-${randomUUID().slice(0, 8)}`),
+        call(replica.baseUrl, 'GET', `${API}/lock/${randomUUID()}`),
+        call(replica.baseUrl, 'GET', `${API}/locks/list`),
+      ]);
+      for (const reply of replies) {
+        assert.equal(reply.status, 503);
+        assert.deepEqual(reply.json, { error: 'store unavailable', code: 'STORE_UNAVAILABLE' });
+        assert.ok(reply.ms < 2000, `answered after ${Math.round(reply.ms)} ms`);
       }
-    };
-    const workers = Promise.all(Array.from({ length: WORKERS }, (_, n) => worker(n)));
-    try {
-      await waitFor(() => answered.filter((reply) => reply.status === 201).length >= WORKERS, {
-        what: 'the load to be served',
-      });
-      // Cut every connection (and with them the requests in flight), refuse new ones.
-      phase = 'cut';
-      await proxy.down();
-      await waitFor(() => feltTheCut.size === WORKERS, { what: 'every worker to be answered 503' });
-      phase = 'resumed';
-      await proxy.forward();
-      await waitFor(() => servedAgain.size === WORKERS, {
-        what: 'every worker to be served again',
-        timeoutMs: 15_000,
-      });
-    } finally {
-      stop = true;
-      await workers;
+      assert.equal(grpcError.code, status.UNAVAILABLE);
+      assert.equal(health.status, 200);
+      assert.equal(ready.status, 503);
+      assert.ok(ready.ms < 2000, `readyz answered after ${Math.round(ready.ms)} ms`);
     }
-    const statuses = new Set(answered.map((reply) => reply.status));
-    t.diagnostic(
-      `${answered.length} answers: ${answered.filter((reply) => reply.status === 201).length} × 201, ${answered.filter((reply) => reply.status === 503).length} × 503`,
-    );
-    assert.ok(statuses.has(201));
-    assert.ok(statuses.has(503), 'the cut was felt');
-    assert.deepEqual(
-      [...statuses].filter((code) => code !== 201 && code !== 503),
-      [],
-    );
-    const committed = await withClient(database().url, async (db) => {
-      const result = await db.query<{ id: string }>("SELECT id FROM locks WHERE service LIKE 'midcut-%'");
-      return new Set(result.rows.map((row) => row.id));
-    });
-    for (const reply of answered.filter((r) => r.status === 201)) {
-      assert.ok(
-        committed.has(String(reply.json.id)),
-        `lock ${reply.json.id} was answered 201 but is not in the database`,
-      );
-    }
-  });
 
-  test('the database password never reaches the logs', () => {
-    assert.ok(replica.lines.length > 10);
-    assert.ok(replica.lines.some((line) => line.includes('postgres://postgres:***@')));
-    for (const line of replica.lines) assert.ok(!line.includes(PASSWORD), `password logged: ${line}`);
+    async function assertRecovers(): Promise<void> {
+      await waitFor(async () => (await call(replica.baseUrl, 'GET', '/readyz')).status === 200, {
+        what: 'readyz to recover without a restart',
+        timeoutMs: 15_000,
+        intervalMs: 50,
+      });
+      assert.equal((await acquire(replica.baseUrl, `recovered-${randomUUID().slice(0, 8)}`)).status, 201);
+      assert.equal(replica.child.exitCode, null, 'the process stayed up');
+    }
+
+    test('connection refused: 503 within 2 s, healthz 200, readyz 503, then serves again by itself', async () => {
+      const held = await acquire(replica.baseUrl, 'held-through-outage');
+      assert.equal(held.status, 201);
+      await proxy.down();
+      await assertUnavailable();
+      const elsewhere = await acquire(a.baseUrl, `unaffected-${randomUUID().slice(0, 8)}`);
+      assert.equal(elsewhere.status, 201, 'A, on connections of its own, serves on');
+      await proxy.forward();
+      await assertRecovers();
+      assert.deepEqual((await call(replica.baseUrl, 'GET', `${API}/lock/${held.json.id}`)).json, held.json);
+    });
+
+    test('database silent (connections hang): 503 within 2 s, then serves again by itself', async () => {
+      proxy.blackhole();
+      await assertUnavailable();
+      await proxy.forward();
+      await assertRecovers();
+    });
+
+    test('a cut mid-load: every 201 is a committed lock, every failure a 503', async (t) => {
+      const WORKERS = 16;
+      const answered: Array<{ status: number; json: Record<string, unknown> }> = [];
+      let phase: 'load' | 'cut' | 'resumed' = 'load';
+      /** Workers that sent a request after the cut and were answered 503: their request in flight at the cut was answered. */
+      const feltTheCut = new Set<number>();
+      /** Workers that sent a request after the database came back and were answered 201. */
+      const servedAgain = new Set<number>();
+      let stop = false;
+      const worker = async (n: number) => {
+        for (let i = 0; i < 2000 && !stop; i++) {
+          const sentIn = phase;
+          const reply = await quickPost(agent, replica.baseUrl, `${API}/lock`, {
+            service: `midcut-${n}-${i}`,
+            who: `worker-${n}`,
+          });
+          answered.push(reply);
+          if (sentIn === 'cut' && reply.status === 503) feltTheCut.add(n);
+          if (sentIn === 'resumed' && reply.status === 201) servedAgain.add(n);
+        }
+      };
+      const workers = Promise.all(Array.from({ length: WORKERS }, (_, n) => worker(n)));
+      try {
+        await waitFor(() => answered.filter((reply) => reply.status === 201).length >= WORKERS, {
+          what: 'the load to be served',
+        });
+        // Cut every connection (and with them the requests in flight), refuse new ones.
+        phase = 'cut';
+        await proxy.down();
+        await waitFor(() => feltTheCut.size === WORKERS, { what: 'every worker to be answered 503' });
+        phase = 'resumed';
+        await proxy.forward();
+        await waitFor(() => servedAgain.size === WORKERS, {
+          what: 'every worker to be served again',
+          timeoutMs: 15_000,
+        });
+      } finally {
+        stop = true;
+        await workers;
+      }
+      const statuses = new Set(answered.map((reply) => reply.status));
+      t.diagnostic(
+        `${answered.length} answers: ${answered.filter((reply) => reply.status === 201).length} × 201, ${answered.filter((reply) => reply.status === 503).length} × 503`,
+      );
+      assert.ok(statuses.has(201));
+      assert.ok(statuses.has(503), 'the cut was felt');
+      assert.deepEqual(
+        [...statuses].filter((code) => code !== 201 && code !== 503),
+        [],
+      );
+      const committed = await withClient(database().url, async (db) => {
+        const result = await db.query<{ id: string }>("SELECT id FROM locks WHERE service LIKE 'midcut-%'");
+        return new Set(result.rows.map((row) => row.id));
+      });
+      for (const reply of answered.filter((r) => r.status === 201)) {
+        assert.ok(
+          committed.has(String(reply.json.id)),
+          `lock ${reply.json.id} was answered 201 but is not in the database`,
+        );
+      }
+    });
+
+    test('the database password never reaches the logs', () => {
+      assert.ok(replica.lines.length > 10);
+      assert.ok(replica.lines.some((line) => line.includes('postgres://postgres:***@')));
+      for (const line of replica.lines) assert.ok(!line.includes(PASSWORD), `password logged: ${line}`);
+    });
   });
 });
