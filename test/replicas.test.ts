@@ -276,7 +276,7 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
   });
 
   // A store that lets an acquire which met an uncommitted holder win too fails this by its
-  // third round (tried: rounds 0 to 2 over five runs); ten rounds keep a wide margin.
+  // third round (tried: rounds 0 to 2 over eight runs); ten rounds keep a wide margin.
   test('200 concurrent clients over 3 replicas, 10 rounds: exactly one winner each, no 5xx', async () => {
     // Warmed up first, or the first round measures connection setup (a pool that is still
     // connecting makes a burst wait past the connect timeout: 503): the keep-alive
@@ -306,19 +306,22 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
       const winners = replies.filter((reply) => reply.status === 201);
       const statuses = [...new Set(replies.map((reply) => reply.status))].sort();
       assert.equal(winners.length, 1, `round ${round}: ${winners.length} winners`);
-      const others = replies.flatMap((reply, i) =>
-        reply.status === 201 || reply.status === 409
-          ? []
-          : [`replica ${i % replicas.length}: ${reply.status} ${JSON.stringify(reply.json)}`],
-      );
-      const logged = replicas.flatMap((replica, i) =>
-        replica.lines.filter((line) => /"level":[45]0/.test(line)).map((line) => `replica ${i}: ${line}`),
-      );
-      assert.deepEqual(
-        statuses,
-        [201, 409],
-        `round ${round}: statuses ${statuses}\n${others.slice(0, 5).join('\n')}\n${logged.slice(-10).join('\n')}`,
-      );
+      if (statuses.join() !== '201,409') {
+        // Which replica answered what, and what the replicas warned of.
+        const others = replies.flatMap((reply, i) =>
+          reply.status === 201 || reply.status === 409
+            ? []
+            : [`replica ${i % replicas.length}: ${reply.status} ${JSON.stringify(reply.json)}`],
+        );
+        const logged = replicas.flatMap((replica, i) =>
+          replica.lines.filter((line) => /"level":[45]0/.test(line)).map((line) => `replica ${i}: ${line}`),
+        );
+        assert.deepEqual(
+          statuses,
+          [201, 409],
+          `round ${round}: statuses ${statuses}\n${others.slice(0, 5).join('\n')}\n${logged.slice(-10).join('\n')}`,
+        );
+      }
       const winner = (winners[0] as { json: Record<string, unknown> }).json;
       for (const reply of replies) {
         if (reply.status === 409) assert.deepEqual(reply.json.existingLock, winner);
