@@ -2,7 +2,6 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 import { ErrorCode, TrackerError } from '../src/core/errors.js';
 import type { AcquireRequest, Lock } from '../src/core/lock.js';
 import { SchemaTooNewError } from '../src/storage/migrations.js';
@@ -12,6 +11,7 @@ import {
   type PostgresLockStore,
   type PostgresStoreOptions,
 } from '../src/storage/postgres/postgres-lock-store.js';
+import { SNAPSHOT_XMIN } from '../src/storage/postgres/queries.js';
 import { runLockStoreContract } from './contract/lock-store.contract.js';
 import { recordingLogger } from './support/logger.js';
 import {
@@ -23,6 +23,7 @@ import {
   withClient,
   withPort,
 } from './support/postgres.js';
+import { waitFor } from './support/wait-for.js';
 
 /** An acquire of `service` for `who` under a fresh id. */
 const request = (service: string, who: string, ttlSeconds: number | null = null): AcquireRequest => ({
@@ -49,15 +50,6 @@ async function expectUnavailable(work: () => Promise<unknown>): Promise<{ error:
   assert.ok(isStoreUnavailable(error), `expected STORE_UNAVAILABLE, got ${String(error)}`);
   assert.ok(ms < UNAVAILABLE_WITHIN_MS, `took ${Math.round(ms)} ms`);
   return { error: error as TrackerError, ms };
-}
-
-/** Polls `check` every 20 ms for up to `ms`; fails with `what` if it never holds. */
-async function eventually(what: string, check: () => boolean | Promise<boolean>, ms = 2000): Promise<void> {
-  for (let waited = 0; waited < ms; waited += 20) {
-    if (await check()) return;
-    await delay(20);
-  }
-  assert.fail(`timed out waiting until ${what}`);
 }
 
 describe('PostgreSQL error classification', () => {
@@ -515,9 +507,20 @@ await describePostgres('PostgreSQL store', (database) => {
     });
 
     test('the event tail waits for a transaction that took an event id before a later one committed', async () => {
-      const store = await open('late_events');
+      const { entries, logger } = recordingLogger();
+      const store = await open('late_events', { connectionString: named('tracker_late_events'), logger });
       const slow = await connect(database().url);
       const fast = await connect(database().url);
+      const observer = await connect(database().url);
+      /** The store's SNAPSHOT_XMIN queries pg_stat_activity shows now, each as backend pid and start. */
+      const xminQueries = async () =>
+        (
+          await observer.query<{ run: string }>(
+            `SELECT pid || '@' || query_start::text AS run FROM pg_stat_activity
+             WHERE application_name = 'tracker_late_events' AND query = $1`,
+            [SNAPSHOT_XMIN],
+          )
+        ).rows.map((row) => row.run);
       const insert = (client: typeof slow, service: string) =>
         client.query('INSERT INTO late_events.locks (id, service, who) VALUES ($1, $2, $2)', [
           randomUUID(),
@@ -534,14 +537,27 @@ await describePostgres('PostgreSQL store', (database) => {
         await insert(fast, 'fast');
         await fast.query('COMMIT');
         assert.deepEqual(await store.readEvents(cursor, 10), [], 'the later event waits for the earlier id');
-        await delay(50);
-        assert.deepEqual(await store.readEvents(cursor, 10), [], 'still: its transaction has not ended');
+        assert.deepEqual(
+          await store.readEvents(cursor, 10),
+          [],
+          'still, the gap now known: its transaction has not ended',
+        );
+        // A new tail waits too: its cursor asks for the oldest running transaction again and
+        // again (each run a new pid and start in pg_stat_activity) and does not settle.
+        const before = new Set(await xminQueries());
         const cursorWhileOpen = store.eventCursor();
         let cursorSettled = false;
         void cursorWhileOpen.then(() => {
           cursorSettled = true;
         });
-        await delay(200);
+        const runs = new Set<string>();
+        await waitFor(
+          async () => {
+            for (const run of await xminQueries()) if (!before.has(run)) runs.add(run);
+            return cursorSettled || runs.size >= 3;
+          },
+          { what: 'the new cursor to look for the open transaction three times' },
+        );
         assert.equal(cursorSettled, false, 'a new tail waits for the open transaction too');
         await slow.query('COMMIT');
         assert.deepEqual(
@@ -562,11 +578,27 @@ await describePostgres('PostgreSQL store', (database) => {
         await fast.query('COMMIT');
         assert.deepEqual(await store.readEvents(last, 10), []);
         await slow.query('ROLLBACK');
+        // Once every transaction that was running when the gap was seen has ended: the
+        // server's oldest running transaction is cluster-wide, so another test's (another
+        // file's) may hold the tail up a moment longer.
+        const passed = await waitFor(
+          async () => {
+            const events = await store.readEvents(last, 10);
+            return events.length > 0 && events;
+          },
+          { what: 'the tail to go past the rolled-back gap' },
+        );
         assert.deepEqual(
-          (await store.readEvents(last, 10)).map((event) => event.service),
+          passed.map((event) => event.service),
           ['kept'],
         );
+        assert.deepEqual(
+          entries.filter((entry) => entry.level === 'warn'),
+          [],
+          'went past because the transaction ended, not by giving up on it',
+        );
       } finally {
+        await observer.end();
         await slow.end();
         await fast.end();
         await store.close();
@@ -586,7 +618,10 @@ await describePostgres('PostgreSQL store', (database) => {
         );
         const pending = store.acquire(request('deploy', 'waiter'));
         pending.catch(() => {});
-        await eventually('the acquire waits on the uncommitted insert', () => waitingOnLock(database().url));
+        await waitFor(() => waitingOnLock(database().url), {
+          what: 'the acquire to wait on the uncommitted insert',
+          intervalMs: 20,
+        });
         await blocker.query('COMMIT');
         const result = await pending;
         assert.ok(!result.acquired);
@@ -611,7 +646,10 @@ await describePostgres('PostgreSQL store', (database) => {
         );
         const pending = store.acquire(request('deploy', 'waiter'));
         pending.catch(() => {});
-        await eventually('the acquire waits on the uncommitted insert', () => waitingOnLock(database().url));
+        await waitFor(() => waitingOnLock(database().url), {
+          what: 'the acquire to wait on the uncommitted insert',
+          intervalMs: 20,
+        });
         await blocker.query('ROLLBACK');
         const result = await pending;
         assert.ok(result.acquired);
@@ -629,11 +667,14 @@ await describePostgres('PostgreSQL store', (database) => {
         assert.ok((await store.acquire(request('warm-up', 'me'))).acquired);
         await blocker.query('BEGIN');
         await blocker.query('LOCK TABLE blocked.locks IN ACCESS EXCLUSIVE MODE');
-        const { error, ms } = await expectUnavailable(() => store.acquire(request('deploy', 'me')));
+        // A write and a read, blocked side by side.
+        const [{ error, ms }] = await Promise.all([
+          expectUnavailable(() => store.acquire(request('deploy', 'me'))),
+          expectUnavailable(() => store.list({ page: 1, perPage: 10 })),
+        ]);
         assert.equal((error.cause as { code?: string }).code, '57014');
         assert.ok(ms >= 1400, `gave up after ${Math.round(ms)} ms, before the 1500 ms statement timeout`);
         t.diagnostic(`statement timeout surfaced after ${Math.round(ms)} ms`);
-        await expectUnavailable(() => store.list({ page: 1, perPage: 10 }));
         await blocker.query('ROLLBACK');
         assert.ok((await store.acquire(request('deploy', 'me'))).acquired);
       } finally {
@@ -660,9 +701,9 @@ await describePostgres('PostgreSQL store', (database) => {
         assert.ok(held.acquired);
         await proxy.down();
         // Nothing in flight: the pool hears of it as an 'error' on an idle connection.
-        await eventually('the lost idle connection is logged', () =>
-          entries.some((entry) => entry.level === 'warn'),
-        );
+        await waitFor(() => entries.some((entry) => entry.level === 'warn'), {
+          what: 'the lost idle connection to be logged',
+        });
         await expectUnavailable(() => store.acquire(request('deploy', 'me')));
         await expectUnavailable(() => store.get(held.lock.id));
         await expectUnavailable(() => store.release(held.lock.id));
@@ -713,9 +754,9 @@ await describePostgres('PostgreSQL store', (database) => {
           ),
         );
         assert.equal(killed.rowCount, 1);
-        await eventually('the terminated connection is logged', () =>
-          entries.some((entry) => entry.level === 'warn'),
-        );
+        await waitFor(() => entries.some((entry) => entry.level === 'warn'), {
+          what: 'the terminated connection to be logged',
+        });
         const warning = entries.find((entry) => entry.level === 'warn');
         assert.equal(
           ((warning?.details as { err?: unknown } | undefined)?.err as { code?: string } | undefined)?.code,
@@ -782,11 +823,11 @@ await describePostgres('PostgreSQL store', (database) => {
         const heardByB: string[] = [];
         const stopA = a.onChange((changed) => heardByA.push(changed));
         const stopB = b.onChange((changed) => heardByB.push(changed));
-        await eventually(
-          'both LISTEN connections are up',
+        await waitFor(
           async () =>
             (await listenPids('tracker_notify_a')).length === 1 &&
             (await listenPids('tracker_notify_b')).length === 1,
+          { what: 'both LISTEN connections to be up', intervalMs: 20 },
         );
         const held = await a.acquire(request(service, 'holder'));
         assert.ok(held.acquired);
@@ -794,15 +835,25 @@ await describePostgres('PostgreSQL store', (database) => {
         assert.ok(!(await b.acquire(waiter, { owner: 'replica-b' })).acquired);
         const released = performance.now();
         await a.release(held.lock.id);
-        await eventually('B hears of the release', () => heardByB.includes(service), 1000);
+        await waitFor(() => heardByB.includes(service), {
+          what: 'B to hear of the release',
+          timeoutMs: 1000,
+        });
         const ms = performance.now() - released;
         assert.ok(ms < 1000, `heard after ${Math.round(ms)} ms`);
         assert.equal((await b.get(waiter.id))?.who, 'waiter');
         // A heard its own change once: right after its commit, not again through NOTIFY.
-        await delay(200);
+        // Proof: a later change through B, which A hears through NOTIFY; notifications come
+        // in commit order, so an echo of A's own would have come before it.
+        const later = `notified-later-${randomUUID()}`;
+        const laterHeld = await b.acquire(request(later, 'holder'));
+        assert.ok(laterHeld.acquired);
+        assert.ok(!(await a.acquire(request(later, 'waiter'), { owner: 'replica-a' })).acquired);
+        await b.release(laterHeld.lock.id);
+        await waitFor(() => heardByA.includes(later), { what: "A to hear of B's later grant" });
         assert.deepEqual(
-          heardByA.filter((changed) => changed === service),
-          [service],
+          heardByA.filter((changed) => changed === service || changed === later),
+          [service, later],
         );
         stopA();
         stopB();
@@ -819,19 +870,25 @@ await describePostgres('PostgreSQL store', (database) => {
       try {
         const heard: string[] = [];
         b.onChange((changed) => heard.push(changed));
-        await eventually('B listens', async () => (await listenPids('tracker_relisten_b')).length === 1);
+        await waitFor(async () => (await listenPids('tracker_relisten_b')).length === 1, {
+          what: 'B to listen',
+          intervalMs: 20,
+        });
         const [before] = await listenPids('tracker_relisten_b');
         const killed = await withClient(database().url, (client) =>
           client.query('SELECT pg_terminate_backend($1)', [before]),
         );
         assert.equal(killed.rowCount, 1);
-        await eventually('the lost LISTEN connection is logged', () =>
-          entries.some((entry) => entry.level === 'warn' && /LISTEN/.test(entry.message)),
-        );
-        await eventually('B listens again on a new connection', async () => {
-          const pids = await listenPids('tracker_relisten_b');
-          return pids.length === 1 && pids[0] !== before;
+        await waitFor(() => entries.some((entry) => entry.level === 'warn' && /LISTEN/.test(entry.message)), {
+          what: 'the lost LISTEN connection to be logged',
         });
+        await waitFor(
+          async () => {
+            const pids = await listenPids('tracker_relisten_b');
+            return pids.length === 1 && pids[0] !== before;
+          },
+          { what: 'B to listen again on a new connection', intervalMs: 20 },
+        );
         // A release is news only when it grants someone: queue a waiter through B.
         const service = `relisten-${randomUUID()}`;
         const held = await a.acquire(request(service, 'holder'));
@@ -839,7 +896,10 @@ await describePostgres('PostgreSQL store', (database) => {
         const queued = await b.acquire(request(service, 'waiter'), { owner: 'replica-b' });
         assert.ok(!queued.acquired && queued.waiter);
         await a.release(held.lock.id);
-        await eventually('B hears of the grant again', () => heard.includes(service), 1000);
+        await waitFor(() => heard.includes(service), {
+          what: 'B to hear of the grant again',
+          timeoutMs: 1000,
+        });
       } finally {
         await a.close();
         await b.close();

@@ -11,10 +11,10 @@ import { type ServiceError, status } from '@grpc/grpc-js';
 import { type LockMessage, type LockServiceClient, lockServiceClient, unary } from './support/grpc-client.js';
 import { API, call, type Reply } from './support/rest.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import { waitFor } from './support/wait-for.js';
 
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-describe('waiting in line (REST and gRPC, one server on a SQLite file)', () => {
+// The tests use services of their own and mostly wait (for a lease, a deadline): they run side by side.
+describe('waiting in line (REST and gRPC, one server on a SQLite file)', { concurrency: true }, () => {
   let server: ServerProcess;
   let client: LockServiceClient;
   let dir: ReturnType<typeof tempDir>;
@@ -22,14 +22,11 @@ describe('waiting in line (REST and gRPC, one server on a SQLite file)', () => {
     call(server.baseUrl, 'POST', `${API}/lock`, body, { signal });
   const queueOf = async (service: string) =>
     (await call(server.baseUrl, 'GET', `${API}/queue/${service}`)).json;
-  /** Polls the queue until `count` waiters are in it (bounded). */
-  const waitersReach = async (service: string, count: number) => {
-    for (let i = 0; i < 200; i++) {
-      if (((await queueOf(service)).waiters as unknown[]).length === count) return;
-      await delay(10);
-    }
-    assert.fail(`queue of ${service} never reached ${count} waiters`);
-  };
+  /** Waits until `count` waiters are in the queue of `service`. */
+  const waitersReach = (service: string, count: number) =>
+    waitFor(async () => ((await queueOf(service)).waiters as unknown[]).length === count, {
+      what: `${count} waiters in the queue of ${service}`,
+    });
 
   before(async () => {
     dir = tempDir();

@@ -4,6 +4,7 @@ import { after, before, describe, test } from 'node:test';
 import fc from 'fast-check';
 import type { Lock } from '../../src/core/lock.js';
 import { type LockStore, WAITER_LEASE_MS } from '../../src/core/lock-store.js';
+import { waitFor, within } from '../support/wait-for.js';
 
 export interface StoreUnderTest {
   readonly store: LockStore;
@@ -413,19 +414,15 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       return { id, waiter: result.waiter, holder: result.holder };
     };
     /** onChange may be asynchronous (PostgreSQL's NOTIFY): wait for it, boundedly. */
-    const changeSeen = (service: string): Promise<void> =>
-      new Promise((resolve, reject) => {
-        const timer = setTimeout(() => {
-          stop();
-          reject(new Error(`no onChange for ${service} within 5 s`));
-        }, 5000);
-        const stop = store.onChange((changed) => {
-          if (changed !== service) return;
-          clearTimeout(timer);
-          stop();
-          resolve();
+    const changeSeen = (service: string): Promise<void> => {
+      let stop = () => {};
+      const seen = new Promise<void>((resolve) => {
+        stop = store.onChange((changed) => {
+          if (changed === service) resolve();
         });
       });
+      return within(seen, { what: `onChange for ${service}`, timeoutMs: 5000 }).finally(() => stop());
+    };
 
     test('queue: a refused acquire that asks to wait joins the queue in arrival order', async () => {
       const service = unique('queued');
@@ -763,27 +760,36 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       const cursor = await store.eventCursor();
       const tailed: number[] = [];
       let done = false;
+      /** Changes the writers have made so far. */
+      let written = 0;
       const tail = (async () => {
         let after = cursor;
-        // Bounded: 2000 reads at most, and it stops once the writers finished and it caught up.
+        // Bounded: 2000 reads at most; it stops once the writers finished and it caught up.
         for (let round = 0; round < 2000; round++) {
           const events = await store.readEvents(after, 50);
           for (const event of events) tailed.push(event.id);
           after = events.at(-1)?.id ?? after;
-          if (done && events.length === 0) {
+          if (events.length > 0) continue;
+          if (done) {
             const final = await store.readEvents(after, 1000);
             if (final.length === 0) return;
             for (const event of final) tailed.push(event.id);
             after = final.at(-1)?.id ?? after;
+          } else {
+            // Caught up: read again once the writers have made another change.
+            const seen = written;
+            await waitFor(() => written > seen || done, { what: 'the writers to make another change' });
           }
-          await new Promise((resolve) => setTimeout(resolve, 2));
         }
+        assert.fail('the tail did not catch up within 2000 reads');
       })();
       await Promise.all(
         Array.from({ length: 8 }, async (_, worker) => {
           for (let round = 0; round < 15; round++) {
             const lock = await take(`${service}-${worker}`, `w${worker}`);
+            written++;
             await store.release(lock.id);
+            written++;
           }
         }),
       );

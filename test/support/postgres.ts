@@ -2,8 +2,8 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
+import { waitFor, within } from './wait-for.js';
 
 /**
  * The PostgreSQL the tests use: the machine's own (trust auth), or TRACKER_TEST_PG_URL.
@@ -46,7 +46,7 @@ async function unreachableReason(): Promise<string | null> {
     return `PostgreSQL is not reachable at ${redact(ADMIN_URL)} (${(error as Error).message || String(error)}); set TRACKER_TEST_PG_URL`;
   } finally {
     // Bounded: a graceful close of a server that stopped answering never completes.
-    await Promise.race([client.end().catch(() => {}), delay(1000, undefined, { ref: false })]);
+    await within(client.end(), { what: 'the probe connection to close', timeoutMs: 1000 }).catch(() => {});
   }
 }
 
@@ -122,19 +122,26 @@ export async function describePostgres(
 /** Fails when sessions on `database` outlive the tests, i.e. a store or client was not closed. */
 async function assertNoConnectionsLeft(database: string): Promise<void> {
   let left: { application_name: string; state: string | null }[] = [];
-  // A closed client's backend exits a moment after the socket closes: poll, briefly.
-  for (let attempt = 0; attempt < 40; attempt++) {
-    left = await withClient(ADMIN_URL, async (client) => {
-      const result = await client.query<{ application_name: string; state: string | null }>(
-        'SELECT application_name, state FROM pg_stat_activity WHERE datname = $1',
-        [database],
-      );
-      return result.rows;
-    });
-    if (left.length === 0) return;
-    await delay(50);
+  // A closed client's backend exits a moment after the socket closes: wait, briefly.
+  try {
+    await waitFor(
+      async () => {
+        left = await withClient(ADMIN_URL, async (client) => {
+          const result = await client.query<{ application_name: string; state: string | null }>(
+            'SELECT application_name, state FROM pg_stat_activity WHERE datname = $1',
+            [database],
+          );
+          return result.rows;
+        });
+        return left.length === 0;
+      },
+      { what: `the connections to ${database} to close`, timeoutMs: 2000, intervalMs: 50 },
+    );
+  } catch (error) {
+    assert.fail(
+      `connections to ${database} left open: ${JSON.stringify(left)} (${(error as Error).message})`,
+    );
   }
-  assert.fail(`connections to ${database} left open: ${JSON.stringify(left)}`);
 }
 
 /** The database clock of one store schema, moved by a test. */
