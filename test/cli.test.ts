@@ -935,8 +935,10 @@ describe('tracker client commands over TLS', () => {
   before(async () => {
     tls = makeTlsFiles();
     const serving = ['--tls-cert', tls.serverCert, '--tls-key', tls.serverKey];
-    server = await startServerProcess({ args: [...SERVER_ARGS, ...serving] });
-    mutual = await startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] });
+    [server, mutual] = await Promise.all([
+      startServerProcess({ args: [...SERVER_ARGS, ...serving] }),
+      startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] }),
+    ]);
   });
   after(async () => {
     await server?.stop();

@@ -109,7 +109,12 @@ function waitInLine(base: string, service: string, who: string, token?: string) 
 
 /** The file's one Chromium: each describe's tests open their own contexts in it. */
 const chromium = browserPerFile();
-after(() => chromium.close());
+/** Clean-ups left for the end of the file, after the browser is closed. */
+const atEnd: Array<() => Promise<void>> = [];
+after(async () => {
+  await chromium.close();
+  for (const cleanUp of atEnd) await cleanUp();
+});
 
 /** The content-hashed script and stylesheet a built index.html loads. */
 function builtAssets(html: string): { script: string; styles: string } {
@@ -760,9 +765,13 @@ describe('dashboard with authentication', () => {
     ]);
     base = server.baseUrl;
   });
-  after(async () => {
-    await server?.stop();
-    dir?.remove();
+  after(() => {
+    // Stopped when the file ends: a queued request that fetch() aborted (the screenshots'
+    // waiters) keeps its connection, and so holds up the server's stop, for about 4 s.
+    atEnd.push(async () => {
+      await server?.stop();
+      dir?.remove();
+    });
   });
 
   test('the page asks for a token first; a wrong one is refused in the dialog; a read token shows the locks live, with their owner', async (t) => {
