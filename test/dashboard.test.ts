@@ -700,9 +700,10 @@ describe('dashboard', () => {
 /** The snapshot message of a fresh watch stream, as the server sent it. */
 async function firstMessage(base: string): Promise<string> {
   const controller = new AbortController();
-  const timer = setTimeout(() => controller.abort(), 10_000);
   try {
-    const response = await fetch(`${base}${API}/watch`, { signal: controller.signal });
+    const response = await fetch(`${base}${API}/watch`, {
+      signal: AbortSignal.any([controller.signal, AbortSignal.timeout(10_000)]),
+    });
     assert.equal(response.status, 200);
     assert.match(response.headers.get('content-type') ?? '', /^text\/event-stream/);
     const reader = (response.body as ReadableStream<Uint8Array>).getReader();
@@ -718,7 +719,6 @@ async function firstMessage(base: string): Promise<string> {
     }
     throw new Error(`no snapshot: ${text}`);
   } finally {
-    clearTimeout(timer);
     controller.abort();
   }
 }
