@@ -9,7 +9,9 @@ import { mkdirSync, readFileSync, statSync, symlinkSync } from 'node:fs';
 import { type AddressInfo, createServer } from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { addToken } from '../src/auth/token-file.js';
 import {
+  type ProcessRun,
   ROOT,
   runToExit,
   type ServerProcess,
@@ -17,11 +19,28 @@ import {
   tempDir,
 } from './support/server-process.js';
 import { makeTlsFiles, type TlsFiles } from './support/tls.js';
+import { waitFor } from './support/wait-for.js';
 
 const CLI = join(ROOT, 'dist/src/cli/main.js');
 const API = '/api/v1alpha1';
 const unique = (label: string) => `${label}-${randomUUID().slice(0, 8)}`;
-const delay = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+/**
+ * `work` on every item, `limit` at a time, the results in the items' order. Each CLI run is
+ * a Node process that spends its life starting up: a few at once keep both cores busy.
+ */
+async function mapLimited<T, R>(items: readonly T[], work: (item: T) => Promise<R>, limit = 4): Promise<R[]> {
+  const results: R[] = [];
+  let next = 0;
+  const worker = async () => {
+    for (let i = next++; i < items.length; i = next++) results[i] = await work(items[i] as T);
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return results;
+}
+
+/** The pairs [a[i], b[i]]. */
+const zip = <A, B>(a: readonly A[], b: readonly B[]): Array<[A, B]> => a.map((item, i) => [item, b[i] as B]);
 
 interface HistoryEvent {
   id: number;
@@ -68,7 +87,7 @@ describe('tracker CLI', () => {
   });
 
   test('--help on every command lists its options and the exit codes', async () => {
-    for (const command of [
+    const commands = [
       [],
       ['run'],
       ['lock', 'acquire'],
@@ -77,20 +96,22 @@ describe('tracker CLI', () => {
       ['lock', 'queue'],
       ['lock', 'force-release'],
       ['lock', 'history'],
-    ]) {
-      const result = await tracker([...command, '--help']);
+    ];
+    const results = await mapLimited([...commands, ['serve']], (command) => tracker([...command, '--help']));
+    for (const [i, command] of commands.entries()) {
+      const result = results[i] as ProcessRun;
       assert.equal(result.code, 0, command.join(' '));
       assert.match(result.stdout, /Usage: tracker/);
       assert.match(result.stdout, /75 +lock lost during `run`/);
       assert.match(result.stdout, /--url URL/);
     }
-    const top = await tracker(['--help']);
+    const top = results[0] as ProcessRun;
     assert.match(top.stdout, /lock force-release ID \[--reason R\]/);
     assert.match(
       top.stdout,
       /lock history \[--service S\] \[--who W\] \[--since T\] \[--until T\] \[--limit N\]/,
     );
-    const serve = await tracker(['serve', '--help']);
+    const serve = results[commands.length] as ProcessRun;
     assert.equal(serve.code, 0);
     assert.match(serve.stdout, /--database-url/);
   });
@@ -133,13 +154,13 @@ describe('tracker CLI', () => {
     assert.match(held.stderr, new RegExp(`^tracker: ${service} is held by holder`));
     const waited = await tracker(['lock', 'acquire', '--service', service, '--wait', '1s']);
     assert.equal(waited.code, 4);
-    for (const args of [
+    const usages = [
       ['lock', 'acquire'],
       ['lock', 'acquire', '--service', 's', '--ttl', 'soon'],
       ['lock', 'get'],
       ['nope'],
-    ]) {
-      const usage = await tracker(args);
+    ];
+    for (const [args, usage] of zip(usages, await mapLimited(usages, tracker))) {
       assert.equal(usage.code, 2, args.join(' '));
       assert.equal(usage.stderr.trim().split('\n').length, 1);
     }
@@ -195,8 +216,9 @@ describe('tracker CLI', () => {
     const service = unique('force-grant');
     const holder = await acquire(service, 'holder');
     const waiting = tracker(['lock', 'acquire', '--service', service, '--who', 'next', '--wait', '30s']);
-    for (let i = 0; i < 250 && !(await historyOf(service)).some((e) => e.type === 'queued'); i++)
-      await delay(20);
+    await waitFor(async () => (await historyOf(service)).some((event) => event.type === 'queued'), {
+      what: 'the acquire --wait in the queue',
+    });
     assert.equal((await tracker(['lock', 'force-release', holder])).code, 0);
     const granted = await waiting;
     assert.equal(granted.code, 0, granted.stderr);
@@ -317,7 +339,7 @@ describe('tracker CLI', () => {
   });
 
   test('force-release and history usage errors exit 2 with one line', async () => {
-    for (const args of [
+    const usages = [
       ['lock', 'force-release'],
       ['lock', 'force-release', 'a', 'b'],
       ['lock', 'force-release', randomUUID(), '--reason'],
@@ -331,8 +353,8 @@ describe('tracker CLI', () => {
       ['lock', 'history', '--since', 'yesterday'],
       ['lock', 'history', '--until', '2026-02-30T00:00:00'],
       ['lock', 'history', '--page', '2'],
-    ]) {
-      const usage = await tracker(args);
+    ];
+    for (const [args, usage] of zip(usages, await mapLimited(usages, tracker))) {
       assert.equal(usage.code, 2, args.join(' '));
       assert.equal(usage.stdout, '');
       assert.match(usage.stderr, /^tracker: [^\n]+; see --help\n$/, args.join(' '));
@@ -415,8 +437,11 @@ describe('tracker CLI', () => {
     assert.equal(refused.code, 3);
     assert.equal(refused.stdout, '');
     const waiting = tracker(['run', '--service', service, '--wait', '30s', '--', 'sh', '-c', 'echo ran']);
-    await delay(500);
-    await tracker(['lock', 'release', holder]);
+    // Released once run waits in the queue (it has said who holds the lock by then).
+    await waitFor(async () => (await historyOf(service)).some((event) => event.type === 'queued'), {
+      what: 'tracker run --wait in the queue',
+    });
+    assert.equal((await tracker(['lock', 'release', holder])).code, 0);
     const ran = await waiting;
     assert.equal(ran.code, 0);
     assert.equal(ran.stdout, 'ran\n');
@@ -447,7 +472,7 @@ describe('tracker CLI', () => {
       stdout += chunk.toString();
     });
     // Signal only once the command has set its trap (it prints "ready" after).
-    for (let i = 0; i < 250 && !stdout.includes('ready'); i++) await delay(20);
+    await waitFor(() => stdout.includes('ready'), { what: 'the command to set its trap' });
     assert.equal((await locksOf(service)).length, 1);
     child.kill('SIGTERM');
     const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
@@ -471,12 +496,7 @@ describe('tracker CLI', () => {
       'sleep',
       '60',
     ]);
-    let id: string | undefined;
-    for (let i = 0; i < 100 && !id; i++) {
-      id = (await locksOf(service))[0]?.id;
-      if (!id) await delay(20);
-    }
-    assert.ok(id);
+    const id = await waitFor(async () => (await locksOf(service))[0]?.id, { what: 'the lock run took' });
     // What an operator does about a job that holds a lock it should not: force release.
     const forced = await tracker(['lock', 'force-release', id, '--reason', 'stuck deploy']);
     assert.equal(forced.code, 0, forced.stderr);
@@ -520,22 +540,27 @@ const TOKEN = /^trk_[A-Za-z0-9_-]{43}\n$/;
 const SERVER_ARGS = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
 
 /** `tracker token create`: the token, checked to be printed alone. */
-async function createToken(file: string, name: string, scopes: string, services?: string): Promise<string> {
-  const args = ['token', 'create', '--name', name, '--scopes', scopes, '--file', file];
-  if (services !== undefined) args.push('--services', services);
-  const created = await trackerWith({}, args);
+async function createToken(file: string, name: string, scopes: string): Promise<string> {
+  const created = await trackerWith({}, [
+    'token',
+    'create',
+    '--name',
+    name,
+    '--scopes',
+    scopes,
+    '--file',
+    file,
+  ]);
   assert.equal(created.code, 0, created.stderr);
   assert.match(created.stdout, TOKEN);
   return created.stdout.trim();
 }
 
-/** Polls `check` every 50 ms, at most `tries` times; true once it holds. */
-async function eventually(check: () => Promise<boolean>, tries = 200): Promise<boolean> {
-  for (let i = 0; i < tries; i++) {
-    if (await check()) return true;
-    await delay(50);
-  }
-  return false;
+/** The status of `GET /locks/list` on `base` with `token` (cheaper to poll than a CLI process). */
+async function listStatus(base: string, token: string): Promise<number> {
+  const response = await fetch(`${base}${API}/locks/list`, { headers: { authorization: `Bearer ${token}` } });
+  await response.arrayBuffer();
+  return response.status;
 }
 
 describe('tracker token', () => {
@@ -641,7 +666,7 @@ describe('tracker token', () => {
 
   test('usage errors exit 2 with one line; file errors exit 1', async () => {
     const file = join(dir.path, 'usage.json');
-    for (const args of [
+    const usages = [
       ['token'],
       ['token', 'nope'],
       ['token', 'create', '--scopes', 'lock:read', '--file', file],
@@ -656,13 +681,13 @@ describe('tracker token', () => {
       ['token', 'list'],
       ['token', 'revoke', '--file', file],
       ['token', 'revoke', '--name', 'x', '--who', 'y', '--file', file],
-    ]) {
-      const usage = await trackerWith({}, args);
+    ];
+    for (const [args, usage] of zip(usages, await mapLimited(usages, (args) => trackerWith({}, args)))) {
       assert.equal(usage.code, 2, args.join(' '));
       assert.equal(usage.stdout, '', args.join(' '));
       assert.equal(usage.stderr.split('\n').length, 2, args.join(' '));
     }
-    for (const args of [
+    const failures = [
       ['token', 'list', '--file', join(dir.path, 'missing.yaml')],
       ['token', 'revoke', '--name', 'x', '--file', join(dir.path, 'missing.yaml')],
       [
@@ -675,8 +700,8 @@ describe('tracker token', () => {
         '--file',
         join(dir.path, 'no/such/dir.yaml'),
       ],
-    ]) {
-      const failed = await trackerWith({}, args);
+    ];
+    for (const [args, failed] of zip(failures, await mapLimited(failures, (args) => trackerWith({}, args)))) {
       assert.equal(failed.code, 1, args.join(' '));
       assert.match(failed.stderr, /^tracker: [^\n]+\n$/, args.join(' '));
     }
@@ -709,10 +734,11 @@ describe('tracker client commands with authentication', () => {
   before(async () => {
     dir = tempDir();
     file = join(dir.path, 'tokens.yaml');
-    tokens.admin = await createToken(file, 'admin', 'lock:admin');
-    tokens.writer = await createToken(file, 'writer', 'lock:write');
-    tokens.reader = await createToken(file, 'reader', 'lock:read');
-    tokens.deployer = await createToken(file, 'deployer', 'lock:write', 'deploy-*');
+    // Written in this process (`tracker token create` itself is tested above).
+    tokens.admin = addToken(file, { name: 'admin', scopes: ['lock:admin'] });
+    tokens.writer = addToken(file, { name: 'writer', scopes: ['lock:write'] });
+    tokens.reader = addToken(file, { name: 'reader', scopes: ['lock:read'] });
+    tokens.deployer = addToken(file, { name: 'deployer', scopes: ['lock:write'], services: ['deploy-*'] });
     server = await startServerProcess({ args: [...SERVER_ARGS, '--auth-tokens-file', file] });
   });
   after(async () => {
@@ -825,8 +851,11 @@ describe('tracker client commands with authentication', () => {
 
   test('a token created while the server runs is accepted without a restart (the file is watched)', async () => {
     const late = await createToken(file, unique('late'), 'lock:read');
-    const accepted = await eventually(async () => (await as(late, ['lock', 'list'])).code === 0);
-    assert.ok(accepted, 'the new token was accepted within 10 s');
+    await waitFor(async () => (await listStatus(server.baseUrl, late)) === 200, {
+      what: 'the server to accept the new token',
+    });
+    const listed = await as(late, ['lock', 'list']);
+    assert.equal(listed.code, 0, listed.stderr);
   });
 });
 
@@ -841,28 +870,51 @@ describe('tracker server reloads the tokens file on SIGHUP', () => {
       mkdirSync(join(dir.path, 'link'));
       const real = join(dir.path, 'real', 'tokens.json');
       const link = join(dir.path, 'link', 'tokens.json');
-      const kept = await createToken(real, 'kept', 'lock:read');
-      const doomed = await createToken(real, 'doomed', 'lock:read');
+      // lock:write (which includes lock:read): it takes locks to read the server's clock.
+      const kept = addToken(real, { name: 'kept', scopes: ['lock:write'] });
+      const doomed = addToken(real, { name: 'doomed', scopes: ['lock:read'] });
       symlinkSync(real, link);
       server = await startServerProcess({ args: [...SERVER_ARGS, '--auth-tokens-file', link] });
+      const base = server.baseUrl;
       const list = (token: string) =>
-        trackerWith({ TRACKER_URL: (server as ServerProcess).baseUrl, TRACKER_TOKEN: token }, [
-          'lock',
-          'list',
-        ]);
-      assert.equal((await list(doomed)).code, 0);
+        trackerWith({ TRACKER_URL: base, TRACKER_TOKEN: token }, ['lock', 'list']);
+      /** The server's clock, in unix ms: when it took a lock (released at once) for `kept`. */
+      const serverClock = async () => {
+        const headers = { authorization: `Bearer ${kept}`, 'content-type': 'application/json' };
+        const taken = await fetch(`${base}${API}/lock`, {
+          method: 'POST',
+          headers,
+          body: JSON.stringify({ service: 'server-clock', who: 'sighup-test' }),
+        });
+        assert.equal(taken.status, 201);
+        const lock = (await taken.json()) as { id: string; createdAt: string };
+        const released = await fetch(`${base}${API}/lock/${lock.id}`, { method: 'DELETE', headers });
+        assert.equal(released.status, 200);
+        return Date.parse(lock.createdAt);
+      };
+      assert.equal(await listStatus(base, doomed), 200);
 
       const revoked = await trackerWith({}, ['token', 'revoke', '--name', 'doomed', '--file', real]);
       assert.equal(revoked.code, 0, revoked.stderr);
-      await delay(500); // past the watch's 100 ms debounce
-      assert.equal((await list(doomed)).code, 0, 'not reloaded yet: no watch saw the change');
+      // A watch that saw the change would have seen it by the server's first answer after
+      // it, and reloaded 100 ms later (its debounce). Once the server's clock is well past
+      // that, a request is answered after any such reload: the token must still work.
+      const changeSeenBy = await serverClock();
+      await waitFor(async () => (await serverClock()) >= changeSeenBy + 300, {
+        what: "the server's clock 300 ms past its first answer after the change",
+        intervalMs: 25,
+      });
+      assert.equal(await listStatus(base, doomed), 200, 'not reloaded yet: no watch saw the change');
+      assert.ok(!server.lines.some((line) => line.includes('"tokens reloaded"')), 'no reload before SIGHUP');
 
       server.child.kill('SIGHUP');
-      const refused = await eventually(async () => (await list(doomed)).code === 1);
-      assert.ok(refused, 'refused within 10 s of SIGHUP');
+      await waitFor(async () => (await listStatus(base, doomed)) === 401, {
+        what: 'the revoked token refused after SIGHUP',
+      });
       const refusedAfter = await list(doomed);
+      assert.equal(refusedAfter.code, 1);
       assert.equal(refusedAfter.stderr, 'tracker: unauthenticated: a valid bearer token is required\n');
-      assert.equal((await list(kept)).code, 0, 'the other token still works');
+      assert.equal(await listStatus(base, kept), 200, 'the other token still works');
       assert.ok(
         server.lines.some((line) => line.includes('"tokens reloaded"') && line.includes('"why":"SIGHUP"')),
         'the server logged the reload',
@@ -883,8 +935,10 @@ describe('tracker client commands over TLS', () => {
   before(async () => {
     tls = makeTlsFiles();
     const serving = ['--tls-cert', tls.serverCert, '--tls-key', tls.serverKey];
-    server = await startServerProcess({ args: [...SERVER_ARGS, ...serving] });
-    mutual = await startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] });
+    [server, mutual] = await Promise.all([
+      startServerProcess({ args: [...SERVER_ARGS, ...serving] }),
+      startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] }),
+    ]);
   });
   after(async () => {
     await server?.stop();

@@ -71,3 +71,23 @@ export async function openPage(
   );
   return { context, page, dialogs, errors, close: () => context.close() };
 }
+
+/**
+ * One browser for a whole test file: `get()` launches it on first use and hands the same one
+ * to every later caller (each test still opens a context of its own with openPage, so tests
+ * share no cookies, storage or routes); `close()`, in the file's top-level after hook, closes
+ * it if it was launched. Chromium costs about a CPU-second to start.
+ */
+export function browserPerFile(): { get(): Promise<Browser>; close(): Promise<void> } {
+  let launched: Promise<Browser> | undefined;
+  return {
+    get: () => {
+      launched ??= launchBrowser();
+      return launched;
+    },
+    async close() {
+      const browser = await launched?.catch(() => undefined);
+      await browser?.close();
+    },
+  };
+}
