@@ -21,6 +21,7 @@ describe('loadConfig', () => {
       defaultTtlSeconds: null,
       maxTtlSeconds: null,
       historyRetentionSeconds: 30 * 86_400,
+      idempotencyRetentionSeconds: 86_400,
       authTokensFile: null,
       tls: null,
       rateLimit: null,
@@ -60,6 +61,10 @@ describe('loadConfig', () => {
 
   test('history retention: a duration, or forever; anything else is refused', () => {
     assert.equal(config(['--history-retention', '12h']).historyRetentionSeconds, 12 * 3600);
+    assert.equal(config(['--idempotency-retention', '2d']).idempotencyRetentionSeconds, 2 * 86_400);
+    assert.equal(config([], { TRACKER_IDEMPOTENCY_RETENTION: '3h' }).idempotencyRetentionSeconds, 3 * 3600);
+    // A key must outlive the longest wait (an hour).
+    assert.throws(() => config(['--idempotency-retention', '59m']), /at least 1h/);
     assert.equal(config([], { TRACKER_HISTORY_RETENTION: '7d' }).historyRetentionSeconds, 7 * 86_400);
     assert.equal(config(['--history-retention', 'forever']).historyRetentionSeconds, null);
     for (const bad of ['0', '1w', 'soon', '1y']) {

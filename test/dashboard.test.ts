@@ -1139,7 +1139,7 @@ describe('dashboard with 5,000 held locks', () => {
       const { service, close } = createTestService(store);
       try {
         for (let i = 0; i < COUNT; i++) {
-          const lock = await service.acquire({
+          const { lock } = await service.acquire({
             caller: AUTHENTICATION_OFF,
             service: `svc-${String(i).padStart(4, '0')}`,
             who: `runner-${i % 97}`,

@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
 import { ErrorCode, TrackerError } from '../src/core/errors.js';
 import type { AcquireRequest, Lock } from '../src/core/lock.js';
-import { SchemaTooNewError } from '../src/storage/migrations.js';
+import { readMigrations, SchemaTooNewError } from '../src/storage/migrations.js';
 import { isUnavailable } from '../src/storage/postgres/is-unavailable.js';
 import {
   openPostgresLockStore,
@@ -32,6 +32,9 @@ const request = (service: string, who: string, ttlSeconds: number | null = null)
   who,
   ttlSeconds,
 });
+
+/** The store's migrations, as the store reads them. */
+const MIGRATIONS = readMigrations(new URL('../src/storage/postgres/migrations/', import.meta.url));
 
 const isStoreUnavailable = (error: unknown) =>
   error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE;
@@ -140,18 +143,20 @@ await describePostgres('PostgreSQL store', (database) => {
     test('records each migration once, in its own schema; reopening applies nothing', async () => {
       const { entries, logger } = recordingLogger();
       const first = await open('migrated', { logger });
-      assert.equal(first.schemaVersion, 5);
+      assert.equal(first.schemaVersion, MIGRATIONS.length);
       await first.close();
       const second = await open('migrated', { logger });
-      assert.equal(second.schemaVersion, 5);
+      assert.equal(second.schemaVersion, MIGRATIONS.length);
       await second.close();
-      const applied = [
+      const applied = MIGRATIONS.map(({ version, name }) => ({ version, name }));
+      assert.deepEqual(applied.slice(0, 6), [
         { version: 1, name: 'create_locks' },
         { version: 2, name: 'leases_and_fencing' },
         { version: 3, name: 'wait_queue' },
         { version: 4, name: 'lock_events' },
         { version: 5, name: 'lock_owner' },
-      ];
+        { version: 6, name: 'idempotency_keys' },
+      ]);
       assert.deepEqual(
         entries.filter((entry) => entry.level === 'info').map((entry) => entry.details),
         applied,
@@ -194,7 +199,7 @@ await describePostgres('PostgreSQL store', (database) => {
         );
         assert.deepEqual(
           stores.map((store) => store.schemaVersion),
-          Array(10).fill(5),
+          Array(10).fill(MIGRATIONS.length),
         );
         const versions = await withClient(database().url, (client) =>
           client.query(
@@ -203,13 +208,7 @@ await describePostgres('PostgreSQL store', (database) => {
         );
         assert.deepEqual(
           [...versions.rows].sort((x, y) => x.version - y.version),
-          [
-            { version: 1, times: 1 },
-            { version: 2, times: 1 },
-            { version: 3, times: 1 },
-            { version: 4, times: 1 },
-            { version: 5, times: 1 },
-          ],
+          MIGRATIONS.map(({ version }) => ({ version, times: 1 })),
         );
         const results = await Promise.all(
           stores.map((store, i) => store.acquire(request('shared', `replica-${i}`))),
@@ -235,7 +234,7 @@ await describePostgres('PostgreSQL store', (database) => {
         open('future'),
         (error: unknown) =>
           error instanceof SchemaTooNewError &&
-          /version 99 but this Tracker knows only up to 5/.test(error.message),
+          new RegExp(`version 99 but this Tracker knows only up to ${MIGRATIONS.length}`).test(error.message),
       );
       const versions = await withClient(database().url, (client) =>
         client.query('SELECT version FROM future.schema_migrations ORDER BY version'),
@@ -454,7 +453,7 @@ await describePostgres('PostgreSQL store', (database) => {
       });
       const store = await open('upgraded');
       try {
-        assert.equal(store.schemaVersion, 5);
+        assert.equal(store.schemaVersion, MIGRATIONS.length);
         const held = await store.get(heldId);
         assert.ok(held);
         assert.equal(held.who, 'old-holder');

@@ -53,6 +53,7 @@ describe('SQLite store specifics', () => {
       { version: 3, name: 'wait_queue' },
       { version: 4, name: 'lock_events' },
       { version: 5, name: 'lock_owner' },
+      { version: 6, name: 'idempotency_keys' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

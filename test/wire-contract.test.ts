@@ -4,6 +4,7 @@ import { loadSync } from '@grpc/proto-loader';
 import { PROTO_FILE } from '../src/grpc/server.js';
 import { lockToJson } from '../src/http/present.js';
 import {
+  AcquireHeaders,
   CreateLockBody as createLockBody,
   EventJson as eventJson,
   ForceReleaseBody as forceReleaseBody,
@@ -88,7 +89,11 @@ describe('wire contract', () => {
     assert.deepEqual(protoJsonFields('GetHistoryRequest'), Object.keys(historyQuery.properties).sort());
   });
 
-  test('CreateLockRequest takes what POST /lock takes', () => {
-    assert.deepEqual(protoJsonFields('CreateLockRequest'), Object.keys(createLockBody.properties).sort());
+  test('CreateLockRequest takes what POST /lock takes: its body, and the Idempotency-Key header as request_id', () => {
+    assert.deepEqual(
+      protoJsonFields('CreateLockRequest'),
+      [...Object.keys(createLockBody.properties), 'requestId'].sort(),
+    );
+    assert.deepEqual(Object.keys(AcquireHeaders.properties), ['idempotency-key']);
   });
 });

@@ -79,9 +79,22 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
             ErrorCode.WAIT_TIMEOUT,
             ErrorCode.QUEUE_FULL,
             ErrorCode.TOO_MANY_LOCKS,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            ErrorCode.LOCK_ENDED,
           ],
         },
-        { body: CreateLockBody, response: { 201: describedAs(LockJson, 'The lock, now held by `who`.') } },
+        {
+          headers: AcquireHeaders,
+          body: CreateLockBody,
+          response: {
+            201: describedAs(LockJson, 'The lock, now held by `who`.'),
+            200: describedAs(
+              LockJson,
+              'A retry with the same Idempotency-Key: the lock its first request was granted (header ' +
+                '`Idempotent-Replayed: true`), with its lease as it is now.',
+            ),
+          },
+        },
       ),
     },
     async (request, reply) => {
