@@ -1085,11 +1085,17 @@ describe('dashboard with authentication', () => {
         'k8s-jobs',
       ]);
       // For the picture: every row's clock off zero, and no row still highlighted as new.
-      await page.waitForFunction(
-        `[...document.querySelectorAll('#locks-body tr.row')].every((row) =>
-           !row.classList.contains('fresh') && row.children[3].textContent !== '0s')`,
-        undefined,
-        { timeout: 10_000, polling: 100 },
+      // (Polled from here: waitForFunction's polling evaluates strings, which the page's CSP refuses.)
+      await waitFor(
+        () =>
+          page.$$eval('#locks-body tr.row', (rows) =>
+            rows.every((row) => !row.classList.contains('fresh') && row.children[3]?.textContent !== '0s'),
+          ),
+        {
+          what: "every row's clock off zero and no row highlighted as new",
+          timeoutMs: 10_000,
+          intervalMs: 100,
+        },
       );
       await page.screenshot({ path: join(ARTIFACTS, 'dashboard.png') });
       if (!existsSync(DOCS_SCREENSHOT) || process.env.TRACKER_UPDATE_SCREENSHOTS === '1') {
