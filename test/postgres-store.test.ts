@@ -99,10 +99,9 @@ await describePostgres('PostgreSQL store', (database) => {
   const open = (schema: string, options: Partial<PostgresStoreOptions> = {}) =>
     openPostgresLockStore({ connectionString: database().url, schema, logger: quiet, ...options });
 
-  // The store's clock is the database's, through tracker_now(): advance() moves that
-  // function's offset in the contract's schema, so the TTL tests run without sleeping. It
-  // keeps running with the database's now(), so no exact `now` is offered (the test of
-  // locks stamped at one instant is skipped, as before).
+  // The store's clock is the database's, through tracker_now(): in the contract's schema it
+  // stands still and moves only with advance(), as the embedded store's manual clock does, so
+  // the TTL tests run without sleeping and locks can be stamped at one instant.
   /** The test database's URL with an application_name, to find a store's connections. */
   const named = (applicationName: string) => {
     const url = new URL(database().url);
@@ -125,12 +124,15 @@ await describePostgres('PostgreSQL store', (database) => {
 
   runLockStoreContract('postgres', async () => {
     const store = await open('contract');
-    const clock = await installTestClock(database().url, 'contract').catch(async (error: unknown) => {
-      await store.close();
-      throw error;
-    });
+    const clock = await installTestClock(database().url, 'contract', { frozen: true }).catch(
+      async (error: unknown) => {
+        await store.close();
+        throw error;
+      },
+    );
     return {
       store,
+      now: clock.now,
       advance: (ms) => clock.advance(ms),
       cleanup: async () => {
         await clock.close();

@@ -153,26 +153,37 @@ export interface TestClock {
 }
 
 /**
- * Makes the store clock of `schema` movable: creates a one-row `test_clock` table there
+ * Makes the store clock of `schema` movable (and, `frozen`, standing still between moves,
+ * like the embedded store's manual clock; `now` then reads it): creates a one-row `test_clock` table there
  * (test-only, no migration creates it) and replaces that schema's tracker_now() by
  * now() + the offset in it. Stores and replicas on the schema keep calling tracker_now()
  * and agree on the moved clock; other schemas keep the real one. Call it after a store has
  * migrated the schema (the migration creates the real function), before the first lock.
  * `schema` is a plain lower-case identifier chosen by the test.
  */
-export async function installTestClock(url: string, schema: string): Promise<TestClock> {
+export async function installTestClock(
+  url: string,
+  schema: string,
+  options: { frozen?: boolean } = {},
+): Promise<TestClock & { now?: () => Date }> {
   if (!/^[a-z_][a-z0-9_]*$/.test(schema)) throw new Error(`not a plain identifier: ${schema}`);
   const client = await connect(url);
+  // A frozen clock stands still at this instant (whole ms) and moves only with advance().
+  let frozenAt = Math.floor(Date.now());
   try {
-    await client.query(`CREATE TABLE ${schema}.test_clock (advanced_by interval NOT NULL)`);
-    await client.query(`INSERT INTO ${schema}.test_clock VALUES (interval '0')`);
+    await client.query(
+      `CREATE TABLE ${schema}.test_clock (advanced_by interval NOT NULL, frozen_at timestamptz NULL)`,
+    );
+    await client.query(`INSERT INTO ${schema}.test_clock VALUES (interval '0', $1)`, [
+      options.frozen ? new Date(frozenAt) : null,
+    ]);
     // Same signature, volatility and schema as migration 002's, so every query of the
     // store resolves to this one. The table is schema-qualified: the function runs with
     // the caller's search_path.
     await client.query(
       `CREATE OR REPLACE FUNCTION ${schema}.tracker_now() RETURNS timestamptz
          LANGUAGE sql STABLE PARALLEL SAFE
-         AS 'SELECT now() + (SELECT advanced_by FROM ${schema}.test_clock)'`,
+         AS 'SELECT coalesce(frozen_at, now() + advanced_by) FROM ${schema}.test_clock'`,
     );
   } catch (error) {
     await client.end();
@@ -180,12 +191,15 @@ export async function installTestClock(url: string, schema: string): Promise<Tes
   }
   return {
     advance: async (ms) => {
+      frozenAt += ms;
       await client.query(
-        `UPDATE ${schema}.test_clock SET advanced_by = advanced_by + $1::int8 * interval '1 millisecond'`,
+        `UPDATE ${schema}.test_clock SET advanced_by = advanced_by + $1::int8 * interval '1 millisecond',
+           frozen_at = frozen_at + $1::int8 * interval '1 millisecond'`,
         [ms],
       );
     },
     close: () => client.end(),
+    ...(options.frozen ? { now: () => new Date(frozenAt) } : {}),
   };
 }
 
