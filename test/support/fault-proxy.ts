@@ -7,7 +7,7 @@
 // leaves that to the client.
 import net from 'node:net';
 
-type Mode = 'forward' | 'blackhole' | 'down';
+type Mode = 'forward' | 'blackhole' | 'down' | 'delay';
 
 export class FaultProxy {
   readonly #server = net.createServer((socket) => this.#accept(socket));
@@ -15,6 +15,10 @@ export class FaultProxy {
   readonly #target: { host: string; port: number };
   #mode: Mode = 'forward';
   #port = 0;
+  /** In `delay` mode: how long every chunk is held, each way, in ms. */
+  #delayMs = 0;
+  /** Answers still to swallow (cutAnswers): the connection is cut as the answer arrives. */
+  #cutAnswers = 0;
 
   private constructor(target: { host: string; port: number }) {
     this.#target = target;
@@ -54,6 +58,20 @@ export class FaultProxy {
     this.#mode = 'blackhole';
   }
 
+  /** A slow network: every chunk, each way, arrives `ms` later (in order). */
+  delay(ms: number): void {
+    this.#delayMs = ms;
+    this.#mode = 'delay';
+  }
+
+  /**
+   * The next `count` answers never arrive: a connection whose request went through is cut as
+   * its answer comes back (the server did the work; the client learns nothing).
+   */
+  cutAnswers(count: number): void {
+    this.#cutAnswers = count;
+  }
+
   /** Drops every connection and refuses new ones until restore(). */
   async down(): Promise<void> {
     if (this.#mode === 'down') return;
@@ -71,6 +89,7 @@ export class FaultProxy {
 
   /** Forwards again; connections that lived through a black hole are cut first (their streams lost bytes). */
   async restore(): Promise<void> {
+    this.#cutAnswers = 0;
     if (this.#mode === 'blackhole') this.#destroyAll();
     if (this.#mode === 'down') await this.#listen(this.#port);
     this.#mode = 'forward';
@@ -105,16 +124,24 @@ export class FaultProxy {
   #accept(client: net.Socket): void {
     this.#track(client);
     // A connection that arrives during a black hole just hangs, like a silent host.
-    if (this.#mode !== 'forward') return;
+    if (this.#mode === 'blackhole' || this.#mode === 'down') return;
     const upstream = net.connect(this.#target.port, this.#target.host);
     this.#track(upstream);
     client.setNoDelay(true);
     upstream.setNoDelay(true);
-    client.on('data', (chunk) => {
-      if (this.#mode === 'forward') upstream.write(chunk);
-    });
-    upstream.on('data', (chunk) => {
-      if (this.#mode === 'forward') client.write(chunk);
+    const pass = (to: net.Socket, chunk: Buffer) => {
+      if (this.#mode === 'forward') to.write(chunk);
+      else if (this.#mode === 'delay') setTimeout(() => to.write(chunk), this.#delayMs).unref();
+    };
+    client.on('data', (chunk: Buffer) => pass(upstream, chunk));
+    upstream.on('data', (chunk: Buffer) => {
+      if (this.#cutAnswers > 0) {
+        this.#cutAnswers--;
+        client.destroy();
+        upstream.destroy();
+        return;
+      }
+      pass(client, chunk);
     });
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());

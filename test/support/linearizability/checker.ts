@@ -42,6 +42,12 @@ export interface Model<S, I, O> {
   key(state: S): string;
   /** Independent sub-histories (e.g. per service); default: the whole history. */
   partition?(history: readonly Operation<I, O>[]): Operation<I, O>[][];
+  /**
+   * The operations the search runs on for one operation of the history (default: itself): an
+   * operation that takes effect in steps (a wait: joining the line, then being granted) may
+   * be several. Excerpts keep an operation's steps together.
+   */
+  expand?(operation: Operation<I, O>): Operation<I, O>[];
   /** One line for an operation, for reports. */
   describe?(operation: Operation<I, O>): string;
 }
@@ -144,11 +150,31 @@ class Bitset {
   }
 }
 
-type Search = { readonly ok: boolean; readonly prefix: number } | 'timeout';
+/**
+ * ok, or not with how far it got: the most operations linearised at once, and the operations
+ * (of the history, not expanded) that could not come next at that point.
+ */
+type Search =
+  | { readonly ok: boolean; readonly prefix: number; readonly stuck: readonly number[] }
+  | 'timeout';
 
 /** The Wing–Gong search with Lowe's memo over one partition. */
-function search<S, I, O>(model: Model<S, I, O>, ops: readonly Operation<I, O>[], budget: Budget): Search {
+function search<S, I, O>(model: Model<S, I, O>, history: readonly Operation<I, O>[], budget: Budget): Search {
+  // Each expanded operation remembers which operation of the history it comes from.
+  const origin: number[] = [];
+  const ops = history.flatMap((op, index) => {
+    const steps = model.expand?.(op) ?? [op];
+    for (const _ of steps) origin.push(index);
+    return steps;
+  });
   const head = entries(ops);
+  /** The calls that wait in the list before its first return: what may come next. */
+  const candidates = () => {
+    const ids = new Set<number>();
+    for (let e = head.next; e?.isCall; e = e.next) ids.add(origin[e.id] as number);
+    return [...ids];
+  };
+  let stuck: number[] = candidates();
   const stateKey = (states: S[]) => states.map((state) => model.key(state)).join('\u0000');
   let states = dedupe(model, model.init());
   const linearised = new Bitset(ops.length);
@@ -159,7 +185,7 @@ function search<S, I, O>(model: Model<S, I, O>, ops: readonly Operation<I, O>[],
   let steps = 0;
   while (head.next !== null) {
     if ((++steps & 1023) === 0 && budget.spent) return 'timeout';
-    if (entry === null) return { ok: false, prefix: best };
+    if (entry === null) return { ok: false, prefix: best, stuck };
     if (entry.isCall) {
       const op = ops[entry.id] as Operation<I, O>;
       const next = dedupe(
@@ -175,7 +201,10 @@ function search<S, I, O>(model: Model<S, I, O>, ops: readonly Operation<I, O>[],
           stack.push({ call: entry, states });
           states = next;
           lift(entry);
-          best = Math.max(best, stack.length);
+          if (stack.length > best) {
+            best = stack.length;
+            stuck = candidates();
+          }
           entry = head.next;
           moved = true;
         } else {
@@ -186,14 +215,14 @@ function search<S, I, O>(model: Model<S, I, O>, ops: readonly Operation<I, O>[],
     } else {
       // A return whose call is not linearised yet: this order cannot work; backtrack.
       const top = stack.pop();
-      if (!top) return { ok: false, prefix: best };
+      if (!top) return { ok: false, prefix: best, stuck };
       states = top.states;
       linearised.clear(top.call.id);
       unlift(top.call);
       entry = top.call.next;
     }
   }
-  return { ok: true, prefix: ops.length };
+  return { ok: true, prefix: ops.length, stuck: [] };
 }
 
 function dedupe<S, I, O>(model: Model<S, I, O>, states: S[]): S[] {
@@ -205,19 +234,29 @@ function dedupe<S, I, O>(model: Model<S, I, O>, states: S[]): S[] {
 /**
  * Shrinks an illegal history to a smaller one that is still illegal: drops chunks, then
  * single operations, while the rest stays illegal (a locally minimal excerpt), within the
- * time budget. Operations are kept in their original order.
+ * time budget, never dropping `keep` (the operations the search could not place: the
+ * culprits, whom the excerpt must show with what makes them wrong). Operations are kept in
+ * their original order.
  */
-function shrink<S, I, O>(model: Model<S, I, O>, ops: Operation<I, O>[], ms: number): Operation<I, O>[] {
+function shrink<S, I, O>(
+  model: Model<S, I, O>,
+  ops: Operation<I, O>[],
+  keep: ReadonlySet<Operation<I, O>>,
+  ms: number,
+): Operation<I, O>[] {
   const budget = new Budget(ms);
+  // Each candidate shares the one budget: a candidate whose search runs out counts as legal.
   const illegal = (candidate: Operation<I, O>[]) => {
-    const verdict = search(model, candidate, new Budget(ms));
+    const verdict = search(model, candidate, budget);
     return verdict !== 'timeout' && !verdict.ok;
   };
   let current = ops;
   for (let chunk = Math.max(1, Math.floor(current.length / 2)); chunk >= 1; chunk = Math.floor(chunk / 2)) {
     for (let start = 0; start < current.length && !budget.spent; ) {
+      const dropped = current.slice(start, start + chunk);
       const candidate = [...current.slice(0, start), ...current.slice(start + chunk)];
-      if (candidate.length > 0 && illegal(candidate)) current = candidate;
+      if (candidate.length > 0 && !dropped.some((op) => keep.has(op)) && illegal(candidate))
+        current = candidate;
       else start += chunk;
     }
     if (budget.spent) break;
@@ -244,7 +283,12 @@ export function checkLinearizable<S, I, O>(
     if (!verdict.ok) {
       return {
         result: 'illegal',
-        excerpt: shrink(model, partition, options.shrinkMs ?? 5000),
+        excerpt: shrink(
+          model,
+          partition,
+          new Set(verdict.stuck.map((index) => partition[index] as Operation<I, O>)),
+          options.shrinkMs ?? 5000,
+        ),
         partition,
         linearisedPrefix: verdict.prefix,
       };

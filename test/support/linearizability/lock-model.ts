@@ -18,7 +18,7 @@ import { type Model, type Operation, UNKNOWN, type Unknown } from './checker.js'
  *   lock whose client never learned of it (an acquire with an unknown outcome, a waiter that
  *   hung up) being released by the server; a waiter whose client is gone leaving the queue.
  *
- * A waiting acquire is two operations over the same interval (see `splitWaits`): `arrive`
+ * A waiting acquire is two operations over the same interval (see `expand`): `arrive`
  * (it joins the queue, or takes a free service at once) and `complete` (it is granted, or
  * times out), so that the queue's order is part of the state and an overtaken waiter is
  * caught.
@@ -39,11 +39,20 @@ interface Common {
 export type LockInput =
   | (Common & {
       readonly kind: 'acquire';
-      /** `now`: no wait; `arrive`/`complete`: the two halves of a waiting acquire. */
-      readonly phase: 'now' | 'arrive' | 'complete';
+      /**
+       * `now`: no wait; `arrive`/`complete`: the two halves of a waiting acquire (`rejoin`: a
+       * retried one joining the line again, see `retried`).
+       */
+      readonly phase: 'now' | 'arrive' | 'rejoin' | 'complete';
       /** The request, unique in the history (client and sequence number). */
       readonly request: string;
       readonly ttlMs: number | null;
+      /**
+       * A waiting request that its client sent again after losing a connection: the server may
+       * have dropped it from the line when the connection broke (it then joins again, at the
+       * back, when the retry arrives), or kept its place (the retry takes it).
+       */
+      readonly retried?: boolean;
     })
   | (Common & { readonly kind: 'release' | 'force-release' | 'get'; readonly id: string })
   /** A look at the service's queue (GET /queue/{service}). */
@@ -69,8 +78,17 @@ export type LockOutput =
     }
   | {
       readonly ok: false;
-      /** LOCK_HELD, WAIT_TIMEOUT, LOCK_NOT_FOUND, LOCK_NOT_HELD; REFUSED: turned away before any effect (400, 429). */
-      readonly code: 'LOCK_HELD' | 'WAIT_TIMEOUT' | 'LOCK_NOT_FOUND' | 'LOCK_NOT_HELD' | 'REFUSED';
+      /**
+       * LOCK_HELD, WAIT_TIMEOUT, LOCK_NOT_FOUND, LOCK_NOT_HELD, LOCK_ENDED (a retry of a request
+       * whose lock ended); REFUSED: turned away before any effect (400, 429).
+       */
+      readonly code:
+        | 'LOCK_HELD'
+        | 'WAIT_TIMEOUT'
+        | 'LOCK_NOT_FOUND'
+        | 'LOCK_NOT_HELD'
+        | 'LOCK_ENDED'
+        | 'REFUSED';
       /** LOCK_HELD, WAIT_TIMEOUT: the holder the answer names. */
       readonly holderId?: string;
     };
@@ -188,9 +206,16 @@ function dropOrphans(state: ServiceState): ServiceState[] {
   return [state, { ...state, queue: state.queue.filter((waiter) => !waiter.orphan) }];
 }
 
-/** The holder with this id, if any. */
-const holderIndex = (state: ServiceState, id: string) =>
-  state.holders.findIndex((holder) => holder.id === id);
+/**
+ * The holder with this id, if any: a holder whose id no client learned (its acquire's answer
+ * was lost) may be named by an id no grant's answer showed (a refusal named it, an operator
+ * force-released it).
+ */
+function holderIndex(state: ServiceState, id: string, knowledge: Knowledge): number {
+  const exact = state.holders.findIndex((holder) => holder.id === id);
+  if (exact >= 0 || knowledge.knownIds.has(id)) return exact;
+  return state.holders.findIndex((holder) => holder.id === null);
+}
 
 /** A grant seen by its client: the token must exceed every token granted before. */
 function validToken(state: ServiceState, token: number, after: number): boolean {
@@ -224,8 +249,22 @@ function stepAcquire(
     lastToken: lock ? Math.max(state.lastToken, lock.token) : state.lastToken,
   });
 
+  // A retry of a request (the same idempotency key) that was granted: the same lock again.
+  const mine = state.holders.findIndex((holder) => holder.request === request);
+  if (mine >= 0 && input.phase !== 'complete') {
+    if (output === UNKNOWN) return [state];
+    if (!output.ok) return output.code === 'REFUSED' ? [state] : [];
+    return output.lock ? confirm(state, mine, output.lock) : [];
+  }
+  const queuedAt = state.queue.findIndex((waiter) => waiter.request === request);
+  if (output !== UNKNOWN && !output.ok && output.code === 'LOCK_ENDED') {
+    // A retry after the request's lock ended: nothing of it is held or waiting.
+    return mine < 0 && queuedAt < 0 ? [state] : [];
+  }
+
   if (input.phase === 'now') {
-    if (output === UNKNOWN) return free ? [state, take(null, true)] : [state];
+    // A lost answer: the lock may be held, unseen (its lease or a retry ends it).
+    if (output === UNKNOWN) return free ? [state, take(null, false)] : [state];
     if (output.ok) {
       if (!output.lock || !free || !validToken(state, output.lock.token, state.lastToken)) return [];
       return [take(output.lock, false)];
@@ -237,9 +276,21 @@ function stepAcquire(
     return namesAHolder(state, output.holderId, knowledge) ? [state] : [];
   }
 
-  if (input.phase === 'arrive') {
+  if (input.phase === 'rejoin') {
+    // Still in line (or granted): the retry takes that place; dropped: it joins at the back.
+    if (queuedAt >= 0 || output === UNKNOWN) return [state];
+    if (!free) return [{ ...state, queue: [...state.queue, { request, ttlMs, orphan: false }] }];
+  }
+  if (input.phase === 'arrive' || input.phase === 'rejoin') {
     if (output !== UNKNOWN && !output.ok && output.code === 'REFUSED') return [state];
-    const orphan = output === UNKNOWN;
+    // A retry of a request still in line takes its place (its client is back).
+    if (queuedAt >= 0) {
+      if (output === UNKNOWN) return [state];
+      return [{ ...state, queue: state.queue.map((w, i) => (i === queuedAt ? { ...w, orphan: false } : w)) }];
+    }
+    // A wait whose client may be gone (or went away once and came back: retried): the server
+    // may drop it from the line, and release what it is granted, unseen.
+    const orphan = output === UNKNOWN || input.retried === true;
     const waiter: Waiter = { request, ttlMs, orphan };
     if (free) {
       // Taken at once: its `complete` shows the lock.
@@ -257,28 +308,33 @@ function stepAcquire(
   const waiting = state.queue.findIndex((waiter) => waiter.request === request);
   if (output === UNKNOWN) return [state];
   if (!output.ok && output.code === 'REFUSED') return held < 0 && waiting < 0 ? [state] : [];
-  if (output.ok) {
-    const lock = output.lock;
-    if (!lock || held < 0) return [];
-    const holder = state.holders[held] as Holder;
-    if (holder.id !== null && holder.id !== lock.id) return [];
-    if (holder.token !== null ? holder.token !== lock.token : !validToken(state, lock.token, holder.after)) {
-      return [];
-    }
-    const seen: Holder = { ...holder, id: lock.id, token: lock.token, ...endOf(lock) };
-    return [
-      {
-        ...state,
-        holders: state.holders.map((h, i) => (i === held ? seen : h)),
-        lastToken: Math.max(state.lastToken, lock.token),
-      },
-    ];
-  }
+  if (output.ok) return output.lock && held >= 0 ? confirm(state, held, output.lock) : [];
   if (output.code !== 'WAIT_TIMEOUT') return [];
-  // Timed out: it leaves the queue; it must not hold the lock, and someone must.
+  // Timed out: it leaves the queue without the lock. (Someone held it at the request's last
+  // look; its lease may have ended an instant before the request gave up, so a free service
+  // at the timeout is no anomaly: only a grant out of order is, and the queue checks that.)
   if (waiting < 0 || held >= 0) return [];
-  const left = { ...state, queue: state.queue.filter((_, i) => i !== waiting) };
-  return left.holders.length >= left.limit || state.holders.length > 0 ? [left] : [];
+  return [{ ...state, queue: state.queue.filter((_, i) => i !== waiting) }];
+}
+
+/**
+ * A holder's client sees its lock: the id and token must be the ones granted (a token not known
+ * yet must exceed every one granted before it); its lease is now known, and its client knows it.
+ */
+function confirm(state: ServiceState, index: number, lock: SeenLock): ServiceState[] {
+  const holder = state.holders[index] as Holder;
+  if (holder.id !== null && holder.id !== lock.id) return [];
+  if (holder.token !== null ? holder.token !== lock.token : !validToken(state, lock.token, holder.after)) {
+    return [];
+  }
+  const seen: Holder = { ...holder, id: lock.id, token: lock.token, ...endOf(lock), orphan: false };
+  return [
+    {
+      ...state,
+      holders: state.holders.map((h, i) => (i === index ? seen : h)),
+      lastToken: Math.max(state.lastToken, lock.token),
+    },
+  ];
 }
 
 /**
@@ -309,8 +365,9 @@ function stepById(
   state: ServiceState,
   input: LockInput & { kind: 'release' | 'force-release' | 'get' | 'renew' },
   output: LockOutput | Unknown,
+  knowledge: Knowledge,
 ): ServiceState[] {
-  const index = holderIndex(state, input.id);
+  const index = holderIndex(state, input.id, knowledge);
   const holder = index < 0 ? undefined : (state.holders[index] as Holder);
   const without = () =>
     withHolders(
@@ -337,7 +394,14 @@ function stepById(
     case 'renew': {
       if (output === UNKNOWN) {
         if (!holder) return [state];
-        const extended: Holder = { ...holder, endsTo: Infinity };
+        // A renewal restarts the lease at its own time (some time after its call): the lease
+        // may end as early as the call plus the TTL (shorter than before, too), or any later.
+        const ttlMs = input.ttlMs ?? holder.ttlMs;
+        const extended: Holder = {
+          ...holder,
+          endsFrom: ttlMs === null ? holder.endsFrom : input.at.from + ttlMs,
+          endsTo: Infinity,
+        };
         return [
           state,
           withHolders(
@@ -391,10 +455,19 @@ export function lockModel(history: readonly LockOperation[]): Model<ServiceState
           ? stepAcquire(settled, input, output, knowledge)
           : input.kind === 'queue'
             ? stepQueue(settled, output, knowledge)
-            : stepById(settled, input, output),
+            : stepById(settled, input, output, knowledge),
       );
     },
     key,
+    // A waiting acquire: it joins the line (`arrive`), then is granted or times out (`complete`).
+    expand: (op) => {
+      const { input } = op;
+      if (input.kind !== 'acquire' || input.phase !== 'complete') return [op];
+      const arrive = { ...op, input: { ...input, phase: 'arrive' as const } };
+      return input.retried
+        ? [arrive, { ...op, input: { ...input, phase: 'rejoin' as const } }, op]
+        : [arrive, op];
+    },
     partition(operations) {
       const byService = new Map<string, LockOperation[]>();
       for (const op of operations) {
@@ -428,16 +501,4 @@ export function describeOperation(op: LockOperation): string {
             : 'ok'
         : `${op.output.code}${op.output.holderId ? ` (${op.output.holderId})` : ''}`;
   return `${op.client} ${input.service}: ${what} → ${output} [${op.call}, ${op.return}]`;
-}
-
-/**
- * A waiting acquire as the model sees it: an `arrive` and a `complete` over the same
- * interval, sharing the request and the outcome.
- */
-export function splitWaits(history: readonly LockOperation[]): LockOperation[] {
-  return history.flatMap((op) =>
-    op.input.kind === 'acquire' && op.input.phase === 'complete'
-      ? [{ ...op, input: { ...op.input, phase: 'arrive' as const } }, op]
-      : [op],
-  );
 }

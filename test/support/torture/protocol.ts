@@ -1,0 +1,68 @@
+/** What the fault run's client processes are told, and what they report (JSON lines). */
+
+export interface ClientConfig {
+  readonly id: string;
+  readonly transport: 'rest' | 'grpc';
+  readonly targets: ReadonlyArray<{ readonly baseUrl: string; readonly grpcAddress: string }>;
+  readonly services: readonly string[];
+  readonly registerUrl: string;
+  readonly seconds: number;
+  readonly maxOps: number;
+  /** Leases it takes and renews for, in whole seconds: [shortest, longest]. */
+  readonly leaseSeconds: readonly [number, number];
+}
+
+export interface SeenLockJson {
+  readonly id: string;
+  readonly token: number;
+  /** Epoch ms, whole seconds as the API shows them; null: no TTL. */
+  readonly expiresAt: number | null;
+}
+
+export type Outcome =
+  | 'unknown'
+  | {
+      readonly ok: true;
+      readonly lock?: SeenLockJson;
+      readonly queue?: { holderId: string | null; waiters: string[] };
+    }
+  | {
+      readonly ok: false;
+      readonly code:
+        | 'LOCK_HELD'
+        | 'WAIT_TIMEOUT'
+        | 'LOCK_NOT_FOUND'
+        | 'LOCK_NOT_HELD'
+        | 'LOCK_ENDED'
+        | 'REFUSED';
+      readonly holderId?: string;
+    };
+
+export interface Record {
+  readonly client: string;
+  readonly call:
+    | {
+        readonly kind: 'acquire';
+        readonly service: string;
+        readonly who: string;
+        readonly ttlSeconds: number;
+        readonly waitSeconds: number;
+        readonly key: string;
+      }
+    | { readonly kind: 'release' | 'force-release' | 'get'; readonly id: string }
+    | { readonly kind: 'renew'; readonly id: string; readonly ttlSeconds: number }
+    | { readonly kind: 'queue'; readonly service: string };
+  /** Epoch ms on the run's clock (the machine's). */
+  readonly started: number;
+  /** null: no answer (the outcome is unknown). */
+  readonly ended: number | null;
+  readonly outcome: Outcome;
+  /** Set by the checker's preparation: the call was sent again after a lost answer. */
+  readonly retried?: boolean;
+}
+
+export type ClientLine =
+  | { readonly type: 'op'; readonly record: Record }
+  | { readonly type: 'holding'; readonly service: string; readonly id: string }
+  | { readonly type: 'free' }
+  | { readonly type: 'done' };

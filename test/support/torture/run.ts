@@ -1,0 +1,611 @@
+import { type ChildProcess, spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { checkLinearizable, UNKNOWN } from '../linearizability/checker.js';
+import {
+  describeOperation,
+  type LockInput,
+  type LockOperation,
+  type LockOutput,
+  lockModel,
+} from '../linearizability/lock-model.js';
+import { ROOT } from '../server-process.js';
+import { waitFor } from '../wait-for.js';
+import { FAKETIME_LIBRARY, PgCluster, TrackerNode, track } from './cluster.js';
+import type { ClientConfig, ClientLine, Record as OpRecord, Outcome } from './protocol.js';
+import { FencedRegister } from './register.js';
+import { writeTimeline } from './timeline.js';
+
+/**
+ * The fault run: clients over REST and gRPC against one SQLite server or three PostgreSQL
+ * replicas, while a nemesis breaks one thing at a time; then every recorded operation is
+ * checked for linearizability against the lock's model, the fenced register counts lost and
+ * refused writes, and the store's own history is checked for double grants and tokens that
+ * went backwards.
+ */
+
+export const NEMESES = [
+  'kill',
+  'pause-node',
+  'pause-client',
+  'cut',
+  'delay',
+  'blackhole',
+  'db-cut',
+  'db-delay',
+  'db-blackhole',
+  'pg-restart',
+  'clock-jump',
+] as const;
+export type Nemesis = (typeof NEMESES)[number];
+
+const POSTGRES_ONLY: readonly Nemesis[] = ['db-cut', 'db-delay', 'db-blackhole', 'pg-restart'];
+
+export interface TortureOptions {
+  readonly store: 'sqlite' | 'postgres';
+  readonly seconds: number;
+  readonly clients: number;
+  readonly seed: number;
+  /** A deliberately broken variant, which the run must find. */
+  readonly broken?: 'no-fencing' | 'split-brain' | undefined;
+  /**
+   * The nemeses to use: each once, in this order (a short run that must see each kind), or,
+   * by default, every kind that applies to the store, in a seeded order, over and over.
+   */
+  readonly nemeses?: readonly Nemesis[] | undefined;
+  /** Leases the clients take, in whole seconds (default 2 to 3); pauses last one second more. */
+  readonly leaseSeconds?: readonly [number, number] | undefined;
+  /** Calm between faults, in ms (default 800 to 2000). */
+  readonly calmMs?: readonly [number, number] | undefined;
+  /** How many services the clients share (default 3; fewer: more contention). */
+  readonly services?: number | undefined;
+  /** Where a failing run writes its history and timeline (default: a temporary folder). */
+  readonly outDir?: string | undefined;
+  readonly log?: (line: string) => void;
+}
+
+export interface Fault {
+  readonly kind: Nemesis;
+  readonly target: string;
+  readonly from: number;
+  readonly to: number;
+}
+
+export interface TortureReport {
+  readonly seed: number;
+  readonly store: string;
+  readonly broken: string | null;
+  readonly operations: number;
+  readonly unknownOutcomes: number;
+  readonly faults: readonly Fault[];
+  readonly verdict: 'ok' | 'illegal' | 'unknown';
+  readonly verdictDetail: string;
+  readonly acknowledgedWrites: number;
+  readonly lostWrites: number;
+  readonly fencingRefusals: number;
+  readonly doubleGrants: number;
+  readonly tokenRegressions: number;
+  /** A retry (same key) that was answered another lock than its first attempt. */
+  readonly replayMismatches: number;
+  readonly passed: boolean;
+  /** A failing run's history and timeline. */
+  readonly artifacts: { readonly history: string; readonly timeline: string } | null;
+}
+
+/** A small seeded PRNG (mulberry32): the run's choices follow from its seed. */
+function random(seed: number): () => number {
+  let state = seed >>> 0;
+  return () => {
+    state = (state + 0x6d2b79f5) >>> 0;
+    let t = state;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const CLIENT = fileURLToPath(new URL('./client.ts', import.meta.url));
+
+interface ClientProcess {
+  readonly id: string;
+  readonly child: ChildProcess;
+  readonly records: OpRecord[];
+  holding: boolean;
+  readonly done: Promise<void>;
+}
+
+/** Offsets of a node's wall clock over the run: jumps, with when they surely took effect. */
+interface ClockJump {
+  readonly node: string;
+  readonly requested: number;
+  readonly effective: number;
+  readonly before: number;
+  readonly after: number;
+}
+
+export async function runTorture(options: TortureOptions): Promise<TortureReport> {
+  const log = options.log ?? (() => {});
+  if (!existsSync(FAKETIME_LIBRARY)) {
+    throw new Error(`libfaketime is missing (${FAKETIME_LIBRARY}): apt-get install faketime`);
+  }
+  const rand = random(options.seed);
+  const [leaseMin, leaseMax] = options.leaseSeconds ?? [2, 3];
+  const [calmMin, calmMax] = options.calmMs ?? [800, 2000];
+  // Pauses outlast the longest lease, so that it runs out while its holder sleeps.
+  const pauseMs = leaseMax * 1000 + 1000;
+  const dir = mkdtempSync(join(tmpdir(), 'tracker-torture-'));
+  const register = new FencedRegister({ fenced: options.broken !== 'no-fencing' });
+  await register.listen();
+  const nodes: TrackerNode[] = [];
+  const dbProxies: import('../fault-proxy.js').FaultProxy[] = [];
+  let pg: PgCluster | null = null;
+  const clients: ClientProcess[] = [];
+  const faults: Fault[] = [];
+  const jumps: ClockJump[] = [];
+  try {
+    if (options.store === 'sqlite') {
+      const count = options.broken === 'split-brain' ? 2 : 1;
+      for (let i = 0; i < count; i++) {
+        // Split brain: two servers, each on a file of its own, that each believe they decide.
+        nodes.push(
+          await TrackerNode.start({
+            name: `sqlite-${i + 1}`,
+            dir,
+            databaseUrl: `sqlite:${join(dir, `tracker-${i + 1}.db`)}`,
+            faketime: true,
+          }),
+        );
+      }
+    } else {
+      pg = await PgCluster.start(join(dir, 'pg'));
+      const { FaultProxy } = await import('../fault-proxy.js');
+      for (let i = 0; i < 3; i++) {
+        const proxy = await FaultProxy.start(pg.url);
+        dbProxies.push(proxy);
+        nodes.push(
+          await TrackerNode.start({
+            name: `replica-${i + 1}`,
+            dir,
+            databaseUrl: proxy.url(pg.url),
+            faketime: true,
+            args: ['--database-pool-size', '8'],
+          }),
+        );
+      }
+    }
+    log(
+      `torture: seed ${options.seed}, ${options.store}${options.broken ? ` (broken: ${options.broken})` : ''}, ${options.clients} clients, ${options.seconds} s`,
+    );
+
+    const services = ['deploy', 'migrate', 'report', 'backup', 'release'].slice(0, options.services ?? 3);
+    for (let i = 0; i < options.clients; i++) clients.push(startClient(i));
+    function startClient(index: number): ClientProcess {
+      const config: ClientConfig = {
+        id: `c${index + 1}`,
+        transport: index % 2 === 0 ? 'rest' : 'grpc',
+        targets: nodes.map((node) => ({ baseUrl: node.baseUrl, grpcAddress: node.grpcAddress })),
+        services,
+        registerUrl: register.url,
+        // A bound only: the run closes its stdin when it is over.
+        seconds: options.seconds + 120,
+        maxOps: 50_000,
+        leaseSeconds: [leaseMin, leaseMax],
+      };
+      const child = spawn(process.execPath, ['--import', 'tsx', CLIENT], {
+        cwd: ROOT,
+        env: { ...process.env, TORTURE_CLIENT: JSON.stringify(config) },
+        stdio: ['pipe', 'pipe', 'pipe'],
+      });
+      track(child);
+      let stderr = '';
+      child.stderr?.on('data', (chunk: Buffer) => {
+        stderr = `${stderr}${chunk.toString()}`.slice(-4000);
+      });
+      child.once('exit', (code, signal) => {
+        if (code !== 0)
+          log(`  client ${config.id} exited with ${code ?? signal}: ${stderr.trim().slice(-600)}`);
+      });
+      const client: ClientProcess = {
+        id: config.id,
+        child,
+        records: [],
+        holding: false,
+        done: new Promise((resolve) => child.once('exit', () => resolve())),
+      };
+      createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
+        const message = JSON.parse(line) as ClientLine;
+        if (message.type === 'op') client.records.push(message.record);
+        else if (message.type === 'holding') client.holding = true;
+        else if (message.type === 'free') client.holding = false;
+      });
+      return client;
+    }
+
+    // The nemesis: one fault at a time, each kind in turn (seeded order), with calm between.
+    const kinds = (options.nemeses ?? NEMESES).filter(
+      (kind) => options.store === 'postgres' || !POSTGRES_ONLY.includes(kind),
+    );
+    // Given nemeses: each once, in order, however long that takes; else every kind, in a
+    // seeded order, again and again until the time is up.
+    const order = options.nemeses ? kinds : [...kinds].sort(() => rand() - 0.5);
+    const turns = options.nemeses ? order.length : 1000;
+    const end = Date.now() + options.seconds * 1000;
+    const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+    for (let turn = 0; turn < turns && (options.nemeses !== undefined || Date.now() < end - 1000); turn++) {
+      // Calm first, so that clients get going (and recover between faults).
+      await sleep(calmMin + rand() * (calmMax - calmMin));
+      const kind = order[turn % order.length] as Nemesis;
+      const node = nodes[Math.floor(rand() * nodes.length)] as TrackerNode;
+      const from = Date.now();
+      const target = await inject(kind, node, Math.floor(rand() * 3));
+      faults.push({ kind, target, from, to: Date.now() });
+      log(`  fault ${faults.length}: ${kind} on ${target}`);
+    }
+
+    /** Applies one fault, waits it out, heals; returns what it hit. */
+    async function inject(kind: Nemesis, node: TrackerNode, which: number): Promise<string> {
+      switch (kind) {
+        case 'kill':
+          await node.kill9();
+          await sleep(300);
+          await node.start();
+          return node.name;
+        case 'pause-node':
+          node.pause();
+          await sleep(pauseMs);
+          node.resume();
+          return node.name;
+        case 'pause-client': {
+          // A client that holds a lock, so that its lease runs out while it sleeps.
+          const holders = () => clients.filter((client) => client.holding && client.child.exitCode === null);
+          await waitFor(() => holders().length > 0, {
+            what: 'a client holding a lock',
+            timeoutMs: 3000,
+          }).catch(() => {});
+          const holding = holders();
+          const client = holding[which % Math.max(1, holding.length)] ?? clients[which % clients.length];
+          if (!client) return 'no client';
+          client.child.kill('SIGSTOP');
+          await sleep(pauseMs);
+          client.child.kill('SIGCONT');
+          return `${client.id}${client.holding ? ' (holding a lock)' : ''}`;
+        }
+        case 'cut':
+          await Promise.all([node.restProxy.down(), node.grpcProxy.down()]);
+          await sleep(1500);
+          await Promise.all([node.restProxy.restore(), node.grpcProxy.restore()]);
+          return `${node.name}'s clients`;
+        case 'delay':
+          node.restProxy.delay(250);
+          node.grpcProxy.delay(250);
+          await sleep(2500);
+          await Promise.all([node.restProxy.restore(), node.grpcProxy.restore()]);
+          return `${node.name}'s clients`;
+        case 'blackhole':
+          node.restProxy.blackhole();
+          node.grpcProxy.blackhole();
+          await sleep(2000);
+          await Promise.all([node.restProxy.restore(), node.grpcProxy.restore()]);
+          return `${node.name}'s clients`;
+        case 'db-cut':
+        case 'db-delay':
+        case 'db-blackhole': {
+          const proxy = dbProxies[nodes.indexOf(node)];
+          if (!proxy) return 'none';
+          if (kind === 'db-cut') await proxy.down();
+          else if (kind === 'db-delay') proxy.delay(200);
+          else proxy.blackhole();
+          await sleep(kind === 'db-delay' ? 2500 : 2000);
+          await proxy.restore();
+          return `${node.name} → PostgreSQL`;
+        }
+        case 'pg-restart':
+          pg?.restart();
+          return 'PostgreSQL';
+        case 'clock-jump': {
+          const before = node.offsetSeconds;
+          const requested = Date.now();
+          node.jumpClock(3 * leaseMax);
+          // libfaketime reads its file again within a second.
+          jumps.push({
+            node: node.name,
+            requested,
+            effective: requested + 1200,
+            before,
+            after: node.offsetSeconds,
+          });
+          await sleep(1500);
+          return `${node.name} (+${node.offsetSeconds - before} s)`;
+        }
+      }
+    }
+
+    log('  healing; waiting for the clients to finish');
+    // Heal everything (after the time left, and a calm after the last fault), then tell the
+    // clients to stop and let them finish their last calls.
+    await sleep(Math.max(calmMax, end - Date.now()));
+    for (const node of nodes) {
+      node.resume();
+      await Promise.all([node.restProxy.restore(), node.grpcProxy.restore()]);
+    }
+    for (const proxy of dbProxies) await proxy.restore();
+    for (const client of clients) {
+      client.child.kill('SIGCONT');
+      client.child.stdin?.end();
+    }
+    await waitFor(() => clients.every((client) => client.child.exitCode !== null), {
+      what: 'every client to finish',
+      timeoutMs: 30_000,
+      intervalMs: 50,
+    });
+
+    // What the clients saw, as the checker's history.
+    const records = clients.flatMap((client) => client.records);
+    if (options.outDir) {
+      mkdirSync(options.outDir, { recursive: true });
+      writeFileSync(
+        join(options.outDir, 'records.json'),
+        JSON.stringify({ jumps, faults, records, store: options.store }),
+      );
+    }
+    const storeTime = (node: string | null) =>
+      options.store === 'postgres' ? () => ({ min: 0, max: 0 }) : offsetsOf(jumps, node);
+    const history = toHistory(records, storeTime(nodes.length === 1 ? (nodes[0]?.name ?? null) : null));
+    log(`  checking ${history.length} operations`);
+    const verdict = checkLinearizable(lockModel(history), history, { timeoutMs: 60_000, shrinkMs: 20_000 });
+    const replayMismatches = countReplayMismatches(records);
+    // The store's own record.
+    const storeCheck =
+      options.broken === 'split-brain'
+        ? { doubleGrants: 0, tokenRegressions: 0 }
+        : await checkStoreHistory(nodes[0] as TrackerNode);
+    const passed =
+      verdict.result === 'ok' &&
+      register.lost === 0 &&
+      storeCheck.doubleGrants === 0 &&
+      storeCheck.tokenRegressions === 0 &&
+      replayMismatches === 0;
+    let artifacts: TortureReport['artifacts'] = null;
+    if (!passed) {
+      const out = options.outDir ?? join(tmpdir(), `tracker-torture-${options.seed}`);
+      mkdirSync(out, { recursive: true });
+      const historyFile = join(out, 'history.json');
+      const timelineFile = join(out, 'timeline.html');
+      writeFileSync(historyFile, JSON.stringify({ seed: options.seed, faults, records }, null, 1));
+      const excerpt = verdict.result === 'illegal' ? verdict.excerpt : history;
+      writeTimeline(
+        timelineFile,
+        excerpt,
+        faults,
+        `Tracker fault run, seed ${options.seed}: ${verdict.result}`,
+      );
+      artifacts = { history: historyFile, timeline: timelineFile };
+    }
+    const detail =
+      verdict.result === 'illegal'
+        ? `not linearizable; smallest failing excerpt:\n${verdict.excerpt.map((op) => `    ${describeOperation(op)}`).join('\n')}`
+        : verdict.result === 'unknown'
+          ? verdict.reason
+          : `linearizable (${verdict.partitions} services)`;
+    return {
+      seed: options.seed,
+      store: options.store,
+      broken: options.broken ?? null,
+      operations: records.length,
+      unknownOutcomes: records.filter((record) => record.outcome === 'unknown').length,
+      faults,
+      verdict: verdict.result,
+      verdictDetail: detail,
+      acknowledgedWrites: register.acknowledged,
+      lostWrites: register.lost,
+      fencingRefusals: register.refused,
+      doubleGrants: storeCheck.doubleGrants,
+      tokenRegressions: storeCheck.tokenRegressions,
+      replayMismatches,
+      passed,
+      artifacts,
+    };
+  } finally {
+    for (const client of clients) {
+      client.child.kill('SIGCONT');
+      if (client.child.exitCode === null) client.child.kill('SIGKILL');
+    }
+    for (const node of nodes) await node.stop().catch(() => {});
+    for (const proxy of dbProxies) await proxy.close();
+    pg?.stop();
+    await register.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The store's clock for an operation on `node`: its offset from the run's clock, as an
+ * interval around each clock jump (libfaketime applies it within a second).
+ */
+export function offsetsOf(jumps: readonly ClockJump[], node: string | null) {
+  return (at: number) => {
+    let min = 0;
+    let max = 0;
+    for (const jump of jumps) {
+      if (node !== null && jump.node !== node) continue;
+      if (at >= jump.effective) {
+        min = jump.after * 1000;
+        max = jump.after * 1000;
+      } else if (at >= jump.requested) {
+        min = Math.min(jump.before, jump.after) * 1000;
+        max = Math.max(jump.before, jump.after) * 1000;
+      }
+    }
+    return { min, max };
+  };
+}
+
+/** The clients' records as the checker's operations, with the store's time of each. */
+export function toHistory(
+  all: readonly OpRecord[],
+  offset: (at: number) => { min: number; max: number },
+): LockOperation[] {
+  const records = mergeRetries(all);
+  // Which service a lock id belongs to, from every answer that showed it.
+  const serviceOf = new Map<string, string>();
+  for (const record of records) {
+    if (record.call.kind !== 'acquire' || record.outcome === 'unknown') continue;
+    if (record.outcome.ok && record.outcome.lock) serviceOf.set(record.outcome.lock.id, record.call.service);
+    if (!record.outcome.ok && record.outcome.holderId)
+      serviceOf.set(record.outcome.holderId, record.call.service);
+  }
+  const operations: LockOperation[] = [];
+  for (const record of records) {
+    const { call } = record;
+    const ended = record.ended ?? Number.POSITIVE_INFINITY;
+    const at = {
+      from: record.started + offset(record.started).min,
+      to: ended === Number.POSITIVE_INFINITY ? ended : ended + offset(ended).max,
+    };
+    const output = record.outcome === 'unknown' ? UNKNOWN : toOutput(record.outcome);
+    let input: LockInput;
+    if (call.kind === 'acquire') {
+      input = {
+        kind: 'acquire',
+        service: call.service,
+        at,
+        phase: call.waitSeconds > 0 ? 'complete' : 'now',
+        request: call.who,
+        ttlMs: call.ttlSeconds * 1000,
+        retried: record.retried === true,
+      };
+    } else if (call.kind === 'queue') {
+      input = { kind: 'queue', service: call.service, at };
+    } else {
+      const service = serviceOf.get(call.id);
+      if (service === undefined) continue;
+      input =
+        call.kind === 'renew'
+          ? { kind: 'renew', service, at, id: call.id, ttlMs: call.ttlSeconds * 1000 }
+          : { kind: call.kind, service, at, id: call.id };
+    }
+    operations.push({ client: record.client, input, output, call: record.started, return: ended });
+  }
+  return operations;
+}
+
+/**
+ * A call whose answer was lost, then retried by its client, is one operation: it took effect
+ * once, somewhere between the first call and the retry's answer, and the retry's answer says
+ * how (an acquire retried with its key is answered the first attempt's lock, or its place in
+ * line; a release retried and answered 200 released it then). Kept apart: a retry answered
+ * LOCK_ENDED (the lock was granted and ended in between), or 404 for a release (it may have
+ * been released by the first attempt).
+ */
+function mergeRetries(records: readonly OpRecord[]): OpRecord[] {
+  const merged: OpRecord[] = [];
+  const pending = new Map<string, OpRecord>();
+  const retryKey = (record: OpRecord) =>
+    record.call.kind === 'acquire'
+      ? `${record.client}/acquire/${record.call.key}`
+      : record.call.kind === 'release' || record.call.kind === 'force-release' || record.call.kind === 'renew'
+        ? `${record.client}/${record.call.kind}/${record.call.id}`
+        : null;
+  for (const record of records) {
+    const key = retryKey(record);
+    const earlier = key === null ? undefined : pending.get(key);
+    if (key !== null && earlier) {
+      pending.delete(key);
+      const outcome = record.outcome;
+      // A retry refused because the first attempt may have done it (released, or the lock
+      // ended meanwhile): the two stay apart, the first with its outcome unknown.
+      const keepsApart =
+        outcome !== 'unknown' &&
+        !outcome.ok &&
+        (outcome.code === 'LOCK_ENDED' ||
+          outcome.code === 'LOCK_NOT_FOUND' ||
+          outcome.code === 'LOCK_NOT_HELD');
+      if (keepsApart) merged.push(earlier, record);
+      else if (outcome === 'unknown')
+        pending.set(key, { ...record, started: earlier.started, retried: true });
+      else merged.push({ ...record, started: earlier.started, retried: true });
+      continue;
+    }
+    if (key !== null && record.outcome === 'unknown') pending.set(key, record);
+    // A read whose answer was lost changed nothing and says nothing.
+    else if (record.outcome === 'unknown' && (record.call.kind === 'get' || record.call.kind === 'queue'))
+      continue;
+    else merged.push(record);
+  }
+  merged.push(...pending.values());
+  return merged;
+}
+
+function toOutput(outcome: Exclude<Outcome, 'unknown'>): LockOutput {
+  if (!outcome.ok) return outcome;
+  if (outcome.lock) return { ok: true, lock: outcome.lock };
+  if (outcome.queue) return { ok: true, queue: outcome.queue };
+  return { ok: true };
+}
+
+/** Attempts of one request (one key) answered with different locks: a second grant under a key. */
+function countReplayMismatches(records: readonly OpRecord[]): number {
+  const granted = new Map<string, string>();
+  let mismatches = 0;
+  for (const record of records) {
+    if (record.call.kind !== 'acquire' || record.outcome === 'unknown' || !record.outcome.ok) continue;
+    const lock = record.outcome.lock;
+    if (!lock) continue;
+    const seen = `${lock.id}/${lock.token}`;
+    const before = granted.get(record.call.key);
+    if (before !== undefined && before !== seen) mismatches++;
+    granted.set(record.call.key, seen);
+  }
+  return mismatches;
+}
+
+interface EventJson {
+  readonly id: number;
+  readonly type: string;
+  readonly service: string;
+  readonly lock: { readonly id: string; readonly fencingToken: number | null };
+}
+
+/**
+ * The store's history, in event-id order per service (the order its changes committed in):
+ * every `acquired` must come when no other lock of the service is live, and with a fencing
+ * token above every earlier one.
+ */
+async function checkStoreHistory(
+  node: TrackerNode,
+): Promise<{ doubleGrants: number; tokenRegressions: number }> {
+  const events: EventJson[] = [];
+  let before: number | null = null;
+  for (let page = 0; page < 10_000; page++) {
+    const query: string = before === null ? '' : `&before=${before}`;
+    const response = await fetch(`${node.directUrl}/api/v1alpha1/history?limit=1000${query}`, {
+      signal: AbortSignal.timeout(10_000),
+    });
+    const body = (await response.json()) as { events: EventJson[]; nextBefore: number | null };
+    events.push(...body.events);
+    if (body.nextBefore === null) break;
+    before = body.nextBefore;
+  }
+  events.sort((a, b) => a.id - b.id);
+  const live = new Map<string, Set<string>>();
+  const lastToken = new Map<string, number>();
+  let doubleGrants = 0;
+  let tokenRegressions = 0;
+  for (const event of events) {
+    const holders = live.get(event.service) ?? new Set<string>();
+    live.set(event.service, holders);
+    if (event.type === 'acquired') {
+      if (holders.size > 0) doubleGrants++;
+      holders.add(event.lock.id);
+      const token = event.lock.fencingToken ?? 0;
+      if (token <= (lastToken.get(event.service) ?? 0)) tokenRegressions++;
+      lastToken.set(event.service, token);
+    } else if (event.type === 'released' || event.type === 'expired' || event.type === 'force-released') {
+      holders.delete(event.lock.id);
+    }
+  }
+  return { doubleGrants, tokenRegressions };
+}
