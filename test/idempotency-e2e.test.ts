@@ -2,9 +2,12 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { Metadata, type ServiceError } from '@grpc/grpc-js';
+import { TrackerClient } from '../src/sdk/index.js';
+import { FaultProxy } from './support/fault-proxy.js';
 import { lockServiceClient, unary } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
-import { type ServerProcess, startServerProcess } from './support/server-process.js';
+import { ROOT, runToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
+import { waitFor } from './support/wait-for.js';
 
 /** Idempotency-Key over REST and request_id over gRPC, against the real server process. */
 describe('idempotent acquire over REST and gRPC (real server)', () => {
@@ -98,5 +101,74 @@ describe('idempotent acquire over REST and gRPC (real server)', () => {
     } finally {
       client.close();
     }
+  });
+
+  describe('an answer lost right after the commit (the proxy cuts the connection as the answer comes back)', () => {
+    let proxy: FaultProxy;
+    before(async () => {
+      proxy = await FaultProxy.start(`tcp://127.0.0.1:${server.httpPort}`);
+    });
+    after(async () => {
+      await proxy?.close();
+    });
+    const through = () => `http://127.0.0.1:${proxy.port}`;
+    const acquiredEvents = async (service: string) => {
+      const history = await call(server.baseUrl, 'GET', `${API}/history?service=${service}`);
+      return (history.json.events as { type: string }[]).filter((event) => event.type === 'acquired').length;
+    };
+
+    test('the SDK retries the acquire with its key and gets the one lock that was granted', async () => {
+      const service = fresh('sdk-cut');
+      const client = new TrackerClient({ url: through(), retryDelayMs: 10 });
+      proxy.cutAnswers(1);
+      const lock = await client.acquire(service, { who: 'ci', ttl: 600 });
+      const list = await call(server.baseUrl, 'GET', `${API}/locks/list?service=${service}`);
+      assert.deepEqual(
+        (list.json.locks as { id: string }[]).map((held) => held.id),
+        [lock.id],
+      );
+      assert.equal(await acquiredEvents(service), 1, 'granted once');
+    });
+
+    test('a waiting acquire whose grant was lost: the retry gets that grant, nobody else is served twice', async () => {
+      const service = fresh('sdk-cut-wait');
+      const holder = await acquire({ service, who: 'holder' });
+      const client = new TrackerClient({ url: through(), retryDelayMs: 10 });
+      const waiting = client.acquire(service, { who: 'ci', wait: 30 });
+      await waitFor(
+        async () =>
+          ((await call(server.baseUrl, 'GET', `${API}/queue/${service}`)).json.waiters as unknown[]).length === 1,
+        { what: 'the acquire in line' },
+      );
+      proxy.cutAnswers(1);
+      await call(server.baseUrl, 'DELETE', `${API}/lock/${holder.json.id}`);
+      const lock = await waiting;
+      assert.equal(lock.who, 'ci');
+      const list = await call(server.baseUrl, 'GET', `${API}/locks/list?service=${service}`);
+      assert.deepEqual(
+        (list.json.locks as { id: string }[]).map((held) => held.id),
+        [lock.id],
+      );
+      assert.equal(await acquiredEvents(service), 2, 'the holder, then the one grant');
+    });
+
+    test('the CLI does the same: tracker lock acquire prints the one lock', async () => {
+      const service = fresh('cli-cut');
+      proxy.cutAnswers(1);
+      const run = await runToExit(
+        process.execPath,
+        [`${ROOT}/dist/src/cli/main.js`, 'lock', 'acquire', '--service', service, '--who', 'ci'],
+        {
+          env: { ...process.env, TRACKER_URL: through(), TRACKER_TOKEN: '' },
+        },
+      );
+      assert.equal(run.code, 0, run.stderr);
+      const list = await call(server.baseUrl, 'GET', `${API}/locks/list?service=${service}`);
+      assert.deepEqual(
+        (list.json.locks as { id: string }[]).map((held) => held.id),
+        [run.stdout.trim()],
+      );
+      assert.equal(await acquiredEvents(service), 1);
+    });
   });
 });
