@@ -33,7 +33,10 @@ export const ErrorCode = {
   TOO_MANY_LOCKS: 'TOO_MANY_LOCKS',
   /** An idempotency key came again with another request (another service, who, TTL or wait). */
   IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
-  /** The lock granted under this idempotency key has ended; it is never granted again. */
+  /**
+   * The lock granted under this idempotency key has ended; it is never granted again. Also a
+   * waiting request granted a lock that ended before the answer went out.
+   */
   LOCK_ENDED: 'LOCK_ENDED',
 } as const;
 
@@ -111,6 +114,15 @@ export function idempotencyKeyReused(): TrackerError {
     ErrorCode.IDEMPOTENCY_KEY_REUSED,
     'this Idempotency-Key was used with another request (service, who, ttlSeconds or waitSeconds differ)',
     { field: 'Idempotency-Key' },
+  );
+}
+
+/** A waiting request was granted, but its lock ended (expired, force-released) before the answer. */
+export function grantEnded(lockId: string): TrackerError {
+  return new TrackerError(
+    ErrorCode.LOCK_ENDED,
+    `the request was granted lock ${lockId}, which ended (expired or force-released) before the answer`,
+    { lockId },
   );
 }
 

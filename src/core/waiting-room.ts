@@ -1,11 +1,15 @@
 import type { Clock } from './clock.js';
-import { cancelled, storeUnavailable, waitTimeout } from './errors.js';
+import { cancelled, grantEnded, storeUnavailable, waitTimeout } from './errors.js';
 import type { Lock } from './lock.js';
 import { type LockStore, WAITER_LEASE_MS } from './lock-store.js';
 
 /** How often, and how many times, a failed wait tries to leave the queue in the background. */
 const ABANDON_RETRY_MS = 1000;
 const ABANDON_ATTEMPTS = 300;
+
+/** How far back (in events of its service) a timed-out wait looks for its own grant. */
+const GRANT_LOOKBACK_PAGE = 200;
+const GRANT_LOOKBACK_PAGES = 25;
 
 /** A request that joined a service's queue. */
 export interface QueuedRequest {
@@ -145,9 +149,13 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
             const left = await store.leave(queued.ticket, queued.attempt);
             settled = true;
             if (left) throw waitTimeout((await store.queue(queued.service)).holder ?? queued.holder);
-            // Granted between the last look and leaving: the wait succeeded after all.
+            // Granted between the last look and leaving: the wait succeeded after all...
             const lock = await store.get(queued.id);
             if (lock) return lock;
+            // ...unless that lock already ended (a lost notification hid the grant until
+            // the deadline, and the lease ran out or an operator force-released it): the
+            // request was granted, so a timeout would be a lie.
+            if (await wasGranted(store, queued)) throw grantEnded(queued.id);
             throw waitTimeout(queued.holder);
           }
           await sleep(queued.service, Math.min(remaining, recheckMs), signal);
@@ -163,3 +171,23 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
 }
 
 export type WaitingRoom = ReturnType<typeof createWaitingRoom>;
+
+/**
+ * Whether the request was granted its lock: the service's history, newest first, back to the
+ * request's joining the queue (a wait lasts seconds, so a few pages at most).
+ */
+async function wasGranted(store: LockStore, queued: QueuedRequest): Promise<boolean> {
+  let before: number | undefined;
+  for (let page = 0; page < GRANT_LOOKBACK_PAGES; page++) {
+    const events = await store.history({ service: queued.service, before, limit: GRANT_LOOKBACK_PAGE });
+    for (const event of events) {
+      if (event.lockId !== queued.id) continue;
+      if (event.type === 'acquired') return true;
+      if (event.type === 'queued') return false;
+    }
+    const oldest = events.at(-1);
+    if (!oldest || events.length < GRANT_LOOKBACK_PAGE) return false;
+    before = oldest.id;
+  }
+  return false;
+}

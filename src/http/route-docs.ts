@@ -38,7 +38,7 @@ export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
   IDEMPOTENCY_KEY_REUSED:
     'the Idempotency-Key came before with another request (service, who, ttlSeconds or waitSeconds)',
   LOCK_ENDED:
-    'the lock acquired with this Idempotency-Key has ended (`lockId`); a key is never granted twice',
+    'the lock acquired with this Idempotency-Key has ended (`lockId`): a key is never granted twice; or a waiting request was granted a lock that ended before the answer',
   NOT_FOUND: 'no route has this path',
   METHOD_NOT_ALLOWED: 'the path exists, but not with this method; `Allow` lists those it has',
   UNSUPPORTED_MEDIA_TYPE: 'a body that is not `application/json`',

@@ -101,7 +101,8 @@ export class RateLimitedError extends TrackerApiError {
 
 /**
  * 409 LOCK_ENDED: an acquire retried with its Idempotency-Key after the lock its first
- * attempt was granted (`lockId`) had already ended: the key is never granted twice.
+ * attempt was granted (`lockId`) had already ended: the key is never granted twice. Or a
+ * waiting acquire whose lock ended (expired, force-released) before its answer went out.
  */
 export class LockEndedError extends TrackerApiError {
   override readonly name = 'LockEndedError';
