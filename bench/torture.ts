@@ -64,9 +64,9 @@ else {
   process.stdout.write(
     [
       `seed ${report.seed}, store ${report.store}${report.broken ? `, broken: ${report.broken}` : ''}`,
-      `operations checked: ${report.operations} (outcome unknown: ${report.unknownOutcomes})`,
+      `operations checked: ${report.operations} (from ${report.calls} calls: a retried call is one operation; outcome unknown: ${report.unknownOutcomes})`,
       `faults injected: ${report.faults.length} (${[...kinds].map(([kind, n]) => `${kind} ${n}`).join(', ')})`,
-      `verdict: ${report.verdict}: ${report.verdictDetail}`,
+      `verdict: ${report.verdict}: ${report.verdictDetail} (checked in ${(report.checkMs / 1000).toFixed(1)} s)`,
       `register: ${report.acknowledgedWrites} writes acknowledged, ${report.lostWrites} lost, ${report.fencingRefusals} refused by fencing`,
       `store history: ${report.doubleGrants} double grants, ${report.tokenRegressions} token regressions; replays answered another lock: ${report.replayMismatches}`,
       report.passed

@@ -98,6 +98,34 @@ describe('linearizability checker (a register)', () => {
     assert.equal(verdict.result, 'unknown');
   });
 
+  test('the steps of an operation take effect in their order', () => {
+    // `pair` takes effect in two steps that append 1, then 2, to the register's digits.
+    type StepInput = { kind: 'pair' | 'first' | 'second' } | { kind: 'read' };
+    const digits: Model<number, StepInput, RegisterOutput> = {
+      init: () => [0],
+      step(state, input, output: RegisterOutput | Unknown) {
+        if (input.kind === 'first') return [state * 10 + 1];
+        if (input.kind === 'second') return [state * 10 + 2];
+        if (input.kind === 'pair' || output === UNKNOWN) return [state];
+        return output.value === state ? [state] : [];
+      },
+      key: String,
+      expand: (op) =>
+        op.input.kind === 'pair'
+          ? [
+              { ...op, input: { kind: 'first' } },
+              { ...op, input: { kind: 'second' } },
+            ]
+          : [op],
+    };
+    const history = (read: number): Operation<StepInput, RegisterOutput>[] => [
+      { client: 'a', input: { kind: 'pair' }, output: {}, call: 0, return: 10 },
+      { client: 'b', input: { kind: 'read' }, output: { value: read }, call: 11, return: 12 },
+    ];
+    assert.equal(checkLinearizable(digits, history(12)).result, 'ok');
+    assert.equal(checkLinearizable(digits, history(21)).result, 'illegal', 'the second step came first');
+  });
+
   test('an illegal history is reported with a small excerpt that is still illegal', () => {
     const history: Operation<RegisterInput, RegisterOutput>[] = [];
     for (let i = 0; i < 30; i++) history.push(reg('a', { kind: 'write', value: i }, {}, i * 10, i * 10 + 1));
@@ -240,6 +268,45 @@ describe('the lock model', () => {
       op('n', acquire('n1'), lock('N', 2), 12, 13),
     ];
     assert.equal(check(newcomer).result, 'illegal');
+  });
+
+  test('a wait retried after a lost connection may have kept its place, or joined the line again at the back', () => {
+    const history = (retried: boolean) => [
+      op('h', acquire('h1'), lock('H', 1), 0, 1),
+      op('q', { kind: 'queue' }, { ok: true, queue: { holderId: 'H', waiters: ['w1'] } }, 3, 4),
+      // w1's connection broke; the server dropped it, and its retry joined behind w2.
+      op('q', { kind: 'queue' }, { ok: true, queue: { holderId: 'H', waiters: ['w2', 'w1'] } }, 7, 8),
+      op('w1', { ...wait('w1'), retried }, lock('W1', 3), 2, 30),
+      op('w2', wait('w2'), lock('W2', 2), 5, 12),
+      op('h', { kind: 'release', id: 'H' }, ok, 10, 11),
+      op('w2', { kind: 'release', id: 'W2' }, ok, 13, 14),
+    ];
+    assert.equal(check(history(true)).result, 'ok');
+    assert.equal(check(history(false)).result, 'illegal', 'a wait never retried keeps its place');
+    // A retry excuses a lost place, not a double grant: w1 is answered W1 while W2 holds.
+    const double = [
+      op('h', acquire('h1'), lock('H', 1), 0, 1),
+      op('w2', wait('w2'), lock('W2', 2), 5, 12),
+      op('h', { kind: 'release', id: 'H' }, ok, 10, 11),
+      op('w1', { ...wait('w1'), retried: true }, lock('W1', 3), 2, 14),
+      op('w2', { kind: 'release', id: 'W2' }, ok, 20, 21),
+    ];
+    assert.equal(check(double).result, 'illegal');
+  });
+
+  test('a wait answered LOCK_ENDED was granted a lock that ended unseen, by its answer', () => {
+    const ended: LockOutput = { ok: false, code: 'LOCK_ENDED' };
+    const history = (answered: number) => [
+      op('h', acquire('h1'), lock('H', 1), 0, 1),
+      op('w', wait('w1'), ended, 2, answered),
+      op('h', { kind: 'release', id: 'H' }, ok, 5, 6),
+      // W, the waiter's lock, whose id its client never saw, holds the service for a while.
+      op('n', acquire('n1'), held('W'), 7, 8),
+      op('n', acquire('n2'), lock('N', 3), 20, 21),
+    ];
+    assert.equal(check(history(30)).result, 'ok');
+    // Its lock still held after the answer said it had ended: not what LOCK_ENDED means.
+    assert.equal(check(history(6.5)).result, 'illegal');
   });
 
   test('a wait that times out leaves the line without the lock', () => {

@@ -3,7 +3,15 @@ import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { type Nemesis, runTorture, type TortureOptions } from './support/torture/run.js';
+import { UNKNOWN } from './support/linearizability/checker.js';
+import type { Record as OpRecord } from './support/torture/protocol.js';
+import {
+  type Nemesis,
+  offsetsOf,
+  runTorture,
+  type TortureOptions,
+  toHistory,
+} from './support/torture/run.js';
 
 /**
  * Short fault runs (npm run torture runs long ones): every nemesis at least once over the two
@@ -109,5 +117,85 @@ describe('fault run (short)', { concurrency: true }, () => {
     assert.ok(report.lostWrites > 0, `lost ${report.lostWrites} of ${report.acknowledgedWrites}`);
     assert.equal(report.passed, false);
     if (report.artifacts) rmSync(join(report.artifacts.history, '..'), { recursive: true, force: true });
+  });
+});
+
+describe("the fault run's history, as the checker gets it", () => {
+  const acquired: OpRecord = {
+    client: 'c1',
+    call: { kind: 'acquire', service: 'deploy', who: 'c1-1', ttlSeconds: 2, waitSeconds: 0, key: 'c1-1' },
+    started: 1000,
+    ended: 1010,
+    outcome: { ok: true, lock: { id: 'L', token: 1, expiresAt: 3000 } },
+  };
+  const lostRelease: OpRecord = {
+    client: 'c1',
+    call: { kind: 'release', id: 'L' },
+    started: 1500,
+    ended: null,
+    outcome: 'unknown',
+  };
+  const noJumps = offsetsOf([], null);
+  const releaseOf = (records: OpRecord[]) =>
+    toHistory(records, noJumps).find((op) => op.input.kind === 'release' && op.output === UNKNOWN);
+
+  test("a call on a lock whose answer was lost took effect, if at all, by the lock's last moment", () => {
+    // The lease surely ended a second after the whole second its answer showed.
+    assert.equal(releaseOf([acquired, lostRelease])?.return, 4000);
+    // An answer saying the lock is gone ends it earlier.
+    const gone: OpRecord = {
+      client: 'c2',
+      call: { kind: 'get', id: 'L' },
+      started: 2000,
+      ended: 2005,
+      outcome: { ok: false, code: 'LOCK_NOT_FOUND' },
+    };
+    assert.equal(releaseOf([acquired, lostRelease, gone])?.return, 2005);
+    // A renewal whose answer was lost may have stretched the lease: only an answer ends it.
+    const lostRenewal: OpRecord = {
+      client: 'c1',
+      call: { kind: 'renew', id: 'L', ttlSeconds: 2 },
+      started: 1200,
+      ended: null,
+      outcome: 'unknown',
+    };
+    assert.equal(releaseOf([acquired, lostRenewal, lostRelease])?.return, Number.POSITIVE_INFINITY);
+    assert.equal(releaseOf([acquired, lostRenewal, lostRelease, gone])?.return, 2005);
+  });
+
+  test('an acquire retried with its key and answered LOCK_ENDED: its first attempt took effect by then; the retry only looks', () => {
+    const call = {
+      kind: 'acquire',
+      service: 'deploy',
+      who: 'c1-1',
+      ttlSeconds: 2,
+      waitSeconds: 1,
+      key: 'c1-1',
+    } as const;
+    const history = toHistory(
+      [
+        { client: 'c1', call, started: 1000, ended: null, outcome: 'unknown' },
+        { client: 'c1', call, started: 3000, ended: 3010, outcome: { ok: false, code: 'LOCK_ENDED' } },
+      ],
+      noJumps,
+    );
+    assert.deepEqual(
+      history.map((op) => [op.input.kind === 'acquire' && op.input.phase, op.call, op.return]),
+      [
+        ['complete', 1000, 3010],
+        ['now', 3000, 3010],
+      ],
+    );
+  });
+
+  test("a clock jump is known from when it was asked for to when the server's clock showed it", () => {
+    const offset = offsetsOf([{ node: 'n1', requested: 100, effective: 300, before: 0, after: 9 }], 'n1');
+    assert.deepEqual(offset(50), { min: 0, max: 0 });
+    assert.deepEqual(offset(200), { min: 0, max: 9000 });
+    assert.deepEqual(offset(300), { min: 9000, max: 9000 });
+    // The history's reasoning about leases relies on clocks that only move forward.
+    assert.throws(() =>
+      offsetsOf([{ node: 'n1', requested: 100, effective: 300, before: 9, after: 0 }], 'n1'),
+    );
   });
 });

@@ -8,12 +8,14 @@
  * called and returned (on one clock, any unit). An operation whose outcome is unknown (a
  * timeout, a cut connection, a 503 after the commit may have happened) has `output: UNKNOWN`
  * and `return: Infinity`: it may have taken effect at any time after its call, or never
- * (the search may linearise it at the very end, after everything observed).
+ * (the search may linearise it at the very end, after everything observed); or a finite
+ * `return` when the history shows a moment after which it can have had no effect.
  *
  * Models are nondeterministic: `step` returns every state the operation may lead to (none:
- * the operation cannot happen there). The search runs on sets of states (the power-set
- * construction Porcupine uses for nondeterministic models), so each memo entry is a
- * linearised set and the set of states it may have reached.
+ * the operation cannot happen there). Each is a branch of the search, and each memo entry a
+ * linearised set and one state: a configuration reached by two paths is explored once (a
+ * search on sets of states, as Porcupine's power-set construction, explores a set again
+ * whenever one of its states differs, which grows exponentially with a model's choices).
  */
 
 /** The output of an operation whose outcome the client never learned. */
@@ -26,7 +28,7 @@ export interface Operation<I, O> {
   readonly input: I;
   readonly output: O | Unknown;
   readonly call: number;
-  /** Infinity when the outcome is unknown. */
+  /** Infinity when the outcome is unknown (or the latest moment it could matter). */
   readonly return: number;
 }
 
@@ -45,7 +47,7 @@ export interface Model<S, I, O> {
   /**
    * The operations the search runs on for one operation of the history (default: itself): an
    * operation that takes effect in steps (a wait: joining the line, then being granted) may
-   * be several. Excerpts keep an operation's steps together.
+   * be several, taking effect in their order. Excerpts keep an operation's steps together.
    */
   expand?(operation: Operation<I, O>): Operation<I, O>[];
   /** One line for an operation, for reports. */
@@ -134,19 +136,35 @@ function unlift(call: Entry): void {
   if (call.next) call.next.prev = call;
 }
 
+/**
+ * The set of linearised operations. Operations are numbered in call order, so the set is
+ * mostly a prefix of them plus a few more: its key names the prefix's length and the words
+ * after it, short however long the history.
+ */
 class Bitset {
   readonly words: Uint32Array;
+  /** Every word before this one is full. */
+  #full = 0;
   constructor(size: number) {
     this.words = new Uint32Array(Math.ceil(size / 32) || 1);
   }
   set(index: number): void {
     this.words[index >>> 5] = (this.words[index >>> 5] ?? 0) | (1 << (index & 31));
+    while (this.words[this.#full] === 0xffffffff) this.#full++;
+  }
+  has(index: number): boolean {
+    return ((this.words[index >>> 5] ?? 0) & (1 << (index & 31))) !== 0;
   }
   clear(index: number): void {
     this.words[index >>> 5] = (this.words[index >>> 5] ?? 0) & ~(1 << (index & 31));
+    if (index >>> 5 < this.#full) this.#full = index >>> 5;
   }
   key(): string {
-    return Array.from(this.words, (word) => word.toString(36)).join('.');
+    let last = this.words.length - 1;
+    while (last > this.#full && this.words[last] === 0) last--;
+    let key = `${this.#full}`;
+    for (let i = this.#full; i <= last; i++) key += `.${(this.words[i] as number).toString(36)}`;
+    return key;
   }
 }
 
@@ -158,14 +176,35 @@ type Search =
   | { readonly ok: boolean; readonly prefix: number; readonly stuck: readonly number[] }
   | 'timeout';
 
-/** The Wing–Gong search with Lowe's memo over one partition. */
+/** A linearised operation on the search's stack: the state before it, and what else it may lead to. */
+interface Frame<S> {
+  readonly call: Entry;
+  readonly before: S;
+  /** States the operation may also have led to, not tried yet. */
+  readonly untried: S[];
+}
+
+/**
+ * The Wing–Gong search with Lowe's memo over one partition, one state at a time: each
+ * (linearised set, state) configuration is explored once, and an operation with several
+ * possible outcomes (a nondeterministic model) is a branch point of the search.
+ */
 function search<S, I, O>(model: Model<S, I, O>, history: readonly Operation<I, O>[], budget: Budget): Search {
-  // Each expanded operation remembers which operation of the history it comes from.
-  const origin: number[] = [];
-  const ops = history.flatMap((op, index) => {
-    const steps = model.expand?.(op) ?? [op];
-    for (const _ of steps) origin.push(index);
-    return steps;
+  // Each expanded operation remembers which operation of the history it comes from; they are
+  // numbered in call order (the steps of one operation in their order).
+  const expanded = history.flatMap((op, index) =>
+    (model.expand?.(op) ?? [op]).map((step, order) => ({ step, index, order })),
+  );
+  expanded.sort((a, b) => a.step.call - b.step.call || a.index - b.index || a.order - b.order);
+  const ops = expanded.map((e) => e.step);
+  const origin = expanded.map((e) => e.index);
+  // The steps of one operation take effect in their order: each waits for the one before.
+  const previous = new Map<number, number>();
+  const lastStep = new Map<number, number>();
+  expanded.forEach((e, id) => {
+    const before = lastStep.get(e.index);
+    if (before !== undefined) previous.set(id, before);
+    lastStep.set(e.index, id);
   });
   const head = entries(ops);
   /** The calls that wait in the list before its first return: what may come next. */
@@ -175,60 +214,91 @@ function search<S, I, O>(model: Model<S, I, O>, history: readonly Operation<I, O
     return [...ids];
   };
   let stuck: number[] = candidates();
-  const stateKey = (states: S[]) => states.map((state) => model.key(state)).join('\u0000');
-  let states = dedupe(model, model.init());
   const linearised = new Bitset(ops.length);
   const seen = new Set<string>();
-  const stack: Array<{ call: Entry; states: S[] }> = [];
+  /** Marks a configuration explored; false if it already was. */
+  const visit = (state: S) => {
+    const memo = `${linearised.key()}|${model.key(state)}`;
+    if (seen.has(memo)) return false;
+    seen.add(memo);
+    return true;
+  };
+  const stack: Frame<S>[] = [];
   let best = 0;
-  let entry = head.next;
   let steps = 0;
-  while (head.next !== null) {
-    if ((++steps & 1023) === 0 && budget.spent) return 'timeout';
-    if (entry === null) return { ok: false, prefix: best, stuck };
-    if (entry.isCall) {
-      const op = ops[entry.id] as Operation<I, O>;
-      const next = dedupe(
-        model,
-        states.flatMap((state) => model.step(state, op.input, op.output)),
-      );
-      let moved = false;
-      if (next.length > 0) {
-        linearised.set(entry.id);
-        const memo = `${linearised.key()}|${stateKey(next)}`;
-        if (!seen.has(memo)) {
-          seen.add(memo);
-          stack.push({ call: entry, states });
-          states = next;
-          lift(entry);
-          if (stack.length > best) {
-            best = stack.length;
-            stuck = candidates();
+  for (const initial of dedupe(model, model.init())) {
+    if (!visit(initial)) continue;
+    let state = initial;
+    let entry = head.next;
+    while (head.next !== null) {
+      if ((++steps & 1023) === 0 && budget.spent) {
+        if (process.env.DBG) {
+          console.error('seen', seen.size, 'best', best, 'of', ops.length, 'stack', stack.length);
+          for (const i of stuck) console.error(model.describe?.(history[i] as Operation<I, O>));
+          const ls = new Map<string, number>();
+          for (const k of seen) {
+            const l = k.split('|')[0] as string;
+            ls.set(l, (ls.get(l) ?? 0) + 1);
           }
-          entry = head.next;
-          moved = true;
-        } else {
-          linearised.clear(entry.id);
+          console.error('distinct linearised', ls.size, 'max', Math.max(...ls.values()));
+          const topk = [...ls].sort((a, b) => b[1] - a[1])[0]?.[0];
+          let i = 0;
+          for (const k of seen)
+            if (k.startsWith(`${topk}|`) && i++ < 30) console.error(k.slice(String(topk).length));
         }
+        return 'timeout';
       }
-      if (!moved) entry = entry.next;
-    } else {
-      // A return whose call is not linearised yet: this order cannot work; backtrack.
-      const top = stack.pop();
-      if (!top) return { ok: false, prefix: best, stuck };
-      states = top.states;
+      if (entry?.isCall) {
+        const before = previous.get(entry.id);
+        if (before !== undefined && !linearised.has(before)) {
+          entry = entry.next;
+          continue;
+        }
+        const op = ops[entry.id] as Operation<I, O>;
+        linearised.set(entry.id);
+        const next = dedupe(model, model.step(state, op.input, op.output)).filter(visit);
+        const first = next.pop();
+        if (first === undefined) {
+          linearised.clear(entry.id);
+          entry = entry.next;
+          continue;
+        }
+        stack.push({ call: entry, before: state, untried: next });
+        state = first;
+        lift(entry);
+        if (stack.length > best) {
+          best = stack.length;
+          stuck = candidates();
+        }
+        entry = head.next;
+        continue;
+      }
+      // A return whose call is not linearised yet (or the end): this order cannot work. Try
+      // the last operation's other outcomes, then undo it.
+      const top = stack.at(-1);
+      if (!top) break;
+      const other = top.untried.pop();
+      if (other !== undefined) {
+        state = other;
+        entry = head.next;
+        continue;
+      }
+      stack.pop();
+      state = top.before;
       linearised.clear(top.call.id);
       unlift(top.call);
       entry = top.call.next;
     }
+    if (head.next === null) return { ok: true, prefix: ops.length, stuck: [] };
   }
-  return { ok: true, prefix: ops.length, stuck: [] };
+  return { ok: false, prefix: best, stuck };
 }
 
 function dedupe<S, I, O>(model: Model<S, I, O>, states: S[]): S[] {
+  if (states.length < 2) return states;
   const byKey = new Map<string, S>();
   for (const state of states) byKey.set(model.key(state), state);
-  return [...byKey.keys()].sort().map((key) => byKey.get(key) as S);
+  return [...byKey.values()];
 }
 
 /**

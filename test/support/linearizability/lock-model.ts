@@ -80,7 +80,8 @@ export type LockOutput =
       readonly ok: false;
       /**
        * LOCK_HELD, WAIT_TIMEOUT, LOCK_NOT_FOUND, LOCK_NOT_HELD, LOCK_ENDED (a retry of a request
-       * whose lock ended); REFUSED: turned away before any effect (400, 429).
+       * whose lock ended, or a wait whose lock ended before its answer); REFUSED: turned away
+       * before any effect (400, 429).
        */
       readonly code:
         | 'LOCK_HELD'
@@ -158,7 +159,7 @@ function settle(state: ServiceState, at: TimeWindow, knowledge: Knowledge): Serv
   const results: ServiceState[] = [];
   const visit = (current: ServiceState, index: number): void => {
     if (index === current.holders.length) {
-      results.push(...grants(current, at, knowledge));
+      results.push(...grants(current, knowledge));
       return;
     }
     const holder = current.holders[index] as Holder;
@@ -182,7 +183,7 @@ function settle(state: ServiceState, at: TimeWindow, knowledge: Knowledge): Serv
 }
 
 /** A freed place may have gone to the queue's head (or not yet): both, recursively. */
-function grants(state: ServiceState, at: TimeWindow, knowledge: Knowledge): ServiceState[] {
+function grants(state: ServiceState, knowledge: Knowledge): ServiceState[] {
   const head = state.queue[0];
   if (!head || state.holders.length >= state.limit) return [state];
   const granted: Holder = {
@@ -190,14 +191,16 @@ function grants(state: ServiceState, at: TimeWindow, knowledge: Knowledge): Serv
     request: head.request,
     token: null,
     after: state.lastToken,
-    // The lease starts at the grant, some time within `at`.
-    endsFrom: head.ttlMs === null ? Infinity : at.from + head.ttlMs,
-    endsTo: head.ttlMs === null ? Infinity : Infinity,
+    // Its lease is not known yet, and needs not be: a waiter whose client learns of the grant
+    // holds it until its answer shows the lease (an order where the lease ended first cannot
+    // end in that answer), and one whose client is gone (an orphan) may lose it at any time.
+    endsFrom: Infinity,
+    endsTo: Infinity,
     orphan: head.orphan,
     ttlMs: head.ttlMs,
   };
   const next = { ...state, holders: [...state.holders, granted], queue: state.queue.slice(1) };
-  return [state, ...grants(next, at, knowledge)];
+  return [state, ...grants(next, knowledge)];
 }
 
 function dropOrphans(state: ServiceState): ServiceState[] {
@@ -257,8 +260,10 @@ function stepAcquire(
     return output.lock ? confirm(state, mine, output.lock) : [];
   }
   const queuedAt = state.queue.findIndex((waiter) => waiter.request === request);
-  if (output !== UNKNOWN && !output.ok && output.code === 'LOCK_ENDED') {
-    // A retry after the request's lock ended: nothing of it is held or waiting.
+  const ended = output !== UNKNOWN && !output.ok && output.code === 'LOCK_ENDED';
+  if (ended && input.phase !== 'arrive') {
+    // A retry after the request's lock ended, or a wait whose lock ended before its answer:
+    // nothing of it is held or waiting by then.
     return mine < 0 && queuedAt < 0 ? [state] : [];
   }
 
@@ -277,9 +282,11 @@ function stepAcquire(
   }
 
   if (input.phase === 'rejoin') {
-    // Still in line (or granted): the retry takes that place; dropped: it joins at the back.
-    if (queuedAt >= 0 || output === UNKNOWN) return [state];
-    if (!free) return [{ ...state, queue: [...state.queue, { request, ttlMs, orphan: false }] }];
+    if (output === UNKNOWN) return [state];
+    // Dropped while its client was away: it joins at the back (or takes a free place, below);
+    // still in line: the retry takes that place (below).
+    if (queuedAt < 0 && !free)
+      return [{ ...state, queue: [...state.queue, { request, ttlMs, orphan: false }] }];
   }
   if (input.phase === 'arrive' || input.phase === 'rejoin') {
     if (output !== UNKNOWN && !output.ok && output.code === 'REFUSED') return [state];
@@ -290,7 +297,8 @@ function stepAcquire(
     }
     // A wait whose client may be gone (or went away once and came back: retried): the server
     // may drop it from the line, and release what it is granted, unseen.
-    const orphan = output === UNKNOWN || input.retried === true;
+    // A wait answered LOCK_ENDED was granted a lock its client never saw: it may end any time.
+    const orphan = output === UNKNOWN || ended || (input.retried === true && input.phase === 'arrive');
     const waiter: Waiter = { request, ttlMs, orphan };
     if (free) {
       // Taken at once: its `complete` shows the lock.

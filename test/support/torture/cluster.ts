@@ -116,7 +116,7 @@ export class TrackerNode {
       Object.assign(env, {
         LD_PRELOAD: FAKETIME_LIBRARY,
         FAKETIME_TIMESTAMP_FILE: this.clockFile,
-        // The file is read again at most once a second: a jump lands within a second.
+        // The file is read again at most every second or two (see jumpClock).
         FAKETIME_CACHE_DURATION: '1',
         // Only the wall clock moves (as NTP or an operator would move it); timers do not.
         FAKETIME_DONT_FAKE_MONOTONIC: '1',
@@ -171,11 +171,30 @@ export class TrackerNode {
     this.#child?.kill('SIGCONT');
   }
 
-  /** Moves its wall clock by `seconds` more (libfaketime re-reads the file within a second). */
-  jumpClock(seconds: number): void {
+  /**
+   * Moves its wall clock by `seconds` more, and resolves once the server's own clock shows
+   * the jump (the Date header of its answers; libfaketime reads its file again only every
+   * second or two, and only when the process asks the time): the instant it resolves is an
+   * upper bound of when the jump took effect.
+   */
+  async jumpClock(seconds: number): Promise<number> {
     if (!this.clockFile) throw new Error(`${this.name} does not run under libfaketime`);
+    const before = this.offsetSeconds * 1000;
     this.offsetSeconds += seconds;
+    const after = this.offsetSeconds * 1000;
     writeFileSync(this.clockFile, `${this.offsetSeconds >= 0 ? '+' : ''}${this.offsetSeconds}\n`);
+    return waitFor(
+      async () => {
+        const sent = Date.now();
+        const answer = await fetch(`${this.directUrl}/healthz`, { signal: AbortSignal.timeout(1000) });
+        await answer.arrayBuffer();
+        const shown = Date.parse(answer.headers.get('date') ?? '');
+        // Closer to the clock after the jump than before it (the header shows whole seconds,
+        // and may be up to a second old).
+        return Math.abs(shown - (sent + after)) < Math.abs(shown - (sent + before)) && Date.now();
+      },
+      { what: `${this.name}'s clock to jump ${seconds} s`, timeoutMs: 10_000, intervalMs: 50 },
+    );
   }
 
   async stop(): Promise<void> {

@@ -59,6 +59,11 @@ export interface Record {
   readonly outcome: Outcome;
   /** Set by the checker's preparation: the call was sent again after a lost answer. */
   readonly retried?: boolean;
+  /**
+   * Set by the checker's preparation, for a call whose answer was lost: a moment by which it
+   * surely took effect, if it did (a retry with its key answered that its lock had ended).
+   */
+  readonly settledBy?: number;
 }
 
 export type ClientLine =

@@ -78,8 +78,14 @@ export interface TortureReport {
   readonly seed: number;
   readonly store: string;
   readonly broken: string | null;
+  /** The clients' calls, every attempt of a retried call counted. */
+  readonly calls: number;
+  /** What the checker checked: a call retried with its key is one operation. */
   readonly operations: number;
+  /** Operations whose outcome no answer showed (their client gave up). */
   readonly unknownOutcomes: number;
+  /** How long the linearizability check took, in ms. */
+  readonly checkMs: number;
   readonly faults: readonly Fault[];
   readonly verdict: 'ok' | 'illegal' | 'unknown';
   readonly verdictDetail: string;
@@ -308,15 +314,8 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
         case 'clock-jump': {
           const before = node.offsetSeconds;
           const requested = Date.now();
-          node.jumpClock(3 * leaseMax);
-          // libfaketime reads its file again within a second.
-          jumps.push({
-            node: node.name,
-            requested,
-            effective: requested + 1200,
-            before,
-            after: node.offsetSeconds,
-          });
+          const effective = await node.jumpClock(3 * leaseMax);
+          jumps.push({ node: node.name, requested, effective, before, after: node.offsetSeconds });
           await sleep(1500);
           return `${node.name} (+${node.offsetSeconds - before} s)`;
         }
@@ -355,7 +354,9 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
       options.store === 'postgres' ? () => ({ min: 0, max: 0 }) : offsetsOf(jumps, node);
     const history = toHistory(records, storeTime(nodes.length === 1 ? (nodes[0]?.name ?? null) : null));
     log(`  checking ${history.length} operations`);
+    const checkStarted = performance.now();
     const verdict = checkLinearizable(lockModel(history), history, { timeoutMs: 60_000, shrinkMs: 20_000 });
+    const checkMs = Math.round(performance.now() - checkStarted);
     const replayMismatches = countReplayMismatches(records);
     // The store's own record.
     const storeCheck =
@@ -394,8 +395,10 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
       seed: options.seed,
       store: options.store,
       broken: options.broken ?? null,
-      operations: records.length,
-      unknownOutcomes: records.filter((record) => record.outcome === 'unknown').length,
+      calls: records.length,
+      operations: history.length,
+      unknownOutcomes: history.filter((op) => op.output === UNKNOWN).length,
+      checkMs,
       faults,
       verdict: verdict.result,
       verdictDetail: detail,
@@ -423,9 +426,12 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
 
 /**
  * The store's clock for an operation on `node`: its offset from the run's clock, as an
- * interval around each clock jump (libfaketime applies it within a second).
+ * interval around each clock jump (from when it was asked for to when the server showed it).
  */
 export function offsetsOf(jumps: readonly ClockJump[], node: string | null) {
+  if (jumps.some((jump) => jump.after < jump.before || jump.before < 0)) {
+    throw new Error('the run moves clocks forward only (the history relies on it)');
+  }
   return (at: number) => {
     let min = 0;
     let max = 0;
@@ -457,10 +463,15 @@ export function toHistory(
     if (!record.outcome.ok && record.outcome.holderId)
       serviceOf.set(record.outcome.holderId, record.call.service);
   }
+  const lastMoments = lastMomentsOf(records);
   const operations: LockOperation[] = [];
   for (const record of records) {
     const { call } = record;
-    const ended = record.ended ?? Number.POSITIVE_INFINITY;
+    const lastMoment = Math.min(
+      ('id' in call ? lastMoments.get(call.id) : undefined) ?? Number.POSITIVE_INFINITY,
+      record.settledBy ?? Number.POSITIVE_INFINITY,
+    );
+    const ended = record.ended ?? Math.max(record.started, lastMoment);
     const at = {
       from: record.started + offset(record.started).min,
       to: ended === Number.POSITIVE_INFINITY ? ended : ended + offset(ended).max,
@@ -472,7 +483,8 @@ export function toHistory(
         kind: 'acquire',
         service: call.service,
         at,
-        phase: call.waitSeconds > 0 ? 'complete' : 'now',
+        // A retry answered LOCK_ENDED only looks: nothing of its request is left by then.
+        phase: call.waitSeconds > 0 && !(record.retried && isLockEnded(record.outcome)) ? 'complete' : 'now',
         request: call.who,
         ttlMs: call.ttlSeconds * 1000,
         retried: record.retried === true,
@@ -490,6 +502,43 @@ export function toHistory(
     operations.push({ client: record.client, input, output, call: record.started, return: ended });
   }
   return operations;
+}
+
+/**
+ * For each lock, a moment (run's clock) after which it surely no longer exists, when the
+ * history shows one: an answer said it was released or gone, or its lease (as the last answer
+ * showing it said, no renewal of it being in doubt) surely ended. An operation on a lock whose
+ * answer was lost did nothing if it took effect after that (the lock's id never comes back),
+ * so it is checked as having taken effect by then: otherwise the search would try it at every
+ * later point of the history, each try doubling what it explores.
+ */
+function lastMomentsOf(records: readonly OpRecord[]): Map<string, number> {
+  const gone = new Map<string, number>();
+  const leaseEnd = new Map<string, number>();
+  const renewalInDoubt = new Set<string>();
+  const earliest = (map: Map<string, number>, id: string, at: number) =>
+    map.set(id, Math.min(map.get(id) ?? Number.POSITIVE_INFINITY, at));
+  for (const record of records) {
+    const { call, outcome } = record;
+    if (outcome === 'unknown') {
+      if (call.kind === 'renew') renewalInDoubt.add(call.id);
+      continue;
+    }
+    const ended = record.ended as number;
+    if (outcome.ok && outcome.lock) {
+      // The store's clock never runs behind the run's (its clock only jumps forward), so the
+      // lease surely ended by the run's clock at its latest end by the store's.
+      const end = outcome.lock.expiresAt === null ? Number.POSITIVE_INFINITY : outcome.lock.expiresAt + 1000;
+      leaseEnd.set(outcome.lock.id, Math.max(leaseEnd.get(outcome.lock.id) ?? 0, end));
+    }
+    if ('id' in call) {
+      const released = outcome.ok && (call.kind === 'release' || call.kind === 'force-release');
+      const notThere = !outcome.ok && (outcome.code === 'LOCK_NOT_FOUND' || outcome.code === 'LOCK_NOT_HELD');
+      if (released || notThere) earliest(gone, call.id, ended);
+    }
+  }
+  for (const [id, end] of leaseEnd) if (!renewalInDoubt.has(id)) earliest(gone, id, end);
+  return gone;
 }
 
 /**
@@ -523,8 +572,15 @@ function mergeRetries(records: readonly OpRecord[]): OpRecord[] {
         (outcome.code === 'LOCK_ENDED' ||
           outcome.code === 'LOCK_NOT_FOUND' ||
           outcome.code === 'LOCK_NOT_HELD');
-      if (keepsApart) merged.push(earlier, record);
-      else if (outcome === 'unknown')
+      if (keepsApart) {
+        // A retried acquire answered LOCK_ENDED: the request was granted, and its lock ended,
+        // by that answer; the retry itself changed nothing.
+        const ended = record.call.kind === 'acquire' && record.ended !== null;
+        merged.push(ended ? { ...earlier, settledBy: record.ended as number } : earlier, {
+          ...record,
+          retried: true,
+        });
+      } else if (outcome === 'unknown')
         pending.set(key, { ...record, started: earlier.started, retried: true });
       else merged.push({ ...record, started: earlier.started, retried: true });
       continue;
@@ -537,6 +593,10 @@ function mergeRetries(records: readonly OpRecord[]): OpRecord[] {
   }
   merged.push(...pending.values());
   return merged;
+}
+
+function isLockEnded(outcome: Outcome): boolean {
+  return outcome !== 'unknown' && !outcome.ok && outcome.code === 'LOCK_ENDED';
 }
 
 function toOutput(outcome: Exclude<Outcome, 'unknown'>): LockOutput {
