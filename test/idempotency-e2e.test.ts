@@ -137,7 +137,8 @@ describe('idempotent acquire over REST and gRPC (real server)', () => {
       const waiting = client.acquire(service, { who: 'ci', wait: 30 });
       await waitFor(
         async () =>
-          ((await call(server.baseUrl, 'GET', `${API}/queue/${service}`)).json.waiters as unknown[]).length === 1,
+          ((await call(server.baseUrl, 'GET', `${API}/queue/${service}`)).json.waiters as unknown[])
+            .length === 1,
         { what: 'the acquire in line' },
       );
       proxy.cutAnswers(1);
