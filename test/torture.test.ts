@@ -84,8 +84,9 @@ describe('fault run (short)', { concurrency: true }, () => {
     try {
       const report = await runTorture({
         ...SHORT,
+        clients: 2,
         store: 'sqlite',
-        seconds: 6,
+        seconds: 4,
         seed: seed(),
         broken: 'split-brain',
         nemeses: [],
@@ -107,8 +108,9 @@ describe('fault run (short)', { concurrency: true }, () => {
   test('a register that does not fence loses writes of a holder paused past its lease', async () => {
     const report = await runTorture({
       ...SHORT,
+      clients: 2,
       store: 'sqlite',
-      seconds: 8,
+      seconds: 4,
       seed: seed(),
       broken: 'no-fencing',
       nemeses: ['pause-client', 'pause-client'],

@@ -9,7 +9,10 @@ export interface WaitForOptions {
   readonly what: string;
   /** Longest wait, in ms (default 10,000). */
   readonly timeoutMs?: number;
-  /** Between polls, in ms (default 10). */
+  /**
+   * Between polls, in ms. Default: 10, growing by half each poll up to 100, so that a long
+   * wait does not spend the machine's time asking (many tests wait at once).
+   */
   readonly intervalMs?: number;
 }
 
@@ -18,7 +21,8 @@ export async function waitFor<T>(
   options: WaitForOptions,
 ): Promise<Exclude<T, false | null | undefined>> {
   const timeoutMs = options.timeoutMs ?? 10_000;
-  const intervalMs = options.intervalMs ?? 10;
+  let intervalMs = options.intervalMs ?? 10;
+  const growing = options.intervalMs === undefined;
   const deadline = performance.now() + timeoutMs;
   let last: unknown;
   let failure: unknown;
@@ -34,6 +38,7 @@ export async function waitFor<T>(
     }
     if (performance.now() >= deadline) break;
     await new Promise((resolve) => setTimeout(resolve, intervalMs));
+    if (growing) intervalMs = Math.min(100, intervalMs * 1.5);
   }
   const seen = failure === undefined ? `last value: ${describe(last)}` : `last error: ${describe(failure)}`;
   throw new Error(`timed out after ${timeoutMs} ms waiting for ${options.what} (${seen})`, {

@@ -278,9 +278,10 @@ for (let iteration = 0; iteration < config.maxOps && !stopping && Date.now() < d
   const dice = randomInt(100);
   if (dice < 55) {
     // Work under the lock: read, then write one more, both fenced by the token.
-    // Work takes time: a pause of this client usually lands between the read and the write,
+    // Work takes time: the run stops a client between the read and the write (it says when),
     // which is where a holder that outlived its lease does harm (if nothing fences it).
     const value = await access(held.service, held.token, 'read');
+    if (value !== null) emit({ type: 'working' });
     await new Promise((resolve) => setTimeout(resolve, 20 + randomInt(30)));
     if (value !== null) await access(held.service, held.token, 'write', value + 1);
   } else if (dice < 70) {

@@ -69,5 +69,7 @@ export interface Record {
 export type ClientLine =
   | { readonly type: 'op'; readonly record: Record }
   | { readonly type: 'holding'; readonly service: string; readonly id: string }
+  /** It has read the register under its lock and is about to write: where a pause does harm. */
+  | { readonly type: 'working' }
   | { readonly type: 'free' }
   | { readonly type: 'done' };

@@ -120,6 +120,8 @@ interface ClientProcess {
   readonly child: ChildProcess;
   readonly records: OpRecord[];
   holding: boolean;
+  /** Called as it says it is between a read and a write under its lock. */
+  onWorking: (() => void) | null;
   readonly done: Promise<void>;
 }
 
@@ -219,6 +221,7 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
         child,
         records: [],
         holding: false,
+        onWorking: null,
         done: new Promise((resolve) => child.once('exit', () => resolve())),
       };
       createInterface({ input: child.stdout as NodeJS.ReadableStream }).on('line', (line) => {
@@ -226,6 +229,7 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
         if (message.type === 'op') client.records.push(message.record);
         else if (message.type === 'holding') client.holding = true;
         else if (message.type === 'free') client.holding = false;
+        else if (message.type === 'working') client.onWorking?.();
       });
       return client;
     }
@@ -265,19 +269,31 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
           node.resume();
           return node.name;
         case 'pause-client': {
-          // A client that holds a lock, so that its lease runs out while it sleeps.
-          const holders = () => clients.filter((client) => client.holding && client.child.exitCode === null);
-          await waitFor(() => holders().length > 0, {
-            what: 'a client holding a lock',
-            timeoutMs: 3000,
-          }).catch(() => {});
-          const holding = holders();
-          const client = holding[which % Math.max(1, holding.length)] ?? clients[which % clients.length];
+          // A client holding a lock, stopped as it says it has read under its lock and is
+          // about to write: its lease runs out while it sleeps, and it writes when it wakes.
+          const live = clients.filter((client) => client.child.exitCode === null);
+          const stopped = await new Promise<ClientProcess | null>((resolve) => {
+            const done = (client: ClientProcess | null) => {
+              clearTimeout(timer);
+              for (const each of live) each.onWorking = null;
+              resolve(client);
+            };
+            const timer = setTimeout(() => done(null), 5000);
+            for (const client of live) {
+              client.onWorking = () => {
+                client.child.kill('SIGSTOP');
+                done(client);
+              };
+            }
+          });
+          // Nobody worked for 5 s: stop a holder (or anyone) as it is.
+          const client =
+            stopped ?? live.find((each) => each.holding) ?? live[which % Math.max(1, live.length)];
           if (!client) return 'no client';
-          client.child.kill('SIGSTOP');
+          if (!stopped) client.child.kill('SIGSTOP');
           await sleep(pauseMs);
           client.child.kill('SIGCONT');
-          return `${client.id}${client.holding ? ' (holding a lock)' : ''}`;
+          return `${client.id}${stopped ? ' (between its read and its write)' : client.holding ? ' (holding a lock)' : ''}`;
         }
         case 'cut':
           await Promise.all([node.restProxy.down(), node.grpcProxy.down()]);
