@@ -11,7 +11,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { type ServiceError, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { bufOk, bufStream } from './support/buf-curl.js';
 import {
   HEALTH_SERVICE,
@@ -21,6 +21,7 @@ import {
   type LockServiceClient,
   lockMessageAsJson,
   lockServiceClient,
+  rejectsWith,
   SERVICE,
   type StreamRecorder,
   serverStream,
@@ -107,26 +108,6 @@ function assertIncreasing(events: readonly { id: string }[], label: string): voi
 
 /** The lock of an event without its waiters count (which says what came right after it). */
 const withoutWaiters = ({ waiters: _waiters, ...lock }: LockMessage) => lock;
-
-/** Asserts that `promise` fails with `code` and the given `tracker-*` trailers (and no others). */
-async function rejectsWith(
-  promise: Promise<unknown>,
-  code: status,
-  trailers: Record<string, string>,
-): Promise<ServiceError> {
-  let caught: ServiceError | undefined;
-  await assert.rejects(promise, (error: ServiceError) => {
-    caught = error;
-    return true;
-  });
-  assert.ok(caught);
-  assert.equal(caught.code, code, `${status[caught.code]}: ${caught.details}`);
-  const tracker = Object.fromEntries(
-    Object.entries(caught.metadata.getMap()).filter(([key]) => key.startsWith('tracker-')),
-  );
-  assert.deepEqual(tracker, trailers, caught.details);
-  return caught;
-}
 
 const NOT_FOUND = { 'tracker-code': 'LOCK_NOT_FOUND' };
 const invalid = (field: string) => ({ 'tracker-code': 'INVALID_ARGUMENT', 'tracker-field': field });

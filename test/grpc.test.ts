@@ -10,7 +10,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { type ServiceError, status } from '@grpc/grpc-js';
+import { status } from '@grpc/grpc-js';
 import { bufFails, bufOk, bufRaw } from './support/buf-curl.js';
 import {
   type LockMessage,
@@ -18,6 +18,7 @@ import {
   lockMessageAsJson,
   lockMessageAsRest,
   lockServiceClient,
+  rejectsWith,
   SERVICE,
   unary,
 } from './support/grpc-client.js';
@@ -77,27 +78,6 @@ async function rest(
   const response = await fetch(`${baseUrl}${path}`, init);
   const text = await response.text();
   return { status: response.status, json: text === '' ? {} : (JSON.parse(text) as Record<string, unknown>) };
-}
-
-/** Asserts that `promise` fails with `code` and the given `tracker-*` trailers (and no others). */
-async function rejectsWith(
-  promise: Promise<unknown>,
-  code: status,
-  trailers: Record<string, string>,
-): Promise<ServiceError> {
-  let caught: ServiceError | undefined;
-  await assert.rejects(promise, (error: ServiceError) => {
-    caught = error;
-    return true;
-  });
-  assert.ok(caught);
-  assert.equal(caught.code, code, `${status[caught.code]}: ${caught.details}`);
-  const tracker = Object.fromEntries(
-    Object.entries(caught.metadata.getMap()).filter(([key]) => key.startsWith('tracker-')),
-  );
-  assert.deepEqual(tracker, trailers, caught.details);
-  for (const [key, value] of Object.entries(trailers)) assert.deepEqual(caught.metadata.get(key), [value]);
-  return caught;
 }
 
 const NOT_FOUND = { 'tracker-code': 'LOCK_NOT_FOUND' };

@@ -17,9 +17,9 @@ import {
   lockServiceClient,
   unary,
 } from './support/grpc-client.js';
+import { API, quickRequest } from './support/rest.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 
-const API = '/api/v1alpha1';
 /** Every request, REST or gRPC, is abandoned after this long (and then counts as a failure). */
 const REQUEST_TIMEOUT_MS = 10_000;
 const RACERS = 100;
@@ -48,36 +48,8 @@ interface Target {
 const agent = new http.Agent({ keepAlive: true });
 
 /** One request over `agent`; the status and the body as text. Bounded by REQUEST_TIMEOUT_MS of silence. */
-function request(url: string, method: string, body?: unknown): Promise<{ status: number; text: string }> {
-  const data = body === undefined ? undefined : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const outgoing = http.request(
-      url,
-      {
-        method,
-        agent,
-        headers:
-          data === undefined
-            ? {}
-            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
-      },
-      (response) => {
-        let text = '';
-        response.setEncoding('utf8');
-        response.on('data', (chunk: string) => {
-          text += chunk;
-        });
-        response.on('end', () => resolve({ status: response.statusCode ?? 0, text }));
-        response.on('error', reject);
-      },
-    );
-    outgoing.on('error', reject);
-    outgoing.setTimeout(REQUEST_TIMEOUT_MS, () =>
-      outgoing.destroy(new Error(`${method} ${url}: no answer within ${REQUEST_TIMEOUT_MS} ms`)),
-    );
-    outgoing.end(data);
-  });
-}
+const request = (url: string, method: string, body?: unknown) =>
+  quickRequest(agent, method, url, body, REQUEST_TIMEOUT_MS);
 
 async function connect(name: string, server: ServerProcess): Promise<Target> {
   const clients = Array.from({ length: CHANNELS }, () =>

@@ -21,7 +21,7 @@ import {
   type WatchLocksMessage,
 } from './support/grpc-client.js';
 import { ADMIN_URL, describePostgres, FaultProxy, withClient } from './support/postgres.js';
-import { API, call, type Reply } from './support/rest.js';
+import { API, call, quickRequest, type Reply } from './support/rest.js';
 import { ROOT, runServerToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
 import { waitFor, within } from './support/wait-for.js';
 
@@ -30,51 +30,16 @@ const FREE = ['--host', '127.0.0.1', '--http-port', '0', '--grpc-port', '0'];
 const acquire = (base: string, service: string, who = 'tester') =>
   call(base, 'POST', `${API}/lock`, { service, who });
 
-/**
- * One request over one of `agent`'s keep-alive connections (`body`, if any, as JSON); the
- * status and the parsed body. For the loads: fetch costs the test process about five times
- * the CPU per request, and the loads send thousands.
- */
-function quickRequest(
+/** One request over `agent` (see quickRequest); the status and the parsed body. */
+async function quickCall(
   agent: http.Agent,
   method: string,
   base: string,
   path: string,
   body?: unknown,
 ): Promise<{ status: number; json: Record<string, unknown> }> {
-  const data = body === undefined ? undefined : JSON.stringify(body);
-  return new Promise((resolve, reject) => {
-    const request = http.request(
-      `${base}${path}`,
-      {
-        method,
-        agent,
-        headers:
-          data === undefined
-            ? {}
-            : { 'content-type': 'application/json', 'content-length': Buffer.byteLength(data) },
-      },
-      (response) => {
-        let text = '';
-        response.setEncoding('utf8');
-        response.on('data', (chunk: string) => {
-          text += chunk;
-        });
-        response.on('end', () => {
-          try {
-            resolve({ status: response.statusCode ?? 0, json: text === '' ? {} : JSON.parse(text) });
-          } catch (error) {
-            reject(error);
-          }
-        });
-        response.on('error', reject);
-      },
-    );
-    request.on('error', reject);
-    // Bounded: a request that hears nothing for 20 s fails (a socket timeout costs less than a timer each).
-    request.setTimeout(20_000, () => request.destroy(new Error(`${method} ${path}: no answer within 20 s`)));
-    request.end(data);
-  });
+  const { status, text } = await quickRequest(agent, method, `${base}${path}`, body);
+  return { status, json: text === '' ? {} : JSON.parse(text) };
 }
 
 async function databaseNow(url: string): Promise<number> {
@@ -287,7 +252,7 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
         const replies = await Promise.all(
           replicas.flatMap((replica) =>
             Array.from({ length: perReplica }, (_, i) =>
-              quickRequest(agent, 'GET', replica.baseUrl, i < 10 ? `${API}/locks/list` : '/healthz'),
+              quickCall(agent, 'GET', replica.baseUrl, i < 10 ? `${API}/locks/list` : '/healthz'),
             ),
           ),
         );
@@ -300,7 +265,7 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
       const replies = await Promise.all(
         Array.from({ length: 200 }, (_, i) => {
           const replica = replicas[i % replicas.length] as ServerProcess;
-          return quickRequest(agent, 'POST', replica.baseUrl, `${API}/lock`, { service, who: `client-${i}` });
+          return quickCall(agent, 'POST', replica.baseUrl, `${API}/lock`, { service, who: `client-${i}` });
         }),
       );
       const winners = replies.filter((reply) => reply.status === 201);
@@ -711,7 +676,7 @@ await describePostgres('three replicas on one PostgreSQL database', (database) =
       const worker = async (n: number) => {
         for (let i = 0; i < 2000 && !stop; i++) {
           const sentIn = phase;
-          const reply = await quickRequest(agent, 'POST', replica.baseUrl, `${API}/lock`, {
+          const reply = await quickCall(agent, 'POST', replica.baseUrl, `${API}/lock`, {
             service: `midcut-${n}-${i}`,
             who: `worker-${n}`,
           });

@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, test } from 'node:test';
+import { describe, type TestContext, test } from 'node:test';
 import { UNKNOWN } from './support/linearizability/checker.js';
 import type { Record as OpRecord } from './support/torture/protocol.js';
 import {
@@ -27,7 +27,12 @@ const SHORT: Pick<TortureOptions, 'clients' | 'leaseSeconds' | 'calmMs'> = {
 
 const seed = () => Math.floor(Math.random() * 2 ** 31);
 
-function expectPassed(report: Awaited<ReturnType<typeof runTorture>>, nemeses: readonly Nemesis[]): void {
+/** A short run on `store` injecting `nemeses` once each, in order, which must pass. */
+async function expectPasses(t: TestContext, store: TortureOptions['store'], nemeses: readonly Nemesis[]) {
+  const report = await runTorture({ ...SHORT, store, seconds: 8, seed: seed(), nemeses });
+  t.diagnostic(
+    `${report.operations} operations, ${report.fencingRefusals} writes refused by fencing, seed ${report.seed}`,
+  );
   const summary = `seed ${report.seed}: ${report.verdictDetail}; lost ${report.lostWrites}, double grants ${report.doubleGrants}, token regressions ${report.tokenRegressions}, replay mismatches ${report.replayMismatches}`;
   assert.equal(report.verdict, 'ok', summary);
   assert.equal(report.lostWrites, 0, summary);
@@ -45,8 +50,8 @@ function expectPassed(report: Awaited<ReturnType<typeof runTorture>>, nemeses: r
 }
 
 describe('fault run (short)', { concurrency: true }, () => {
-  test('SQLite: kill -9, SIGSTOP of the server and of a holder, cut, slow and black-holed clients, a clock jump', async (t) => {
-    const nemeses: Nemesis[] = [
+  test('SQLite: kill -9, SIGSTOP of the server and of a holder, cut, slow and black-holed clients, a clock jump', (t) =>
+    expectPasses(t, 'sqlite', [
       'kill',
       'pause-client',
       'cut',
@@ -54,16 +59,10 @@ describe('fault run (short)', { concurrency: true }, () => {
       'blackhole',
       'pause-node',
       'clock-jump',
-    ];
-    const report = await runTorture({ ...SHORT, store: 'sqlite', seconds: 8, seed: seed(), nemeses });
-    t.diagnostic(
-      `${report.operations} operations, ${report.fencingRefusals} writes refused by fencing, seed ${report.seed}`,
-    );
-    expectPassed(report, nemeses);
-  });
+    ]));
 
-  test('PostgreSQL, three replicas: kill -9 and SIGSTOP of a replica, cut, slow and black-holed database, a restart of PostgreSQL, a clock jump', async (t) => {
-    const nemeses: Nemesis[] = [
+  test('PostgreSQL, three replicas: kill -9 and SIGSTOP of a replica, cut, slow and black-holed database, a restart of PostgreSQL, a clock jump', (t) =>
+    expectPasses(t, 'postgres', [
       'db-cut',
       'kill',
       'db-delay',
@@ -71,13 +70,7 @@ describe('fault run (short)', { concurrency: true }, () => {
       'db-blackhole',
       'pause-node',
       'clock-jump',
-    ];
-    const report = await runTorture({ ...SHORT, store: 'postgres', seconds: 8, seed: seed(), nemeses });
-    t.diagnostic(
-      `${report.operations} operations, ${report.fencingRefusals} writes refused by fencing, seed ${report.seed}`,
-    );
-    expectPassed(report, nemeses);
-  });
+    ]));
 
   test('a split brain (two stores that each decide) is found not linearizable, with a history and a timeline', async () => {
     const outDir = mkdtempSync(join(tmpdir(), 'tracker-torture-broken-'));

@@ -1,3 +1,4 @@
+import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
   type CallOptions,
@@ -8,6 +9,7 @@ import {
   makeClientConstructor,
   type ServiceError,
   type StatusObject,
+  status,
 } from '@grpc/grpc-js';
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ROOT } from './server-process.js';
@@ -231,4 +233,25 @@ export function serverStream<T>(
       call.cancel();
     },
   };
+}
+
+/** Asserts that `promise` fails with `code` and the given `tracker-*` trailers (and no others). */
+export async function rejectsWith(
+  promise: Promise<unknown>,
+  code: status,
+  trailers: Record<string, string>,
+): Promise<ServiceError> {
+  let caught: ServiceError | undefined;
+  await assert.rejects(promise, (error: ServiceError) => {
+    caught = error;
+    return true;
+  });
+  assert.ok(caught);
+  assert.equal(caught.code, code, `${status[caught.code]}: ${caught.details}`);
+  const tracker = Object.fromEntries(
+    Object.entries(caught.metadata.getMap()).filter(([key]) => key.startsWith('tracker-')),
+  );
+  assert.deepEqual(tracker, trailers, caught.details);
+  for (const [key, value] of Object.entries(trailers)) assert.deepEqual(caught.metadata.get(key), [value]);
+  return caught;
 }

@@ -1,5 +1,7 @@
 /** What the fault run's client processes are told, and what they report (JSON lines). */
 
+import type { LockOutput, SeenLock } from '../linearizability/lock-model.js';
+
 export interface ClientConfig {
   readonly id: string;
   readonly transport: 'rest' | 'grpc';
@@ -12,12 +14,8 @@ export interface ClientConfig {
   readonly leaseSeconds: readonly [number, number];
 }
 
-export interface SeenLockJson {
-  readonly id: string;
-  readonly token: number;
-  /** Epoch ms, whole seconds as the API shows them; null: no TTL. */
-  readonly expiresAt: number | null;
-}
+/** A lock as an answer shows it (expiresAt: epoch ms, whole seconds; null: no TTL). */
+export type SeenLockJson = SeenLock;
 
 export type Outcome =
   | 'unknown'
@@ -26,17 +24,7 @@ export type Outcome =
       readonly lock?: SeenLockJson;
       readonly queue?: { holderId: string | null; waiters: string[] };
     }
-  | {
-      readonly ok: false;
-      readonly code:
-        | 'LOCK_HELD'
-        | 'WAIT_TIMEOUT'
-        | 'LOCK_NOT_FOUND'
-        | 'LOCK_NOT_HELD'
-        | 'LOCK_ENDED'
-        | 'REFUSED';
-      readonly holderId?: string;
-    };
+  | Extract<LockOutput, { readonly ok: false }>;
 
 export interface Record {
   readonly client: string;
