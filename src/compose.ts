@@ -68,6 +68,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     clock: systemClock,
     newId: randomUUID,
     maxWaitersPerService: config.maxWaitersPerService,
+    maxWaiters: config.maxWaiters,
     maxLocks: config.maxLocks,
     defaultTtlSeconds: config.defaultTtlSeconds,
     maxTtlSeconds: config.maxTtlSeconds,

@@ -26,6 +26,7 @@ describe('loadConfig', () => {
       tls: null,
       rateLimit: null,
       maxWaitersPerService: 1000,
+      maxWaiters: 10000,
       maxLocks: 1_000_000,
       headersTimeoutMs: 10_000,
       requestTimeoutMs: 30_000,

@@ -44,6 +44,7 @@ export interface Config {
   /** Requests per second per token (or per address without authentication); null: no limit. */
   readonly rateLimit: { readonly perSecond: number; readonly burst: number } | null;
   readonly maxWaitersPerService: number;
+  readonly maxWaiters: number;
   /** null: no limit. */
   readonly maxLocks: number | null;
   /** Longest a client may take to send a request's headers, and the whole request, in ms. */
@@ -138,6 +139,11 @@ const OPTIONS = {
     default: '1000',
     help: 'most requests one service queue takes; more answer 429 QUEUE_FULL',
   },
+  'max-waiters': {
+    env: 'TRACKER_MAX_WAITERS',
+    default: '10000',
+    help: 'most requests one replica lets wait at once, over all services; more answer 429 QUEUE_FULL',
+  },
   'max-locks': {
     env: 'TRACKER_MAX_LOCKS',
     default: '1000000',
@@ -220,6 +226,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       tls: parseTls(pick('tls-cert'), pick('tls-key'), pick('tls-ca')),
       rateLimit: parseRateLimit(pick('rate-limit'), pick('rate-limit-burst')),
       maxWaitersPerService: parseInteger(pick('max-waiters-per-service'), 1, 1_000_000),
+      maxWaiters: parseInteger(pick('max-waiters'), 1, 1_000_000),
       maxLocks: parseInteger(pick('max-locks'), 0, 1_000_000_000) || null,
       headersTimeoutMs: parseTimeoutMs(pick('headers-timeout')),
       requestTimeoutMs: parseTimeoutMs(pick('request-timeout')),

@@ -105,6 +105,13 @@ export function queueFull(max: number): TrackerError {
   return new TrackerError(ErrorCode.QUEUE_FULL, `the queue of this service already holds ${max} waiters`);
 }
 
+export function tooManyWaiters(max: number): TrackerError {
+  return new TrackerError(
+    ErrorCode.QUEUE_FULL,
+    `this server already has ${max} requests waiting (its --max-waiters); retry later or on another replica`,
+  );
+}
+
 export function tooManyLocks(max: number): TrackerError {
   return new TrackerError(ErrorCode.TOO_MANY_LOCKS, `the store already holds ${max} locks`);
 }

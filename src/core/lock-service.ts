@@ -20,6 +20,7 @@ import {
   queueFull,
   TrackerError,
   tooManyLocks,
+  tooManyWaiters,
 } from './errors.js';
 import type { EventFeed, FeedMessage } from './event-feed.js';
 import {
@@ -219,11 +220,15 @@ export interface LockServiceDeps {
   readonly recheckMs?: number;
   /** Most live waiters one service's queue takes. */
   readonly maxWaitersPerService: number;
+  /** Most requests this process lets wait at once, over all services. */
+  readonly maxWaiters: number;
   /** Most locks the store may hold; null: no limit. */
   readonly maxLocks: number | null;
 }
 
 export const DEFAULT_MAX_WAITERS = 1000;
+/** Most waiting requests per process, over all services. */
+export const DEFAULT_MAX_WAITERS_TOTAL = 10_000;
 export const DEFAULT_MAX_LOCKS = 1_000_000;
 /** How old the count of held locks that --max-locks is checked against may be, in ms. */
 const LOCK_COUNT_MAX_AGE_MS = 1000;
@@ -242,9 +247,10 @@ export function createLockService({
   owner,
   recheckMs,
   maxWaitersPerService,
+  maxWaiters,
   maxLocks,
 }: LockServiceDeps): LockServiceRuntime {
-  const room = createWaitingRoom(store, owner, { recheckMs, clock });
+  const room = createWaitingRoom(store, owner, { recheckMs, clock, maxWaiters });
   // --max-locks is checked against a count of held locks at most a second old, plus this
   // process's acquires since: counting the store on every acquire would cost a scan each.
   // Several replicas acquiring in the same second may overshoot by what they took in it.
@@ -334,11 +340,15 @@ export function createLockService({
       const started = clock.monotonicMs();
       const elapsed = () => clock.monotonicMs() - started;
       let waited = false;
+      // A request that may wait holds a place among this process's waiters from the start
+      // (the total is a limit on what one process keeps open). Without a place it may still
+      // take a free service; it does not join a queue.
+      let claimed = waitSeconds > 0 && room.claim('within-limit');
       try {
         await checkLockLimit();
         const result = await store.acquire(
           { id, service, who, ttlSeconds: ttl, owner: ownerName(caller) },
-          waitSeconds > 0 ? { owner, maxWaiters: maxWaitersPerService } : undefined,
+          claimed ? { owner, maxWaiters: maxWaitersPerService } : undefined,
           key,
         );
         if ('keyReused' in result) throw idempotencyKeyReused();
@@ -347,8 +357,13 @@ export function createLockService({
         if (result.acquired) lock = result.lock;
         else {
           if (result.queueFull) throw queueFull(maxWaitersPerService);
-          if (!result.waiter) throw lockHeld(result.holder);
+          if (!result.waiter) {
+            throw waitSeconds > 0 && !claimed ? tooManyWaiters(maxWaiters) : lockHeld(result.holder);
+          }
+          // A retry whose earlier attempt still waits has its place in line already.
+          if (!claimed) room.claim('over-limit');
           waited = true;
+          claimed = false; // waitFor gives the place back
           onEvent({ type: 'queued', service, who, holder: result.holder });
           const untilDeadline = (deadline ?? Number.POSITIVE_INFINITY) - clock.now().getTime();
           lock = await room.waitFor(
@@ -369,6 +384,8 @@ export function createLockService({
       } catch (error) {
         onEvent({ type: 'refused', service, who, reason: refusal(error), ms: elapsed() });
         throw error;
+      } finally {
+        if (claimed) room.unclaim();
       }
     },
 

@@ -35,6 +35,10 @@ export interface WaitingRoomOptions {
    * holder's expiry, which nothing announces.
    */
   readonly recheckMs?: number | undefined;
+  /** How often the waiters' lease is renewed, in ms (default WAITER_LEASE_MS / 3). */
+  readonly heartbeatMs?: number | undefined;
+  /** Most requests this process lets wait at once (claim); undefined: no limit. */
+  readonly maxWaiters?: number | undefined;
 }
 
 /**
@@ -45,26 +49,57 @@ export interface WaitingRoomOptions {
 export function createWaitingRoom(store: LockStore, owner: string, options: WaitingRoomOptions) {
   const { clock } = options;
   const recheckMs = options.recheckMs ?? 1000;
-  const sleepers = new Map<string, Set<() => void>>();
+  const maxWaiters = options.maxWaiters ?? Number.POSITIVE_INFINITY;
+  const heartbeatMs = options.heartbeatMs ?? WAITER_LEASE_MS / 3;
+  /** This process's waiting requests per service, in ticket order (the store's order). */
+  const lines = new Map<string, Sleeper[]>();
+  /** The same requests by the id their lock gets. */
+  const byLockId = new Map<string, Sleeper>();
   const closing = new AbortController();
   let waiting = 0;
   let heartbeat: ReturnType<typeof setInterval> | undefined;
+  let lastBeat = clock.monotonicMs();
+
+  /** Wakes the first request of a service's line (and any retry sharing its ticket). */
+  const wakeHead = (service: string) => {
+    const line = lines.get(service);
+    const head = line?.[0];
+    if (!line || !head) return;
+    for (const sleeper of line) {
+      if (sleeper.ticket !== head.ticket) break;
+      sleeper.wake();
+    }
+  };
+  const wakeAll = () => {
+    for (const line of lines.values()) for (const sleeper of line) sleeper.wake();
+  };
 
   // Subscribed from the start, not when the first request waits: on PostgreSQL that opens
   // the LISTEN connection, and a release announced while it was still connecting would
-  // only be noticed at the next re-check.
-  store.onChange((service) => {
-    for (const resume of sleepers.get(service) ?? []) resume();
-  });
+  // only be noticed at the next re-check. A change wakes one request, whatever the line's
+  // length: the store grants in ticket order, so only the first of ours can be next.
+  store.onChange(wakeHead);
 
-  // Heartbeats only while someone waits.
+  // Heartbeats only while someone waits. When two beats in a row failed (the store could not
+  // be reached, or this process stalled), some of ours may have been dropped from its queue, and the order this
+  // process keeps may no longer be the store's: then every request looks again, once.
+  const beat = () => {
+    store.heartbeat(owner).then(
+      () => {
+        const now = clock.monotonicMs();
+        const lapsed = now - lastBeat >= 2 * heartbeatMs;
+        lastBeat = now;
+        if (lapsed) wakeAll();
+      },
+      () => {
+        // The store is unreachable: the waiters' lease runs on; the next beat may succeed.
+      },
+    );
+  };
   const enter = () => {
     if (waiting++ > 0) return;
-    heartbeat = setInterval(() => {
-      store.heartbeat(owner).catch(() => {
-        // The store is unreachable: the waiters' lease runs on; the next beat may succeed.
-      });
-    }, WAITER_LEASE_MS / 3);
+    lastBeat = clock.monotonicMs();
+    heartbeat = setInterval(beat, heartbeatMs);
     heartbeat.unref?.();
   };
   const exit = () => {
@@ -72,22 +107,29 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
     clearInterval(heartbeat);
   };
 
-  /** Resolves on a change to `service`, after `ms`, or when `signal` aborts. */
-  const sleep = (service: string, ms: number, signal: AbortSignal | undefined) =>
-    new Promise<void>((resolve) => {
-      const set = sleepers.get(service) ?? new Set();
-      sleepers.set(service, set);
-      const done = () => {
-        clearTimeout(timer);
-        set.delete(done);
-        if (set.size === 0) sleepers.delete(service);
-        signal?.removeEventListener('abort', done);
-        resolve();
-      };
-      const timer = setTimeout(done, ms);
-      set.add(done);
-      signal?.addEventListener('abort', done, { once: true });
-    });
+  /** Puts a request in its service's line, in ticket order. */
+  const join = (queued: QueuedRequest): Sleeper => {
+    const sleeper = new Sleeper(queued.ticket);
+    const line = lines.get(queued.service) ?? [];
+    lines.set(queued.service, line);
+    // Requests mostly join in ticket order: search from the end.
+    let at = line.length;
+    while (at > 0 && (line[at - 1]?.ticket ?? 0) > queued.ticket) at--;
+    line.splice(at, 0, sleeper);
+    byLockId.set(queued.id, sleeper);
+    return sleeper;
+  };
+  /** Takes a request out of its line; if it was first, the next one takes its turn to look. */
+  const part = (queued: QueuedRequest, sleeper: Sleeper) => {
+    const line = lines.get(queued.service);
+    if (byLockId.get(queued.id) === sleeper) byLockId.delete(queued.id);
+    if (!line) return;
+    const at = line.indexOf(sleeper);
+    if (at >= 0) line.splice(at, 1);
+    if (line.length === 0) lines.delete(queued.service);
+    else if (at === 0) wakeHead(queued.service);
+  };
+  const isFirst = (service: string, sleeper: Sleeper) => lines.get(service)?.[0]?.ticket === sleeper.ticket;
 
   /** Leaves the queue for good; a lock granted in the meantime is released (to the next). */
   const giveUp = async (queued: QueuedRequest) => {
@@ -113,6 +155,26 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
   return {
     owner,
 
+    /** Requests of this process waiting now. */
+    get size(): number {
+      return waiting;
+    },
+
+    /**
+     * Claims a place for one more waiting request: 'within-limit' only while fewer than the
+     * process's --max-waiters wait (false otherwise), 'over-limit' always (a request already in
+     * line, such as a retry's earlier attempt). A claim is given back by `waitFor`, or by
+     * `unclaim` when the request did not queue after all.
+     */
+    claim(limit: 'within-limit' | 'over-limit'): boolean {
+      if (limit === 'within-limit' && waiting >= maxWaiters) return false;
+      enter();
+      return true;
+    },
+    unclaim(): void {
+      exit();
+    },
+
     /** Sends every waiting request away (STORE_UNAVAILABLE, retry elsewhere): the process is stopping. */
     close(): void {
       closing.abort();
@@ -122,28 +184,38 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
      * Waits until the request is granted (resolves with its lock), `timeoutMs` passes
      * (rejects WAIT_TIMEOUT with the holder then) or `signal` aborts (leaves the queue at
      * once; rejects CANCELLED). A lock granted to a request whose caller went away is
-     * released again, so the next waiter gets it.
+     * released again, so the next waiter gets it. The request must hold a `claim`, which
+     * this gives back.
+     *
+     * Only the first of this process's requests in a service's line looks at the store when
+     * the store announces a change (and at the safety re-check); the others sleep until their
+     * turn or their deadline. So a grant, a release or a request leaving costs the same few
+     * reads however long the line is.
      */
     async waitFor(queued: QueuedRequest, timeoutMs: number, callerGone?: AbortSignal): Promise<Lock> {
       const deadline = clock.monotonicMs() + timeoutMs;
       const signal = callerGone ? AbortSignal.any([callerGone, closing.signal]) : closing.signal;
+      const sleeper = join(queued);
       // Whether the request is out of the queue for good (left, or its lock handed back).
       let settled = false;
-      enter();
       try {
         for (;;) {
+          sleeper.poked = false;
           if (signal.aborted) {
             await giveUp(queued);
             settled = true;
             throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
           }
-          const granted = (await store.get(queued.id)) ?? (await store.settle(queued.service));
+          const mine = await store.get(queued.id);
+          const granted = mine ?? (await store.settle(queued.service));
           if (granted?.id === queued.id) {
             settled = true;
             if (!signal.aborted) return granted;
             await store.release(granted.id, undefined, queued.attempt);
             throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
           }
+          // The store granted another of ours (ours ahead of it were dropped): tell it.
+          if (granted) byLockId.get(granted.id)?.wake();
           const remaining = deadline - clock.monotonicMs();
           if (remaining <= 0) {
             const left = await store.leave(queued.ticket, queued.attempt);
@@ -158,16 +230,50 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
             if (await wasGranted(store, queued)) throw grantEnded(queued.id);
             throw waitTimeout(queued.holder);
           }
-          await sleep(queued.service, Math.min(remaining, recheckMs), signal);
+          // The first in line re-checks now and then (a lost notification, an expiry that
+          // nothing announces); the others wait to be woken, or for their deadline.
+          const nap = isFirst(queued.service, sleeper) ? Math.min(remaining, recheckMs) : remaining;
+          await sleeper.sleep(nap, signal);
         }
       } catch (error) {
         if (!settled) abandon(queued);
         throw error;
       } finally {
+        part(queued, sleeper);
         exit();
       }
     },
   };
+}
+
+/** One waiting request's alarm: woken by a change, its timer or its caller leaving. */
+class Sleeper {
+  /** Woken since it last looked at the store: the next sleep returns at once. */
+  poked = false;
+  #resolve: (() => void) | null = null;
+
+  constructor(readonly ticket: number) {}
+
+  wake(): void {
+    this.poked = true;
+    this.#resolve?.();
+  }
+
+  /** Resolves after `ms`, when woken, or when `signal` aborts. */
+  sleep(ms: number, signal: AbortSignal): Promise<void> {
+    if (this.poked || signal.aborted) return Promise.resolve();
+    return new Promise<void>((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        signal.removeEventListener('abort', done);
+        this.#resolve = null;
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      signal.addEventListener('abort', done, { once: true });
+      this.#resolve = done;
+    });
+  }
 }
 
 export type WaitingRoom = ReturnType<typeof createWaitingRoom>;

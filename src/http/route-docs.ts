@@ -33,7 +33,8 @@ export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
   UNAUTHENTICATED: 'authentication is on and the bearer token is missing or not valid',
   PERMISSION_DENIED: "the token lacks the scope or the service, or the lock is another token's",
   RATE_LIMITED: 'too many requests from this token (or address); `Retry-After` says when to retry',
-  QUEUE_FULL: 'the service already has `--max-waiters-per-service` requests waiting',
+  QUEUE_FULL:
+    'the service already has `--max-waiters-per-service` requests waiting, or this replica `--max-waiters` in total',
   TOO_MANY_LOCKS: 'the store already holds `--max-locks` locks',
   IDEMPOTENCY_KEY_REUSED:
     'the Idempotency-Key came before with another request (service, who, ttlSeconds or waitSeconds)',

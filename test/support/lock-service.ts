@@ -4,6 +4,7 @@ import { createEventFeed, type EventFeed } from '../../src/core/event-feed.js';
 import {
   createLockService,
   DEFAULT_MAX_WAITERS,
+  DEFAULT_MAX_WAITERS_TOTAL,
   type LockServiceDeps,
   type LockServiceRuntime,
 } from '../../src/core/lock-service.js';
@@ -34,6 +35,7 @@ export function createTestService(
     maxTtlSeconds: null,
     owner: `test-${randomUUID().slice(0, 8)}`,
     maxWaitersPerService: DEFAULT_MAX_WAITERS,
+    maxWaiters: DEFAULT_MAX_WAITERS_TOTAL,
     maxLocks: null,
     ...rest,
     store,
