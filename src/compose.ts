@@ -12,7 +12,9 @@ import { createLockService, type LockEvent } from './core/lock-service.js';
 import type { LockStore } from './core/lock-store.js';
 import type { Logger } from './core/logger.js';
 import { createRateLimiter } from './core/rate-limiter.js';
-import { buildGrpcServer, listenGrpc, shutdownGrpc } from './grpc/server.js';
+import { createWatcherRegistry } from './core/watchers.js';
+import { type GrpcListener, listenGrpcGuarded } from './grpc/listener.js';
+import { buildGrpcServer, shutdownGrpc } from './grpc/server.js';
 import { buildHttpApp } from './http/app.js';
 import { createMetrics } from './metrics.js';
 import { openSqliteLockStore } from './storage/sqlite/sqlite-lock-store.js';
@@ -60,7 +62,8 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     store: opened,
     onError: (error) => logger.warn({ err: error }, 'reading the lock history failed; retrying'),
   });
-  const metrics = createMetrics({ stats: () => opened.stats(), watchers: () => feed.watchers });
+  const watchers = createWatcherRegistry(config.watchLimits);
+  const metrics = createMetrics({ stats: () => opened.stats(), watchers });
   const store = metrics.instrument(opened);
   const service = createLockService({
     store,
@@ -115,6 +118,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
   const ready = () => store.ping();
   const http = buildHttpApp({
     service,
+    watchers,
     metrics,
     gate,
     ready,
@@ -123,20 +127,31 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
   });
   const { server: grpc, stopping: grpcStopping } = buildGrpcServer({
     service,
+    watchers,
+    idleTimeoutMs: config.grpcLimits.idleTimeoutMs,
     metrics,
     gate,
     ready,
     logger,
   });
 
-  let grpcPort: number;
+  let grpcListener: GrpcListener | undefined;
   let httpPort: number;
   try {
-    grpcPort = await listenGrpc(grpc, config.host, config.grpcPort, tls).catch((error: Error) => {
+    grpcListener = await listenGrpcGuarded(grpc, {
+      host: config.host,
+      port: config.grpcPort,
+      tls,
+      ...config.grpcLimits,
+      logger,
+      onRefused: (reason) => metrics.grpcConnectionRefused(reason),
+    }).catch((error: Error) => {
       throw new ListenError(
         `cannot serve gRPC on ${config.host}:${config.grpcPort}: ${describeListenError(error)}`,
       );
     });
+    const listening = grpcListener;
+    metrics.countGrpcConnections(() => listening.connections);
     await http.listen({ host: config.host, port: config.httpPort }).catch((error: Error) => {
       throw new ListenError(
         `cannot serve REST on ${config.host}:${config.httpPort}: ${describeListenError(error)}`,
@@ -145,6 +160,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     httpPort = addressPort(http.server.address());
   } catch (error) {
     grpc.forceShutdown();
+    await grpcListener?.close();
     await http.close();
     authority?.close();
     await housekeeping.stop();
@@ -153,6 +169,8 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     throw error;
   }
 
+  const grpcPort = grpcListener.port;
+  const listener = grpcListener;
   return {
     httpPort,
     grpcPort,
@@ -168,7 +186,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
       // finishes during the close would stay open for keep-alive and hold the stop up.
       const sweep = setInterval(() => http.server.closeIdleConnections(), 100);
       try {
-        await Promise.all([http.close(), shutdownGrpc(grpc, graceMs)]);
+        await Promise.all([http.close(), shutdownGrpc(grpc, graceMs), listener.close()]);
       } finally {
         clearInterval(sweep);
       }

@@ -13,8 +13,8 @@ const LATENCY_BUCKETS = [
 export interface MetricsSources {
   /** Held locks and live waiters, read from the store at each scrape. */
   readonly stats: () => Promise<{ locks: number; waiters: number }>;
-  /** Connected watchers (SSE and gRPC streams). */
-  readonly watchers: () => number;
+  /** Connected watchers (SSE and gRPC streams): how many, what they have waiting, how many were dropped. */
+  readonly watchers: { readonly size: number; readonly bufferedBytes: number; readonly dropped: number };
 }
 
 /**
@@ -49,7 +49,24 @@ export function createMetrics(sources: MetricsSources) {
     help: 'Watch streams (SSE and gRPC) connected to this replica.',
     registers,
     collect() {
-      this.set(sources.watchers());
+      this.set(sources.watchers.size);
+    },
+  });
+  new Gauge({
+    name: 'tracker_watchers_buffered_bytes',
+    help: 'Bytes written to watch streams and not yet sent (slow readers), on this replica.',
+    registers,
+    collect() {
+      this.set(sources.watchers.bufferedBytes);
+    },
+  });
+  new Counter({
+    name: 'tracker_watchers_dropped_total',
+    help: 'Watch streams ended for reading too slowly (WATCHER_TOO_SLOW), on this replica.',
+    registers,
+    collect() {
+      this.reset();
+      this.inc(sources.watchers.dropped);
     },
   });
   const acquisitions = new Counter({
@@ -98,6 +115,23 @@ export function createMetrics(sources: MetricsSources) {
     labelNames: ['operation'],
     registers,
   });
+  const grpcRefused = new Counter({
+    name: 'tracker_grpc_connections_refused_total',
+    help: 'gRPC connections refused or cut, by reason: total and per-address (the caps), handshake-timeout, not-http2.',
+    labelNames: ['reason'],
+    registers,
+  });
+  let grpcConnections: () => number = () => 0;
+  new Gauge({
+    name: 'tracker_grpc_connections',
+    help: 'Open gRPC connections (handshaking ones included), on this replica.',
+    registers,
+    collect() {
+      this.set(grpcConnections());
+    },
+  });
+  for (const reason of ['total', 'per-address', 'handshake-timeout', 'not-http2'])
+    grpcRefused.inc({ reason }, 0);
   for (const result of ['granted', 'held', 'timeout', 'cancelled', 'failed']) acquisitions.inc({ result }, 0);
   for (const kind of ['released', 'force-released', 'expired']) releases.inc({ kind }, 0);
 
@@ -135,6 +169,16 @@ export function createMetrics(sources: MetricsSources) {
 
     grpc(method: string, code: string, seconds: number): void {
       grpcSeconds.observe({ method, code }, seconds);
+    },
+
+    /** A gRPC connection refused or cut before it spoke (see grpc/listener.ts). */
+    grpcConnectionRefused(reason: string): void {
+      grpcRefused.inc({ reason });
+    },
+
+    /** Where the count of open gRPC connections comes from, once the port listens. */
+    countGrpcConnections(source: () => number): void {
+      grpcConnections = source;
     },
 
     /** Counts the store's STORE_UNAVAILABLE failures, by operation, without changing them. */

@@ -30,7 +30,37 @@ describe('loadConfig', () => {
       maxLocks: 1_000_000,
       headersTimeoutMs: 10_000,
       requestTimeoutMs: 30_000,
+      watchLimits: {
+        maxWatchers: 1000,
+        maxWatchersPerCaller: 100,
+        maxBufferedBytes: 4 * 1024 * 1024,
+        maxTotalBufferedBytes: 64 * 1024 * 1024,
+      },
+      grpcLimits: {
+        handshakeTimeoutMs: 10_000,
+        idleTimeoutMs: 300_000,
+        maxConnections: 10_000,
+        maxConnectionsPerAddress: 100,
+      },
     });
+  });
+
+  test('limits of watchers and gRPC connections: sizes with units, durations', () => {
+    assert.equal(config(['--max-watcher-buffer', '512KiB']).watchLimits.maxBufferedBytes, 512 * 1024);
+    assert.equal(config(['--max-watchers-buffer', '1GiB']).watchLimits.maxTotalBufferedBytes, 1024 ** 3);
+    assert.equal(config(['--max-watcher-buffer', '100000']).watchLimits.maxBufferedBytes, 100_000);
+    assert.equal(config([], { TRACKER_MAX_WATCHERS_PER_TOKEN: '3' }).watchLimits.maxWatchersPerCaller, 3);
+    assert.equal(config(['--grpc-idle-timeout', '30s']).grpcLimits.idleTimeoutMs, 30_000);
+    assert.equal(config(['--max-grpc-connections-per-address', '7']).grpcLimits.maxConnectionsPerAddress, 7);
+    for (const [flag, value] of [
+      ['--max-watcher-buffer', '4MB'],
+      ['--max-watcher-buffer', '1KiB'],
+      ['--max-watchers', '0'],
+      ['--grpc-handshake-timeout', '0s'],
+      ['--max-grpc-connections', 'lots'],
+    ] as const) {
+      assert.throws(() => config([flag, value]), new RegExp(flag.slice(2)), `${flag} ${value}`);
+    }
   });
 
   test('authentication, TLS and limits: flags, pairs that go together, and refusals', () => {

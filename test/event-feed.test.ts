@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { join } from 'node:path';
 import { describe, test } from 'node:test';
-import { createEventFeed, type FeedMessage } from '../src/core/event-feed.js';
+import { createEventFeed, type FeedMessage, SNAPSHOT_PAGE } from '../src/core/event-feed.js';
 import { startHousekeeping } from '../src/core/housekeeping.js';
 import type { LockStore } from '../src/core/lock-store.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
@@ -248,5 +248,79 @@ describe('housekeeping', () => {
     assert.equal(swept.length, after, 'no sweep after stop');
     assert.deepEqual(referenceErrors, []);
     await s.close();
+  });
+});
+
+describe('event feed: large snapshots and replays go a page at a time', () => {
+  test('a snapshot larger than a page comes in pages, each once the stream has drained the last', async () => {
+    const s = setup();
+    const feed = createEventFeed({ store: s.counted, pollMs: 60_000 });
+    try {
+      const total = 2 * SNAPSHOT_PAGE + 7;
+      for (let i = 0; i < total; i++) await s.take(`paged-${i}`);
+      const box = inbox();
+      // The stream drains only when the test says so: the feed must wait for it.
+      let release: () => void = () => {};
+      let asked = 0;
+      const drained = () => {
+        asked++;
+        return new Promise<void>((resolve) => {
+          release = resolve;
+        });
+      };
+      const watching = feed.watch({ drained }, box.send);
+      await waitFor(() => asked === 1, { what: 'the feed to wait after the first page' });
+      assert.equal(box.messages.length, 1, 'one page sent, the next one waits');
+      release();
+      await waitFor(() => asked === 2, { what: 'the second page' });
+      assert.equal(box.messages.length, 2);
+      release();
+      const stop = await watching;
+      const pages = box.messages.flatMap((m) => (m.kind === 'snapshot' ? [m] : []));
+      assert.deepEqual(
+        pages.map((page) => [page.locks.length, page.continued, page.more]),
+        [
+          [SNAPSHOT_PAGE, false, true],
+          [SNAPSHOT_PAGE, true, true],
+          [7, true, false],
+        ],
+      );
+      const services = new Set(pages.flatMap((page) => page.locks.map((lock) => lock.service)));
+      assert.equal(services.size, total, 'every lock once');
+      assert.equal(new Set(pages.map((page) => page.eventId)).size, 1, 'one eventId for the whole snapshot');
+      stop();
+    } finally {
+      feed.close();
+      await s.close();
+    }
+  });
+
+  test('a resume further back than ten pages of events gets a fresh snapshot instead', async () => {
+    const s = setup();
+    const feed = createEventFeed({ store: s.counted, pollMs: 60_000, bufferSize: 100 });
+    try {
+      const keeper = inbox();
+      const stopKeeper = await feed.watch({}, keeper.send);
+      const from = keeper.messages[0]?.kind === 'snapshot' ? keeper.messages[0].eventId : -1;
+      // 10,002 events: one more page than a replay sends.
+      for (let i = 0; i < 5001; i++) await s.store.release((await s.take('busy', `w${i}`)).id);
+      feed.kick();
+      await waitFor(() => keeper.messages.length > 10_002, { what: 'the keeper to see every event' });
+      const near = inbox();
+      // 9,002 events: nine pages from the store, the last one from memory.
+      const stopNear = await feed.watch({ after: from + 1000 }, near.send);
+      assert.equal(near.messages.length, 9_002, 'the events, no snapshot');
+      assert.ok(near.messages.every((m) => m.kind === 'event'));
+      const far = inbox();
+      const stopFar = await feed.watch({ after: from }, far.send);
+      const first = far.messages.find((m) => m.kind === 'snapshot');
+      assert.ok(first, 'a snapshot instead of 10,002 events');
+      stopFar();
+      stopNear();
+      stopKeeper();
+    } finally {
+      feed.close();
+      await s.close();
+    }
   });
 });

@@ -8,6 +8,7 @@ import { pino } from 'pino';
 import { createGate } from '../src/auth/gate.js';
 import { AUTHENTICATION_OFF } from '../src/core/auth.js';
 import type { LockStore } from '../src/core/lock-store.js';
+import { createWatcherRegistry, DEFAULT_WATCH_LIMITS } from '../src/core/watchers.js';
 import { buildHttpApp } from '../src/http/app.js';
 import { createMetrics } from '../src/metrics.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
@@ -36,8 +37,8 @@ async function startApp(
   const path = join(dir.path, 'tracker.db');
   const clock = new ManualClock(Date.parse('2024-01-15T10:00:00.250Z'));
   const store = openSqliteLockStore({ path, clock, busyTimeoutMs: options.busyTimeoutMs });
-  let watchers = () => 0;
-  const metrics = createMetrics({ stats: () => store.stats(), watchers: () => watchers() });
+  const watchers = createWatcherRegistry(DEFAULT_WATCH_LIMITS);
+  const metrics = createMetrics({ stats: () => store.stats(), watchers });
   const { service, feed } = createTestService(metrics.instrument(store), {
     clock,
     owner: 'http-test',
@@ -45,9 +46,9 @@ async function startApp(
     maxTtlSeconds: options.maxTtlSeconds ?? null,
     onEvent: (event) => metrics.observe(event),
   });
-  watchers = () => feed.watchers;
   const app = buildHttpApp({
     service,
+    watchers,
     gate: createGate({ authentication: AUTHENTICATION_OFF, limiter: null }),
     metrics,
     ready: () => store.ping(),

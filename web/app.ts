@@ -122,12 +122,20 @@ function onMessage(message: { event: string; data: string }): void {
     return;
   }
   if (message.event === 'snapshot') {
+    // A large snapshot comes in pages: the first starts a new state, the others add to it.
     const snapshot = parsed as Snapshot;
-    state.replace(snapshot.locks, snapshot.eventId);
+    if (snapshot.continued) state.add(snapshot.locks, snapshot.eventId);
+    else state.replace(snapshot.locks, snapshot.eventId);
+    if (snapshot.more) return;
     const wasLoaded = loaded;
     loaded = true;
     // A snapshot after a reconnect means events were missed: the service page reloads too.
     if (wasLoaded) servicePage.reload();
+  } else if (message.event === 'error') {
+    // The server ended the stream (this watcher read too slowly, or its store failed): the
+    // stream reconnects and resumes by itself.
+    console.warn('watch:', message.data);
+    return;
   } else {
     const event = parsed as LockEvent;
     if (typeof event.id !== 'number' || typeof event.lock !== 'object' || event.lock === null) return;

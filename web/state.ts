@@ -54,6 +54,11 @@ export class LockState {
   replace(locks: readonly Lock[], eventId: number): void {
     this.rows.clear();
     this.byService.clear();
+    this.add(locks, eventId);
+  }
+
+  /** The next page of a snapshot: more held locks. */
+  add(locks: readonly Lock[], eventId: number): void {
     for (const lock of locks) this.upsert(lock);
     this.eventId = eventId;
     this.version++;

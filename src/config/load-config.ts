@@ -1,5 +1,6 @@
 import { parseArgs } from 'node:util';
 import { MAX_TTL_SECONDS } from '../core/lock.js';
+import type { WatchLimits } from '../core/watchers.js';
 import { parseDurationSeconds } from '../duration.js';
 
 /** Where locks are kept, parsed from `--database-url` and the `--database-*` options. */
@@ -50,6 +51,21 @@ export interface Config {
   /** Longest a client may take to send a request's headers, and the whole request, in ms. */
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
+  /** What watch streams may hold (open streams, bytes waiting). */
+  readonly watchLimits: WatchLimits;
+  /** What gRPC connections may hold. */
+  readonly grpcLimits: GrpcConnectionLimits;
+}
+
+/** Limits of the gRPC ports' connections. */
+export interface GrpcConnectionLimits {
+  /** Longest a new connection may take to send its HTTP/2 preface and settings (and TLS handshake). */
+  readonly handshakeTimeoutMs: number;
+  /** A connection with no call in progress for this long is closed (GOAWAY). */
+  readonly idleTimeoutMs: number;
+  /** Most open connections, in total, and from one client address. */
+  readonly maxConnections: number;
+  readonly maxConnectionsPerAddress: number;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -149,6 +165,46 @@ const OPTIONS = {
     default: '1000000',
     help: 'most held locks in the store; more answer 429 TOO_MANY_LOCKS (0: no limit)',
   },
+  'max-watchers': {
+    env: 'TRACKER_MAX_WATCHERS',
+    default: '1000',
+    help: 'most watch streams (SSE and gRPC) one replica keeps open; more answer 429 TOO_MANY_WATCHERS',
+  },
+  'max-watchers-per-token': {
+    env: 'TRACKER_MAX_WATCHERS_PER_TOKEN',
+    default: '100',
+    help: 'most watch streams of one token (of one client address without authentication)',
+  },
+  'max-watcher-buffer': {
+    env: 'TRACKER_MAX_WATCHER_BUFFER',
+    default: '4MiB',
+    help: 'most bytes waiting for one slow watch stream; past it the stream ends with WATCHER_TOO_SLOW',
+  },
+  'max-watchers-buffer': {
+    env: 'TRACKER_MAX_WATCHERS_BUFFER',
+    default: '64MiB',
+    help: 'most bytes waiting for all watch streams; past it the one with most waiting ends',
+  },
+  'grpc-handshake-timeout': {
+    env: 'TRACKER_GRPC_HANDSHAKE_TIMEOUT',
+    default: '10s',
+    help: 'longest a new gRPC connection may take to complete its TLS and HTTP/2 handshake',
+  },
+  'grpc-idle-timeout': {
+    env: 'TRACKER_GRPC_IDLE_TIMEOUT',
+    default: '5m',
+    help: 'a gRPC connection with no call for this long is closed',
+  },
+  'max-grpc-connections': {
+    env: 'TRACKER_MAX_GRPC_CONNECTIONS',
+    default: '10000',
+    help: 'most open gRPC connections; more are refused (logged, counted in metrics)',
+  },
+  'max-grpc-connections-per-address': {
+    env: 'TRACKER_MAX_GRPC_CONNECTIONS_PER_ADDRESS',
+    default: '100',
+    help: 'most open gRPC connections from one client address',
+  },
   'headers-timeout': {
     env: 'TRACKER_HEADERS_TIMEOUT',
     default: '10s',
@@ -230,6 +286,18 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       maxLocks: parseInteger(pick('max-locks'), 0, 1_000_000_000) || null,
       headersTimeoutMs: parseTimeoutMs(pick('headers-timeout')),
       requestTimeoutMs: parseTimeoutMs(pick('request-timeout')),
+      watchLimits: {
+        maxWatchers: parseInteger(pick('max-watchers'), 1, 1_000_000),
+        maxWatchersPerCaller: parseInteger(pick('max-watchers-per-token'), 1, 1_000_000),
+        maxBufferedBytes: parseBytes(pick('max-watcher-buffer'), 64 * 1024),
+        maxTotalBufferedBytes: parseBytes(pick('max-watchers-buffer'), 64 * 1024),
+      },
+      grpcLimits: {
+        handshakeTimeoutMs: parseTimeoutMs(pick('grpc-handshake-timeout')),
+        idleTimeoutMs: parseTimeoutMs(pick('grpc-idle-timeout')),
+        maxConnections: parseInteger(pick('max-grpc-connections'), 1, 1_000_000),
+        maxConnectionsPerAddress: parseInteger(pick('max-grpc-connections-per-address'), 1, 1_000_000),
+      },
     },
   };
 }
@@ -255,6 +323,19 @@ function parseRateLimit({ value, source }: Setting, burst: Setting): Config['rat
   const burstValue =
     burst.value === '' ? Math.max(1, Math.ceil(perSecond * 2)) : parseInteger(burst, 1, 10_000_000);
   return { perSecond, burst: burstValue };
+}
+
+/** `4MiB`, `512KiB`, `1GiB` or a number of bytes, at least `min`. */
+function parseBytes({ value, source }: Setting, min: number): number {
+  const match = /^(\d{1,12})\s*(B|KiB|MiB|GiB)?$/.exec(value.trim());
+  const unit = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3 }[(match?.[2] ?? 'B') as 'B'];
+  const bytes = match ? Number(match[1]) * unit : Number.NaN;
+  if (!Number.isSafeInteger(bytes) || bytes < min) {
+    throw new ConfigError(
+      `${source}: "${value}" is not a size of at least ${min} bytes such as 4MiB, 512KiB or 1GiB`,
+    );
+  }
+  return bytes;
 }
 
 function parseTimeoutMs({ value, source }: Setting): number {

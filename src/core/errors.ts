@@ -38,6 +38,13 @@ export const ErrorCode = {
    * waiting request granted a lock that ended before the answer went out.
    */
   LOCK_ENDED: 'LOCK_ENDED',
+  /** The server, or this token (address), has its most watch streams open (--max-watchers…). */
+  TOO_MANY_WATCHERS: 'TOO_MANY_WATCHERS',
+  /**
+   * A watch stream read slower than events came and had too much waiting: it ends with this
+   * as its last message; the client resumes from its last event id.
+   */
+  WATCHER_TOO_SLOW: 'WATCHER_TOO_SLOW',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -109,6 +116,22 @@ export function tooManyWaiters(max: number): TrackerError {
   return new TrackerError(
     ErrorCode.QUEUE_FULL,
     `this server already has ${max} requests waiting (its --max-waiters); retry later or on another replica`,
+  );
+}
+
+export function tooManyWatchers(who: 'the server' | 'this caller', max: number): TrackerError {
+  const flag = who === 'the server' ? '--max-watchers' : '--max-watchers-per-token';
+  return new TrackerError(
+    ErrorCode.TOO_MANY_WATCHERS,
+    `${who} already has ${max} watch streams open (${flag}); close one or retry later`,
+  );
+}
+
+export function watcherTooSlow(bytes: number, limit: string): TrackerError {
+  return new TrackerError(
+    ErrorCode.WATCHER_TOO_SLOW,
+    `this watch stream read too slowly: ${bytes} bytes were waiting for it, over ${limit}; ` +
+      'reconnect with the last event id received to resume',
   );
 }
 

@@ -3,8 +3,18 @@ import type { LockStore } from './lock-store.js';
 
 /** What a watcher receives: first a snapshot, then every event after it, in id order. */
 export type FeedMessage =
-  /** Every held lock (of the watched service); events after `eventId` follow. */
-  | { readonly kind: 'snapshot'; readonly eventId: number; readonly locks: readonly Lock[] }
+  /**
+   * The held locks (of the watched service), a page at a time: the first page (`continued`
+   * false) starts a new state, each next one adds to it, and the last (`more` false) is
+   * followed by the events after `eventId`.
+   */
+  | {
+      readonly kind: 'snapshot';
+      readonly eventId: number;
+      readonly locks: readonly Lock[];
+      readonly continued: boolean;
+      readonly more: boolean;
+    }
   | { readonly kind: 'event'; readonly event: LockEventRecord };
 
 export interface WatchRequest {
@@ -17,6 +27,11 @@ export interface WatchRequest {
   readonly after?: number | undefined;
   /** Only services this accepts (a token limited to some services); undefined: all. */
   readonly allow?: ((service: string) => boolean) | undefined;
+  /**
+   * Resolves when the stream has sent most of what it was given: a snapshot or a replay
+   * sends its next page only then, so a slow reader never has more than a page waiting.
+   */
+  readonly drained?: (() => Promise<void>) | undefined;
 }
 
 export interface EventFeedOptions {
@@ -29,14 +44,23 @@ export interface EventFeedOptions {
   readonly onError?: (error: unknown) => void;
 }
 
-/** Pages of 1000 events at most per read; a resume replays at most this many pages from the store. */
+/** Events per read, and per page of a replay. */
 const PAGE = 1000;
-const MAX_REPLAY_PAGES = 100;
+/**
+ * A resume replays at most this many pages (from memory or the store); one further behind
+ * gets a fresh snapshot, which costs no more than the held locks.
+ */
+const MAX_REPLAY_PAGES = 10;
+/** Locks per snapshot message: well under gRPC's default 4 MiB per message at the longest names. */
+export const SNAPSHOT_PAGE = 500;
+/** A snapshot outrun by the history (a very slow reader) is read again at most this often. */
+const SNAPSHOT_ATTEMPTS = 3;
 
 interface Watcher {
   readonly service: string | undefined;
   readonly allow: ((service: string) => boolean) | undefined;
   readonly send: (message: FeedMessage) => void;
+  readonly drained: () => Promise<void>;
   /** Receives the tail's events once its snapshot or replay is sent. */
   live: boolean;
 }
@@ -138,23 +162,39 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
     buffer = [];
   };
 
-  /**
-   * Events in (after, cursor] from the buffer, and the watcher goes live in the same
-   * synchronous step, so that no event falls between the two; false when the buffer no
-   * longer reaches back that far.
-   */
-  const replayBuffer = (watcher: Watcher, after: number): boolean => {
-    if (after < bufferStart) return false;
-    for (const event of buffer) if (event.id > after) deliver(watcher, event);
-    watcher.live = true;
-    return true;
+  /** The position in the buffer of the first event with an id above `after`. */
+  const bufferIndexAfter = (after: number): number => {
+    let low = 0;
+    let high = buffer.length;
+    while (low < high) {
+      const middle = (low + high) >>> 1;
+      if ((buffer[middle]?.id ?? 0) <= after) low = middle + 1;
+      else high = middle;
+    }
+    return low;
   };
 
-  /** Events in (after, cursor] from the store and then the buffer; false when too many. */
-  const replayStore = async (watcher: Watcher, after: number): Promise<boolean> => {
+  /**
+   * Sends the events after `after` (from the store while they are older than the buffer,
+   * then from the buffer), a page at a time, each page once the stream has drained the
+   * last. The last page from the buffer and going live happen in one synchronous step, so no
+   * event falls between the two. False when that takes more than MAX_REPLAY_PAGES pages.
+   */
+  const catchUp = async (watcher: Watcher, after: number): Promise<boolean> => {
     let position = after;
     for (let page = 0; page < MAX_REPLAY_PAGES; page++) {
-      if (replayBuffer(watcher, position)) return true;
+      if (page > 0) await watcher.drained();
+      if (position >= bufferStart) {
+        const from = bufferIndexAfter(position);
+        const chunk = buffer.slice(from, from + PAGE);
+        for (const event of chunk) deliver(watcher, event);
+        if (from + PAGE >= buffer.length) {
+          watcher.live = true;
+          return true;
+        }
+        position = chunk.at(-1)?.id ?? position;
+        continue;
+      }
       // Ids up to bufferStart are final: the tail went past them.
       const events = await store.readEvents(position, PAGE, bufferStart);
       for (const event of events) if (event.id <= bufferStart) deliver(watcher, event);
@@ -164,17 +204,33 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
     return false;
   };
 
+  /**
+   * The held locks a page at a time (each page once the stream has drained the last), then
+   * the events since the snapshot began. Pages read at different moments may each show
+   * changes that the events after `eventId` then repeat: clients apply events as upserts and
+   * deletes, so the result is exact.
+   */
   const sendSnapshot = async (watcher: Watcher): Promise<void> => {
-    // Bounded: a snapshot read outrun by more than a buffer's worth of events is read again.
-    for (let attempt = 0; attempt < 5; attempt++) {
+    for (let attempt = 0; attempt < SNAPSHOT_ATTEMPTS; attempt++) {
       const at = cursor;
-      const locks = (await store.snapshot(watcher.service)).filter((lock) => matches(watcher, lock.service));
-      if (at < bufferStart) continue;
-      watcher.send({ kind: 'snapshot', eventId: at, locks });
-      replayBuffer(watcher, at);
-      return;
+      let after = '';
+      for (let page = 0; ; page++) {
+        if (page > 0) await watcher.drained();
+        const locks = await store.snapshotPage({ service: watcher.service, after, limit: SNAPSHOT_PAGE });
+        const more = locks.length === SNAPSHOT_PAGE;
+        watcher.send({
+          kind: 'snapshot',
+          eventId: at,
+          locks: locks.filter((lock) => matches(watcher, lock.service)),
+          continued: page > 0,
+          more,
+        });
+        if (!more) break;
+        after = locks.at(-1)?.id ?? after;
+      }
+      if (at >= (await store.historyFloor()) && (await catchUp(watcher, at))) return;
     }
-    throw new Error('the history moves faster than a snapshot can be read');
+    throw new Error('the history moves faster than this watcher reads a snapshot');
   };
 
   return {
@@ -185,7 +241,13 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
      */
     async watch(request: WatchRequest, send: (message: FeedMessage) => void): Promise<() => void> {
       if (closed) throw new Error('the event feed is closed');
-      const watcher: Watcher = { service: request.service, allow: request.allow, send, live: false };
+      const watcher: Watcher = {
+        service: request.service,
+        allow: request.allow,
+        send,
+        drained: request.drained ?? (() => Promise.resolve()),
+        live: false,
+      };
       watchers.add(watcher);
       const stop = () => {
         watchers.delete(watcher);
@@ -195,11 +257,14 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
         await start();
         await tail();
         const after = request.after;
+        // Ids grow by one per event (a few may be skipped): one further back than a replay
+        // sends gets the snapshot at once, rather than pages of events and then a snapshot.
         const resumed =
           after !== undefined &&
           after <= cursor &&
+          cursor - after <= MAX_REPLAY_PAGES * PAGE &&
           after >= (await store.historyFloor()) &&
-          (replayBuffer(watcher, after) || (await replayStore(watcher, after)));
+          (await catchUp(watcher, after));
         if (!resumed) await sendSnapshot(watcher);
         return stop;
       } catch (error) {

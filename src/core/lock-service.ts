@@ -123,6 +123,8 @@ export interface WatchOptions extends CallerOptions {
   readonly lastEventId?: string | undefined;
   /** How the transport names the event id, for the error (`Last-Event-ID`, `last_event_id`). */
   readonly lastEventIdField: string;
+  /** Resolves when the stream has sent most of what it was given (see WatchRequest). */
+  readonly drained?: (() => Promise<void>) | undefined;
 }
 
 export interface HistoryPage {
@@ -451,7 +453,7 @@ export function createLockService({
         : locks;
     },
 
-    watch({ caller, service, lastEventId, lastEventIdField }, send) {
+    watch({ caller, service, lastEventId, lastEventIdField, drained }, send) {
       requireScope(caller, 'lock:read');
       if (service !== undefined) {
         validateName('service', service);
@@ -468,6 +470,7 @@ export function createLockService({
           service,
           after: lastEventId === undefined ? undefined : Number(lastEventId),
           allow: serviceFilter(caller),
+          drained,
         },
         send,
       );

@@ -160,6 +160,12 @@ export interface LockStore {
   /** Every held lock (of one service), from one snapshot, oldest first. */
   snapshot(service?: string): Promise<Lock[]>;
   /**
+   * Up to `limit` held locks (of one service) with ids above `after` ('' or a lock id), in id order: a large
+   * snapshot read a page at a time. A lock held throughout is on exactly one page, however
+   * the others change between pages.
+   */
+  snapshotPage(query: { service?: string | undefined; after: string; limit: number }): Promise<Lock[]>;
+  /**
    * Where a tail of the history starts: every event with an id at or below it is final,
    * and its change is visible to every read that starts after this resolves.
    */

@@ -2,7 +2,6 @@ import { fileURLToPath } from 'node:url';
 import {
   Metadata,
   Server,
-  ServerCredentials,
   type ServerUnaryCall,
   type ServerWritableStream,
   type sendUnaryData,
@@ -12,12 +11,13 @@ import {
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import type { Gate } from '../auth/gate.js';
-import type { Caller } from '../core/auth.js';
+import { type Caller, ownerName } from '../core/auth.js';
 import { invalidArgument } from '../core/errors.js';
 import type { FeedMessage } from '../core/event-feed.js';
 import { formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.js';
 import type { LockService } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
+import type { WatcherRegistry, WatcherSlot } from '../core/watchers.js';
 import type { Metrics } from '../metrics.js';
 import { toGrpcError } from './error-mapping.js';
 import type { Lock__Output as LockMessage } from './generated/tracker/lock/v1alpha1/Lock.js';
@@ -50,6 +50,10 @@ export interface GrpcServerDeps {
   readonly logger: Logger;
   /** Authentication and rate limit of LockService calls. */
   readonly gate: Gate;
+  /** Open watch streams and what they have waiting (shared with REST). */
+  readonly watchers: WatcherRegistry;
+  /** A connection with no call for this long is closed (GOAWAY). */
+  readonly idleTimeoutMs: number;
 }
 
 /** The server, and what the process tells it when it starts to stop. */
@@ -104,8 +108,33 @@ function eventMessage(event: LockEventRecord): LockEventMessage {
 
 function watchMessage(message: FeedMessage): WatchLocksResponse {
   return message.kind === 'snapshot'
-    ? { snapshot: { eventId: String(message.eventId), locks: message.locks.map(lockMessage) } }
+    ? {
+        snapshot: {
+          eventId: String(message.eventId),
+          locks: message.locks.map(lockMessage),
+          continued: message.continued,
+          more: message.more,
+        },
+      }
     : { event: eventMessage(message.event) };
+}
+
+/**
+ * About how many bytes a watch message takes on the wire: its strings and a few bytes per
+ * field. Only the slow-watcher bookkeeping uses it (encoding each message twice to measure
+ * it would cost more than the rest of the stream).
+ */
+function approximateBytes(message: FeedMessage): number {
+  const lockBytes = (lock: Lock) => 64 + lock.id.length + lock.service.length * 3 + lock.who.length * 3;
+  if (message.kind === 'snapshot') return message.locks.reduce((sum, lock) => sum + lockBytes(lock), 16);
+  const { event } = message;
+  return (
+    96 +
+    event.lockId.length +
+    event.service.length * 3 +
+    event.who.length * 3 +
+    (event.reason?.length ?? 0) * 3
+  );
 }
 
 /** An RFC 3339 bound of GetHistory; empty: none. */
@@ -125,7 +154,15 @@ const given = (value: number): number | undefined => (value === 0 ? undefined : 
  * The gRPC adapter, mirroring the REST routes, with server reflection on so that grpcurl
  * and buf curl work with no .proto at hand.
  */
-export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcServerDeps): GrpcServer {
+export function buildGrpcServer({
+  service,
+  metrics,
+  ready,
+  logger,
+  gate,
+  watchers,
+  idleTimeoutMs,
+}: GrpcServerDeps): GrpcServer {
   // grpc-js writes its own diagnostics to stderr; send them to our log at debug level. Our
   // handlers and the listen path report what matters themselves.
   const grpcLog = (...args: unknown[]) => logger.debug({ grpc: args.map(String).join(' ') }, 'grpc-js');
@@ -189,16 +226,26 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
     const started = performance.now();
     const { service: name, lastEventId } = call.request;
     let stop: (() => void) | null = null;
+    let slot: WatcherSlot | null = null;
+    let over = false;
     const end = (code: string) => {
+      if (over) return;
+      over = true;
       watches.delete(endOk);
       stop?.();
       stop = null;
+      slot?.close();
       if (!call.writableEnded) call.end();
       finished('WatchLocks', code, started);
     };
     const endOk = () => end('OK');
     const fail = (error: unknown) => {
+      if (over) return;
+      over = true;
       watches.delete(endOk);
+      stop?.();
+      stop = null;
+      slot?.close();
       const grpcError = failed('WatchLocks', error, started);
       // grpc-js sends an error emitted on a server stream as the call's status, with its
       // metadata as trailers (destroy() would end the stream with no status at all).
@@ -207,15 +254,25 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
     call.once('cancelled', () => end('CANCELLED'));
     watches.add(endOk);
     (async () => {
+      const caller = admit(call);
+      const mine = watchers.open(ownerName(caller) ?? `address:${peerAddress(call.getPeer())}`, (reason) => {
+        logger.warn({ method: 'WatchLocks', code: reason.code }, reason.message);
+        fail(reason);
+      });
+      slot = mine;
       const unsubscribe = await service.watch(
         {
-          caller: admit(call),
+          caller,
           service: name === '' ? undefined : name,
           lastEventId: lastEventId === '' ? undefined : lastEventId,
           lastEventIdField: 'last_event_id',
+          drained: () => mine.drained(),
         },
         (message) => {
-          if (!call.cancelled && !call.writableEnded) call.write(watchMessage(message));
+          if (call.cancelled || call.writableEnded || !watches.has(endOk)) return;
+          const bytes = approximateBytes(message);
+          call.write(watchMessage(message), () => mine.sent(bytes));
+          mine.queued(bytes);
         },
       );
       if (call.cancelled || !watches.has(endOk)) unsubscribe();
@@ -308,7 +365,10 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
   };
 
   // Requests are small: refuse anything larger than the REST body limit, as REST does.
-  const server = new Server({ 'grpc.max_receive_message_length': MAX_MESSAGE_BYTES });
+  const server = new Server({
+    'grpc.max_receive_message_length': MAX_MESSAGE_BYTES,
+    'grpc.max_connection_idle_ms': idleTimeoutMs,
+  });
   server.addService(lockService, handlers);
   server.addService(healthService, health.handlers);
   // Reflection must describe the .proto as written (per_page, created_at), so that grpcurl
@@ -323,31 +383,6 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
       for (const end of [...watches]) end();
     },
   };
-}
-
-/** PEM key material for gRPC over TLS; with `ca`, clients must present a certificate it signed. */
-export interface GrpcTls {
-  readonly cert: Buffer;
-  readonly key: Buffer;
-  readonly ca?: Buffer | undefined;
-}
-
-/** Binds and starts; resolves with the bound port (useful with port 0). */
-export function listenGrpc(server: Server, host: string, port: number, tls?: GrpcTls): Promise<number> {
-  const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  const credentials = tls
-    ? ServerCredentials.createSsl(
-        tls.ca ?? null,
-        [{ cert_chain: tls.cert, private_key: tls.key }],
-        tls.ca !== undefined,
-      )
-    : ServerCredentials.createInsecure();
-  return new Promise((resolve, reject) => {
-    server.bindAsync(address, credentials, (error, boundPort) => {
-      if (error) reject(error);
-      else resolve(boundPort);
-    });
-  });
 }
 
 /** Lets in-flight calls finish for up to `graceMs`, then cuts what is left. */

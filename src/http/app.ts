@@ -7,6 +7,7 @@ import { requireScope } from '../core/auth.js';
 import { TrackerError } from '../core/errors.js';
 import type { LockService } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
+import type { WatcherRegistry } from '../core/watchers.js';
 import type { Metrics } from '../metrics.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
 import { HTTP_CODES, type HttpCode, toHttpError } from './error-mapping.js';
@@ -18,6 +19,8 @@ import { registerWatch } from './watch.js';
 
 export interface HttpAppDeps {
   readonly service: LockService;
+  /** Open watch streams and what they have waiting (shared with gRPC). */
+  readonly watchers: WatcherRegistry;
   /** Request durations go here, and GET /metrics serves its registry. */
   readonly metrics: Metrics;
   /** Authentication and rate limit of API calls. */
@@ -95,6 +98,7 @@ export const BODY_LIMIT = 64 * 1024;
  */
 export function buildHttpApp({
   service,
+  watchers,
   metrics,
   gate,
   ready,
@@ -217,7 +221,7 @@ export function buildHttpApp({
 
   void app.register(async (routes) => {
     registerLockRoutes(routes, service);
-    registerWatch(routes, service);
+    registerWatch(routes, service, watchers);
 
     routes.get(
       '/metrics',

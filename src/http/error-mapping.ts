@@ -21,6 +21,8 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   TOO_MANY_LOCKS: 429,
   IDEMPOTENCY_KEY_REUSED: 422,
   LOCK_ENDED: 409,
+  TOO_MANY_WATCHERS: 429,
+  WATCHER_TOO_SLOW: 429,
 };
 
 /**

@@ -40,6 +40,10 @@ export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
     'the Idempotency-Key came before with another request (service, who, ttlSeconds or waitSeconds)',
   LOCK_ENDED:
     'the lock acquired with this Idempotency-Key has ended (`lockId`): a key is never granted twice; or a waiting request was granted a lock that ended before the answer',
+  TOO_MANY_WATCHERS:
+    'the server has `--max-watchers` watch streams open, or this token (address) `--max-watchers-per-token`',
+  WATCHER_TOO_SLOW:
+    "a watch stream's last message (SSE `event: error`, gRPC status): it read too slowly and had over `--max-watcher-buffer` waiting; resume with the last event id",
   NOT_FOUND: 'no route has this path',
   METHOD_NOT_ALLOWED: 'the path exists, but not with this method; `Allow` lists those it has',
   UNSUPPORTED_MEDIA_TYPE: 'a body that is not `application/json`',

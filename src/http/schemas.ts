@@ -251,11 +251,20 @@ export const HistoryJson = {
 } as const;
 export type HistoryJson = FromSchema<typeof HistoryJson>;
 
-/** The first message of a watch stream (SSE `event: snapshot`). */
+/**
+ * The first messages of a watch stream (SSE `event: snapshot`): the held locks, up to 500
+ * per message. `continued` false starts a new state, true adds to it; after the message with
+ * `more` false come the events after `eventId`.
+ */
 export const SnapshotJson = {
   type: 'object',
-  required: ['eventId', 'locks'],
-  properties: { eventId: { type: 'integer' }, locks: { type: 'array', items: LockJson } },
+  required: ['eventId', 'locks', 'continued', 'more'],
+  properties: {
+    eventId: { type: 'integer' },
+    locks: { type: 'array', items: LockJson },
+    continued: { type: 'boolean' },
+    more: { type: 'boolean' },
+  },
 } as const;
 export type SnapshotJson = FromSchema<typeof SnapshotJson>;
 

@@ -1,8 +1,11 @@
 import type { ServerResponse } from 'node:http';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyInstance } from 'fastify';
+import { ownerName } from '../core/auth.js';
 import type { FeedMessage } from '../core/event-feed.js';
 import type { LockService } from '../core/lock-service.js';
+import type { WatcherRegistry } from '../core/watchers.js';
+import { toHttpError } from './error-mapping.js';
 import { API, callerOf } from './lock-routes.js';
 import { eventToJson, lockToJson } from './present.js';
 import { apiRoute } from './route-docs.js';
@@ -11,16 +14,26 @@ import { type SnapshotJson, WatchHeaders, WatchQuery } from './schemas.js';
 /** A comment line every so often keeps proxies and load balancers from closing an idle stream. */
 const KEEP_ALIVE_MS = 15_000;
 /**
- * A watcher that reads slower than changes happen is cut off once this much is waiting in
- * its socket's buffer; its client reconnects with Last-Event-ID and resumes where it was.
+ * A stream dropped for reading too slowly gets its reason as its last message; a client
+ * that does not read even that is disconnected after this long.
  */
-const MAX_BUFFERED_BYTES = 8 * 1024 * 1024;
+const DROP_GRACE_MS = 10_000;
 
-/** One Server-Sent Events message. `data` is one line of JSON (JSON never holds a raw newline). */
+/**
+ * One Server-Sent Events message. `data` is one line of JSON (JSON never holds a raw newline).
+ * Only a snapshot's last page carries the `id`: a client cut off in the middle of a snapshot
+ * resumes from where it was before it, not after a state it never received whole.
+ */
 export function formatSse(message: FeedMessage): string {
   if (message.kind === 'snapshot') {
-    const data: SnapshotJson = { eventId: message.eventId, locks: message.locks.map(lockToJson) };
-    return `id: ${message.eventId}\nevent: snapshot\ndata: ${JSON.stringify(data)}\n\n`;
+    const data: SnapshotJson = {
+      eventId: message.eventId,
+      locks: message.locks.map(lockToJson),
+      continued: message.continued,
+      more: message.more,
+    };
+    const id = message.more ? '' : `id: ${message.eventId}\n`;
+    return `${id}event: snapshot\ndata: ${JSON.stringify(data)}\n\n`;
   }
   const { event } = message;
   return `id: ${event.id}\nevent: ${event.type}\ndata: ${JSON.stringify(eventToJson(event))}\n\n`;
@@ -31,7 +44,7 @@ export function formatSse(message: FeedMessage): string {
  * stream resumes after the Last-Event-ID header (or `lastEventId`). Streams end when the
  * server stops; clients reconnect and resume.
  */
-export function registerWatch(root: FastifyInstance, service: LockService): void {
+export function registerWatch(root: FastifyInstance, service: LockService, watchers: WatcherRegistry): void {
   const app = root.withTypeProvider<JsonSchemaToTsProvider>();
   const path = `${API}/watch`;
   const streams = new Set<ServerResponse>();
@@ -71,58 +84,85 @@ export function registerWatch(root: FastifyInstance, service: LockService): void
     async (request, reply) => {
       const header = request.headers['last-event-id'];
       const lastEventId = typeof header === 'string' && header !== '' ? header : request.query.lastEventId;
-      // Until the watcher is live (its snapshot read), messages wait here: a store that
-      // cannot be read still gets an ordinary JSON 503, not a broken stream.
+      const caller = callerOf(request);
       const raw = reply.raw;
-      const pending: string[] = [];
+      // The stream opens with the first message: until then (the first read of the store) a
+      // store that cannot be read still gets an ordinary JSON 503, not a broken stream.
       let open = false;
-      const write = (chunk: string) => {
-        if (!open) {
-          pending.push(chunk);
-          return;
-        }
-        if (raw.destroyed || raw.writableEnded) return;
-        raw.write(chunk);
-        if (raw.writableLength > MAX_BUFFERED_BYTES) {
-          request.log.warn({ buffered: raw.writableLength }, 'watcher too slow; closing its stream');
-          raw.destroy();
-        }
-      };
-      const stop = await service.watch(
-        {
-          caller: callerOf(request),
-          service: request.query.service,
-          lastEventId,
-          lastEventIdField: 'Last-Event-ID',
-        },
-        (message) => write(formatSse(message)),
-      );
-
-      reply.hijack();
-      raw.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-cache, no-transform',
-        connection: 'keep-alive',
-        // nginx would otherwise buffer the stream.
-        'x-accel-buffering': 'no',
+      let dropped = false;
+      const slot = watchers.open(ownerName(caller) ?? `address:${request.ip}`, (reason) => {
+        dropped = true;
+        request.log.warn({ code: reason.code }, reason.message);
+        if (!open || raw.destroyed || raw.writableEnded) return;
+        raw.end(`event: error\ndata: ${JSON.stringify(toHttpError(reason).body)}\n\n`);
+        setTimeout(() => raw.destroy(), DROP_GRACE_MS).unref();
       });
-      raw.flushHeaders();
-      open = true;
-      write('retry: 1000\n\n');
-      for (const chunk of pending.splice(0)) write(chunk);
-      const keepAlive = setInterval(() => write(': keep-alive\n\n'), KEEP_ALIVE_MS);
-      keepAlive.unref();
-      streams.add(raw);
+      const openStream = () => {
+        open = true;
+        reply.hijack();
+        raw.writeHead(200, {
+          'content-type': 'text/event-stream; charset=utf-8',
+          'cache-control': 'no-cache, no-transform',
+          connection: 'keep-alive',
+          // nginx would otherwise buffer the stream.
+          'x-accel-buffering': 'no',
+        });
+        raw.flushHeaders();
+        raw.write('retry: 1000\n\n');
+      };
+      const write = (chunk: string) => {
+        if (dropped || raw.destroyed || raw.writableEnded) return;
+        if (!open) openStream();
+        const bytes = Buffer.byteLength(chunk);
+        raw.write(chunk, () => slot.sent(bytes));
+        slot.queued(bytes);
+      };
+      // The client may leave at any moment, the snapshot's pages included.
+      let stop: (() => void) | null = null;
+      let closed = false;
       const started = performance.now();
       raw.once('close', () => {
+        closed = true;
         clearInterval(keepAlive);
         streams.delete(raw);
-        stop();
-        request.log.info(
-          { route: path, status: 200, ms: Math.round(performance.now() - started) },
-          'watch stream closed',
-        );
+        stop?.();
+        slot.close();
+        if (open) {
+          request.log.info(
+            { route: path, status: 200, ms: Math.round(performance.now() - started) },
+            'watch stream closed',
+          );
+        }
       });
+      let keepAlive: ReturnType<typeof setInterval> | undefined;
+      try {
+        stop = await service.watch(
+          {
+            caller,
+            service: request.query.service,
+            lastEventId,
+            lastEventIdField: 'Last-Event-ID',
+            drained: () => slot.drained(),
+          },
+          (message) => write(formatSse(message)),
+        );
+      } catch (error) {
+        slot.close();
+        if (!open) throw error;
+        // The stream had begun: the error is its last message.
+        if (!raw.destroyed && !raw.writableEnded) {
+          raw.end(`event: error\ndata: ${JSON.stringify(toHttpError(error).body)}\n\n`);
+        }
+        return;
+      }
+      if (closed) {
+        stop();
+        return;
+      }
+      if (!open) openStream();
+      keepAlive = setInterval(() => write(': keep-alive\n\n'), KEEP_ALIVE_MS);
+      keepAlive.unref();
+      streams.add(raw);
     },
   );
 }

@@ -818,6 +818,45 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       assert.deepEqual(await store.snapshot(unique('none')), []);
     });
 
+    test('snapshotPage: held locks a page at a time, in id order, each once however the others change', async () => {
+      const service = unique('paged');
+      const locks = [];
+      for (let i = 0; i < 7; i++) locks.push(await take(`${service}-${i}`));
+      const ours = (page: Lock[]) => page.filter((lock) => lock.service.startsWith(service));
+      const seen: Lock[] = [];
+      let after = '';
+      for (let round = 0; round < 50; round++) {
+        const page = await store.snapshotPage({ after, limit: 2 });
+        assert.ok(page.length <= 2);
+        seen.push(...ours(page));
+        const last = page.at(-1);
+        if (!last) break;
+        assert.ok(
+          page.every((lock, i) => i === 0 || (page[i - 1]?.id ?? '') < lock.id),
+          'id order',
+        );
+        after = last.id;
+        // Between pages, a lock not yet read goes and another comes: the others stay listed.
+        if (round === 0) {
+          const unread = locks.find((lock) => lock.id > after);
+          if (unread) await store.release(unread.id);
+          await take(`${service}-new`);
+        }
+      }
+      const ids = seen.map((lock) => lock.id);
+      assert.equal(new Set(ids).size, ids.length, 'no lock twice');
+      const held = new Set(ours(await store.snapshot()).map((lock) => lock.id));
+      for (const lock of locks)
+        if (held.has(lock.id)) assert.ok(ids.includes(lock.id), 'every lock held throughout');
+      const one = await store.snapshotPage({ service: `${service}-3`, after: '', limit: 10 });
+      assert.deepEqual(
+        one.map((lock) => lock.service),
+        held.has(locks[3]?.id ?? '') ? [`${service}-3`] : [],
+      );
+      const third = locks[3]?.id ?? '';
+      assert.deepEqual(await store.snapshotPage({ service: `${service}-3`, after: third, limit: 10 }), []);
+    });
+
     test('history retention: old events are pruned oldest first and the floor rises', async () => {
       const service = unique('pruned');
       const old = await take(service, 'old');

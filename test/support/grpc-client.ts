@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import {
   type CallOptions,
+  type ChannelCredentials,
   type ClientReadableStream,
   type ClientUnaryCall,
   credentials,
@@ -48,11 +49,11 @@ export function healthClient(address: string): LockServiceClient {
  */
 export function lockServiceClient(
   address: string,
-  options: { ownConnection?: boolean } = {},
+  options: { ownConnection?: boolean; credentials?: ChannelCredentials } = {},
 ): LockServiceClient {
   return new LockServiceClient(
     address,
-    credentials.createInsecure(),
+    options.credentials ?? credentials.createInsecure(),
     options.ownConnection ? { 'grpc.use_local_subchannel_pool': 1 } : {},
   );
 }

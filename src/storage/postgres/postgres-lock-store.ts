@@ -68,6 +68,7 @@ import {
   SERVICE_STATE,
   type ServiceStateRow,
   SNAPSHOT,
+  SNAPSHOT_PAGE,
   SNAPSHOT_XMIN,
   STATS,
   SWEEP,
@@ -610,6 +611,22 @@ export class PostgresLockStore implements LockStore {
       for (const row of rows) if (row.id !== null) locks.push(toLock(row));
       return { locks, total: Number(rows[0]?.total ?? 0) };
     });
+  }
+
+  snapshotPage({
+    service,
+    after,
+    limit,
+  }: {
+    service?: string | undefined;
+    after: string;
+    limit: number;
+  }): Promise<Lock[]> {
+    // Ids are UUIDs: '' (from the start) is the smallest one.
+    const from = after === '' ? '00000000-0000-0000-0000-000000000000' : after;
+    return guard(async () =>
+      (await this.#query<LockRow>(SNAPSHOT_PAGE, [service ?? null, from, limit])).map(toLock),
+    );
   }
 
   snapshot(service?: string): Promise<Lock[]> {

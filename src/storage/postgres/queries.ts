@@ -364,6 +364,14 @@ export const SNAPSHOT = `
 SELECT ${LOCK_COLUMNS} FROM locks WHERE ($1::text IS NULL OR service = $1) AND ${LIVE}
 ORDER BY created_at, id`;
 
+/**
+ * $1 service or null, $2 the id to start after (a UUID), $3 the page size: held locks in id
+ * order (the primary key).
+ */
+export const SNAPSHOT_PAGE = `
+SELECT ${LOCK_COLUMNS} FROM locks WHERE ($1::text IS NULL OR service = $1) AND id > $2::uuid AND ${LIVE}
+ORDER BY id LIMIT $3`;
+
 /** An event row, with instants as unix ms computed by the database (as for locks). */
 const EVENT_COLUMNS = `id, floor(extract(epoch FROM at) * 1000)::int8 AS at_ms, type, lock_id, service, who,
   floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms, ttl_seconds,

@@ -148,6 +148,13 @@ export const SNAPSHOT = `SELECT ${COLUMNS}, ${WAITING} FROM locks
   WHERE (@service IS NULL OR service = @service) AND ${LIVE}
   ORDER BY created_at, id`;
 
+/** A page of every held lock, in id order (the primary key). */
+export const SNAPSHOT_PAGE = `SELECT ${COLUMNS}, ${WAITING} FROM locks
+  WHERE id > @after AND ${LIVE} ORDER BY id LIMIT @limit`;
+/** The same for one service: its lock, if its id is above `after`. */
+export const SNAPSHOT_PAGE_OF_SERVICE = `SELECT ${COLUMNS}, ${WAITING} FROM locks
+  WHERE service = @service AND id > @after AND ${LIVE}`;
+
 export const SWEEP_EXPIRED = `DELETE FROM locks WHERE id IN (
     SELECT id FROM locks WHERE expires_at <= @now ORDER BY expires_at LIMIT @limit)
   RETURNING ${COLUMNS}`;

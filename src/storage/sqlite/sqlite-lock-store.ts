@@ -99,6 +99,10 @@ function prepare(db: Database.Database) {
     ping: db.prepare(sql.PING),
     stats: db.prepare<[Now], { locks: number; waiters: number }>(sql.STATS),
     snapshot: db.prepare<[{ service: string | null } & Now], LockRow>(sql.SNAPSHOT),
+    snapshotPage: db.prepare<[{ after: string; limit: number } & Now], LockRow>(sql.SNAPSHOT_PAGE),
+    snapshotPageOfService: db.prepare<[{ service: string; after: string } & Now], LockRow>(
+      sql.SNAPSHOT_PAGE_OF_SERVICE,
+    ),
     sweepExpired: db.prepare<[{ limit: number } & Now], LockRow>(sql.SWEEP_EXPIRED),
     sweepWaiters: db.prepare<[{ limit: number } & Now]>(sql.SWEEP_WAITERS),
     eventsAfter: db.prepare<[{ after: number; limit: number }], EventRow>(sql.EVENTS_AFTER),
@@ -537,6 +541,25 @@ export class SqliteLockStore implements LockStore {
       const result = this.#tx.sweep.immediate(limit);
       for (const lock of result.granted) this.#announce(lock.service);
       return result;
+    });
+  }
+
+  async snapshotPage({
+    service,
+    after,
+    limit,
+  }: {
+    service?: string | undefined;
+    after: string;
+    limit: number;
+  }): Promise<Lock[]> {
+    return guard(() => {
+      const now = this.#now();
+      const rows =
+        service === undefined
+          ? this.#statements.snapshotPage.all({ after, limit, now })
+          : this.#statements.snapshotPageOfService.all({ service, after, now });
+      return rows.map(toLock);
     });
   }
 
