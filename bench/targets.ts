@@ -26,6 +26,8 @@ export interface Endpoints {
   httpReplicas?: string[];
   /** host:port of the gRPC server. */
   grpc?: string;
+  /** The server's process id (of the first replica). */
+  pid?: number;
   /** Stops the server; safe to call more than once. */
   stop(): Promise<void>;
 }
@@ -64,6 +66,7 @@ const TAIL_CHARS = 4_000;
 interface SpawnedServer {
   /** The JSON object of the line that announced the server (holds its ports). */
   ready: Record<string, unknown>;
+  pid: number | undefined;
   stop(): Promise<void>;
 }
 
@@ -99,7 +102,7 @@ export async function spawnServer(name: string, args: string[], readyMsg: string
     }
     for (const line of readFileSync(logFile, 'utf8').split('\n')) {
       const ready = parseReadyLine(line, readyMsg);
-      if (ready !== undefined) return { ready, stop };
+      if (ready !== undefined) return { ready, pid: child.pid, stop };
     }
     await new Promise((resolve) => setTimeout(resolve, 50));
   }
@@ -163,6 +166,8 @@ export interface TrackerOptions {
   logLevel?: string;
   /** Label in error messages (e.g. "tracker replica 2"). */
   name?: string;
+  /** More flags for `tracker serve`. */
+  args?: string[];
 }
 
 /** The built Tracker server (dist/src/main.js), REST and gRPC on ephemeral ports. */
@@ -194,6 +199,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Endpoi
     databaseUrl,
     '--log-level',
     options.logLevel ?? 'info',
+    ...(options.args ?? []),
   ];
   let server: SpawnedServer;
   try {
@@ -209,7 +215,7 @@ export async function startTracker(options: TrackerOptions = {}): Promise<Endpoi
   try {
     const httpPort = portField(server.ready, 'httpPort', name);
     const grpcPort = portField(server.ready, 'grpcPort', name);
-    return { http: `http://${host}:${httpPort}`, grpc: `${host}:${grpcPort}`, stop };
+    return { http: `http://${host}:${httpPort}`, grpc: `${host}:${grpcPort}`, pid: server.pid, stop };
   } catch (err) {
     await stop();
     throw err;

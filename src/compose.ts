@@ -49,6 +49,7 @@ export async function openStore(config: Config, logger: Logger): Promise<LockSto
     connectionString: database.url,
     poolSize: database.poolSize,
     connectTimeoutMs: database.connectTimeoutMs,
+    poolTimeoutMs: database.poolTimeoutMs,
     statementTimeoutMs: database.statementTimeoutMs,
     schema: database.schema,
     logger,

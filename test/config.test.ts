@@ -173,19 +173,25 @@ describe('loadConfig', () => {
       url,
       poolSize: 10,
       connectTimeoutMs: 1500,
+      poolTimeoutMs: 10_000,
       statementTimeoutMs: 1500,
       schema: undefined,
     });
     assert.equal(defaults.databaseUrl, 'postgres://tracker:***@db.internal:5432/locks?sslmode=require');
     const tuned = config(
       ['--database-url', 'postgresql://u@h/db', '--database-pool-size', '25', '--database-schema', 'tracker'],
-      { TRACKER_DATABASE_CONNECT_TIMEOUT: '500', TRACKER_DATABASE_STATEMENT_TIMEOUT: '750' },
+      {
+        TRACKER_DATABASE_CONNECT_TIMEOUT: '500',
+        TRACKER_DATABASE_POOL_TIMEOUT: '3000',
+        TRACKER_DATABASE_STATEMENT_TIMEOUT: '750',
+      },
     );
     assert.deepEqual(tuned.database, {
       kind: 'postgres',
       url: 'postgresql://u@h/db',
       poolSize: 25,
       connectTimeoutMs: 500,
+      poolTimeoutMs: 3000,
       statementTimeoutMs: 750,
       schema: 'tracker',
     });

@@ -742,6 +742,30 @@ await describePostgres('PostgreSQL store', (database) => {
       }
     });
 
+    test('a burst larger than the pool waits for a connection (--database-pool-timeout), not for the connect timeout', async () => {
+      // One connection and a 50 ms connect timeout: 200 acquires joining one queue at once
+      // would mostly fail if the wait for the pool were the connect timeout, as pg's is.
+      const store = await open('burst', { poolSize: 1, connectTimeoutMs: 50, poolTimeoutMs: 30_000 });
+      try {
+        assert.ok((await store.acquire(request('burst', 'holder'))).acquired);
+        const results = await Promise.allSettled(
+          Array.from({ length: 200 }, (_, i) => store.acquire(request('burst', `w${i}`), { owner: 'me' })),
+        );
+        const failed = results.filter((result) => result.status === 'rejected');
+        assert.equal(
+          failed.length,
+          0,
+          `failed: ${failed
+            .map((f) => String(f.reason))
+            .slice(0, 3)
+            .join('; ')}`,
+        );
+        assert.equal((await store.queue('burst')).waiters.length, 200);
+      } finally {
+        await store.close();
+      }
+    });
+
     test('an idle connection the server terminates is logged and replaced, not fatal', async () => {
       const { entries, logger } = recordingLogger();
       const url = new URL(database().url);

@@ -17,6 +17,7 @@ export type DatabaseConfig =
       readonly url: string;
       readonly poolSize: number;
       readonly connectTimeoutMs: number;
+      readonly poolTimeoutMs: number;
       readonly statementTimeoutMs: number;
       /** Schema for Tracker's tables; undefined means the server's search_path (public). */
       readonly schema: string | undefined;
@@ -92,6 +93,11 @@ const OPTIONS = {
     env: 'TRACKER_DATABASE_CONNECT_TIMEOUT',
     default: '1500',
     help: 'PostgreSQL: ms to wait for a connection before answering 503',
+  },
+  'database-pool-timeout': {
+    env: 'TRACKER_DATABASE_POOL_TIMEOUT',
+    default: '10000',
+    help: 'PostgreSQL: ms a request waits for a pooled connection while all are busy, then 503',
   },
   'database-statement-timeout': {
     env: 'TRACKER_DATABASE_STATEMENT_TIMEOUT',
@@ -255,6 +261,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
     : parsePostgresUrl(databaseUrl, {
         poolSize: parseInteger(pick('database-pool-size'), 1, 1000),
         connectTimeoutMs: parseInteger(pick('database-connect-timeout'), 1, 600_000),
+        poolTimeoutMs: parseInteger(pick('database-pool-timeout'), 1, 600_000),
         statementTimeoutMs: parseInteger(pick('database-statement-timeout'), 1, 600_000),
         schema: parseSchema(pick('database-schema')),
       });
@@ -420,6 +427,7 @@ function parsePostgresUrl(
   settings: {
     poolSize: number;
     connectTimeoutMs: number;
+    poolTimeoutMs: number;
     statementTimeoutMs: number;
     schema: string | undefined;
   },

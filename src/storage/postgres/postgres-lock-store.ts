@@ -86,8 +86,14 @@ export interface PostgresStoreOptions {
   readonly connectionString: string;
   /** Most connections the pool opens (default 10). */
   readonly poolSize?: number;
-  /** Longest wait for a connection, new or from a busy pool, in ms (default 1500). */
+  /** Longest wait for a new connection to the server, in ms (default 1500). */
   readonly connectTimeoutMs?: number;
+  /**
+   * Longest a request waits for a pooled connection while all are busy, in ms (default
+   * 10,000): a burst (a thousand requests joining one queue at once) waits its turn instead
+   * of failing, while an unreachable server still fails within the connect timeout.
+   */
+  readonly poolTimeoutMs?: number;
   /**
    * Longest a statement may run, in ms (default 1500): the server cancels it
    * (`statement_timeout`), and the client gives up shortly after if the server stays
@@ -119,6 +125,7 @@ const QUERY_TIMEOUT_MARGIN_MS = 250;
  * within 2 s when the database is unreachable or stalled.
  */
 export const DEFAULT_TIMEOUT_MS = 1500;
+const DEFAULT_POOL_TIMEOUT_MS = 10_000;
 
 /**
  * An acquire runs again when the holder it conflicted with is newer than its snapshot
@@ -179,7 +186,21 @@ export class PostgresLockStore implements LockStore {
     this.schemaVersion = schemaVersion;
     const logger = options.logger;
     this.#logger = logger;
-    const pool = new pg.Pool({ ...config, max: options.poolSize ?? 10 });
+    // pg's Pool waits for a free connection as long as a new one may take to connect (one
+    // connectionTimeoutMillis for both): the pool gets the longer wait, each new connection
+    // (a Client of its own class) keeps the connect timeout.
+    const connectTimeoutMs = config.connectionTimeoutMillis;
+    class Client extends pg.Client {
+      constructor(clientConfig?: pg.ClientConfig) {
+        super({ ...clientConfig, connectionTimeoutMillis: connectTimeoutMs });
+      }
+    }
+    const pool = new pg.Pool({
+      ...config,
+      Client,
+      connectionTimeoutMillis: options.poolTimeoutMs ?? DEFAULT_POOL_TIMEOUT_MS,
+      max: options.poolSize ?? 10,
+    });
     this.#pool = pool;
     // A connection that fails (server restart, network cut) emits 'error' on its client, and
     // the pool re-emits it for idle ones; an unhandled 'error' kills the process. Each client
