@@ -69,8 +69,10 @@ const MAX_WAIT_SECONDS = 3600;
 const BODY_LIMIT = 64 * 1024;
 /** Fastify's default maxParamLength: a longer path parameter may answer 414. */
 const MAX_PARAM_LENGTH = 100;
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
-const CONTROL = /[\u0000-\u001f\u007f]/;
+/** Unicode Cc: C0, DEL and C1 controls, refused in names and reasons. */
+const CONTROL = /\p{Cc}/u;
+/** Unicode Cf (bidi controls, zero-width characters, soft hyphen...) and U+2028/U+2029: refused in names. */
+const INVISIBLE = /[\p{Cf}\u2028\u2029]/u;
 const LONE_SURROGATE = /\p{Cs}/u;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const WHOLE_SECONDS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
@@ -83,12 +85,20 @@ const codePoints = (value: string) => [...value].length;
 /** Whitespace-separated tokens, for long lists of literals. */
 const words = (list: string) => list.trim().split(/\s+/);
 
-/** The README's rule for `service` and `who`: 1 to 256 characters, not blank, no control characters. */
+/** A name as the server keeps it: Unicode NFC. */
+const nfc = (value: string) => value.normalize('NFC');
+
+/**
+ * The README's rule for `service` and `who`: 1 to 256 characters (as sent and in NFC), not
+ * blank, no control, invisible or bidi formatting characters.
+ */
 const nameOk = (value: unknown): value is string =>
   typeof value === 'string' &&
   value.trim() !== '' &&
   codePoints(value) <= MAX_NAME_LENGTH &&
-  !CONTROL.test(value);
+  codePoints(nfc(value)) <= MAX_NAME_LENGTH &&
+  !CONTROL.test(value) &&
+  !INVISIBLE.test(value);
 
 const reasonOk = (value: unknown): value is string =>
   typeof value === 'string' && codePoints(value) <= MAX_REASON_LENGTH && !CONTROL.test(value);
@@ -918,13 +928,13 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
             assert.ok(['LOCK_HELD', 'WAIT_TIMEOUT'].includes(String(reply.json?.code)), what);
             assert.equal(reply.json?.id, undefined, `${what}: a 409 has no top-level id`);
             const existing = expectLockShape(reply.json?.existingLock, what);
-            assert.equal(existing.service, sent.service, `${what}: existingLock is of another service`);
+            assert.equal(existing.service, nfc(sent.service), `${what}: existingLock is of another service`);
             return;
           }
           assert.equal(reply.status, 201, `${what}: ${reply.status} ${reply.text}`);
           const lock = expectLockShape(reply.json, what);
-          assert.equal(lock.service, sent.service, `${what}: service came back different`);
-          assert.equal(lock.who, sent.who, `${what}: who came back different`);
+          assert.equal(lock.service, nfc(sent.service), `${what}: service came back different`);
+          assert.equal(lock.who, nfc(sent.who), `${what}: who came back different`);
           assert.equal(lock.ttlSeconds, sent.ttlSeconds ?? null, what);
         }),
         params(120, [
@@ -1021,10 +1031,10 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
           if (reply.status === 201) {
             assert.equal(
               reply.json?.service,
-              sent.service,
+              nfc(sent.service),
               `${what}: service came back different (the last duplicate wins)`,
             );
-            assert.equal(reply.json?.who, sent.who, what);
+            assert.equal(reply.json?.who, nfc(sent.who), what);
           }
         }),
         params(100, [[Buffer.from(`{"service":"a-${unique()}","service":"b-${unique()}","who":"c"}`)]]),
@@ -1406,8 +1416,8 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
           );
           for (const lock of locks.map((l) => expectLockShape(l, what))) {
             if (values.service !== undefined)
-              assert.equal(lock.service, values.service, `${what}: service filter`);
-            if (values.who !== undefined) assert.equal(lock.who, values.who, `${what}: who filter`);
+              assert.equal(lock.service, nfc(values.service), `${what}: service filter`);
+            if (values.who !== undefined) assert.equal(lock.who, nfc(values.who), `${what}: who filter`);
           }
         }),
         params(100),
@@ -1437,10 +1447,10 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
           if (!nameOk(seen)) return expectInvalid(reply, what, ['service']);
           expectSane(reply, what);
           assert.equal(reply.status, 200, `${what}: ${reply.text.slice(0, 300)}`);
-          assert.equal(reply.json?.service, seen, what);
+          assert.equal(reply.json?.service, nfc(seen), what);
           assert.ok(Array.isArray(reply.json?.waiters), what);
           if (reply.json?.holder !== null) {
-            assert.equal(expectLockShape(reply.json?.holder, what).service, seen, what);
+            assert.equal(expectLockShape(reply.json?.holder, what).service, nfc(seen), what);
           }
           if (holder) {
             assert.equal((reply.json?.holder as LockJson | null)?.id, holder.id, `${what}: not the holder`);
@@ -1542,8 +1552,8 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
             previous = id;
             assert.ok(EVENT_TYPES.includes(String(event.type)), what);
             if (values.service !== undefined)
-              assert.equal(event.service, values.service, `${what}: service filter`);
-            if (values.who !== undefined) assert.equal(event.who, values.who, `${what}: who filter`);
+              assert.equal(event.service, nfc(values.service), `${what}: service filter`);
+            if (values.who !== undefined) assert.equal(event.who, nfc(values.who), `${what}: who filter`);
             const at = Date.parse(String(event.at));
             if (values.since !== undefined)
               assert.ok(at >= new Date(values.since).getTime(), `${what}: since`);
@@ -2129,8 +2139,8 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
               return;
             }
             assert.match(String(result.value.id), UUID, what);
-            assert.equal(result.value.service, s, `${what}: service came back different`);
-            assert.equal(result.value.who, w, `${what}: who came back different`);
+            assert.equal(result.value.service, nfc(s), `${what}: service came back different`);
+            assert.equal(result.value.who, nfc(w), `${what}: who came back different`);
             assert.equal(result.value.ttlSeconds, t, what);
             assert.ok(Number(result.value.fencingToken) >= 1, what);
           },
@@ -2250,7 +2260,7 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
           if (!nameOk(s)) return expectGrpcInvalid(result, what, ['service']);
           expectGrpcSane(result, what);
           assert.ok(result.ok, `${what}: ${!result.ok && result.error.details}`);
-          assert.equal(result.value.service, s, what);
+          assert.equal(result.value.service, nfc(s), what);
           assert.ok(Array.isArray(result.value.waiters), what);
         }),
         params(80, [['q'.repeat(101)], [ofCodePoints('界', 256)]]),
@@ -2287,8 +2297,8 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
             const locks = result.value.locks as Array<{ service: string; who: string }>;
             assert.ok(locks.length <= (pp === 0 ? 100 : pp), what);
             for (const lock of locks) {
-              if (s !== '') assert.equal(lock.service, s, `${what}: service filter`);
-              if (w !== '') assert.equal(lock.who, w, `${what}: who filter`);
+              if (s !== '') assert.equal(lock.service, nfc(s), `${what}: service filter`);
+              if (w !== '') assert.equal(lock.who, nfc(w), `${what}: who filter`);
             }
           },
         ),
@@ -2371,8 +2381,8 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
               assert.ok(Number(event.id) < previous, `${what}: not newest first`);
               previous = Number(event.id);
               assert.ok(EVENT_TYPES.includes(event.type), what);
-              if (s !== '') assert.equal(event.service, s, what);
-              if (w !== '') assert.equal(event.who, w, what);
+              if (s !== '') assert.equal(event.service, nfc(s), what);
+              if (w !== '') assert.equal(event.who, nfc(w), what);
               if (since !== '')
                 assert.ok(Date.parse(event.at) >= new Date(since).getTime(), `${what}: since`);
               if (until !== '') assert.ok(Date.parse(event.at) < new Date(until).getTime(), `${what}: until`);

@@ -130,6 +130,18 @@ describe('REST API', () => {
       ['control character', { service: 'a\u0007b', who: 'w' }, 'service', /control characters/],
       ['newline in who', { service: 's', who: 'w\nx' }, 'who', /control characters/],
       ['DEL character', { service: 's\u007f', who: 'w' }, 'service', /control characters/],
+      ['C1 control (CSI)', { service: 's\u009b31m', who: 'w' }, 'service', /control characters/],
+      ['C1 next line in who', { service: 's', who: 'w\u0085x' }, 'who', /control characters/],
+      ['right-to-left override', { service: 'deploy\u202eyalp', who: 'w' }, 'service', /bidirectional/],
+      ['left-to-right isolate', { service: 's', who: '\u2066w\u2069' }, 'who', /bidirectional/],
+      ['right-to-left mark', { service: 'a\u200fb', who: 'w' }, 'service', /invisible/],
+      ['Arabic letter mark', { service: 'a\u061cb', who: 'w' }, 'service', /invisible/],
+      ['zero-width space', { service: 'prod\u200bdeploy', who: 'w' }, 'service', /invisible/],
+      ['zero-width joiner', { service: 's', who: 'a\u200db' }, 'who', /invisible/],
+      ['word joiner', { service: 'a\u2060b', who: 'w' }, 'service', /invisible/],
+      ['byte order mark', { service: 'a\ufeffb', who: 'w' }, 'service', /invisible/],
+      ['soft hyphen', { service: 'de\u00adploy', who: 'w' }, 'service', /invisible/],
+      ['line separator', { service: 'a\u2028b', who: 'w' }, 'service', /invisible/],
       ['unknown field', { service: 's', who: 'w', ttl: 5 }, 'ttl', /unknown field: ttl/],
       ['ttlSeconds zero', { service: 's', who: 'w', ttlSeconds: 0 }, 'ttlSeconds', /from 1 to 31536000/],
       ['ttlSeconds negative', { service: 's', who: 'w', ttlSeconds: -5 }, 'ttlSeconds', /from 1 to 31536000/],
@@ -168,6 +180,39 @@ describe('REST API', () => {
       const { status, json } = await post({ service: '🚀'.repeat(256), who: 'w'.repeat(256) });
       assert.equal(status, 201);
       assert.equal(json.service, '🚀'.repeat(256));
+    });
+
+    test('a name is kept in Unicode NFC: café composed and decomposed are one lock, found either way', async () => {
+      const composed = 'caf\u00e9-deploy';
+      const decomposed = 'cafe\u0301-deploy';
+      assert.notEqual(composed, decomposed);
+      const first = await post({ service: decomposed, who: 'j\u00f6rg' });
+      assert.equal(first.status, 201);
+      assert.equal(first.json.service, composed, 'kept in NFC');
+      assert.equal(first.json.who, 'j\u00f6rg');
+      const second = await post({ service: composed, who: 'jo\u0308rg' });
+      assert.equal(second.status, 409, 'the same service');
+      assert.equal((second.json.existingLock as { id: string }).id, first.json.id);
+      for (const [query, field] of [
+        [`service=${encodeURIComponent(decomposed)}`, 'service'],
+        [`service=${encodeURIComponent(composed)}`, 'service'],
+        [`who=${encodeURIComponent('jo\u0308rg')}`, 'who'],
+      ] as const) {
+        const listed = await call(run.base, 'GET', `${API}/locks/list?${query}`);
+        assert.equal(listed.json.total, 1, `list by ${field}: ${query}`);
+        const history = await call(run.base, 'GET', `${API}/history?${query}`);
+        assert.equal(history.status, 200);
+        assert.ok(
+          (history.json.events as Array<{ lock: { id: string } }>).some(
+            (event) => event.lock.id === first.json.id,
+          ),
+          `history by ${field}: ${query}`,
+        );
+      }
+      const queue = await call(run.base, 'GET', `${API}/queue/${encodeURIComponent(decomposed)}`);
+      assert.equal(queue.json.service, composed);
+      assert.equal((queue.json.holder as { id: string }).id, first.json.id);
+      await call(run.base, 'DELETE', `${API}/lock/${first.json.id}`);
     });
 
     test('malformed JSON is a 400', async () => {

@@ -95,9 +95,29 @@ export const MAX_NAME_LENGTH = 256;
 export const DEFAULT_PER_PAGE = 100;
 export const MAX_PER_PAGE = 1000;
 
-/** C0 controls and DEL; a name with one would corrupt logs, tables and shell output. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
-export const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
+/**
+ * Control characters (Unicode Cc: C0, DEL and C1, U+0080–U+009F): refused in every name and
+ * reason, since one would corrupt logs, tables and shell output (C1's U+009B is a terminal's
+ * escape sequence start).
+ */
+export const CONTROL_CHARACTERS = /\p{Cc}/u;
+
+/**
+ * Invisible characters refused in names (`service`, `who`) on top of the controls: every
+ * format character (Unicode Cf: the bidi controls U+202A–U+202E, U+2066–U+2069, U+200E,
+ * U+200F and U+061C; the zero-width U+200B–U+200D, U+2060–U+2064 and U+FEFF; the soft hyphen
+ * U+00AD; and the rest of Cf) and the line and paragraph separators U+2028, U+2029. With one,
+ * two different names could look the same, or a name could reorder what is shown around it.
+ */
+export const INVISIBLE_CHARACTERS = /[\p{Cf}\u2028\u2029]/u;
+
+/**
+ * A name as it is kept and compared: Unicode NFC, so that `café` typed as one code point or
+ * as `e` + U+0301 is the same service (and the same `who`).
+ */
+export function normalizeName(value: string): string {
+  return value.normalize('NFC');
+}
 
 /** RFC 4122 textual form, any version; ids are compared in lower case. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
