@@ -78,7 +78,29 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
 const WHOLE_SECONDS = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 const POSITIVE = /^[1-9][0-9]{0,8}$/;
 const EVENT_ID = /^[0-9]{1,15}$/;
-const RFC3339 = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$/;
+const RFC3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|[+-](\d{2}):(\d{2}))$/;
+/** A timestamp of RFC 3339's shape whose date and time exist (no February 30th, no 24:00). */
+const validTimestamp = (value: string) => {
+  const match = RFC3339.exec(value);
+  if (!match) return false;
+  const [year, month, day, hour, minute, second, offsetHours, offsetMinutes] = match
+    .slice(1)
+    .map((part) => Number(part ?? 0));
+  // A Date rolls an impossible date over (February 30th becomes March 1st): one that exists
+  // comes back unchanged.
+  const date = new Date(0);
+  date.setUTCFullYear(Number(year), Number(month) - 1, Number(day));
+  return (
+    date.getUTCFullYear() === year &&
+    date.getUTCMonth() === Number(month) - 1 &&
+    date.getUTCDate() === day &&
+    Number(hour) <= 23 &&
+    Number(minute) <= 59 &&
+    Number(second) <= 59 &&
+    Number(offsetHours) <= 23 &&
+    Number(offsetMinutes) <= 59
+  );
+};
 const EVENT_TYPES = ['acquired', 'released', 'expired', 'renewed', 'force-released', 'queued', 'dequeued'];
 
 const codePoints = (value: string) => [...value].length;
@@ -1530,7 +1552,7 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
           const what = describeRequest('GET', path);
           const reply = await send('GET', path);
           if (beyondParser(reply, path, what)) return;
-          const date = (v: string) => RFC3339.test(v) && !Number.isNaN(new Date(v).getTime());
+          const date = (v: string) => validTimestamp(v) && !Number.isNaN(new Date(v).getTime());
           const { bad, values } = judgeQuery(pairs, {
             service: nameOk,
             who: nameOk,
@@ -2315,6 +2337,10 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
           '2024-01-01T',
           '2024-01-01Tgarbage',
           '2024-13-01T00:00:00Z',
+          '2024-02-30T00:00:00Z',
+          '2023-02-29T00:00:00Z',
+          '2024-02-29T23:59:59+23:59',
+          '2024-01-01T24:00:00Z',
           '9999-12-31T23:59:59.999Z',
           '0000-01-01T00:00:00Z',
           'yesterday',
@@ -2352,8 +2378,7 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
             const result = await rpc<Record<string, unknown>>('GetHistory', request);
             const s = asDecoded(asProtoString(service));
             const w = asDecoded(asProtoString(who));
-            const date = (v: string) =>
-              v === '' || (/^\d{4}-\d{2}-\d{2}T/.test(v) && !Number.isNaN(new Date(v).getTime()));
+            const date = (v: string) => v === '' || validTimestamp(v);
             // int64 on the wire: what does not fit wraps (protobufjs's Long); the server reads a decimal string.
             const b = Number(BigInt.asIntN(64, BigInt(beforeValue)));
             const bad = [

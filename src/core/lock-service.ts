@@ -39,6 +39,7 @@ import {
   MAX_TTL_SECONDS,
   MAX_WAIT_SECONDS,
   normalizeName,
+  parseTimestamp,
   type Queue,
 } from './lock.js';
 import type { LockStore } from './lock-store.js';
@@ -559,6 +560,18 @@ export function validateName(field: 'service' | 'who', value: string): string {
     );
   }
   return name;
+}
+
+/**
+ * A `since` or `until` as a transport received it (text) as a Date; INVALID_ARGUMENT naming
+ * the field when it is not an RFC 3339 timestamp of an instant that exists.
+ */
+export function timestampArgument(field: 'since' | 'until', text: string): Date {
+  const at = parseTimestamp(text);
+  if (at === null) {
+    throw invalidArgument(field, `${field} must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z`);
+  }
+  return at;
 }
 
 /** An idempotency key: 1 to 255 printable characters. */

@@ -131,6 +131,31 @@ export function formatTimestamp(at: Date): string {
   return `${at.toISOString().slice(0, 19)}Z`;
 }
 
+/** RFC 3339's date-time, upper-case `T` and `Z` (as the API shows them), up to nanoseconds. */
+const RFC_3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * An RFC 3339 timestamp (`2026-11-26T17:00:00Z`, `2026-11-26T18:00:00.5+01:00`) as a Date, or
+ * null when the text is not one: another shape (no zone, no seconds, a date alone), or a date
+ * or time that does not exist (February 30th, 24:00, minute 60, a leap second, which a Date
+ * cannot hold). `new Date` alone would read `2024-02-30` as March 1st.
+ */
+export function parseTimestamp(text: string): Date | null {
+  const match = RFC_3339.exec(text);
+  if (!match) return null;
+  const [year, month, day, hour, minute, second, offsetHours, offsetMinutes] = match
+    .slice(1)
+    .map((part) => Number(part ?? 0)) as [number, number, number, number, number, number, number, number];
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const lastDay = month === 2 && leap ? 29 : DAYS_IN_MONTH[month - 1];
+  if (lastDay === undefined || day < 1 || day > lastDay) return null;
+  if (hour > 23 || minute > 59 || second > 59 || offsetHours > 23 || offsetMinutes > 59) return null;
+  const at = new Date(text);
+  return Number.isNaN(at.getTime()) ? null : at;
+}
+
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] as const;
+
 /**
  * What can happen to a lock; the history records every one, and watchers receive them.
  * - acquired: a lock was taken (also a waiter's grant).

@@ -2,7 +2,7 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Caller } from '../core/auth.js';
 import { ErrorCode } from '../core/errors.js';
-import type { LockService } from '../core/lock-service.js';
+import { type LockService, timestampArgument } from '../core/lock-service.js';
 import { eventToJson, lockToJson, queueToJson } from './present.js';
 import { apiRoute, describedAs } from './route-docs.js';
 import {
@@ -340,8 +340,8 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
         caller: callerOf(request),
         service: serviceName,
         who,
-        since: since === undefined ? undefined : new Date(since),
-        until: until === undefined ? undefined : new Date(until),
+        since: since === undefined ? undefined : timestampArgument('since', since),
+        until: until === undefined ? undefined : timestampArgument('until', until),
         limit: limit === undefined ? undefined : Number(limit),
         before: before === undefined ? undefined : Number(before),
       });
