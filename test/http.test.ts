@@ -506,6 +506,28 @@ describe('REST API', () => {
     }
   });
 
+  test('a path that is not validly percent-encoded is a 400 with the JSON error shape and a stable code', async () => {
+    for (const path of [
+      `${API}/lock/%ff`,
+      `${API}/unlock/%ff`,
+      `${API}/queue/%E0%A4%A`,
+      `${API}/lock/%c3%28/renew`,
+      '/assets/%ff',
+      '/%ff',
+    ]) {
+      const { status, json, headers } = await call(run.base, 'GET', path);
+      assert.equal(status, 400, path);
+      assert.deepEqual(
+        json,
+        { error: 'the URL is not validly percent-encoded', code: 'INVALID_ARGUMENT' },
+        path,
+      );
+      assert.match(String(headers.get('content-type')), /^application\/json/, path);
+    }
+    const metrics = await (await fetch(`${run.base}/metrics`)).text();
+    assert.match(metrics, /route="\(unmatched\)",status_code="400"\} [1-9]/, 'counted, by no URL');
+  });
+
   test('unknown routes are a JSON 404', async () => {
     const { status, json } = await call(run.base, 'GET', '/api/v1alpha1/nothing');
     assert.equal(status, 404);

@@ -1,7 +1,7 @@
 import http from 'node:http';
 import https from 'node:https';
 import fastJson from 'fast-json-stringify';
-import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, LogController } from 'fastify';
 import type { Gate } from '../auth/gate.js';
 import { requireScope } from '../core/auth.js';
 import { TrackerError } from '../core/errors.js';
@@ -114,6 +114,15 @@ export function buildHttpApp({
     // overlong parameter gets the route's own answer (400 naming it, or 404 for an id).
     routerOptions: { maxParamLength: 16 * 1024 },
     clientErrorHandler: answerClientError,
+    // What the router refuses before any route or hook runs (a path that is not validly
+    // percent-encoded, `/lock/%ff`): the same JSON and stable code as every other error,
+    // not Fastify's own `FST_ERR_BAD_URL` body.
+    frameworkErrors: (error, request, reply) => {
+      const { status, body } = toHttpError(error);
+      metrics.http(request.method, '(unmatched)', status, 0);
+      request.log.info({ method: request.method, route: '(unmatched)', status, code: body.code }, 'request');
+      return (reply as FastifyReply).status(status).send(body);
+    },
     serverFactory: createServer(server ?? {}),
   });
 
