@@ -18,6 +18,7 @@ import { formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.j
 import { type LockService, timestampArgument } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../metrics.js';
+import { serverTlsOptions } from '../server-tls-options.js';
 import { toGrpcError } from './error-mapping.js';
 import type { Lock__Output as LockMessage } from './generated/tracker/lock/v1alpha1/Lock.js';
 import type { LockEvent__Output as LockEventMessage } from './generated/tracker/lock/v1alpha1/LockEvent.js';
@@ -326,16 +327,29 @@ export interface GrpcTls {
   readonly ca?: Buffer | undefined;
 }
 
+/**
+ * Like grpc-js's `ServerCredentials.createSsl`, which offers no way to choose the protocol
+ * versions or the cipher suites, with the same TLS settings as REST's HTTPS server
+ * (serverTlsOptions).
+ */
+class TlsServerCredentials extends ServerCredentials {
+  constructor(tls: GrpcTls) {
+    const requireClients = tls.ca !== undefined;
+    super(
+      { ...serverTlsOptions, requestCert: requireClients, rejectUnauthorized: requireClients },
+      { ...serverTlsOptions, cert: tls.cert, key: tls.key, ...(tls.ca ? { ca: tls.ca } : {}) },
+    );
+  }
+
+  _equals(other: ServerCredentials): boolean {
+    return other === this;
+  }
+}
+
 /** Binds and starts; resolves with the bound port (useful with port 0). */
 export function listenGrpc(server: Server, host: string, port: number, tls?: GrpcTls): Promise<number> {
   const address = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  const credentials = tls
-    ? ServerCredentials.createSsl(
-        tls.ca ?? null,
-        [{ cert_chain: tls.cert, private_key: tls.key }],
-        tls.ca !== undefined,
-      )
-    : ServerCredentials.createInsecure();
+  const credentials = tls ? new TlsServerCredentials(tls) : ServerCredentials.createInsecure();
   return new Promise((resolve, reject) => {
     server.bindAsync(address, credentials, (error, boundPort) => {
       if (error) reject(error);

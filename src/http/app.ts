@@ -8,6 +8,7 @@ import { TrackerError } from '../core/errors.js';
 import type { LockService } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
 import type { Metrics } from '../metrics.js';
+import { serverTlsOptions } from '../server-tls-options.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
 import { HTTP_CODES, type HttpCode, toHttpError } from './error-mapping.js';
 import { API, callerOf, registerLockRoutes } from './lock-routes.js';
@@ -54,7 +55,13 @@ function createServer(options: HttpServerOptions) {
     if (!options.tls) return http.createServer(timeouts, handler);
     const { cert, key, ca } = options.tls;
     return https.createServer(
-      { ...timeouts, cert, key, ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}) },
+      {
+        ...timeouts,
+        ...serverTlsOptions,
+        cert,
+        key,
+        ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+      },
       handler,
     );
   };
