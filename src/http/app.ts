@@ -3,7 +3,7 @@ import https from 'node:https';
 import fastJson from 'fast-json-stringify';
 import Fastify, { type FastifyInstance, type FastifyReply, LogController } from 'fastify';
 import type { Gate } from '../auth/gate.js';
-import { requireScope } from '../core/auth.js';
+import { requireEveryService } from '../core/auth.js';
 import { TrackerError } from '../core/errors.js';
 import type { LockService } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
@@ -243,7 +243,10 @@ export function buildHttpApp({
           {
             operationId: 'getMetrics',
             summary: 'Prometheus metrics',
-            description: 'Metrics in the Prometheus text exposition format, for scraping.',
+            description:
+              'Metrics in the Prometheus text exposition format, for scraping. They count every ' +
+              "service's locks and requests, so a token limited to some services is refused " +
+              '(`403 PERMISSION_DENIED`): scrape with a `lock:read` token without service patterns.',
             tags: ['operations'],
           },
           {
@@ -254,7 +257,9 @@ export function buildHttpApp({
         ),
       },
       async (request, reply) => {
-        requireScope(callerOf(request), 'lock:read');
+        // The metrics count every service's locks, waiters and requests: no filter can show a
+        // token limited to some services only theirs.
+        requireEveryService(callerOf(request), 'lock:read', '/metrics');
         const text = await metrics.registry.metrics();
         return reply.type(metrics.registry.contentType).send(text);
       },
