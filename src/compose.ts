@@ -14,6 +14,7 @@ import type { Logger } from './core/logger.js';
 import { createRateLimiter } from './core/rate-limiter.js';
 import { buildGrpcServer, listenGrpc, shutdownGrpc } from './grpc/server.js';
 import { buildHttpApp } from './http/app.js';
+import { createHostCheck } from './http/request-guard.js';
 import { createMetrics } from './metrics.js';
 import { openSqliteLockStore } from './storage/sqlite/sqlite-lock-store.js';
 
@@ -112,10 +113,22 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     limiter: config.rateLimit ? createRateLimiter({ ...config.rateLimit, clock: systemClock }) : null,
   });
   const ready = () => store.ping();
+  const hosts = createHostCheck({
+    listenHost: config.host,
+    allowedHosts: config.allowedHosts,
+    machineHostname: hostname(),
+  });
+  logger.info(
+    { hosts: hosts.names ?? '*' },
+    hosts.names === null
+      ? 'REST answers to any Host name (--allowed-host *): nothing stops DNS rebinding'
+      : 'REST answers to IP addresses and these host names only; others get 403 HOST_NOT_ALLOWED (--allowed-host adds names)',
+  );
   const http = buildHttpApp({
     service,
     metrics,
     gate,
+    hosts,
     ready,
     logger,
     server: { tls, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },

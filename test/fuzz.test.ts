@@ -722,7 +722,7 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
     }
     assert.equal(taken.status, 409, `poking ${JSON.stringify(name)}: ${taken.text}`);
     const holder = expectLockShape(taken.json?.existingLock, 'the holder poked');
-    const renewed = await send('POST', `${API}/lock/${holder.id}/renew`);
+    const renewed = await send('POST', `${API}/lock/${holder.id}/renew`, { headers: { 'x-tracker': '1' } });
     assert.equal(renewed.status, 200, `poking ${JSON.stringify(name)}: ${renewed.text}`);
   };
   /**
@@ -1283,7 +1283,15 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
           const path = trick ? UNROUTED[trick as keyof typeof UNROUTED](request.path) : request.path;
           const withBody = request.method === 'POST' && body !== undefined;
           const what = describeRequest(request.method, path, withBody ? body : undefined);
-          const reply = await send(request.method, path, withBody ? { headers: JSON_HEADERS, body } : {});
+          // A POST without a body says it is no HTML form (X-Tracker), or it is refused as
+          // cross-site (test/cross-site.test.ts); here the routing is what is fuzzed.
+          const reply = await send(
+            request.method,
+            path,
+            withBody
+              ? { headers: JSON_HEADERS, body }
+              : { headers: request.method === 'POST' ? { 'x-tracker': '1' } : {} },
+          );
           if (beyondParser(reply, path, what)) return;
           expectSane(reply, what, request.method);
           const envelope = op === 'get-unlock' || op === 'post-unlock' || op === 'delete';

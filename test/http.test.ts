@@ -9,12 +9,18 @@ import { createGate } from '../src/auth/gate.js';
 import { AUTHENTICATION_OFF } from '../src/core/auth.js';
 import type { LockStore } from '../src/core/lock-store.js';
 import { buildHttpApp } from '../src/http/app.js';
+import { createHostCheck } from '../src/http/request-guard.js';
 import { createMetrics } from '../src/metrics.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { createTestService } from './support/lock-service.js';
 import { ManualClock } from './support/manual-clock.js';
 import { API, call } from './support/rest.js';
 import { tempDir } from './support/server-process.js';
+
+/**
+ * A POST without a body says it is no HTML form (request-guard.ts): curl -X POST -H 'X-Tracker: 1'.
+ */
+const BODYLESS = { headers: { 'x-tracker': '1' } };
 
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -49,6 +55,7 @@ async function startApp(
   const app = buildHttpApp({
     service,
     gate: createGate({ authentication: AUTHENTICATION_OFF, limiter: null }),
+    hosts: createHostCheck({ listenHost: '127.0.0.1', allowedHosts: [], machineHostname: 'http-test' }),
     metrics,
     ready: () => store.ping(),
     logger: pino({ level: 'silent' }),
@@ -294,7 +301,7 @@ describe('REST API', () => {
     test('POST /lock/{id}/renew extends the lease with its own TTL or a new one', async () => {
       const { json } = await post({ service: 'renewable', who: 'long-job', ttlSeconds: 60 });
       run.clock.advance(50_000);
-      const renewed = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`);
+      const renewed = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`, undefined, BODYLESS);
       assert.equal(renewed.status, 200);
       assert.equal(renewed.json.ttlSeconds, 60);
       assert.equal(Date.parse(String(renewed.json.expiresAt)), Date.parse(String(json.expiresAt)) + 50_000);
@@ -316,14 +323,15 @@ describe('REST API', () => {
       run.clock.advance(6_000);
       const taken = await post({ service: 'lapsed', who: 'new-holder', ttlSeconds: 60 });
       assert.equal(taken.status, 201);
-      const late = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`);
+      const late = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`, undefined, BODYLESS);
       assert.equal(late.status, 404);
       assert.deepEqual(late.json, NOT_HELD);
       assert.deepEqual((await call(run.base, 'GET', `${API}/lock/${taken.json.id}`)).json, taken.json);
       await call(run.base, 'DELETE', `${API}/lock/${taken.json.id}`);
-      assert.deepEqual((await call(run.base, 'POST', `${API}/lock/${taken.json.id}/renew`)).json, NOT_HELD);
-      assert.deepEqual((await call(run.base, 'POST', `${API}/lock/${randomUUID()}/renew`)).json, NOT_HELD);
-      assert.deepEqual((await call(run.base, 'POST', `${API}/lock/nope/renew`)).json, NOT_HELD);
+      for (const id of [taken.json.id, randomUUID(), 'nope']) {
+        const renewed = await call(run.base, 'POST', `${API}/lock/${id}/renew`, undefined, BODYLESS);
+        assert.deepEqual(renewed.json, NOT_HELD);
+      }
     });
 
     test('renew refuses bad input with 400 naming the field', async () => {
@@ -401,15 +409,15 @@ describe('REST API', () => {
         const service = `release-${method}`;
         const created = await post({ service, who: 'w' });
         const id = String(created.json.id);
-        const released = await call(run.base, method, path(id));
+        const released = await call(run.base, method, path(id), undefined, BODYLESS);
         assert.equal(released.status, 200);
         assert.deepEqual(released.json, { success: true, message: 'Lock released successfully' });
         const gone = await call(run.base, 'GET', `${API}/lock/${id}`);
         assert.equal(gone.status, 404);
-        const again = await call(run.base, method, path(id));
+        const again = await call(run.base, method, path(id), undefined, BODYLESS);
         assert.equal(again.status, 404);
         assert.deepEqual(again.json, { success: false, error: 'lock not found', code: 'LOCK_NOT_FOUND' });
-        const unknown = await call(run.base, method, path('nope'));
+        const unknown = await call(run.base, method, path('nope'), undefined, BODYLESS);
         assert.equal(unknown.status, 404);
         assert.equal(unknown.json.success, false);
         const retaken = await post({ service, who: 'next' });

@@ -49,6 +49,12 @@ export interface Config {
   /** Longest a client may take to send a request's headers, and the whole request, in ms. */
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
+  /**
+   * Host names REST answers to besides IP addresses, `localhost`, --host and (beyond
+   * loopback) this machine's name; `.example.com`: that domain and its subdomains. null: any
+   * Host (`*`, no check).
+   */
+  readonly allowedHosts: readonly string[] | null;
 }
 
 const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -153,9 +159,20 @@ const OPTIONS = {
     default: '30s',
     help: 'longest a client may take to send a whole request (not the wait for a lock)',
   },
+  'allowed-host': {
+    env: 'TRACKER_ALLOWED_HOSTS',
+    default: '',
+    help:
+      'a host name REST also answers to (Host header), e.g. tracker or .example.com (the domain and its\n' +
+      '      subdomains); repeat the flag or separate with commas; * answers to any (empty: IP addresses,\n' +
+      "      localhost, --host and, beyond loopback, this machine's name)",
+  },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
+
+/** Options that may be given several times; their values add up. */
+const REPEATABLE: ReadonlySet<OptionName> = new Set(['allowed-host']);
 
 /** A bad flag or value: the message is the one line printed before exiting with status 2. */
 export class ConfigError extends Error {
@@ -181,6 +198,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
   const pick = (name: OptionName): { value: string; source: string } => {
     const flag = parsed.values[name];
     if (typeof flag === 'string') return { value: flag, source: `--${name}` };
+    if (Array.isArray(flag) && flag.length > 0) return { value: flag.join(','), source: `--${name}` };
     const fromEnv = env[OPTIONS[name].env];
     if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, source: OPTIONS[name].env };
     // A URL may hold a password: messages name where it came from, never echo it whole.
@@ -223,6 +241,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       maxLocks: parseInteger(pick('max-locks'), 0, 1_000_000_000) || null,
       headersTimeoutMs: parseTimeoutMs(pick('headers-timeout')),
       requestTimeoutMs: parseTimeoutMs(pick('request-timeout')),
+      allowedHosts: parseAllowedHosts(pick('allowed-host')),
     },
   };
 }
@@ -250,6 +269,27 @@ function parseRateLimit({ value, source }: Setting, burst: Setting): Config['rat
   return { perSecond, burst: burstValue };
 }
 
+/** A host name, or `.domain` for it and its subdomains; an IPv6 address in brackets. */
+const ALLOWED_HOST =
+  /^(\.?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*|\[[0-9a-f:.]+\])$/;
+
+function parseAllowedHosts({ value, source }: Setting): readonly string[] | null {
+  const names = value
+    .split(/[\s,]+/)
+    .map((name) => name.trim().toLowerCase().replace(/\.$/, ''))
+    .filter((name) => name !== '');
+  if (names.includes('*')) return null;
+  for (const name of names) {
+    if (!ALLOWED_HOST.test(name) || name.length > 253) {
+      throw new ConfigError(
+        `${source}: "${name}" is not a host name (tracker, tracker.example.com, .example.com for a domain ` +
+          'and its subdomains, or * for any; no scheme, port or path)',
+      );
+    }
+  }
+  return names;
+}
+
 function parseTimeoutMs({ value, source }: Setting): number {
   const seconds = parseDurationSeconds(value);
   if (seconds === null || seconds < 1 || seconds > 3600) {
@@ -260,8 +300,11 @@ function parseTimeoutMs({ value, source }: Setting): number {
 
 function parseFlags(argv: readonly string[]) {
   const options = Object.fromEntries(
-    Object.keys(OPTIONS).map((name) => [name, { type: 'string' as const }]),
-  ) as Record<OptionName, { type: 'string' }>;
+    Object.keys(OPTIONS).map((name) => [
+      name,
+      { type: 'string' as const, multiple: REPEATABLE.has(name as OptionName) },
+    ]),
+  ) as Record<OptionName, { type: 'string'; multiple: boolean }>;
   return parseArgs({
     args: [...argv],
     options: { ...options, help: { type: 'boolean', short: 'h' } },

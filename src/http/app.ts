@@ -13,6 +13,7 @@ import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
 import { HTTP_CODES, type HttpCode, toHttpError } from './error-mapping.js';
 import { API, callerOf, registerLockRoutes } from './lock-routes.js';
 import { registerOpenApi } from './openapi.js';
+import { type HostCheck, registerRequestGuard } from './request-guard.js';
 import { apiRoute, describedAs } from './route-docs.js';
 import { ErrorJson, HealthJson, ReadyJson } from './schemas.js';
 import { registerWatch } from './watch.js';
@@ -23,6 +24,8 @@ export interface HttpAppDeps {
   readonly metrics: Metrics;
   /** Authentication and rate limit of API calls. */
   readonly gate: Gate;
+  /** The Host names REST answers to (DNS rebinding); changes from other sites are refused too. */
+  readonly hosts: HostCheck;
   /** TLS and slow-client timeouts of the listening server (default: plaintext, Node's defaults). */
   readonly server?: HttpServerOptions;
   /** Resolves when the store answers; backs /readyz. */
@@ -104,6 +107,7 @@ export function buildHttpApp({
   service,
   metrics,
   gate,
+  hosts,
   ready,
   logger,
   server,
@@ -151,6 +155,10 @@ export function buildHttpApp({
     else parseJson(request, body.toString(), done);
   });
 
+  // Before the gate: a request naming a host this server does not answer to, or a change sent
+  // by another site's page, is refused whatever its token.
+  registerRequestGuard(app, hosts);
+
   // Every API route and /metrics pass the gate (token, rate limit); health checks, the
   // OpenAPI document and the dashboard's static files do not (the dashboard's own calls do).
   app.decorateRequest('caller', undefined);
@@ -192,6 +200,8 @@ export function buildHttpApp({
           code: body.code,
           caller: request.caller?.kind === 'token' ? request.caller.name : null,
           ip: request.ip,
+          host: request.headers.host,
+          origin: request.headers.origin,
         },
         'request refused',
       );

@@ -214,7 +214,8 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
         summary,
         description: `${RELEASE_DESCRIPTION} ${more}`,
         tags: ['locks'],
-        errors: [ErrorCode.LOCK_NOT_FOUND],
+        // The GET form changes something too: refused to other sites' pages like the others.
+        errors: [ErrorCode.LOCK_NOT_FOUND, 'CROSS_SITE_REQUEST'],
       },
       { params: LockIdParams, response: { 200: released } },
     ),
