@@ -329,6 +329,17 @@ describe('changes from other sites are refused; curl and same-origin pages are n
     });
     assert.equal(bearer.status, 200, 'an Authorization header is enough (authentication off ignores it)');
     assert.deepEqual(await eventsOf(server, id), ['acquired', 'renewed', 'renewed', 'force-released']);
+    // A browser page that says it is this server's own (the API docs' "Try it out") needs no more.
+    const own = await take(server);
+    const fromDocs = await request(port, 'POST', `${API}/lock/${own}/renew`, {
+      origin: `http://127.0.0.1:${port}`,
+      'sec-fetch-site': 'same-origin',
+    });
+    assert.equal(fromDocs.status, 200, JSON.stringify(fromDocs.json));
+    const sameOriginOnly = await request(port, 'POST', `${API}/unlock/${own}`, {
+      'sec-fetch-site': 'same-origin',
+    });
+    assert.equal(sameOriginOnly.status, 200, JSON.stringify(sameOriginOnly.json));
   });
 
   test('what curl sends passes (no Origin, no Sec-Fetch-*), as do same-origin pages; reads are not refused', async () => {
