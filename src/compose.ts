@@ -16,6 +16,7 @@ import { createWatcherRegistry } from './core/watchers.js';
 import { type GrpcListener, listenGrpcGuarded } from './grpc/listener.js';
 import { buildGrpcServer, shutdownGrpc } from './grpc/server.js';
 import { buildHttpApp } from './http/app.js';
+import { createHostCheck } from './http/request-guard.js';
 import { createMetrics } from './metrics.js';
 import { openSqliteLockStore } from './storage/sqlite/sqlite-lock-store.js';
 
@@ -117,11 +118,23 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     limiter: config.rateLimit ? createRateLimiter({ ...config.rateLimit, clock: systemClock }) : null,
   });
   const ready = () => store.ping();
+  const hosts = createHostCheck({
+    listenHost: config.host,
+    allowedHosts: config.allowedHosts,
+    machineHostname: hostname(),
+  });
+  logger.info(
+    { hosts: hosts.names ?? '*' },
+    hosts.names === null
+      ? 'REST answers to any Host name (--allowed-host *): nothing stops DNS rebinding'
+      : 'REST answers to IP addresses and these host names only; others get 403 HOST_NOT_ALLOWED (--allowed-host adds names)',
+  );
   const http = buildHttpApp({
     service,
     watchers,
     metrics,
     gate,
+    hosts,
     ready,
     logger,
     server: { tls, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },

@@ -93,6 +93,18 @@ describe('authentication and permissions (real server, tokens file)', () => {
     dir.remove();
   });
 
+  test('/metrics counts every service: a token limited to some services is refused it', async () => {
+    const scoped = await fetch(`${server.baseUrl}/metrics`, { headers: bearer(tokens.deployer) });
+    assert.equal(scoped.status, 403);
+    assert.deepEqual(await scoped.json(), {
+      error: 'this token may use only some services, and /metrics covers every service',
+      code: 'PERMISSION_DENIED',
+    });
+    const unrestricted = await fetch(`${server.baseUrl}/metrics`, { headers: bearer(tokens.reader) });
+    assert.equal(unrestricted.status, 200);
+    assert.match(await unrestricted.text(), /^tracker_locks_held \d+$/m);
+  });
+
   test('the file holds hashes only, readable by its owner alone', () => {
     const text = readFileSync(file, 'utf8');
     for (const token of Object.values(tokens)) assert.equal(text.includes(token), false);

@@ -324,18 +324,35 @@ describe('tracker CLI', () => {
 
   test('lock history prints user text safely: no control or bidi character reaches the terminal', async () => {
     const service = unique('hostile');
-    // The server refuses C0 controls, but accepts C1 controls (U+009B is CSI on some
-    // terminals) and bidi overrides; the table shows them escaped.
-    const who = 'eve\u009b31m\u202eevil';
-    const id = await acquire(service, who);
+    // The server refuses control characters (C1's U+009B is CSI on some terminals) and bidi
+    // or invisible characters in names: the CLI says so in one line.
+    const refused = await tracker([
+      'lock',
+      'acquire',
+      '--service',
+      service,
+      '--who',
+      'eve\u009b31m\u202eevil',
+    ]);
+    assert.equal(refused.code, 1, refused.stderr);
+    assert.match(refused.stderr, /^tracker: .*who must not contain control characters/);
+    assert.equal(refused.stderr.trim().split('\n').length, 1, refused.stderr);
+    assert.doesNotMatch(refused.stderr, /[\u0080-\u009f\u202a-\u202e\u2066-\u2069]/);
+    // A reason is free text and may hold bidi controls (right-to-left scripts): the table
+    // shows them escaped.
+    const id = await acquire(service, 'eve');
     const forced = await tracker(['lock', 'force-release', id, '--reason', 'gone\u202e\u2066!']);
     assert.equal(forced.code, 0, forced.stderr);
-    assert.match(forced.stdout, /held by eve\\u009b31m\\u202eevil for/);
+    assert.match(forced.stdout, /held by eve for/);
     const table = await tracker(['lock', 'history', '--service', service]);
-    assert.match(table.stdout, /force-released +\S+ +eve\\u009b31m\\u202eevil +\d+s +gone\\u202e\\u2066!\n/);
+    assert.match(table.stdout, /force-released +\S+ +eve +\d+s +gone\\u202e\\u2066!\n/);
     assert.doesNotMatch(table.stdout, /[\u0080-\u009f\u202a-\u202e\u2066-\u2069]/);
     const json = await tracker(['lock', 'history', '--service', service, '--json']);
-    assert.equal((JSON.parse(json.stdout) as HistoryEvent[])[0]?.who, who, 'JSON keeps the exact text');
+    assert.equal(
+      (JSON.parse(json.stdout) as HistoryEvent[])[0]?.reason,
+      'gone\u202e\u2066!',
+      'JSON keeps the exact text',
+    );
   });
 
   test('force-release and history usage errors exit 2 with one line', async () => {

@@ -30,6 +30,7 @@ describe('loadConfig', () => {
       maxLocks: 1_000_000,
       headersTimeoutMs: 10_000,
       requestTimeoutMs: 30_000,
+      allowedHosts: [],
       watchLimits: {
         maxWatchers: 1000,
         maxWatchersPerCaller: 100,
@@ -61,6 +62,28 @@ describe('loadConfig', () => {
     ] as const) {
       assert.throws(() => config([flag, value]), new RegExp(flag.slice(2)), `${flag} ${value}`);
     }
+  });
+
+  test('--allowed-host: repeatable, commas, the environment, domains, and * for any', () => {
+    assert.deepEqual(
+      config(['--allowed-host', 'tracker', '--allowed-host', 'Tracker.Example.com.,.corp.example'])
+        .allowedHosts,
+      ['tracker', 'tracker.example.com', '.corp.example'],
+    );
+    assert.deepEqual(config([], { TRACKER_ALLOWED_HOSTS: 'tracker, tracker.default.svc' }).allowedHosts, [
+      'tracker',
+      'tracker.default.svc',
+    ]);
+    assert.deepEqual(
+      config(['--allowed-host', 'flag'], { TRACKER_ALLOWED_HOSTS: 'env' }).allowedHosts,
+      ['flag'],
+      'the flag wins over the environment',
+    );
+    assert.equal(config(['--allowed-host', '*']).allowedHosts, null);
+    assert.equal(config([], { TRACKER_ALLOWED_HOSTS: '*' }).allowedHosts, null);
+    assert.deepEqual(config(['--allowed-host', '[::1]']).allowedHosts, ['[::1]']);
+    assert.ok(helpText().includes('--allowed-host'));
+    assert.ok(helpText().includes('TRACKER_ALLOWED_HOSTS'));
   });
 
   test('authentication, TLS and limits: flags, pairs that go together, and refusals', () => {
@@ -282,6 +305,24 @@ describe('loadConfig', () => {
       /unknown or invalid parameter "mode=ro"/,
     ],
     ['bad host', ['--host', 'a b'], {}, /not a host name/],
+    [
+      'allowed host with a port',
+      ['--allowed-host', 'tracker:8080'],
+      {},
+      /--allowed-host: "tracker:8080" is not a host name/,
+    ],
+    [
+      'allowed host as a URL',
+      [],
+      { TRACKER_ALLOWED_HOSTS: 'http://tracker' },
+      /TRACKER_ALLOWED_HOSTS: "http:\/\/tracker" is not a host name/,
+    ],
+    [
+      'allowed host with a wildcard label',
+      ['--allowed-host', '*.example.com'],
+      {},
+      /use .example.com|not a host name/,
+    ],
     ['bad duration', ['--default-ttl', '5 minutes'], {}, /--default-ttl: "5 minutes" is not a duration/],
     ['zero TTL', ['--max-ttl', '0'], {}, /--max-ttl: "0" is not a duration from 1s to 365d/],
     ['TTL over a year', [], { TRACKER_DEFAULT_TTL: '366d' }, /TRACKER_DEFAULT_TTL: "366d" is not a duration/],

@@ -343,6 +343,12 @@ describe('history, force release, watch and health on one server', () => {
         [
           [{ since: 'yesterday' }, 'since'],
           [{ since: '2026-13-45T00:00:00Z' }, 'since'],
+          [{ since: '2024-02-30T00:00:00Z' }, 'since'],
+          [{ until: '2023-02-29T12:00:00Z' }, 'until'],
+          [{ since: '2024-01-15T24:00:00Z' }, 'since'],
+          [{ since: '2024-01-15T10:00:00' }, 'since'],
+          [{ until: '2024-01-15T10:00Z' }, 'until'],
+          [{ since: '2024-01-15T10:00:00+25:00' }, 'since'],
           [{ until: 'soon' }, 'until'],
           [{ limit: 1001 }, 'limit'],
         ] as const

@@ -178,6 +178,12 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
       { body: { service: 'bad\u0001name', who: 'x' }, field: 'service', rule: /control characters/ },
       { body: { service, who: 'line\nbreak' }, field: 'who', rule: /control characters/ },
       { body: { service, who: 'del\u007f' }, field: 'who', rule: /control characters/ },
+      { body: { service: 'csi\u009b31m', who: 'x' }, field: 'service', rule: /control characters/ },
+      { body: { service: 'deploy\u202eyalp', who: 'x' }, field: 'service', rule: /bidirectional.*U\+202E/ },
+      { body: { service, who: '\u2066isolated\u2069' }, field: 'who', rule: /U\+2066/ },
+      { body: { service: 'prod\u200bdeploy', who: 'x' }, field: 'service', rule: /invisible.*U\+200B/ },
+      { body: { service, who: 'soft\u00adhyphen' }, field: 'who', rule: /U\+00AD/ },
+      { body: { service: '\ufeffbom', who: 'x' }, field: 'service', rule: /U\+FEFF/ },
     ];
     const errors = await Promise.all(
       cases.map(({ body, field }) =>
@@ -202,6 +208,32 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
     ]);
     assert.equal(longest[0]?.service.length, 256);
     assert.equal(longest[1]?.who, '😀'.repeat(256));
+  });
+
+  test('names are kept in Unicode NFC: a decomposed café is the composed one in every method', async () => {
+    const tag = randomUUID().slice(0, 8);
+    const composed = `caf\u00e9-${tag}`;
+    const decomposed = `cafe\u0301-${tag}`;
+    const first = await take(decomposed, 'j\u00f6rg');
+    assert.equal(first.service, composed);
+    await rejectsWith(take(composed, 'jo\u0308rg'), status.ALREADY_EXISTS, {
+      'tracker-code': 'LOCK_HELD',
+      'tracker-existing-lock-id': first.id,
+    });
+    for (const service of [composed, decomposed]) {
+      assert.deepEqual((await rpc<ListMessage>('ListLocks', { service })).locks, [first], service);
+      assert.equal((await rpc<{ holder: LockMessage }>('GetQueue', { service })).holder.id, first.id);
+    }
+    assert.deepEqual(
+      (await rpc<ListMessage>('ListLocks', { service: decomposed, who: 'jo\u0308rg' })).locks,
+      [first],
+    );
+    const history = await rpc<{ events: Array<{ lock: { id: string } }> }>('GetHistory', {
+      service: decomposed,
+      who: 'jo\u0308rg',
+    });
+    assert.ok(history.events.some((event) => event.lock.id === first.id));
+    await rpc('UnLock', { id: first.id });
   });
 
   test('GetLock returns the held lock; unknown, malformed and empty ids are NOT_FOUND', async () => {

@@ -10,12 +10,18 @@ import { AUTHENTICATION_OFF } from '../src/core/auth.js';
 import type { LockStore } from '../src/core/lock-store.js';
 import { createWatcherRegistry, DEFAULT_WATCH_LIMITS } from '../src/core/watchers.js';
 import { buildHttpApp } from '../src/http/app.js';
+import { createHostCheck } from '../src/http/request-guard.js';
 import { createMetrics } from '../src/metrics.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { createTestService } from './support/lock-service.js';
 import { ManualClock } from './support/manual-clock.js';
 import { API, call } from './support/rest.js';
 import { tempDir } from './support/server-process.js';
+
+/**
+ * A POST without a body says it is no HTML form (request-guard.ts): curl -X POST -H 'X-Tracker: 1'.
+ */
+const BODYLESS = { headers: { 'x-tracker': '1' } };
 
 const TIMESTAMP = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/;
@@ -50,6 +56,7 @@ async function startApp(
     service,
     watchers,
     gate: createGate({ authentication: AUTHENTICATION_OFF, limiter: null }),
+    hosts: createHostCheck({ listenHost: '127.0.0.1', allowedHosts: [], machineHostname: 'http-test' }),
     metrics,
     ready: () => store.ping(),
     logger: pino({ level: 'silent' }),
@@ -131,6 +138,18 @@ describe('REST API', () => {
       ['control character', { service: 'a\u0007b', who: 'w' }, 'service', /control characters/],
       ['newline in who', { service: 's', who: 'w\nx' }, 'who', /control characters/],
       ['DEL character', { service: 's\u007f', who: 'w' }, 'service', /control characters/],
+      ['C1 control (CSI)', { service: 's\u009b31m', who: 'w' }, 'service', /control characters/],
+      ['C1 next line in who', { service: 's', who: 'w\u0085x' }, 'who', /control characters/],
+      ['right-to-left override', { service: 'deploy\u202eyalp', who: 'w' }, 'service', /bidirectional/],
+      ['left-to-right isolate', { service: 's', who: '\u2066w\u2069' }, 'who', /bidirectional/],
+      ['right-to-left mark', { service: 'a\u200fb', who: 'w' }, 'service', /invisible/],
+      ['Arabic letter mark', { service: 'a\u061cb', who: 'w' }, 'service', /invisible/],
+      ['zero-width space', { service: 'prod\u200bdeploy', who: 'w' }, 'service', /invisible/],
+      ['zero-width joiner', { service: 's', who: 'a\u200db' }, 'who', /invisible/],
+      ['word joiner', { service: 'a\u2060b', who: 'w' }, 'service', /invisible/],
+      ['byte order mark', { service: 'a\ufeffb', who: 'w' }, 'service', /invisible/],
+      ['soft hyphen', { service: 'de\u00adploy', who: 'w' }, 'service', /invisible/],
+      ['line separator', { service: 'a\u2028b', who: 'w' }, 'service', /invisible/],
       ['unknown field', { service: 's', who: 'w', ttl: 5 }, 'ttl', /unknown field: ttl/],
       ['ttlSeconds zero', { service: 's', who: 'w', ttlSeconds: 0 }, 'ttlSeconds', /from 1 to 31536000/],
       ['ttlSeconds negative', { service: 's', who: 'w', ttlSeconds: -5 }, 'ttlSeconds', /from 1 to 31536000/],
@@ -169,6 +188,39 @@ describe('REST API', () => {
       const { status, json } = await post({ service: '🚀'.repeat(256), who: 'w'.repeat(256) });
       assert.equal(status, 201);
       assert.equal(json.service, '🚀'.repeat(256));
+    });
+
+    test('a name is kept in Unicode NFC: café composed and decomposed are one lock, found either way', async () => {
+      const composed = 'caf\u00e9-deploy';
+      const decomposed = 'cafe\u0301-deploy';
+      assert.notEqual(composed, decomposed);
+      const first = await post({ service: decomposed, who: 'j\u00f6rg' });
+      assert.equal(first.status, 201);
+      assert.equal(first.json.service, composed, 'kept in NFC');
+      assert.equal(first.json.who, 'j\u00f6rg');
+      const second = await post({ service: composed, who: 'jo\u0308rg' });
+      assert.equal(second.status, 409, 'the same service');
+      assert.equal((second.json.existingLock as { id: string }).id, first.json.id);
+      for (const [query, field] of [
+        [`service=${encodeURIComponent(decomposed)}`, 'service'],
+        [`service=${encodeURIComponent(composed)}`, 'service'],
+        [`who=${encodeURIComponent('jo\u0308rg')}`, 'who'],
+      ] as const) {
+        const listed = await call(run.base, 'GET', `${API}/locks/list?${query}`);
+        assert.equal(listed.json.total, 1, `list by ${field}: ${query}`);
+        const history = await call(run.base, 'GET', `${API}/history?${query}`);
+        assert.equal(history.status, 200);
+        assert.ok(
+          (history.json.events as Array<{ lock: { id: string } }>).some(
+            (event) => event.lock.id === first.json.id,
+          ),
+          `history by ${field}: ${query}`,
+        );
+      }
+      const queue = await call(run.base, 'GET', `${API}/queue/${encodeURIComponent(decomposed)}`);
+      assert.equal(queue.json.service, composed);
+      assert.equal((queue.json.holder as { id: string }).id, first.json.id);
+      await call(run.base, 'DELETE', `${API}/lock/${first.json.id}`);
     });
 
     test('malformed JSON is a 400', async () => {
@@ -250,7 +302,7 @@ describe('REST API', () => {
     test('POST /lock/{id}/renew extends the lease with its own TTL or a new one', async () => {
       const { json } = await post({ service: 'renewable', who: 'long-job', ttlSeconds: 60 });
       run.clock.advance(50_000);
-      const renewed = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`);
+      const renewed = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`, undefined, BODYLESS);
       assert.equal(renewed.status, 200);
       assert.equal(renewed.json.ttlSeconds, 60);
       assert.equal(Date.parse(String(renewed.json.expiresAt)), Date.parse(String(json.expiresAt)) + 50_000);
@@ -272,14 +324,15 @@ describe('REST API', () => {
       run.clock.advance(6_000);
       const taken = await post({ service: 'lapsed', who: 'new-holder', ttlSeconds: 60 });
       assert.equal(taken.status, 201);
-      const late = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`);
+      const late = await call(run.base, 'POST', `${API}/lock/${json.id}/renew`, undefined, BODYLESS);
       assert.equal(late.status, 404);
       assert.deepEqual(late.json, NOT_HELD);
       assert.deepEqual((await call(run.base, 'GET', `${API}/lock/${taken.json.id}`)).json, taken.json);
       await call(run.base, 'DELETE', `${API}/lock/${taken.json.id}`);
-      assert.deepEqual((await call(run.base, 'POST', `${API}/lock/${taken.json.id}/renew`)).json, NOT_HELD);
-      assert.deepEqual((await call(run.base, 'POST', `${API}/lock/${randomUUID()}/renew`)).json, NOT_HELD);
-      assert.deepEqual((await call(run.base, 'POST', `${API}/lock/nope/renew`)).json, NOT_HELD);
+      for (const id of [taken.json.id, randomUUID(), 'nope']) {
+        const renewed = await call(run.base, 'POST', `${API}/lock/${id}/renew`, undefined, BODYLESS);
+        assert.deepEqual(renewed.json, NOT_HELD);
+      }
     });
 
     test('renew refuses bad input with 400 naming the field', async () => {
@@ -357,15 +410,15 @@ describe('REST API', () => {
         const service = `release-${method}`;
         const created = await post({ service, who: 'w' });
         const id = String(created.json.id);
-        const released = await call(run.base, method, path(id));
+        const released = await call(run.base, method, path(id), undefined, BODYLESS);
         assert.equal(released.status, 200);
         assert.deepEqual(released.json, { success: true, message: 'Lock released successfully' });
         const gone = await call(run.base, 'GET', `${API}/lock/${id}`);
         assert.equal(gone.status, 404);
-        const again = await call(run.base, method, path(id));
+        const again = await call(run.base, method, path(id), undefined, BODYLESS);
         assert.equal(again.status, 404);
         assert.deepEqual(again.json, { success: false, error: 'lock not found', code: 'LOCK_NOT_FOUND' });
-        const unknown = await call(run.base, method, path('nope'));
+        const unknown = await call(run.base, method, path('nope'), undefined, BODYLESS);
         assert.equal(unknown.status, 404);
         assert.equal(unknown.json.success, false);
         const retaken = await post({ service, who: 'next' });
@@ -460,6 +513,28 @@ describe('REST API', () => {
         assert.match(String(json.error), message);
       });
     }
+  });
+
+  test('a path that is not validly percent-encoded is a 400 with the JSON error shape and a stable code', async () => {
+    for (const path of [
+      `${API}/lock/%ff`,
+      `${API}/unlock/%ff`,
+      `${API}/queue/%E0%A4%A`,
+      `${API}/lock/%c3%28/renew`,
+      '/assets/%ff',
+      '/%ff',
+    ]) {
+      const { status, json, headers } = await call(run.base, 'GET', path);
+      assert.equal(status, 400, path);
+      assert.deepEqual(
+        json,
+        { error: 'the URL is not validly percent-encoded', code: 'INVALID_ARGUMENT' },
+        path,
+      );
+      assert.match(String(headers.get('content-type')), /^application\/json/, path);
+    }
+    const metrics = await (await fetch(`${run.base}/metrics`)).text();
+    assert.match(metrics, /route="\(unmatched\)",status_code="400"\} [1-9]/, 'counted, by no URL');
   });
 
   test('unknown routes are a JSON 404', async () => {

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
 import { after, before, describe, test } from 'node:test';
+import tls from 'node:tls';
 import { credentials, Metadata, makeClientConstructor, type ServiceError } from '@grpc/grpc-js';
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { PROTO_FILE, SERVICE } from './support/grpc-client.js';
@@ -178,6 +179,87 @@ describe('mutual TLS: --tls-ca requires a client certificate it signed', () => {
     assert.equal(withCert.response?.service, 'mtls');
     const withoutCert = await grpcCreate(server.grpcAddress, credentials.createSsl(ca), 'mtls-none');
     assert.equal(withoutCert.error?.code, 14);
+  });
+});
+
+describe('TLS suites: with TLS 1.2, only forward-secret AEAD ciphers (an RSA certificate)', () => {
+  let rsa: TlsFiles;
+  let server: ServerProcess;
+  let ca: Buffer;
+
+  before(async () => {
+    rsa = makeTlsFiles(undefined, { serverKey: 'rsa' });
+    ca = readFileSync(rsa.ca);
+    server = await startServerProcess({
+      args: [
+        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+        ...['--tls-cert', rsa.serverCert, '--tls-key', rsa.serverKey],
+      ],
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    rsa?.remove();
+  });
+
+  /** A bare TLS handshake with the given client settings: the suite and version agreed, or the error. */
+  const handshake = (port: number, options: tls.ConnectionOptions) =>
+    new Promise<{ cipher?: string; version?: string; error?: string }>((resolve) => {
+      const socket = tls.connect({ host: '127.0.0.1', port, servername: 'localhost', ca, ...options });
+      socket.setTimeout(10_000, () => socket.destroy(new Error('handshake timed out')));
+      socket.once('secureConnect', () => {
+        resolve({ cipher: socket.getCipher().name, version: socket.getProtocol() ?? '' });
+        socket.destroy();
+      });
+      socket.once('error', (error: Error & { code?: string }) =>
+        resolve({ error: error.code ?? error.message }),
+      );
+    });
+
+  const ports = () =>
+    [
+      ['REST', server.httpPort, {}],
+      ['gRPC', Number(server.grpcAddress.split(':').at(-1)), { ALPNProtocols: ['h2'] }],
+    ] as const;
+
+  test('a TLS 1.2 client offering only static-RSA or CBC suites (AES128-SHA...) is refused on both ports', async () => {
+    for (const [name, port, alpn] of ports()) {
+      for (const ciphers of [
+        'AES128-SHA',
+        'AES256-GCM-SHA384',
+        'ECDHE-RSA-AES128-SHA',
+        'ECDHE-RSA-AES256-SHA384',
+      ]) {
+        const result = await handshake(port, { ...alpn, ciphers, maxVersion: 'TLSv1.2' });
+        assert.ok(result.error, `${name} with ${ciphers}: agreed on ${result.cipher}`);
+      }
+      const old = await handshake(port, {
+        ...alpn,
+        minVersion: 'TLSv1',
+        maxVersion: 'TLSv1.1',
+        ciphers: 'DEFAULT@SECLEVEL=0',
+      });
+      assert.ok(old.error, `${name}: TLS 1.1 agreed (${old.version})`);
+    }
+  });
+
+  test('ECDHE with AES-GCM or ChaCha20-Poly1305 over TLS 1.2, and TLS 1.3, are served on both ports', async () => {
+    for (const [name, port, alpn] of ports()) {
+      for (const ciphers of [
+        'ECDHE-RSA-AES128-GCM-SHA256',
+        'ECDHE-RSA-AES256-GCM-SHA384',
+        'ECDHE-RSA-CHACHA20-POLY1305',
+      ]) {
+        const result = await handshake(port, { ...alpn, ciphers, maxVersion: 'TLSv1.2' });
+        assert.equal(result.error, undefined, `${name} with ${ciphers}`);
+        assert.equal(result.version, 'TLSv1.2', name);
+        assert.equal(result.cipher, ciphers, name);
+      }
+      const modern = await handshake(port, alpn);
+      assert.equal(modern.version, 'TLSv1.3', `${name}: ${modern.error}`);
+    }
+    const secure = await grpcCreate(server.grpcAddress, credentials.createSsl(ca), 'tls-rsa');
+    assert.equal(secure.response?.service, 'tls-rsa');
   });
 });
 

@@ -128,7 +128,7 @@ describe('watch stream, history and force release over REST (real server, SQLite
       const snapshot = await stream.next();
       assert.deepEqual((snapshot.json as { locks: unknown[] }).locks, []);
       const lock = await acquire(service, 'holder', { ttlSeconds: 30 });
-      await rest('POST', `/lock/${lock.id}/renew`);
+      await rest('POST', `/lock/${lock.id}/renew`, undefined, { 'x-tracker': '1' });
       const waiter = rest('POST', '/lock', { service, who: 'waiter', waitSeconds: 1 });
       const seen = await eventsOf(stream, service, 4);
       assert.deepEqual(
@@ -197,7 +197,7 @@ describe('watch stream, history and force release over REST (real server, SQLite
     assert.ok(seen);
     await rest('DELETE', `/lock/${a.id}`);
     const b = await acquire(service, 'b');
-    await rest('POST', `/lock/${b.id}/force-release`);
+    await rest('POST', `/lock/${b.id}/force-release`, undefined, { 'x-tracker': '1' });
 
     const resumed = await watch(`?service=${service}`, { 'Last-Event-ID': String(seen.id) });
     try {
@@ -323,6 +323,12 @@ describe('watch stream, history and force release over REST (real server, SQLite
       ['limit=ten', 'limit'],
       ['since=yesterday', 'since'],
       ['until=2026-13-45T99:99:99Z', 'until'],
+      ['since=2024-02-30T00:00:00Z', 'since'],
+      ['until=2023-02-29T12:00:00Z', 'until'],
+      ['since=2024-04-31T10:00:00Z', 'since'],
+      ['since=2024-01-15T24:00:00Z', 'since'],
+      ['until=2024-01-15T10:59:60Z', 'until'],
+      ['since=2024-01-15T10:00:00%2B24:00', 'since'],
       ['before=0', 'before'],
       ['before=-3', 'before'],
       ['service=', 'service'],
@@ -339,7 +345,10 @@ describe('watch stream, history and force release over REST (real server, SQLite
   test('force release: any holder, optional body; 404 once gone; bad reasons are a 400', async () => {
     const service = unique('force');
     const lock = await acquire(service, 'stuck');
-    const bare = await call(server.baseUrl, 'POST', `${API}/lock/${lock.id}/force-release`);
+    // No body at all: a header says it is no HTML form (curl -X POST -H 'X-Tracker: 1').
+    const bare = await call(server.baseUrl, 'POST', `${API}/lock/${lock.id}/force-release`, undefined, {
+      headers: { 'x-tracker': '1' },
+    });
     assert.equal(bare.status, 200);
     assert.equal(bare.json.success, true);
     assert.equal(bare.json.message, 'Lock force-released');
@@ -391,7 +400,7 @@ describe('watch stream, history and force release over REST (real server, SQLite
     assert.equal((await rest('POST', '/lock', { service, who: 'c', waitSeconds: 1 })).status, 409);
     await rest('DELETE', `/lock/${a.id}`);
     const b = await acquire(service, 'b');
-    await rest('POST', `/lock/${b.id}/force-release`);
+    await rest('POST', `/lock/${b.id}/force-release`, undefined, { 'x-tracker': '1' });
     const held = await acquire(unique('metrics-held'), 'keeps');
     const after = await read();
     const delta = (name: string) => (after.get(name) ?? 0) - (before.get(name) ?? 0);

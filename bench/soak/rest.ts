@@ -48,6 +48,9 @@ export class Rest {
     if (text !== undefined) {
       headers['content-type'] = 'application/json';
       headers['content-length'] = Buffer.byteLength(text);
+    } else if (method === 'POST') {
+      // A POST without a body says it is no HTML form, or the server refuses it as cross-site.
+      headers['x-tracker'] = '1';
     }
     return new Promise<Answer>((resolve) => {
       let settled = false;

@@ -52,6 +52,12 @@ export interface Config {
   /** Longest a client may take to send a request's headers, and the whole request, in ms. */
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
+  /**
+   * Host names REST answers to besides IP addresses, `localhost`, --host and (beyond
+   * loopback) this machine's name; `.example.com`: that domain and its subdomains. null: any
+   * Host (`*`, no check).
+   */
+  readonly allowedHosts: readonly string[] | null;
   /** What watch streams may hold (open streams, bytes waiting). */
   readonly watchLimits: WatchLimits;
   /** What gRPC connections may hold. */
@@ -221,9 +227,20 @@ const OPTIONS = {
     default: '30s',
     help: 'longest a client may take to send a whole request (not the wait for a lock)',
   },
+  'allowed-host': {
+    env: 'TRACKER_ALLOWED_HOSTS',
+    default: '',
+    help:
+      'a host name REST also answers to (Host header), e.g. tracker or .example.com (the domain and its\n' +
+      '      subdomains); repeat the flag or separate with commas; * answers to any (empty: IP addresses,\n' +
+      "      localhost, --host and, beyond loopback, this machine's name)",
+  },
 } as const;
 
 type OptionName = keyof typeof OPTIONS;
+
+/** Options that may be given several times; their values add up. */
+const REPEATABLE: ReadonlySet<OptionName> = new Set(['allowed-host']);
 
 /** A bad flag or value: the message is the one line printed before exiting with status 2. */
 export class ConfigError extends Error {
@@ -249,6 +266,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
   const pick = (name: OptionName): { value: string; source: string } => {
     const flag = parsed.values[name];
     if (typeof flag === 'string') return { value: flag, source: `--${name}` };
+    if (Array.isArray(flag) && flag.length > 0) return { value: flag.join(','), source: `--${name}` };
     const fromEnv = env[OPTIONS[name].env];
     if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, source: OPTIONS[name].env };
     // A URL may hold a password: messages name where it came from, never echo it whole.
@@ -305,6 +323,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
         maxConnections: parseInteger(pick('max-grpc-connections'), 1, 1_000_000),
         maxConnectionsPerAddress: parseInteger(pick('max-grpc-connections-per-address'), 1, 1_000_000),
       },
+      allowedHosts: parseAllowedHosts(pick('allowed-host')),
     },
   };
 }
@@ -345,6 +364,27 @@ function parseBytes({ value, source }: Setting, min: number): number {
   return bytes;
 }
 
+/** A host name, or `.domain` for it and its subdomains; an IPv6 address in brackets. */
+const ALLOWED_HOST =
+  /^(\.?[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?(\.[a-z0-9_]([a-z0-9_-]*[a-z0-9_])?)*|\[[0-9a-f:.]+\])$/;
+
+function parseAllowedHosts({ value, source }: Setting): readonly string[] | null {
+  const names = value
+    .split(/[\s,]+/)
+    .map((name) => name.trim().toLowerCase().replace(/\.$/, ''))
+    .filter((name) => name !== '');
+  if (names.includes('*')) return null;
+  for (const name of names) {
+    if (!ALLOWED_HOST.test(name) || name.length > 253) {
+      throw new ConfigError(
+        `${source}: "${name}" is not a host name (tracker, tracker.example.com, .example.com for a domain ` +
+          'and its subdomains, or * for any; no scheme, port or path)',
+      );
+    }
+  }
+  return names;
+}
+
 function parseTimeoutMs({ value, source }: Setting): number {
   const seconds = parseDurationSeconds(value);
   if (seconds === null || seconds < 1 || seconds > 3600) {
@@ -355,8 +395,11 @@ function parseTimeoutMs({ value, source }: Setting): number {
 
 function parseFlags(argv: readonly string[]) {
   const options = Object.fromEntries(
-    Object.keys(OPTIONS).map((name) => [name, { type: 'string' as const }]),
-  ) as Record<OptionName, { type: 'string' }>;
+    Object.keys(OPTIONS).map((name) => [
+      name,
+      { type: 'string' as const, multiple: REPEATABLE.has(name as OptionName) },
+    ]),
+  ) as Record<OptionName, { type: 'string'; multiple: boolean }>;
   return parseArgs({
     args: [...argv],
     options: { ...options, help: { type: 'boolean', short: 'h' } },

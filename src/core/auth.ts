@@ -6,7 +6,7 @@ import { permissionDenied } from './errors.js';
  * the composition root, and every call may do everything, as in the guide.
  *
  * Scopes nest: `lock:admin` includes `lock:write`, which includes `lock:read`.
- * - lock:read: get, list, queue, history, watch, metrics.
+ * - lock:read: get, list, queue, history, watch, metrics (only without service patterns).
  * - lock:write: acquire; release and renew the locks this token took.
  * - lock:admin: release and renew any lock, force-release.
  * `services`, when given, are glob patterns (`*` any run of characters, `?` one) a service
@@ -63,6 +63,18 @@ export function requireService(caller: Caller, scope: Scope, service: string): v
   requireScope(caller, scope);
   if (!mayUseService(caller, service)) {
     throw permissionDenied(`this token may not use the service "${service}"`);
+  }
+}
+
+/**
+ * Throws PERMISSION_DENIED unless the caller has the scope over every service (a token
+ * without service patterns): for what counts every service at once and cannot be narrowed
+ * to some, such as the metrics.
+ */
+export function requireEveryService(caller: Caller, scope: Scope, what: string): void {
+  requireScope(caller, scope);
+  if (caller.kind === 'token' && caller.services !== null) {
+    throw permissionDenied(`this token may use only some services, and ${what} covers every service`);
   }
 }
 

@@ -27,6 +27,7 @@ import {
   CONTROL_CHARACTERS,
   DEFAULT_HISTORY_LIMIT,
   DEFAULT_PER_PAGE,
+  INVISIBLE_CHARACTERS,
   isLockId,
   type Lock,
   type LockEventRecord,
@@ -38,6 +39,8 @@ import {
   MAX_REASON_LENGTH,
   MAX_TTL_SECONDS,
   MAX_WAIT_SECONDS,
+  normalizeName,
+  parseTimestamp,
   type Queue,
 } from './lock.js';
 import type { LockStore } from './lock-store.js';
@@ -318,9 +321,9 @@ export function createLockService({
       : events;
 
   return {
-    async acquire({ caller, service, who, ttlSeconds, waitSeconds = 0, signal, deadline, idempotencyKey }) {
-      validateName('service', service);
-      validateName('who', who);
+    async acquire({ caller, ttlSeconds, waitSeconds = 0, signal, deadline, idempotencyKey, ...names }) {
+      const service = validateName('service', names.service);
+      const who = validateName('who', names.who);
       requireService(caller, 'lock:write', service);
       validateTtl(ttlSeconds);
       if (!Number.isSafeInteger(waitSeconds) || waitSeconds < 0 || waitSeconds > MAX_WAIT_SECONDS) {
@@ -416,14 +419,17 @@ export function createLockService({
       return total;
     },
 
-    async history({ caller, limit = DEFAULT_HISTORY_LIMIT, ...params }) {
+    async history({ caller, limit = DEFAULT_HISTORY_LIMIT, ...raw }) {
       requireScope(caller, 'lock:read');
+      const params = {
+        ...raw,
+        service: raw.service === undefined ? undefined : validateName('service', raw.service),
+        who: raw.who === undefined ? undefined : validateName('who', raw.who),
+      };
       if (params.service !== undefined) requireService(caller, 'lock:read', params.service);
       if (!Number.isSafeInteger(limit) || limit < 1 || limit > MAX_HISTORY_LIMIT) {
         throw invalidArgument('limit', `limit must be an integer from 1 to ${MAX_HISTORY_LIMIT}`);
       }
-      if (params.service !== undefined) validateName('service', params.service);
-      if (params.who !== undefined) validateName('who', params.who);
       for (const field of ['since', 'until'] as const) {
         const at = params[field];
         if (at !== undefined && Number.isNaN(at.getTime())) {
@@ -441,24 +447,20 @@ export function createLockService({
       };
     },
 
-    async snapshot({ caller, service }) {
+    async snapshot({ caller, ...raw }) {
       requireScope(caller, 'lock:read');
-      if (service !== undefined) {
-        validateName('service', service);
-        requireService(caller, 'lock:read', service);
-      }
+      const service = raw.service === undefined ? undefined : validateName('service', raw.service);
+      if (service !== undefined) requireService(caller, 'lock:read', service);
       const locks = await store.snapshot(service);
       return caller.kind === 'token' && caller.services !== null
         ? locks.filter((lock) => mayUseService(caller, lock.service))
         : locks;
     },
 
-    watch({ caller, service, lastEventId, lastEventIdField, drained }, send) {
+    watch({ caller, lastEventId, lastEventIdField, drained, ...raw }, send) {
       requireScope(caller, 'lock:read');
-      if (service !== undefined) {
-        validateName('service', service);
-        requireService(caller, 'lock:read', service);
-      }
+      const service = raw.service === undefined ? undefined : validateName('service', raw.service);
+      if (service !== undefined) requireService(caller, 'lock:read', service);
       if (lastEventId !== undefined && !EVENT_ID.test(lastEventId)) {
         throw invalidArgument(
           lastEventIdField,
@@ -480,8 +482,8 @@ export function createLockService({
       room.close();
     },
 
-    async queue({ caller, service }) {
-      validateName('service', service);
+    async queue({ caller, ...raw }) {
+      const service = validateName('service', raw.service);
       requireService(caller, 'lock:read', service);
       return store.queue(service);
     },
@@ -522,7 +524,7 @@ export function createLockService({
       return lock;
     },
 
-    async list({ caller, page = 1, perPage = DEFAULT_PER_PAGE, service, who }) {
+    async list({ caller, page = 1, perPage = DEFAULT_PER_PAGE, ...raw }) {
       requireScope(caller, 'lock:read');
       if (!Number.isSafeInteger(page) || page < 1) {
         throw invalidArgument('page', 'page must be a positive integer');
@@ -530,8 +532,8 @@ export function createLockService({
       if (!Number.isSafeInteger(perPage) || perPage < 1 || perPage > MAX_PER_PAGE) {
         throw invalidArgument('per_page', `per_page must be an integer from 1 to ${MAX_PER_PAGE}`);
       }
-      if (service !== undefined) validateName('service', service);
-      if (who !== undefined) validateName('who', who);
+      const service = raw.service === undefined ? undefined : validateName('service', raw.service);
+      const who = raw.who === undefined ? undefined : validateName('who', raw.who);
       if (service !== undefined) requireService(caller, 'lock:read', service);
       if (caller.kind === 'token' && caller.services !== null) {
         // Only the services this token may see: filtered from one snapshot, then paged.
@@ -557,10 +559,39 @@ function lockKey(id: string): string | null {
   return isLockId(key) ? key : null;
 }
 
-/** The rules for `service` and `who`: present, not blank, short, printable. */
-export function validateName(field: 'service' | 'who', value: string): void {
+/**
+ * The rules for `service` and `who`: present, not blank, short, printable, nothing invisible.
+ * Returns the name as it is kept and compared (NFC): every operation uses that, never the raw
+ * value, so that one name typed two ways is one lock.
+ */
+export function validateName(field: 'service' | 'who', value: string): string {
   if (value.trim() === '') throw invalidArgument(field, `${field} must be a non-empty string`);
+  // As sent (what the REST schema checks too), then in NFC, which may be longer (U+FB2C is
+  // three code points in NFC).
   validateText(field, value, MAX_NAME_LENGTH);
+  const name = normalizeName(value);
+  validateText(field, name, MAX_NAME_LENGTH);
+  const invisible = INVISIBLE_CHARACTERS.exec(name)?.[0];
+  if (invisible !== undefined) {
+    const code = (invisible.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0');
+    throw invalidArgument(
+      field,
+      `${field} must not contain invisible or bidirectional formatting characters (U+${code})`,
+    );
+  }
+  return name;
+}
+
+/**
+ * A `since` or `until` as a transport received it (text) as a Date; INVALID_ARGUMENT naming
+ * the field when it is not an RFC 3339 timestamp of an instant that exists.
+ */
+export function timestampArgument(field: 'since' | 'until', text: string): Date {
+  const at = parseTimestamp(text);
+  if (at === null) {
+    throw invalidArgument(field, `${field} must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z`);
+  }
+  return at;
 }
 
 /** An idempotency key: 1 to 255 printable characters. */

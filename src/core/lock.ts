@@ -95,9 +95,29 @@ export const MAX_NAME_LENGTH = 256;
 export const DEFAULT_PER_PAGE = 100;
 export const MAX_PER_PAGE = 1000;
 
-/** C0 controls and DEL; a name with one would corrupt logs, tables and shell output. */
-// biome-ignore lint/suspicious/noControlCharactersInRegex: matching control characters is the point.
-export const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f]/;
+/**
+ * Control characters (Unicode Cc: C0, DEL and C1, U+0080–U+009F): refused in every name and
+ * reason, since one would corrupt logs, tables and shell output (C1's U+009B is a terminal's
+ * escape sequence start).
+ */
+export const CONTROL_CHARACTERS = /\p{Cc}/u;
+
+/**
+ * Invisible characters refused in names (`service`, `who`) on top of the controls: every
+ * format character (Unicode Cf: the bidi controls U+202A–U+202E, U+2066–U+2069, U+200E,
+ * U+200F and U+061C; the zero-width U+200B–U+200D, U+2060–U+2064 and U+FEFF; the soft hyphen
+ * U+00AD; and the rest of Cf) and the line and paragraph separators U+2028, U+2029. With one,
+ * two different names could look the same, or a name could reorder what is shown around it.
+ */
+export const INVISIBLE_CHARACTERS = /[\p{Cf}\u2028\u2029]/u;
+
+/**
+ * A name as it is kept and compared: Unicode NFC, so that `café` typed as one code point or
+ * as `e` + U+0301 is the same service (and the same `who`).
+ */
+export function normalizeName(value: string): string {
+  return value.normalize('NFC');
+}
 
 /** RFC 4122 textual form, any version; ids are compared in lower case. */
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -110,6 +130,31 @@ export function isLockId(value: string): boolean {
 export function formatTimestamp(at: Date): string {
   return `${at.toISOString().slice(0, 19)}Z`;
 }
+
+/** RFC 3339's date-time, upper-case `T` and `Z` (as the API shows them), up to nanoseconds. */
+const RFC_3339 = /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.\d{1,9})?(?:Z|[+-](\d{2}):(\d{2}))$/;
+
+/**
+ * An RFC 3339 timestamp (`2026-11-26T17:00:00Z`, `2026-11-26T18:00:00.5+01:00`) as a Date, or
+ * null when the text is not one: another shape (no zone, no seconds, a date alone), or a date
+ * or time that does not exist (February 30th, 24:00, minute 60, a leap second, which a Date
+ * cannot hold). `new Date` alone would read `2024-02-30` as March 1st.
+ */
+export function parseTimestamp(text: string): Date | null {
+  const match = RFC_3339.exec(text);
+  if (!match) return null;
+  const [year, month, day, hour, minute, second, offsetHours, offsetMinutes] = match
+    .slice(1)
+    .map((part) => Number(part ?? 0)) as [number, number, number, number, number, number, number, number];
+  const leap = year % 4 === 0 && (year % 100 !== 0 || year % 400 === 0);
+  const lastDay = month === 2 && leap ? 29 : DAYS_IN_MONTH[month - 1];
+  if (lastDay === undefined || day < 1 || day > lastDay) return null;
+  if (hour > 23 || minute > 59 || second > 59 || offsetHours > 23 || offsetMinutes > 59) return null;
+  const at = new Date(text);
+  return Number.isNaN(at.getTime()) ? null : at;
+}
+
+const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] as const;
 
 /**
  * What can happen to a lock; the history records every one, and watchers receive them.

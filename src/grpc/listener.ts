@@ -2,6 +2,7 @@ import net from 'node:net';
 import tls from 'node:tls';
 import { type Server, ServerCredentials } from '@grpc/grpc-js';
 import type { Logger } from '../core/logger.js';
+import { serverTlsOptions } from '../server-tls-options.js';
 
 /** What a client must send first on an HTTP/2 connection (RFC 9113, section 3.4). */
 const PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
@@ -53,7 +54,8 @@ export async function listenGrpcGuarded(server: Server, options: GrpcListenerOpt
         cert: options.tls.cert,
         key: options.tls.key,
         ...(options.tls.ca ? { ca: options.tls.ca } : {}),
-        minVersion: 'TLSv1.2',
+        // The same versions and suites as REST's HTTPS server.
+        ...serverTlsOptions,
         ALPNProtocols: ['h2'],
         requestCert: mutual,
         rejectUnauthorized: mutual,

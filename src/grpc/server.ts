@@ -12,10 +12,9 @@ import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import type { Gate } from '../auth/gate.js';
 import { type Caller, ownerName } from '../core/auth.js';
-import { invalidArgument } from '../core/errors.js';
 import type { FeedMessage } from '../core/event-feed.js';
 import { formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.js';
-import type { LockService } from '../core/lock-service.js';
+import { type LockService, timestampArgument } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
 import type { WatcherRegistry, WatcherSlot } from '../core/watchers.js';
 import type { Metrics } from '../metrics.js';
@@ -139,12 +138,7 @@ function approximateBytes(message: FeedMessage): number {
 
 /** An RFC 3339 bound of GetHistory; empty: none. */
 function timestampField(field: 'since' | 'until', value: string): Date | undefined {
-  if (value === '') return undefined;
-  const at = new Date(value);
-  if (!/^\d{4}-\d{2}-\d{2}T/.test(value) || Number.isNaN(at.getTime())) {
-    throw invalidArgument(field, `${field} must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z`);
-  }
-  return at;
+  return value === '' ? undefined : timestampArgument(field, value);
 }
 
 /** Proto3 cannot tell an absent number from 0: 0 means "not given". */

@@ -1,18 +1,20 @@
 import http from 'node:http';
 import https from 'node:https';
 import fastJson from 'fast-json-stringify';
-import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import Fastify, { type FastifyInstance, type FastifyReply, LogController } from 'fastify';
 import type { Gate } from '../auth/gate.js';
-import { requireScope } from '../core/auth.js';
+import { requireEveryService } from '../core/auth.js';
 import { TrackerError } from '../core/errors.js';
 import type { LockService } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
 import type { WatcherRegistry } from '../core/watchers.js';
 import type { Metrics } from '../metrics.js';
+import { serverTlsOptions } from '../server-tls-options.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
 import { HTTP_CODES, type HttpCode, toHttpError } from './error-mapping.js';
 import { API, callerOf, registerLockRoutes } from './lock-routes.js';
 import { registerOpenApi } from './openapi.js';
+import { type HostCheck, registerRequestGuard } from './request-guard.js';
 import { apiRoute, describedAs } from './route-docs.js';
 import { ErrorJson, HealthJson, ReadyJson } from './schemas.js';
 import { registerWatch } from './watch.js';
@@ -25,6 +27,8 @@ export interface HttpAppDeps {
   readonly metrics: Metrics;
   /** Authentication and rate limit of API calls. */
   readonly gate: Gate;
+  /** The Host names REST answers to (DNS rebinding); changes from other sites are refused too. */
+  readonly hosts: HostCheck;
   /** TLS and slow-client timeouts of the listening server (default: plaintext, Node's defaults). */
   readonly server?: HttpServerOptions;
   /** Resolves when the store answers; backs /readyz. */
@@ -57,7 +61,13 @@ function createServer(options: HttpServerOptions) {
     if (!options.tls) return http.createServer(timeouts, handler);
     const { cert, key, ca } = options.tls;
     return https.createServer(
-      { ...timeouts, cert, key, ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}) },
+      {
+        ...timeouts,
+        ...serverTlsOptions,
+        cert,
+        key,
+        ...(ca ? { ca, requestCert: true, rejectUnauthorized: true } : {}),
+      },
       handler,
     );
   };
@@ -101,6 +111,7 @@ export function buildHttpApp({
   watchers,
   metrics,
   gate,
+  hosts,
   ready,
   logger,
   server,
@@ -118,6 +129,15 @@ export function buildHttpApp({
     // overlong parameter gets the route's own answer (400 naming it, or 404 for an id).
     routerOptions: { maxParamLength: 16 * 1024 },
     clientErrorHandler: answerClientError,
+    // What the router refuses before any route or hook runs (a path that is not validly
+    // percent-encoded, `/lock/%ff`): the same JSON and stable code as every other error,
+    // not Fastify's own `FST_ERR_BAD_URL` body.
+    frameworkErrors: (error, request, reply) => {
+      const { status, body } = toHttpError(error);
+      metrics.http(request.method, '(unmatched)', status, 0);
+      request.log.info({ method: request.method, route: '(unmatched)', status, code: body.code }, 'request');
+      return (reply as FastifyReply).status(status).send(body);
+    },
     serverFactory: createServer(server ?? {}),
   });
 
@@ -138,6 +158,10 @@ export function buildHttpApp({
     if (body === '') done(null, undefined);
     else parseJson(request, body.toString(), done);
   });
+
+  // Before the gate: a request naming a host this server does not answer to, or a change sent
+  // by another site's page, is refused whatever its token.
+  registerRequestGuard(app, hosts);
 
   // Every API route and /metrics pass the gate (token, rate limit); health checks, the
   // OpenAPI document and the dashboard's static files do not (the dashboard's own calls do).
@@ -180,6 +204,8 @@ export function buildHttpApp({
           code: body.code,
           caller: request.caller?.kind === 'token' ? request.caller.name : null,
           ip: request.ip,
+          host: request.headers.host,
+          origin: request.headers.origin,
         },
         'request refused',
       );
@@ -231,7 +257,10 @@ export function buildHttpApp({
           {
             operationId: 'getMetrics',
             summary: 'Prometheus metrics',
-            description: 'Metrics in the Prometheus text exposition format, for scraping.',
+            description:
+              'Metrics in the Prometheus text exposition format, for scraping. They count every ' +
+              "service's locks and requests, so a token limited to some services is refused " +
+              '(`403 PERMISSION_DENIED`): scrape with a `lock:read` token without service patterns.',
             tags: ['operations'],
           },
           {
@@ -242,7 +271,9 @@ export function buildHttpApp({
         ),
       },
       async (request, reply) => {
-        requireScope(callerOf(request), 'lock:read');
+        // The metrics count every service's locks, waiters and requests: no filter can show a
+        // token limited to some services only theirs.
+        requireEveryService(callerOf(request), 'lock:read', '/metrics');
         const text = await metrics.registry.metrics();
         return reply.type(metrics.registry.contentType).send(text);
       },

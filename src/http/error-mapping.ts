@@ -46,9 +46,28 @@ export const HTTP_CODES = {
   BAD_REQUEST: 400,
   /** GET / before `npm run build` made the dashboard. */
   DASHBOARD_NOT_BUILT: 503,
+  /** The Host header names a host this server does not answer to (DNS rebinding); see --allowed-host. */
+  HOST_NOT_ALLOWED: 403,
+  /**
+   * A change sent by a page of another origin or site (`Origin`, `Referer`, `Sec-Fetch-Site`),
+   * or a POST without a body and without a header that no HTML form can send.
+   */
+  CROSS_SITE_REQUEST: 403,
 } as const;
 
 export type HttpCode = keyof typeof HTTP_CODES;
+
+/** A refusal REST makes itself, before a request reaches the core (request-guard.ts). */
+export class HttpRefusal extends Error {
+  override readonly name = 'HttpRefusal';
+
+  constructor(
+    readonly code: HttpCode,
+    message: string,
+  ) {
+    super(message);
+  }
+}
 
 /** Errors raised by Fastify itself before a handler runs, as (code, message). */
 const FRAMEWORK_ERRORS: Readonly<Record<string, readonly [ErrorCode | HttpCode, string]>> = {
@@ -73,6 +92,9 @@ export function toHttpError(error: unknown): { status: number; body: ErrorJson }
     if (error.details.existingLock) body.existingLock = lockToJson(error.details.existingLock);
     if (error.details.lockId) body.lockId = error.details.lockId;
     return { status: HTTP_STATUS[error.code], body };
+  }
+  if (error instanceof HttpRefusal) {
+    return { status: HTTP_CODES[error.code], body: { error: error.message, code: error.code } };
   }
   const fastifyError = error as Partial<FastifyError>;
   if (fastifyError.validation) return { status: 400, body: validationError(fastifyError) };

@@ -2,7 +2,7 @@ import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Caller } from '../core/auth.js';
 import { ErrorCode } from '../core/errors.js';
-import type { LockService } from '../core/lock-service.js';
+import { type LockService, timestampArgument } from '../core/lock-service.js';
 import { eventToJson, lockToJson, queueToJson } from './present.js';
 import { apiRoute, describedAs } from './route-docs.js';
 import {
@@ -214,7 +214,8 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
         summary,
         description: `${RELEASE_DESCRIPTION} ${more}`,
         tags: ['locks'],
-        errors: [ErrorCode.LOCK_NOT_FOUND],
+        // The GET form changes something too: refused to other sites' pages like the others.
+        errors: [ErrorCode.LOCK_NOT_FOUND, 'CROSS_SITE_REQUEST'],
       },
       { params: LockIdParams, response: { 200: released } },
     ),
@@ -340,8 +341,8 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
         caller: callerOf(request),
         service: serviceName,
         who,
-        since: since === undefined ? undefined : new Date(since),
-        until: until === undefined ? undefined : new Date(until),
+        since: since === undefined ? undefined : timestampArgument('since', since),
+        until: until === undefined ? undefined : timestampArgument('until', until),
         limit: limit === undefined ? undefined : Number(limit),
         before: before === undefined ? undefined : Number(before),
       });

@@ -52,6 +52,10 @@ export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
   REQUEST_TIMEOUT: 'the request was not received in time',
   BAD_REQUEST: 'not valid HTTP',
   DASHBOARD_NOT_BUILT: 'the dashboard was not built (`npm run build`)',
+  HOST_NOT_ALLOWED:
+    'the `Host` header names a host this server does not answer to (a DNS rebinding page); see `--allowed-host`',
+  CROSS_SITE_REQUEST:
+    'a change sent by a page of another origin or site (`Origin`, `Referer`, `Sec-Fetch-Site`), or a body-less POST without `Content-Type: application/json`, `Authorization` or `X-Tracker`',
 };
 
 export interface RouteDoc {
@@ -123,7 +127,10 @@ export function apiRoute<P extends RouteParts>(shape: RouteShape, doc: RouteDoc,
     codes.add('UNSUPPORTED_MEDIA_TYPE');
   }
   if (shape.api) codes.add(ErrorCode.STORE_UNAVAILABLE);
+  // Every change is refused to other sites' pages (request-guard.ts).
+  if (shape.method !== 'GET') codes.add('CROSS_SITE_REQUEST');
   if (shape.gated) {
+    codes.add('HOST_NOT_ALLOWED');
     codes.add(ErrorCode.UNAUTHENTICATED);
     codes.add(ErrorCode.PERMISSION_DENIED);
     codes.add(ErrorCode.RATE_LIMITED);

@@ -21,10 +21,22 @@ import {
  * ranges that depend on flags) are checked again in the core, for gRPC too.
  */
 
-const PRINTABLE = '^[^\\u0000-\\u001f\\u007f]*$';
+/**
+ * No control character (Unicode Cc: C0, DEL, C1), as CONTROL_CHARACTERS in core/lock.ts.
+ * Ajv compiles patterns with the `u` flag, so `\p{…}` classes mean what they do in the core.
+ */
+const PRINTABLE = '^\\P{Cc}*$';
+/**
+ * A name's characters: no control character, and nothing invisible (Unicode Cf: bidi controls,
+ * zero-width characters, the soft hyphen...; U+2028, U+2029), as INVISIBLE_CHARACTERS.
+ */
+const VISIBLE = '^[^\\p{Cc}\\p{Cf}\\u2028\\u2029]*$';
 
-/** A `service` or `who`: 1 to 256 characters, no control characters. */
-const name = { type: 'string', minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: PRINTABLE } as const;
+/**
+ * A `service` or `who`: 1 to 256 characters, printable and visible. The core then keeps it in
+ * Unicode NFC (and checks the length again in that form).
+ */
+const name = { type: 'string', minLength: 1, maxLength: MAX_NAME_LENGTH, pattern: VISIBLE } as const;
 const ttlSeconds = { type: 'integer', minimum: 1, maximum: MAX_TTL_SECONDS } as const;
 /** Query values arrive as strings; their shape is checked here, ranges in the core. */
 const positiveIntegerText = { type: 'string', pattern: '^[1-9][0-9]{0,8}$' } as const;
@@ -306,11 +318,11 @@ export const ReadyJson = {
 /** What each rule means in words, for error messages that name the field. */
 export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> = {
   service: {
-    pattern: 'must not contain control characters',
+    pattern: 'must not contain control characters, nor invisible or bidirectional formatting characters',
     maxLength: `must be at most ${MAX_NAME_LENGTH} characters`,
   },
   who: {
-    pattern: 'must not contain control characters',
+    pattern: 'must not contain control characters, nor invisible or bidirectional formatting characters',
     maxLength: `must be at most ${MAX_NAME_LENGTH} characters`,
   },
   ttlSeconds: {

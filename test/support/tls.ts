@@ -2,7 +2,8 @@
  * Throwaway TLS material for tests, made with the `openssl` command-line tool (Debian and
  * Ubuntu: `apt-get install openssl`): a CA, a server certificate it signed for `localhost`,
  * `127.0.0.1` and `::1`, and a client certificate it signed (for mutual TLS). Keys are
- * ECDSA P-256 (fast to make), unencrypted; certificates are valid for two days.
+ * ECDSA P-256 (fast to make), unencrypted, unless the server's is asked to be RSA (2048 bits:
+ * the `ECDHE-RSA-…` and static-RSA suites need one); certificates are valid for two days.
  *
  * Standalone (Node's standard library and openssl only), for any test that needs TLS:
  *
@@ -57,7 +58,7 @@ export function opensslVersion(): string | null {
  * `dir` (default: a new temporary folder) and returns their paths. Synchronous; takes a
  * fraction of a second. Throws, saying what to install, when `openssl` is missing.
  */
-export function makeTlsFiles(dir?: string): TlsFiles {
+export function makeTlsFiles(dir?: string, options: { serverKey?: 'ec' | 'rsa' } = {}): TlsFiles {
   if (opensslVersion() === null) {
     throw new Error(
       'the openssl command is needed to make test certificates (Debian: apt-get install openssl)',
@@ -107,12 +108,12 @@ export function makeTlsFiles(dir?: string): TlsFiles {
     path('ca.pem'),
   );
 
-  const issue = (name: string, subject: string, extensions: string[], serial: string) => {
+  const issue = (name: string, subject: string, extensions: string[], serial: string, key = newKey) => {
     writeFileSync(path(`${name}.ext`), `${extensions.join('\n')}\n`);
     openssl(
       'req',
       '-new',
-      ...newKey,
+      ...key,
       '-subj',
       subject,
       '-keyout',
@@ -140,11 +141,17 @@ export function makeTlsFiles(dir?: string): TlsFiles {
     );
   };
   const leaf = ['basicConstraints = critical, CA:FALSE', 'keyUsage = critical, digitalSignature'];
+  // An RSA certificate may also be used for RSA key exchange, as such certificates usually are.
+  const serverUsage =
+    options.serverKey === 'rsa'
+      ? ['basicConstraints = critical, CA:FALSE', 'keyUsage = critical, digitalSignature, keyEncipherment']
+      : leaf;
   issue(
     'server',
     '/CN=localhost',
-    [...leaf, 'extendedKeyUsage = serverAuth', 'subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1'],
+    [...serverUsage, 'extendedKeyUsage = serverAuth', 'subjectAltName = DNS:localhost, IP:127.0.0.1, IP:::1'],
     '2',
+    options.serverKey === 'rsa' ? ['-newkey', 'rsa:2048', '-nodes'] : newKey,
   );
   issue('client', '/CN=tracker-test-client', [...leaf, 'extendedKeyUsage = clientAuth'], '3');
 
