@@ -57,7 +57,9 @@ function request(
       {
         method,
         agent: false,
-        headers: payload === undefined ? {} : { 'content-type': 'application/json' },
+        // A POST without a body still says it is JSON: the server refuses body-less changes
+        // without a header a browser form could not send.
+        headers: method === 'POST' ? { 'content-type': 'application/json' } : {},
       },
       (res) => {
         let text = '';
