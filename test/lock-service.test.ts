@@ -13,9 +13,15 @@ import { waitFor } from './support/wait-for.js';
  * The core refuses by default: every read, the snapshot and the watch included, checks its
  * caller's scope and services, as every change does.
  */
-const token = (name: string, scopes: Scope[], services: string[] | null = null): Caller => ({
+const token = (
+  name: string,
+  scopes: Scope[],
+  services: string[] | null = null,
+  key = `key-of-${name}`,
+): Caller => ({
   kind: 'token',
   name,
+  key,
   scopes: new Set(scopes),
   services,
 });
@@ -97,5 +103,31 @@ describe('the lock service checks every caller', () => {
       who: 'w',
     });
     assert.equal(lock.owner, 'deployer');
+  });
+});
+
+describe('the lock service: ownership by identity', () => {
+  let store: LockStore;
+  let tested: TestService;
+  before(() => {
+    store = openSqliteLockStore({ path: ':memory:', clock: new ManualClock() });
+    tested = createTestService(store);
+  });
+  after(async () => {
+    tested.close();
+    await store.close();
+  });
+
+  test("a new token under a revoked one's name neither renews nor releases its locks; an admin does", async () => {
+    const { service } = tested;
+    const old = token('ci', ['lock:write'], null, 'sha256:old');
+    const successor = token('ci', ['lock:write'], null, 'sha256:new');
+    const { lock } = await service.acquire({ caller: old, service: 'owned-svc', who: 'job', ttlSeconds: 60 });
+    assert.equal(lock.owner, 'ci', 'users see the name');
+    await assert.rejects(service.renew({ caller: successor, id: lock.id, ttlSeconds: 31_536_000 }), denied);
+    await assert.rejects(service.release({ caller: successor, id: lock.id }), denied);
+    assert.equal((await service.renew({ caller: old, id: lock.id })).id, lock.id, 'the taker still renews');
+    const admin = token('ops', ['lock:admin'], null, 'sha256:admin');
+    assert.equal((await service.release({ caller: admin, id: lock.id })).id, lock.id);
   });
 });

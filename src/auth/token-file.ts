@@ -35,6 +35,15 @@ const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 const HASH = /^sha256:[0-9a-f]{64}$/;
 const TOKEN_PREFIX = 'trk_';
 
+/**
+ * An entry's identity (Principal.key), which the locks it takes record: the first 32 hex
+ * digits (128 bits) of its token's hash. Not the name: a new token under a revoked one's name
+ * owns none of its locks.
+ */
+export function identityOf(entry: Pick<TokenEntry, 'hash'>): string {
+  return `sha256:${entry.hash.slice('sha256:'.length, 'sha256:'.length + 32)}`;
+}
+
 export function hashToken(token: string): string {
   return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
 }
@@ -190,6 +199,7 @@ export function createTokenAuthority(path: string, logger: Logger) {
       principal: {
         kind: 'token' as const,
         name: entry.name,
+        key: identityOf(entry),
         scopes: new Set(entry.scopes),
         services: entry.services ? [...entry.services] : null,
       },

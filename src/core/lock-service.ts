@@ -2,6 +2,7 @@ import {
   type Caller,
   hasScope,
   mayUseService,
+  ownerKey,
   ownerName,
   requireScope,
   requireService,
@@ -39,7 +40,7 @@ import {
   MAX_WAIT_SECONDS,
   type Queue,
 } from './lock.js';
-import type { LockStore } from './lock-store.js';
+import type { LockStore, OwnerMatch } from './lock-store.js';
 import { createWaitingRoom } from './waiting-room.js';
 
 /**
@@ -273,19 +274,19 @@ export function createLockService({
     if (lock) requireService(caller, 'lock:admin', lock.service);
   };
   /**
-   * The owner a release or renewal must match: the caller's token name, unless the caller
-   * is an admin (or authentication is off). An admin limited to some services may still
-   * only touch those.
+   * The owner a release or renewal must match: the caller's identity (not its name), unless
+   * the caller is an admin (or authentication is off). An admin limited to some services may
+   * still only touch those.
    */
-  const ownerFilter = async (key: string, caller: Caller): Promise<string | undefined> => {
+  const ownerFilter = async (key: string, caller: Caller): Promise<OwnerMatch | undefined> => {
     requireScope(caller, 'lock:write');
     if (caller.kind === 'authentication-off') return undefined;
-    if (!hasScope(caller, 'lock:admin')) return caller.name;
+    if (!hasScope(caller, 'lock:admin')) return { key: caller.key, name: caller.name };
     await requireAdminOver(key, caller);
     return undefined;
   };
   /** After a refused owner-checked change: 403 if the lock exists (another owner's), else `missing`. */
-  const refusedChange = async (key: string, owner: string | undefined, missing: () => TrackerError) => {
+  const refusedChange = async (key: string, owner: OwnerMatch | undefined, missing: () => TrackerError) => {
     if (owner !== undefined && (await store.get(key))) {
       return permissionDenied(
         'this lock was taken with another token; only that token or an admin may change it',
@@ -325,7 +326,8 @@ export function createLockService({
         idempotencyKey === undefined
           ? undefined
           : {
-              scope: ownerName(caller) ?? '',
+              // Per identity: a new token under an old name replays none of the old one's keys.
+              scope: ownerKey(caller) ?? '',
               key: idempotencyKey,
               // What the client asked, as it asked it: a retry must ask the same.
               fingerprint: JSON.stringify([service, who, ttlSeconds ?? null, waitSeconds]),
@@ -337,7 +339,7 @@ export function createLockService({
       try {
         await checkLockLimit();
         const result = await store.acquire(
-          { id, service, who, ttlSeconds: ttl, owner: ownerName(caller) },
+          { id, service, who, ttlSeconds: ttl, owner: ownerName(caller), ownerKey: ownerKey(caller) },
           waitSeconds > 0 ? { owner, maxWaiters: maxWaitersPerService } : undefined,
           key,
         );
