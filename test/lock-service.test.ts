@@ -106,7 +106,10 @@ describe('the lock service checks every caller', () => {
   });
 });
 
-describe('the lock service: ownership by identity', () => {
+const code = (expected: ErrorCode) => (error: unknown) =>
+  error instanceof TrackerError && error.code === expected;
+
+describe('the lock service: ownership by identity, and ids of unseen services', () => {
   let store: LockStore;
   let tested: TestService;
   before(() => {
@@ -129,5 +132,49 @@ describe('the lock service: ownership by identity', () => {
     assert.equal((await service.renew({ caller: old, id: lock.id })).id, lock.id, 'the taker still renews');
     const admin = token('ops', ['lock:admin'], null, 'sha256:admin');
     assert.equal((await service.release({ caller: admin, id: lock.id })).id, lock.id);
+  });
+
+  test('renew and release check the service patterns: a token no longer allowed the service gets 404', async () => {
+    const { service } = tested;
+    const before = token('deployer', ['lock:write'], ['deploy-*'], 'sha256:deployer');
+    const narrowed = token('deployer', ['lock:write'], ['web-*'], 'sha256:deployer');
+    const { lock } = await service.acquire({ caller: before, service: 'deploy-narrowed', who: 'job' });
+    await assert.rejects(service.renew({ caller: narrowed, id: lock.id }), code(ErrorCode.LOCK_NOT_HELD));
+    await assert.rejects(service.release({ caller: narrowed, id: lock.id }), code(ErrorCode.LOCK_NOT_FOUND));
+    assert.equal((await service.get({ caller: AUTHENTICATION_OFF, id: lock.id })).id, lock.id, 'still held');
+    assert.equal((await service.release({ caller: before, id: lock.id })).id, lock.id);
+  });
+
+  test('a lock of a service the token may not see answers exactly as an unknown id', async () => {
+    const { service } = tested;
+    const { lock } = await service.acquire({ caller: AUTHENTICATION_OFF, service: 'b-svc', who: 'job' });
+    const unknown = '00000000-0000-4000-8000-000000000000';
+    const reader = token('a-reader', ['lock:read'], ['a-*']);
+    const writer = token('a-writer', ['lock:write'], ['a-*']);
+    const admin = token('a-admin', ['lock:admin'], ['a-*']);
+    for (const id of [lock.id, unknown]) {
+      const is = async (promise: Promise<unknown>, expected: ErrorCode) => {
+        const error = await promise.then(
+          () => assert.fail('refused'),
+          (thrown: unknown) => thrown,
+        );
+        assert.ok(error instanceof TrackerError, String(error));
+        assert.deepEqual(
+          [error.code, error.message],
+          [expected, expected === ErrorCode.LOCK_NOT_HELD ? 'lock not held' : 'lock not found'],
+        );
+      };
+      await is(service.get({ caller: reader, id }), ErrorCode.LOCK_NOT_FOUND);
+      await is(service.release({ caller: writer, id }), ErrorCode.LOCK_NOT_FOUND);
+      await is(service.renew({ caller: writer, id }), ErrorCode.LOCK_NOT_HELD);
+      await is(service.release({ caller: admin, id }), ErrorCode.LOCK_NOT_FOUND);
+      await is(service.renew({ caller: admin, id }), ErrorCode.LOCK_NOT_HELD);
+      await is(service.forceRelease({ caller: admin, id }), ErrorCode.LOCK_NOT_FOUND);
+    }
+    // Without the scope at all, the refusal is a 403 whatever the id: it says nothing about the lock.
+    await assert.rejects(service.get({ caller: token('none', []), id: lock.id }), denied);
+    await assert.rejects(service.forceRelease({ caller: writer, id: lock.id }), denied);
+    await assert.rejects(service.release({ caller: reader, id: lock.id }), denied);
+    assert.equal((await service.get({ caller: AUTHENTICATION_OFF, id: lock.id })).id, lock.id, 'still held');
   });
 });

@@ -267,23 +267,33 @@ export function createLockService({
     }
     if (lockCount.value >= maxLocks) throw tooManyLocks(maxLocks);
   };
-  /** An admin limited to some services may act on their locks only: the lock is looked up. */
-  const requireAdminOver = async (key: string, caller: Caller) => {
-    if (caller.kind !== 'token' || caller.services === null) return;
-    const lock = await store.get(key);
-    if (lock) requireService(caller, 'lock:admin', lock.service);
-  };
   /**
-   * The owner a release or renewal must match: the caller's identity (not its name), unless
-   * the caller is an admin (or authentication is off). An admin limited to some services may
-   * still only touch those.
+   * The lock behind an id, if the caller may know of it. A lock of a service outside the
+   * caller's patterns answers like an unknown id, so that an id tells a stranger nothing,
+   * not even its service (a caller without the scope at all is refused before this).
    */
-  const ownerFilter = async (key: string, caller: Caller): Promise<OwnerMatch | undefined> => {
+  const visibleLock = async (key: string | null, caller: Caller): Promise<Lock | null> => {
+    const lock = key ? await store.get(key) : null;
+    return lock && mayUseService(caller, lock.service) ? lock : null;
+  };
+  /** Whether the caller is a token limited to some services (whose locks are looked up first). */
+  const limited = (caller: Caller) => caller.kind === 'token' && caller.services !== null;
+  /**
+   * Before a release or renewal: the scope; the lock's service, for a token limited to some
+   * services (an admin too): a lock of another service is `missing`, as for an unknown id;
+   * and the owner the change must match: the caller's identity (not its name), unless it is
+   * an admin (or authentication is off). A lock's service never changes, so looking it up
+   * first leaves no gap.
+   */
+  const ownerFilter = async (
+    key: string,
+    caller: Caller,
+    missing: () => TrackerError,
+  ): Promise<OwnerMatch | undefined> => {
     requireScope(caller, 'lock:write');
     if (caller.kind === 'authentication-off') return undefined;
-    if (!hasScope(caller, 'lock:admin')) return { key: caller.key, name: caller.name };
-    await requireAdminOver(key, caller);
-    return undefined;
+    if (limited(caller) && !(await visibleLock(key, caller))) throw missing();
+    return hasScope(caller, 'lock:admin') ? undefined : { key: caller.key, name: caller.name };
   };
   /** After a refused owner-checked change: 403 if the lock exists (another owner's), else `missing`. */
   const refusedChange = async (key: string, owner: OwnerMatch | undefined, missing: () => TrackerError) => {
@@ -378,7 +388,8 @@ export function createLockService({
       if (reason !== undefined) validateText('reason', reason, MAX_REASON_LENGTH);
       requireScope(caller, 'lock:admin');
       const key = lockKey(id);
-      if (key) await requireAdminOver(key, caller);
+      // An admin limited to some services may force-release only their locks; others are unknown to it.
+      if (key && limited(caller) && !(await visibleLock(key, caller))) throw lockNotFound();
       const lock = key
         ? await store.forceRelease(key, reason === undefined || reason === '' ? null : reason)
         : null;
@@ -470,10 +481,8 @@ export function createLockService({
 
     async get({ caller, id }) {
       requireScope(caller, 'lock:read');
-      const key = lockKey(id);
-      const lock = key ? await store.get(key) : null;
+      const lock = await visibleLock(lockKey(id), caller);
       if (!lock) throw lockNotFound();
-      requireService(caller, 'lock:read', lock.service);
       return lock;
     },
 
@@ -483,7 +492,7 @@ export function createLockService({
         requireScope(caller, 'lock:write');
         throw lockNotFound();
       }
-      const owner = await ownerFilter(key, caller);
+      const owner = await ownerFilter(key, caller, lockNotFound);
       const lock = await store.release(key, owner);
       if (!lock) throw await refusedChange(key, owner, lockNotFound);
       onEvent({ type: 'released', lock });
@@ -497,7 +506,7 @@ export function createLockService({
         requireScope(caller, 'lock:write');
         throw lockNotHeld();
       }
-      const owner = await ownerFilter(key, caller);
+      const owner = await ownerFilter(key, caller, lockNotHeld);
       const lock = await store.renew(key, ttlSeconds ?? null, owner);
       if (!lock) throw await refusedChange(key, owner, lockNotHeld);
       onEvent({ type: 'renewed', lock });
