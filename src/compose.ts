@@ -99,6 +99,11 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     await opened.close();
     throw error;
   }
+  // Revoking or narrowing a token ends what it had started: watch streams, waiting acquires.
+  authority?.onReload((check) => {
+    const ended = service.revalidate(check);
+    if (ended > 0) logger.info({ ended }, 'watch streams and waits of revoked or narrowed tokens ended');
+  });
   if (authority === null && !isLoopback(config.host)) {
     logger.warn(
       { host: config.host },

@@ -12,10 +12,16 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { addToken, readTokenFile, revokeToken, type TokenEntry } from '../src/auth/token-file.js';
-import { type LockServiceClient, lockServiceClient } from './support/grpc-client.js';
+import {
+  type LockServiceClient,
+  lockServiceClient,
+  serverStream,
+  type WatchLocksMessage,
+} from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
-import { waitFor } from './support/wait-for.js';
+import { openSse } from './support/sse.js';
+import { waitFor, within } from './support/wait-for.js';
 
 const unique = (label: string) => `${label}-${randomUUID().slice(0, 8)}`;
 const bearer = (token: string) => ({ authorization: `Bearer ${token}` });
@@ -60,7 +66,22 @@ describe('a tokens file rewritten under a running server', () => {
     aReader: addToken(file, { name: 'a-reader', scopes: ['lock:read'], services: ['a-*'] }),
     aWriter: addToken(file, { name: 'a-writer', scopes: ['lock:write'], services: ['a-*'] }),
     aAdmin: addToken(file, { name: 'a-admin', scopes: ['lock:admin'], services: ['a-*'] }),
+    watcher: addToken(file, { name: 'watcher', scopes: ['lock:read'] }),
+    waiter: addToken(file, { name: 'waiter', scopes: ['lock:write'] }),
+    narrow: addToken(file, { name: 'narrow', scopes: ['lock:write'], services: ['n-*', 'm-*'] }),
   };
+  const metadata = (token: string) => {
+    const result = new Metadata();
+    result.set('authorization', `Bearer ${token}`);
+    return result;
+  };
+  const watchGrpc = (token: string, service = '') =>
+    serverStream<WatchLocksMessage>(grpc, 'WatchLocks', { service }, 60_000, metadata(token));
+  /** The waiters of a service, as an admin sees them. */
+  const waiters = async (service: string) =>
+    ((await rest('GET', `/queue/${service}`, tokens.admin)).json.waiters as { who: string }[]).map(
+      (waiter) => waiter.who,
+    );
   let server: ServerProcess;
   let grpc: LockServiceClient;
   const rest = (method: string, path: string, token: string, body?: unknown) =>
@@ -197,5 +218,125 @@ describe('a tokens file rewritten under a running server', () => {
     // A token without the scope at all is refused before the id is looked at: 403 tells nothing.
     const force = await rest('POST', `/lock/${taken.json.id}/force-release`, tokens.aWriter);
     assert.deepEqual([force.status, force.json.code], [403, 'PERMISSION_DENIED']);
+  });
+
+  test('revoking a token ends its SSE and gRPC watches and its waiting acquires (401 / UNAUTHENTICATED), granting it nothing', async () => {
+    const service = unique('revoked');
+    const holder = await rest('POST', '/lock', tokens.admin, { service, who: 'holder' });
+    assert.equal(holder.status, 201);
+    const sse = await openSse(`${server.baseUrl}${API}/watch`, bearer(tokens.watcher));
+    const sseOne = await openSse(`${server.baseUrl}${API}/watch?service=${service}`, bearer(tokens.watcher));
+    const stream = watchGrpc(tokens.watcher);
+    const others = watchGrpc(tokens.admin, service);
+    try {
+      assert.equal((await sse.next()).event, 'snapshot');
+      assert.equal((await sseOne.next()).event, 'snapshot');
+      await stream.until((messages) => messages.length > 0);
+      await others.until((messages) => messages.length > 0);
+      const restWait = rest('POST', '/lock', tokens.waiter, { service, who: 'rest-waiter', waitSeconds: 60 });
+      await waitFor(async () => (await waiters(service)).length === 1, { what: 'the REST waiter in line' });
+      const grpcWait = grpcCall(
+        grpc,
+        'CreateLock',
+        { service, who: 'grpc-waiter', waitSeconds: 60 },
+        tokens.waiter,
+      );
+      await waitFor(async () => (await waiters(service)).length === 2, { what: 'the gRPC waiter in line' });
+
+      await reloaded(() => {
+        assert.equal(revokeToken(file, 'watcher'), true);
+        assert.equal(revokeToken(file, 'waiter'), true);
+      });
+
+      const refused = await within(restWait, { what: 'the REST waiter refused' });
+      assert.equal(refused.status, 401, JSON.stringify(refused.json));
+      assert.equal(refused.json.code, 'UNAUTHENTICATED');
+      const grpcRefused = await within(grpcWait, { what: 'the gRPC waiter refused' });
+      assert.equal(grpcRefused.error?.code, status.UNAUTHENTICATED);
+      assert.equal(grpcRefused.error?.metadata.get('tracker-code')[0], 'UNAUTHENTICATED');
+      for (const watch of [sse, sseOne]) {
+        // Events (the waiters queued and leaving) come first, then the error, then nothing.
+        const last = (await watch.until((message) => message.event === 'error')).at(-1);
+        assert.ok(last);
+        assert.equal(last.event, 'error');
+        assert.equal(last.json.code, 'UNAUTHENTICATED');
+        await assert.rejects(watch.next(), /the stream ended/);
+      }
+      const ended = await within(stream.ended, { what: 'the gRPC watch ended' });
+      assert.equal(ended.code, status.UNAUTHENTICATED, ended.details);
+      assert.deepEqual(await waiters(service), [], 'both left the line');
+
+      // Released now, the service goes to nobody; the admin's watch goes on and sees it.
+      assert.equal((await rest('DELETE', `/lock/${holder.json.id}`, tokens.admin)).status, 200);
+      await others.until((messages) => messages.some((message) => message.event?.type === 'released'));
+      const queue = await rest('GET', `/queue/${service}`, tokens.admin);
+      assert.deepEqual(
+        [queue.json.holder, queue.json.waiters],
+        [null, []],
+        'nothing granted to a revoked waiter',
+      );
+      assert.equal(others.status, null, "the admin's stream still runs");
+      await waitFor(
+        () =>
+          server.lines.some(
+            (line) => line.includes('"watch stream closed"') && line.includes('"ended":"UNAUTHENTICATED"'),
+          ),
+        { what: 'the SSE stream logged as ended' },
+      );
+    } finally {
+      sse.close();
+      sseOne.close();
+      stream.cancel();
+      others.cancel();
+    }
+  });
+
+  test('narrowing a token ends what it may no longer do (403 / PERMISSION_DENIED); the rest goes on', async () => {
+    const kept = `n-${randomUUID().slice(0, 8)}`;
+    const lost = `m-${randomUUID().slice(0, 8)}`;
+    const holder = await rest('POST', '/lock', tokens.admin, { service: lost, who: 'holder' });
+    assert.equal(holder.status, 201);
+    const sseKept = await openSse(`${server.baseUrl}${API}/watch?service=${kept}`, bearer(tokens.narrow));
+    const sseLost = await openSse(`${server.baseUrl}${API}/watch?service=${lost}`, bearer(tokens.narrow));
+    const grpcLost = watchGrpc(tokens.narrow, lost);
+    try {
+      assert.equal((await sseKept.next()).event, 'snapshot');
+      assert.equal((await sseLost.next()).event, 'snapshot');
+      await grpcLost.until((messages) => messages.length > 0);
+      const restWait = rest('POST', '/lock', tokens.narrow, {
+        service: lost,
+        who: 'waiter',
+        waitSeconds: 60,
+      });
+      await waitFor(async () => (await waiters(lost)).length === 1, { what: 'the waiter in line' });
+
+      await reloaded(() =>
+        editEntries(file, (entry) => (entry.name === 'narrow' ? { ...entry, services: ['n-*'] } : entry)),
+      );
+
+      const refused = await within(restWait, { what: 'the waiter refused' });
+      assert.deepEqual([refused.status, refused.json.code], [403, 'PERMISSION_DENIED']);
+      const last = (await sseLost.until((message) => message.event === 'error')).at(-1);
+      assert.deepEqual([last?.event, last?.json.code], ['error', 'PERMISSION_DENIED']);
+      await assert.rejects(sseLost.next(), /the stream ended/);
+      assert.equal(
+        (await within(grpcLost.ended, { what: 'the gRPC watch ended' })).code,
+        status.PERMISSION_DENIED,
+      );
+      assert.deepEqual(await waiters(lost), []);
+      // The stream of a service still allowed goes on.
+      const taken = await rest('POST', '/lock', tokens.narrow, { service: kept, who: 'still-allowed' });
+      assert.equal(taken.status, 201);
+      const next = await sseKept.next();
+      assert.deepEqual(
+        [next.event, next.json.service],
+        ['acquired', kept],
+        'the first event since its snapshot',
+      );
+    } finally {
+      sseKept.close();
+      sseLost.close();
+      grpcLost.cancel();
+    }
   });
 });

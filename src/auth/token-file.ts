@@ -5,6 +5,7 @@ import { Document, isSeq, parseDocument, parse as parseYaml, YAMLSeq } from 'yam
 import { type Principal, SCOPES, type Scope } from '../core/auth.js';
 import { unauthenticated } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { CredentialCheck } from '../core/sessions.js';
 
 /**
  * The tokens file: JSON or YAML, holding only SHA-256 hashes of tokens (a token is 32
@@ -191,7 +192,10 @@ interface Loaded {
 /**
  * Checks bearer tokens against the file. Loaded at start (a bad file stops the start);
  * reloaded when the file changes and on `reload()` (SIGHUP): a reload that fails keeps
- * the tokens in force and logs why.
+ * the tokens in force and logs why. After each reload that succeeds, `onReload` listeners
+ * are told how to check a principal against the new file (by identity: the same entry, with
+ * its current scopes and services, or null when revoked), so that what revoked or narrowed
+ * tokens had started can end.
  */
 export function createTokenAuthority(path: string, logger: Logger) {
   const load = (): Loaded[] =>
@@ -207,11 +211,15 @@ export function createTokenAuthority(path: string, logger: Logger) {
     }));
   let tokens = load();
   logger.info({ tokens: tokens.length, file: path }, 'authentication on: bearer tokens required');
+  const listeners = new Set<(check: CredentialCheck) => void>();
 
   const reload = (why: string) => {
     try {
       tokens = load();
       logger.info({ tokens: tokens.length, file: path, why }, 'tokens reloaded');
+      const byIdentity = new Map(tokens.map((token) => [token.principal.key, token.principal]));
+      const check: CredentialCheck = (principal) => byIdentity.get(principal.key) ?? null;
+      for (const listener of listeners) listener(check);
     } catch (error) {
       logger.error(
         { err: error, file: path, why },
@@ -250,6 +258,13 @@ export function createTokenAuthority(path: string, logger: Logger) {
       return found;
     },
     reload: () => reload('SIGHUP'),
+    /** Calls `listener` after every reload that succeeded; returns the function that stops it. */
+    onReload(listener: (check: CredentialCheck) => void): () => void {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
     close(): void {
       clearTimeout(debounce);
       watcher.close();

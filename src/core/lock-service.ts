@@ -41,6 +41,7 @@ import {
   type Queue,
 } from './lock.js';
 import type { LockStore, OwnerMatch } from './lock-store.js';
+import { type CredentialCheck, createSessions } from './sessions.js';
 import { createWaitingRoom } from './waiting-room.js';
 
 /**
@@ -123,6 +124,12 @@ export interface WatchOptions extends CallerOptions {
   readonly lastEventId?: string | undefined;
   /** How the transport names the event id, for the error (`Last-Event-ID`, `last_event_id`). */
   readonly lastEventIdField: string;
+  /**
+   * Called when the service ends a live stream itself: its token was revoked
+   * (UNAUTHENTICATED) or narrowed so that it may no longer watch this (PERMISSION_DENIED).
+   * Nothing is sent after it; the transport tells its client why and closes the stream.
+   */
+  readonly onEnd: (reason: TrackerError) => void;
 }
 
 export interface HistoryPage {
@@ -166,7 +173,9 @@ export interface LockService {
   snapshot(options: SnapshotOptions): Promise<Lock[]>;
   /**
    * Starts sending to `send`: a snapshot (or a resume after `lastEventId`), then every event
-   * the caller may see. Resolves once live, with the function that stops it.
+   * the caller may see. Resolves once live, with the function that stops it. A stream whose
+   * token is revoked or narrowed meanwhile ends through `onEnd` (or, before it is live, by
+   * rejecting with the same error).
    */
   watch(options: WatchOptions, send: (message: FeedMessage) => void): Promise<() => void>;
 }
@@ -177,6 +186,13 @@ export interface LockServiceRuntime extends LockService {
   sweep(): Promise<number>;
   /** Stops waiting: requests in line answer STORE_UNAVAILABLE and leave the queue. */
   close(): void;
+  /**
+   * After the tokens file was read again: every watch stream and waiting acquire whose token
+   * was revoked, or narrowed so that it may no longer do that, ends (a waiting acquire leaves
+   * the queue, or hands back a lock granted in the race, and answers UNAUTHENTICATED or
+   * PERMISSION_DENIED). Returns how many ended. See core/sessions.ts for the rules.
+   */
+  revalidate(check: CredentialCheck): number;
 }
 
 /** How an acquire that did not get the lock ended. */
@@ -246,6 +262,8 @@ export function createLockService({
   maxLocks,
 }: LockServiceDeps): LockServiceRuntime {
   const room = createWaitingRoom(store, owner, { recheckMs, clock });
+  // What callers started that outlives their request (watches, waits), for revocations.
+  const sessions = createSessions();
   // --max-locks is checked against a count of held locks at most a second old, plus this
   // process's acquires since: counting the store on every acquire would cost a scan each.
   // Several replicas acquiring in the same second may overshoot by what they took in it.
@@ -363,17 +381,28 @@ export function createLockService({
           waited = true;
           onEvent({ type: 'queued', service, who, holder: result.holder });
           const untilDeadline = (deadline ?? Number.POSITIVE_INFINITY) - clock.now().getTime();
-          lock = await room.waitFor(
-            {
-              service,
-              id: result.waiter.lockId,
-              ticket: result.waiter.ticket,
-              holder: result.holder,
-              attempt: key?.attempt,
-            },
-            Math.min(waitSeconds * 1000, untilDeadline),
-            signal,
-          );
+          // A revoked or narrowed token stops waiting at once: the abort's reason is its answer.
+          const revoked = new AbortController();
+          const close = sessions.open(caller, {
+            scope: 'lock:write',
+            service,
+            end: (reason) => revoked.abort(reason),
+          });
+          try {
+            lock = await room.waitFor(
+              {
+                service,
+                id: result.waiter.lockId,
+                ticket: result.waiter.ticket,
+                holder: result.holder,
+                attempt: key?.attempt,
+              },
+              Math.min(waitSeconds * 1000, untilDeadline),
+              signal ? AbortSignal.any([signal, revoked.signal]) : revoked.signal,
+            );
+          } finally {
+            close();
+          }
         }
         lockCount.value++;
         onEvent({ type: 'acquired', lock, ms: elapsed(), waited });
@@ -447,7 +476,7 @@ export function createLockService({
         : locks;
     },
 
-    watch({ caller, service, lastEventId, lastEventIdField }, send) {
+    watch({ caller, service, lastEventId, lastEventIdField, onEnd }, send) {
       requireScope(caller, 'lock:read');
       if (service !== undefined) {
         validateName('service', service);
@@ -459,18 +488,55 @@ export function createLockService({
           `${lastEventIdField} must be an event id (a non-negative integer)`,
         );
       }
-      return feed.watch(
-        {
-          service,
-          after: lastEventId === undefined ? undefined : Number(lastEventId),
-          allow: serviceFilter(caller),
+      let stopFeed: (() => void) | null = null;
+      let ended: TrackerError | null = null;
+      const close = sessions.open(caller, {
+        scope: 'lock:read',
+        service,
+        end: (reason) => {
+          ended = reason;
+          // Not live yet: the watch rejects with the reason below, as any refusal.
+          if (!stopFeed) return;
+          stopFeed();
+          onEnd(reason);
         },
-        send,
-      );
+      });
+      return feed
+        .watch(
+          {
+            service,
+            after: lastEventId === undefined ? undefined : Number(lastEventId),
+            allow: serviceFilter(caller),
+          },
+          (message) => {
+            if (ended === null) send(message);
+          },
+        )
+        .then(
+          (unsubscribe) => {
+            if (ended) {
+              unsubscribe();
+              throw ended;
+            }
+            stopFeed = unsubscribe;
+            return () => {
+              close();
+              unsubscribe();
+            };
+          },
+          (error: unknown) => {
+            close();
+            throw error;
+          },
+        );
     },
 
     close() {
       room.close();
+    },
+
+    revalidate(check) {
+      return sessions.revalidate(check);
     },
 
     async queue({ caller, service }) {

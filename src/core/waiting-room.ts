@@ -1,5 +1,5 @@
 import type { Clock } from './clock.js';
-import { cancelled, grantEnded, storeUnavailable, waitTimeout } from './errors.js';
+import { cancelled, grantEnded, storeUnavailable, TrackerError, waitTimeout } from './errors.js';
 import type { Lock } from './lock.js';
 import { type LockStore, WAITER_LEASE_MS } from './lock-store.js';
 
@@ -121,12 +121,18 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
     /**
      * Waits until the request is granted (resolves with its lock), `timeoutMs` passes
      * (rejects WAIT_TIMEOUT with the holder then) or `signal` aborts (leaves the queue at
-     * once; rejects CANCELLED). A lock granted to a request whose caller went away is
-     * released again, so the next waiter gets it.
+     * once; rejects with the abort's reason when that is a TrackerError, e.g. the caller's
+     * token was revoked, else CANCELLED). A lock granted to a request whose caller went away
+     * is released again, so the next waiter gets it.
      */
     async waitFor(queued: QueuedRequest, timeoutMs: number, callerGone?: AbortSignal): Promise<Lock> {
       const deadline = clock.monotonicMs() + timeoutMs;
       const signal = callerGone ? AbortSignal.any([callerGone, closing.signal]) : closing.signal;
+      /** Why the wait was cut short: the process stopping, a reason its caller gave, or the caller gone. */
+      const interrupted = () => {
+        if (closing.signal.aborted) return storeUnavailable(new Error('shutting down'));
+        return callerGone?.reason instanceof TrackerError ? callerGone.reason : cancelled();
+      };
       // Whether the request is out of the queue for good (left, or its lock handed back).
       let settled = false;
       enter();
@@ -135,14 +141,14 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
           if (signal.aborted) {
             await giveUp(queued);
             settled = true;
-            throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
+            throw interrupted();
           }
           const granted = (await store.get(queued.id)) ?? (await store.settle(queued.service));
           if (granted?.id === queued.id) {
             settled = true;
             if (!signal.aborted) return granted;
             await store.release(granted.id, undefined, queued.attempt);
-            throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
+            throw interrupted();
           }
           const remaining = deadline - clock.monotonicMs();
           if (remaining <= 0) {

@@ -183,7 +183,8 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
 
   /**
    * WatchLocks: like the SSE route, a snapshot (or a resume) and then every event, until
-   * the client cancels or the server stops (the stream then ends OK; clients resume).
+   * the client cancels or the server stops (the stream then ends OK; clients resume), or the
+   * stream's token is revoked or narrowed (it then ends UNAUTHENTICATED or PERMISSION_DENIED).
    */
   const watchLocks = (call: ServerWritableStream<WatchLocksRequest, unknown>) => {
     const started = performance.now();
@@ -198,6 +199,7 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
     };
     const endOk = () => end('OK');
     const fail = (error: unknown) => {
+      if (!watches.has(endOk)) return;
       watches.delete(endOk);
       const grpcError = failed('WatchLocks', error, started);
       // grpc-js sends an error emitted on a server stream as the call's status, with its
@@ -213,6 +215,10 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
           service: name === '' ? undefined : name,
           lastEventId: lastEventId === '' ? undefined : lastEventId,
           lastEventIdField: 'last_event_id',
+          onEnd: (reason) => {
+            stop = null;
+            fail(reason);
+          },
         },
         (message) => {
           if (!call.cancelled && !call.writableEnded) call.write(watchMessage(message));

@@ -1,8 +1,10 @@
 import type { ServerResponse } from 'node:http';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyInstance } from 'fastify';
+import type { TrackerError } from '../core/errors.js';
 import type { FeedMessage } from '../core/event-feed.js';
 import type { LockService } from '../core/lock-service.js';
+import { toHttpError } from './error-mapping.js';
 import { API, callerOf } from './lock-routes.js';
 import { eventToJson, lockToJson } from './present.js';
 import { apiRoute } from './route-docs.js';
@@ -27,9 +29,19 @@ export function formatSse(message: FeedMessage): string {
 }
 
 /**
+ * The last message of a stream the service ended (its token revoked or narrowed): `event:
+ * error` and the error body of the status the same refusal would get (`code` UNAUTHENTICATED
+ * or PERMISSION_DENIED). No `id`: a client that reconnects resumes where it was, if still allowed.
+ */
+export function formatSseError(reason: TrackerError): string {
+  return `event: error\ndata: ${JSON.stringify(toHttpError(reason).body)}\n\n`;
+}
+
+/**
  * GET /api/v1alpha1/watch: the held locks, then every change, as Server-Sent Events. The
  * stream resumes after the Last-Event-ID header (or `lastEventId`). Streams end when the
- * server stops; clients reconnect and resume.
+ * server stops (clients reconnect and resume), and with an `event: error` message when the
+ * stream's token is revoked or may no longer watch this.
  */
 export function registerWatch(root: FastifyInstance, service: LockService): void {
   const app = root.withTypeProvider<JsonSchemaToTsProvider>();
@@ -76,6 +88,11 @@ export function registerWatch(root: FastifyInstance, service: LockService): void
       const raw = reply.raw;
       const pending: string[] = [];
       let open = false;
+      /** Why the service ended the stream (its token revoked or narrowed); null while it runs. */
+      let ended: TrackerError | null = null;
+      const finish = () => {
+        if (!raw.destroyed && !raw.writableEnded) raw.end();
+      };
       const write = (chunk: string) => {
         if (!open) {
           pending.push(chunk);
@@ -94,6 +111,11 @@ export function registerWatch(root: FastifyInstance, service: LockService): void
           service: request.query.service,
           lastEventId,
           lastEventIdField: 'Last-Event-ID',
+          onEnd: (reason) => {
+            ended = reason;
+            write(formatSseError(reason));
+            if (open) finish();
+          },
         },
         (message) => write(formatSse(message)),
       );
@@ -110,6 +132,7 @@ export function registerWatch(root: FastifyInstance, service: LockService): void
       open = true;
       write('retry: 1000\n\n');
       for (const chunk of pending.splice(0)) write(chunk);
+      if (ended) finish();
       const keepAlive = setInterval(() => write(': keep-alive\n\n'), KEEP_ALIVE_MS);
       keepAlive.unref();
       streams.add(raw);
@@ -119,7 +142,12 @@ export function registerWatch(root: FastifyInstance, service: LockService): void
         streams.delete(raw);
         stop();
         request.log.info(
-          { route: path, status: 200, ms: Math.round(performance.now() - started) },
+          {
+            route: path,
+            status: 200,
+            ms: Math.round(performance.now() - started),
+            ...(ended ? { ended: ended.code } : {}),
+          },
           'watch stream closed',
         );
       });
