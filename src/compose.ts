@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { proxyTrust } from './auth/client-address.js';
 import { createGate } from './auth/gate.js';
 import { createTokenAuthority, type TokenAuthority } from './auth/token-file.js';
 import type { Config } from './config/load-config.js';
@@ -115,7 +116,14 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     // place where that is decided.
     authentication: authority ?? AUTHENTICATION_OFF,
     limiter: config.rateLimit ? createRateLimiter({ ...config.rateLimit, clock: systemClock }) : null,
+    failureLimiter: config.authFailureLimit
+      ? createRateLimiter({ ...config.authFailureLimit, clock: systemClock })
+      : null,
+    onAuthFailure: (result) => metrics.authFailure(result),
+    logger,
+    clock: systemClock,
   });
+  const trustProxy = config.trustProxy ? proxyTrust(config.trustProxy) : undefined;
   const ready = () => store.ping();
   const http = buildHttpApp({
     service,
@@ -124,6 +132,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     ready,
     logger,
     server: { tls, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },
+    trustProxy,
   });
   const { server: grpc, stopping: grpcStopping } = buildGrpcServer({
     service,
@@ -131,6 +140,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     gate,
     ready,
     logger,
+    trustProxy,
   });
 
   let grpcPort: number;

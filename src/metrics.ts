@@ -98,7 +98,14 @@ export function createMetrics(sources: MetricsSources) {
     labelNames: ['operation'],
     registers,
   });
+  const authFailures = new Counter({
+    name: 'tracker_auth_failures_total',
+    help: 'Failed authentications by result: refused (answered 401), limited (answered 429: the client address used up its allowance of failures).',
+    labelNames: ['result'],
+    registers,
+  });
   for (const result of ['granted', 'held', 'timeout', 'cancelled', 'failed']) acquisitions.inc({ result }, 0);
+  for (const result of ['refused', 'limited']) authFailures.inc({ result }, 0);
   for (const kind of ['released', 'force-released', 'expired']) releases.inc({ kind }, 0);
 
   return {
@@ -135,6 +142,11 @@ export function createMetrics(sources: MetricsSources) {
 
     grpc(method: string, code: string, seconds: number): void {
       grpcSeconds.observe({ method, code }, seconds);
+    },
+
+    /** A failed authentication, refused (401) or limited (429). */
+    authFailure(result: 'refused' | 'limited'): void {
+      authFailures.inc({ result });
     },
 
     /** Counts the store's STORE_UNAVAILABLE failures, by operation, without changing them. */

@@ -11,6 +11,7 @@ import {
 } from '@grpc/grpc-js';
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
+import { clientAddress, type ProxyTrust } from '../auth/client-address.js';
 import type { Gate } from '../auth/gate.js';
 import type { Caller } from '../core/auth.js';
 import { invalidArgument } from '../core/errors.js';
@@ -50,6 +51,11 @@ export interface GrpcServerDeps {
   readonly logger: Logger;
   /** Authentication and rate limit of LockService calls. */
   readonly gate: Gate;
+  /**
+   * Which hops are proxies trusted to name the client in `x-forwarded-for` metadata
+   * (--trust-proxy), with the same rule as REST; undefined: the client is the peer.
+   */
+  readonly trustProxy?: ProxyTrust | undefined;
 }
 
 /** The server, and what the process tells it when it starts to stop. */
@@ -125,7 +131,14 @@ const given = (value: number): number | undefined => (value === 0 ? undefined : 
  * The gRPC adapter, mirroring the REST routes, with server reflection on so that grpcurl
  * and buf curl work with no .proto at hand.
  */
-export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcServerDeps): GrpcServer {
+export function buildGrpcServer({
+  service,
+  metrics,
+  ready,
+  logger,
+  gate,
+  trustProxy,
+}: GrpcServerDeps): GrpcServer {
   // grpc-js writes its own diagnostics to stderr; send them to our log at debug level. Our
   // handlers and the listen path report what matters themselves.
   const grpcLog = (...args: unknown[]) => logger.debug({ grpc: args.map(String).join(' ') }, 'grpc-js');
@@ -144,28 +157,37 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
     ) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
       const started = performance.now();
+      const address = addressOf(call);
       // The gate (token, rate limit) runs first; its refusal is answered like any error.
       Promise.resolve()
-        .then(() => handle(call.request, call, admit(call)))
+        .then(() => handle(call.request, call, admit(call, address)))
         .then(
           (response) => {
             finished(method, 'OK', started);
             callback(null, response);
           },
           (error: unknown) => {
-            callback(failed(method, error, started, Date.now() >= deadlineOf(call)));
+            callback(failed(method, error, started, address, Date.now() >= deadlineOf(call)));
           },
         );
     };
-  /** The caller of a call, from its `authorization` metadata and its peer address. */
-  const admit = (
-    call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
-  ): Caller => {
-    const [authorization] = call.metadata.get('authorization');
-    return gate.admit(
-      typeof authorization === 'string' ? authorization : undefined,
+  type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
+  /** The client's address: the peer, or behind trusted proxies the one they forwarded. */
+  const addressOf = (call: AnyCall): string => {
+    const forwarded = call.metadata.get('x-forwarded-for').filter((value) => typeof value === 'string');
+    return clientAddress(
       peerAddress(call.getPeer()),
+      forwarded.length > 0 ? forwarded.join(',') : undefined,
+      trustProxy,
     );
+  };
+  /** The caller of a call, from its `authorization` metadata and its client address. */
+  const admit = (call: AnyCall, address: string): Caller => {
+    const [authorization] = call.metadata.get('authorization');
+    return gate.admit({
+      authorization: typeof authorization === 'string' ? authorization : undefined,
+      address,
+    });
   };
   const finished = (method: string, code: string, started: number) => {
     const ms = performance.now() - started;
@@ -173,10 +195,18 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
     logger.info({ method, status: code, ms: Math.round(ms * 100) / 100 }, 'rpc');
   };
   /** A call that failed: its gRPC error, logged (a bug in full, a refusal in a line) and counted. */
-  const failed = (method: string, error: unknown, started: number, deadlinePassed = false) => {
+  const failed = (
+    method: string,
+    error: unknown,
+    started: number,
+    address: string,
+    deadlinePassed = false,
+  ) => {
     const grpcError = toGrpcError(error, deadlinePassed);
     if (grpcError.code === status.INTERNAL) logger.error({ err: error, method }, 'rpc failed');
-    if (isRefusal(grpcError.code)) logger.warn({ method, code: grpcError.details }, 'rpc refused');
+    if (isRefusal(grpcError.code) && !gate.alreadyLogged(error)) {
+      logger.warn({ method, code: grpcError.details, ip: address }, 'rpc refused');
+    }
     finished(method, status[grpcError.code ?? status.UNKNOWN], started);
     return grpcError;
   };
@@ -188,6 +218,7 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
    */
   const watchLocks = (call: ServerWritableStream<WatchLocksRequest, unknown>) => {
     const started = performance.now();
+    const address = addressOf(call);
     const { service: name, lastEventId } = call.request;
     let stop: (() => void) | null = null;
     const end = (code: string) => {
@@ -201,7 +232,7 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
     const fail = (error: unknown) => {
       if (!watches.has(endOk)) return;
       watches.delete(endOk);
-      const grpcError = failed('WatchLocks', error, started);
+      const grpcError = failed('WatchLocks', error, started, address);
       // grpc-js sends an error emitted on a server stream as the call's status, with its
       // metadata as trailers (destroy() would end the stream with no status at all).
       call.emit('error', Object.assign(new Error(grpcError.details), grpcError));
@@ -211,7 +242,7 @@ export function buildGrpcServer({ service, metrics, ready, logger, gate }: GrpcS
     (async () => {
       const unsubscribe = await service.watch(
         {
-          caller: admit(call),
+          caller: admit(call, address),
           service: name === '' ? undefined : name,
           lastEventId: lastEventId === '' ? undefined : lastEventId,
           lastEventIdField: 'last_event_id',

@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import fastJson from 'fast-json-stringify';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
+import type { ProxyTrust } from '../auth/client-address.js';
 import type { Gate } from '../auth/gate.js';
 import { requireScope } from '../core/auth.js';
 import { TrackerError } from '../core/errors.js';
@@ -27,6 +28,12 @@ export interface HttpAppDeps {
   /** Resolves when the store answers; backs /readyz. */
   readonly ready: () => Promise<void>;
   readonly logger: Logger;
+  /**
+   * Which hops are proxies trusted to name the client in X-Forwarded-For (--trust-proxy);
+   * undefined: none, the client is the socket's peer. Fastify's `trustProxy`, so it also
+   * decides when X-Forwarded-Host and X-Forwarded-Proto are believed.
+   */
+  readonly trustProxy?: ProxyTrust | undefined;
 }
 
 export interface HttpServerOptions {
@@ -100,6 +107,7 @@ export function buildHttpApp({
   ready,
   logger,
   server,
+  trustProxy,
 }: HttpAppDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger,
@@ -115,6 +123,8 @@ export function buildHttpApp({
     routerOptions: { maxParamLength: 16 * 1024 },
     clientErrorHandler: answerClientError,
     serverFactory: createServer(server ?? {}),
+    // request.ip: the rightmost X-Forwarded-For hop that is not a trusted proxy (client-address.ts).
+    ...(trustProxy ? { trustProxy } : {}),
   });
 
   // Successful answers are serialized from their route's schema (fast, and nothing the schema
@@ -141,7 +151,7 @@ export function buildHttpApp({
   app.addHook('onRequest', async (request) => {
     const route = request.routeOptions.url;
     if (route === undefined || !(route.startsWith(`${API}/`) || route === '/metrics')) return;
-    request.caller = gate.admit(request.headers.authorization, request.ip);
+    request.caller = gate.admit({ authorization: request.headers.authorization, address: request.ip });
   });
 
   app.addHook('onResponse', async (request, reply) => {
@@ -170,7 +180,7 @@ export function buildHttpApp({
     if (status === 401) void reply.header('www-authenticate', 'Bearer realm="tracker"');
     const retryAfter = error instanceof TrackerError ? error.details.retryAfterSeconds : undefined;
     if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
-    if (status === 401 || status === 403 || status === 429) {
+    if ((status === 401 || status === 403 || status === 429) && !gate.alreadyLogged(error)) {
       request.log.warn(
         {
           code: body.code,
