@@ -100,6 +100,12 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     await opened.close();
     throw error;
   }
+  if (authority && authority.certificateEntries > 0 && tls?.ca === undefined) {
+    logger.warn(
+      { entries: authority.certificateEntries },
+      'tokens-file entries with a certificateSubject need mutual TLS (--tls-ca): no request can act as them',
+    );
+  }
   // Revoking or narrowing a token ends what it had started: watch streams, waiting acquires.
   authority?.onReload((check) => {
     const ended = service.revalidate(check);

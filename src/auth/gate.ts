@@ -12,6 +12,12 @@ export interface Credentials {
   readonly authorization: string | undefined;
   /** The client's address: the socket's peer, or behind trusted proxies the forwarded one. */
   readonly address: string;
+  /**
+   * The subject of the client certificate the TLS layer verified (mutual TLS), as Node shows
+   * it; undefined without one. A request with no Authorization acts as the tokens-file entry
+   * with this certificate subject, if any.
+   */
+  readonly certificateSubject?: string | undefined;
 }
 
 /**
@@ -105,13 +111,13 @@ export function createGate({
 
   return {
     authenticates: true,
-    admit({ authorization, address }) {
+    admit({ authorization, address, certificateSubject }) {
       const key = failureKey(address);
       const wait = failureLimiter?.retryAfter(key) ?? null;
       if (wait !== null) throw limited(key, address, wait);
       let caller: Caller;
       try {
-        caller = authentication.authenticate(authorization);
+        caller = authentication.authenticate(authorization, certificateSubject);
       } catch (error) {
         if (error instanceof TrackerError && error.code === ErrorCode.UNAUTHENTICATED) {
           onAuthFailure?.('refused', address);

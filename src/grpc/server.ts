@@ -12,6 +12,7 @@ import {
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
 import { clientAddress, type ProxyTrust } from '../auth/client-address.js';
+import { subjectOfCertificate } from '../auth/client-certificate.js';
 import type { Gate } from '../auth/gate.js';
 import type { Caller } from '../core/auth.js';
 import { invalidArgument } from '../core/errors.js';
@@ -181,12 +182,21 @@ export function buildGrpcServer({
       trustProxy,
     );
   };
-  /** The caller of a call, from its `authorization` metadata and its client address. */
+  /**
+   * The caller of a call, from its `authorization` metadata (or, without one, its verified
+   * client certificate: grpc-js shows only a certificate the TLS layer verified) and its
+   * client address.
+   */
   const admit = (call: AnyCall, address: string): Caller => {
-    const [authorization] = call.metadata.get('authorization');
+    const [value] = call.metadata.get('authorization');
+    const authorization = typeof value === 'string' ? value : undefined;
     return gate.admit({
-      authorization: typeof authorization === 'string' ? authorization : undefined,
+      authorization,
       address,
+      certificateSubject:
+        authorization === undefined && gate.authenticates
+          ? subjectOfCertificate(call.getAuthContext()?.sslPeerCertificate?.raw)
+          : undefined,
     });
   };
   const finished = (method: string, code: string, started: number) => {

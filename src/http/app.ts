@@ -3,6 +3,7 @@ import https from 'node:https';
 import fastJson from 'fast-json-stringify';
 import Fastify, { type FastifyInstance, LogController } from 'fastify';
 import type { ProxyTrust } from '../auth/client-address.js';
+import { verifiedPeerSubject } from '../auth/client-certificate.js';
 import type { Gate } from '../auth/gate.js';
 import { requireScope } from '../core/auth.js';
 import { TrackerError } from '../core/errors.js';
@@ -151,7 +152,16 @@ export function buildHttpApp({
   app.addHook('onRequest', async (request) => {
     const route = request.routeOptions.url;
     if (route === undefined || !(route.startsWith(`${API}/`) || route === '/metrics')) return;
-    request.caller = gate.admit({ authorization: request.headers.authorization, address: request.ip });
+    const { authorization } = request.headers;
+    request.caller = gate.admit({
+      authorization,
+      address: request.ip,
+      // Mutual TLS: a verified client certificate may stand for a token (client-certificate.ts).
+      certificateSubject:
+        authorization === undefined && gate.authenticates
+          ? verifiedPeerSubject(request.raw.socket)
+          : undefined,
+    });
   });
 
   app.addHook('onResponse', async (request, reply) => {
