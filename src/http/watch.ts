@@ -65,7 +65,9 @@ export function registerWatch(root: FastifyInstance, service: LockService): void
             '`data:` the event as in GET /history), optionally for one `service`. Each message carries ' +
             'an `id`; a client that reconnects with `Last-Event-ID` (or `lastEventId`) gets exactly the ' +
             'events after it, or a fresh snapshot when they are no longer all kept. Events right after a ' +
-            'snapshot may repeat changes it shows: apply them as upserts and deletes by lock id.',
+            'snapshot may repeat changes it shows: apply them as upserts and deletes by lock id. A stream ' +
+            'whose token is revoked, or may no longer watch this, ends with an `event: error` message ' +
+            '(`data:` the error body, `code` UNAUTHENTICATED or PERMISSION_DENIED).',
           tags: ['history'],
         },
         {
