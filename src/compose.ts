@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
+import { proxyTrust } from './auth/client-address.js';
 import { createGate } from './auth/gate.js';
 import { createTokenAuthority, type TokenAuthority } from './auth/token-file.js';
 import type { Config } from './config/load-config.js';
@@ -105,6 +106,17 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     await opened.close();
     throw error;
   }
+  if (authority && authority.certificateEntries > 0 && tls?.ca === undefined) {
+    logger.warn(
+      { entries: authority.certificateEntries },
+      'tokens-file entries with a certificateSubject need mutual TLS (--tls-ca): no request can act as them',
+    );
+  }
+  // Revoking or narrowing a token ends what it had started: watch streams, waiting acquires.
+  authority?.onReload((check) => {
+    const ended = service.revalidate(check);
+    if (ended > 0) logger.info({ ended }, 'watch streams and waits of revoked or narrowed tokens ended');
+  });
   if (authority === null && !isLoopback(config.host)) {
     logger.warn(
       { host: config.host },
@@ -116,7 +128,14 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     // place where that is decided.
     authentication: authority ?? AUTHENTICATION_OFF,
     limiter: config.rateLimit ? createRateLimiter({ ...config.rateLimit, clock: systemClock }) : null,
+    failureLimiter: config.authFailureLimit
+      ? createRateLimiter({ ...config.authFailureLimit, clock: systemClock })
+      : null,
+    onAuthFailure: (result) => metrics.authFailure(result),
+    logger,
+    clock: systemClock,
   });
+  const trustProxy = config.trustProxy ? proxyTrust(config.trustProxy) : undefined;
   const ready = () => store.ping();
   const hosts = createHostCheck({
     listenHost: config.host,
@@ -138,6 +157,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     ready,
     logger,
     server: { tls, headersTimeoutMs: config.headersTimeoutMs, requestTimeoutMs: config.requestTimeoutMs },
+    trustProxy,
   });
   const { server: grpc, stopping: grpcStopping } = buildGrpcServer({
     service,
@@ -147,6 +167,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     gate,
     ready,
     logger,
+    trustProxy,
   });
 
   let grpcListener: GrpcListener | undefined;

@@ -132,7 +132,14 @@ export function createMetrics(sources: MetricsSources) {
   });
   for (const reason of ['total', 'per-address', 'handshake-timeout', 'not-http2'])
     grpcRefused.inc({ reason }, 0);
+  const authFailures = new Counter({
+    name: 'tracker_auth_failures_total',
+    help: 'Failed authentications by result: refused (answered 401), limited (answered 429: the client address used up its allowance of failures).',
+    labelNames: ['result'],
+    registers,
+  });
   for (const result of ['granted', 'held', 'timeout', 'cancelled', 'failed']) acquisitions.inc({ result }, 0);
+  for (const result of ['refused', 'limited']) authFailures.inc({ result }, 0);
   for (const kind of ['released', 'force-released', 'expired']) releases.inc({ kind }, 0);
 
   return {
@@ -179,6 +186,11 @@ export function createMetrics(sources: MetricsSources) {
     /** Where the count of open gRPC connections comes from, once the port listens. */
     countGrpcConnections(source: () => number): void {
       grpcConnections = source;
+    },
+
+    /** A failed authentication, refused (401) or limited (429). */
+    authFailure(result: 'refused' | 'limited'): void {
+      authFailures.inc({ result });
     },
 
     /** Counts the store's STORE_UNAVAILABLE failures, by operation, without changing them. */

@@ -5,7 +5,8 @@ import net from 'node:net';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { type ClientReadableStream, Metadata, type ServiceError } from '@grpc/grpc-js';
-import { addToken, readTokenFile, revokeToken } from '../src/auth/token-file.js';
+import { canonicalPeerSubject, parseSubject } from '../src/auth/client-certificate.js';
+import { addToken, identityOf, parseTokenFile, readTokenFile, revokeToken } from '../src/auth/token-file.js';
 import { type LockServiceClient, lockServiceClient } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
@@ -515,6 +516,54 @@ describe('the tokens file', () => {
       assert.throws(() => addToken(json, { name: 'b', scopes: ['lock:read'] }), /exists already/);
     } finally {
       dir.remove();
+    }
+  });
+
+  test('certificate subjects: attributes in any order, names in any case, exact values; entries need a hash or a subject', () => {
+    const subject = parseSubject('CN=ci-runner,O=Example');
+    assert.equal(subject, 'CN=ci-runner\nO=Example');
+    assert.equal(parseSubject(' o=Example ,  CN=ci-runner '), subject);
+    assert.equal(canonicalPeerSubject('O=Example\nCN=ci-runner'), subject, "Node's form of the same subject");
+    assert.notEqual(canonicalPeerSubject('O=Example\nCN=ci-runner\nC=US'), subject, 'one attribute more');
+    assert.notEqual(parseSubject('CN=CI-Runner,O=Example'), subject, 'values are exact');
+    assert.equal(parseSubject('CN=a\\,b,O=x\\=y'), 'CN=a,b\nO=x=y', 'escaped commas and equals signs');
+    for (const bad of ['', 'CN', '=x', 'CN=', 'CN=a,,O=b', '1N=a'])
+      assert.equal(parseSubject(bad), null, bad);
+
+    const hash = `sha256:${'a'.repeat(64)}`;
+    const entries = parseTokenFile(
+      JSON.stringify({
+        tokens: [
+          { name: 'both', hash, certificateSubject: 'CN=both', scopes: ['lock:read'] },
+          { name: 'cert', certificateSubject: 'CN=cert', scopes: ['lock:read'] },
+        ],
+      }),
+      'tokens.json',
+    );
+    assert.deepEqual(
+      entries.map((entry) => identityOf(entry)),
+      [`sha256:${'a'.repeat(32)}`, identityOf({ certificateSubject: 'CN=cert' })],
+    );
+    assert.match(identityOf({ certificateSubject: 'CN=cert' }), /^subject:[0-9a-f]{32}$/);
+    assert.equal(
+      identityOf({ certificateSubject: 'CN=cert' }),
+      identityOf({ certificateSubject: ' cn=cert' }),
+    );
+    for (const [tokens, pattern] of [
+      [[{ name: 'none', scopes: ['lock:read'] }], /needs a hash \(of a token\) or a certificateSubject/],
+      [
+        [{ name: 'bad', certificateSubject: 'ci-runner', scopes: ['lock:read'] }],
+        /certificateSubject must be/,
+      ],
+      [
+        [
+          { name: 'a', certificateSubject: 'CN=x,O=y', scopes: ['lock:read'] },
+          { name: 'b', certificateSubject: 'O=y,CN=x', scopes: ['lock:read'] },
+        ],
+        /tokens\[1\]\.certificateSubject is used twice/,
+      ],
+    ] as const) {
+      assert.throws(() => parseTokenFile(JSON.stringify({ tokens }), 'tokens.json'), pattern);
     }
   });
 });

@@ -25,6 +25,8 @@ describe('loadConfig', () => {
       authTokensFile: null,
       tls: null,
       rateLimit: null,
+      authFailureLimit: { perSecond: 1, burst: 20 },
+      trustProxy: null,
       maxWaitersPerService: 1000,
       maxWaiters: 10000,
       maxLocks: 1_000_000,
@@ -109,6 +111,36 @@ describe('loadConfig', () => {
       assert.throws(
         () => config([...argv]),
         (error: Error) => error instanceof ConfigError && pattern.test(error.message),
+      );
+    }
+  });
+
+  test('failed authentications per address, and the proxies trusted to name the client', () => {
+    assert.deepEqual(config(['--auth-failure-limit', '30/m', '--auth-failure-burst', '5']).authFailureLimit, {
+      perSecond: 0.5,
+      burst: 5,
+    });
+    assert.equal(config([], { TRACKER_AUTH_FAILURE_LIMIT: '0' }).authFailureLimit, null);
+    for (const off of ['', 'false', '0']) assert.equal(config(['--trust-proxy', off]).trustProxy, null, off);
+    assert.deepEqual(config(['--trust-proxy', 'true']).trustProxy, { hops: 1 });
+    assert.deepEqual(config([], { TRACKER_TRUST_PROXY: '2' }).trustProxy, { hops: 2 });
+    assert.deepEqual(config(['--trust-proxy', '10.0.0.0/8, 192.168.1.7,loopback,fd00::/8']).trustProxy, {
+      addresses: ['10.0.0.0/8', '192.168.1.7', 'loopback', 'fd00::/8'],
+    });
+    for (const [argv, pattern] of [
+      [['--auth-failure-limit', 'many'], /auth-failure-limit: "many" is not a rate/],
+      [['--auth-failure-burst', '0'], /auth-failure-burst/],
+      [
+        ['--trust-proxy', 'proxy.internal'],
+        /--trust-proxy: "proxy.internal" is not an IP address or CIDR range/,
+      ],
+      [['--trust-proxy', '10.0.0.0/33'], /"10.0.0.0\/33" has a bad prefix length/],
+      [['--trust-proxy', '101'], /not an integer from 1 to 100/],
+    ] as const) {
+      assert.throws(
+        () => config([...argv]),
+        (error: Error) => error instanceof ConfigError && pattern.test(error.message),
+        argv.join(' '),
       );
     }
   });

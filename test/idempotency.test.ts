@@ -24,6 +24,7 @@ const caller = AUTHENTICATION_OFF;
 const token = (name: string): Caller => ({
   kind: 'token',
   name,
+  key: `key-of-${name}`,
   scopes: new Set(['lock:write'] as const),
   services: null,
 });

@@ -151,13 +151,14 @@ await describePostgres('PostgreSQL store', (database) => {
       assert.equal(second.schemaVersion, MIGRATIONS.length);
       await second.close();
       const applied = MIGRATIONS.map(({ version, name }) => ({ version, name }));
-      assert.deepEqual(applied.slice(0, 6), [
+      assert.deepEqual(applied.slice(0, 7), [
         { version: 1, name: 'create_locks' },
         { version: 2, name: 'leases_and_fencing' },
         { version: 3, name: 'wait_queue' },
         { version: 4, name: 'lock_events' },
         { version: 5, name: 'lock_owner' },
         { version: 6, name: 'idempotency_keys' },
+        { version: 7, name: 'lock_owner_key' },
       ]);
       assert.deepEqual(
         entries.filter((entry) => entry.level === 'info').map((entry) => entry.details),

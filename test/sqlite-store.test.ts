@@ -54,6 +54,7 @@ describe('SQLite store specifics', () => {
       { version: 4, name: 'lock_events' },
       { version: 5, name: 'lock_owner' },
       { version: 6, name: 'idempotency_keys' },
+      { version: 7, name: 'lock_owner_key' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

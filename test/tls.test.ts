@@ -1,13 +1,23 @@
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import https from 'node:https';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import tls from 'node:tls';
 import { credentials, Metadata, makeClientConstructor, type ServiceError } from '@grpc/grpc-js';
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
+import { addToken, revokeToken } from '../src/auth/token-file.js';
 import { PROTO_FILE, SERVICE } from './support/grpc-client.js';
-import { runServerToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
-import { makeTlsFiles, type TlsFiles } from './support/tls.js';
+import {
+  ROOT,
+  runServerToExit,
+  runToExit,
+  type ServerProcess,
+  startServerProcess,
+  tempDir,
+} from './support/server-process.js';
+import { issueClientCertificate, makeTlsFiles, type TlsFiles } from './support/tls.js';
+import { waitFor } from './support/wait-for.js';
 
 const LockService = makeClientConstructor(
   loadSync(PROTO_FILE, { keepCase: false, defaults: true, longs: String })[SERVICE] as ServiceDefinition,
@@ -21,12 +31,13 @@ interface HttpsAnswer {
   peer: string;
 }
 
-/** One HTTPS request trusting only `ca`; with `client`, it presents that certificate. */
+/** One HTTPS request trusting only `ca`; with `cert` and `key`, it presents that certificate. */
 function httpsRequest(
   url: string,
   method: string,
   body: unknown,
   tls: { ca: Buffer; cert?: Buffer; key?: Buffer },
+  headers: Record<string, string> = {},
 ): Promise<HttpsAnswer> {
   return new Promise((resolve, reject) => {
     const text = body === undefined ? undefined : JSON.stringify(body);
@@ -39,7 +50,7 @@ function httpsRequest(
         key: tls.key,
         agent: false,
         timeout: 10_000,
-        headers: text ? { 'content-type': 'application/json' } : {},
+        headers: { ...(text ? { 'content-type': 'application/json' } : {}), ...headers },
       },
       (response) => {
         let data = '';
@@ -67,6 +78,7 @@ function grpcCreate(
   address: string,
   creds: ReturnType<typeof credentials.createSsl>,
   service: string,
+  metadata = new Metadata(),
 ): Promise<{ response?: Record<string, unknown>; error?: ServiceError }> {
   const client = new LockService(address, creds, { 'grpc.ssl_target_name_override': 'localhost' });
   const create = client.CreateLock as (
@@ -79,7 +91,7 @@ function grpcCreate(
     create.call(
       client,
       { service, who: 'tls' },
-      new Metadata(),
+      metadata,
       { deadline: Date.now() + 5000 },
       (error, response) => {
         client.close();
@@ -260,6 +272,147 @@ describe('TLS suites: with TLS 1.2, only forward-secret AEAD ciphers (an RSA cer
     }
     const secure = await grpcCreate(server.grpcAddress, credentials.createSsl(ca), 'tls-rsa');
     assert.equal(secure.response?.service, 'tls-rsa');
+  });
+});
+
+describe("mutual TLS with a tokens file: a client certificate's subject acts as an entry", () => {
+  const dir = tempDir();
+  const file = join(dir.path, 'tokens.yaml');
+  const CLI = join(ROOT, 'dist/src/cli/main.js');
+  const admin = addToken(file, { name: 'admin', scopes: ['lock:admin'] });
+  let server: ServerProcess;
+  let ca: Buffer;
+  let runner: { cert: Buffer; key: Buffer };
+  let evil: { cert: Buffer; key: Buffer };
+  let unknown: { cert: Buffer; key: Buffer };
+  const read = (paths: { cert: string; key: string }) => ({
+    cert: readFileSync(paths.cert),
+    key: readFileSync(paths.key),
+  });
+  const rest = (
+    method: string,
+    path: string,
+    client: { cert: Buffer; key: Buffer },
+    body?: unknown,
+    headers = {},
+  ) =>
+    httpsRequest(
+      `https://127.0.0.1:${server.httpPort}/api/v1alpha1${path}`,
+      method,
+      body,
+      { ca, ...client },
+      headers,
+    );
+
+  before(async () => {
+    ca = readFileSync(files.ca);
+    runner = read(issueClientCertificate(files, 'runner', '/CN=ci-runner/O=Example'));
+    evil = read(issueClientCertificate(files, 'evil', '/CN=ci-runner/O=Evil'));
+    unknown = { cert: readFileSync(files.clientCert), key: readFileSync(files.clientKey) };
+    // Made with the CLI: attributes in another order than the certificate's.
+    const created = await runToExit(process.execPath, [
+      CLI,
+      ...['token', 'create', '--name', 'ci-runner', '--scopes', 'lock:write', '--services', 'deploy-*'],
+      ...['--certificate-subject', 'O=Example, CN=ci-runner', '--file', file],
+    ]);
+    assert.equal(created.code, 0, created.stderr);
+    assert.equal(created.stdout, '', 'no token is made');
+    assert.match(created.stderr, /a client certificate with the subject O=Example, CN=ci-runner acts as it/);
+    server = await startServerProcess({
+      args: [
+        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+        ...['--tls-cert', files.serverCert, '--tls-key', files.serverKey, '--tls-ca', files.ca],
+        ...['--auth-tokens-file', file],
+      ],
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    dir.remove();
+  });
+
+  test('tracker token list shows the certificate identity, never a hash', async () => {
+    const listed = await runToExit(process.execPath, [CLI, 'token', 'list', '--file', file]);
+    assert.equal(listed.code, 0, listed.stderr);
+    const [header, ...rows] = listed.stdout.trimEnd().split('\n');
+    assert.match(header ?? '', /^NAME +SCOPES +SERVICES +CREATED +CERTIFICATE$/);
+    assert.match(rows[0] ?? '', /^admin +lock:admin +\(all\) +\S+ \S+ +-$/);
+    assert.match(rows[1] ?? '', /^ci-runner +lock:write +deploy-\* +\S+ \S+ +O=Example, CN=ci-runner$/);
+    const json = await runToExit(process.execPath, [CLI, 'token', 'list', '--file', file, '--json']);
+    const entries = JSON.parse(json.stdout) as { name: string; certificateSubject: string | null }[];
+    assert.deepEqual(
+      entries.map((entry) => [entry.name, entry.certificateSubject]),
+      [
+        ['admin', null],
+        ['ci-runner', 'O=Example, CN=ci-runner'],
+      ],
+    );
+    assert.doesNotMatch(listed.stdout + json.stdout, /sha256|trk_/);
+  });
+
+  test('REST: without Authorization the certificate acts as its entry (its scopes, its services, its locks)', async () => {
+    const taken = await rest('POST', '/lock', runner, { service: 'deploy-web', who: 'job' });
+    assert.equal(taken.status, 201, JSON.stringify(taken.json));
+    assert.equal(taken.json.owner, 'ci-runner');
+    const outside = await rest('POST', '/lock', runner, { service: 'billing', who: 'job' });
+    assert.deepEqual([outside.status, outside.json.code], [403, 'PERMISSION_DENIED'], 'its service patterns');
+    const forced = await rest('POST', `/lock/${taken.json.id}/force-release`, runner);
+    assert.equal(forced.status, 403, 'its scopes');
+    assert.equal((await rest('DELETE', `/lock/${taken.json.id}`, runner)).status, 200, 'its own lock');
+    for (const [client, what] of [
+      [unknown, 'a certificate no entry names'],
+      [evil, 'the same CN with another O'],
+    ] as const) {
+      const refused = await rest('GET', '/locks/list', client);
+      assert.deepEqual([refused.status, refused.json.code], [401, 'UNAUTHENTICATED'], what);
+    }
+  });
+
+  test('REST: an Authorization header wins over the certificate, even a wrong one', async () => {
+    const asAdmin = await rest(
+      'POST',
+      '/lock',
+      runner,
+      { service: 'billing', who: 'job' },
+      { authorization: `Bearer ${admin}` },
+    );
+    assert.equal(asAdmin.status, 201);
+    assert.equal(asAdmin.json.owner, 'admin');
+    const wrong = await rest('GET', '/locks/list', runner, undefined, { authorization: 'Bearer trk_wrong' });
+    assert.equal(wrong.status, 401, 'no fallback to the certificate');
+  });
+
+  test("gRPC: the same, through the TLS connection's verified certificate", async () => {
+    const withRunner = await grpcCreate(
+      server.grpcAddress,
+      credentials.createSsl(ca, runner.key, runner.cert),
+      'deploy-grpc',
+    );
+    assert.equal(withRunner.response?.owner, 'ci-runner', withRunner.error?.details);
+    const withUnknown = await grpcCreate(
+      server.grpcAddress,
+      credentials.createSsl(ca, unknown.key, unknown.cert),
+      'deploy-x',
+    );
+    assert.equal(withUnknown.error?.code, 16, 'UNAUTHENTICATED');
+    const metadata = new Metadata();
+    metadata.set('authorization', `Bearer ${admin}`);
+    const withToken = await grpcCreate(
+      server.grpcAddress,
+      credentials.createSsl(ca, runner.key, runner.cert),
+      'billing-grpc',
+      metadata,
+    );
+    assert.equal(withToken.response?.owner, 'admin');
+  });
+
+  test('revoked, the certificate acts as nothing', async () => {
+    const reloads = () => server.lines.filter((line) => line.includes('"tokens reloaded"')).length;
+    const seen = reloads();
+    assert.equal(revokeToken(file, 'ci-runner'), true);
+    server.child.kill('SIGHUP');
+    await waitFor(() => reloads() > seen, { what: 'the reload' });
+    assert.equal((await rest('GET', '/locks/list', runner)).status, 401);
   });
 });
 

@@ -5,6 +5,8 @@ import { Document, isSeq, parseDocument, parse as parseYaml, YAMLSeq } from 'yam
 import { type Principal, SCOPES, type Scope } from '../core/auth.js';
 import { unauthenticated } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
+import type { CredentialCheck } from '../core/sessions.js';
+import { canonicalPeerSubject, parseSubject } from './client-certificate.js';
 
 /**
  * The tokens file: JSON or YAML, holding only SHA-256 hashes of tokens (a token is 32
@@ -16,11 +18,19 @@ import type { Logger } from '../core/logger.js';
  *     hash: sha256:9f86d081884c…    # of the token, hex
  *     scopes: [lock:write]          # lock:read, lock:write, lock:admin (each includes the one before)
  *     services: ["deploy-*"]        # optional glob patterns; absent: every service
+ *   - name: ci-runner
+ *     certificateSubject: "CN=ci-runner,O=Example"   # a client certificate (mutual TLS) instead
+ *     scopes: [lock:write]
  * ```
+ *
+ * An entry has a `hash`, a `certificateSubject` (see client-certificate.ts), or both.
  */
 export interface TokenEntry {
   readonly name: string;
-  readonly hash: string;
+  /** Of the token; absent for an entry that only a client certificate acts as. */
+  readonly hash?: string | undefined;
+  /** The subject of the client certificate that acts as this entry (mutual TLS). */
+  readonly certificateSubject?: string | undefined;
   readonly scopes: readonly Scope[];
   readonly services?: readonly string[] | undefined;
   readonly createdAt?: string | undefined;
@@ -34,6 +44,19 @@ export class TokenFileError extends Error {
 const NAME = /^[A-Za-z0-9._-]{1,64}$/;
 const HASH = /^sha256:[0-9a-f]{64}$/;
 const TOKEN_PREFIX = 'trk_';
+
+/**
+ * An entry's identity (Principal.key), which the locks it takes record: the first 32 hex
+ * digits (128 bits) of its token's hash; for an entry with only a certificate subject,
+ * `subject:` and the same of the SHA-256 of the canonical subject. Not the name: a new token
+ * under a revoked one's name owns none of its locks (a certificate entry keeps its identity
+ * as long as its subject stays the same). Adding a hash to a certificate entry gives it a new one.
+ */
+export function identityOf(entry: Pick<TokenEntry, 'hash' | 'certificateSubject'>): string {
+  if (entry.hash !== undefined) return `sha256:${entry.hash.slice('sha256:'.length, 'sha256:'.length + 32)}`;
+  const subject = parseSubject(entry.certificateSubject ?? '') ?? '';
+  return `subject:${createHash('sha256').update(subject, 'utf8').digest('hex').slice(0, 32)}`;
+}
 
 export function hashToken(token: string): string {
   return `sha256:${createHash('sha256').update(token, 'utf8').digest('hex')}`;
@@ -59,20 +82,43 @@ export function parseTokenFile(text: string, path: string): TokenEntry[] {
   }
   const names = new Set<string>();
   const hashes = new Set<string>();
+  const subjects = new Set<string>();
   return tokens.map((raw: unknown, index): TokenEntry => {
     const where = `${path}: tokens[${index}]`;
     if (typeof raw !== 'object' || raw === null) throw new TokenFileError(`${where} is not an object`);
-    const { name, hash, scopes, services, createdAt } = raw as Record<string, unknown>;
+    const { name, hash, certificateSubject, scopes, services, createdAt } = raw as Record<string, unknown>;
     if (typeof name !== 'string' || !NAME.test(name)) {
       throw new TokenFileError(`${where}.name must be 1 to 64 of A-Z a-z 0-9 . _ -`);
     }
     if (names.has(name)) throw new TokenFileError(`${where}.name "${name}" is used twice`);
     names.add(name);
-    if (typeof hash !== 'string' || !HASH.test(hash)) {
-      throw new TokenFileError(`${where}.hash must be "sha256:" and 64 hex digits (never the token itself)`);
+    if (hash === undefined && certificateSubject === undefined) {
+      throw new TokenFileError(
+        `${where} needs a hash (of a token) or a certificateSubject (of a client certificate)`,
+      );
     }
-    if (hashes.has(hash)) throw new TokenFileError(`${where}.hash is used twice`);
-    hashes.add(hash);
+    if (hash !== undefined) {
+      if (typeof hash !== 'string' || !HASH.test(hash)) {
+        throw new TokenFileError(
+          `${where}.hash must be "sha256:" and 64 hex digits (never the token itself)`,
+        );
+      }
+      if (hashes.has(hash)) throw new TokenFileError(`${where}.hash is used twice`);
+      hashes.add(hash);
+    }
+    if (certificateSubject !== undefined) {
+      const subject =
+        typeof certificateSubject === 'string' && certificateSubject.length <= 1024
+          ? parseSubject(certificateSubject)
+          : null;
+      if (subject === null) {
+        throw new TokenFileError(
+          `${where}.certificateSubject must be a certificate subject such as "CN=ci-runner,O=Example"`,
+        );
+      }
+      if (subjects.has(subject)) throw new TokenFileError(`${where}.certificateSubject is used twice`);
+      subjects.add(subject);
+    }
     if (
       !Array.isArray(scopes) ||
       scopes.length === 0 ||
@@ -90,7 +136,8 @@ export function parseTokenFile(text: string, path: string): TokenEntry[] {
     }
     return {
       name,
-      hash,
+      ...(hash === undefined ? {} : { hash: hash as string }),
+      ...(certificateSubject === undefined ? {} : { certificateSubject: certificateSubject as string }),
       scopes: scopes as Scope[],
       services: services as string[] | undefined,
       createdAt: typeof createdAt === 'string' ? createdAt : undefined,
@@ -137,6 +184,36 @@ export function addToken(
   return token;
 }
 
+/**
+ * Adds an entry that a client certificate with this subject acts as (mutual TLS), with no
+ * token. The file is created and replaced as by addToken.
+ */
+export function addCertificateIdentity(
+  path: string,
+  entry: {
+    name: string;
+    certificateSubject: string;
+    scopes: readonly Scope[];
+    services?: readonly string[] | undefined;
+  },
+): void {
+  const existing = existsSync(path) ? readTokenFile(path) : [];
+  if (existing.some((token) => token.name === entry.name)) {
+    throw new TokenFileError(`${path}: a token named "${entry.name}" exists already (revoke it first)`);
+  }
+  const added: TokenEntry = {
+    name: entry.name,
+    certificateSubject: entry.certificateSubject,
+    scopes: [...entry.scopes],
+    ...(entry.services ? { services: [...entry.services] } : {}),
+    createdAt: new Date().toISOString(),
+  };
+  parseTokenFile(JSON.stringify({ tokens: [...existing, added] }), path);
+  editTokenFile(path, (tokens) => {
+    tokens.add(new Document(added).contents);
+  });
+}
+
 /** Removes the named token; false when there was none. */
 export function revokeToken(path: string, name: string): boolean {
   const index = readTokenFile(path).findIndex((token) => token.name === name);
@@ -176,13 +253,19 @@ function editTokenFile(path: string, edit: (tokens: YAMLSeq) => void): void {
 
 interface Loaded {
   readonly principal: Principal;
-  readonly hash: Buffer;
+  /** The token's hash; null for an entry only a client certificate acts as. */
+  readonly hash: Buffer | null;
+  /** The canonical certificate subject; null: none. */
+  readonly subject: string | null;
 }
 
 /**
  * Checks bearer tokens against the file. Loaded at start (a bad file stops the start);
  * reloaded when the file changes and on `reload()` (SIGHUP): a reload that fails keeps
- * the tokens in force and logs why.
+ * the tokens in force and logs why. After each reload that succeeds, `onReload` listeners
+ * are told how to check a principal against the new file (by identity: the same entry, with
+ * its current scopes and services, or null when revoked), so that what revoked or narrowed
+ * tokens had started can end.
  */
 export function createTokenAuthority(path: string, logger: Logger) {
   const load = (): Loaded[] =>
@@ -190,18 +273,30 @@ export function createTokenAuthority(path: string, logger: Logger) {
       principal: {
         kind: 'token' as const,
         name: entry.name,
+        key: identityOf(entry),
         scopes: new Set(entry.scopes),
         services: entry.services ? [...entry.services] : null,
       },
-      hash: Buffer.from(entry.hash.slice('sha256:'.length), 'hex'),
+      hash: entry.hash === undefined ? null : Buffer.from(entry.hash.slice('sha256:'.length), 'hex'),
+      subject: entry.certificateSubject === undefined ? null : parseSubject(entry.certificateSubject),
     }));
   let tokens = load();
+  const subjectsOf = (loaded: Loaded[]) =>
+    new Map(
+      loaded.flatMap((token) => (token.subject === null ? [] : [[token.subject, token.principal] as const])),
+    );
+  let bySubject = subjectsOf(tokens);
   logger.info({ tokens: tokens.length, file: path }, 'authentication on: bearer tokens required');
+  const listeners = new Set<(check: CredentialCheck) => void>();
 
   const reload = (why: string) => {
     try {
       tokens = load();
+      bySubject = subjectsOf(tokens);
       logger.info({ tokens: tokens.length, file: path, why }, 'tokens reloaded');
+      const byIdentity = new Map(tokens.map((token) => [token.principal.key, token.principal]));
+      const check: CredentialCheck = (principal) => byIdentity.get(principal.key) ?? null;
+      for (const listener of listeners) listener(check);
     } catch (error) {
       logger.error(
         { err: error, file: path, why },
@@ -225,21 +320,42 @@ export function createTokenAuthority(path: string, logger: Logger) {
   return {
     kind: 'tokens' as const,
     /**
-     * The principal of an `Authorization: Bearer <token>` value; throws UNAUTHENTICATED
-     * for anything else. Every stored hash is compared, in constant time, whatever matches.
+     * The principal of an `Authorization: Bearer <token>` value, or, for a request with no
+     * Authorization at all, of the verified client certificate's subject (Node's form, see
+     * client-certificate.ts); throws UNAUTHENTICATED for anything else. Every stored hash is
+     * compared, in constant time, whatever matches.
      */
-    authenticate(authorization: string | undefined): Principal {
+    authenticate(authorization: string | undefined, certificateSubject?: string): Principal {
+      if (authorization === undefined && certificateSubject !== undefined) {
+        const subject = canonicalPeerSubject(certificateSubject);
+        const entry = subject === null ? undefined : bySubject.get(subject);
+        if (!entry) throw unauthenticated();
+        return entry;
+      }
       const match = /^Bearer ([A-Za-z0-9._~+/=-]{1,512})$/.exec(authorization ?? '');
       if (!match?.[1]) throw unauthenticated();
       const presented = createHash('sha256').update(match[1], 'utf8').digest();
       let found: Principal | null = null;
       for (const token of tokens) {
-        if (timingSafeEqual(presented, token.hash) && found === null) found = token.principal;
+        if (token.hash !== null && timingSafeEqual(presented, token.hash) && found === null) {
+          found = token.principal;
+        }
       }
       if (!found) throw unauthenticated();
       return found;
     },
     reload: () => reload('SIGHUP'),
+    /** How many entries a client certificate may act as (they need mutual TLS: --tls-ca). */
+    get certificateEntries(): number {
+      return bySubject.size;
+    },
+    /** Calls `listener` after every reload that succeeded; returns the function that stops it. */
+    onReload(listener: (check: CredentialCheck) => void): () => void {
+      listeners.add(listener);
+      return () => {
+        listeners.delete(listener);
+      };
+    },
     close(): void {
       clearTimeout(debounce);
       watcher.close();

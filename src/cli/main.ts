@@ -68,9 +68,10 @@ Commands:
                                     release a lock whoever holds it (operators)
   lock history [--service S] [--who W] [--since T] [--until T] [--limit N]
                                     what happened to locks, newest first
-  token create --name N --scopes S[,S] [--services P[,P]] [--file F]
+  token create --name N --scopes S[,S] [--services P[,P]] [--certificate-subject S] [--file F]
                                     add a token to the server's tokens file; prints it once
-  token list [--file F]             the tokens: name, scopes, services, created
+                                    (or a client-certificate identity: no token)
+  token list [--file F]             the tokens: name, scopes, services, created, certificate
   token revoke --name N [--file F]  remove a token from the tokens file
 
 Run \`tracker <command> --help\` for a command's options.

@@ -132,16 +132,20 @@ export function formatTokens(
     readonly scopes: readonly string[];
     readonly services?: readonly string[] | undefined;
     readonly createdAt?: string | undefined;
+    readonly certificateSubject?: string | undefined;
   }>,
 ): string {
   if (tokens.length === 0) return 'no tokens';
+  // The CERTIFICATE column only when some entry has a client-certificate subject.
+  const certificates = tokens.some((token) => token.certificateSubject !== undefined);
   return aligned([
-    ['NAME', 'SCOPES', 'SERVICES', 'CREATED'],
+    ['NAME', 'SCOPES', 'SERVICES', 'CREATED', ...(certificates ? ['CERTIFICATE'] : [])],
     ...tokens.map((token) => [
       token.name,
       token.scopes.join(','),
       token.services ? token.services.join(',') : '(all)',
       token.createdAt ? when(token.createdAt) : '-',
+      ...(certificates ? [token.certificateSubject ?? '-'] : []),
     ]),
   ]);
 }

@@ -1,6 +1,13 @@
 import { existsSync } from 'node:fs';
 import { parseArgs } from 'node:util';
-import { addToken, readTokenFile, revokeToken, TokenFileError } from '../auth/token-file.js';
+import { parseSubject } from '../auth/client-certificate.js';
+import {
+  addCertificateIdentity,
+  addToken,
+  readTokenFile,
+  revokeToken,
+  TokenFileError,
+} from '../auth/token-file.js';
 import { SCOPES, type Scope } from '../core/auth.js';
 import { formatTokens, printable } from './table.js';
 import { CommandError, EXIT, parsed, strict, UsageError } from './usage.js';
@@ -28,9 +35,9 @@ export const TOKEN_HELP: Record<string, string> = {
   token: `Usage: tracker token <command> [options]
 
 Commands:
-  token create --name N --scopes S[,S] [--services P[,P]] [--file F]
-                                    add a token; prints it once
-  token list [--file F]             the tokens: name, scopes, services, created
+  token create --name N --scopes S[,S] [--services P[,P]] [--certificate-subject S] [--file F]
+                                    add a token (prints it once), or a client-certificate identity
+  token list [--file F]             the tokens: name, scopes, services, created, certificate
   token revoke --name N [--file F]  remove a token
 
 These edit the tokens file of a server run with --auth-tokens-file, which holds only the
@@ -39,12 +46,15 @@ and SIGHUP makes it read the file again.
 
 ${TOKEN_EXIT_HELP}
 `,
-  'token create': `Usage: tracker token create --name N --scopes S[,S] [--services P[,P]] [--file F]
+  'token create': `Usage: tracker token create --name N --scopes S[,S] [--services P[,P]] [--certificate-subject S] [--file F]
 
 Makes a new random token, adds its SHA-256 hash to the tokens file (created if missing,
 readable by its owner only, replaced atomically) and prints the token alone on stdout.
 It is shown this once and kept nowhere: store it now (a CI secret, a secrets manager).
 A running server accepts it at once.
+
+With --certificate-subject, no token is made: a client certificate with that subject (signed
+by the server's --tls-ca, on a request without Authorization) acts as this entry.
 
   --name N       unique name, 1 to 64 of A-Z a-z 0-9 . _ -; locks it takes record it as owner
   --scopes S     lock:read (get, list, queue, history, watch, metrics), lock:write (also
@@ -52,6 +62,9 @@ A running server accepts it at once.
                  renew or force-release any lock); comma-separated, each includes the one before
   --services P   glob patterns of the services it may see and lock (* any run of characters,
                  ? one character), comma-separated (default: every service)
+  --certificate-subject S
+                 a client certificate's subject, e.g. "CN=ci-runner,O=Example" (attributes in any
+                 order, all of them, values exact): that certificate acts as this entry; no token
 ${FILE_OPTION}
 
 Example:
@@ -62,8 +75,9 @@ ${TOKEN_EXIT_HELP}
 `,
   'token list': `Usage: tracker token list [--file F] [--json]
 
-The tokens in the file, as an aligned table: name, scopes, services, created (never the
-hashes; the tokens themselves are not in the file).
+The tokens in the file, as an aligned table: name, scopes, services, created, and the
+certificate subject of client-certificate identities (never the hashes; the tokens themselves
+are not in the file).
 
 ${FILE_OPTION}
   --json         the tokens as a JSON array
@@ -164,6 +178,7 @@ export const TOKEN_COMMANDS: Record<string, (args: string[]) => Promise<number>>
           name: { type: 'string' },
           scopes: { type: 'string', multiple: true },
           services: { type: 'string', multiple: true },
+          'certificate-subject': { type: 'string' },
         },
         ...strict,
       }),
@@ -172,11 +187,25 @@ export const TOKEN_COMMANDS: Record<string, (args: string[]) => Promise<number>>
     const name = tokenName(values.name);
     const scopes = scopesOf(values.scopes);
     const services = servicesOf(values.services);
+    const certificateSubject = values['certificate-subject'];
+    if (certificateSubject !== undefined && parseSubject(certificateSubject) === null) {
+      throw new UsageError(
+        `--certificate-subject must be a subject such as "CN=ci-runner,O=Example"; got "${printable(certificateSubject)}"`,
+      );
+    }
     const file = tokensFile(values.file);
+    const allowed = services ? printable(services.join(', ')) : '(all)';
+    if (certificateSubject !== undefined) {
+      onFile(file, () => addCertificateIdentity(file, { name, certificateSubject, scopes, services }));
+      process.stderr.write(
+        `tracker: added "${name}" to ${printable(file)}: a client certificate with the subject ` +
+          `${printable(certificateSubject)} acts as it; scopes ${scopes.join(', ')}; services ${allowed}\n`,
+      );
+      return EXIT.OK;
+    }
     const token = onFile(file, () => addToken(file, { name, scopes, services }));
     // The token alone on stdout, for TOKEN=$(tracker token create ...); the rest on stderr.
     process.stdout.write(`${token}\n`);
-    const allowed = services ? printable(services.join(', ')) : '(all)';
     process.stderr.write(
       `tracker: added token "${name}" to ${printable(file)}: scopes ${scopes.join(', ')}; services ${allowed}\n`,
     );
@@ -199,6 +228,7 @@ export const TOKEN_COMMANDS: Record<string, (args: string[]) => Promise<number>>
             scopes: token.scopes,
             services: token.services ?? null,
             createdAt: token.createdAt ?? null,
+            certificateSubject: token.certificateSubject ?? null,
           })),
         )
       : formatTokens(tokens);

@@ -1,4 +1,5 @@
 import { parseArgs } from 'node:util';
+import { type TrustProxy, trustEntryProblem } from '../auth/client-address.js';
 import { MAX_TTL_SECONDS } from '../core/lock.js';
 import type { WatchLimits } from '../core/watchers.js';
 import { parseDurationSeconds } from '../duration.js';
@@ -45,6 +46,10 @@ export interface Config {
   readonly tls: { readonly cert: string; readonly key: string; readonly ca: string | null } | null;
   /** Requests per second per token (or per address without authentication); null: no limit. */
   readonly rateLimit: { readonly perSecond: number; readonly burst: number } | null;
+  /** Failed authentications per second per client address; null: no limit. */
+  readonly authFailureLimit: { readonly perSecond: number; readonly burst: number } | null;
+  /** Which proxies may say who the client is (X-Forwarded-For); null: none, the socket's peer is. */
+  readonly trustProxy: TrustProxy | null;
   readonly maxWaitersPerService: number;
   readonly maxWaiters: number;
   /** null: no limit. */
@@ -161,6 +166,25 @@ const OPTIONS = {
     env: 'TRACKER_RATE_LIMIT_BURST',
     default: '',
     help: 'requests allowed at once above the rate (empty: two seconds worth)',
+  },
+  'auth-failure-limit': {
+    env: 'TRACKER_AUTH_FAILURE_LIMIT',
+    default: '1/s',
+    help:
+      'failed authentications per client address and replica, e.g. 1/s or 30/m; past them and the burst,\n' +
+      '      every request from the address answers 429 until it refills (0: no limit)',
+  },
+  'auth-failure-burst': {
+    env: 'TRACKER_AUTH_FAILURE_BURST',
+    default: '20',
+    help: 'failed authentications a client address may make at once',
+  },
+  'trust-proxy': {
+    env: 'TRACKER_TRUST_PROXY',
+    default: '',
+    help:
+      'proxies trusted to name the client in X-Forwarded-For: a number of hops (true: 1), or addresses\n' +
+      '      and CIDR ranges (10.0.0.0/8,loopback); the client is the rightmost untrusted hop (empty: none)',
   },
   'max-waiters-per-service': {
     env: 'TRACKER_MAX_WAITERS_PER_SERVICE',
@@ -306,6 +330,8 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       authTokensFile: pick('auth-tokens-file').value || null,
       tls: parseTls(pick('tls-cert'), pick('tls-key'), pick('tls-ca')),
       rateLimit: parseRateLimit(pick('rate-limit'), pick('rate-limit-burst')),
+      authFailureLimit: parseFailureLimit(pick('auth-failure-limit'), pick('auth-failure-burst')),
+      trustProxy: parseTrustProxy(pick('trust-proxy')),
       maxWaitersPerService: parseInteger(pick('max-waiters-per-service'), 1, 1_000_000),
       maxWaiters: parseInteger(pick('max-waiters'), 1, 1_000_000),
       maxLocks: parseInteger(pick('max-locks'), 0, 1_000_000_000) || null,
@@ -383,6 +409,32 @@ function parseAllowedHosts({ value, source }: Setting): readonly string[] | null
     }
   }
   return names;
+}
+
+function parseFailureLimit(rate: Setting, burst: Setting): Config['authFailureLimit'] {
+  const limit = parseRateLimit(rate, { value: '', source: '' });
+  return limit && { perSecond: limit.perSecond, burst: parseInteger(burst, 1, 1_000_000) };
+}
+
+/**
+ * `false`, `0` or empty: no proxy is trusted. `true` or a number n: the n nearest hops (true:
+ * one) are proxies. Otherwise a comma-separated list of IP addresses, CIDR ranges and
+ * `loopback`: hops from those addresses are proxies.
+ */
+function parseTrustProxy({ value, source }: Setting): TrustProxy | null {
+  if (value === '' || value === 'false' || value === '0') return null;
+  if (value === 'true') return { hops: 1 };
+  if (/^\d+$/.test(value)) return { hops: parseInteger({ value, source }, 1, 100) };
+  const addresses = value.split(',').map((entry) => entry.trim());
+  for (const entry of addresses) {
+    const problem = trustEntryProblem(entry);
+    if (problem) {
+      throw new ConfigError(
+        `${source}: ${problem}; give a number of proxy hops, or IP addresses, CIDR ranges and loopback, comma-separated`,
+      );
+    }
+  }
+  return { addresses };
 }
 
 function parseTimeoutMs({ value, source }: Setting): number {

@@ -14,8 +14,15 @@ import { permissionDenied } from './errors.js';
  */
 export interface Principal {
   readonly kind: 'token';
-  /** The token's name: recorded as the `owner` of the locks it takes. */
+  /** The token's name: recorded as the `owner` of the locks it takes, shown to users. */
   readonly name: string;
+  /**
+   * The credential's identity, which ownership is bound to: derived from the token's hash
+   * (`sha256:` and the hash's first 32 hex digits), or, for an entry with a certificate
+   * subject and no hash, from that subject (`subject:` …). A new token under an old name has
+   * another key, so it owns none of the old token's locks. Stored with each lock; never shown.
+   */
+  readonly key: string;
   readonly scopes: ReadonlySet<Scope>;
   /** null: every service. */
   readonly services: readonly string[] | null;
@@ -39,6 +46,11 @@ export type Caller = Principal | AuthenticationOff;
 /** The token name recorded as a lock's owner; null with authentication off. */
 export function ownerName(caller: Caller): string | null {
   return caller.kind === 'token' ? caller.name : null;
+}
+
+/** The identity recorded with a lock, which release and renewal match; null with authentication off. */
+export function ownerKey(caller: Caller): string | null {
+  return caller.kind === 'token' ? caller.key : null;
 }
 
 export function hasScope(caller: Caller, scope: Scope): boolean {

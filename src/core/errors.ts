@@ -96,8 +96,13 @@ export function storeUnavailable(cause: unknown): TrackerError {
   return new TrackerError(ErrorCode.STORE_UNAVAILABLE, 'store unavailable', {}, { cause });
 }
 
-export function unauthenticated(): TrackerError {
-  return new TrackerError(ErrorCode.UNAUTHENTICATED, 'a valid bearer token is required');
+/**
+ * The default message is the same whatever the reason (no token, a malformed or an unknown
+ * one), so that a refusal never says which tokens exist; a session of a token that was valid
+ * and then revoked may say so.
+ */
+export function unauthenticated(message = 'a valid bearer token is required'): TrackerError {
+  return new TrackerError(ErrorCode.UNAUTHENTICATED, message);
 }
 
 export function permissionDenied(message: string): TrackerError {

@@ -2,6 +2,7 @@ import {
   type Caller,
   hasScope,
   mayUseService,
+  ownerKey,
   ownerName,
   requireScope,
   requireService,
@@ -43,7 +44,8 @@ import {
   parseTimestamp,
   type Queue,
 } from './lock.js';
-import type { LockStore } from './lock-store.js';
+import type { LockStore, OwnerMatch } from './lock-store.js';
+import { type CredentialCheck, createSessions } from './sessions.js';
 import { createWaitingRoom } from './waiting-room.js';
 
 /**
@@ -128,6 +130,12 @@ export interface WatchOptions extends CallerOptions {
   readonly lastEventIdField: string;
   /** Resolves when the stream has sent most of what it was given (see WatchRequest). */
   readonly drained?: (() => Promise<void>) | undefined;
+  /**
+   * Called when the service ends a live stream itself: its token was revoked
+   * (UNAUTHENTICATED) or narrowed so that it may no longer watch this (PERMISSION_DENIED).
+   * Nothing is sent after it; the transport tells its client why and closes the stream.
+   */
+  readonly onEnd: (reason: TrackerError) => void;
 }
 
 export interface HistoryPage {
@@ -171,7 +179,9 @@ export interface LockService {
   snapshot(options: SnapshotOptions): Promise<Lock[]>;
   /**
    * Starts sending to `send`: a snapshot (or a resume after `lastEventId`), then every event
-   * the caller may see. Resolves once live, with the function that stops it.
+   * the caller may see. Resolves once live, with the function that stops it. A stream whose
+   * token is revoked or narrowed meanwhile ends through `onEnd` (or, before it is live, by
+   * rejecting with the same error).
    */
   watch(options: WatchOptions, send: (message: FeedMessage) => void): Promise<() => void>;
 }
@@ -182,6 +192,13 @@ export interface LockServiceRuntime extends LockService {
   sweep(): Promise<number>;
   /** Stops waiting: requests in line answer STORE_UNAVAILABLE and leave the queue. */
   close(): void;
+  /**
+   * After the tokens file was read again: every watch stream and waiting acquire whose token
+   * was revoked, or narrowed so that it may no longer do that, ends (a waiting acquire leaves
+   * the queue, or hands back a lock granted in the race, and answers UNAUTHENTICATED or
+   * PERMISSION_DENIED). Returns how many ended. See core/sessions.ts for the rules.
+   */
+  revalidate(check: CredentialCheck): number;
 }
 
 /** How an acquire that did not get the lock ended. */
@@ -256,6 +273,8 @@ export function createLockService({
   maxLocks,
 }: LockServiceDeps): LockServiceRuntime {
   const room = createWaitingRoom(store, owner, { recheckMs, clock, maxWaiters });
+  // What callers started that outlives their request (watches, waits), for revocations.
+  const sessions = createSessions();
   // --max-locks is checked against a count of held locks at most a second old, plus this
   // process's acquires since: counting the store on every acquire would cost a scan each.
   // Several replicas acquiring in the same second may overshoot by what they took in it.
@@ -277,26 +296,36 @@ export function createLockService({
     }
     if (lockCount.value >= maxLocks) throw tooManyLocks(maxLocks);
   };
-  /** An admin limited to some services may act on their locks only: the lock is looked up. */
-  const requireAdminOver = async (key: string, caller: Caller) => {
-    if (caller.kind !== 'token' || caller.services === null) return;
-    const lock = await store.get(key);
-    if (lock) requireService(caller, 'lock:admin', lock.service);
-  };
   /**
-   * The owner a release or renewal must match: the caller's token name, unless the caller
-   * is an admin (or authentication is off). An admin limited to some services may still
-   * only touch those.
+   * The lock behind an id, if the caller may know of it. A lock of a service outside the
+   * caller's patterns answers like an unknown id, so that an id tells a stranger nothing,
+   * not even its service (a caller without the scope at all is refused before this).
    */
-  const ownerFilter = async (key: string, caller: Caller): Promise<string | undefined> => {
+  const visibleLock = async (key: string | null, caller: Caller): Promise<Lock | null> => {
+    const lock = key ? await store.get(key) : null;
+    return lock && mayUseService(caller, lock.service) ? lock : null;
+  };
+  /** Whether the caller is a token limited to some services (whose locks are looked up first). */
+  const limited = (caller: Caller) => caller.kind === 'token' && caller.services !== null;
+  /**
+   * Before a release or renewal: the scope; the lock's service, for a token limited to some
+   * services (an admin too): a lock of another service is `missing`, as for an unknown id;
+   * and the owner the change must match: the caller's identity (not its name), unless it is
+   * an admin (or authentication is off). A lock's service never changes, so looking it up
+   * first leaves no gap.
+   */
+  const ownerFilter = async (
+    key: string,
+    caller: Caller,
+    missing: () => TrackerError,
+  ): Promise<OwnerMatch | undefined> => {
     requireScope(caller, 'lock:write');
     if (caller.kind === 'authentication-off') return undefined;
-    if (!hasScope(caller, 'lock:admin')) return caller.name;
-    await requireAdminOver(key, caller);
-    return undefined;
+    if (limited(caller) && !(await visibleLock(key, caller))) throw missing();
+    return hasScope(caller, 'lock:admin') ? undefined : { key: caller.key, name: caller.name };
   };
   /** After a refused owner-checked change: 403 if the lock exists (another owner's), else `missing`. */
-  const refusedChange = async (key: string, owner: string | undefined, missing: () => TrackerError) => {
+  const refusedChange = async (key: string, owner: OwnerMatch | undefined, missing: () => TrackerError) => {
     if (owner !== undefined && (await store.get(key))) {
       return permissionDenied(
         'this lock was taken with another token; only that token or an admin may change it',
@@ -336,7 +365,8 @@ export function createLockService({
         idempotencyKey === undefined
           ? undefined
           : {
-              scope: ownerName(caller) ?? '',
+              // Per identity: a new token under an old name replays none of the old one's keys.
+              scope: ownerKey(caller) ?? '',
               key: idempotencyKey,
               // What the client asked, as it asked it: a retry must ask the same.
               fingerprint: JSON.stringify([service, who, ttlSeconds ?? null, waitSeconds]),
@@ -352,7 +382,7 @@ export function createLockService({
       try {
         await checkLockLimit();
         const result = await store.acquire(
-          { id, service, who, ttlSeconds: ttl, owner: ownerName(caller) },
+          { id, service, who, ttlSeconds: ttl, owner: ownerName(caller), ownerKey: ownerKey(caller) },
           claimed ? { owner, maxWaiters: maxWaitersPerService } : undefined,
           key,
         );
@@ -371,17 +401,28 @@ export function createLockService({
           claimed = false; // waitFor gives the place back
           onEvent({ type: 'queued', service, who, holder: result.holder });
           const untilDeadline = (deadline ?? Number.POSITIVE_INFINITY) - clock.now().getTime();
-          lock = await room.waitFor(
-            {
-              service,
-              id: result.waiter.lockId,
-              ticket: result.waiter.ticket,
-              holder: result.holder,
-              attempt: key?.attempt,
-            },
-            Math.min(waitSeconds * 1000, untilDeadline),
-            signal,
-          );
+          // A revoked or narrowed token stops waiting at once: the abort's reason is its answer.
+          const revoked = new AbortController();
+          const close = sessions.open(caller, {
+            scope: 'lock:write',
+            service,
+            end: (reason) => revoked.abort(reason),
+          });
+          try {
+            lock = await room.waitFor(
+              {
+                service,
+                id: result.waiter.lockId,
+                ticket: result.waiter.ticket,
+                holder: result.holder,
+                attempt: key?.attempt,
+              },
+              Math.min(waitSeconds * 1000, untilDeadline),
+              signal ? AbortSignal.any([signal, revoked.signal]) : revoked.signal,
+            );
+          } finally {
+            close();
+          }
         }
         lockCount.value++;
         onEvent({ type: 'acquired', lock, ms: elapsed(), waited });
@@ -398,7 +439,8 @@ export function createLockService({
       if (reason !== undefined) validateText('reason', reason, MAX_REASON_LENGTH);
       requireScope(caller, 'lock:admin');
       const key = lockKey(id);
-      if (key) await requireAdminOver(key, caller);
+      // An admin limited to some services may force-release only their locks; others are unknown to it.
+      if (key && limited(caller) && !(await visibleLock(key, caller))) throw lockNotFound();
       const lock = key
         ? await store.forceRelease(key, reason === undefined || reason === '' ? null : reason)
         : null;
@@ -457,7 +499,7 @@ export function createLockService({
         : locks;
     },
 
-    watch({ caller, lastEventId, lastEventIdField, drained, ...raw }, send) {
+    watch({ caller, lastEventId, lastEventIdField, drained, onEnd, ...raw }, send) {
       requireScope(caller, 'lock:read');
       const service = raw.service === undefined ? undefined : validateName('service', raw.service);
       if (service !== undefined) requireService(caller, 'lock:read', service);
@@ -467,19 +509,56 @@ export function createLockService({
           `${lastEventIdField} must be an event id (a non-negative integer)`,
         );
       }
-      return feed.watch(
-        {
-          service,
-          after: lastEventId === undefined ? undefined : Number(lastEventId),
-          allow: serviceFilter(caller),
-          drained,
+      let stopFeed: (() => void) | null = null;
+      let ended: TrackerError | null = null;
+      const close = sessions.open(caller, {
+        scope: 'lock:read',
+        service,
+        end: (reason) => {
+          ended = reason;
+          // Not live yet: the watch rejects with the reason below, as any refusal.
+          if (!stopFeed) return;
+          stopFeed();
+          onEnd(reason);
         },
-        send,
-      );
+      });
+      return feed
+        .watch(
+          {
+            service,
+            after: lastEventId === undefined ? undefined : Number(lastEventId),
+            allow: serviceFilter(caller),
+            drained,
+          },
+          (message) => {
+            if (ended === null) send(message);
+          },
+        )
+        .then(
+          (unsubscribe) => {
+            if (ended) {
+              unsubscribe();
+              throw ended;
+            }
+            stopFeed = unsubscribe;
+            return () => {
+              close();
+              unsubscribe();
+            };
+          },
+          (error: unknown) => {
+            close();
+            throw error;
+          },
+        );
     },
 
     close() {
       room.close();
+    },
+
+    revalidate(check) {
+      return sessions.revalidate(check);
     },
 
     async queue({ caller, ...raw }) {
@@ -490,10 +569,8 @@ export function createLockService({
 
     async get({ caller, id }) {
       requireScope(caller, 'lock:read');
-      const key = lockKey(id);
-      const lock = key ? await store.get(key) : null;
+      const lock = await visibleLock(lockKey(id), caller);
       if (!lock) throw lockNotFound();
-      requireService(caller, 'lock:read', lock.service);
       return lock;
     },
 
@@ -503,7 +580,7 @@ export function createLockService({
         requireScope(caller, 'lock:write');
         throw lockNotFound();
       }
-      const owner = await ownerFilter(key, caller);
+      const owner = await ownerFilter(key, caller, lockNotFound);
       const lock = await store.release(key, owner);
       if (!lock) throw await refusedChange(key, owner, lockNotFound);
       onEvent({ type: 'released', lock });
@@ -517,7 +594,7 @@ export function createLockService({
         requireScope(caller, 'lock:write');
         throw lockNotHeld();
       }
-      const owner = await ownerFilter(key, caller);
+      const owner = await ownerFilter(key, caller, lockNotHeld);
       const lock = await store.renew(key, ttlSeconds ?? null, owner);
       if (!lock) throw await refusedChange(key, owner, lockNotHeld);
       onEvent({ type: 'renewed', lock });

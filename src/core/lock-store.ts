@@ -61,6 +61,16 @@ export interface QueueRequest {
   readonly maxWaiters?: number;
 }
 
+/**
+ * Whose lock a release or renewal may change: the lock's recorded identity must be `key`.
+ * A lock recorded without one (taken before identities were kept, migration 007, or by a
+ * replica still running an older version) is matched by the token `name` instead.
+ */
+export interface OwnerMatch {
+  readonly key: string;
+  readonly name: string;
+}
+
 /** How long a waiter stays in line without a heartbeat from its owner. */
 export const WAITER_LEASE_MS = 15_000;
 
@@ -132,18 +142,18 @@ export interface LockStore {
   get(id: string): Promise<Lock | null>;
   /**
    * Releases the lock with this id and returns it; null when no such lock is held (or,
-   * with `owner`, when its owner is another; or, with `attempt`, when its idempotency key
-   * names another attempt). The oldest live waiter, if any, is granted the lock in the same
-   * atomic step.
+   * with `owner`, when it is not that owner's, see OwnerMatch; or, with `attempt`, when its
+   * idempotency key names another attempt). The oldest live waiter, if any, is granted the
+   * lock in the same atomic step.
    */
-  release(id: string, owner?: string, attempt?: string): Promise<Lock | null>;
+  release(id: string, owner?: OwnerMatch, attempt?: string): Promise<Lock | null>;
   /**
    * Extends a held lock's lease to now + `ttlSeconds` (null: the lock's own TTL) and
    * returns it; null when the lock is not held (unknown, released or expired), so an
    * expired lock is never brought back. A lock without TTL renewed with null stays as is.
-   * With `owner`, only a lock of that owner is renewed.
+   * With `owner`, only a lock of that owner is renewed (see OwnerMatch).
    */
-  renew(id: string, ttlSeconds: number | null, owner?: string): Promise<Lock | null>;
+  renew(id: string, ttlSeconds: number | null, owner?: OwnerMatch): Promise<Lock | null>;
   list(request: ListRequest): Promise<LockPage>;
   /**
    * Releases a held lock whoever holds it, like `release`, but records `force-released`

@@ -66,6 +66,11 @@ export interface AcquireRequest {
   readonly ttlSeconds: number | null;
   /** The caller's token name (authentication on); absent or null without authentication. */
   readonly owner?: string | null;
+  /**
+   * The caller's identity (Principal.key), which a release or renewal must match; absent or
+   * null without authentication. Kept by the store, never shown.
+   */
+  readonly ownerKey?: string | null;
 }
 
 /** Longest accepted TTL: one year. */

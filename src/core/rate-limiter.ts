@@ -35,7 +35,20 @@ export function createRateLimiter({ perSecond, burst, clock, maxKeys = 100_000 }
     }
   };
 
+  const wait = (bucket: { tokens: number }) => Math.max(1, Math.ceil((1 - bucket.tokens) / perSecond));
+
   return {
+    /**
+     * Seconds until `key` may make a request, without taking anything; null when it may now
+     * (a key never seen may).
+     */
+    retryAfter(key: string): number | null {
+      const bucket = buckets.get(key);
+      if (!bucket) return null;
+      refill(bucket, clock.monotonicMs());
+      return bucket.tokens >= 1 ? null : wait(bucket);
+    },
+
     /** Takes one request's worth for `key`; throws RATE_LIMITED with when to retry. */
     take(key: string): void {
       const at = clock.monotonicMs();
@@ -49,7 +62,7 @@ export function createRateLimiter({ perSecond, burst, clock, maxKeys = 100_000 }
         bucket.tokens -= 1;
         return;
       }
-      throw rateLimited(Math.max(1, Math.ceil((1 - bucket.tokens) / perSecond)));
+      throw rateLimited(wait(bucket));
     },
   };
 }

@@ -1,5 +1,5 @@
 import type { Clock } from './clock.js';
-import { cancelled, grantEnded, storeUnavailable, waitTimeout } from './errors.js';
+import { cancelled, grantEnded, storeUnavailable, TrackerError, waitTimeout } from './errors.js';
 import type { Lock } from './lock.js';
 import { type LockStore, WAITER_LEASE_MS } from './lock-store.js';
 
@@ -183,8 +183,9 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
     /**
      * Waits until the request is granted (resolves with its lock), `timeoutMs` passes
      * (rejects WAIT_TIMEOUT with the holder then) or `signal` aborts (leaves the queue at
-     * once; rejects CANCELLED). A lock granted to a request whose caller went away is
-     * released again, so the next waiter gets it. The request must hold a `claim`, which
+     * once; rejects with the abort's reason when that is a TrackerError, e.g. the caller's
+     * token was revoked, else CANCELLED). A lock granted to a request whose caller went away
+     * is released again, so the next waiter gets it. The request must hold a `claim`, which
      * this gives back.
      *
      * Only the first of this process's requests in a service's line looks at the store when
@@ -196,6 +197,11 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
       const deadline = clock.monotonicMs() + timeoutMs;
       const signal = callerGone ? AbortSignal.any([callerGone, closing.signal]) : closing.signal;
       const sleeper = join(queued);
+      /** Why the wait was cut short: the process stopping, a reason its caller gave, or the caller gone. */
+      const interrupted = () => {
+        if (closing.signal.aborted) return storeUnavailable(new Error('shutting down'));
+        return callerGone?.reason instanceof TrackerError ? callerGone.reason : cancelled();
+      };
       // Whether the request is out of the queue for good (left, or its lock handed back).
       let settled = false;
       try {
@@ -204,7 +210,7 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
           if (signal.aborted) {
             await giveUp(queued);
             settled = true;
-            throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
+            throw interrupted();
           }
           const mine = await store.get(queued.id);
           const granted = mine ?? (await store.settle(queued.service));
@@ -212,7 +218,7 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
             settled = true;
             if (!signal.aborted) return granted;
             await store.release(granted.id, undefined, queued.attempt);
-            throw closing.signal.aborted ? storeUnavailable(new Error('shutting down')) : cancelled();
+            throw interrupted();
           }
           // The store granted another of ours (ours ahead of it were dropped): tell it.
           if (granted) byLockId.get(granted.id)?.wake();

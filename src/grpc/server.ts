@@ -10,6 +10,8 @@ import {
 } from '@grpc/grpc-js';
 import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { ReflectionService } from '@grpc/reflection';
+import { clientAddress, type ProxyTrust } from '../auth/client-address.js';
+import { subjectOfCertificate } from '../auth/client-certificate.js';
 import type { Gate } from '../auth/gate.js';
 import { type Caller, ownerName } from '../core/auth.js';
 import type { FeedMessage } from '../core/event-feed.js';
@@ -53,6 +55,11 @@ export interface GrpcServerDeps {
   readonly watchers: WatcherRegistry;
   /** A connection with no call for this long is closed (GOAWAY). */
   readonly idleTimeoutMs: number;
+  /**
+   * Which hops are proxies trusted to name the client in `x-forwarded-for` metadata
+   * (--trust-proxy), with the same rule as REST; undefined: the client is the peer.
+   */
+  readonly trustProxy?: ProxyTrust | undefined;
 }
 
 /** The server, and what the process tells it when it starts to stop. */
@@ -156,6 +163,7 @@ export function buildGrpcServer({
   gate,
   watchers,
   idleTimeoutMs,
+  trustProxy,
 }: GrpcServerDeps): GrpcServer {
   // grpc-js writes its own diagnostics to stderr; send them to our log at debug level. Our
   // handlers and the listen path report what matters themselves.
@@ -175,28 +183,46 @@ export function buildGrpcServer({
     ) =>
     (call: ServerUnaryCall<Req, Res>, callback: sendUnaryData<Res>) => {
       const started = performance.now();
+      const address = addressOf(call);
       // The gate (token, rate limit) runs first; its refusal is answered like any error.
       Promise.resolve()
-        .then(() => handle(call.request, call, admit(call)))
+        .then(() => handle(call.request, call, admit(call, address)))
         .then(
           (response) => {
             finished(method, 'OK', started);
             callback(null, response);
           },
           (error: unknown) => {
-            callback(failed(method, error, started, Date.now() >= deadlineOf(call)));
+            callback(failed(method, error, started, address, Date.now() >= deadlineOf(call)));
           },
         );
     };
-  /** The caller of a call, from its `authorization` metadata and its peer address. */
-  const admit = (
-    call: ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>,
-  ): Caller => {
-    const [authorization] = call.metadata.get('authorization');
-    return gate.admit(
-      typeof authorization === 'string' ? authorization : undefined,
+  type AnyCall = ServerUnaryCall<unknown, unknown> | ServerWritableStream<unknown, unknown>;
+  /** The client's address: the peer, or behind trusted proxies the one they forwarded. */
+  const addressOf = (call: AnyCall): string => {
+    const forwarded = call.metadata.get('x-forwarded-for').filter((value) => typeof value === 'string');
+    return clientAddress(
       peerAddress(call.getPeer()),
+      forwarded.length > 0 ? forwarded.join(',') : undefined,
+      trustProxy,
     );
+  };
+  /**
+   * The caller of a call, from its `authorization` metadata (or, without one, its verified
+   * client certificate: grpc-js shows only a certificate the TLS layer verified) and its
+   * client address.
+   */
+  const admit = (call: AnyCall, address: string): Caller => {
+    const [value] = call.metadata.get('authorization');
+    const authorization = typeof value === 'string' ? value : undefined;
+    return gate.admit({
+      authorization,
+      address,
+      certificateSubject:
+        authorization === undefined && gate.authenticates
+          ? subjectOfCertificate(call.getAuthContext()?.sslPeerCertificate?.raw)
+          : undefined,
+    });
   };
   const finished = (method: string, code: string, started: number) => {
     const ms = performance.now() - started;
@@ -204,20 +230,30 @@ export function buildGrpcServer({
     logger.info({ method, status: code, ms: Math.round(ms * 100) / 100 }, 'rpc');
   };
   /** A call that failed: its gRPC error, logged (a bug in full, a refusal in a line) and counted. */
-  const failed = (method: string, error: unknown, started: number, deadlinePassed = false) => {
+  const failed = (
+    method: string,
+    error: unknown,
+    started: number,
+    address: string,
+    deadlinePassed = false,
+  ) => {
     const grpcError = toGrpcError(error, deadlinePassed);
     if (grpcError.code === status.INTERNAL) logger.error({ err: error, method }, 'rpc failed');
-    if (isRefusal(grpcError.code)) logger.warn({ method, code: grpcError.details }, 'rpc refused');
+    if (isRefusal(grpcError.code) && !gate.alreadyLogged(error)) {
+      logger.warn({ method, code: grpcError.details, ip: address }, 'rpc refused');
+    }
     finished(method, status[grpcError.code ?? status.UNKNOWN], started);
     return grpcError;
   };
 
   /**
    * WatchLocks: like the SSE route, a snapshot (or a resume) and then every event, until
-   * the client cancels or the server stops (the stream then ends OK; clients resume).
+   * the client cancels or the server stops (the stream then ends OK; clients resume), or the
+   * stream's token is revoked or narrowed (it then ends UNAUTHENTICATED or PERMISSION_DENIED).
    */
   const watchLocks = (call: ServerWritableStream<WatchLocksRequest, unknown>) => {
     const started = performance.now();
+    const address = addressOf(call);
     const { service: name, lastEventId } = call.request;
     let stop: (() => void) | null = null;
     let slot: WatcherSlot | null = null;
@@ -240,7 +276,7 @@ export function buildGrpcServer({
       stop?.();
       stop = null;
       slot?.close();
-      const grpcError = failed('WatchLocks', error, started);
+      const grpcError = failed('WatchLocks', error, started, address);
       // grpc-js sends an error emitted on a server stream as the call's status, with its
       // metadata as trailers (destroy() would end the stream with no status at all).
       call.emit('error', Object.assign(new Error(grpcError.details), grpcError));
@@ -248,8 +284,8 @@ export function buildGrpcServer({
     call.once('cancelled', () => end('CANCELLED'));
     watches.add(endOk);
     (async () => {
-      const caller = admit(call);
-      const mine = watchers.open(ownerName(caller) ?? `address:${peerAddress(call.getPeer())}`, (reason) => {
+      const caller = admit(call, address);
+      const mine = watchers.open(ownerName(caller) ?? `address:${address}`, (reason) => {
         logger.warn({ method: 'WatchLocks', code: reason.code }, reason.message);
         fail(reason);
       });
@@ -261,6 +297,10 @@ export function buildGrpcServer({
           lastEventId: lastEventId === '' ? undefined : lastEventId,
           lastEventIdField: 'last_event_id',
           drained: () => mine.drained(),
+          onEnd: (reason) => {
+            stop = null;
+            fail(reason);
+          },
         },
         (message) => {
           if (call.cancelled || call.writableEnded || !watches.has(endOk)) return;

@@ -2,6 +2,8 @@ import http from 'node:http';
 import https from 'node:https';
 import fastJson from 'fast-json-stringify';
 import Fastify, { type FastifyInstance, type FastifyReply, LogController } from 'fastify';
+import type { ProxyTrust } from '../auth/client-address.js';
+import { verifiedPeerSubject } from '../auth/client-certificate.js';
 import type { Gate } from '../auth/gate.js';
 import { requireEveryService } from '../core/auth.js';
 import { TrackerError } from '../core/errors.js';
@@ -34,6 +36,12 @@ export interface HttpAppDeps {
   /** Resolves when the store answers; backs /readyz. */
   readonly ready: () => Promise<void>;
   readonly logger: Logger;
+  /**
+   * Which hops are proxies trusted to name the client in X-Forwarded-For (--trust-proxy);
+   * undefined: none, the client is the socket's peer. Fastify's `trustProxy`, so it also
+   * decides when X-Forwarded-Host and X-Forwarded-Proto are believed.
+   */
+  readonly trustProxy?: ProxyTrust | undefined;
 }
 
 export interface HttpServerOptions {
@@ -115,6 +123,7 @@ export function buildHttpApp({
   ready,
   logger,
   server,
+  trustProxy,
 }: HttpAppDeps): FastifyInstance {
   const app = Fastify({
     loggerInstance: logger,
@@ -139,6 +148,8 @@ export function buildHttpApp({
       return (reply as FastifyReply).status(status).send(body);
     },
     serverFactory: createServer(server ?? {}),
+    // request.ip: the rightmost X-Forwarded-For hop that is not a trusted proxy (client-address.ts).
+    ...(trustProxy ? { trustProxy } : {}),
   });
 
   // Successful answers are serialized from their route's schema (fast, and nothing the schema
@@ -169,7 +180,16 @@ export function buildHttpApp({
   app.addHook('onRequest', async (request) => {
     const route = request.routeOptions.url;
     if (route === undefined || !(route.startsWith(`${API}/`) || route === '/metrics')) return;
-    request.caller = gate.admit(request.headers.authorization, request.ip);
+    const { authorization } = request.headers;
+    request.caller = gate.admit({
+      authorization,
+      address: request.ip,
+      // Mutual TLS: a verified client certificate may stand for a token (client-certificate.ts).
+      certificateSubject:
+        authorization === undefined && gate.authenticates
+          ? verifiedPeerSubject(request.raw.socket)
+          : undefined,
+    });
   });
 
   app.addHook('onResponse', async (request, reply) => {
@@ -198,7 +218,7 @@ export function buildHttpApp({
     if (status === 401) void reply.header('www-authenticate', 'Bearer realm="tracker"');
     const retryAfter = error instanceof TrackerError ? error.details.retryAfterSeconds : undefined;
     if (retryAfter !== undefined) void reply.header('retry-after', String(retryAfter));
-    if (status === 401 || status === 403 || status === 429) {
+    if ((status === 401 || status === 403 || status === 429) && !gate.alreadyLogged(error)) {
       request.log.warn(
         {
           code: body.code,

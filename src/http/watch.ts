@@ -2,6 +2,7 @@ import type { ServerResponse } from 'node:http';
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyInstance } from 'fastify';
 import { ownerName } from '../core/auth.js';
+import type { TrackerError } from '../core/errors.js';
 import type { FeedMessage } from '../core/event-feed.js';
 import type { LockService } from '../core/lock-service.js';
 import type { WatcherRegistry } from '../core/watchers.js';
@@ -40,9 +41,19 @@ export function formatSse(message: FeedMessage): string {
 }
 
 /**
+ * The last message of a stream the service ended (its token revoked or narrowed): `event:
+ * error` and the error body of the status the same refusal would get (`code` UNAUTHENTICATED
+ * or PERMISSION_DENIED). No `id`: a client that reconnects resumes where it was, if still allowed.
+ */
+export function formatSseError(reason: unknown): string {
+  return `event: error\ndata: ${JSON.stringify(toHttpError(reason).body)}\n\n`;
+}
+
+/**
  * GET /api/v1alpha1/watch: the held locks, then every change, as Server-Sent Events. The
  * stream resumes after the Last-Event-ID header (or `lastEventId`). Streams end when the
- * server stops; clients reconnect and resume.
+ * server stops (clients reconnect and resume), and with an `event: error` message when the
+ * stream's token is revoked or may no longer watch this.
  */
 export function registerWatch(root: FastifyInstance, service: LockService, watchers: WatcherRegistry): void {
   const app = root.withTypeProvider<JsonSchemaToTsProvider>();
@@ -66,7 +77,9 @@ export function registerWatch(root: FastifyInstance, service: LockService, watch
             '`data:` the event as in GET /history), optionally for one `service`. Each message carries ' +
             'an `id`; a client that reconnects with `Last-Event-ID` (or `lastEventId`) gets exactly the ' +
             'events after it, or a fresh snapshot when they are no longer all kept. Events right after a ' +
-            'snapshot may repeat changes it shows: apply them as upserts and deletes by lock id.',
+            'snapshot may repeat changes it shows: apply them as upserts and deletes by lock id. A stream ' +
+            'whose token is revoked, or may no longer watch this, ends with an `event: error` message ' +
+            '(`data:` the error body, `code` UNAUTHENTICATED or PERMISSION_DENIED).',
           tags: ['history'],
         },
         {
@@ -89,13 +102,19 @@ export function registerWatch(root: FastifyInstance, service: LockService, watch
       // The stream opens with the first message: until then (the first read of the store) a
       // store that cannot be read still gets an ordinary JSON 503, not a broken stream.
       let open = false;
-      let dropped = false;
-      const slot = watchers.open(ownerName(caller) ?? `address:${request.ip}`, (reason) => {
-        dropped = true;
-        request.log.warn({ code: reason.code }, reason.message);
+      /** Why the stream was ended from this side (too slow; its token revoked or narrowed). */
+      let ended: TrackerError | null = null;
+      /** Ends the stream with `reason` as its last message. */
+      const endWith = (reason: TrackerError) => {
+        ended = reason;
         if (!open || raw.destroyed || raw.writableEnded) return;
-        raw.end(`event: error\ndata: ${JSON.stringify(toHttpError(reason).body)}\n\n`);
+        raw.end(formatSseError(reason));
+        // A client that does not even read that is disconnected.
         setTimeout(() => raw.destroy(), DROP_GRACE_MS).unref();
+      };
+      const slot = watchers.open(ownerName(caller) ?? `address:${request.ip}`, (reason) => {
+        request.log.warn({ code: reason.code }, reason.message);
+        endWith(reason);
       });
       const openStream = () => {
         open = true;
@@ -111,7 +130,7 @@ export function registerWatch(root: FastifyInstance, service: LockService, watch
         raw.write('retry: 1000\n\n');
       };
       const write = (chunk: string) => {
-        if (dropped || raw.destroyed || raw.writableEnded) return;
+        if (ended || raw.destroyed || raw.writableEnded) return;
         if (!open) openStream();
         const bytes = Buffer.byteLength(chunk);
         raw.write(chunk, () => slot.sent(bytes));
@@ -129,7 +148,12 @@ export function registerWatch(root: FastifyInstance, service: LockService, watch
         slot.close();
         if (open) {
           request.log.info(
-            { route: path, status: 200, ms: Math.round(performance.now() - started) },
+            {
+              route: path,
+              status: 200,
+              ms: Math.round(performance.now() - started),
+              ...(ended ? { ended: (ended as TrackerError).code } : {}),
+            },
             'watch stream closed',
           );
         }
@@ -143,6 +167,11 @@ export function registerWatch(root: FastifyInstance, service: LockService, watch
             lastEventId,
             lastEventIdField: 'Last-Event-ID',
             drained: () => slot.drained(),
+            // The token was revoked or narrowed: its reason is the stream's last message.
+            onEnd: (reason) => {
+              if (!open) openStream();
+              endWith(reason);
+            },
           },
           (message) => write(formatSse(message)),
         );
@@ -151,7 +180,7 @@ export function registerWatch(root: FastifyInstance, service: LockService, watch
         if (!open) throw error;
         // The stream had begun: the error is its last message.
         if (!raw.destroyed && !raw.writableEnded) {
-          raw.end(`event: error\ndata: ${JSON.stringify(toHttpError(error).body)}\n\n`);
+          raw.end(formatSseError(error));
         }
         return;
       }

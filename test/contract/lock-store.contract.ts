@@ -235,6 +235,65 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       assert.ok(leased?.expiresAt);
     });
 
+    /** A lock taken by a token: its name (`owner`, shown) and its identity (`ownerKey`, matched). */
+    const takeAs = async (
+      service: string,
+      name: string,
+      key: string | null,
+      ttlSeconds: number | null = null,
+    ) => {
+      const result = await store.acquire({
+        id: randomUUID(),
+        service,
+        who: 'job',
+        ttlSeconds,
+        owner: name,
+        ...(key === null ? {} : { ownerKey: key }),
+      });
+      assert.ok(result.acquired, `acquire of ${service} by ${name}`);
+      return result.lock;
+    };
+
+    test('ownership: release and renew match the identity, not the name; without an owner, any', async () => {
+      const lock = await takeAs(unique('owned'), 'ci', 'sha256:old');
+      assert.equal(lock.owner, 'ci', 'the name is what a lock shows');
+      const impostor = { key: 'sha256:new', name: 'ci' };
+      assert.equal(await store.renew(lock.id, 60, impostor), null, 'same name, another identity');
+      assert.equal(await store.release(lock.id, impostor), null);
+      assert.deepEqual(await store.get(lock.id), lock, 'untouched');
+      const renewed = await store.renew(lock.id, 60, { key: 'sha256:old', name: 'renamed' });
+      assert.equal(renewed?.ttlSeconds, 60, 'the identity renews, whatever its name now');
+      assert.equal((await store.release(lock.id, { key: 'sha256:old', name: 'ci' }))?.id, lock.id);
+      const other = await takeAs(unique('owned'), 'ci', 'sha256:old');
+      assert.equal((await store.release(other.id))?.id, other.id, 'no owner given: any lock (an admin)');
+    });
+
+    test('ownership: a lock recorded without an identity (older versions) is matched by its name', async () => {
+      const legacy = await takeAs(unique('legacy'), 'ci', null);
+      assert.equal(await store.renew(legacy.id, 60, { key: 'sha256:x', name: 'other' }), null);
+      assert.equal(await store.release(legacy.id, { key: 'sha256:x', name: 'other' }), null);
+      assert.equal((await store.renew(legacy.id, 60, { key: 'sha256:x', name: 'ci' }))?.ttlSeconds, 60);
+      assert.equal((await store.release(legacy.id, { key: 'sha256:x', name: 'ci' }))?.id, legacy.id);
+      const open = await take(unique('open'));
+      assert.equal(open.owner, null);
+      assert.equal(
+        await store.release(open.id, { key: 'sha256:x', name: 'ci' }),
+        null,
+        "a lock taken without authentication is no token's",
+      );
+    });
+
+    test('ownership: a takeover of an expired lock records the new identity', async () => {
+      const service = unique('takeover');
+      const old = await takeAs(service, 'ci', 'sha256:old', 5);
+      await subject.advance(6_000);
+      const next = await takeAs(service, 'ci', 'sha256:new', 60);
+      assert.ok(next.fencingToken > old.fencingToken);
+      assert.equal(await store.renew(next.id, 60, { key: 'sha256:old', name: 'ci' }), null);
+      assert.equal(await store.release(next.id, { key: 'sha256:old', name: 'ci' }), null);
+      assert.equal((await store.release(next.id, { key: 'sha256:new', name: 'ci' }))?.id, next.id);
+    });
+
     test('renewal never resurrects: not after release, expiry, or another holder', async () => {
       const service = unique('resurrect');
       const lock = await take(service, 'paused-holder', 5);
@@ -447,6 +506,24 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       const refused = await store.acquire({ id: randomUUID(), service, who: 'impatient', ttlSeconds: null });
       assert.ok(!refused.acquired && refused.waiter === null, 'without a QueueRequest nobody is queued');
       assert.equal((await store.queue(service)).waiters.length, 2);
+    });
+
+    test("queue: a granted waiter keeps its request's owner and identity", async () => {
+      const service = unique('owned-wait');
+      const holder = await take(service, 'holder');
+      const id = randomUUID();
+      const queued = await store.acquire(
+        { id, service, who: 'waiter', ttlSeconds: null, owner: 'ci', ownerKey: 'sha256:waiter' },
+        { owner: OWNER },
+      );
+      assert.ok(!queued.acquired && queued.waiter);
+      await store.release(holder.id);
+      const granted = await waitFor(async () => (await store.get(id)) ?? (await store.settle(service)), {
+        what: 'the grant',
+      });
+      assert.equal(granted.owner, 'ci');
+      assert.equal(await store.release(id, { key: 'sha256:other', name: 'ci' }), null);
+      assert.equal((await store.release(id, { key: 'sha256:waiter', name: 'ci' }))?.id, id);
     });
 
     test('queue: a release grants the oldest waiter in the same step, under its request id', async () => {

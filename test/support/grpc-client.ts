@@ -168,16 +168,18 @@ type ServerStreaming = (
 
 /**
  * Starts a server-streaming method by name and records what it sends. The call has a
- * deadline (`deadlineMs`, default 60 s) so that a stream nobody ends cannot outlive a test.
+ * deadline (`deadlineMs`, default 60 s) so that a stream nobody ends cannot outlive a test;
+ * `metadata` goes with it (an `authorization` token).
  */
 export function serverStream<T>(
   client: LockServiceClient,
   method: string,
   request: object,
   deadlineMs = 60_000,
+  metadata = new Metadata(),
 ): StreamRecorder<T> {
   const start = client[method] as ServerStreaming;
-  const call = start.call(client, request, new Metadata(), {
+  const call = start.call(client, request, metadata, {
     deadline: Date.now() + deadlineMs,
   }) as ClientReadableStream<T>;
   const messages: T[] = [];

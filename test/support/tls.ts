@@ -18,6 +18,7 @@
  * ```
  */
 import { execFileSync } from 'node:child_process';
+import { randomInt } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -167,4 +168,36 @@ export function makeTlsFiles(dir?: string, options: { serverKey?: 'ec' | 'rsa' }
       if (dir === undefined) rmSync(folder, { recursive: true, force: true });
     },
   };
+}
+
+/**
+ * Another client certificate signed by the CA of `files`, with this subject (openssl's
+ * `/CN=…/O=…` form), written as `name.pem` and `name-key.pem` in its folder.
+ */
+export function issueClientCertificate(
+  files: TlsFiles,
+  name: string,
+  subject: string,
+): { readonly cert: string; readonly key: string } {
+  const path = (file: string) => join(files.dir, file);
+  const openssl = (...args: string[]) =>
+    execFileSync('openssl', args, { cwd: files.dir, stdio: ['ignore', 'pipe', 'pipe'] });
+  writeFileSync(
+    path(`${name}.ext`),
+    'basicConstraints = critical, CA:FALSE\nkeyUsage = critical, digitalSignature\nextendedKeyUsage = clientAuth\n',
+  );
+  openssl(
+    'req',
+    '-new',
+    ...['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'],
+    ...['-subj', subject, '-keyout', path(`${name}-key.pem`), '-out', path(`${name}.csr`)],
+  );
+  openssl(
+    'x509',
+    '-req',
+    ...['-in', path(`${name}.csr`), '-CA', files.ca, '-CAkey', files.caKey],
+    ...['-set_serial', String(randomInt(10, 1_000_000_000))],
+    ...['-days', '2', '-extfile', path(`${name}.ext`), '-out', path(`${name}.pem`)],
+  );
+  return { cert: path(`${name}.pem`), key: path(`${name}-key.pem`) };
 }

@@ -18,6 +18,7 @@ import {
   type IdempotencyKey,
   type KeyRefusal,
   type LockStore,
+  type OwnerMatch,
   type QueueRequest,
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
@@ -282,11 +283,14 @@ export class PostgresLockStore implements LockStore {
   async #acquire(request: AcquireRequest, queue: QueueRequest | undefined): Promise<AcquireResult> {
     const { id, service, who, ttlSeconds } = request;
     const owner = request.owner ?? null;
+    const ownerKey = request.ownerKey ?? null;
     // The usual cases are one statement, no transaction: a free service nobody waits for is
     // taken, a held one refused when the request does not ask to wait. Anything else (a
     // queue to join, waiters to grant first, a holder that committed after the snapshot)
     // goes through the transaction below.
-    const first = (await this.#query<AcquireRow>(ACQUIRE, [id, service, who, ttlSeconds, owner]))[0];
+    const first = (
+      await this.#query<AcquireRow>(ACQUIRE, [id, service, who, ttlSeconds, owner, ownerKey])
+    )[0];
     if (first?.acquired) return { acquired: true, lock: toLock(first) };
     if (first && !queue) return { acquired: false, holder: toLock(first), waiter: null };
     if (!first)
@@ -307,6 +311,7 @@ export class PostgresLockStore implements LockStore {
   ): Promise<{ result: AcquireResult; changed: boolean }> {
     const { id, service, who, ttlSeconds } = request;
     const owner = request.owner ?? null;
+    const ownerKey = request.ownerKey ?? null;
     let changed = false;
     await client.query(LOCK_SERVICE, [service]);
     const state = (await rowsOf<ServiceStateRow>(client, SERVICE_STATE, [service]))[0];
@@ -314,7 +319,9 @@ export class PostgresLockStore implements LockStore {
     // never overtakes the queue (it is then refused below, the waiter being the holder).
     if (state && !state.held && state.queued && (await this.#grantNext(client, service))) changed = true;
     for (let attempt = 1; attempt <= ACQUIRE_ATTEMPTS; attempt++) {
-      const row = (await rowsOf<AcquireRow>(client, ACQUIRE, [id, service, who, ttlSeconds, owner]))[0];
+      const row = (
+        await rowsOf<AcquireRow>(client, ACQUIRE, [id, service, who, ttlSeconds, owner, ownerKey])
+      )[0];
       if (row?.acquired) {
         // Taking over an expired holder's row: no live waiter is queued (they would have
         // been granted first), so nobody on another replica needs telling.
@@ -334,6 +341,7 @@ export class PostgresLockStore implements LockStore {
             WAITER_LEASE_MS,
             owner,
             queue.maxWaiters ?? null,
+            ownerKey,
           ])
         )[0];
         if (!joined) return { result: { acquired: false, holder, waiter: null, queueFull: true }, changed };
@@ -421,15 +429,20 @@ export class PostgresLockStore implements LockStore {
     return result;
   }
 
-  async release(id: string, owner?: string, attempt?: string): Promise<Lock | null> {
-    return isLockId(id) ? guard(() => this.#release(id, owner ?? null, attempt)) : null;
+  async release(id: string, owner?: OwnerMatch, attempt?: string): Promise<Lock | null> {
+    return isLockId(id) ? guard(() => this.#release(id, owner, attempt)) : null;
   }
 
-  async #release(id: string, owner: string | null, attempt: string | undefined): Promise<Lock | null> {
+  async #release(
+    id: string,
+    owner: OwnerMatch | undefined,
+    attempt: string | undefined,
+  ): Promise<Lock | null> {
+    const byOwner = [owner?.key ?? null, owner?.name ?? null];
     // The usual case, a lock nobody waits for, is one statement (a release on behalf of one
     // attempt of a keyed request, rare, always takes the transaction).
     const alone =
-      attempt === undefined ? (await this.#query<LockRow>(RELEASE_ALONE, [id, owner]))[0] : undefined;
+      attempt === undefined ? (await this.#query<LockRow>(RELEASE_ALONE, [id, ...byOwner]))[0] : undefined;
     if (alone) {
       this.#changes.emit(alone.service);
       return toLock(alone);
@@ -444,7 +457,7 @@ export class PostgresLockStore implements LockStore {
         await rowsOf<LockRow>(
           client,
           attempt === undefined ? RELEASE : RELEASE_AS,
-          attempt === undefined ? [id, owner] : [id, owner, attempt],
+          attempt === undefined ? [id, ...byOwner] : [id, ...byOwner, attempt],
         )
       )[0];
       if (!row) return null;
@@ -498,7 +511,7 @@ export class PostgresLockStore implements LockStore {
         if (!found) return null;
         await client.query(LOCK_SERVICE, [found.service]);
         await client.query(MARK_FORCE_RELEASE, [reason]);
-        const row = (await rowsOf<LockRow>(client, RELEASE, [id, null]))[0];
+        const row = (await rowsOf<LockRow>(client, RELEASE, [id, null, null]))[0];
         if (!row) return null;
         await client.query(UNMARK_FORCE_RELEASE);
         await this.#grantNext(client, row.service);
@@ -614,9 +627,11 @@ export class PostgresLockStore implements LockStore {
     return isLockId(id) ? guard(async () => nullable(await this.#query<LockRow>(GET, [id]))) : null;
   }
 
-  async renew(id: string, ttlSeconds: number | null, owner?: string): Promise<Lock | null> {
+  async renew(id: string, ttlSeconds: number | null, owner?: OwnerMatch): Promise<Lock | null> {
     if (!isLockId(id)) return null;
-    return guard(async () => nullable(await this.#query<LockRow>(RENEW, [id, ttlSeconds, owner ?? null])));
+    return guard(async () =>
+      nullable(await this.#query<LockRow>(RENEW, [id, ttlSeconds, owner?.key ?? null, owner?.name ?? null])),
+    );
   }
 
   list(request: ListRequest): Promise<LockPage> {

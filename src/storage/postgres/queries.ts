@@ -55,7 +55,8 @@ const LOCK_COLUMNS = lockColumns();
 const LIVE = '(expires_at IS NULL OR expires_at > tracker_now())';
 
 /**
- * $1 id, $2 service, $3 who, $4 ttl seconds or null, $5 owner or null. Runs inside the acquire transaction,
+ * $1 id, $2 service, $3 who, $4 ttl seconds or null, $5 owner (token name) or null, $6 owner
+ * key (identity) or null. Runs inside the acquire transaction,
  * after LOCK_SERVICE and after the queue's head (if any) was granted, so a service with
  * live waiters is held by then and this statement only refuses. Nothing is read and then
  * written by the application. In order:
@@ -91,9 +92,9 @@ WITH token AS (
   RETURNING last_token
 ),
 taken AS (
-  INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner)
+  INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner, owner_key)
   SELECT $1::uuid, $2::text, $3::text, tracker_now(), $4::int,
-         tracker_now() + $4::int * interval '1 second', last_token, $5::text
+         tracker_now() + $4::int * interval '1 second', last_token, $5::text, $6::text
   FROM token
   ON CONFLICT (service) DO UPDATE SET
     id = excluded.id,
@@ -102,7 +103,8 @@ taken AS (
     ttl_seconds = excluded.ttl_seconds,
     expires_at = excluded.expires_at,
     fencing_token = excluded.fencing_token,
-    owner = excluded.owner
+    owner = excluded.owner,
+    owner_key = excluded.owner_key
   WHERE locks.expires_at <= tracker_now()
   RETURNING ${LOCK_COLUMNS}
 )
@@ -116,26 +118,29 @@ export type AcquireRow = LockRow & { acquired: boolean };
 /** $1 id. */
 export const GET = `SELECT ${LOCK_COLUMNS} FROM locks WHERE id = $1 AND ${LIVE}`;
 
-/** $2: the owner the lock must have, or null for any (authentication off, or an admin). */
-const OWNED_BY_2 = '($2::text IS NULL OR owner = $2::text)';
+/**
+ * $2 owner key, or null for any owner (authentication off, or an admin); $3 the token name,
+ * which only a lock recorded without a key (before migration 007) is matched by.
+ */
+const OWNED_BY = `($2::text IS NULL OR owner_key = $2::text OR (owner_key IS NULL AND owner = $3::text))`;
 
 /**
- * $1 id, $2 owner or null. Returns the row only to the one caller whose DELETE removed it. An expired row is
+ * $1 id, $2 owner key or null, $3 owner name or null. Returns the row only to the one caller whose DELETE removed it. An expired row is
  * not released (it is no lock); it stays until an acquire or a settle takes its service
  * over. Runs in the release transaction after LOCK_SERVICE; the count of waiters is the
  * one before the head is granted.
  */
-export const RELEASE = `DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY_2} RETURNING ${LOCK_COLUMNS}`;
+export const RELEASE = `DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY} RETURNING ${LOCK_COLUMNS}`;
 
 /**
- * $1 id, $2 owner or null. The release of a lock nobody waits for, in one statement: no transaction, no
+ * $1 id, $2 owner key or null, $3 owner name or null. The release of a lock nobody waits for, in one statement: no transaction, no
  * NOTIFY (nobody listens for this service). Returns no row when the lock is not held or has
  * live waiters; the release transaction (which grants the next) handles both. A waiter that
  * joins while this runs is not seen by its snapshot: the service is then free with a waiter,
  * which its own replica's re-check (or the next acquire, which grants waiters first) settles.
  */
 export const RELEASE_ALONE = `
-DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY_2}
+DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY}
   AND NOT EXISTS (SELECT FROM waiters WHERE waiters.service = locks.service AND waiters.${WAITING})
 RETURNING ${LOCK_COLUMNS}`;
 
@@ -191,7 +196,7 @@ ORDER BY ticket LIMIT 1 FOR UPDATE`;
 export const GRANT = `
 WITH granted AS (
   DELETE FROM waiters WHERE ticket = $2 AND service = $1
-  RETURNING lock_id, service, who, ttl_seconds, lock_owner
+  RETURNING lock_id, service, who, ttl_seconds, lock_owner, lock_owner_key
 ),
 token AS (
   UPDATE services SET last_token = last_token + 1
@@ -202,9 +207,10 @@ token AS (
 keyed AS (
   UPDATE idempotency_keys SET granted = true WHERE lock_id = (SELECT lock_id FROM granted)
 )
-INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner)
+INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner, owner_key)
 SELECT granted.lock_id, granted.service, granted.who, tracker_now(), granted.ttl_seconds,
-       tracker_now() + granted.ttl_seconds * interval '1 second', token.last_token, granted.lock_owner
+       tracker_now() + granted.ttl_seconds * interval '1 second', token.last_token, granted.lock_owner,
+       granted.lock_owner_key
 FROM granted, token
 RETURNING ${lockColumns('AND waiters.ticket <> $2')}`;
 
@@ -217,14 +223,15 @@ export const NOTIFY = `SELECT pg_notify('${CHANGES_CHANNEL}', $1)`;
 /**
  * $1 service, $2 who, $3 ttl seconds or null, $4 lock id, $5 owner (the replica), $6 waiter
  * lease in ms, $7 the request's owner (token name) or null, $8 most live waiters allowed or
- * null. Joins the queue; runs in the acquire transaction under LOCK_SERVICE, so the ticket
+ * null, $9 the request's owner key or null. Joins the queue; runs in the acquire transaction under LOCK_SERVICE, so the ticket
  * (from the sequence) is the arrival order, every other live waiter of the service is older,
  * and the count that enforces $8 cannot change before the insert. No row: the queue is full.
  */
 export const ENQUEUE = `
 WITH joined AS (
-  INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until, lock_owner)
-  SELECT $1, $2, $3::int, $4::uuid, $5, tracker_now(), tracker_now() + $6::int8 * interval '1 millisecond', $7::text
+  INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until, lock_owner, lock_owner_key)
+  SELECT $1, $2, $3::int, $4::uuid, $5, tracker_now(), tracker_now() + $6::int8 * interval '1 millisecond', $7::text,
+         $9::text
   WHERE $8::int IS NULL
      OR (SELECT count(*) FROM waiters WHERE service = $1 AND ${WAITING}) < $8::int
   RETURNING ticket, service, who, since, lock_id
@@ -289,8 +296,8 @@ export type JsonLockRow = Omit<LockRow, 'created_ms' | 'expires_ms' | 'fencing_t
 };
 
 /**
- * $1 id, $2 ttl seconds or null (keep the lock's own), $3 owner or null (any). The lease
- * restarts at tracker_now();
+ * $1 id, $2 ttl seconds or null (keep the lock's own), $3 owner key or null (any), $4 owner
+ * name (see OWNED_BY). The lease restarts at tracker_now();
  * a lock without TTL renewed with null keeps both NULLs (NULL arithmetic). Only a live row
  * matches, and a concurrent takeover changes the row's id (the UPDATE re-checks `id` on the
  * newest version after waiting), so an expired or replaced lock is never brought back.
@@ -299,7 +306,8 @@ export const RENEW = `
 UPDATE locks SET
   ttl_seconds = coalesce($2::int, ttl_seconds),
   expires_at = tracker_now() + coalesce($2::int, ttl_seconds) * interval '1 second'
-WHERE id = $1 AND ${LIVE} AND ($3::text IS NULL OR owner = $3::text)
+WHERE id = $1 AND ${LIVE}
+  AND ($3::text IS NULL OR owner_key = $3::text OR (owner_key IS NULL AND owner = $4::text))
 RETURNING ${LOCK_COLUMNS}`;
 
 const LIST_FILTER = `($1::text IS NULL OR service = $1) AND ($2::text IS NULL OR who = $2) AND ${LIVE}`;
@@ -553,9 +561,9 @@ export const LEAVE_AS = `
 WITH gone AS (DELETE FROM waiters WHERE ticket = $1 AND ${stillMine('waiters.lock_id', 2)} RETURNING service)
 SELECT service, pg_notify('${CHANGES_CHANNEL}', service) FROM gone`;
 
-/** $1 id, $2 owner or null, $3 attempt. RELEASE, for one attempt of a keyed request. */
-export const RELEASE_AS = `DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY_2}
-  AND ${stillMine('locks.id', 3)} RETURNING ${LOCK_COLUMNS}`;
+/** $1 id, $2 owner key or null, $3 owner name or null, $4 attempt. RELEASE, for one attempt of a keyed request. */
+export const RELEASE_AS = `DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY}
+  AND ${stillMine('locks.id', 4)} RETURNING ${LOCK_COLUMNS}`;
 
 /**
  * $1 retention in ms, $2 limit. Keys older than the retention whose lock is neither held

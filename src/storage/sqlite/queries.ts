@@ -29,6 +29,7 @@ export interface WaiterRow {
   ttl_seconds: number | null;
   lock_id: string;
   lock_owner: string | null;
+  lock_owner_key: string | null;
   since: number;
   alive_until: number;
 }
@@ -60,10 +61,14 @@ export type InsertParams = {
   ttl: number | null;
   expires: number | null;
   owner: string | null;
+  ownerKey: string | null;
 } & Now;
 
-/** `@owner` null: any owner (authentication off, or an admin); else only that owner's lock. */
-export type ByOwner = { id: string; owner: string | null } & Now;
+/**
+ * `@ownerKey` null: any owner (authentication off, or an admin); else only the lock of that
+ * identity, or, for a lock recorded without one (before migration 007), of `@ownerName`.
+ */
+export type ByOwner = { id: string; ownerKey: string | null; ownerName: string | null } & Now;
 
 /** `@service`/`@who` null: any. */
 export type Filter = { service: string | null; who: string | null } & Now;
@@ -82,7 +87,7 @@ const LIVE = '(expires_at IS NULL OR expires_at > @now)';
  */
 const WAITING = `(SELECT count(*) FROM waiters w WHERE w.service = locks.service AND w.alive_until > @now) AS waiters`;
 
-const OWNED_BY = '(@owner IS NULL OR owner = @owner)';
+const OWNED_BY = '(@ownerKey IS NULL OR owner_key = @ownerKey OR (owner_key IS NULL AND owner = @ownerName))';
 
 const FILTER = `(@service IS NULL OR service = @service) AND (@who IS NULL OR who = @who) AND ${LIVE}`;
 
@@ -94,9 +99,9 @@ export const DELETE_EXPIRED = 'DELETE FROM locks WHERE service = @service AND ex
  * insert before the unique constraint is even asked.
  */
 const insertLock = (guard: string) =>
-  `INSERT INTO locks (${COLUMNS})
+  `INSERT INTO locks (${COLUMNS}, owner_key)
    SELECT @id, @service, @who, @now, @ttl, @expires,
-          coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1, @owner
+          coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1, @owner, @ownerKey
    WHERE ${guard}
    ON CONFLICT (service) DO NOTHING
    RETURNING ${COLUMNS}`;
@@ -118,8 +123,9 @@ export const COUNT_WAITERS =
   'SELECT count(*) AS n FROM waiters WHERE service = @service AND alive_until > @now';
 export const HEAD_WAITER = 'SELECT * FROM waiters WHERE service = @service ORDER BY ticket LIMIT 1';
 export const DELETE_WAITER = 'DELETE FROM waiters WHERE ticket = @ticket RETURNING service';
-export const INSERT_WAITER = `INSERT INTO waiters (service, who, ttl_seconds, lock_id, lock_owner, owner, since, alive_until)
-  VALUES (@service, @who, @ttl, @lockId, @lockOwner, @owner, @now, @aliveUntil)
+export const INSERT_WAITER = `INSERT INTO waiters (service, who, ttl_seconds, lock_id, lock_owner, lock_owner_key, owner,
+                     since, alive_until)
+  VALUES (@service, @who, @ttl, @lockId, @lockOwner, @lockOwnerKey, @owner, @now, @aliveUntil)
   RETURNING *`;
 export const LIVE_WAITERS =
   'SELECT * FROM waiters WHERE service = @service AND alive_until > @now ORDER BY ticket';

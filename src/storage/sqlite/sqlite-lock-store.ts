@@ -20,6 +20,7 @@ import {
   type IdempotencyKey,
   type KeyRefusal,
   type LockStore,
+  type OwnerMatch,
   type QueueRequest,
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
@@ -83,6 +84,7 @@ function prepare(db: Database.Database) {
           ttl: number | null;
           lockId: string;
           lockOwner: string | null;
+          lockOwnerKey: string | null;
           owner: string;
           aliveUntil: number;
         } & Now,
@@ -208,6 +210,7 @@ export class SqliteLockStore implements LockStore {
       ttl: request.ttlSeconds,
       expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
       owner: request.owner ?? null,
+      ownerKey: request.ownerKey ?? null,
       now: at,
     };
   }
@@ -240,6 +243,7 @@ export class SqliteLockStore implements LockStore {
         who: head.who,
         ttlSeconds: head.ttl_seconds,
         owner: head.lock_owner,
+        ownerKey: head.lock_owner_key,
       };
       const granted = insert.all(this.#insertParams(request, at))[0];
       if (!granted) throw new Error(`service ${service} was not free when granting to waiter ${head.ticket}`);
@@ -282,6 +286,7 @@ export class SqliteLockStore implements LockStore {
             ttl: request.ttlSeconds,
             lockId: request.id,
             lockOwner: request.owner ?? null,
+            lockOwnerKey: request.ownerKey ?? null,
             owner: queue.owner,
             now: at,
             aliveUntil: at + WAITER_LEASE_MS,
@@ -370,7 +375,7 @@ export class SqliteLockStore implements LockStore {
     this.#context.reason = reason;
     let released: LockRow | undefined;
     try {
-      released = this.#statements.remove.all({ id, owner: null, now: at })[0];
+      released = this.#statements.remove.all({ id, ...ANY_OWNER, now: at })[0];
     } finally {
       this.#context.release = null;
       this.#context.reason = null;
@@ -461,10 +466,10 @@ export class SqliteLockStore implements LockStore {
    * the next. Nothing can take the service in between: newcomers leave a free service with
    * waiters to them (INSERT_UNLESS_QUEUED), and any grant goes to the oldest live waiter.
    */
-  async release(id: string, owner?: string, attempt?: string): Promise<Lock | null> {
+  async release(id: string, owner?: OwnerMatch, attempt?: string): Promise<Lock | null> {
     return guard(() => {
       const at = this.#now();
-      const params = { id, owner: owner ?? null, now: at };
+      const params = { id, ...byOwner(owner), now: at };
       const released = (
         attempt === undefined
           ? this.#statements.remove.all(params)
@@ -483,10 +488,10 @@ export class SqliteLockStore implements LockStore {
     });
   }
 
-  async renew(id: string, ttlSeconds: number | null, owner?: string): Promise<Lock | null> {
+  async renew(id: string, ttlSeconds: number | null, owner?: OwnerMatch): Promise<Lock | null> {
     return guard(() => {
       const at = this.#now();
-      const row = this.#statements.renew.all({ id, ttl: ttlSeconds, owner: owner ?? null, now: at })[0];
+      const row = this.#statements.renew.all({ id, ttl: ttlSeconds, ...byOwner(owner), now: at })[0];
       return row ? this.#withWaiters(row, at) : null;
     });
   }
@@ -674,6 +679,13 @@ function toEvent(row: EventRow): LockEventRecord {
     heldMs: row.held_ms,
     reason: row.reason,
   };
+}
+
+const ANY_OWNER = { ownerKey: null, ownerName: null } as const;
+
+/** The ownership parameters of a release or renewal (ByOwner). */
+function byOwner(owner: OwnerMatch | undefined): { ownerKey: string | null; ownerName: string | null } {
+  return owner ? { ownerKey: owner.key, ownerName: owner.name } : ANY_OWNER;
 }
 
 function nullable(row: LockRow | undefined): Lock | null {
