@@ -42,15 +42,15 @@ export interface EventFeedOptions {
   readonly bufferSize?: number;
   /** A failed read of the history (the tail retries at the next poll). */
   readonly onError?: (error: unknown) => void;
+  /**
+   * Pages of events (PAGE each) a resume may replay (default 10); one further behind gets a
+   * fresh snapshot, which costs no more than the held locks.
+   */
+  readonly replayPages?: number;
 }
 
 /** Events per read, and per page of a replay. */
 const PAGE = 1000;
-/**
- * A resume replays at most this many pages (from memory or the store); one further behind
- * gets a fresh snapshot, which costs no more than the held locks.
- */
-const MAX_REPLAY_PAGES = 10;
 /** Locks per snapshot message: well under gRPC's default 4 MiB per message at the longest names. */
 export const SNAPSHOT_PAGE = 500;
 /** A snapshot outrun by the history (a very slow reader) is read again at most this often. */
@@ -78,7 +78,13 @@ interface Watcher {
  * the events after it from memory or the store, with no snapshot, as long as the history
  * still holds them all.
  */
-export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onError }: EventFeedOptions) {
+export function createEventFeed({
+  store,
+  pollMs = 250,
+  bufferSize = 10_000,
+  onError,
+  replayPages = 10,
+}: EventFeedOptions) {
   const watchers = new Set<Watcher>();
   /** Every event with an id in (bufferStart, cursor], ascending. */
   let buffer: LockEventRecord[] = [];
@@ -178,11 +184,11 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
    * Sends the events after `after` (from the store while they are older than the buffer,
    * then from the buffer), a page at a time, each page once the stream has drained the
    * last. The last page from the buffer and going live happen in one synchronous step, so no
-   * event falls between the two. False when that takes more than MAX_REPLAY_PAGES pages.
+   * event falls between the two. False when that takes more than replayPages pages.
    */
   const catchUp = async (watcher: Watcher, after: number): Promise<boolean> => {
     let position = after;
-    for (let page = 0; page < MAX_REPLAY_PAGES; page++) {
+    for (let page = 0; page < replayPages; page++) {
       if (page > 0) await watcher.drained();
       if (position >= bufferStart) {
         const from = bufferIndexAfter(position);
@@ -262,7 +268,7 @@ export function createEventFeed({ store, pollMs = 250, bufferSize = 10_000, onEr
         const resumed =
           after !== undefined &&
           after <= cursor &&
-          cursor - after <= MAX_REPLAY_PAGES * PAGE &&
+          cursor - after <= replayPages * PAGE &&
           after >= (await store.historyFloor()) &&
           (await catchUp(watcher, after));
         if (!resumed) await sendSnapshot(watcher);
