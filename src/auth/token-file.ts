@@ -1,12 +1,24 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, renameSync, watch, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
-import { Document, isSeq, parseDocument, parse as parseYaml, YAMLSeq } from 'yaml';
+import type { YAMLSeq } from 'yaml';
 import { type Principal, SCOPES, type Scope } from '../core/auth.js';
 import { unauthenticated } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { CredentialCheck } from '../core/sessions.js';
 import { canonicalPeerSubject, parseSubject } from './client-certificate.js';
+
+/**
+ * The yaml package, loaded when a tokens file is first read or edited: a server without one,
+ * and every CLI command but `tracker token`, never pay for it (about 40 ms of start-up).
+ */
+const require = createRequire(import.meta.url);
+let yamlModule: typeof import('yaml') | undefined;
+const yaml = (): typeof import('yaml') => {
+  yamlModule ??= require('yaml') as typeof import('yaml');
+  return yamlModule;
+};
 
 /**
  * The tokens file: JSON or YAML, holding only SHA-256 hashes of tokens (a token is 32
@@ -71,7 +83,7 @@ export function newToken(): string {
 export function parseTokenFile(text: string, path: string): TokenEntry[] {
   let document: unknown;
   try {
-    document = text.trimStart().startsWith('{') ? JSON.parse(text) : parseYaml(text);
+    document = text.trimStart().startsWith('{') ? JSON.parse(text) : yaml().parse(text);
   } catch (error) {
     throw new TokenFileError(`${path}: not valid JSON or YAML (${(error as Error).message.split('\n')[0]})`);
   }
@@ -179,7 +191,7 @@ export function addToken(
   // Validates the new entry with the same rules as the server.
   parseTokenFile(JSON.stringify({ tokens: [...existing, added] }), path);
   editTokenFile(path, (tokens) => {
-    tokens.add(new Document(added).contents);
+    tokens.add(new (yaml().Document)(added).contents);
   });
   return token;
 }
@@ -210,7 +222,7 @@ export function addCertificateIdentity(
   };
   parseTokenFile(JSON.stringify({ tokens: [...existing, added] }), path);
   editTokenFile(path, (tokens) => {
-    tokens.add(new Document(added).contents);
+    tokens.add(new (yaml().Document)(added).contents);
   });
 }
 
@@ -233,14 +245,14 @@ export function revokeToken(path: string, name: string): boolean {
 function editTokenFile(path: string, edit: (tokens: YAMLSeq) => void): void {
   const text = existsSync(path) ? readFileSync(path, 'utf8') : null;
   const json = path.endsWith('.json') || (text?.trimStart().startsWith('{') ?? false);
-  const doc = text === null || text.trim() === '' ? new Document({}) : parseDocument(text);
+  const doc = text === null || text.trim() === '' ? new (yaml().Document)({}) : yaml().parseDocument(text);
   if (text === null) {
     doc.commentBefore =
       ' Tracker tokens: hashes only (tracker token create / revoke).\n Reloaded on change and on SIGHUP.';
   }
   let tokens = doc.get('tokens');
-  if (!isSeq(tokens)) {
-    tokens = new YAMLSeq();
+  if (!yaml().isSeq(tokens)) {
+    tokens = new (yaml().YAMLSeq)();
     doc.set('tokens', tokens);
   }
   edit(tokens as YAMLSeq);

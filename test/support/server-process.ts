@@ -1,13 +1,23 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 
-/** The repository root, and the compiled entry point that `npm start` runs. */
-export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+/**
+ * The repository root (the folder of package.json above this file: test/support/ as a
+ * source, dist/test/support/ once compiled), and the compiled entry point `npm start` runs.
+ */
+export const ROOT = repositoryRoot(fileURLToPath(new URL('.', import.meta.url)));
 export const MAIN = join(ROOT, 'dist/src/main.js');
+
+function repositoryRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
+  }
+}
 
 export interface ServerProcess {
   readonly child: ChildProcess;

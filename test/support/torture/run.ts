@@ -113,7 +113,10 @@ function random(seed: number): () => number {
   };
 }
 
-const CLIENT = fileURLToPath(new URL('./client.ts', import.meta.url));
+/** The client, and how node runs it: compiled beside this file (dist/test), or as a source through tsx. */
+const COMPILED = import.meta.url.endsWith('.js');
+const CLIENT = fileURLToPath(new URL(COMPILED ? './client.js' : './client.ts', import.meta.url));
+const CLIENT_NODE_ARGS = COMPILED ? [CLIENT] : ['--import', 'tsx', CLIENT];
 
 interface ClientProcess {
   readonly id: string;
@@ -202,7 +205,7 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
         maxOps: 50_000,
         leaseSeconds: [leaseMin, leaseMax],
       };
-      const child = spawn(process.execPath, ['--import', 'tsx', CLIENT], {
+      const child = spawn(process.execPath, CLIENT_NODE_ARGS, {
         cwd: ROOT,
         env: { ...process.env, TORTURE_CLIENT: JSON.stringify(config) },
         stdio: ['pipe', 'pipe', 'pipe'],
