@@ -321,6 +321,7 @@ async function main(): Promise<void> {
       const server = await startTracker({ args: flags });
       try {
         results.waiters.push(await measureWaiters(server, 'sqlite', count));
+        log(`abuse: ${JSON.stringify(results.waiters.at(-1))}`);
       } finally {
         await server.stop();
       }
@@ -338,6 +339,7 @@ async function main(): Promise<void> {
             const server = await startTracker({ databaseUrl: database.url, args: flags });
             try {
               results.waiters.push(await measureWaiters(server, 'postgres', count));
+              log(`abuse: ${JSON.stringify(results.waiters.at(-1))}`);
             } finally {
               await server.stop();
             }
@@ -351,7 +353,7 @@ async function main(): Promise<void> {
   if (only.includes('idle-grpc')) {
     for (const count of counts(values.idle)) {
       log(`abuse: ${count} idle gRPC connections...`);
-      const server = await startTracker({ args: ['--log-level', 'warn'] });
+      const server = await startTracker();
       try {
         results.idle.push(await measureIdleGrpc(server, count));
       } finally {

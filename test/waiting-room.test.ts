@@ -345,3 +345,29 @@ test('after its heartbeat lapsed, every waiting request of the replica looks aga
     await store.close();
   }
 });
+
+test('when every waiter hangs up at once, other work is served between their leaving, not after it all', async () => {
+  const store = openSqliteLockStore({ path: ':memory:', clock: systemClock });
+  const { service, close } = createTestService(store, { recheckMs: 60_000 });
+  const caller = AUTHENTICATION_OFF;
+  try {
+    await service.acquire({ caller, service: 'deploy', who: 'holder' });
+    const gone = new AbortController();
+    const waits = Array.from({ length: LINE }, (_, i) =>
+      service.acquire({ caller, service: 'deploy', who: `w${i}`, waitSeconds: 60, signal: gone.signal }),
+    );
+    for (const wait of waits) wait.catch(() => {});
+    await waitFor(async () => (await store.queue('deploy')).waiters.length === LINE, { what: 'the line' });
+    gone.abort();
+    // A few turns of the event loop (other requests' I/O is served in each): SQLite's calls
+    // are synchronous, so without a turn each all 200 would have left before the first.
+    for (let turn = 0; turn < 5; turn++) await new Promise((resolve) => setImmediate(resolve));
+    const stillWaiting = (await store.stats()).waiters;
+    assert.ok(stillWaiting > LINE / 2 && stillWaiting < LINE, `${stillWaiting} still in line after 5 turns`);
+    await Promise.allSettled(waits);
+    assert.equal((await store.stats()).waiters, 0);
+  } finally {
+    close();
+    await store.close();
+  }
+});
