@@ -29,7 +29,7 @@ const seed = () => Math.floor(Math.random() * 2 ** 31);
 
 /** A short run on `store` injecting `nemeses` once each, in order, which must pass. */
 async function expectPasses(t: TestContext, store: TortureOptions['store'], nemeses: readonly Nemesis[]) {
-  const report = await runTorture({ ...SHORT, store, seconds: 8, seed: seed(), nemeses });
+  const report = await runTorture({ ...SHORT, store, seconds: 5, seed: seed(), nemeses });
   t.diagnostic(
     `${report.operations} operations, ${report.fencingRefusals} writes refused by fencing, seed ${report.seed}`,
   );
@@ -79,7 +79,7 @@ describe('fault run (short)', { concurrency: true }, () => {
         ...SHORT,
         clients: 2,
         store: 'sqlite',
-        seconds: 4,
+        seconds: 3,
         seed: seed(),
         broken: 'split-brain',
         nemeses: [],
@@ -105,7 +105,7 @@ describe('fault run (short)', { concurrency: true }, () => {
       ...SHORT,
       clients: 2,
       store: 'sqlite',
-      seconds: 4,
+      seconds: 3,
       seed: seed(),
       broken: 'no-fencing',
       nemeses: ['pause-client', 'pause-client'],
