@@ -6,10 +6,10 @@
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import { type ServiceError, status } from '@grpc/grpc-js';
 import { clientAddress, failureKey, proxyTrust } from '../src/auth/client-address.js';
 import { addToken } from '../src/auth/token-file.js';
-import { type LockServiceClient, lockServiceClient } from './support/grpc-client.js';
+import { type LockServiceClient, lockServiceClient, unaryOutcome } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 import { waitFor } from './support/wait-for.js';
@@ -24,19 +24,7 @@ function grpcCall(
   request: object,
   entries: Record<string, string>,
 ): Promise<{ response?: Record<string, unknown>; error?: ServiceError }> {
-  const metadata = new Metadata();
-  for (const [key, value] of Object.entries(entries)) metadata.set(key, value);
-  const fn = client[method] as (
-    request: object,
-    metadata: Metadata,
-    options: object,
-    callback: (error: ServiceError | null, response?: Record<string, unknown>) => void,
-  ) => void;
-  return new Promise((resolve) => {
-    fn.call(client, request, metadata, { deadline: Date.now() + 10_000 }, (error, response) =>
-      resolve(error ? { error } : { response: response ?? {} }),
-    );
-  });
+  return unaryOutcome(client, method, request, entries);
 }
 
 describe('the client address and the failure key (pure functions)', () => {

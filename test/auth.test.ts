@@ -7,7 +7,7 @@ import { after, before, describe, test } from 'node:test';
 import { type ClientReadableStream, Metadata, type ServiceError } from '@grpc/grpc-js';
 import { canonicalPeerSubject, parseSubject } from '../src/auth/client-certificate.js';
 import { addToken, identityOf, parseTokenFile, readTokenFile, revokeToken } from '../src/auth/token-file.js';
-import { type LockServiceClient, lockServiceClient } from './support/grpc-client.js';
+import { type LockServiceClient, lockServiceClient, unaryOutcome } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
 import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 import { openSse } from './support/sse.js';
@@ -30,19 +30,12 @@ function grpcCall(
   request: object,
   token?: string,
 ): Promise<{ response?: Record<string, unknown>; error?: ServiceError }> {
-  const metadata = new Metadata();
-  if (token !== undefined) metadata.set('authorization', `Bearer ${token}`);
-  const fn = client[method] as (
-    request: object,
-    metadata: Metadata,
-    options: object,
-    callback: (error: ServiceError | null, response?: Record<string, unknown>) => void,
-  ) => void;
-  return new Promise((resolve) => {
-    fn.call(client, request, metadata, { deadline: Date.now() + 10_000 }, (error, response) =>
-      resolve(error ? { error } : { response: response ?? {} }),
-    );
-  });
+  return unaryOutcome(
+    client,
+    method,
+    request,
+    token === undefined ? {} : { authorization: `Bearer ${token}` },
+  );
 }
 
 const FREE = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];

@@ -16,6 +16,7 @@ import {
   type LockServiceClient,
   lockServiceClient,
   serverStream,
+  unaryOutcome,
   type WatchLocksMessage,
 } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
@@ -33,19 +34,7 @@ function grpcCall(
   request: object,
   token: string,
 ): Promise<{ response?: Record<string, unknown>; error?: ServiceError }> {
-  const metadata = new Metadata();
-  metadata.set('authorization', `Bearer ${token}`);
-  const fn = client[method] as (
-    request: object,
-    metadata: Metadata,
-    options: object,
-    callback: (error: ServiceError | null, response?: Record<string, unknown>) => void,
-  ) => void;
-  return new Promise((resolve) => {
-    fn.call(client, request, metadata, { deadline: Date.now() + 10_000 }, (error, response) =>
-      resolve(error ? { error } : { response: response ?? {} }),
-    );
-  });
+  return unaryOutcome(client, method, request, { authorization: `Bearer ${token}` });
 }
 
 /** Rewrites the tokens file atomically (as `tracker token` does), changing the named entries. */

@@ -238,6 +238,31 @@ export function serverStream<T>(
   };
 }
 
+/**
+ * A unary call with these metadata entries (e.g. `authorization`); resolves with the response
+ * or the error, never rejects, within 10 s.
+ */
+export function unaryOutcome(
+  client: LockServiceClient,
+  method: string,
+  request: object,
+  entries: Record<string, string> = {},
+): Promise<{ response?: Record<string, unknown>; error?: ServiceError }> {
+  const metadata = new Metadata();
+  for (const [key, value] of Object.entries(entries)) metadata.set(key, value);
+  const fn = client[method] as (
+    request: object,
+    metadata: Metadata,
+    options: object,
+    callback: (error: ServiceError | null, response?: Record<string, unknown>) => void,
+  ) => void;
+  return new Promise((resolve) => {
+    fn.call(client, request, metadata, { deadline: Date.now() + 10_000 }, (error, response) =>
+      resolve(error ? { error } : { response: response ?? {} }),
+    );
+  });
+}
+
 /** Asserts that `promise` fails with `code` and the given `tracker-*` trailers (and no others). */
 export async function rejectsWith(
   promise: Promise<unknown>,
