@@ -176,22 +176,13 @@ export function addToken(
   path: string,
   entry: { name: string; scopes: readonly Scope[]; services?: readonly string[] | undefined },
 ): string {
-  const existing = existsSync(path) ? readTokenFile(path) : [];
-  if (existing.some((token) => token.name === entry.name)) {
-    throw new TokenFileError(`${path}: a token named "${entry.name}" exists already (revoke it first)`);
-  }
   const token = newToken();
-  const added: TokenEntry = {
+  appendEntry(path, {
     name: entry.name,
     hash: hashToken(token),
     scopes: [...entry.scopes],
     ...(entry.services ? { services: [...entry.services] } : {}),
     createdAt: new Date().toISOString(),
-  };
-  // Validates the new entry with the same rules as the server.
-  parseTokenFile(JSON.stringify({ tokens: [...existing, added] }), path);
-  editTokenFile(path, (tokens) => {
-    tokens.add(new (yaml().Document)(added).contents);
   });
   return token;
 }
@@ -209,17 +200,24 @@ export function addCertificateIdentity(
     services?: readonly string[] | undefined;
   },
 ): void {
-  const existing = existsSync(path) ? readTokenFile(path) : [];
-  if (existing.some((token) => token.name === entry.name)) {
-    throw new TokenFileError(`${path}: a token named "${entry.name}" exists already (revoke it first)`);
-  }
-  const added: TokenEntry = {
+  appendEntry(path, {
     name: entry.name,
     certificateSubject: entry.certificateSubject,
     scopes: [...entry.scopes],
     ...(entry.services ? { services: [...entry.services] } : {}),
     createdAt: new Date().toISOString(),
-  };
+  });
+}
+
+/**
+ * Appends an entry to the file (created if missing), unless its name is taken; the entry is
+ * validated first with the same rules as the server.
+ */
+function appendEntry(path: string, added: TokenEntry): void {
+  const existing = existsSync(path) ? readTokenFile(path) : [];
+  if (existing.some((token) => token.name === added.name)) {
+    throw new TokenFileError(`${path}: a token named "${added.name}" exists already (revoke it first)`);
+  }
   parseTokenFile(JSON.stringify({ tokens: [...existing, added] }), path);
   editTokenFile(path, (tokens) => {
     tokens.add(new (yaml().Document)(added).contents);
