@@ -45,6 +45,17 @@ export const ErrorCode = {
    * as its last message; the client resumes from its last event id.
    */
   WATCHER_TOO_SLOW: 'WATCHER_TOO_SLOW',
+  /**
+   * An exclusive request named another `limit` than the one its service is held under (or
+   * registered with); `limit` says the current one. Answered at once, never queued.
+   */
+  LIMIT_MISMATCH: 'LIMIT_MISMATCH',
+  /** No registered resource carries the requested label; `label` names it. */
+  NO_SUCH_LABEL: 'NO_SUCH_LABEL',
+  /** No registered resource has that name. */
+  RESOURCE_NOT_FOUND: 'RESOURCE_NOT_FOUND',
+  /** The resource is held: it cannot be deleted now. */
+  RESOURCE_IN_USE: 'RESOURCE_IN_USE',
 } as const;
 
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
@@ -58,6 +69,14 @@ export class TrackerError extends Error {
     readonly details: {
       readonly field?: string;
       readonly existingLock?: Lock;
+      /** LOCK_HELD, WAIT_TIMEOUT: every holder of what the request could not get. */
+      readonly holders?: readonly Lock[];
+      /** LIMIT_MISMATCH: the service's current limit. */
+      readonly limit?: number;
+      /** LIMIT_MISMATCH: the service. */
+      readonly service?: string;
+      /** NO_SUCH_LABEL: the label. */
+      readonly label?: string;
       readonly retryAfterSeconds?: number;
       /** LOCK_ENDED: the lock that ended. */
       readonly lockId?: string;
@@ -68,8 +87,31 @@ export class TrackerError extends Error {
   }
 }
 
-export function lockHeld(existingLock: Lock): TrackerError {
-  return new TrackerError(ErrorCode.LOCK_HELD, 'lock already exists', { existingLock });
+export function lockHeld(existingLock: Lock, holders: readonly Lock[] = [existingLock]): TrackerError {
+  return new TrackerError(ErrorCode.LOCK_HELD, 'lock already exists', { existingLock, holders });
+}
+
+export function limitMismatch(service: string, limit: number): TrackerError {
+  return new TrackerError(
+    ErrorCode.LIMIT_MISMATCH,
+    `${service} is held (or registered) with limit ${limit}; ask with that limit`,
+    { field: 'limit', limit, service },
+  );
+}
+
+export function noSuchLabel(label: string): TrackerError {
+  return new TrackerError(ErrorCode.NO_SUCH_LABEL, `no registered resource carries the label ${label}`, {
+    field: 'label',
+    label,
+  });
+}
+
+export function resourceNotFound(): TrackerError {
+  return new TrackerError(ErrorCode.RESOURCE_NOT_FOUND, 'resource not found');
+}
+
+export function resourceInUse(): TrackerError {
+  return new TrackerError(ErrorCode.RESOURCE_IN_USE, 'the resource is held; release its locks first');
 }
 
 export function lockNotFound(): TrackerError {
@@ -80,8 +122,8 @@ export function lockNotHeld(): TrackerError {
   return new TrackerError(ErrorCode.LOCK_NOT_HELD, 'lock not held');
 }
 
-export function waitTimeout(existingLock: Lock): TrackerError {
-  return new TrackerError(ErrorCode.WAIT_TIMEOUT, 'timed out waiting for the lock', { existingLock });
+export function waitTimeout(existingLock: Lock, holders: readonly Lock[] = [existingLock]): TrackerError {
+  return new TrackerError(ErrorCode.WAIT_TIMEOUT, 'timed out waiting for the lock', { existingLock, holders });
 }
 
 export function cancelled(): TrackerError {

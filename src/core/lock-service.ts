@@ -32,7 +32,9 @@ import {
   isLockId,
   type Lock,
   type LockEventRecord,
+  type LockMode,
   type LockPage,
+  type Resource,
   MAX_HISTORY_LIMIT,
   MAX_IDEMPOTENCY_KEY_LENGTH,
   MAX_NAME_LENGTH,
@@ -56,8 +58,21 @@ export interface CallerOptions {
   readonly caller: Caller;
 }
 
-export interface AcquireOptions extends CallerOptions {
-  readonly service: string;
+/** One claim as a transport received it: a service or a label, and how to hold it. */
+export interface ClaimOptions {
+  /** Exactly one of `service` and `label`. */
+  readonly service?: string | undefined;
+  readonly label?: string | undefined;
+  /** Default 'exclusive'. */
+  readonly mode?: LockMode | undefined;
+  /** Exclusive holders the service admits (1 to MAX_LIMIT); not with `shared` nor `label`. */
+  readonly limit?: number | undefined;
+  /** With `label` only (in a group): how many resources (1 to MAX_QUANTITY). */
+  readonly quantity?: number | undefined;
+}
+
+/** What every acquire (single or group) takes besides its claims. */
+export interface AcquireCommon extends CallerOptions {
   readonly who: string;
   /** Lease length; undefined: the server's default TTL (or none). */
   readonly ttlSeconds?: number | undefined;
@@ -73,6 +88,43 @@ export interface AcquireOptions extends CallerOptions {
    * joins the same wait), never a second one.
    */
   readonly idempotencyKey?: string | undefined;
+  /** MIN_PRIORITY to MAX_PRIORITY, default 0: higher waiters are granted first. */
+  readonly priority?: number | undefined;
+}
+
+/** A single acquire: one claim (a service, or a label) with the common fields. */
+export interface AcquireOptions extends AcquireCommon, Omit<ClaimOptions, 'quantity'> {}
+
+/** A group acquire: 1 to MAX_GROUP_CLAIMS claims, granted all together or not at all. */
+export interface GroupAcquireOptions extends AcquireCommon {
+  readonly locks: readonly ClaimOptions[];
+}
+
+/** A group's held locks. */
+export interface LockGroup {
+  readonly id: string;
+  readonly locks: readonly Lock[];
+}
+
+export interface GroupAcquired {
+  readonly group: LockGroup;
+  readonly replayed: boolean;
+}
+
+export interface ResourceOptions extends CallerOptions {
+  readonly name: string;
+}
+
+export interface PutResourceOptions extends ResourceOptions {
+  readonly labels?: readonly string[] | undefined;
+  readonly properties?: Readonly<Record<string, string>> | undefined;
+  /** Default 1. */
+  readonly capacity?: number | undefined;
+  readonly description?: string | undefined;
+}
+
+export interface ListResourcesOptions extends CallerOptions {
+  readonly label?: string | undefined;
 }
 
 /** An acquire's answer: the lock, and whether it answers an earlier request with the same key. */
@@ -157,6 +209,20 @@ export interface LockService {
    * granted (FIFO), the wait runs out (WAIT_TIMEOUT) or the signal aborts (CANCELLED).
    */
   acquire(options: AcquireOptions): Promise<Acquired>;
+  /** Takes every claim at once or nothing (also while waiting); see core/grants.ts. */
+  acquireGroup(options: GroupAcquireOptions): Promise<GroupAcquired>;
+  /** A group's held locks; LOCK_NOT_FOUND when none is held. */
+  getGroup(options: LockIdOptions): Promise<LockGroup>;
+  /** Renews every held lock of a group; LOCK_NOT_HELD when none is held. */
+  renewGroup(options: RenewOptions): Promise<LockGroup>;
+  /** Releases every held lock of a group; LOCK_NOT_FOUND when none is held. */
+  releaseGroup(options: LockIdOptions): Promise<LockGroup>;
+  /** Creates or replaces a registered resource (lock:admin). */
+  putResource(options: PutResourceOptions): Promise<{ resource: Resource; created: boolean }>;
+  getResource(options: ResourceOptions): Promise<Resource>;
+  listResources(options: ListResourcesOptions): Promise<Resource[]>;
+  /** Deletes a registered resource (lock:admin); RESOURCE_IN_USE while held. */
+  deleteResource(options: ResourceOptions): Promise<void>;
   get(options: LockIdOptions): Promise<Lock>;
   /** Releases a lock: the caller's own, or any for an admin (or without authentication). */
   release(options: LockIdOptions): Promise<Lock>;

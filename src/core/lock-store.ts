@@ -1,6 +1,8 @@
 import type {
   AcquireRequest,
   HistoryQuery,
+  Resource,
+  ResourceSpec,
   ListRequest,
   Lock,
   LockEventRecord,
@@ -17,20 +19,40 @@ import type {
  * lock granted under the key has ended (it is never granted again).
  */
 export type AcquireResult =
-  | { readonly acquired: true; readonly lock: Lock; readonly replayed?: boolean }
+  | {
+      readonly acquired: true;
+      /** The first of `locks` (a single acquire's one lock). */
+      readonly lock: Lock;
+      /** Every lock granted, in claim order (a group's members). */
+      readonly locks: readonly Lock[];
+      readonly replayed?: boolean;
+    }
   | {
       readonly acquired: false;
+      /** The oldest holder of what the request could not get. */
       readonly holder: Lock;
+      /** Every live holder of what the request could not get, oldest first. */
+      readonly holders: readonly Lock[];
       readonly waiter: Waiter | null;
       /** The request asked to wait but the queue was full (QueueRequest.maxWaiters). */
       readonly queueFull?: boolean;
       readonly replayed?: boolean;
     };
 
-/** What only an acquire with an idempotency key may answer. */
+/**
+ * What an acquire answers besides a grant or a place in line (never queued): with an
+ * idempotency key, `keyReused` or `ended`; an exclusive claim naming another limit than
+ * the one its service is held under (or registered with), `limitMismatch`; a label no
+ * registered resource carries, `noSuchLabel`.
+ */
 export type KeyRefusal =
   | { readonly acquired: false; readonly keyReused: true }
-  | { readonly acquired: false; readonly ended: { readonly lockId: string } };
+  | { readonly acquired: false; readonly ended: { readonly lockId: string } }
+  | {
+      readonly acquired: false;
+      readonly limitMismatch: { readonly service: string; readonly limit: number };
+    }
+  | { readonly acquired: false; readonly noSuchLabel: string };
 
 /**
  * A client's idempotency key for an acquire, kept by the store in the same transaction as
@@ -120,8 +142,46 @@ export interface LockStore {
     queue: QueueRequest | undefined,
     key: IdempotencyKey | undefined,
   ): Promise<AcquireResult | KeyRefusal>;
-  /** Grants the service to its oldest live waiter if nobody holds it; returns that lock. */
-  settle(service: string): Promise<Lock | null>;
+  /**
+   * Grants what the service (or each of the services) can take now to its waiters, in grant
+   * order (an expired holder is deleted first); returns the first lock granted, or null.
+   */
+  settle(service: string | readonly string[]): Promise<Lock | null>;
+  /**
+   * The locks held under a request's id: the lock with that id (a single acquire), or every
+   * live lock of the group with that id. Empty when none is held.
+   */
+  granted(requestId: string): Promise<Lock[]>;
+  /**
+   * Releases every held lock of a group in one transaction (with `owner`, only if all are
+   * that owner's: otherwise nothing is released and `denied` is set); grants what that frees.
+   */
+  releaseGroup(groupId: string, owner?: OwnerMatch): Promise<{ locks: Lock[]; denied: boolean }>;
+  /** Renews every held lock of a group, as `renew` does each; empty when none is held. */
+  renewGroup(
+    groupId: string,
+    ttlSeconds: number | null,
+    owner?: OwnerMatch,
+  ): Promise<{ locks: Lock[]; denied: boolean }>;
+  /**
+   * Creates or replaces a registered resource; `created` when it was new. Its waiters are
+   * granted what it can now give (a new label member, a larger capacity).
+   */
+  putResource(spec: ResourceSpec): Promise<{ resource: Resource; created: boolean }>;
+  /**
+   * Deletes a registered resource: 'deleted', 'missing', or 'in-use' while it has a live
+   * holder (nothing is deleted then).
+   */
+  deleteResource(name: string): Promise<'deleted' | 'missing' | 'in-use'>;
+  getResource(name: string): Promise<Resource | null>;
+  /** Registered resources (carrying `label`, when given), by name. */
+  listResources(label?: string): Promise<Resource[]>;
+  /**
+   * Makes the registry's file-declared part equal `specs`: creates and replaces them, and
+   * deletes the file-declared resources not among them unless held (those are returned).
+   * Resources created through the API are left alone unless `specs` names them.
+   */
+  syncResources(specs: readonly ResourceSpec[]): Promise<{ kept: string[] }>;
   /**
    * Takes a waiter out of the queue. True when it was still waiting; false when it had
    * already been granted (the lock under its request id is then held) or dropped. With

@@ -18,7 +18,27 @@
  * - **fencing token**: an integer given with every acquire, strictly greater than every
  *   token given before for the same service (across releases, expiries, restarts and
  *   replicas). Downstream systems reject writes that carry a token older than one they saw.
+ * - **limit** (a semaphore): a service admits up to `limit` exclusive holders at once (1 by
+ *   default: a mutex). **mode** `shared`: any number of shared holders, never together with
+ *   an exclusive one. See core/grants.ts for the grant rules.
+ * - **resource**: a registered service, with `labels`, `properties` and a `capacity` (its
+ *   limit). A request may name a **label** instead of a service: it takes any free resource
+ *   carrying it.
+ * - **group**: one request for several claims (services, labels with a quantity), granted
+ *   all together or not at all; its locks share the `groupId`.
+ * - **priority**: higher waiters are granted first; arrival order within a priority.
  */
+
+/** How a lock shares its service: `exclusive` holders count against the limit; `shared` ones coexist. */
+export const LOCK_MODES = ['exclusive', 'shared'] as const;
+export type LockMode = (typeof LOCK_MODES)[number];
+
+/** A registered resource as a lock taken on it shows it. */
+export interface ResourceRef {
+  readonly name: string;
+  readonly labels: readonly string[];
+  readonly properties: Readonly<Record<string, string>>;
+}
 
 /** A held lock. */
 export interface Lock {
@@ -35,6 +55,16 @@ export interface Lock {
   readonly waiters: number;
   /** The name of the token that took it; null when authentication was off. */
   readonly owner: string | null;
+  /**
+   * How many exclusive holders its service admits while this lock is held (for a shared
+   * lock: the service's limit, 1 or its resource's capacity).
+   */
+  readonly limit: number;
+  readonly mode: LockMode;
+  /** The group it was granted in (the group's id); null for a lock acquired alone. */
+  readonly groupId: string | null;
+  /** The registered resource it holds; null when its service is not a registered resource. */
+  readonly resource: ResourceRef | null;
 }
 
 /** A request queued for a held service, in arrival order. */
@@ -48,19 +78,54 @@ export interface Waiter {
   readonly since: Date;
   /** 1 for the next in line. */
   readonly position: number;
+  readonly priority: number;
+  readonly mode: LockMode;
+  /** A label request waiting for any resource carrying it (then `service` is the label). */
+  readonly label: string | null;
+  /** The group the request belongs to (its id), or null. */
+  readonly groupId: string | null;
 }
 
-/** A service's holder and its queue. */
+/** A service's holders and its queue. */
 export interface Queue {
   readonly service: string;
+  /** The oldest holder; null when free. */
   readonly holder: Lock | null;
+  /** Every holder, oldest first. */
+  readonly holders: readonly Lock[];
+  /** The waiters that could take it (by name or by one of its labels), in grant order. */
   readonly waiters: readonly Waiter[];
 }
 
-/** What a store is asked to write on acquire; the id is chosen by the service. */
+/**
+ * One thing an acquire asks for: a service by name, or `quantity` resources carrying a
+ * label. `limit` is the exclusive limit the caller expects (null: 1, or the resource's
+ * capacity); a shared claim names none.
+ */
+export interface Claim {
+  readonly service: string | null;
+  readonly label: string | null;
+  readonly mode: LockMode;
+  readonly limit: number | null;
+  /** How many resources of the label (1 for a service). */
+  readonly quantity: number;
+}
+
+/**
+ * What a store is asked to write on acquire; the id is chosen by the service. A single
+ * acquire names its `service` (its lock gets `id`); one with `claims` asks for all of them
+ * (a label claim, or a group when `group` is set: its locks get new ids and `groupId` = id).
+ */
 export interface AcquireRequest {
   readonly id: string;
+  /** A single acquire's service (also the first claim's, or its label, for display). */
   readonly service: string;
+  /** Absent: one exclusive claim on `service` with limit 1 (the guide's acquire). */
+  readonly claims?: readonly Claim[] | undefined;
+  /** The request is a group: every lock gets its own id and this request's id as groupId. */
+  readonly group?: boolean | undefined;
+  /** Higher is granted first among waiters; default 0. */
+  readonly priority?: number | undefined;
   readonly who: string;
   /** null: the lock never expires. */
   readonly ttlSeconds: number | null;
@@ -72,6 +137,41 @@ export interface AcquireRequest {
    */
   readonly ownerKey?: string | null;
 }
+
+/** The claims of a request: its own, or the guide's one exclusive claim on its service. */
+export function claimsOf(request: AcquireRequest): readonly Claim[] {
+  return (
+    request.claims ?? [{ service: request.service, label: null, mode: 'exclusive', limit: null, quantity: 1 }]
+  );
+}
+
+/** A registered resource, as the registry keeps it. */
+export interface ResourceSpec {
+  readonly name: string;
+  readonly labels: readonly string[];
+  readonly properties: Readonly<Record<string, string>>;
+  readonly capacity: number;
+  readonly description: string | null;
+}
+
+/** A registered resource with who holds it and who waits for it. */
+export interface Resource extends ResourceSpec {
+  readonly holders: readonly Lock[];
+  readonly waiters: readonly Waiter[];
+}
+
+export const MAX_LIMIT = 1000;
+export const MIN_PRIORITY = -1000;
+export const MAX_PRIORITY = 1000;
+/** Most claims in one group. */
+export const MAX_GROUP_CLAIMS = 32;
+/** Most resources one label claim takes. */
+export const MAX_QUANTITY = 32;
+/** Most labels and properties of a resource. */
+export const MAX_LABELS = 32;
+export const MAX_PROPERTIES = 64;
+/** Longest property value, in code points. */
+export const MAX_PROPERTY_LENGTH = 1024;
 
 /** Longest accepted TTL: one year. */
 export const MAX_TTL_SECONDS = 31_536_000;
@@ -212,6 +312,13 @@ export interface LockEventRecord {
   readonly heldMs: number | null;
   /** force-released: the operator's reason (may be null); dequeued: one of DEQUEUE_REASONS. */
   readonly reason: string | null;
+  /** The lock's (or the waiting request's) group; null outside a group. */
+  readonly groupId: string | null;
+  readonly mode: LockMode;
+  /** The lock's limit; null for queued/dequeued. */
+  readonly limit: number | null;
+  /** queued/dequeued of a label request: the label (then `service` is the label too). */
+  readonly label: string | null;
 }
 
 export interface HistoryQuery {
