@@ -84,7 +84,7 @@ export class GroupList {
           h(
             'button',
             {
-              class: 'danger small',
+              class: 'danger small release-group',
               attrs: { type: 'button', 'aria-label': `Release group ${id}` },
               on: { click: () => this.onRelease(id) },
             },
