@@ -95,7 +95,7 @@ describe('README', () => {
     for (const event of events) {
       assert.deepEqual(Object.keys(event as object).sort(), Object.keys(EventJson.properties).sort());
       assert.deepEqual(
-        Object.keys((event as { lock: object }).lock).sort(),
+        Object.keys((event as unknown as { lock: object }).lock).sort(),
         Object.keys(EventJson.properties.lock.properties).sort(),
       );
     }
