@@ -22,7 +22,23 @@ export type Lock = Readonly<LockJson>;
  * A held lock as the watch stream tells it: a snapshot's lock, or an event's (which names
  * no resource: the Resources view and the queue show those).
  */
-export type HeldLock = Readonly<Omit<LockJson, 'resource'>>;
+export type HeldLock = Readonly<
+  Pick<
+    LockJson,
+    | 'id'
+    | 'service'
+    | 'who'
+    | 'createdAt'
+    | 'ttlSeconds'
+    | 'expiresAt'
+    | 'fencingToken'
+    | 'waiters'
+    | 'owner'
+    | 'limit'
+    | 'mode'
+    | 'groupId'
+  >
+>;
 export type Resource = Readonly<ResourceJson>;
 export type Group = Readonly<GroupJson>;
 export type LockEvent = Readonly<EventJson>;
