@@ -21,9 +21,16 @@ function toRow(lock: HeldLock): Row {
   };
 }
 
-/** Oldest first (createdAt, then id), as the API lists holders. */
+/**
+ * Oldest first, as the API lists holders. createdAt has whole seconds; within one, the
+ * fencing token (it grows with every grant of a service, across its holders), then the id.
+ */
 export function byAge(a: Row, b: Row): number {
-  return a.createdMs - b.createdMs || (a.lock.id < b.lock.id ? -1 : a.lock.id > b.lock.id ? 1 : 0);
+  return (
+    a.createdMs - b.createdMs ||
+    a.lock.fencingToken - b.lock.fencingToken ||
+    (a.lock.id < b.lock.id ? -1 : a.lock.id > b.lock.id ? 1 : 0)
+  );
 }
 
 /**
