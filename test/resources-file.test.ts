@@ -274,20 +274,17 @@ describe('a server with --resources-file', () => {
     await waitFor(async () => (await names()).includes('fresh'), { what: 'the mended file applied' });
   });
 
-  test('a held resource that leaves the file is kept (a warning) until a reload finds it free', async () => {
+  test('a held resource that leaves the file is kept (a warning) until it is released', async () => {
     replaceFile(file, 'resources:\n  - name: held-one\n    labels: [pool]\n  - name: fresh\n');
     await waitFor(async () => (await names()).includes('held-one'), { what: 'held-one registered' });
     const lock = await rest('POST', '/lock', { service: 'held-one', who: 'job-1' });
     assert.equal(lock.status, 201, JSON.stringify(lock.json));
     const warnings = logged(
-      'resources removed from the file are held: they stay registered until a reload finds them released',
+      'resources removed from the file are held: they stay registered until released',
     ).length;
     replaceFile(file, 'resources:\n  - name: fresh\n');
     const warning = await waitFor(
-      () =>
-        logged(
-          'resources removed from the file are held: they stay registered until a reload finds them released',
-        )[warnings],
+      () => logged('resources removed from the file are held: they stay registered until released')[warnings],
       { what: 'the warning about held-one' },
     );
     assert.deepEqual(warning.kept, ['held-one']);
@@ -298,11 +295,12 @@ describe('a server with --resources-file', () => {
       (kept.json.holders as ResourceJson['holders']).map((holder) => holder.who),
       ['job-1'],
     );
+    // Released: the file is applied again, without an edit or a SIGHUP.
     assert.equal((await rest('DELETE', `/lock/${lock.json.id}`)).status, 200);
-    server.child.kill('SIGHUP');
     await waitFor(async () => (await rest('GET', '/resources/held-one')).status === 404, {
       what: 'held-one removed once released',
     });
+    assert.ok(logged('resources reloaded').some((line) => line.why === 'a kept resource changed'));
   });
 
   test('holders and waiters per label in /metrics', async () => {

@@ -7,6 +7,8 @@ import { holdTag } from './table.js';
  * often while the view is open, besides after every lock event.
  */
 const REFRESH_MS = 5000;
+/** Least time between two reads that events asked for. */
+const REREAD_MS = 250;
 
 /** One label's pool, as the view shows it. */
 export interface LabelPool {
@@ -109,9 +111,10 @@ export class ResourcesPage {
       .finally(() => {
         this.fetching = undefined;
         this.requestRender();
+        // A burst of lock events reads the registry a few times a second at most.
         if (this.again) {
           this.again = false;
-          this.refresh();
+          setTimeout(() => this.refresh(), REREAD_MS);
         }
       });
   }

@@ -225,7 +225,7 @@ export function readResourcesFile(path: string): ResourceSpec[] {
 
 export interface ResourcesFileDeps {
   readonly path: string;
-  readonly store: Pick<LockStore, 'syncResources'>;
+  readonly store: Pick<LockStore, 'syncResources' | 'onChange'>;
   readonly logger: Logger;
 }
 
@@ -244,20 +244,23 @@ export interface ResourcesFile {
  * server does not start), then keeps the store's file-declared registry equal to the file:
  * reloaded when the file changes and on `reload()` (SIGHUP). A reload that fails keeps the
  * previous registry and logs why. A resource that left the file while held stays registered
- * until a later reload finds it free (logged as a warning).
+ * (logged as a warning) until it is released: the file is then applied again.
  */
 export async function loadResourcesFile({ path, store, logger }: ResourcesFileDeps): Promise<ResourcesFile> {
+  /** Resources the file no longer declares that were held at the last reload. */
+  let kept = new Set<string>();
   const apply = async (why: string | null) => {
     const specs = readResourcesFile(path);
-    const { kept } = await store.syncResources(specs);
+    const result = await store.syncResources(specs);
+    kept = new Set(result.kept);
     logger.info(
       { resources: specs.length, file: path, ...(why === null ? {} : { why }) },
       why === null ? 'resources file loaded' : 'resources reloaded',
     );
-    if (kept.length > 0) {
+    if (result.kept.length > 0) {
       logger.warn(
-        { kept, file: path },
-        'resources removed from the file are held: they stay registered until a reload finds them released',
+        { kept: result.kept, file: path },
+        'resources removed from the file are held: they stay registered until released',
       );
     }
   };
@@ -289,14 +292,22 @@ export async function loadResourcesFile({ path, store, logger }: ResourcesFileDe
   // Editors replace the file (rename), which ends a watch on the file itself: watch its
   // folder, for its name (as the tokens file).
   let debounce: NodeJS.Timeout | undefined;
+  const soon = (why: string) => {
+    clearTimeout(debounce);
+    debounce = setTimeout(() => void reload(why), 100);
+    debounce.unref();
+  };
   const watcher = watch(dirname(path), (_event, changed) => {
     if (changed !== null && changed !== basename(path)) return;
-    clearTimeout(debounce);
-    debounce = setTimeout(() => void reload('file changed'), 100);
-    debounce.unref();
+    soon('file changed');
   });
   watcher.unref();
   watcher.on('error', (error) => logger.error({ err: error, file: path }, 'cannot watch the resources file'));
+  // A kept resource that may have been released (by any process sharing the store): apply
+  // the file again, which deletes it once it is free.
+  const stopListening = store.onChange((service) => {
+    if (kept.has(service)) soon('a kept resource changed');
+  });
 
   return {
     reload,
@@ -304,6 +315,7 @@ export async function loadResourcesFile({ path, store, logger }: ResourcesFileDe
       closed = true;
       clearTimeout(debounce);
       watcher.close();
+      stopListening();
       return tail;
     },
   };
