@@ -32,7 +32,7 @@ export class GroupList {
   render(now: number): void {
     if (this.state.version !== this.version) this.rebuild(now);
     for (const view of this.views) {
-      setText(view.held, formatDuration(now - view.first.createdMs));
+      setText(view.held, `held ${formatDuration(now - view.first.createdMs)}`);
       setText(
         view.expires,
         view.expiresMs === Number.POSITIVE_INFINITY
