@@ -11,6 +11,7 @@ import type { FastifyInstance } from 'fastify';
 import { pino } from 'pino';
 import { createGate } from '../src/auth/gate.js';
 import { AUTHENTICATION_OFF } from '../src/core/auth.js';
+import { systemClock } from '../src/core/clock.js';
 import type { LockStore } from '../src/core/lock-store.js';
 import { createWatcherRegistry, DEFAULT_WATCH_LIMITS } from '../src/core/watchers.js';
 import { buildHttpApp } from '../src/http/app.js';
@@ -37,7 +38,7 @@ interface Running {
 /** The REST app on a real socket, over a real SQLite file, with the system clock. */
 async function startApp(): Promise<Running> {
   const dir = tempDir();
-  const store = openSqliteLockStore({ path: join(dir.path, 'tracker.db') });
+  const store = openSqliteLockStore({ path: join(dir.path, 'tracker.db'), clock: systemClock });
   const watchers = createWatcherRegistry(DEFAULT_WATCH_LIMITS);
   const metrics = createMetrics({ stats: () => store.stats(), watchers });
   const { service, close } = createTestService(metrics.instrument(store), {
