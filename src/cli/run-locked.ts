@@ -250,7 +250,8 @@ export async function runLocked(options: RunLockedOptions): Promise<number> {
   clearTimeout(killTimer);
   for (const signal of FORWARDED) process.off(signal, forward);
 
-  if (!lost) {
+  // A group that lost one lock still holds the others: they are given back too.
+  if (!lost || held.locks.length > 1) {
     await held.release().catch((error: unknown) => {
       if (!(error instanceof LockNotFoundError))
         say(`could not release ${held.what}: ${(error as Error).message}`);

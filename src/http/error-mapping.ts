@@ -133,12 +133,17 @@ function validationError(error: Partial<FastifyError>): ErrorJson {
     field,
   });
   switch (first?.keyword) {
+    // Inside a nested object (a group's claim), the field is named by its path: locks.0.ttl.
     case 'required': {
-      const field = String(params.missingProperty);
+      const field =
+        fromPath === '' ? String(params.missingProperty) : `${fromPath}.${String(params.missingProperty)}`;
       return invalid(field, `${field} is required`);
     }
     case 'additionalProperties': {
-      const field = String(params.additionalProperty);
+      const field =
+        fromPath === ''
+          ? String(params.additionalProperty)
+          : `${fromPath}.${String(params.additionalProperty)}`;
       return invalid(field, `unknown ${where}: ${field}`);
     }
   }

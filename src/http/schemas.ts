@@ -525,8 +525,13 @@ export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> =
   /** A resource's name (path). */
   name: NAME_RULES,
   'labels.*': NAME_RULES,
-  labels: { maxItems: `must hold at most ${MAX_LABELS} labels`, uniqueItems: 'must not repeat a label' },
+  labels: {
+    type: 'must be an array of labels',
+    maxItems: `must hold at most ${MAX_LABELS} labels`,
+    uniqueItems: 'must not repeat a label',
+  },
   properties: {
+    type: 'must be an object of string values',
     maxProperties: `must hold at most ${MAX_PROPERTIES} properties`,
     propertyNames: `keys must be 1 to ${MAX_NAME_LENGTH} visible characters (the service rules)`,
   },
