@@ -12,6 +12,8 @@ import {
   type LockOperation,
   type LockOutput,
   lockModel,
+  type ModelClaim,
+  type ModelResource,
   type SeenLock,
 } from './support/linearizability/lock-model.js';
 
@@ -177,8 +179,8 @@ const acquire = (request: string, ttlMs: number | null = null) =>
 const wait = (request: string, ttlMs: number | null = null) =>
   ({ kind: 'acquire', phase: 'complete', request, ttlMs }) as const;
 
-function check(history: LockOperation[]) {
-  return checkLinearizable(lockModel(history), history, { timeoutMs: 5000 });
+function check(history: LockOperation[], resources: readonly ModelResource[] = []) {
+  return checkLinearizable(lockModel(history, { resources }), history, { timeoutMs: 5000 });
 }
 
 describe('the lock model', () => {
@@ -388,5 +390,339 @@ describe('the lock model', () => {
     if (verdict.result !== 'illegal') return;
     assert.ok(verdict.partition.every((o) => o.input.service === 's7'));
     assert.deepEqual(verdict.excerpt.map((o) => o.client).sort(), ['x', 'y']);
+  });
+});
+
+// ---------------------------------------------------------------- many holders
+
+const on = (service: string, more: Partial<ModelClaim> = {}): ModelClaim => ({
+  service,
+  label: null,
+  mode: 'exclusive',
+  limit: null,
+  quantity: 1,
+  ...more,
+});
+const labelled = (label: string, quantity = 1): ModelClaim => ({
+  service: null,
+  label,
+  mode: 'exclusive',
+  limit: null,
+  quantity,
+});
+/** An acquire of `claims` (no wait unless `waits`), its service the first claim's. */
+const take = (
+  request: string,
+  claims: ModelClaim[],
+  more: { waits?: boolean; group?: boolean; priority?: number } = {},
+): Input => ({
+  kind: 'acquire',
+  phase: more.waits ? 'complete' : 'now',
+  request,
+  ttlMs: null,
+  claims,
+  service: claims[0]?.service ?? claims[0]?.label ?? '',
+  ...(more.group ? { group: true } : {}),
+  ...(more.priority !== undefined ? { priority: more.priority } : {}),
+});
+const seen = (service: string, id: string, token: number, more: Partial<SeenLock> = {}): SeenLock => ({
+  id,
+  token,
+  expiresAt: null,
+  service,
+  ...more,
+});
+const got = (lock: SeenLock): LockOutput => ({ ok: true, lock });
+const gotGroup = (group: string, locks: SeenLock[]): LockOutput => ({ ok: true, group, locks });
+const release = (service: string, id: string): Input => ({ kind: 'release', id, service });
+const queue = (service: string, holderIds: string[], waiters: string[]): [Input, LockOutput] => [
+  { kind: 'queue', service },
+  { ok: true, queue: { holderId: holderIds[0] ?? null, holderIds, waiters } },
+];
+const PHONES: ModelResource[] = ['phone-1', 'phone-2', 'phone-3'].map((name) => ({
+  name,
+  labels: ['phone'],
+  capacity: 1,
+}));
+
+describe('the lock model: semaphores, shared mode, labels, groups and priorities', () => {
+  const pool = (request: string) => take(request, [on('pool', { limit: 3 })]);
+
+  test('a semaphore admits up to its limit; one more is over capacity', () => {
+    const three = [
+      op('a', pool('a1'), got(seen('pool', 'A', 1, { limit: 3 })), 0, 1),
+      op('b', pool('b1'), got(seen('pool', 'B', 2, { limit: 3 })), 2, 3),
+      op('c', pool('c1'), got(seen('pool', 'C', 3, { limit: 3 })), 4, 5),
+    ];
+    assert.equal(check(three).result, 'ok');
+    const over = [...three, op('d', pool('d1'), got(seen('pool', 'D', 4, { limit: 3 })), 6, 7)];
+    assert.equal(check(over).result, 'illegal', 'a fourth holder at limit 3');
+    const refused = [...three, op('d', pool('d1'), held('A'), 6, 7)];
+    assert.equal(check(refused).result, 'ok');
+    // Once one leaves, a fourth may come.
+    const after = [
+      ...three,
+      op('b', release('pool', 'B'), ok, 6, 7),
+      op('d', pool('d1'), got(seen('pool', 'D', 4, { limit: 3 })), 8, 9),
+    ];
+    assert.equal(check(after).result, 'ok');
+    // A lock showing another limit than it was granted under.
+    const wrongLimit = [op('a', pool('a1'), got(seen('pool', 'A', 1, { limit: 2 })), 0, 1)];
+    assert.equal(check(wrongLimit).result, 'illegal');
+  });
+
+  test('a request naming another limit than the holders was refused LIMIT_MISMATCH, at once', () => {
+    const base = [op('a', pool('a1'), got(seen('pool', 'A', 1, { limit: 3 })), 0, 1)];
+    const other = take('b1', [on('pool', { limit: 2 })]);
+    assert.equal(check([...base, op('b', other, { ok: false, code: 'LIMIT_MISMATCH' }, 2, 3)]).result, 'ok');
+    assert.equal(
+      check([...base, op('b', other, got(seen('pool', 'B', 2, { limit: 2 })), 2, 3)]).result,
+      'illegal',
+    );
+    // With nothing held there is nothing to mismatch.
+    assert.equal(check([op('b', other, { ok: false, code: 'LIMIT_MISMATCH' }, 2, 3)]).result, 'illegal');
+  });
+
+  test('shared holders coexist, never with an exclusive one', () => {
+    const shared = (request: string) => take(request, [on('db', { mode: 'shared' })]);
+    const readers = [
+      op('a', shared('a1'), got(seen('db', 'A', 1, { mode: 'shared' })), 0, 1),
+      op('b', shared('b1'), got(seen('db', 'B', 2, { mode: 'shared' })), 2, 3),
+    ];
+    assert.equal(check(readers).result, 'ok');
+    const writer = take('w1', [on('db')]);
+    assert.equal(check([...readers, op('w', writer, got(seen('db', 'W', 3)), 4, 5)]).result, 'illegal');
+    assert.equal(check([...readers, op('w', writer, held('A'), 4, 5)]).result, 'ok');
+    // A shared lock while an exclusive one holds.
+    const exclusiveFirst = [
+      op('w', writer, got(seen('db', 'W', 1)), 0, 1),
+      op('a', shared('a1'), got(seen('db', 'A', 2, { mode: 'shared' })), 2, 3),
+    ];
+    assert.equal(check(exclusiveFirst).result, 'illegal');
+  });
+
+  test('a waiting exclusive request is not overtaken by later shared ones', () => {
+    const shared = (request: string) => take(request, [on('db', { mode: 'shared' })]);
+    const base = [
+      op('a', shared('a1'), got(seen('db', 'A', 1, { mode: 'shared' })), 0, 1),
+      // w waits for the writer's place; it is seen in line before b asks.
+      op('w', take('w1', [on('db')], { waits: true }), got(seen('db', 'W', 3)), 2, 20),
+      op('q', ...queue('db', ['A'], ['w1']), 3, 4),
+    ];
+    const overtaken = [...base, op('b', shared('b1'), got(seen('db', 'B', 2, { mode: 'shared' })), 5, 6)];
+    assert.equal(check(overtaken).result, 'illegal');
+    const twin = [
+      ...base,
+      op('b', shared('b1'), held('A'), 5, 6),
+      op('a', release('db', 'A'), ok, 7, 8),
+      op('w', release('db', 'W'), ok, 21, 22),
+    ];
+    assert.equal(check(twin).result, 'ok');
+  });
+
+  test('consecutive shared waiters at the head are granted together', () => {
+    const shared = (request: string) => take(request, [on('db', { mode: 'shared' })], { waits: true });
+    const history = (secondWaits: boolean) => [
+      op('h', take('h1', [on('db')]), got(seen('db', 'H', 1)), 0, 1),
+      op('a', shared('a1'), got(seen('db', 'A', 2, { mode: 'shared' })), 2, 30),
+      op('b', shared('b1'), got(seen('db', 'B', 3, { mode: 'shared' })), 3, 30),
+      op('q', ...queue('db', ['H'], ['a1', 'b1']), 4, 5),
+      op('h', release('db', 'H'), ok, 10, 11),
+      // After the release's answer: both readers hold, or one still waits.
+      op('q', ...queue('db', ['A', ...(secondWaits ? [] : ['B'])], secondWaits ? ['b1'] : []), 12, 13),
+    ];
+    assert.equal(check(history(false)).result, 'ok');
+    assert.equal(check(history(true)).result, 'illegal', 'the second reader was left waiting');
+  });
+
+  test('a group is granted all its claims at once, or holds nothing', () => {
+    const group = (waits: boolean) => take('g1', [on('a'), on('b')], { group: true, waits });
+    const base = [op('h', take('h1', [on('b')]), got(seen('b', 'H', 1)), 0, 1)];
+    // Granted both while b was held: half of it was granted early.
+    const early = [
+      ...base,
+      op('g', group(false), gotGroup('G', [seen('a', 'GA', 1), seen('b', 'GB', 2)]), 2, 3),
+    ];
+    assert.equal(check(early).result, 'illegal');
+    const refused = [...base, op('g', group(false), held('H'), 2, 3)];
+    assert.equal(check(refused).result, 'ok');
+    // A waiting group holds nothing: a plain acquire of `a` meanwhile is granted, never refused.
+    const waiting = [
+      ...base,
+      op('g', group(true), gotGroup('G', [seen('a', 'GA', 2), seen('b', 'GB', 2)]), 2, 30),
+      op('q', ...queue('b', ['H'], ['g1']), 3, 4),
+      op('x', take('x1', [on('a')]), got(seen('a', 'X', 1)), 5, 6),
+      op('x', release('a', 'X'), ok, 7, 8),
+      op('h', release('b', 'H'), ok, 9, 10),
+    ];
+    assert.equal(check(waiting).result, 'ok');
+    const halfHeld = [
+      ...base,
+      op('g', group(true), gotGroup('G', [seen('a', 'GA', 1), seen('b', 'GB', 2)]), 2, 30),
+      op('q', ...queue('b', ['H'], ['g1']), 3, 4),
+      op('x', take('x1', [on('a')]), held('GA'), 5, 6),
+      op('h', release('b', 'H'), ok, 9, 10),
+    ];
+    assert.equal(check(halfHeld).result, 'illegal', 'a waiting group held one of its claims');
+    // An answer with fewer locks than claims.
+    const partial = [...base.slice(0, 0), op('g', group(false), gotGroup('G', [seen('a', 'GA', 1)]), 2, 3)];
+    assert.equal(check(partial).result, 'illegal');
+    // Releasing the group releases every member.
+    const released = [
+      op('g', group(false), gotGroup('G', [seen('a', 'GA', 1), seen('b', 'GB', 1)]), 0, 1),
+      op(
+        'g',
+        { kind: 'release-group', group: 'G', services: ['a', 'b'], ttlMs: null, service: 'a' },
+        gotGroup('G', [seen('a', 'GA', 1), seen('b', 'GB', 1)]),
+        2,
+        3,
+      ),
+      op('x', take('x1', [on('b')]), got(seen('b', 'X', 2)), 4, 5),
+    ];
+    assert.equal(check(released).result, 'ok');
+  });
+
+  test('higher priority is granted first; an inversion is refused', () => {
+    const history = (first: 'low' | 'high') => [
+      op('h', take('h1', [on('deploy')]), got(seen('deploy', 'H', 1)), 0, 1),
+      op(
+        'l',
+        take('l1', [on('deploy')], { waits: true }),
+        got(seen('deploy', 'L', first === 'low' ? 2 : 3)),
+        2,
+        first === 'low' ? 11.5 : 40,
+      ),
+      op(
+        'p',
+        take('p1', [on('deploy')], { waits: true, priority: 5 }),
+        got(seen('deploy', 'P', first === 'low' ? 3 : 2)),
+        4,
+        first === 'low' ? 40 : 11.5,
+      ),
+      // Both in line, the later one first (its priority is higher).
+      op('q', ...queue('deploy', ['H'], ['p1', 'l1']), 5, 6),
+      op('h', release('deploy', 'H'), ok, 10, 11),
+      // The first one granted gives it back while the other still waits.
+      op(first === 'low' ? 'l' : 'p', release('deploy', first === 'low' ? 'L' : 'P'), ok, 12, 13),
+    ];
+    assert.equal(check(history('high')).result, 'ok');
+    assert.equal(check(history('low')).result, 'illegal', 'the lower priority went first');
+    // The line is shown in grant order: arrival order would be a wrong look.
+    const arrivalOrder = [
+      op('h', take('h1', [on('deploy')]), got(seen('deploy', 'H', 1)), 0, 1),
+      op('l', take('l1', [on('deploy')], { waits: true }), { ok: false, code: 'WAIT_TIMEOUT' }, 2, 40),
+      op(
+        'p',
+        take('p1', [on('deploy')], { waits: true, priority: 5 }),
+        { ok: false, code: 'WAIT_TIMEOUT' },
+        4,
+        40,
+      ),
+      op('q', ...queue('deploy', ['H'], ['l1', 'p1']), 5, 6),
+    ];
+    assert.equal(check(arrivalOrder).result, 'illegal');
+  });
+
+  test('fencing tokens grow per service across every holder', () => {
+    const history = (second: number) => [
+      op('a', pool('a1'), got(seen('pool', 'A', 4, { limit: 3 })), 0, 1),
+      op('b', pool('b1'), got(seen('pool', 'B', second, { limit: 3 })), 2, 3),
+    ];
+    assert.equal(check(history(5)).result, 'ok');
+    assert.equal(check(history(4)).result, 'illegal', 'a token given twice');
+    assert.equal(check(history(3)).result, 'illegal', 'a token going backwards');
+    // Two waiters granted in one pass: the one granted first has the smaller token, whichever
+    // client hears first.
+    const pair = (firstToken: number, secondToken: number) => [
+      op('h', take('h1', [on('db')]), got(seen('db', 'H', 1)), 0, 1),
+      op(
+        'a',
+        take('a1', [on('db', { mode: 'shared' })], { waits: true }),
+        got(seen('db', 'A', firstToken, { mode: 'shared' })),
+        2,
+        50,
+      ),
+      op(
+        'b',
+        take('b1', [on('db', { mode: 'shared' })], { waits: true }),
+        got(seen('db', 'B', secondToken, { mode: 'shared' })),
+        3,
+        20,
+      ),
+      op('q', ...queue('db', ['H'], ['a1', 'b1']), 4, 5),
+      op('h', release('db', 'H'), ok, 10, 11),
+    ];
+    assert.equal(check(pair(2, 3)).result, 'ok');
+    assert.equal(check(pair(3, 2)).result, 'illegal', 'the later grant got the smaller token');
+  });
+
+  test('a label takes a free resource carrying it; none free is LOCK_HELD', () => {
+    const phone = (request: string) => take(request, [labelled('phone')]);
+    const two = [
+      op('a', phone('a1'), got(seen('phone-2', 'A', 1)), 0, 1),
+      op('b', phone('b1'), got(seen('phone-1', 'B', 1)), 2, 3),
+    ];
+    assert.equal(check(two, PHONES).result, 'ok');
+    const same = [...two.slice(0, 1), op('b', phone('b1'), got(seen('phone-2', 'B', 2)), 2, 3)];
+    assert.equal(check(same, PHONES).result, 'illegal', 'a held phone given again');
+    const full = [
+      ...two,
+      op('c', phone('c1'), got(seen('phone-3', 'C', 1)), 4, 5),
+      op('d', phone('d1'), held('B'), 6, 7),
+    ];
+    assert.equal(check(full, PHONES).result, 'ok');
+    const refusedEarly = [...two, op('d', phone('d1'), held('B'), 6, 7)];
+    assert.equal(check(refusedEarly, PHONES).result, 'illegal', 'refused while phone-3 was free');
+    // A resource without the label.
+    const stranger = [op('a', phone('a1'), got(seen('tablet-1', 'A', 1)), 0, 1)];
+    assert.equal(
+      check(stranger, [...PHONES, { name: 'tablet-1', labels: ['tablet'], capacity: 1 }]).result,
+      'illegal',
+    );
+    // Two of them in one group: distinct resources.
+    const pair = take('g1', [labelled('phone', 2)], { group: true });
+    const twice = [op('g', pair, gotGroup('G', [seen('phone-1', 'G1', 1), seen('phone-1', 'G2', 2)]), 0, 1)];
+    assert.equal(check(twice, PHONES).result, 'illegal');
+    const distinct = [
+      op('g', pair, gotGroup('G', [seen('phone-1', 'G1', 1), seen('phone-3', 'G2', 1)]), 0, 1),
+    ];
+    assert.equal(check(distinct, PHONES).result, 'ok');
+  });
+
+  test('a label waiter is not overtaken on the resources it waits for', () => {
+    const phone = (request: string, waits = false) => take(request, [labelled('phone')], { waits });
+    const history = (late: LockOutput) => [
+      op('a', phone('a1'), got(seen('phone-1', 'A', 1)), 0, 1),
+      op('b', phone('b1'), got(seen('phone-2', 'B', 1)), 2, 3),
+      op('c', phone('c1'), got(seen('phone-3', 'C', 1)), 4, 5),
+      op('w', phone('w1', true), got(seen('phone-2', 'W', 2)), 6, 40),
+      op('q', ...queue('phone-1', ['A'], ['w1']), 7, 8),
+      op('b', release('phone-2', 'B'), ok, 10, 11),
+      // Asks for phone-2 by name after it was freed: the label waiter came first.
+      op('n', take('n1', [on('phone-2')]), late, 12, 13),
+    ];
+    assert.equal(check(history(held('W')), PHONES).result, 'ok');
+    assert.equal(check(history(got(seen('phone-2', 'N', 2))), PHONES).result, 'illegal');
+  });
+
+  test('services linked by a group or a label are checked together; others apart', () => {
+    const history = [
+      op(
+        'a',
+        take('a1', [on('x'), on('y')], { group: true }),
+        gotGroup('G', [seen('x', 'X', 1), seen('y', 'Y', 1)]),
+        0,
+        1,
+      ),
+      op('b', take('b1', [on('z')]), got(seen('z', 'Z', 1)), 2, 3),
+      op('c', take('c1', [labelled('phone')]), got(seen('phone-1', 'P', 1)), 4, 5),
+      op('d', take('d1', [on('phone-2')]), got(seen('phone-2', 'Q', 1)), 6, 7),
+      op('e', take('e1', [on('y')]), held('Y'), 8, 9),
+    ];
+    const verdict = check(history, PHONES);
+    assert.equal(verdict.result, 'ok');
+    if (verdict.result !== 'ok') return;
+    // {x, y}, {z}, {phone-1, phone-2, phone-3}.
+    assert.equal(verdict.partitions, 3);
   });
 });

@@ -235,7 +235,9 @@ interface Knowledge {
 // ---------------------------------------------------------------- the rules
 
 function claimsOf(input: LockInput & { kind: 'acquire' }): readonly ModelClaim[] {
-  return input.claims ?? [{ service: input.service, label: null, mode: 'exclusive', limit: null, quantity: 1 }];
+  return (
+    input.claims ?? [{ service: input.service, label: null, mode: 'exclusive', limit: null, quantity: 1 }]
+  );
 }
 
 /** The services a claim can use. */
@@ -276,7 +278,8 @@ function mismatches(state: ServiceState, claims: readonly ModelClaim[], k: Knowl
     if (capacity !== null) return claim.limit !== null && claim.limit !== capacity;
     const requested = claim.limit ?? 1;
     return state.holders.some(
-      (holder) => holder.service === claim.service && holder.mode === 'exclusive' && holder.limit !== requested,
+      (holder) =>
+        holder.service === claim.service && holder.mode === 'exclusive' && holder.limit !== requested,
     );
   });
 }
@@ -326,14 +329,20 @@ function choices(
     ...picks.filter((pick) => pick.service === name),
   ];
   const fits = (name: string, claim: ModelClaim, picks: readonly Choice[]) =>
-    !blocked.has(name) && (allowed === null || allowed.has(name)) && admits(name, claim, current(name, picks), k);
+    !blocked.has(name) &&
+    (allowed === null || allowed.has(name)) &&
+    admits(name, claim, current(name, picks), k);
   const visit = (index: number, picks: Choice[]): void => {
     const claim = claims[index];
     if (!claim) {
       results.push(picks);
       return;
     }
-    const pick = (name: string): Choice => ({ service: name, mode: claim.mode, limit: grantedLimit(name, claim, k) });
+    const pick = (name: string): Choice => ({
+      service: name,
+      mode: claim.mode,
+      limit: grantedLimit(name, claim, k),
+    });
     if (claim.service !== null) {
       if (fits(claim.service, claim, picks)) visit(index + 1, [...picks, pick(claim.service)]);
       return;
@@ -356,7 +365,12 @@ function choices(
 }
 
 /** The services of the claims a request cannot get now (a label claim it cannot complete: all its resources). */
-function contended(claims: readonly ModelClaim[], holders: readonly Holder[], blocked: ReadonlySet<string>, k: Knowledge) {
+function contended(
+  claims: readonly ModelClaim[],
+  holders: readonly Holder[],
+  blocked: ReadonlySet<string>,
+  k: Knowledge,
+) {
   const names: string[] = [];
   for (const claim of claims) {
     const candidates = candidatesOf(claim, k);
@@ -488,7 +502,10 @@ function dropOrphans(state: ServiceState, k: Knowledge): ServiceState[] {
   let states = [state];
   for (const orphan of state.queue.filter((waiter) => waiter.orphan)) {
     states = states.flatMap((current) => {
-      const without = { ...current, queue: current.queue.filter((waiter) => waiter.request !== orphan.request) };
+      const without = {
+        ...current,
+        queue: current.queue.filter((waiter) => waiter.request !== orphan.request),
+      };
       return [current, withDirty(without, [...current.dirty, ...servicesOfClaims(orphan.claims, k)], k)];
     });
   }
@@ -532,7 +549,11 @@ function confirm(state: ServiceState, index: number, lock: SeenLock): ServiceSta
   if (holder.id !== null && holder.id !== lock.id) return null;
   if (lock.mode !== undefined && lock.mode !== holder.mode) return null;
   if (lock.limit !== undefined && lock.limit !== holder.limit) return null;
-  if (holder.token !== null ? holder.token !== lock.token : !(lock.token > holder.after && lock.token < holder.before)) {
+  if (
+    holder.token !== null
+      ? holder.token !== lock.token
+      : !(lock.token > holder.after && lock.token < holder.before)
+  ) {
     return null;
   }
   const holders = state.holders.map((other, i): Holder => {
@@ -556,7 +577,10 @@ function confirmAll(state: ServiceState, request: string, locks: readonly SeenLo
     const name = lock.service ?? service;
     const index: number = current.holders.findIndex(
       (holder, i) =>
-        !used.has(i) && holder.request === request && holder.service === name && (holder.id === null || holder.id === lock.id),
+        !used.has(i) &&
+        holder.request === request &&
+        holder.service === name &&
+        (holder.id === null || holder.id === lock.id),
     );
     if (index < 0) return null;
     used.add(index);
@@ -575,7 +599,12 @@ function locksOf(output: LockOutput | Unknown): readonly SeenLock[] | null {
  * An answer naming `holderId` as a holder fits a state that holds it on one of `services`,
  * or holds there a lock no client learned of (whose id can be no lock any answer showed).
  */
-function namesAHolder(state: ServiceState, holderId: string | undefined, services: ReadonlySet<string>, k: Knowledge) {
+function namesAHolder(
+  state: ServiceState,
+  holderId: string | undefined,
+  services: ReadonlySet<string>,
+  k: Knowledge,
+) {
   const there = state.holders.filter((holder) => services.has(holder.service));
   if (holderId === undefined) return there.length > 0;
   return there.some((holder) => holder.id === holderId || (holder.id === null && !k.knownIds.has(holderId)));
@@ -624,7 +653,8 @@ function stepAcquire(
   // may drop it from the line, and end what it is granted, unseen. A wait answered LOCK_ENDED
   // was granted a lock its client never saw: it may end any time.
   const orphan =
-    input.phase !== 'now' && (output === UNKNOWN || ended || (input.retried === true && input.phase === 'arrive'));
+    input.phase !== 'now' &&
+    (output === UNKNOWN || ended || (input.retried === true && input.phase === 'arrive'));
   const waiter: Waiter = { request, ttlMs, claims, priority: input.priority ?? 0, orphan };
 
   if (input.phase === 'rejoin' || input.phase === 'arrive') {
@@ -632,7 +662,10 @@ function stepAcquire(
       // A retry of a request still in line takes its place (its client is back), and its
       // pass runs.
       if (output === UNKNOWN) return [state];
-      const back = { ...state, queue: state.queue.map((w, i) => (i === queuedAt ? { ...w, orphan: false } : w)) };
+      const back = {
+        ...state,
+        queue: state.queue.map((w, i) => (i === queuedAt ? { ...w, orphan: false } : w)),
+      };
       return pass(back, services, null, k).map((result) => result.state);
     }
     if (input.phase === 'rejoin' && output === UNKNOWN) return [state];
@@ -704,7 +737,12 @@ function stepComplete(
 }
 
 /** A look at the line fits a state with those holders and those waiters, in grant order. */
-function stepQueue(state: ServiceState, service: string, output: LockOutput | Unknown, k: Knowledge): ServiceState[] {
+function stepQueue(
+  state: ServiceState,
+  service: string,
+  output: LockOutput | Unknown,
+  k: Knowledge,
+): ServiceState[] {
   if (output === UNKNOWN || !output.ok) return [state];
   if (!output.queue) return [];
   const { holderId, holderIds, waiters } = output.queue;
@@ -792,7 +830,12 @@ function stepById(
  * A renewal whose answer was lost restarts the leases at its own time (some time after its
  * call): they may end as early as the call plus the TTL (shorter than before, too), or any later.
  */
-function extend(state: ServiceState, indexes: readonly number[], ttlMs: number | null, at: TimeWindow): ServiceState {
+function extend(
+  state: ServiceState,
+  indexes: readonly number[],
+  ttlMs: number | null,
+  at: TimeWindow,
+): ServiceState {
   return {
     ...state,
     holders: state.holders.map((holder, i) => {
@@ -810,7 +853,9 @@ function stepGroup(
   k: Knowledge,
 ): ServiceState[] {
   const request = k.requestOfGroup.get(input.group);
-  const indexes = state.holders.flatMap((holder, i) => (request !== undefined && holder.request === request ? [i] : []));
+  const indexes = state.holders.flatMap((holder, i) =>
+    request !== undefined && holder.request === request ? [i] : [],
+  );
   const members = indexes.map((i) => state.holders[i] as Holder);
   const release = () => {
     const freed = new Set(members.map((holder) => holder.service));
@@ -819,7 +864,9 @@ function stepGroup(
   };
   if (output === UNKNOWN) {
     if (members.length === 0) return [state];
-    return input.kind === 'release-group' ? [state, ...release()] : [state, extend(state, indexes, input.ttlMs, input.at)];
+    return input.kind === 'release-group'
+      ? [state, ...release()]
+      : [state, extend(state, indexes, input.ttlMs, input.at)];
   }
   if (!output.ok) {
     if (output.code === 'REFUSED') return [state];
@@ -954,7 +1001,12 @@ export function lockModel(
     expand: (op) => {
       const { input } = op;
       if (input.kind === 'release' && op.output !== UNKNOWN && op.output.ok) {
-        const pass: LockInput = { kind: 'pass', service: input.service, at: input.at, services: [input.service] };
+        const pass: LockInput = {
+          kind: 'pass',
+          service: input.service,
+          at: input.at,
+          services: [input.service],
+        };
         return [op, { ...op, input: pass }];
       }
       if (input.kind !== 'acquire' || input.phase !== 'complete') return [op];
@@ -1017,7 +1069,7 @@ export function describeOperation(op: LockOperation): string {
           ? `${input.kind} ${input.group}`
           : input.kind === 'pass'
             ? `pass over ${input.services.join(', ')}`
-            : `${input.kind} ${"id" in input ? input.id : ""}`;
+            : `${input.kind} ${'id' in input ? input.id : ''}`;
   const output = op.output;
   const shown =
     output === UNKNOWN
