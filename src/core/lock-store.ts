@@ -43,7 +43,8 @@ export type AcquireResult =
  * What an acquire answers besides a grant or a place in line (never queued): with an
  * idempotency key, `keyReused` or `ended`; an exclusive claim naming another limit than
  * the one its service is held under (or registered with), `limitMismatch`; a label no
- * registered resource carries, `noSuchLabel`.
+ * registered resource carries, `noSuchLabel`; claims that conflict with each other (more of a
+ * label than it has resources), `unsatisfiable`.
  */
 export type KeyRefusal =
   | { readonly acquired: false; readonly keyReused: true }
@@ -52,7 +53,9 @@ export type KeyRefusal =
       readonly acquired: false;
       readonly limitMismatch: { readonly service: string; readonly limit: number };
     }
-  | { readonly acquired: false; readonly noSuchLabel: string };
+  | { readonly acquired: false; readonly noSuchLabel: string }
+  /** The request can never be granted: it asks for more than its services can give at once. */
+  | { readonly acquired: false; readonly unsatisfiable: true };
 
 /**
  * A client's idempotency key for an acquire, kept by the store in the same transaction as
