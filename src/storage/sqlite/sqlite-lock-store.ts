@@ -443,6 +443,8 @@ export class SqliteLockStore implements LockStore {
     granted: Lock[][];
     mine: Lock[] | null;
     refusal: KeyRefusal | null;
+    /** Every service the pass read. */
+    names: string[];
     /** A lock of a service the pass read, as the API shows it after the pass. */
     present: (row: LockRow) => Lock;
   } {
@@ -466,7 +468,8 @@ export class SqliteLockStore implements LockStore {
       });
     };
     const refusal = check?.(world) ?? null;
-    if (refusal) return { granted: [], mine: null, refusal, present };
+    const read = [...world.resources.keys()];
+    if (refusal) return { granted: [], mine: null, refusal, names: read, present };
     const candidates = arriving ? [...world.candidates, arriving] : world.candidates;
     const byKey = new Map(candidates.map((candidate) => [candidate.pending.key, candidate]));
     const rows: LockRow[][] = [];
@@ -486,6 +489,7 @@ export class SqliteLockStore implements LockStore {
       granted: rows.map((locks) => locks.map(present)),
       mine: mine === null ? null : mine.map(present),
       refusal: null,
+      names: read,
       present,
     };
   }
@@ -536,7 +540,7 @@ export class SqliteLockStore implements LockStore {
       },
     };
     // A limit that does not match is refused before anything is granted.
-    const { mine, refusal } = this.#pass([], at, arriving, (world) => {
+    const { mine, refusal, names } = this.#pass([], at, arriving, (world) => {
       for (const claim of claims) {
         const view = claim.service === null ? undefined : world.resources.get(claim.service);
         const limit = view ? limitMismatch(view, claim) : null;
@@ -551,9 +555,9 @@ export class SqliteLockStore implements LockStore {
       if (!lock) throw new Error(`request ${request.id} was granted nothing`);
       return { acquired: true, lock, locks };
     }
-    const holders = this.#holdersOf(claims, at);
+    const holders = this.#blockers(claims, names, at);
     const holder = holders[0];
-    if (!holder) throw new Error(`request ${request.id} was refused but nothing it asks for is held`);
+    if (!holder) return { acquired: false, unsatisfiable: true };
     const first = claims[0];
     const display = first?.service ?? first?.label ?? request.service;
     const queueFull =
@@ -592,11 +596,22 @@ export class SqliteLockStore implements LockStore {
     return { acquired: false, holder, holders, waiter: this.#waiter(row, at) };
   }
 
-  /** The live holders of what the claims ask for, oldest first. */
-  #holdersOf(claims: readonly Claim[], at: number): Lock[] {
+  /**
+   * Who keeps a refused request out: the live holders of what its claims ask for, oldest
+   * first; when those are free (an earlier waiter waits for them), the holders of what that
+   * waiter waits for, among the services the pass read. Empty when nothing anyone holds is
+   * in the way: the request asks for more than its services can ever give.
+   */
+  #blockers(claims: readonly Claim[], read: readonly string[], at: number): Lock[] {
+    const own = this.#holdersOf(this.#claimNames(claims), at);
+    return own.length > 0 ? own : this.#holdersOf(read, at);
+  }
+
+  /** The live holders of the services, oldest first. */
+  #holdersOf(names: Iterable<string>, at: number): Lock[] {
     const seen = new Set<string>();
     const holders: Lock[] = [];
-    for (const name of this.#claimNames(claims)) {
+    for (const name of names) {
       if (seen.has(name)) continue;
       seen.add(name);
       holders.push(...this.#statements.holderLocks.all({ service: name, now: at }).map(toLock));
@@ -641,13 +656,13 @@ export class SqliteLockStore implements LockStore {
     if (waiter) {
       // Still in line: the retry waits in the same place (granted first if its turn came).
       const claims = s.claims.all({ ticket: waiter.ticket }).map(toClaim);
-      this.#pass(this.#claimNames(claims), at);
+      const { names } = this.#pass(this.#claimNames(claims), at);
       const locks = s.granted.all({ id, now: at }).map(toLock);
       const [lock] = locks;
       if (lock) return { acquired: true, lock, locks, replayed: true };
-      const holders = this.#holdersOf(claims, at);
+      const holders = this.#blockers(claims, names, at);
       const holder = holders[0];
-      if (!holder) throw new Error(`waiter ${waiter.ticket} waits for nobody`);
+      if (!holder) return { acquired: false, unsatisfiable: true };
       return { acquired: false, holder, holders, waiter: this.#waiter(waiter, at), replayed: true };
     }
     if (row.granted) return { acquired: false, ended: { lockId: id } };
