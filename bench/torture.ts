@@ -3,12 +3,15 @@
 // PostgreSQL replicas on a private cluster, one fault at a time (kill -9, SIGSTOP of a server
 // or of a client holding a lock, cut, slow and black-holed connections, a PostgreSQL restart,
 // a clock jump); then a linearizability check of every recorded operation, the fenced
-// register's lost and refused writes, and the store's own history. Prints the seed, the
+// register's lost and refused writes, and the store's own history. Besides plain locks, the
+// REST clients take shared locks, a semaphore, a registered pool by label and groups, with
+// priorities (--mix plain: plain locks only). Prints the seed, the
 // operations checked, the faults and the verdict; a failing run writes its history and an
 // HTML timeline of the failing excerpt. Exit code 1 when the run finds a problem.
 //
 //   node --import tsx bench/torture.ts --store sqlite --seconds 300 [--clients 6] [--seed N]
-//                                      [--broken no-fencing|split-brain] [--out DIR] [--json]
+//                                      [--broken no-fencing|split-brain|overshoot] [--mix many|plain]
+//                                      [--out DIR] [--json]
 import { parseArgs } from 'node:util';
 import { runTorture } from '../test/support/torture/run.js';
 
@@ -19,6 +22,7 @@ const { values } = parseArgs({
     clients: { type: 'string', default: '6' },
     seed: { type: 'string' },
     broken: { type: 'string' },
+    mix: { type: 'string', default: 'many' },
     out: { type: 'string' },
     json: { type: 'boolean', default: false },
   },
@@ -29,8 +33,13 @@ if (store !== 'sqlite' && store !== 'postgres') {
   process.exit(2);
 }
 const broken = values.broken;
-if (broken !== undefined && broken !== 'no-fencing' && broken !== 'split-brain') {
-  process.stderr.write('torture: --broken must be no-fencing or split-brain\n');
+if (broken !== undefined && broken !== 'no-fencing' && broken !== 'split-brain' && broken !== 'overshoot') {
+  process.stderr.write('torture: --broken must be no-fencing, split-brain or overshoot\n');
+  process.exit(2);
+}
+const mix = values.mix;
+if (mix !== 'many' && mix !== 'plain') {
+  process.stderr.write('torture: --mix must be many or plain\n');
   process.exit(2);
 }
 const seconds = Number(values.seconds);
@@ -54,6 +63,7 @@ const report = await runTorture({
   clients,
   seed,
   broken,
+  mix,
   outDir: values.out,
   log: (line) => process.stderr.write(`${line}\n`),
 });
@@ -68,7 +78,7 @@ else {
       `faults injected: ${report.faults.length} (${[...kinds].map(([kind, n]) => `${kind} ${n}`).join(', ')})`,
       `verdict: ${report.verdict}: ${report.verdictDetail} (checked in ${(report.checkMs / 1000).toFixed(1)} s)`,
       `register: ${report.acknowledgedWrites} writes acknowledged, ${report.lostWrites} lost, ${report.fencingRefusals} refused by fencing`,
-      `store history: ${report.doubleGrants} double grants, ${report.tokenRegressions} token regressions; replays answered another lock: ${report.replayMismatches}`,
+      `store history: ${report.doubleGrants} double grants, ${report.overCapacity} grants over a limit, ${report.tokenRegressions} token regressions; replays answered another lock: ${report.replayMismatches}`,
       report.passed
         ? 'PASSED'
         : `FAILED${report.artifacts ? ` (history: ${report.artifacts.history}, timeline: ${report.artifacts.timeline})` : ''}`,

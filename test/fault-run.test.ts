@@ -15,9 +15,9 @@ import {
 
 /**
  * Short fault runs (npm run torture runs long ones): every nemesis at least once over the two
- * stores, every operation checked for linearizability, the fenced register and the store's
- * history checked, and the broken variants found. Leases are 1 s, so pauses of 2 s outlast
- * them.
+ * stores, every operation checked for linearizability (plain, shared and semaphore locks, a
+ * pool taken by label, groups, priorities), the fenced register and the store's history
+ * checked, and the broken variants found. Leases are 1 s, so pauses of 2 s outlast them.
  */
 const SHORT: Pick<TortureOptions, 'clients' | 'leaseSeconds' | 'calmMs'> = {
   clients: 3,
@@ -33,10 +33,11 @@ async function expectPasses(t: TestContext, store: TortureOptions['store'], neme
   t.diagnostic(
     `${report.operations} operations, ${report.fencingRefusals} writes refused by fencing, seed ${report.seed}`,
   );
-  const summary = `seed ${report.seed}: ${report.verdictDetail}; lost ${report.lostWrites}, double grants ${report.doubleGrants}, token regressions ${report.tokenRegressions}, replay mismatches ${report.replayMismatches}`;
+  const summary = `seed ${report.seed}: ${report.verdictDetail}; lost ${report.lostWrites}, double grants ${report.doubleGrants}, over a limit ${report.overCapacity}, token regressions ${report.tokenRegressions}, replay mismatches ${report.replayMismatches}`;
   assert.equal(report.verdict, 'ok', summary);
   assert.equal(report.lostWrites, 0, summary);
   assert.equal(report.doubleGrants, 0, summary);
+  assert.equal(report.overCapacity, 0, summary);
   assert.equal(report.tokenRegressions, 0, summary);
   assert.equal(report.replayMismatches, 0, summary);
   assert.ok(report.passed, summary);
@@ -84,6 +85,7 @@ describe('fault run (short)', { concurrency: true }, () => {
         broken: 'split-brain',
         nemeses: [],
         services: 1,
+        mix: 'plain',
         outDir,
       });
       assert.equal(report.verdict, 'illegal', report.verdictDetail);
@@ -110,8 +112,26 @@ describe('fault run (short)', { concurrency: true }, () => {
       broken: 'no-fencing',
       nemeses: ['pause-client', 'pause-client'],
       services: 1,
+      mix: 'plain',
     });
     assert.ok(report.lostWrites > 0, `lost ${report.lostWrites} of ${report.acknowledgedWrites}`);
+    assert.equal(report.passed, false);
+    if (report.artifacts) rmSync(join(report.artifacts.history, '..'), { recursive: true, force: true });
+  });
+
+  test('a server whose capacity rule is off by one (a test-only load hook) is found over the limit', async () => {
+    const report = await runTorture({
+      ...SHORT,
+      clients: 4,
+      store: 'sqlite',
+      seconds: 3,
+      seed: seed(),
+      broken: 'overshoot',
+      nemeses: [],
+    });
+    const summary = `${report.verdictDetail}; over a limit ${report.overCapacity}`;
+    assert.equal(report.verdict, 'illegal', summary);
+    assert.ok(report.overCapacity > 0, summary);
     assert.equal(report.passed, false);
     if (report.artifacts) rmSync(join(report.artifacts.history, '..'), { recursive: true, force: true });
   });

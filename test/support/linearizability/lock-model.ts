@@ -598,6 +598,8 @@ function locksOf(output: LockOutput | Unknown): readonly SeenLock[] | null {
 /**
  * An answer naming `holderId` as a holder fits a state that holds it on one of `services`,
  * or holds there a lock no client learned of (whose id can be no lock any answer showed).
+ * When nothing there is held (a waiter keeps the request out), the refusal names a holder
+ * of what that waiter waits for: any holder of the partition.
  */
 function namesAHolder(
   state: ServiceState,
@@ -605,7 +607,8 @@ function namesAHolder(
   services: ReadonlySet<string>,
   k: Knowledge,
 ) {
-  const there = state.holders.filter((holder) => services.has(holder.service));
+  const own = state.holders.filter((holder) => services.has(holder.service));
+  const there = own.length > 0 ? own : state.holders;
   if (holderId === undefined) return there.length > 0;
   return there.some((holder) => holder.id === holderId || (holder.id === null && !k.knownIds.has(holderId)));
 }

@@ -1,12 +1,13 @@
 // One client of the fault run, as a process of its own (so that the run can pause it with
-// SIGSTOP while it holds a lock): it takes locks, works under them through the fenced
+// SIGSTOP while it holds a lock): it takes locks (over REST also shared ones, a semaphore's,
+// a label's resources and groups), works under its exclusive limit-1 locks through the fenced
 // register, renews, reads and releases them, over REST or gRPC, and writes every operation
 // it made, with when it was called and when it returned (or that its outcome is unknown), as
 // a JSON line on stdout. Bounded by its deadline and its operation count.
 import { randomInt } from 'node:crypto';
 import { Metadata, type ServiceError } from '@grpc/grpc-js';
 import { type LockServiceClient, lockServiceClient } from '../grpc-client.js';
-import type { ClientConfig, Record as OpRecord, Outcome, SeenLockJson } from './protocol.js';
+import type { Call, ClaimCall, ClientConfig, Record as OpRecord, Outcome, SeenLockJson } from './protocol.js';
 
 const config = JSON.parse(process.env.TORTURE_CLIENT ?? '{}') as ClientConfig;
 const now = () => performance.timeOrigin + performance.now();
@@ -18,11 +19,22 @@ let seq = 0;
 /** What an answer says, as the checker reads it. */
 function outcomeOf(status: number, body: Record<string, unknown>): Outcome {
   if (status === 200 || status === 201) {
+    if (Array.isArray(body.locks) && typeof body.id === 'string') {
+      return { ok: true, group: body.id, locks: (body.locks as Record<string, unknown>[]).map(lockOf) };
+    }
     if (typeof body.id === 'string') return { ok: true, lock: lockOf(body) };
     if (body.holder !== undefined) {
       const holder = body.holder as { id: string } | null;
       const waiters = (body.waiters as { who: string }[]).map((waiter) => waiter.who);
-      return { ok: true, queue: { holderId: holder?.id ?? null, waiters } };
+      const holders = Array.isArray(body.holders) ? (body.holders as { id: string }[]) : null;
+      return {
+        ok: true,
+        queue: {
+          holderId: holder?.id ?? null,
+          ...(holders ? { holderIds: holders.map((each) => each.id) } : {}),
+          waiters,
+        },
+      };
     }
     return { ok: true };
   }
@@ -31,8 +43,10 @@ function outcomeOf(status: number, body: Record<string, unknown>): Outcome {
     const holder = body.existingLock as { id?: string } | undefined;
     return { ok: false, code, ...(holder?.id ? { holderId: holder.id } : {}) };
   }
-  if (status === 409 && code === 'LOCK_ENDED') return { ok: false, code };
-  if (status === 404 && (code === 'LOCK_NOT_FOUND' || code === 'LOCK_NOT_HELD')) return { ok: false, code };
+  if (status === 409 && (code === 'LOCK_ENDED' || code === 'LIMIT_MISMATCH')) return { ok: false, code };
+  if (status === 404 && (code === 'LOCK_NOT_FOUND' || code === 'LOCK_NOT_HELD' || code === 'NO_SUCH_LABEL')) {
+    return { ok: false, code };
+  }
   // Refused before anything happened.
   if (status === 400 || status === 429) return { ok: false, code: 'REFUSED' };
   // 503 (the commit may have happened), 5xx, anything else: unknown.
@@ -45,6 +59,9 @@ function lockOf(body: Record<string, unknown>): SeenLockJson {
     token: Number(body.fencingToken),
     expiresAt:
       typeof body.expiresAt === 'string' && body.expiresAt !== '' ? Date.parse(body.expiresAt) : null,
+    ...(typeof body.service === 'string' && body.service !== '' ? { service: body.service } : {}),
+    ...(body.mode === 'shared' || body.mode === 'exclusive' ? { mode: body.mode } : {}),
+    ...(typeof body.limit === 'number' && body.limit > 0 ? { limit: body.limit } : {}),
   };
 }
 
@@ -58,12 +75,6 @@ const targets: Target[] = config.targets.map((target) => ({
   grpc: lockServiceClient(target.grpcAddress, { ownConnection: true }),
 }));
 
-type Call =
-  | { kind: 'acquire'; service: string; who: string; ttlSeconds: number; waitSeconds: number; key: string }
-  | { kind: 'release' | 'force-release' | 'get'; id: string }
-  | { kind: 'renew'; id: string; ttlSeconds: number }
-  | { kind: 'queue'; service: string };
-
 async function overRest(target: Target, call: Call, timeoutMs: number): Promise<Outcome> {
   const api = `${target.baseUrl}/api/v1alpha1`;
   const json = { 'content-type': 'application/json' };
@@ -75,11 +86,36 @@ async function overRest(target: Target, call: Call, timeoutMs: number): Promise<
           method: 'POST',
           headers: { ...json, 'idempotency-key': call.key },
           body: JSON.stringify({
-            service: call.service,
+            ...(call.service !== undefined ? { service: call.service } : { label: call.label }),
             who: call.who,
             ttlSeconds: call.ttlSeconds,
             ...(call.waitSeconds > 0 ? { waitSeconds: call.waitSeconds } : {}),
+            ...(call.mode !== undefined ? { mode: call.mode } : {}),
+            ...(call.limit !== undefined ? { limit: call.limit } : {}),
+            ...(call.priority !== undefined ? { priority: call.priority } : {}),
           }),
+        };
+      case 'acquire-group':
+        return {
+          url: `${api}/locks`,
+          method: 'POST',
+          headers: { ...json, 'idempotency-key': call.key },
+          body: JSON.stringify({
+            who: call.who,
+            ttlSeconds: call.ttlSeconds,
+            ...(call.waitSeconds > 0 ? { waitSeconds: call.waitSeconds } : {}),
+            ...(call.priority !== undefined ? { priority: call.priority } : {}),
+            locks: call.claims,
+          }),
+        };
+      case 'release-group':
+        return { url: `${api}/locks/${call.group}`, method: 'DELETE' };
+      case 'renew-group':
+        return {
+          url: `${api}/locks/${call.group}/renew`,
+          method: 'POST',
+          headers: json,
+          body: JSON.stringify({ ttlSeconds: call.ttlSeconds }),
         };
       case 'release':
         return { url: `${api}/lock/${call.id}`, method: 'DELETE' };
@@ -122,9 +158,14 @@ const GRPC_STATUS_HTTP: Readonly<Record<number, number>> = {
   14: 503,
 };
 
+/** gRPC carries the plain calls only (the run gives its clients nothing else to make). */
 function overGrpc(target: Target, call: Call, timeoutMs: number): Promise<Outcome> {
   const [method, request] = ((): [string, object] => {
     switch (call.kind) {
+      case 'acquire-group':
+      case 'release-group':
+      case 'renew-group':
+        throw new Error(`${call.kind} is not a gRPC client's call here`);
       case 'acquire':
         return [
           'CreateLock',
@@ -247,58 +288,141 @@ process.stdin.on('end', () => {
   stopping = true;
 });
 process.stdin.resume();
-let held: { service: string; id: string; token: number } | null = null;
+interface HeldLock {
+  readonly service: string;
+  readonly id: string;
+  readonly token: number;
+  /** Worked under through the fenced register: an exclusive lock of limit 1. */
+  readonly fenced: boolean;
+}
+/** What it holds: one lock, or a group's locks. */
+let held: { readonly group: string | null; locks: HeldLock[] } | null = null;
 let lastSeenId: string | null = null;
+const { plan } = config;
+
+/** The next acquire: a plain lock over gRPC; over REST any kind the plan allows. */
+function nextAcquire(request: string): Call {
+  const common = {
+    who: request,
+    ttlSeconds: lease(),
+    waitSeconds: randomInt(3) === 0 ? 0 : randomInt(1, 3),
+    key: request,
+    ...(plan.priorities && randomInt(4) === 0 ? { priority: pick([-1, 1, 2]) } : {}),
+  };
+  const plain: Call = { kind: 'acquire', service: pick(config.services), ...common };
+  if (config.transport !== 'rest') return plain;
+  const kinds: (() => Call | null)[] = [
+    () => (plan.plain ? plain : null),
+    () => (plan.plain ? plain : null),
+    () =>
+      plan.shared ? { kind: 'acquire', service: pick(config.services), mode: 'shared', ...common } : null,
+    () =>
+      plan.semaphore
+        ? { kind: 'acquire', service: plan.semaphore.service, limit: plan.semaphore.limit, ...common }
+        : null,
+    () => (plan.label ? { kind: 'acquire', label: plan.label.label, ...common } : null),
+    () => {
+      if (!plan.groups) return null;
+      const choices: ClaimCall[][] = [];
+      const [a, b] = config.services;
+      if (a !== undefined && b !== undefined)
+        choices.push([{ service: a }, { service: b }], [{ service: b }, { service: a }]);
+      if (plan.label && plan.label.resources.length >= 2)
+        choices.push([{ label: plan.label.label, quantity: 2 }]);
+      const shared = config.services.at(-1);
+      if (plan.semaphore && shared !== undefined) {
+        choices.push([
+          { service: plan.semaphore.service, limit: plan.semaphore.limit },
+          { service: shared, mode: 'shared' },
+        ]);
+      }
+      return choices.length > 0 ? { kind: 'acquire-group', claims: pick(choices), ...common } : null;
+    },
+  ];
+  const allowed = kinds.map((kind) => kind()).filter((call): call is Call => call !== null);
+  return allowed.length > 0 ? pick(allowed) : plain;
+}
+
+/** The lock a single acquire's answer shows, on its service (a label's: the resource's). */
+function heldOf(call: Call, lock: SeenLockJson): HeldLock {
+  const service = lock.service ?? (call.kind === 'acquire' ? (call.service ?? '') : '');
+  const exclusive = lock.mode !== 'shared' && (call.kind !== 'acquire' || call.mode !== 'shared');
+  const limit = lock.limit ?? (call.kind === 'acquire' ? (call.limit ?? 1) : 1);
+  return { service, id: lock.id, token: lock.token, fenced: exclusive && limit === 1 };
+}
 
 for (let iteration = 0; iteration < config.maxOps && !stopping && Date.now() < deadline; iteration++) {
   if (!held) {
-    const service = pick(config.services);
-    const waitSeconds = randomInt(3) === 0 ? 0 : randomInt(1, 3);
     const request = `${config.id}-${++seq}`;
-    const call: Call = {
-      kind: 'acquire',
-      service,
-      who: request,
-      ttlSeconds: lease(),
-      waitSeconds,
-      key: request,
-    };
+    const call = nextAcquire(request);
+    const waitSeconds = call.kind === 'acquire' || call.kind === 'acquire-group' ? call.waitSeconds : 0;
     // An unknown outcome is retried with the same key until an answer comes (the run heals
     // every fault at its end): the retry gets the same lock, or the same place in line,
     // never a second one.
     const outcome = await untilAnswered(call, waitSeconds * 1000 + 4000);
-    if (outcome !== 'unknown' && outcome.ok && outcome.lock) {
-      held = { service, id: outcome.lock.id, token: outcome.lock.token };
-      emit({ type: 'holding', service, id: outcome.lock.id });
+    if (
+      outcome !== 'unknown' &&
+      outcome.ok &&
+      outcome.locks &&
+      outcome.group &&
+      call.kind === 'acquire-group'
+    ) {
+      // A group's exclusive members of limit 1 are fenced too.
+      const locks = outcome.locks.map((lock) => {
+        const claim = call.claims.find((each) => each.service === lock.service) ?? call.claims[0];
+        const exclusive = (lock.mode ?? claim?.mode ?? 'exclusive') === 'exclusive';
+        return { ...heldOf(call, lock), fenced: exclusive && (lock.limit ?? claim?.limit ?? 1) === 1 };
+      });
+      held = { group: outcome.group, locks };
+    } else if (outcome !== 'unknown' && outcome.ok && outcome.lock) {
+      held = { group: null, locks: [heldOf(call, outcome.lock)] };
     } else if (outcome !== 'unknown' && !outcome.ok && outcome.holderId) {
       lastSeenId = outcome.holderId;
     }
+    if (held) emit({ type: 'holding', service: held.locks[0]?.service ?? '', id: held.locks[0]?.id ?? '' });
     continue;
   }
+  const one = pick(held.locks);
   const dice = randomInt(100);
   if (dice < 55) {
-    // Work under the lock: read, then write one more, both fenced by the token.
-    // Work takes time: the run stops a client between the read and the write (it says when),
-    // which is where a holder that outlived its lease does harm (if nothing fences it).
-    const value = await access(held.service, held.token, 'read');
+    // Work under an exclusive lock of limit 1: read, then write one more, both fenced by
+    // the token. Work takes time: the run stops a client between the read and the write (it
+    // says when), which is where a holder that outlived its lease does harm (if nothing
+    // fences it). Under a shared or semaphore lock it only takes the time.
+    const fenced = held.locks.find((lock) => lock.fenced);
+    const value = fenced ? await access(fenced.service, fenced.token, 'read') : null;
     if (value !== null) emit({ type: 'working' });
     await new Promise((resolve) => setTimeout(resolve, 20 + randomInt(30)));
-    if (value !== null) await access(held.service, held.token, 'write', value + 1);
+    if (fenced && value !== null) await access(fenced.service, fenced.token, 'write', value + 1);
   } else if (dice < 70) {
-    const outcome = await untilAnswered({ kind: 'renew', id: held.id, ttlSeconds: lease() }, 4000);
+    const outcome = await untilAnswered(
+      held.group === null
+        ? { kind: 'renew', id: one.id, ttlSeconds: lease() }
+        : { kind: 'renew-group', group: held.group, ttlSeconds: lease() },
+      4000,
+    );
     if (outcome !== 'unknown' && !outcome.ok) held = null;
   } else if (dice < 78) {
-    const outcome = await perform({ kind: 'get', id: held.id }, 4000);
+    const outcome = await perform({ kind: 'get', id: one.id }, 4000);
     if (outcome !== 'unknown' && !outcome.ok) held = null;
   } else if (dice < 82) {
-    await perform({ kind: 'queue', service: held.service }, 4000);
+    await perform({ kind: 'queue', service: one.service }, 4000);
   } else if (dice < 84 && lastSeenId) {
     // An operator's force release of a lock seen held by someone else.
     await untilAnswered({ kind: 'force-release', id: lastSeenId }, 4000);
     lastSeenId = null;
   } else {
-    // A release whose answer was lost is tried again (releasing is idempotent in effect).
-    await untilAnswered({ kind: 'release', id: held.id }, 4000);
+    // A release whose answer was lost is tried again (releasing is idempotent in effect). A
+    // group goes as one, after one of its members, now and then, on its own.
+    if (held.group !== null && held.locks.length > 1 && randomInt(3) === 0) {
+      await untilAnswered({ kind: 'release', id: one.id }, 4000);
+      held.locks = held.locks.filter((lock) => lock !== one);
+      continue;
+    }
+    await untilAnswered(
+      held.group === null ? { kind: 'release', id: one.id } : { kind: 'release-group', group: held.group },
+      4000,
+    );
     held = null;
     emit({ type: 'free' });
   }

@@ -57,6 +57,8 @@ export interface NodeOptions {
   readonly faketime: boolean;
   /** Extra server flags. */
   readonly args?: readonly string[];
+  /** Flags for node itself, before the server's script (e.g. `--import` of a hook). */
+  readonly nodeArgs?: readonly string[];
 }
 
 /** One Tracker server process, its ports fixed for its whole life, and its client-side proxy. */
@@ -123,6 +125,7 @@ export class TrackerNode {
       });
     }
     const args = [
+      ...(this.#options.nodeArgs ?? []),
       MAIN,
       '--http-port',
       String(this.httpPort),

@@ -11,11 +11,20 @@ import {
   type LockOperation,
   type LockOutput,
   lockModel,
+  type ModelClaim,
+  type ModelResource,
 } from '../linearizability/lock-model.js';
 import { ROOT } from '../server-process.js';
 import { waitFor } from '../wait-for.js';
 import { FAKETIME_LIBRARY, PgCluster, TrackerNode, track } from './cluster.js';
-import type { ClientConfig, ClientLine, Record as OpRecord, Outcome } from './protocol.js';
+import type {
+  ClaimCall,
+  ClientConfig,
+  ClientLine,
+  ClientPlan,
+  Record as OpRecord,
+  Outcome,
+} from './protocol.js';
 import { FencedRegister } from './register.js';
 import { writeTimeline } from './timeline.js';
 
@@ -23,8 +32,11 @@ import { writeTimeline } from './timeline.js';
  * The fault run: clients over REST and gRPC against one SQLite server or three PostgreSQL
  * replicas, while a nemesis breaks one thing at a time; then every recorded operation is
  * checked for linearizability against the lock's model, the fenced register counts lost and
- * refused writes, and the store's own history is checked for double grants and tokens that
- * went backwards.
+ * refused writes, and the store's own history is checked for double grants, holders over a
+ * limit and tokens that went backwards. Besides plain locks, the REST clients take shared
+ * locks, a semaphore's places, resources of a registered pool by label, and groups (two
+ * services in either order, two of the pool, the semaphore with a shared service), with
+ * priorities.
  */
 
 export const NEMESES = [
@@ -44,13 +56,34 @@ export type Nemesis = (typeof NEMESES)[number];
 
 const POSTGRES_ONLY: readonly Nemesis[] = ['db-cut', 'db-delay', 'db-blackhole', 'pg-restart'];
 
+/** The semaphore, and the pool of resources the clients take by label. */
+const SEMAPHORE = 'pool';
+const LABEL = 'phone';
+const POOL: readonly ModelResource[] = ['phone-1', 'phone-2', 'phone-3'].map((name) => ({
+  name,
+  labels: [LABEL],
+  capacity: 1,
+}));
+const OVERSHOOT_HOOK = join(ROOT, 'test/support/torture/overshoot.mjs');
+
 export interface TortureOptions {
   readonly store: 'sqlite' | 'postgres';
   readonly seconds: number;
   readonly clients: number;
   readonly seed: number;
-  /** A deliberately broken variant, which the run must find. */
-  readonly broken?: 'no-fencing' | 'split-brain' | undefined;
+  /**
+   * A deliberately broken variant, which the run must find: `no-fencing` (the register checks
+   * no token), `split-brain` (two SQLite servers, each on its own file), `overshoot` (servers
+   * whose capacity rule is off by one, see overshoot.mjs: every client takes the semaphore).
+   */
+  readonly broken?: 'no-fencing' | 'split-brain' | 'overshoot' | undefined;
+  /**
+   * `many` (default): the REST clients also take shared locks, the semaphore, the pool by
+   * label and groups, with priorities; `plain`: plain locks only.
+   */
+  readonly mix?: 'many' | 'plain' | undefined;
+  /** The semaphore's limit (default 3). */
+  readonly semaphoreLimit?: number | undefined;
   /**
    * The nemeses to use: each once, in this order (a short run that must see each kind), or,
    * by default, every kind that applies to the store, in a seeded order, over and over.
@@ -92,7 +125,10 @@ export interface TortureReport {
   readonly acknowledgedWrites: number;
   readonly lostWrites: number;
   readonly fencingRefusals: number;
+  /** Grants while an incompatible lock held the service (a second exclusive one of limit 1, shared with exclusive). */
   readonly doubleGrants: number;
+  /** Grants past a limit above 1 (a semaphore's, a resource's capacity). */
+  readonly overCapacity: number;
   readonly tokenRegressions: number;
   /** A retry (same key) that was answered another lock than its first attempt. */
   readonly replayMismatches: number;
@@ -156,6 +192,27 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
   const clients: ClientProcess[] = [];
   const faults: Fault[] = [];
   const jumps: ClockJump[] = [];
+  const nodeArgs = options.broken === 'overshoot' ? ['--import', OVERSHOOT_HOOK] : [];
+  const mix = options.mix ?? 'many';
+  const plan: ClientPlan =
+    options.broken === 'overshoot'
+      ? {
+          plain: false,
+          shared: false,
+          semaphore: { service: SEMAPHORE, limit: options.semaphoreLimit ?? 2 },
+          label: null,
+          groups: false,
+          priorities: false,
+        }
+      : {
+          plain: true,
+          shared: mix === 'many',
+          semaphore: mix === 'many' ? { service: SEMAPHORE, limit: options.semaphoreLimit ?? 3 } : null,
+          label: mix === 'many' ? { label: LABEL, resources: POOL.map((resource) => resource.name) } : null,
+          groups: mix === 'many',
+          priorities: mix === 'many',
+        };
+  const resources = plan.label ? POOL : [];
   try {
     if (options.store === 'sqlite') {
       const count = options.broken === 'split-brain' ? 2 : 1;
@@ -167,6 +224,7 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
             dir,
             databaseUrl: `sqlite:${join(dir, `tracker-${i + 1}.db`)}`,
             faketime: true,
+            nodeArgs,
           }),
         );
       }
@@ -183,6 +241,7 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
             databaseUrl: proxy.url(pg.url),
             faketime: true,
             args: ['--database-pool-size', '8'],
+            nodeArgs,
           }),
         );
       }
@@ -191,14 +250,20 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
       `torture: seed ${options.seed}, ${options.store}${options.broken ? ` (broken: ${options.broken})` : ''}, ${options.clients} clients, ${options.seconds} s`,
     );
 
+    // The pool, registered (each SQLite server of a split brain has its own).
+    for (const node of options.store === 'sqlite' ? nodes : nodes.slice(0, 1)) {
+      for (const resource of resources) await putResource(node, resource);
+    }
     const services = ['deploy', 'migrate', 'report', 'backup', 'release'].slice(0, options.services ?? 3);
     for (let i = 0; i < options.clients; i++) clients.push(startClient(i));
     function startClient(index: number): ClientProcess {
       const config: ClientConfig = {
         id: `c${index + 1}`,
-        transport: index % 2 === 0 ? 'rest' : 'grpc',
+        // The semaphore is REST's only (the overshoot variant's clients take nothing else).
+        transport: index % 2 === 0 || !plan.plain ? 'rest' : 'grpc',
         targets: nodes.map((node) => ({ baseUrl: node.baseUrl, grpcAddress: node.grpcAddress })),
         services,
+        plan,
         registerUrl: register.url,
         // A bound only: the run closes its stdin when it is over.
         seconds: options.seconds + 120,
@@ -366,7 +431,7 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
       mkdirSync(options.outDir, { recursive: true });
       writeFileSync(
         join(options.outDir, 'records.json'),
-        JSON.stringify({ jumps, faults, records, store: options.store }),
+        JSON.stringify({ jumps, faults, records, resources, store: options.store }),
       );
     }
     const storeTime = (node: string | null) =>
@@ -374,18 +439,22 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
     const history = toHistory(records, storeTime(nodes.length === 1 ? (nodes[0]?.name ?? null) : null));
     log(`  checking ${history.length} operations`);
     const checkStarted = performance.now();
-    const verdict = checkLinearizable(lockModel(history), history, { timeoutMs: 60_000, shrinkMs: 20_000 });
+    const verdict = checkLinearizable(lockModel(history, { resources }), history, {
+      timeoutMs: 60_000,
+      shrinkMs: 20_000,
+    });
     const checkMs = Math.round(performance.now() - checkStarted);
     const replayMismatches = countReplayMismatches(records);
     // The store's own record.
     const storeCheck =
       options.broken === 'split-brain'
-        ? { doubleGrants: 0, tokenRegressions: 0 }
+        ? { doubleGrants: 0, overCapacity: 0, tokenRegressions: 0 }
         : await checkStoreHistory(nodes[0] as TrackerNode);
     const passed =
       verdict.result === 'ok' &&
       register.lost === 0 &&
       storeCheck.doubleGrants === 0 &&
+      storeCheck.overCapacity === 0 &&
       storeCheck.tokenRegressions === 0 &&
       replayMismatches === 0;
     let artifacts: TortureReport['artifacts'] = null;
@@ -394,7 +463,7 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
       mkdirSync(out, { recursive: true });
       const historyFile = join(out, 'history.json');
       const timelineFile = join(out, 'timeline.html');
-      writeFileSync(historyFile, JSON.stringify({ seed: options.seed, faults, records }, null, 1));
+      writeFileSync(historyFile, JSON.stringify({ seed: options.seed, faults, records, resources }, null, 1));
       const excerpt = verdict.result === 'illegal' ? verdict.excerpt : history;
       writeTimeline(
         timelineFile,
@@ -409,7 +478,7 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
         ? `not linearizable; smallest failing excerpt:\n${verdict.excerpt.map((op) => `    ${describeOperation(op)}`).join('\n')}`
         : verdict.result === 'unknown'
           ? verdict.reason
-          : `linearizable (${verdict.partitions} services)`;
+          : `linearizable (${verdict.partitions} partitions of linked services)`;
     return {
       seed: options.seed,
       store: options.store,
@@ -425,6 +494,7 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
       lostWrites: register.lost,
       fencingRefusals: register.refused,
       doubleGrants: storeCheck.doubleGrants,
+      overCapacity: storeCheck.overCapacity,
       tokenRegressions: storeCheck.tokenRegressions,
       replayMismatches,
       passed,
@@ -468,26 +538,73 @@ export function offsetsOf(jumps: readonly ClockJump[], node: string | null) {
   };
 }
 
+/** Registers a resource of the pool (PUT /resources/{name}), on the server itself. */
+async function putResource(node: TrackerNode, resource: ModelResource): Promise<void> {
+  const response = await fetch(
+    `${node.directUrl}/api/v1alpha1/resources/${encodeURIComponent(resource.name)}`,
+    {
+      method: 'PUT',
+      headers: { 'content-type': 'application/json' },
+      body: JSON.stringify({ labels: resource.labels, capacity: resource.capacity }),
+      signal: AbortSignal.timeout(10_000),
+    },
+  );
+  if (response.status !== 201 && response.status !== 200) {
+    throw new Error(`PUT resource ${resource.name}: ${response.status} ${await response.text()}`);
+  }
+}
+
+/** A claim as the model reads it. */
+function claimOf(call: ClaimCall): ModelClaim {
+  return {
+    service: call.service ?? null,
+    label: call.service === undefined ? (call.label ?? null) : null,
+    mode: call.mode ?? 'exclusive',
+    limit: call.limit ?? null,
+    quantity: call.quantity ?? 1,
+  };
+}
+
 /** The clients' records as the checker's operations, with the store's time of each. */
 export function toHistory(
   all: readonly OpRecord[],
   offset: (at: number) => { min: number; max: number },
 ): LockOperation[] {
   const records = mergeRetries(all);
-  // Which service a lock id belongs to, from every answer that showed it.
+  // Which service a lock id belongs to, and which services a group holds, from every answer.
   const serviceOf = new Map<string, string>();
+  const groupServices = new Map<string, string[]>();
+  const groupIds = new Map<string, string[]>();
   for (const record of records) {
-    if (record.call.kind !== 'acquire' || record.outcome === 'unknown') continue;
-    if (record.outcome.ok && record.outcome.lock) serviceOf.set(record.outcome.lock.id, record.call.service);
-    if (!record.outcome.ok && record.outcome.holderId)
-      serviceOf.set(record.outcome.holderId, record.call.service);
+    const { call, outcome } = record;
+    if ((call.kind !== 'acquire' && call.kind !== 'acquire-group') || outcome === 'unknown') continue;
+    const fallback = call.kind === 'acquire' ? (call.service ?? '') : '';
+    if (outcome.ok && outcome.lock) serviceOf.set(outcome.lock.id, outcome.lock.service ?? fallback);
+    if (outcome.ok && outcome.locks) {
+      for (const lock of outcome.locks) serviceOf.set(lock.id, lock.service ?? fallback);
+      if (outcome.group !== undefined) {
+        groupServices.set(
+          outcome.group,
+          outcome.locks.map((lock) => lock.service ?? fallback),
+        );
+        groupIds.set(
+          outcome.group,
+          outcome.locks.map((lock) => lock.id),
+        );
+      }
+    }
+    // A refusal names a holder of one of the services it asked for (or of what keeps it out).
+    if (!outcome.ok && outcome.holderId && fallback !== '') serviceOf.set(outcome.holderId, fallback);
   }
   const lastMoments = lastMomentsOf(records);
   const operations: LockOperation[] = [];
   for (const record of records) {
     const { call } = record;
+    const ids = 'id' in call ? [call.id] : 'group' in call ? (groupIds.get(call.group) ?? []) : [];
+    // A group's call matters until its last member is surely gone.
+    const moments = ids.map((id) => lastMoments.get(id) ?? Number.POSITIVE_INFINITY);
     const lastMoment = Math.min(
-      ('id' in call ? lastMoments.get(call.id) : undefined) ?? Number.POSITIVE_INFINITY,
+      moments.length > 0 ? Math.max(...moments) : Number.POSITIVE_INFINITY,
       record.settledBy ?? Number.POSITIVE_INFINITY,
     );
     const ended = record.ended ?? Math.max(record.started, lastMoment);
@@ -497,19 +614,43 @@ export function toHistory(
     };
     const output = record.outcome === 'unknown' ? UNKNOWN : toOutput(record.outcome);
     let input: LockInput;
-    if (call.kind === 'acquire') {
+    if (call.kind === 'acquire' || call.kind === 'acquire-group') {
+      const claims =
+        call.kind === 'acquire-group'
+          ? call.claims.map(claimOf)
+          : call.label !== undefined || call.mode !== undefined || call.limit !== undefined
+            ? [claimOf(call)]
+            : undefined;
+      const first = claims?.[0];
       input = {
         kind: 'acquire',
-        service: call.service,
+        service:
+          call.kind === 'acquire'
+            ? (call.service ?? call.label ?? '')
+            : (first?.service ?? first?.label ?? ''),
         at,
         // A retry answered LOCK_ENDED only looks: nothing of its request is left by then.
         phase: call.waitSeconds > 0 && !(record.retried && isLockEnded(record.outcome)) ? 'complete' : 'now',
         request: call.who,
         ttlMs: call.ttlSeconds * 1000,
         retried: record.retried === true,
+        ...(claims ? { claims } : {}),
+        ...(call.priority !== undefined ? { priority: call.priority } : {}),
+        ...(call.kind === 'acquire-group' ? { group: true } : {}),
       };
     } else if (call.kind === 'queue') {
       input = { kind: 'queue', service: call.service, at };
+    } else if (call.kind === 'release-group' || call.kind === 'renew-group') {
+      const services = groupServices.get(call.group);
+      if (services === undefined) continue;
+      input = {
+        kind: call.kind,
+        service: services[0] ?? '',
+        services,
+        group: call.group,
+        at,
+        ttlMs: call.kind === 'renew-group' ? call.ttlSeconds * 1000 : null,
+      };
     } else {
       const service = serviceOf.get(call.id);
       if (service === undefined) continue;
@@ -537,23 +678,38 @@ function lastMomentsOf(records: readonly OpRecord[]): Map<string, number> {
   const renewalInDoubt = new Set<string>();
   const earliest = (map: Map<string, number>, id: string, at: number) =>
     map.set(id, Math.min(map.get(id) ?? Number.POSITIVE_INFINITY, at));
+  // A group's calls act on its members.
+  const members = new Map<string, string[]>();
+  for (const { outcome } of records) {
+    if (outcome !== 'unknown' && outcome.ok && outcome.group !== undefined && outcome.locks) {
+      members.set(outcome.group, [
+        ...new Set([...(members.get(outcome.group) ?? []), ...outcome.locks.map((lock) => lock.id)]),
+      ]);
+    }
+  }
+  const idsOf = (call: OpRecord['call']) =>
+    'id' in call ? [call.id] : 'group' in call ? (members.get(call.group) ?? []) : [];
   for (const record of records) {
     const { call, outcome } = record;
     if (outcome === 'unknown') {
-      if (call.kind === 'renew') renewalInDoubt.add(call.id);
+      if (call.kind === 'renew' || call.kind === 'renew-group')
+        for (const id of idsOf(call)) renewalInDoubt.add(id);
       continue;
     }
     const ended = record.ended as number;
-    if (outcome.ok && outcome.lock) {
+    const shown = outcome.ok ? (outcome.locks ?? (outcome.lock ? [outcome.lock] : [])) : [];
+    for (const lock of shown) {
       // The store's clock never runs behind the run's (its clock only jumps forward), so the
       // lease surely ended by the run's clock at its latest end by the store's.
-      const end = outcome.lock.expiresAt === null ? Number.POSITIVE_INFINITY : outcome.lock.expiresAt + 1000;
-      leaseEnd.set(outcome.lock.id, Math.max(leaseEnd.get(outcome.lock.id) ?? 0, end));
+      const end = lock.expiresAt === null ? Number.POSITIVE_INFINITY : lock.expiresAt + 1000;
+      leaseEnd.set(lock.id, Math.max(leaseEnd.get(lock.id) ?? 0, end));
     }
-    if ('id' in call) {
-      const released = outcome.ok && (call.kind === 'release' || call.kind === 'force-release');
+    if ('id' in call || 'group' in call) {
+      const released =
+        outcome.ok &&
+        (call.kind === 'release' || call.kind === 'force-release' || call.kind === 'release-group');
       const notThere = !outcome.ok && (outcome.code === 'LOCK_NOT_FOUND' || outcome.code === 'LOCK_NOT_HELD');
-      if (released || notThere) earliest(gone, call.id, ended);
+      if (released || notThere) for (const id of idsOf(call)) earliest(gone, id, ended);
     }
   }
   for (const [id, end] of leaseEnd) if (!renewalInDoubt.has(id)) earliest(gone, id, end);
@@ -571,12 +727,17 @@ function lastMomentsOf(records: readonly OpRecord[]): Map<string, number> {
 function mergeRetries(records: readonly OpRecord[]): OpRecord[] {
   const merged: OpRecord[] = [];
   const pending = new Map<string, OpRecord>();
-  const retryKey = (record: OpRecord) =>
-    record.call.kind === 'acquire'
-      ? `${record.client}/acquire/${record.call.key}`
-      : record.call.kind === 'release' || record.call.kind === 'force-release' || record.call.kind === 'renew'
-        ? `${record.client}/${record.call.kind}/${record.call.id}`
-        : null;
+  const retryKey = (record: OpRecord) => {
+    const { call } = record;
+    if (call.kind === 'acquire' || call.kind === 'acquire-group')
+      return `${record.client}/${call.kind}/${call.key}`;
+    if (call.kind === 'release' || call.kind === 'force-release' || call.kind === 'renew') {
+      return `${record.client}/${call.kind}/${call.id}`;
+    }
+    if (call.kind === 'release-group' || call.kind === 'renew-group')
+      return `${record.client}/${call.kind}/${call.group}`;
+    return null;
+  };
   for (const record of records) {
     const key = retryKey(record);
     const earlier = key === null ? undefined : pending.get(key);
@@ -594,7 +755,8 @@ function mergeRetries(records: readonly OpRecord[]): OpRecord[] {
       if (keepsApart) {
         // A retried acquire answered LOCK_ENDED: the request was granted, and its lock ended,
         // by that answer; the retry itself changed nothing.
-        const ended = record.call.kind === 'acquire' && record.ended !== null;
+        const ended =
+          (record.call.kind === 'acquire' || record.call.kind === 'acquire-group') && record.ended !== null;
         merged.push(ended ? { ...earlier, settledBy: record.ended as number } : earlier, {
           ...record,
           retried: true,
@@ -620,6 +782,8 @@ function isLockEnded(outcome: Outcome): boolean {
 
 function toOutput(outcome: Exclude<Outcome, 'unknown'>): LockOutput {
   if (!outcome.ok) return outcome;
+  if (outcome.locks)
+    return { ok: true, locks: outcome.locks, ...(outcome.group ? { group: outcome.group } : {}) };
   if (outcome.lock) return { ok: true, lock: outcome.lock };
   if (outcome.queue) return { ok: true, queue: outcome.queue };
   return { ok: true };
@@ -630,13 +794,15 @@ function countReplayMismatches(records: readonly OpRecord[]): number {
   const granted = new Map<string, string>();
   let mismatches = 0;
   for (const record of records) {
-    if (record.call.kind !== 'acquire' || record.outcome === 'unknown' || !record.outcome.ok) continue;
-    const lock = record.outcome.lock;
-    if (!lock) continue;
-    const seen = `${lock.id}/${lock.token}`;
-    const before = granted.get(record.call.key);
+    const { call, outcome } = record;
+    if ((call.kind !== 'acquire' && call.kind !== 'acquire-group') || outcome === 'unknown' || !outcome.ok)
+      continue;
+    const locks = outcome.locks ?? (outcome.lock ? [outcome.lock] : []);
+    if (locks.length === 0) continue;
+    const seen = `${outcome.group ?? ''}:${locks.map((lock) => `${lock.id}/${lock.token}`).join(',')}`;
+    const before = granted.get(call.key);
     if (before !== undefined && before !== seen) mismatches++;
-    granted.set(record.call.key, seen);
+    granted.set(call.key, seen);
   }
   return mismatches;
 }
@@ -645,17 +811,23 @@ interface EventJson {
   readonly id: number;
   readonly type: string;
   readonly service: string;
-  readonly lock: { readonly id: string; readonly fencingToken: number | null };
+  readonly lock: {
+    readonly id: string;
+    readonly fencingToken: number | null;
+    readonly mode?: 'exclusive' | 'shared';
+    readonly limit?: number | null;
+  };
 }
 
 /**
  * The store's history, in event-id order per service (the order its changes committed in):
- * every `acquired` must come when no other lock of the service is live, and with a fencing
+ * every `acquired` must come when the service's live locks admit it (no exclusive lock with a
+ * shared one, no more exclusive ones than the least limit among them), and with a fencing
  * token above every earlier one.
  */
 async function checkStoreHistory(
   node: TrackerNode,
-): Promise<{ doubleGrants: number; tokenRegressions: number }> {
+): Promise<{ doubleGrants: number; overCapacity: number; tokenRegressions: number }> {
   const events: EventJson[] = [];
   let before: number | null = null;
   for (let page = 0; page < 10_000; page++) {
@@ -668,17 +840,42 @@ async function checkStoreHistory(
     if (body.nextBefore === null) break;
     before = body.nextBefore;
   }
-  events.sort((a, b) => a.id - b.id);
-  const live = new Map<string, Set<string>>();
+  return storeAnomalies(events);
+}
+
+/** Double grants, grants over a limit and token regressions in a store's history. */
+export function storeAnomalies(events: readonly EventJson[]): {
+  doubleGrants: number;
+  overCapacity: number;
+  tokenRegressions: number;
+} {
+  const sorted = [...events].sort((a, b) => a.id - b.id);
+  const live = new Map<string, Map<string, { mode: string; limit: number }>>();
   const lastToken = new Map<string, number>();
   let doubleGrants = 0;
+  let overCapacity = 0;
   let tokenRegressions = 0;
-  for (const event of events) {
-    const holders = live.get(event.service) ?? new Set<string>();
+  for (const event of sorted) {
+    const holders = live.get(event.service) ?? new Map<string, { mode: string; limit: number }>();
     live.set(event.service, holders);
     if (event.type === 'acquired') {
-      if (holders.size > 0) doubleGrants++;
-      holders.add(event.lock.id);
+      const mode = event.lock.mode ?? 'exclusive';
+      const limit = event.lock.limit ?? 1;
+      const others = [...holders.values()];
+      if (
+        mode === 'shared'
+          ? others.some((h) => h.mode === 'exclusive')
+          : others.some((h) => h.mode === 'shared')
+      ) {
+        doubleGrants++;
+      } else if (mode === 'exclusive') {
+        const least = Math.min(limit, ...others.map((h) => h.limit));
+        if (others.length + 1 > least) {
+          if (least === 1) doubleGrants++;
+          else overCapacity++;
+        }
+      }
+      holders.set(event.lock.id, { mode, limit });
       const token = event.lock.fencingToken ?? 0;
       if (token <= (lastToken.get(event.service) ?? 0)) tokenRegressions++;
       lastToken.set(event.service, token);
@@ -686,5 +883,5 @@ async function checkStoreHistory(
       holders.delete(event.lock.id);
     }
   }
-  return { doubleGrants, tokenRegressions };
+  return { doubleGrants, overCapacity, tokenRegressions };
 }
