@@ -310,7 +310,11 @@ function nextAcquire(request: string): Call {
     ...(plan.priorities && randomInt(4) === 0 ? { priority: pick([-1, 1, 2]) } : {}),
   };
   const plain: Call = { kind: 'acquire', service: pick(config.services), ...common };
-  if (config.transport !== 'rest') return plain;
+  // gRPC carries plain acquires only, without priority (see overGrpc).
+  if (config.transport !== 'rest') {
+    const { priority: _, ...withoutPriority } = plain;
+    return withoutPriority;
+  }
   const kinds: (() => Call | null)[] = [
     () => (plan.plain ? plain : null),
     () => (plan.plain ? plain : null),

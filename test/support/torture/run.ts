@@ -463,7 +463,14 @@ export async function runTorture(options: TortureOptions): Promise<TortureReport
       mkdirSync(out, { recursive: true });
       const historyFile = join(out, 'history.json');
       const timelineFile = join(out, 'timeline.html');
-      writeFileSync(historyFile, JSON.stringify({ seed: options.seed, faults, records, resources }, null, 1));
+      writeFileSync(
+        historyFile,
+        JSON.stringify(
+          { seed: options.seed, store: options.store, faults, jumps, records, resources },
+          null,
+          1,
+        ),
+      );
       const excerpt = verdict.result === 'illegal' ? verdict.excerpt : history;
       writeTimeline(
         timelineFile,
