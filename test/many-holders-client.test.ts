@@ -350,7 +350,7 @@ describe('many holders from the SDK and the CLI', () => {
         assert.match(result.stderr, message);
         assert.equal(result.stderr.trim().split('\n').length, 1);
       }
-      const negative = await runEnv(['--service', unique('neg'), '--priority', '-5']);
+      const negative = await runEnv(['--service', unique('neg'), '--priority=-5']);
       assert.equal(negative.code, 0, negative.stderr);
     });
   });
