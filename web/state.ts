@@ -72,7 +72,15 @@ export class LockState {
     switch (event.type) {
       case 'acquired':
       case 'renewed':
-        if (lock.fencingToken !== null) changed = this.upsert({ ...lock, fencingToken: lock.fencingToken });
+        // An event's lock names no resource (and a limit only once held): shown as a plain lock.
+        if (lock.fencingToken !== null) {
+          changed = this.upsert({
+            ...lock,
+            fencingToken: lock.fencingToken,
+            limit: lock.limit ?? 1,
+            resource: null,
+          });
+        }
         break;
       case 'released':
       case 'expired':
