@@ -44,7 +44,11 @@ async function startApp(
   const clock = new ManualClock(Date.parse('2024-01-15T10:00:00.250Z'));
   const store = openSqliteLockStore({ path, clock, busyTimeoutMs: options.busyTimeoutMs });
   const watchers = createWatcherRegistry(DEFAULT_WATCH_LIMITS);
-  const metrics = createMetrics({ stats: () => store.stats(), watchers });
+  const metrics = createMetrics({
+    stats: () => store.stats(),
+    resources: () => store.listResources(),
+    watchers,
+  });
   const { service, feed } = createTestService(metrics.instrument(store), {
     clock,
     owner: 'http-test',
