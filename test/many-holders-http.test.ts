@@ -40,7 +40,11 @@ async function startApp(): Promise<Running> {
   const dir = tempDir();
   const store = openSqliteLockStore({ path: join(dir.path, 'tracker.db'), clock: systemClock });
   const watchers = createWatcherRegistry(DEFAULT_WATCH_LIMITS);
-  const metrics = createMetrics({ stats: () => store.stats(), watchers });
+  const metrics = createMetrics({
+    stats: () => store.stats(),
+    resources: () => store.listResources(),
+    watchers,
+  });
   const { service, close } = createTestService(metrics.instrument(store), {
     owner: 'many-holders-http',
     onEvent: (event) => metrics.observe(event),
