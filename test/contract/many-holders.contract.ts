@@ -773,6 +773,64 @@ export function runManyHoldersContract(name: string, open: () => Promise<StoreUn
       });
     });
 
+    describe('history', () => {
+      test('events carry the group, mode, limit and label', async () => {
+        const [a, b] = [unique('h-a'), unique('h-b')];
+        const request = groupRequest([serviceClaim(a, { limit: 2 }), serviceClaim(b, { mode: 'shared' })]);
+        const locks = await granted(request);
+        const [onA] = await store.history({ service: a, limit: 10 });
+        assert.deepEqual(onA && [onA.type, onA.lockId, onA.groupId, onA.mode, onA.limit, onA.label], [
+          'acquired',
+          locks.find((lock) => lock.service === a)?.id,
+          request.id,
+          'exclusive',
+          2,
+          null,
+        ]);
+        const [onB] = await store.history({ service: b, limit: 10 });
+        assert.deepEqual(onB && [onB.type, onB.groupId, onB.mode, onB.limit], [
+          'acquired',
+          request.id,
+          'shared',
+          1,
+        ]);
+        await store.releaseGroup(request.id);
+        const [releasedA] = await store.history({ service: a, limit: 10 });
+        assert.deepEqual(releasedA && [releasedA.type, releasedA.groupId], ['released', request.id]);
+
+        const label = unique('h-label');
+        const resource = `${label}-1`;
+        await put(resource, { labels: [label] });
+        const holder = await grantedOne(singleRequest(serviceClaim(resource)));
+        const waiter = singleRequest(labelClaim(label), { who: 'label-waiter' });
+        await queued(waiter);
+        const [queuedEvent] = await store.history({ service: label, limit: 10 });
+        assert.deepEqual(
+          queuedEvent && [
+            queuedEvent.type,
+            queuedEvent.lockId,
+            queuedEvent.label,
+            queuedEvent.limit,
+            queuedEvent.service,
+          ],
+          ['queued', waiter.id, label, null, label],
+        );
+        await store.release(holder.id);
+        const [dequeued] = await store.history({ service: label, limit: 10 });
+        assert.deepEqual(dequeued && [dequeued.type, dequeued.reason, dequeued.label], [
+          'dequeued',
+          'granted',
+          label,
+        ]);
+        const [acquiredEvent] = await store.history({ service: resource, limit: 10 });
+        assert.deepEqual(acquiredEvent && [acquiredEvent.type, acquiredEvent.lockId, acquiredEvent.who], [
+          'acquired',
+          waiter.id,
+          'label-waiter',
+        ]);
+      });
+    });
+
     describe('expiry', () => {
       test('expired holders of a semaphore let waiters in, one per slot', async () => {
         const service = unique('sem-expiry');
