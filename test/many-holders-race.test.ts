@@ -6,7 +6,8 @@
  *   on several store instances → all finish, never over capacity (checked as they go and
  *   from the store's recorded history);
  * - a waiting group whose client hangs up (its abort signal) holds nothing afterwards, also
- *   when the hang-up and the grant happen at the same instant.
+ *   when the hang-up and the grant happen at the same instant; and over real HTTP, a waiting
+ *   `POST /locks` whose socket is destroyed.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -23,7 +24,8 @@ import { serviceClaim, singleRequest } from './contract/many-holders.contract.js
 import { createTestService, type TestService } from './support/lock-service.js';
 import { recordingLogger } from './support/logger.js';
 import { describePostgres } from './support/postgres.js';
-import { tempDir } from './support/server-process.js';
+import { API, call } from './support/rest.js';
+import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 import { waitFor, within } from './support/wait-for.js';
 
 const caller = AUTHENTICATION_OFF;
@@ -311,5 +313,60 @@ await describePostgres('PostgreSQL, 3 replicas', (database) => {
         for (const store of stores) await store.close();
       },
     };
+  });
+});
+
+describe('many holders over HTTP: a waiting group whose socket is destroyed', () => {
+  const dir = tempDir('tracker-many-http-');
+  let server: ServerProcess | undefined;
+  before(async () => {
+    server = await startServerProcess({
+      args: ['--http-port', '0', '--grpc-port', '0', '--database-url', `sqlite:${join(dir.path, 'http.db')}`],
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    dir.remove();
+  });
+
+  test('holds nothing afterwards, and its services go to the next in line', { timeout: 30_000 }, async () => {
+    assert.ok(server);
+    const base = server.baseUrl;
+    const x = `http-x-${randomUUID().slice(0, 8)}`;
+    const y = `http-y-${randomUUID().slice(0, 8)}`;
+    const holder = await call(base, 'POST', `${API}/lock`, { service: y, who: 'holder' });
+    assert.equal(holder.status, 201);
+    const hangUp = new AbortController();
+    const waiting = call(
+      base,
+      'POST',
+      `${API}/locks`,
+      { who: 'hangs-up', waitSeconds: 60, locks: [{ service: x }, { service: y }] },
+      { signal: hangUp.signal },
+    );
+    waiting.catch(() => {});
+    type QueueJson = { holders: unknown[]; waiters: { who: string; groupId: string | null }[] };
+    const queueOf = async (service: string) =>
+      (await call(base, 'GET', `${API}/queue/${encodeURIComponent(service)}`)).json as QueueJson;
+    const waiter = await waitFor(
+      async () => (await queueOf(y)).waiters.find((candidate) => candidate.who === 'hangs-up'),
+      { what: 'the group to wait' },
+    );
+    assert.ok(waiter.groupId);
+    assert.deepEqual((await queueOf(x)).holders, [], 'nothing held while it waits');
+    // A plain waiter behind it, on y.
+    const next = call(base, 'POST', `${API}/lock`, { service: y, who: 'next', waitSeconds: 30 });
+    await waitFor(async () => (await queueOf(y)).waiters.length === 2, { what: 'the second waiter' });
+    hangUp.abort();
+    await assert.rejects(waiting);
+    await waitFor(async () => (await queueOf(y)).waiters.length === 1, {
+      what: 'the group to leave the line when its socket closed',
+    });
+    assert.equal((await call(base, 'DELETE', `${API}/lock/${holder.json.id}`)).status, 200);
+    const granted = await next;
+    assert.equal(granted.status, 201, 'y goes to the waiter behind the group');
+    assert.equal((await call(base, 'GET', `${API}/locks/${waiter.groupId}`)).status, 404);
+    const listed = await call(base, 'GET', `${API}/locks/list?service=${encodeURIComponent(x)}`);
+    assert.equal(listed.json.total, 0, 'x is free');
   });
 });
