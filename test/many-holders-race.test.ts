@@ -348,8 +348,18 @@ describe('many holders over HTTP: a waiting group whose socket is destroyed', ()
     type QueueJson = { holders: unknown[]; waiters: { who: string; groupId: string | null }[] };
     const queueOf = async (service: string) =>
       (await call(base, 'GET', `${API}/queue/${encodeURIComponent(service)}`)).json as QueueJson;
+    let answered: string | undefined;
+    waiting.then(
+      (reply) => {
+        answered = `${reply.status} ${JSON.stringify(reply.json)}`;
+      },
+      () => {},
+    );
     const waiter = await waitFor(
-      async () => (await queueOf(y)).waiters.find((candidate) => candidate.who === 'hangs-up'),
+      async () => {
+        if (answered !== undefined) assert.fail(`POST /locks answered instead of waiting: ${answered}`);
+        return (await queueOf(y)).waiters.find((candidate) => candidate.who === 'hangs-up');
+      },
       { what: 'the group to wait' },
     );
     assert.ok(waiter.groupId);
