@@ -27,6 +27,10 @@ function lock(service: string, who: string, index: number): LockInfo {
     fencingToken: index + 1,
     waiters: index,
     owner: null,
+    limit: 1,
+    mode: 'exclusive',
+    groupId: null,
+    resource: null,
   };
 }
 
@@ -40,6 +44,8 @@ function event(service: string, who: string, index: number): LockEvent {
     lock: { ...lock(service, who, index), fencingToken: index + 1 },
     heldSeconds: index % 2 === 0 ? 42 + index : null,
     reason: index === 2 ? '因为 🚀 e\u0301' : null,
+    groupId: null,
+    label: null,
   };
 }
 
@@ -124,7 +130,16 @@ describe('CLI tables align by terminal width', () => {
     const queue: QueueInfo = {
       service: '部署-生产',
       holder: lock('部署-生产', '🚀deploy', 0),
-      waiters: NAMES.map((name, index) => ({ who: name, since: ago(5 * (index + 1)), position: index + 1 })),
+      holders: [lock('部署-生产', '🚀deploy', 0)],
+      waiters: NAMES.map((name, index) => ({
+        who: name,
+        since: ago(5 * (index + 1)),
+        position: index + 1,
+        priority: 0,
+        mode: 'exclusive' as const,
+        label: null,
+        groupId: null,
+      })),
     };
     const [heading, ...rest] = formatQueue(queue, NOW).split('\n');
     assert.match(heading ?? '', /^部署-生产 is held by 🚀deploy for 1m \(lock 0{8}-/);

@@ -93,8 +93,13 @@ export function toHttpError(error: unknown): { status: number; body: ErrorJson }
   if (error instanceof TrackerError) {
     const body: ErrorJson = { error: error.message, code: error.code };
     if (error.details.field) body.field = error.details.field;
-    if (error.details.existingLock) body.existingLock = lockToJson(error.details.existingLock);
-    if (error.details.lockId) body.lockId = error.details.lockId;
+    const { existingLock, holders, limit, service, label, lockId } = error.details;
+    if (existingLock) body.existingLock = lockToJson(existingLock);
+    if (holders) body.holders = holders.map(lockToJson);
+    if (limit !== undefined) body.limit = limit;
+    if (service !== undefined) body.service = service;
+    if (label !== undefined) body.label = label;
+    if (lockId) body.lockId = lockId;
     return { status: HTTP_STATUS[error.code], body };
   }
   if (error instanceof HttpRefusal) {
@@ -128,22 +133,51 @@ function validationError(error: Partial<FastifyError>): ErrorJson {
     field,
   });
   switch (first?.keyword) {
+    // Inside a nested object (a group's claim), the field is named by its path: locks.0.ttl.
     case 'required': {
-      const field = String(params.missingProperty);
+      const field =
+        fromPath === '' ? String(params.missingProperty) : `${fromPath}.${String(params.missingProperty)}`;
       return invalid(field, `${field} is required`);
     }
     case 'additionalProperties': {
-      const field = String(params.additionalProperty);
+      const field =
+        fromPath === ''
+          ? String(params.additionalProperty)
+          : `${fromPath}.${String(params.additionalProperty)}`;
       return invalid(field, `unknown ${where}: ${field}`);
     }
+  }
+  // A property name refused by `propertyNames` (PUT /resources: a property key).
+  const propertyName = (first as { propertyName?: string } | undefined)?.propertyName;
+  if (propertyName !== undefined) {
+    return invalid(fromPath, `${fromPath} ${RULES[fromPath]?.propertyNames ?? 'has an invalid key'}`);
   }
   if (fromPath === '') {
     return invalid('body', 'request body must be a JSON object');
   }
   const keyword = first?.keyword ?? '';
-  const rule = RULES[fromPath]?.[keyword];
+  const rule = ruleFor(fromPath, keyword);
   if (rule) return invalid(fromPath, `${fromPath} ${rule}`);
   if (keyword === 'type') return invalid(fromPath, `${fromPath} must be a ${String(params.type)}`);
   if (keyword === 'minLength') return invalid(fromPath, `${fromPath} must be a non-empty string`);
   return invalid(fromPath, `${fromPath} ${first?.message ?? 'is invalid'}`);
+}
+
+/**
+ * The words of a rule for a field: by its path (`locks.0.limit`), by that path with its
+ * indices and map keys as `*` (`labels.*`, `properties.*`), or by its last name (`limit`).
+ */
+function ruleFor(path: string, keyword: string): string | undefined {
+  const segments = path.split('.');
+  const [head, ...rest] = segments;
+  const candidates = [
+    path,
+    [head, ...rest.map(() => '*')].join('.'),
+    segments.findLast((s) => !/^\d+$/.test(s)),
+  ];
+  for (const candidate of candidates) {
+    const rule = candidate === undefined ? undefined : RULES[candidate]?.[keyword];
+    if (rule) return rule;
+  }
+  return undefined;
 }
