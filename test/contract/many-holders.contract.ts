@@ -668,6 +668,61 @@ export function runManyHoldersContract(name: string, open: () => Promise<StoreUn
       });
     });
 
+    describe('edge cases the model found', () => {
+      test('a refusal names the holders of what the request could not get, not of what it could', async () => {
+        const [s, t] = [unique('room'), unique('full')];
+        await grantedOne(singleRequest(serviceClaim(s, { limit: 2 }), { who: 'has-room' }));
+        const full = await grantedOne(singleRequest(serviceClaim(t), { who: 'in-the-way' }));
+        const refusal = await refused(groupRequest([serviceClaim(s, { limit: 2 }), serviceClaim(t)]));
+        assert.deepEqual(ids(refusal.holders), [full.id], 's has room: only the holder of t is in the way');
+      });
+
+      test('a group naming a resource and a label carrying it gets both while another member is free', async () => {
+        const label = unique('both');
+        const [r0, r1] = [`${label}-0`, `${label}-1`];
+        for (const resource of [r0, r1]) await put(resource, { labels: [label] });
+        const request = groupRequest([labelClaim(label), serviceClaim(r0)]);
+        const result = await acquire(request);
+        assert.ok(result.acquired, `r1 for the label and r0 by name satisfy it: ${describeResult(result)}`);
+        assert.deepEqual(result.locks.map((lock) => lock.service).sort(), [r0, r1]);
+      });
+
+      test('a label that loses every member keeps its waiters waiting, holding nothing', async () => {
+        const label = unique('vanishing');
+        const member = `${label}-only`;
+        const other = unique('other');
+        await put(member, { labels: [label] });
+        await grantedOne(singleRequest(serviceClaim(member)));
+        const group = groupRequest([labelClaim(label), serviceClaim(other)], { who: 'group' });
+        await queued(group);
+        await put(member, { labels: [] });
+        await store.settle([other, member]);
+        assert.deepEqual(await store.granted(group.id), [], 'never granted with its label claim unfilled');
+        assert.deepEqual(await holdersOf(other), []);
+      });
+
+      test('a freed resource goes to the waiting group it completes, before any newcomer', async () => {
+        const label = unique('chain');
+        const [r0, r1, r2, s0] = [`${label}-r0`, `${label}-r1`, `${label}-r2`, `${label}-s0`];
+        await put(r0);
+        await put(r1, { labels: [label] });
+        await put(r2, { labels: [label], capacity: 2 });
+        const first = await granted(groupRequest([serviceClaim(r0), serviceClaim(s0)], { who: 'g0' }));
+        // g1 waits for s0 only (r1 by name and r2 by label are free); g2 waits for r0 only.
+        await queued(groupRequest([serviceClaim(s0), serviceClaim(r1), labelClaim(label)], { who: 'g1' }));
+        const g2 = groupRequest([serviceClaim(r0), serviceClaim(r1)], { who: 'g2' });
+        await queued(g2);
+        await store.release(first.find((lock) => lock.service === r0)?.id ?? '');
+        assert.deepEqual(
+          (await store.granted(g2.id)).map((lock) => lock.service).sort(),
+          [r0, r1],
+          'r0 and r1 are free and g1 does not wait for them: g2 is granted in the release',
+        );
+        const newcomer = await acquire(singleRequest(serviceClaim(r0), { who: 'newcomer' }));
+        assert.equal(newcomer.acquired, false, 'a newcomer never overtakes g2');
+      });
+    });
+
     describe('resource registry', () => {
       test('put creates then replaces; get and list by label show it, by name', async () => {
         const label = unique('reg');
