@@ -33,6 +33,7 @@ import {
   resourceMessage,
   watchMessage,
 } from './messages.js';
+import { reflectionDefinition } from './reflection-descriptors.js';
 
 /** The .proto is the single source of the wire types; dist/ carries a copy at the same depth. */
 export const PROTO_FILE = fileURLToPath(
@@ -422,7 +423,7 @@ export function buildGrpcServer({
   // Reflection must describe the .proto as written (per_page, created_at), so that grpcurl
   // accepts the proto field names; the handlers use proto-loader's camelCase view instead.
   new ReflectionService(
-    loadSync([PROTO_FILE, HEALTH_PROTO_FILE], { ...LOAD_OPTIONS, keepCase: true }),
+    reflectionDefinition(loadSync([PROTO_FILE, HEALTH_PROTO_FILE], { ...LOAD_OPTIONS, keepCase: true })),
   ).addToServer(server);
   return {
     server,
