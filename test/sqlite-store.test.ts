@@ -55,6 +55,7 @@ describe('SQLite store specifics', () => {
       { version: 5, name: 'lock_owner' },
       { version: 6, name: 'idempotency_keys' },
       { version: 7, name: 'lock_owner_key' },
+      { version: 8, name: 'many_holders' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

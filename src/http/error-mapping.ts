@@ -23,6 +23,10 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   LOCK_ENDED: 409,
   TOO_MANY_WATCHERS: 429,
   WATCHER_TOO_SLOW: 429,
+  LIMIT_MISMATCH: 409,
+  NO_SUCH_LABEL: 404,
+  RESOURCE_NOT_FOUND: 404,
+  RESOURCE_IN_USE: 409,
 };
 
 /**

@@ -44,6 +44,11 @@ export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
     'the server has `--max-watchers` watch streams open, or this token (address) `--max-watchers-per-token`',
   WATCHER_TOO_SLOW:
     "a watch stream's last message (SSE `event: error`, gRPC status): it read too slowly and had over `--max-watcher-buffer` waiting; resume with the last event id",
+  LIMIT_MISMATCH:
+    'an exclusive request named another `limit` than the one its service is held under (or registered with as `capacity`); `limit` is the current one',
+  NO_SUCH_LABEL: 'no registered resource carries the requested `label`',
+  RESOURCE_NOT_FOUND: 'no registered resource has that name',
+  RESOURCE_IN_USE: 'the resource is held: release its locks before deleting it',
   NOT_FOUND: 'no route has this path',
   METHOD_NOT_ALLOWED: 'the path exists, but not with this method; `Allow` lists those it has',
   UNSUPPORTED_MEDIA_TYPE: 'a body that is not `application/json`',

@@ -549,7 +549,7 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       await store.release(first.id);
       assert.equal((await store.get(second.id))?.who, 'second');
       await store.release(second.id);
-      assert.deepEqual(await store.queue(service), { service, holder: null, waiters: [] });
+      assert.deepEqual(await store.queue(service), { service, holder: null, holders: [], waiters: [] });
     });
 
     test('queue: after the holder expires the oldest waiter is granted; newcomers never overtake', async () => {
