@@ -4,7 +4,6 @@
  * field present): a field added to the .proto and forgotten here does not compile. Proto3
  * has no null: what REST shows as null is 0 or '' here, or a message left out.
  */
-import { invalidArgument } from '../core/errors.js';
 import type { FeedMessage } from '../core/event-feed.js';
 import {
   formatTimestamp,
@@ -144,29 +143,22 @@ export function watchMessage(message: FeedMessage): WatchLocksResponse {
     : { event: eventMessage(message.event) };
 }
 
-/** `mode` as sent: empty means the default (exclusive); anything else but the two names is refused. */
-export function modeArgument(field: string, mode: string): LockMode | undefined {
-  if (mode === '') return undefined;
-  if (mode === 'exclusive' || mode === 'shared') return mode;
-  throw invalidArgument(field, `${field} must be "exclusive" or "shared"`);
-}
-
 /**
- * The claim of a CreateLock request or of one AcquireLocks item (its fields named under
- * `prefix`: '' or `locks.0.`, as REST names them). Proto3 cannot send an absent string: an
- * empty `service` beside a `label` is no service, and without a label it goes to the core as
- * it is, which refuses it naming `service`; the limit and quantity are `optional`, so they
- * reach the core exactly as given.
+ * The claim of a CreateLock request or of one AcquireLocks item. Proto3 cannot send an
+ * absent string: an empty `service` beside a `label` is no service, and without a label it
+ * goes to the core as it is, which refuses it naming `service`; an empty `mode` is the
+ * default. The core checks every rule (the mode's two names included) and names the field,
+ * under `locks[i].` for a group's claim; `limit` and `quantity` are `optional`, so they
+ * reach it exactly as given.
  */
 export function claimOptions(
-  prefix: string,
   request: Pick<LockClaim, 'service' | 'label' | 'mode' | 'limit'> & { quantity?: number | undefined },
 ): ClaimOptions {
   const labelled = request.label !== '';
   return {
     service: labelled && request.service === '' ? undefined : request.service,
     label: labelled ? request.label : undefined,
-    mode: modeArgument(`${prefix}mode`, request.mode),
+    mode: request.mode === '' ? undefined : (request.mode as LockMode),
     limit: request.limit,
     quantity: request.quantity,
   };

@@ -296,7 +296,7 @@ export function buildGrpcServer({
 
   const handlers: LockServiceHandlers = {
     CreateLock: unary('CreateLock', async (request, call, caller) => {
-      const { quantity: _none, ...claim } = claimOptions('', request);
+      const { quantity: _none, ...claim } = claimOptions(request);
       const { lock, replayed } = await service.acquire({
         caller,
         ...claim,
@@ -313,7 +313,7 @@ export function buildGrpcServer({
     AcquireLocks: unary('AcquireLocks', async (request, call, caller) => {
       const { group, replayed } = await service.acquireGroup({
         caller,
-        locks: request.locks.map((claim, index) => claimOptions(`locks.${index}.`, claim)),
+        locks: request.locks.map(claimOptions),
         who: request.who,
         ttlSeconds: given(request.ttlSeconds),
         waitSeconds: request.waitSeconds,
