@@ -394,8 +394,13 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
     );
     const next = await take(service, 'next');
     assert.ok(BigInt(next.fencingToken) > BigInt(lock.fencingToken), 'tokens grow across releases');
-    // GetQueue through reflection too: the holder, and an empty line (proto3 JSON omits it).
-    assert.deepEqual(await ok('GetQueue', { service }), { service, holder: lockMessageAsJson(next) });
+    // GetQueue through reflection too: the holder (the oldest of the holders, here the only
+    // one), and an empty line (proto3 JSON omits it).
+    assert.deepEqual(await ok('GetQueue', { service }), {
+      service,
+      holder: lockMessageAsJson(next),
+      holders: [lockMessageAsJson(next)],
+    });
     await rejectsWith(rpc('GetQueue', { service: '' }), status.INVALID_ARGUMENT, invalid('service'));
   });
 
