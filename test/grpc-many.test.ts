@@ -10,8 +10,10 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
+import { addToken } from '../src/auth/token-file.js';
 import { bufFails, bufOk } from './support/buf-curl.js';
 import {
   type LockEventMessage,
@@ -23,8 +25,9 @@ import {
   rejectsWith,
   SERVICE,
   unary,
+  unaryOutcome,
 } from './support/grpc-client.js';
-import { type ServerProcess, startServerProcess } from './support/server-process.js';
+import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 import { waitFor } from './support/wait-for.js';
 
 const API = '/api/v1alpha1';
@@ -645,5 +648,119 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
       invalid('locks'),
     );
     assert.deepEqual((await queueOf(service)).holders, []);
+  });
+});
+
+describe('gRPC: groups and the resource registry with authentication (tokens file)', () => {
+  const dir = tempDir();
+  const file = join(dir.path, 'tokens.yaml');
+  const tokens = {
+    reader: addToken(file, { name: 'reader', scopes: ['lock:read'] }),
+    writer: addToken(file, { name: 'writer', scopes: ['lock:write'] }),
+    other: addToken(file, { name: 'other', scopes: ['lock:write'] }),
+    admin: addToken(file, { name: 'admin', scopes: ['lock:admin'] }),
+  };
+  let server: ServerProcess;
+  let client: LockServiceClient;
+  const as = (token: string | undefined, method: string, request: object) =>
+    unaryOutcome(client, method, request, token === undefined ? {} : { authorization: `Bearer ${token}` });
+  /** The call failed with this status and tracker-code. */
+  const refused = (
+    outcome: { response?: unknown; error?: ServiceError },
+    code: status,
+    trackerCode: string,
+    what: string,
+  ) => {
+    assert.equal(
+      outcome.error?.code,
+      code,
+      `${what}: ${JSON.stringify(outcome.response)} ${outcome.error?.details}`,
+    );
+    assert.deepEqual(outcome.error?.metadata.get('tracker-code'), [trackerCode], what);
+  };
+
+  before(async () => {
+    server = await startServerProcess({
+      args: [
+        '--http-port',
+        '0',
+        '--grpc-port',
+        '0',
+        '--database-url',
+        'sqlite::memory:',
+        '--auth-tokens-file',
+        file,
+      ],
+    });
+    client = lockServiceClient(server.grpcAddress);
+  });
+  after(async () => {
+    client?.close();
+    await server?.stop();
+    dir.remove();
+  });
+
+  test('writing the registry needs lock:admin, reading it lock:read', async () => {
+    const name = unique('device');
+    const spec = { name, labels: [unique('label')], capacity: 2 };
+    refused(await as(undefined, 'PutResource', spec), status.UNAUTHENTICATED, 'UNAUTHENTICATED', 'no token');
+    refused(
+      await as(tokens.writer, 'PutResource', spec),
+      status.PERMISSION_DENIED,
+      'PERMISSION_DENIED',
+      'writer',
+    );
+    refused(
+      await as(tokens.reader, 'PutResource', spec),
+      status.PERMISSION_DENIED,
+      'PERMISSION_DENIED',
+      'reader',
+    );
+    const created = await as(tokens.admin, 'PutResource', spec);
+    assert.equal(created.response?.created, true, created.error?.details);
+    assert.equal((await as(tokens.reader, 'GetResource', { name })).response?.name, name);
+    const listed = await as(tokens.reader, 'ListResources', { label: spec.labels[0] });
+    assert.deepEqual(
+      ((listed.response?.resources ?? []) as Array<{ name: string }>).map((resource) => resource.name),
+      [name],
+    );
+    refused(
+      await as(undefined, 'GetResource', { name }),
+      status.UNAUTHENTICATED,
+      'UNAUTHENTICATED',
+      'no token',
+    );
+    refused(
+      await as(tokens.writer, 'DeleteResource', { name }),
+      status.PERMISSION_DENIED,
+      'PERMISSION_DENIED',
+      'writer deletes',
+    );
+    assert.deepEqual((await as(tokens.admin, 'DeleteResource', { name })).response, {});
+  });
+
+  test("a group's locks carry the token's name; another writer can neither renew nor release them", async () => {
+    const locks = [{ service: unique('a') }, { service: unique('b') }];
+    refused(
+      await as(tokens.reader, 'AcquireLocks', { who: 'job', locks }),
+      status.PERMISSION_DENIED,
+      'PERMISSION_DENIED',
+      'reader acquires',
+    );
+    const acquired = await as(tokens.writer, 'AcquireLocks', { who: 'job', locks });
+    const group = acquired.response as unknown as GroupMessage;
+    assert.equal(group.locks.length, 2, acquired.error?.details);
+    for (const member of group.locks) assert.equal(member.owner, 'writer');
+    for (const method of ['RenewLockGroup', 'ReleaseLockGroup']) {
+      const outcome = await as(tokens.other, method, { id: group.id });
+      assert.ok(outcome.error, `${method} by another writer: ${JSON.stringify(outcome.response)}`);
+      assert.ok(
+        [status.PERMISSION_DENIED, status.NOT_FOUND].includes(outcome.error.code),
+        `${method} by another writer: ${status[outcome.error.code]} ${outcome.error.details}`,
+      );
+    }
+    assert.equal((await as(tokens.reader, 'GetLockGroup', { id: group.id })).response?.id, group.id);
+    const released = await as(tokens.writer, 'ReleaseLockGroup', { id: group.id });
+    assert.equal(((released.response?.locks ?? []) as unknown[]).length, 2, released.error?.details);
   });
 });
