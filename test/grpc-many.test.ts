@@ -77,7 +77,7 @@ const heldBy = (holders: readonly LockMessage[]) => ({
   'tracker-code': 'LOCK_HELD',
   'tracker-existing-lock-id': holders[0]?.id ?? '',
   'tracker-holder-lock-ids': holders.map((holder) => holder.id).join(','),
-  'tracker-holders': String(holders.length),
+  'tracker-holder-count': String(holders.length),
 });
 
 /**
@@ -123,6 +123,16 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
   const put = (request: object) =>
     rpc<{ resource: ResourceMessage; created: boolean }>('PutResource', request);
   const queueOf = (service: string) => rpc<QueueMessage>('GetQueue', { service });
+  /**
+   * LOCK_HELD's trailers for `service` as its holders are now, oldest first as GetQueue
+   * lists them (two locks taken in the same millisecond go by id).
+   */
+  const heldNow = async (service: string) => heldBy((await queueOf(service)).holders);
+  /** CreateLock `request` on `service` is refused as LOCK_HELD, naming its holders. */
+  const refusedAsHeld = async (service: string, request: object) => {
+    const trailers = await heldNow(service);
+    return rejectsWith(lock(request), status.ALREADY_EXISTS, trailers);
+  };
   /** The response and its metadata (idempotent-replayed). */
   const withMetadata = <T>(method: string, request: object) =>
     new Promise<{ response: T; replayed: boolean }>((resolve, reject) => {
@@ -176,17 +186,15 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
     assert.equal(new Set(tokens).size, 3);
     for (const holder of holders) assert.equal(holder.limit, 3);
 
-    const full = await rejectsWith(
-      lock({ service, who: 'job-4', limit: 3 }),
-      status.ALREADY_EXISTS,
-      heldBy(holders),
-    );
+    const full = await refusedAsHeld(service, { service, who: 'job-4', limit: 3 });
     assert.match(full.details, /held by "job-1".* and 2 other holders$/);
     const queue = await queueOf(service);
     assert.deepEqual(queue.holder, holders[0]);
+    // job-1 first (taken well before); job-2 and job-3 may share a millisecond.
+    assert.deepEqual(queue.holders[0], holders[0]);
     assert.deepEqual(
-      queue.holders.map((holder) => holder.id),
-      holders.map((holder) => holder.id),
+      new Set(queue.holders.map((holder) => holder.id)),
+      new Set(holders.map((holder) => holder.id)),
     );
     assert.deepEqual(queue.waiters, []);
 
@@ -202,6 +210,26 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
       'tokens grow across holders and releases',
     );
     for (const holder of [holders[0], holders[2], fourth]) await rpc('UnLock', { id: holder?.id });
+  });
+
+  test('a full semaphore of 40 names its 32 oldest holders in the trailer, and how many there are', async () => {
+    const service = unique('wide');
+    const holders: LockMessage[] = [];
+    for (let index = 0; index < 40; index++)
+      holders.push(await lock({ service, who: `w-${index}`, limit: 40 }));
+    const full = await failsWith(
+      lock({ service, who: 'late', limit: 40 }),
+      status.ALREADY_EXISTS,
+      'LOCK_HELD',
+    );
+    assert.deepEqual(full.metadata.get('tracker-holder-count'), ['40']);
+    // Oldest first, as GetQueue lists them (two taken in the same millisecond go by id).
+    const oldest = (await queueOf(service)).holders.map((holder) => holder.id);
+    assert.deepEqual(new Set(oldest), new Set(holders.map((holder) => holder.id)));
+    assert.deepEqual(full.metadata.get('tracker-existing-lock-id'), [oldest[0]]);
+    assert.deepEqual(String(full.metadata.get('tracker-holder-lock-ids')[0]).split(','), oldest.slice(0, 32));
+    assert.match(full.details, / and 39 other holders$/);
+    await Promise.all(holders.map((holder) => rpc('UnLock', { id: holder.id })));
   });
 
   test('LIMIT_MISMATCH: another limit while held is FAILED_PRECONDITION at once, naming the limit and the service', async () => {
@@ -229,7 +257,7 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
     assert.deepEqual((await queueOf(service)).waiters, [], 'nothing queued');
     // The same limit is a plain LOCK_HELD... after the second holder.
     const second = await lock({ service, who: 'b', limit: 2 });
-    await rejectsWith(lock({ service, who: 'c', limit: 2 }), status.ALREADY_EXISTS, heldBy([held, second]));
+    await refusedAsHeld(service, { service, who: 'c', limit: 2 });
     await Promise.all([rpc('UnLock', { id: held.id }), rpc('UnLock', { id: second.id })]);
   });
 
@@ -246,12 +274,8 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
       await lock({ service, who: 'reader-2', mode: 'shared' }),
     ];
     assert.equal(readers[1]?.mode, 'shared');
-    await rejectsWith(
-      lock({ service, who: 'writer', mode: 'exclusive' }),
-      status.ALREADY_EXISTS,
-      heldBy(readers),
-    );
-    await rejectsWith(lock({ service, who: 'writer' }), status.ALREADY_EXISTS, heldBy(readers));
+    await refusedAsHeld(service, { service, who: 'writer', mode: 'exclusive' });
+    await refusedAsHeld(service, { service, who: 'writer' });
 
     // An exclusive request waits; GetQueue shows its priority and mode.
     const writing = lock({ service, who: 'writer', waitSeconds: 30, priority: 7 });

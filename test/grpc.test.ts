@@ -96,7 +96,7 @@ const heldBy = (id: string) => ({
   'tracker-code': 'LOCK_HELD',
   'tracker-existing-lock-id': id,
   'tracker-holder-lock-ids': id,
-  'tracker-holders': '1',
+  'tracker-holder-count': '1',
 });
 const invalid = (field: string) => ({ 'tracker-code': 'INVALID_ARGUMENT', 'tracker-field': field });
 

@@ -37,8 +37,8 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
 
 /**
  * Most holder ids sent in `tracker-holder-lock-ids`: a semaphore may have 1000 holders, and
- * trailers are small (grpc-js and most proxies refuse metadata over 8 KiB or so).
- * `tracker-holders` says how many there are.
+ * trailers must stay small (clients built on gRPC's C core refuse more than 8 KiB of metadata
+ * by default). `tracker-holder-count` says how many there are.
  */
 export const MAX_HOLDER_IDS = 32;
 
@@ -81,7 +81,7 @@ export function toGrpcError(error: unknown, deadlinePassed = false): Partial<Ser
         .map((holder) => holder.id)
         .join(','),
     );
-    metadata.set('tracker-holders', String(holders.length));
+    metadata.set('tracker-holder-count', String(holders.length));
   }
   if (limit !== undefined) metadata.set('tracker-limit', String(limit));
   if (service !== undefined) metadata.set('tracker-service', encodeName(service));
