@@ -44,6 +44,10 @@ describe('wire contract', () => {
     fencingToken: 1,
     waiters: 2,
     owner: 'ci',
+    limit: 3,
+    mode: 'exclusive',
+    groupId: 'g',
+    resource: { name: 's', labels: ['l'], properties: { k: 'v' } },
   });
 
   test('Lock: domain JSON, REST schema and proto have the same fields', () => {

@@ -564,6 +564,12 @@ export function createLockService({
       if ('ended' in result) throw lockEnded(result.ended.lockId);
       if ('limitMismatch' in result) throw limitMismatch(result.limitMismatch.service, result.limitMismatch.limit);
       if ('noSuchLabel' in result) throw noSuchLabel(result.noSuchLabel);
+      if ('unsatisfiable' in result) {
+        throw invalidArgument(
+          'locks',
+          'these claims can never be granted together: they ask for more than their services and labels can give at once',
+        );
+      }
       let locks: readonly Lock[];
       if (result.acquired) locks = result.locks;
       else {
@@ -649,7 +655,11 @@ export function createLockService({
       }
       const claims: Claim[] = [];
       for (const [index, item] of raw.entries()) {
-        claims.push(await validateClaim(common.caller, item, `locks[${index}].`));
+        const claim = await validateClaim(common.caller, item, `locks[${index}].`);
+        if (claim.service !== null && claims.some((earlier) => earlier.service === claim.service)) {
+          throw invalidArgument(`locks[${index}].service`, `${claim.service} is claimed twice in this group`);
+        }
+        claims.push(claim);
       }
       const { id, locks, replayed } = await take(common, claims, { group: true, plain: false });
       return { group: { id, locks }, replayed };

@@ -11,19 +11,30 @@ import { ErrorJson, ReleaseErrorJson } from './schemas.js';
  * serializes them) and a line per code saying what it means.
  */
 
-export type Tag = 'locks' | 'queue' | 'history' | 'operations';
+export type Tag = 'locks' | 'queue' | 'resources' | 'history' | 'operations';
 
 export const TAGS: ReadonlyArray<{ readonly name: Tag; readonly description: string }> = [
   { name: 'locks', description: 'Acquire, inspect, renew and release locks.' },
   { name: 'queue', description: 'Requests waiting for a held service.' },
+  {
+    name: 'resources',
+    description: 'Registered resources: labels to ask for any free one, properties, capacity.',
+  },
   { name: 'history', description: 'What happened to locks, past and live.' },
   { name: 'operations', description: 'Health, readiness and metrics.' },
 ];
 
 /** What each error code means, for the error responses' descriptions. */
 export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
-  LOCK_HELD: 'the service is held by someone else; `existingLock` is the holder',
-  WAIT_TIMEOUT: 'waited `waitSeconds` and the service is still held; `existingLock` is the holder',
+  LOCK_HELD:
+    'the service is held by someone else (or full); `existingLock` is the oldest holder, `holders` every one',
+  WAIT_TIMEOUT:
+    'waited `waitSeconds` and the service is still held; `existingLock` is the oldest holder, `holders` every one',
+  LIMIT_MISMATCH:
+    'the service is held (or registered) with another `limit`: `limit` is the current one, `service` the service (answered at once, never queued)',
+  NO_SUCH_LABEL: 'no registered resource carries the `label`',
+  RESOURCE_NOT_FOUND: 'no registered resource has that name',
+  RESOURCE_IN_USE: 'the resource is held: release its locks first',
   LOCK_NOT_FOUND: 'no lock with that id is held',
   LOCK_NOT_HELD: 'the lock expired, was released or never existed',
   INVALID_ARGUMENT: 'bad input; `field` names it',
@@ -44,11 +55,6 @@ export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
     'the server has `--max-watchers` watch streams open, or this token (address) `--max-watchers-per-token`',
   WATCHER_TOO_SLOW:
     "a watch stream's last message (SSE `event: error`, gRPC status): it read too slowly and had over `--max-watcher-buffer` waiting; resume with the last event id",
-  LIMIT_MISMATCH:
-    'an exclusive request named another `limit` than the one its service is held under (or registered with as `capacity`); `limit` is the current one',
-  NO_SUCH_LABEL: 'no registered resource carries the requested `label`',
-  RESOURCE_NOT_FOUND: 'no registered resource has that name',
-  RESOURCE_IN_USE: 'the resource is held: release its locks before deleting it',
   NOT_FOUND: 'no route has this path',
   METHOD_NOT_ALLOWED: 'the path exists, but not with this method; `Allow` lists those it has',
   UNSUPPORTED_MEDIA_TYPE: 'a body that is not `application/json`',

@@ -98,6 +98,7 @@ export type InsertParams = {
   limit: number;
   mode: string;
   groupId: string | null;
+  member: number;
 } & Now;
 
 /**
@@ -137,18 +138,39 @@ export const DELETE_EXPIRED = 'DELETE FROM locks WHERE service = @service AND ex
  * A lock granted by the store's decision (core/grants.ts). The token is the service's last
  * one plus one; the locks_record_fencing_token trigger records it in `services`.
  */
-export const INSERT = `INSERT INTO locks (${COLUMNS}, owner_key)
+export const INSERT = `INSERT INTO locks (${COLUMNS}, owner_key, member)
    SELECT @id, @service, @who, @now, @ttl, @expires,
           coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1, @owner,
-          @limit, @mode, @groupId, @ownerKey
-   RETURNING id`;
+          @limit, @mode, @groupId, @ownerKey, @member
+   RETURNING ${COLUMNS}`;
 
-/** The live holders of a service, as the grant rules see them. */
-export const HOLDERS = `SELECT mode, max_holders FROM locks WHERE service = @service AND ${LIVE}`;
+/**
+ * The plain case in one statement (autocommit: a write statement takes the file's write lock
+ * before it reads): a service nobody holds (no row at all, not even an expired one), nobody
+ * waits for by name, that is not a registered resource. Anything else goes through the
+ * grant pass.
+ */
+export const INSERT_FREE = `INSERT INTO locks (${COLUMNS}, owner_key, member)
+   SELECT @id, @service, @who, @now, @ttl, @expires,
+          coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1, @owner,
+          @limit, @mode, NULL, @ownerKey, 0
+   WHERE NOT EXISTS (SELECT 1 FROM locks WHERE service = @service)
+     AND NOT EXISTS (SELECT 1 FROM waiter_claims WHERE service = @service)
+     AND NOT EXISTS (SELECT 1 FROM resources WHERE name = @service)
+   RETURNING ${COLUMNS}`;
+
+/** Whether a change to the service may let a waiter in (by name, or by a label it carries). */
+export const MAY_GRANT = `SELECT EXISTS (SELECT 1 FROM waiter_claims WHERE service = @service)
+    OR EXISTS (SELECT 1 FROM resources WHERE name = @service) AS may`;
+
+/** The holders of a service, expired ones too (the pass deletes those, recording their expiry). */
+export const HOLDERS = 'SELECT mode, max_holders, expires_at FROM locks WHERE service = @service';
 export const HOLDER_LOCKS = `SELECT ${COLUMNS}, ${WAITING} FROM locks WHERE service = @service AND ${LIVE}
   ORDER BY created_at, id`;
 export const RESOURCE = 'SELECT * FROM resources WHERE name = @name';
 export const LABEL_MEMBERS = 'SELECT name FROM resource_labels WHERE label = @label ORDER BY name';
+/** The requests with a claim naming the service (enough for a service that is not registered). */
+export const NAMING = 'SELECT ticket FROM waiter_claims WHERE service = @service';
 /** The requests with a claim on the service, by name or by one of its labels. */
 export const TOUCHING = `SELECT DISTINCT c.ticket FROM waiter_claims c
   WHERE c.service = @service
@@ -158,8 +180,8 @@ export const CLAIMS = 'SELECT * FROM waiter_claims WHERE ticket = @ticket ORDER 
 export const INSERT_CLAIM = `INSERT INTO waiter_claims (ticket, idx, service, label, mode, max_holders, quantity)
   VALUES (@ticket, @idx, @service, @label, @mode, @limit, @quantity)`;
 export const GRANTED = `SELECT ${COLUMNS}, ${WAITING} FROM locks WHERE (id = @id OR group_id = @id) AND ${LIVE}
-  ORDER BY created_at, id`;
-export const GROUP_LOCKS = `SELECT ${COLUMNS}, owner_key FROM locks WHERE group_id = @id AND ${LIVE}`;
+  ORDER BY member`;
+export const GROUP_LOCKS = `SELECT ${COLUMNS}, owner_key FROM locks WHERE group_id = @id AND ${LIVE} ORDER BY member`;
 export const REMOVE_ANY = `DELETE FROM locks WHERE id = @id RETURNING ${COLUMNS}`;
 export const RENEW_ANY = `UPDATE locks
   SET ttl_seconds = coalesce(@ttl, ttl_seconds),

@@ -88,8 +88,13 @@ export function openSqliteLockStore(options: SqliteStoreOptions): LockStore {
 function prepare(db: Database.Database) {
   return {
     deleteExpired: db.prepare<[{ service: string } & Now]>(sql.DELETE_EXPIRED),
-    insert: db.prepare<[InsertParams], { id: string }>(sql.INSERT),
-    holders: db.prepare<[{ service: string } & Now], { mode: string; max_holders: number }>(sql.HOLDERS),
+    insert: db.prepare<[InsertParams], LockRow>(sql.INSERT),
+    insertFree: db.prepare<[Omit<InsertParams, 'groupId' | 'member'>], LockRow>(sql.INSERT_FREE),
+    mayGrant: db.prepare<[{ service: string }], { may: number }>(sql.MAY_GRANT),
+    holders: db.prepare<[{ service: string }], { mode: string; max_holders: number; expires_at: number | null }>(
+      sql.HOLDERS,
+    ),
+    naming: db.prepare<[{ service: string }], { ticket: number }>(sql.NAMING),
     holderLocks: db.prepare<[{ service: string } & Now], LockRow>(sql.HOLDER_LOCKS),
     resource: db.prepare<[{ name: string }], ResourceRow>(sql.RESOURCE),
     labelMembers: db.prepare<[{ label: string }], { name: string }>(sql.LABEL_MEMBERS),
@@ -240,6 +245,8 @@ export class SqliteLockStore implements LockStore {
   readonly #changes = new EventEmitter();
   /** Services changed by the transaction running now, announced after it commits. */
   #changed = new Set<string>();
+  /** Runs its argument in a transaction (made once: better-sqlite3's wrapper is costly to build). */
+  readonly #transaction: Database.Transaction<(work: () => unknown) => unknown>;
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -257,6 +264,7 @@ export class SqliteLockStore implements LockStore {
       this.#db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
       migrate(this.#db, readMigrations(MIGRATIONS));
       this.#statements = prepare(this.#db);
+      this.#transaction = this.#db.transaction((work: () => unknown) => work());
     } catch (error) {
       this.#db.close();
       throw error;
@@ -273,7 +281,7 @@ export class SqliteLockStore implements LockStore {
       this.#changed = new Set();
       let result: T;
       try {
-        result = this.#db.transaction(work)[kind]();
+        result = this.#transaction[kind](work) as T;
       } catch (error) {
         this.#changed = new Set();
         throw error;
@@ -323,7 +331,13 @@ export class SqliteLockStore implements LockStore {
     const registry = new Map<string, ResourceRow | null>();
     const load = (name: string) => {
       if (resources.has(name)) return;
-      if (s.deleteExpired.run({ service: name, now: at }).changes > 0) this.#changed.add(name);
+      const rows = s.holders.all({ service: name });
+      const live = rows.filter((holder) => holder.expires_at === null || holder.expires_at > at);
+      if (live.length < rows.length) {
+        // Expired holders go now (recorded as expired): what takes their place comes after.
+        s.deleteExpired.run({ service: name, now: at });
+        this.#changed.add(name);
+      }
       const row = s.resource.get({ name }) ?? null;
       registry.set(name, row);
       resources.set(name, {
@@ -331,9 +345,7 @@ export class SqliteLockStore implements LockStore {
         capacity: row ? row.capacity : null,
         labels: row ? (JSON.parse(row.labels) as string[]) : [],
         releasedAt: row ? row.released_at : 0,
-        holders: s.holders
-          .all({ service: name, now: at })
-          .map((holder) => ({ mode: holder.mode as LockMode, limit: holder.max_holders })),
+        holders: live.map((holder) => ({ mode: holder.mode as LockMode, limit: holder.max_holders })),
       });
     };
     const claimNames = (claims: readonly Claim[]) =>
@@ -344,7 +356,10 @@ export class SqliteLockStore implements LockStore {
       );
     const tickets = (of: Iterable<string>) => {
       const found = new Set<number>();
-      for (const name of of) for (const { ticket } of s.touching.all({ service: name })) found.add(ticket);
+      for (const name of of) {
+        const statement = registry.get(name) ? s.touching : s.naming;
+        for (const { ticket } of statement.all({ service: name })) found.add(ticket);
+      }
       return found;
     };
     const candidates = new Map<number, Candidate>();
@@ -383,16 +398,16 @@ export class SqliteLockStore implements LockStore {
   }
 
   /** Writes a grant: a lock per pick, the waiter out of line (as granted), its key marked. */
-  #apply(grant: Grant, candidate: Candidate, at: number): string[] {
+  #apply(grant: Grant, candidate: Candidate, at: number): LockRow[] {
     const s = this.#statements;
     const { request } = candidate;
     if (candidate.row) {
       const ticket = candidate.row.ticket;
       this.#withContext({ dequeue: 'granted' }, () => s.deleteWaiter.run({ ticket }));
     }
-    const ids = grant.picks.map((pick) => {
+    const rows = grant.picks.map((pick, member) => {
       const id = request.group ? randomUUID() : request.id;
-      s.insert.all({
+      const row = s.insert.all({
         id,
         service: pick.service,
         who: request.who,
@@ -403,13 +418,15 @@ export class SqliteLockStore implements LockStore {
         limit: pick.limit,
         mode: pick.mode,
         groupId: request.group ? request.id : null,
+        member,
         now: at,
-      });
+      })[0];
+      if (!row) throw new Error(`lock ${id} of ${pick.service} was not written`);
       this.#changed.add(pick.service);
-      return id;
+      return row;
     });
     if (request.keyed) s.keyGranted.run({ lockId: request.id });
-    return ids;
+    return rows;
   }
 
   /**
@@ -422,28 +439,59 @@ export class SqliteLockStore implements LockStore {
     at: number,
     arriving?: Candidate,
     check?: (world: World) => KeyRefusal | null,
-  ): { granted: string[][]; mine: string[] | null; refusal: KeyRefusal | null } {
+  ): {
+    granted: Lock[][];
+    mine: Lock[] | null;
+    refusal: KeyRefusal | null;
+    /** Every service the pass read. */
+    names: string[];
+    /** A lock of a service the pass read, as the API shows it after the pass. */
+    present: (row: LockRow) => Lock;
+  } {
     const world = this.#read(
       arriving ? [...names, ...this.#claimNames(arriving.pending.claims)] : names,
       at,
     );
+    const done = new Set<string>();
+    const present = (row: LockRow): Lock => {
+      if (!world.resources.has(row.service)) return this.#lock(row.id, at);
+      let waiters = 0;
+      for (const candidate of world.candidates) {
+        if (done.has(candidate.pending.key)) continue;
+        if (candidate.pending.claims.some((claim) => claim.service === row.service)) waiters++;
+      }
+      const resource = world.registry.get(row.service);
+      return toLock({
+        ...row,
+        waiters,
+        resource: resource ? JSON.stringify({ labels: JSON.parse(resource.labels), properties: JSON.parse(resource.properties) }) : null,
+      });
+    };
     const refusal = check?.(world) ?? null;
-    if (refusal) return { granted: [], mine: null, refusal };
+    const read = [...world.resources.keys()];
+    if (refusal) return { granted: [], mine: null, refusal, names: read, present };
     const candidates = arriving ? [...world.candidates, arriving] : world.candidates;
     const byKey = new Map(candidates.map((candidate) => [candidate.pending.key, candidate]));
-    const granted: string[][] = [];
-    let mine: string[] | null = null;
+    const rows: LockRow[][] = [];
+    let mine: LockRow[] | null = null;
     for (const grant of decideGrants(
       world.resources,
       candidates.map((candidate) => candidate.pending),
     )) {
       const candidate = byKey.get(grant.key);
       if (!candidate) throw new Error(`grant for an unknown request ${grant.key}`);
-      const ids = this.#apply(grant, candidate, at);
-      if (candidate === arriving) mine = ids;
-      else granted.push(ids);
+      done.add(grant.key);
+      const written = this.#apply(grant, candidate, at);
+      if (candidate === arriving) mine = written;
+      else rows.push(written);
     }
-    return { granted, mine, refusal: null };
+    return {
+      granted: rows.map((locks) => locks.map(present)),
+      mine: mine === null ? null : mine.map(present),
+      refusal: null,
+      names: read,
+      present,
+    };
   }
 
   #claimNames(claims: readonly Claim[]): string[] {
@@ -492,7 +540,7 @@ export class SqliteLockStore implements LockStore {
       },
     };
     // A limit that does not match is refused before anything is granted.
-    const { mine, refusal } = this.#pass([], at, arriving, (world) => {
+    const { mine, refusal, names } = this.#pass([], at, arriving, (world) => {
       for (const claim of claims) {
         const view = claim.service === null ? undefined : world.resources.get(claim.service);
         const limit = view ? limitMismatch(view, claim) : null;
@@ -502,14 +550,14 @@ export class SqliteLockStore implements LockStore {
     });
     if (refusal) return refusal;
     if (mine) {
-      const locks = mine.map((id) => this.#lock(id, at));
+      const locks = mine;
       const [lock] = locks;
       if (!lock) throw new Error(`request ${request.id} was granted nothing`);
       return { acquired: true, lock, locks };
     }
-    const holders = this.#holdersOf(claims, at);
+    const holders = this.#blockers(claims, names, at);
     const holder = holders[0];
-    if (!holder) throw new Error(`request ${request.id} was refused but nothing it asks for is held`);
+    if (!holder) return { acquired: false, unsatisfiable: true };
     const first = claims[0];
     const display = first?.service ?? first?.label ?? request.service;
     const queueFull =
@@ -548,11 +596,22 @@ export class SqliteLockStore implements LockStore {
     return { acquired: false, holder, holders, waiter: this.#waiter(row, at) };
   }
 
-  /** The live holders of what the claims ask for, oldest first. */
-  #holdersOf(claims: readonly Claim[], at: number): Lock[] {
+  /**
+   * Who keeps a refused request out: the live holders of what its claims ask for, oldest
+   * first; when those are free (an earlier waiter waits for them), the holders of what that
+   * waiter waits for, among the services the pass read. Empty when nothing anyone holds is
+   * in the way: the request asks for more than its services can ever give.
+   */
+  #blockers(claims: readonly Claim[], read: readonly string[], at: number): Lock[] {
+    const own = this.#holdersOf(this.#claimNames(claims), at);
+    return own.length > 0 ? own : this.#holdersOf(read, at);
+  }
+
+  /** The live holders of the services, oldest first. */
+  #holdersOf(names: Iterable<string>, at: number): Lock[] {
     const seen = new Set<string>();
     const holders: Lock[] = [];
-    for (const name of this.#claimNames(claims)) {
+    for (const name of names) {
       if (seen.has(name)) continue;
       seen.add(name);
       holders.push(...this.#statements.holderLocks.all({ service: name, now: at }).map(toLock));
@@ -597,13 +656,13 @@ export class SqliteLockStore implements LockStore {
     if (waiter) {
       // Still in line: the retry waits in the same place (granted first if its turn came).
       const claims = s.claims.all({ ticket: waiter.ticket }).map(toClaim);
-      this.#pass(this.#claimNames(claims), at);
+      const { names } = this.#pass(this.#claimNames(claims), at);
       const locks = s.granted.all({ id, now: at }).map(toLock);
       const [lock] = locks;
       if (lock) return { acquired: true, lock, locks, replayed: true };
-      const holders = this.#holdersOf(claims, at);
+      const holders = this.#blockers(claims, names, at);
       const holder = holders[0];
-      if (!holder) throw new Error(`waiter ${waiter.ticket} waits for nobody`);
+      if (!holder) return { acquired: false, unsatisfiable: true };
       return { acquired: false, holder, holders, waiter: this.#waiter(waiter, at), replayed: true };
     }
     if (row.granted) return { acquired: false, ended: { lockId: id } };
@@ -673,6 +732,30 @@ export class SqliteLockStore implements LockStore {
     queue?: QueueRequest,
     key?: IdempotencyKey,
   ): Promise<AcquireResult | KeyRefusal> {
+    const [claim, ...more] = claimsOf(request);
+    if (!key && claim?.service && more.length === 0 && !request.group) {
+      const service = claim.service;
+      const created = guard(() => {
+        const at = this.#now();
+        return this.#statements.insertFree.all({
+          id: request.id,
+          service,
+          who: request.who,
+          ttl: request.ttlSeconds,
+          expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
+          owner: request.owner ?? null,
+          ownerKey: request.ownerKey ?? null,
+          limit: claim.mode === 'shared' ? 1 : (claim.limit ?? 1),
+          mode: claim.mode,
+          now: at,
+        })[0];
+      });
+      if (created) {
+        // Nobody waits for it by name and it carries no label: the new lock has no waiters.
+        const lock = toLock({ ...created, waiters: 0 });
+        return { acquired: true, lock, locks: [lock] };
+      }
+    }
     return this.#write(() => (key ? this.#acquireKeyed(request, queue, key) : this.#acquireIn(request, queue)));
   }
 
@@ -684,21 +767,28 @@ export class SqliteLockStore implements LockStore {
     return guard(() => this.#statements.granted.all({ id: requestId, now: this.#now() }).map(toLock));
   }
 
+  /**
+   * A release is one statement; only when a waiter may want the service does a transaction
+   * follow to grant it. Nothing can take the service in between: the one-statement acquire
+   * leaves a service with waiters to the grant pass, which serves waiters first.
+   */
   async release(id: string, owner?: OwnerMatch, attempt?: string): Promise<Lock | null> {
-    return this.#write(() => {
-      const at = this.#now();
-      const params = { id, ...byOwner(owner), now: at };
-      const row = this.#statements.byId.get({ id, now: at });
-      if (!row) return null;
-      const removed = (
+    const removed = guard(() => {
+      const params = { id, ...byOwner(owner), now: this.#now() };
+      return (
         attempt === undefined
           ? this.#statements.remove.all(params)
           : this.#statements.removeAs.all({ ...params, attempt })
       )[0];
-      if (!removed) return null;
+    });
+    if (!removed) return null;
+    if (!guard(() => this.#statements.mayGrant.get({ service: removed.service })?.may)) {
+      this.#changes.emit('change', removed.service);
+      return toLock({ ...removed, waiters: 0 });
+    }
+    return this.#write(() => {
       this.#changed.add(removed.service);
-      this.#pass([removed.service], at);
-      return toLock(row);
+      return this.#pass([removed.service], this.#now()).present(removed);
     });
   }
 
@@ -737,8 +827,7 @@ export class SqliteLockStore implements LockStore {
     return this.#write(() => {
       const at = this.#now();
       const { granted } = this.#pass(typeof service === 'string' ? [service] : service, at);
-      const id = granted[0]?.[0];
-      return id === undefined ? null : this.#lock(id, at);
+      return granted[0]?.[0] ?? null;
     });
   }
 
@@ -802,7 +891,7 @@ export class SqliteLockStore implements LockStore {
       }
       for (const name of names) this.#changed.add(name);
       const { granted } = this.#pass(names, at);
-      return { expired: expired.map(toLock), granted: granted.flat().map((id) => this.#lock(id, at)) };
+      return { expired: expired.map(toLock), granted: granted.flat() };
     });
   }
 

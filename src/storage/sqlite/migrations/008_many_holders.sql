@@ -19,7 +19,9 @@ CREATE TABLE locks_new (
   owner_key     TEXT,
   max_holders   INTEGER NOT NULL DEFAULT 1,
   mode          TEXT    NOT NULL DEFAULT 'exclusive' CHECK (mode IN ('exclusive', 'shared')),
-  group_id      TEXT
+  group_id      TEXT,
+  -- A group's locks in the order of its claims (0 for a lock acquired alone).
+  member        INTEGER NOT NULL DEFAULT 0
 ) STRICT, WITHOUT ROWID;
 
 INSERT INTO locks_new (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner, owner_key)
