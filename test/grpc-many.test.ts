@@ -80,15 +80,6 @@ const heldBy = (holders: readonly LockMessage[]) => ({
   'tracker-holder-count': String(holders.length),
 });
 
-/**
- * A group with its locks in id order: the store lists a group's members in acquisition
- * order (all alike within a group), then by id, so only the acquire's own answer keeps
- * the claims' order.
- */
-function byId<T extends { id: string; locks: Array<{ id?: unknown }> }>(group: T): T {
-  return { ...group, locks: [...group.locks].sort((x, y) => String(x.id).localeCompare(String(y.id))) };
-}
-
 /** A failure with this status and tracker-code, whatever else its trailers say. */
 async function failsWith(
   promise: Promise<unknown>,
@@ -521,9 +512,10 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
     assert.equal(new Set(labelled).size, 2);
     for (const name of labelled) assert.ok(agents.includes(name), name);
 
+    // Read back in the claims' order, as granted.
     const got = await rpc<GroupMessage>('GetLockGroup', { id: group.id });
-    assert.deepEqual(byId({ id: got.id, locks: got.locks.map(lockMessageAsJson) }), byId(group));
-    assert.deepEqual(byId(await ok<typeof group>('GetLockGroup', { id: group.id })), byId(group));
+    assert.deepEqual({ id: got.id, locks: got.locks.map(lockMessageAsJson) }, group);
+    assert.deepEqual(await ok<typeof group>('GetLockGroup', { id: group.id }), group);
 
     // All or nothing: [c, a] cannot have a, so it does not take c either.
     await failsWith(
@@ -545,12 +537,12 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
       [600, 600, 600, 600],
     );
 
-    // A member released alone leaves the others in the group.
+    // A member released alone leaves the others in the group, in the claims' order.
     await rpc('UnLock', { id: got.locks[0]?.id });
     const rest = await rpc<GroupMessage>('GetLockGroup', { id: group.id });
     assert.deepEqual(
-      byId(rest).locks.map((member) => member.id),
-      byId({ id: '', locks: got.locks.slice(1) }).locks.map((member) => member.id),
+      rest.locks.map((member) => member.id),
+      got.locks.slice(1).map((member) => member.id),
     );
 
     // Events carry the group id.
@@ -565,8 +557,8 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
     });
     assert.equal(released.id, group.id);
     assert.deepEqual(
-      byId(released).locks.map((member) => member.id),
-      byId(rest).locks.map((member) => member.id),
+      released.locks.map((member) => member.id),
+      rest.locks.map((member) => member.id),
     );
     await Promise.all([
       rejectsWith(rpc('GetLockGroup', { id: group.id }), status.NOT_FOUND, {
@@ -608,7 +600,7 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
     const again = await withMetadata<GroupMessage>('AcquireLocks', request);
     assert.equal(first.replayed, false);
     assert.equal(again.replayed, true);
-    assert.deepEqual(byId(again.response), byId(first.response));
+    assert.deepEqual(again.response, first.response);
     await rpc('ReleaseLockGroup', { id: first.response.id });
   });
 
@@ -636,7 +628,10 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
     await rpc('UnLock', { id: holder.id });
     const group = await waiting;
     assert.equal(group.id, queue.waiters[0]?.groupId);
-    assert.deepEqual(group.locks.map((member) => member.service).sort(), [x, y].sort());
+    assert.deepEqual(
+      group.locks.map((member) => member.service),
+      [x, y],
+    );
     await rpc('ReleaseLockGroup', { id: group.id });
   });
 
