@@ -242,9 +242,14 @@ class Model {
         ...current(service),
         ...picks.filter((pick) => pick.service === service),
       ];
-      const take = (service: string, claim: Claim) =>
+      const order: number[] = [];
+      const take = (service: string, claim: Claim) => {
         picks.push({ service, mode: claim.mode, limit: this.limitFor(service, claim) });
-      for (const claim of request.claims) {
+        order.push(request.claims.indexOf(claim));
+      };
+      // Named services first, so that a label claim never takes one the request also names.
+      const named = request.claims.filter((claim) => claim.service !== null);
+      for (const claim of [...named, ...request.claims.filter((claim) => claim.service === null)]) {
         if (claim.service !== null) {
           if (!blocked.has(claim.service) && this.fits(claim.service, claim, withMine(claim.service))) {
             take(claim.service, claim);
@@ -267,6 +272,9 @@ class Model {
         }
       }
       if (unmet.length === 0 && !short) {
+        // Picks in claim order.
+        const sorted = picks.map((pick, i) => ({ pick, at: order[i] ?? 0 })).sort((a, b) => a.at - b.at);
+        picks.splice(0, picks.length, ...sorted.map((entry) => entry.pick));
         granted.set(request.key, picks);
         for (const pick of picks) extra.set(pick.service, [...(extra.get(pick.service) ?? []), pick]);
       } else {
