@@ -126,6 +126,18 @@ export function admits(resource: ResourceView, claim: Claim, holders: readonly H
   return holders.length < limit;
 }
 
+/**
+ * How many more exclusive holders a registered resource admits now (as `admits` counts):
+ * none beside a shared holder, else its capacity less its holders.
+ */
+export function freeSlots(resource: {
+  readonly capacity: number;
+  readonly holders: readonly { readonly mode: LockMode }[];
+}): number {
+  if (resource.holders.some((holder) => holder.mode === 'shared')) return 0;
+  return Math.max(0, resource.capacity - resource.holders.length);
+}
+
 /** The limit a lock granted for `claim` on `resource` records. */
 function recordedLimit(resource: ResourceView, claim: Claim): number {
   return claim.mode === 'shared' ? (resource.capacity ?? 1) : effectiveLimit(resource, claim);

@@ -5,6 +5,7 @@
  * has no null: what REST shows as null is 0 or '' here, or a message left out.
  */
 import type { FeedMessage } from '../core/event-feed.js';
+import { freeSlots } from '../core/grants.js';
 import {
   formatTimestamp,
   type Lock,
@@ -87,17 +88,6 @@ export function resourceMessage(resource: Resource): ResourceMessage {
     waiters: resource.waiters.map(waiterMessage),
     free: freeSlots(resource),
   };
-}
-
-/**
- * How many more exclusive holders the resource admits now (core/grants.ts `admits`): none
- * while a shared lock holds it; else its capacity, or a holder's smaller limit, less its
- * holders. (REST's `free` is the same rule.)
- */
-function freeSlots(resource: Resource): number {
-  if (resource.holders.some((holder) => holder.mode === 'shared')) return 0;
-  const limit = Math.min(resource.capacity, ...resource.holders.map((holder) => holder.limit));
-  return Math.max(0, limit - resource.holders.length);
 }
 
 export function eventMessage(event: LockEventRecord): LockEventMessage {
