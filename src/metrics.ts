@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { ErrorCode, TrackerError } from './core/errors.js';
+import { freeSlots } from './core/grants.js';
 import type { Resource } from './core/lock.js';
 import type { LockEvent } from './core/lock-service.js';
 import type { LockStore } from './core/lock-store.js';
@@ -37,23 +38,13 @@ export interface LabelTotals {
   free: number;
 }
 
-/** How many more exclusive holders a resource admits now: none beside a shared holder. */
-export function freeOf(resource: Pick<Resource, 'capacity' | 'holders'>): number {
-  let limit = resource.capacity;
-  for (const holder of resource.holders) {
-    if (holder.mode === 'shared') return 0;
-    limit = Math.min(limit, holder.limit);
-  }
-  return Math.max(0, limit - resource.holders.length);
-}
-
 /** The registry's totals per label (a resource without labels counts under none). */
 export function labelTotals(resources: readonly Resource[]): Map<string, LabelTotals> {
   const totals = new Map<string, LabelTotals>();
   // A label request waits on every resource carrying its label: count each request once.
   const waiting = new Map<string, Set<string>>();
   for (const resource of resources) {
-    const free = freeOf(resource);
+    const free = freeSlots(resource);
     for (const label of resource.labels) {
       const total = totals.get(label) ?? { resources: 0, capacity: 0, holders: 0, waiters: 0, free: 0 };
       const requests = waiting.get(label) ?? new Set<string>();

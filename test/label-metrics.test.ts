@@ -4,8 +4,9 @@
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
+import { freeSlots } from '../src/core/grants.js';
 import type { Lock, LockMode, Resource, Waiter } from '../src/core/lock.js';
-import { createMetrics, freeOf, labelTotals } from '../src/metrics.js';
+import { createMetrics, labelTotals } from '../src/metrics.js';
 
 let next = 0;
 const lock = (service: string, mode: LockMode = 'exclusive', limit = 1): Lock => ({
@@ -45,12 +46,12 @@ const resource = (
 
 describe('per-label metrics', () => {
   test('free: what a resource still admits exclusively; nothing beside a shared holder', () => {
-    assert.equal(freeOf(resource('a', [], 3)), 3);
-    assert.equal(freeOf(resource('a', [], 3, [lock('a', 'exclusive', 3)])), 2);
-    assert.equal(freeOf(resource('a', [], 3, [lock('a', 'shared', 3)])), 0);
-    // A holder taken under a smaller limit (before the capacity grew) keeps the service to it.
-    assert.equal(freeOf(resource('a', [], 3, [lock('a', 'exclusive', 2), lock('a', 'exclusive', 2)])), 0);
-    assert.equal(freeOf(resource('a', [], 1, [lock('a'), lock('a')])), 0, 'never negative');
+    assert.equal(freeSlots(resource('a', [], 3)), 3);
+    assert.equal(freeSlots(resource('a', [], 3, [lock('a', 'exclusive', 3)])), 2);
+    assert.equal(freeSlots(resource('a', [], 3, [lock('a', 'shared', 3)])), 0);
+    // A registered resource's capacity is its limit, whatever its holders were granted under.
+    assert.equal(freeSlots(resource('a', [], 3, [lock('a', 'exclusive', 2), lock('a', 'exclusive', 2)])), 1);
+    assert.equal(freeSlots(resource('a', [], 1, [lock('a'), lock('a')])), 0, 'never negative');
   });
 
   test('totals per label; a label request waiting on several resources counts once', () => {

@@ -14,11 +14,13 @@ import {
   type LockInfo,
   LockLostError,
   NoSuchLabelError,
+  PermissionDeniedError,
   ResourceInUseError,
   ResourceNotFoundError,
   TrackerClient,
   WaitTimeoutError,
 } from 'tracker-lock';
+import { addToken } from '../src/auth/token-file.js';
 import {
   ROOT,
   runToExit,
@@ -350,7 +352,7 @@ describe('many holders from the SDK and the CLI', () => {
         assert.match(result.stderr, message);
         assert.equal(result.stderr.trim().split('\n').length, 1);
       }
-      const negative = await runEnv(['--service', unique('neg'), '--priority', '-5']);
+      const negative = await runEnv(['--service', unique('neg'), '--priority=-5']);
       assert.equal(negative.code, 0, negative.stderr);
     });
   });
@@ -462,5 +464,66 @@ describe('many holders from the SDK and the CLI', () => {
       const top = await tracker(['--help']);
       assert.match(top.stdout, /resource list \[--label L\]/);
     });
+  });
+});
+
+describe('many holders with authentication', () => {
+  let server: ServerProcess;
+  let dir: ReturnType<typeof tempDir>;
+  const tokens = { admin: '', writer: '', reader: '', deployer: '' };
+  const as = (token: string) => new TrackerClient({ url: server.baseUrl, token });
+
+  before(async () => {
+    dir = tempDir();
+    const file = join(dir.path, 'tokens.json');
+    tokens.admin = addToken(file, { name: 'admin', scopes: ['lock:admin'] });
+    tokens.writer = addToken(file, { name: 'writer', scopes: ['lock:write'] });
+    tokens.reader = addToken(file, { name: 'reader', scopes: ['lock:read'] });
+    tokens.deployer = addToken(file, { name: 'deployer', scopes: ['lock:write'], services: ['deploy-*'] });
+    server = await startServerProcess({
+      args: [
+        '--http-port',
+        '0',
+        '--grpc-port',
+        '0',
+        '--database-url',
+        'sqlite::memory:',
+        '--auth-tokens-file',
+        file,
+      ],
+    });
+  });
+  after(async () => {
+    await server?.stop();
+    dir?.remove();
+  });
+
+  test('the registry is written with lock:admin only, and read with lock:read', async () => {
+    const name = unique('auth-res');
+    await assert.rejects(as(tokens.writer).putResource(name, {}), PermissionDeniedError);
+    assert.equal((await as(tokens.admin).putResource(name, { labels: ['auth'] })).created, true);
+    assert.equal((await as(tokens.reader).getResource(name)).name, name);
+    assert.ok((await as(tokens.reader).listResources({ label: 'auth' })).some((r) => r.name === name));
+    await assert.rejects(as(tokens.writer).deleteResource(name), PermissionDeniedError);
+    await as(tokens.admin).deleteResource(name);
+  });
+
+  test("groups: a read token cannot take one, a token's service patterns bound every claim, another token's group is refused", async () => {
+    const service = unique('deploy-auth');
+    await assert.rejects(
+      as(tokens.reader).acquireGroup({ who: 'r', locks: [{ service }] }),
+      PermissionDeniedError,
+    );
+    await assert.rejects(
+      as(tokens.deployer).acquireGroup({ who: 'd', locks: [{ service }, { service: unique('other') }] }),
+      PermissionDeniedError,
+    );
+    const group = await as(tokens.deployer).acquireGroup({ who: 'd', locks: [{ service }] });
+    assert.equal(group.locks[0]?.owner, 'deployer');
+    await assert.rejects(as(tokens.writer).releaseGroup(group.id), {
+      code: /PERMISSION_DENIED|LOCK_NOT_FOUND/,
+    });
+    assert.equal((await as(tokens.deployer).getGroup(group.id)).locks.length, 1, 'still held');
+    assert.equal((await as(tokens.deployer).releaseGroup(group.id)).locks.length, 1);
   });
 });

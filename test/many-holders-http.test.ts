@@ -40,7 +40,11 @@ async function startApp(): Promise<Running> {
   const dir = tempDir();
   const store = openSqliteLockStore({ path: join(dir.path, 'tracker.db'), clock: systemClock });
   const watchers = createWatcherRegistry(DEFAULT_WATCH_LIMITS);
-  const metrics = createMetrics({ stats: () => store.stats(), watchers });
+  const metrics = createMetrics({
+    stats: () => store.stats(),
+    resources: () => store.listResources(),
+    watchers,
+  });
   const { service, close } = createTestService(metrics.instrument(store), {
     owner: 'many-holders-http',
     onEvent: (event) => metrics.observe(event),
@@ -246,6 +250,14 @@ describe('REST: many holders', () => {
       assert.deepEqual(outcome(await get(`/resources/${name}`)), [404, 'RESOURCE_NOT_FOUND']);
       assert.deepEqual(outcome(await del(`/resources/${name}`)), [404, 'RESOURCE_NOT_FOUND']);
       assert.equal((await del(`/resources/${other}`)).status, 204);
+    });
+
+    test('a label given twice is kept once', async () => {
+      const name = unique('twice');
+      const created = await put(name, { labels: ['a', 'b', 'a'] });
+      assert.equal(created.status, 201, JSON.stringify(created.json));
+      assert.deepEqual(created.json.labels, ['a', 'b']);
+      assert.equal((await del(`/resources/${name}`)).status, 204);
     });
 
     test('a PUT without a body registers a bare resource: no labels, no properties, capacity 1', async () => {
@@ -527,35 +539,40 @@ describe('REST: many holders', () => {
       ['no locks', { who: 'w' }, 'locks', /locks is required/],
       ['empty locks', { who: 'w', locks: [] }, 'locks', /1 to 32 claims/],
       ['33 claims', { who: 'w', locks: claims(33) }, 'locks', /1 to 32 claims/],
-      ['a claim that is no object', { who: 'w', locks: ['s'] }, 'locks.0', /must be an object/],
-      ['a claim with neither', { who: 'w', locks: [{ service: 'a' }, {}] }, 'locks.1.service', /required/],
-      ['a claim with both', { who: 'w', locks: [{ service: 'a', label: 'l' }] }, 'locks.0.label', /not both/],
-      ['limit with label', { who: 'w', locks: [{ label: 'l', limit: 2 }] }, 'locks.0.limit', /capacity/],
+      ['a claim that is no object', { who: 'w', locks: ['s'] }, 'locks[0]', /must be an object/],
+      ['a claim with neither', { who: 'w', locks: [{ service: 'a' }, {}] }, 'locks[1].service', /required/],
+      [
+        'a claim with both',
+        { who: 'w', locks: [{ service: 'a', label: 'l' }] },
+        'locks[0].label',
+        /not both/,
+      ],
+      ['limit with label', { who: 'w', locks: [{ label: 'l', limit: 2 }] }, 'locks[0].limit', /capacity/],
       [
         'limit with shared',
         { who: 'w', locks: [{ service: 'a', limit: 2, mode: 'shared' }] },
-        'locks.0.limit',
+        'locks[0].limit',
         /exclusive/,
       ],
       [
         'quantity with a service',
         { who: 'w', locks: [{ service: 'a', quantity: 2 }] },
-        'locks.0.quantity',
+        'locks[0].quantity',
         /label only/,
       ],
-      ['quantity 33', { who: 'w', locks: [{ label: 'l', quantity: 33 }] }, 'locks.0.quantity', /1 to 32/],
+      ['quantity 33', { who: 'w', locks: [{ label: 'l', quantity: 33 }] }, 'locks[0].quantity', /1 to 32/],
       [
         'unknown claim field',
         { who: 'w', locks: [{ service: 'a', ttl: 5 }] },
-        'locks.0.ttl',
+        'locks[0].ttl',
         /unknown field/,
       ],
-      ['bad claim limit', { who: 'w', locks: [{ service: 'a', limit: 0 }] }, 'locks.0.limit', /1 to 1000/],
+      ['bad claim limit', { who: 'w', locks: [{ service: 'a', limit: 0 }] }, 'locks[0].limit', /1 to 1000/],
       ['bad priority', { who: 'w', priority: 2000, locks: [{ service: 'a' }] }, 'priority', /-1000 to 1000/],
       [
         'service with an invisible character',
         { who: 'w', locks: [{ service: 'a\u200b' }] },
-        'locks.0.service',
+        'locks[0].service',
         /invisible/,
       ],
     ];
@@ -578,15 +595,20 @@ describe('REST: many holders', () => {
       ['capacity 0', { capacity: 0 }, 'capacity', /1 to 1000/],
       ['capacity a string', { capacity: '2' }, 'capacity', /1 to 1000/],
       ['33 labels', { labels: labels(33) }, 'labels', /at most 32 labels/],
-      ['a repeated label', { labels: ['a', 'a'] }, 'labels', /repeat/],
-      ['a label with a control character', { labels: ['ok', 'b\u0007'] }, 'labels.1', /control characters/],
-      ['an empty label', { labels: [''] }, 'labels.0', /non-empty/],
+      ['a label with a control character', { labels: ['ok', 'b\u0007'] }, 'labels[1]', /control characters/],
+      ['an empty label', { labels: [''] }, 'labels[0]', /non-empty/],
       ['labels not an array', { labels: 'a' }, 'labels', /must be an array of labels/],
       ['65 properties', { properties: properties(65) }, 'properties', /at most 64 properties/],
       [
         'a property value that is no string',
         { properties: { serial: 7 } },
         'properties.serial',
+        /must be a string/,
+      ],
+      [
+        'a numeric property key with no string value',
+        { properties: { '0': 5 } },
+        'properties.0',
         /must be a string/,
       ],
       [

@@ -9,6 +9,7 @@ import { readMigrations, SchemaTooNewError } from '../src/storage/migrations.js'
 import { migrate } from '../src/storage/sqlite/migrate.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { runLockStoreContract } from './contract/lock-store.contract.js';
+import { runManyHoldersContract } from './contract/many-holders.contract.js';
 import { ManualClock } from './support/manual-clock.js';
 import { tempDir } from './support/server-process.js';
 import { writeFutureSchema } from './support/sqlite.js';
@@ -35,6 +36,14 @@ runLockStoreContract(
   openWithManualClock((dir) => join(dir, 'nested', 'folder', 'tracker.db')),
 );
 runLockStoreContract(
+  'sqlite :memory:',
+  openWithManualClock(() => ':memory:'),
+);
+runManyHoldersContract(
+  'sqlite file',
+  openWithManualClock((dir) => join(dir, 'many.db')),
+);
+runManyHoldersContract(
   'sqlite :memory:',
   openWithManualClock(() => ':memory:'),
 );

@@ -123,7 +123,8 @@ ${LOCK_OPTIONS}
   --quantity N   with --label: N resources of it, 1 to ${MAX_QUANTITY} (default 1)
   --limit N      the services admit N holders at once, 1 to ${MAX_LIMIT} (a semaphore; default 1)
   --shared       hold in shared mode: with other shared holders, never with an exclusive one
-  --priority P   when waiting: higher is granted first, -${MAX_PRIORITY} to ${MAX_PRIORITY} (default 0)
+  --priority P   when waiting: higher is granted first, -${MAX_PRIORITY} to ${MAX_PRIORITY} (default 0;
+                 a negative one as --priority=-5)
   --kill-grace D time between SIGTERM and SIGKILL when the lock is lost (default 10s)
 
 ${CLIENT_OPTIONS}

@@ -95,12 +95,31 @@ export function formatQueue(queue: QueueInfo, now: number): string {
     ? `${service} is held by ${printable(queue.holder.who)} for ${humanDuration(now - Date.parse(queue.holder.createdAt))} (lock ${printable(queue.holder.id)})${others}`
     : `${service} is free`;
   if (queue.waiters.length === 0) return `${holder}\nnobody waiting`;
+  // Priority, mode and what a waiter came through (a label, a group): only when some differ.
+  const detailed = queue.waiters.some(
+    (waiter) =>
+      waiter.priority !== 0 ||
+      waiter.mode !== 'exclusive' ||
+      waiter.label !== null ||
+      waiter.groupId !== null,
+  );
   return `${holder}\n${aligned([
-    ['POSITION', 'WHO', 'WAITING'],
+    ['POSITION', 'WHO', 'WAITING', ...(detailed ? ['PRIORITY', 'MODE', 'VIA'] : [])],
     ...queue.waiters.map((waiter) => [
       String(waiter.position),
       waiter.who,
       humanDuration(now - Date.parse(waiter.since)),
+      ...(detailed
+        ? [
+            String(waiter.priority),
+            waiter.mode,
+            waiter.label !== null
+              ? `label ${waiter.label}`
+              : waiter.groupId !== null
+                ? `group ${waiter.groupId}`
+                : '-',
+          ]
+        : []),
     ]),
   ])}`;
 }

@@ -13,16 +13,16 @@ import {
   ErrorCode,
   idempotencyKeyReused,
   invalidArgument,
-  lockEnded,
   limitMismatch,
+  lockEnded,
   lockHeld,
   lockNotFound,
-  noSuchLabel,
-  resourceInUse,
-  resourceNotFound,
   lockNotHeld,
+  noSuchLabel,
   permissionDenied,
   queueFull,
+  resourceInUse,
+  resourceNotFound,
   TrackerError,
   tooManyLocks,
   tooManyWaiters,
@@ -40,8 +40,6 @@ import {
   type LockEventRecord,
   type LockMode,
   type LockPage,
-  type Resource,
-  type ResourceSpec,
   MAX_GROUP_CLAIMS,
   MAX_HISTORY_LIMIT,
   MAX_IDEMPOTENCY_KEY_LENGTH,
@@ -60,6 +58,8 @@ import {
   normalizeName,
   parseTimestamp,
   type Queue,
+  type Resource,
+  type ResourceSpec,
 } from './lock.js';
 import type { LockStore, OwnerMatch } from './lock-store.js';
 import { type CredentialCheck, createSessions } from './sessions.js';
@@ -480,7 +480,8 @@ export function createLockService({
     const label = validateName(field('label'), raw.label ?? '');
     requireScope(caller, 'lock:write');
     if (limited(caller)) {
-      for (const resource of await store.listResources(label)) requireService(caller, 'lock:write', resource.name);
+      for (const resource of await store.listResources(label))
+        requireService(caller, 'lock:write', resource.name);
     }
     return { service: null, label, mode, limit: null, quantity: raw.quantity ?? 1 };
   };
@@ -501,7 +502,16 @@ export function createLockService({
    * and its locks.
    */
   const take = async (
-    { caller, who: rawWho, ttlSeconds, waitSeconds = 0, priority, signal, deadline, idempotencyKey }: AcquireCommon,
+    {
+      caller,
+      who: rawWho,
+      ttlSeconds,
+      waitSeconds = 0,
+      priority,
+      signal,
+      deadline,
+      idempotencyKey,
+    }: AcquireCommon,
     claims: readonly Claim[],
     { group, plain }: { group: boolean; plain: boolean },
   ): Promise<{ id: string; locks: readonly Lock[]; replayed: boolean }> => {
@@ -514,7 +524,10 @@ export function createLockService({
       priority !== undefined &&
       (!Number.isSafeInteger(priority) || priority < MIN_PRIORITY || priority > MAX_PRIORITY)
     ) {
-      throw invalidArgument('priority', `priority must be an integer from ${MIN_PRIORITY} to ${MAX_PRIORITY}`);
+      throw invalidArgument(
+        'priority',
+        `priority must be an integer from ${MIN_PRIORITY} to ${MAX_PRIORITY}`,
+      );
     }
     if (idempotencyKey !== undefined) validateKey(idempotencyKey);
     const [first] = claims;
@@ -562,12 +575,13 @@ export function createLockService({
       );
       if ('keyReused' in result) throw idempotencyKeyReused();
       if ('ended' in result) throw lockEnded(result.ended.lockId);
-      if ('limitMismatch' in result) throw limitMismatch(result.limitMismatch.service, result.limitMismatch.limit);
+      if ('limitMismatch' in result)
+        throw limitMismatch(result.limitMismatch.service, result.limitMismatch.limit);
       if ('noSuchLabel' in result) throw noSuchLabel(result.noSuchLabel);
       if ('unsatisfiable' in result) {
         throw invalidArgument(
           'locks',
-          'these claims can never be granted together: they ask for more than their services and labels can give at once',
+          'these claims cannot be granted together: they ask for more than their services and labels can give at once (or for resources deleted since)',
         );
       }
       let locks: readonly Lock[];
@@ -715,7 +729,9 @@ export function createLockService({
 
     async listResources({ caller, label }) {
       requireScope(caller, 'lock:read');
-      const resources = await store.listResources(label === undefined ? undefined : validateName('label', label));
+      const resources = await store.listResources(
+        label === undefined ? undefined : validateName('label', label),
+      );
       return resources.filter((resource) => mayUseService(caller, resource.name));
     },
 
@@ -926,7 +942,9 @@ export function createLockService({
 /** The id as stores know it (lower case), or null when it cannot name any lock. */
 /** A group renewal or release refused: the group is another owner's. */
 function notYours(): TrackerError {
-  return permissionDenied('this group was taken with another token; only that token or an admin may change it');
+  return permissionDenied(
+    'this group was taken with another token; only that token or an admin may change it',
+  );
 }
 
 function lockKey(id: string): string | null {
@@ -1002,7 +1020,8 @@ function validateResource(raw: Omit<PutResourceOptions, 'caller'>): ResourceSpec
     properties: Object.fromEntries(
       entries.map(([key, value]) => {
         const property = validateName('properties', key);
-        if (typeof value !== 'string') throw invalidArgument(`properties.${key}`, 'property values must be strings');
+        if (typeof value !== 'string')
+          throw invalidArgument(`properties.${key}`, 'property values must be strings');
         validateText(`properties.${key}`, value, MAX_PROPERTY_LENGTH);
         return [property, value];
       }),

@@ -1,13 +1,13 @@
 import type {
   AcquireRequest,
   HistoryQuery,
-  Resource,
-  ResourceSpec,
   ListRequest,
   Lock,
   LockEventRecord,
   LockPage,
   Queue,
+  Resource,
+  ResourceSpec,
   Waiter,
 } from './lock.js';
 

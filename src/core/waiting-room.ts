@@ -221,7 +221,11 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
      * turn or their deadline. So a grant, a release or a request leaving costs the same few
      * reads however long the line is.
      */
-    async waitFor(queued: QueuedRequest, timeoutMs: number, callerGone?: AbortSignal): Promise<readonly Lock[]> {
+    async waitFor(
+      queued: QueuedRequest,
+      timeoutMs: number,
+      callerGone?: AbortSignal,
+    ): Promise<readonly Lock[]> {
       const deadline = clock.monotonicMs() + timeoutMs;
       const signal = callerGone ? AbortSignal.any([callerGone, closing.signal]) : closing.signal;
       const sleeper = join(queued);
@@ -246,7 +250,8 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
             const granted = await store.settle(queued.services);
             // The store granted another of ours (ours ahead of it were dropped): tell it.
             if (granted) byLockId.get(granted.groupId ?? granted.id)?.wake();
-            if (granted?.id === queued.id || granted?.groupId === queued.id) mine = await store.granted(queued.id);
+            if (granted?.id === queued.id || granted?.groupId === queued.id)
+              mine = await store.granted(queued.id);
           }
           if (mine.length > 0) {
             settled = true;

@@ -125,7 +125,8 @@ export function toHttpError(error: unknown): { status: number; body: ErrorJson }
 function validationError(error: Partial<FastifyError>): ErrorJson {
   const first = error.validation?.[0];
   const where = error.validationContext === 'querystring' ? 'query parameter' : 'field';
-  const fromPath = first?.instancePath.split('/').filter(Boolean).join('.') ?? '';
+  const segments = (first?.instancePath.split('/').filter(Boolean) ?? []).map(unescapePointer);
+  const fromPath = fieldName(segments);
   const params = (first?.params ?? {}) as Record<string, unknown>;
   const invalid = (field: string, message: string): ErrorJson => ({
     error: message,
@@ -133,7 +134,7 @@ function validationError(error: Partial<FastifyError>): ErrorJson {
     field,
   });
   switch (first?.keyword) {
-    // Inside a nested object (a group's claim), the field is named by its path: locks.0.ttl.
+    // Inside a nested object (a group's claim), the field is named by its path: locks[0].ttl.
     case 'required': {
       const field =
         fromPath === '' ? String(params.missingProperty) : `${fromPath}.${String(params.missingProperty)}`;
@@ -156,24 +157,44 @@ function validationError(error: Partial<FastifyError>): ErrorJson {
     return invalid('body', 'request body must be a JSON object');
   }
   const keyword = first?.keyword ?? '';
-  const rule = ruleFor(fromPath, keyword);
+  const rule = ruleFor(segments, keyword);
   if (rule) return invalid(fromPath, `${fromPath} ${rule}`);
   if (keyword === 'type') return invalid(fromPath, `${fromPath} must be a ${String(params.type)}`);
   if (keyword === 'minLength') return invalid(fromPath, `${fromPath} must be a non-empty string`);
   return invalid(fromPath, `${fromPath} ${first?.message ?? 'is invalid'}`);
 }
 
+/** The one object of free keys in a body (PUT /resources: `properties`): its keys are names, not indices. */
+const MAPS = new Set(['properties']);
+
 /**
- * The words of a rule for a field: by its path (`locks.0.limit`), by that path with its
- * indices and map keys as `*` (`labels.*`, `properties.*`), or by its last name (`limit`).
+ * A field as the core names it too: array items by index in brackets, object members by
+ * name after a dot (`locks[0].limit`, `labels[2]`, `properties.serial`).
  */
-function ruleFor(path: string, keyword: string): string | undefined {
-  const segments = path.split('.');
+function fieldName(segments: readonly string[]): string {
+  return segments.reduce((path, segment, index) => {
+    const parent = segments[index - 1];
+    if (/^\d+$/.test(segment) && !(parent !== undefined && MAPS.has(parent))) return `${path}[${segment}]`;
+    return path === '' ? segment : `${path}.${segment}`;
+  }, '');
+}
+
+/** A JSON Pointer segment as the key it stands for (`~1` is `/`, `~0` is `~`). */
+function unescapePointer(segment: string): string {
+  return segment.replace(/~1/g, '/').replace(/~0/g, '~');
+}
+
+/**
+ * The words of a rule for a field: by its path (`ttlSeconds`), by that path with every
+ * segment after the first as `*` (`labels.*`, `properties.*`, `locks.*`), or by its last name
+ * that is no index (`limit` for `locks[0].limit`).
+ */
+function ruleFor(segments: readonly string[], keyword: string): string | undefined {
   const [head, ...rest] = segments;
   const candidates = [
-    path,
+    segments.join('.'),
     [head, ...rest.map(() => '*')].join('.'),
-    segments.findLast((s) => !/^\d+$/.test(s)),
+    segments.findLast((segment) => !/^\d+$/.test(segment)),
   ];
   for (const candidate of candidates) {
     const rule = candidate === undefined ? undefined : RULES[candidate]?.[keyword];

@@ -181,7 +181,7 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
         ttlSeconds,
         waitSeconds,
         priority,
-        locks: locks.map((claim, index) => claimOptions(claim, `locks.${index}.`)),
+        locks: locks.map((claim, index) => claimOptions(claim, `locks[${index}].`)),
         signal: hangUp(reply),
         idempotencyKey: headerValue(request.headers['idempotency-key']),
       });

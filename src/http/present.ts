@@ -1,3 +1,4 @@
+import { freeSlots } from '../core/grants.js';
 import {
   formatTimestamp,
   type Lock,
@@ -105,15 +106,4 @@ export function resourceToJson(resource: Resource): ResourceJson {
     waiters: resource.waiters.map(waiterToJson),
     free: freeSlots(resource),
   };
-}
-
-/**
- * How many more exclusive holders the resource admits now (core/grants.ts `admits`): none
- * while a shared lock holds it; else its capacity, or a holder's smaller limit, less its
- * holders.
- */
-function freeSlots(resource: Resource): number {
-  if (resource.holders.some((holder) => holder.mode === 'shared')) return 0;
-  const limit = Math.min(resource.capacity, ...resource.holders.map((holder) => holder.limit));
-  return Math.max(0, limit - resource.holders.length);
 }

@@ -177,7 +177,8 @@ export const PutResourceBody = {
   type: 'object',
   additionalProperties: false,
   properties: {
-    labels: { type: 'array', maxItems: MAX_LABELS, uniqueItems: true, items: name },
+    /** A label given twice counts once (as the core keeps them). */
+    labels: { type: 'array', maxItems: MAX_LABELS, items: name },
     properties: {
       type: 'object',
       maxProperties: MAX_PROPERTIES,
@@ -515,8 +516,9 @@ const integerFrom = (min: number, max: number) => {
 
 /**
  * What each rule means in words, for error messages that name the field. Keyed by the field's
- * path (`locks.0.limit`), by that path with its indices as `*` (`labels.*`), or by its last
- * name (`limit`): see error-mapping.ts.
+ * path (`ttlSeconds`), by that path with the segments after the first as `*` (`labels.*` for
+ * `labels[2]`, `properties.*` for `properties.serial`), or by its last name (`limit` for
+ * `locks[0].limit`): see error-mapping.ts.
  */
 export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> = {
   service: NAME_RULES,
@@ -528,7 +530,6 @@ export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> =
   labels: {
     type: 'must be an array of labels',
     maxItems: `must hold at most ${MAX_LABELS} labels`,
-    uniqueItems: 'must not repeat a label',
   },
   properties: {
     type: 'must be an object of string values',

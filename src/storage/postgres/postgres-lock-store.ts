@@ -1,16 +1,22 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { storeUnavailable } from '../../core/errors.js';
+import { decideGrants, type Grant, limitMismatch } from '../../core/grants.js';
 import {
   type AcquireRequest,
+  type Claim,
+  claimsOf,
   type HistoryQuery,
   isLockId,
   type ListRequest,
   type Lock,
   type LockEventRecord,
   type LockEventType,
+  type LockMode,
   type LockPage,
   type Queue,
+  type Resource,
+  type ResourceSpec,
   type Waiter,
 } from '../../core/lock.js';
 import {
@@ -25,54 +31,70 @@ import {
 import type { Logger } from '../../core/logger.js';
 import { readMigrations } from '../migrations.js';
 import { ChangeFeed } from './change-feed.js';
+import { GrantState, NEW_TICKET, WAITERS_PER_READ } from './grant-state.js';
 import { isUnavailable } from './is-unavailable.js';
 import { migrate } from './migrate.js';
 import {
-  ACQUIRE,
-  type AcquireRow,
+  ACQUIRE_PLAIN,
   CLAIM_KEY,
-  CLEAR_DEAD,
+  DEADLOCK_DETECTED,
+  DELETE_RESOURCE,
   ENQUEUE,
   EVENT_CURSOR,
   EVENTS_AFTER,
   type EventRow,
   type EventsAfterRow,
+  EXPIRED_SERVICES,
+  FILE_RESOURCES_BUT,
   GET,
+  GET_RESOURCE,
   GRANT,
+  GRANT_STATE,
+  GRANTED,
+  GROUP_SERVICES,
+  type GrantRow,
+  type GroupChangeRow,
   HEARTBEAT,
   HISTORY_FLOOR,
+  HOLDERS,
   historyQuery,
-  type JsonLockRow,
-  KEY_GRANTED,
   type KeyRow,
+  LABEL_MEMBERS,
   LEAVE,
   LEAVE_AS,
+  LEAVE_PLAIN,
   LIST,
+  LIST_RESOURCES,
   type ListRow,
-  LOCK_SERVICE,
+  LOCK_NOT_AVAILABLE,
+  LOCK_SERVICES,
   type LockRow,
   MARK_FORCE_RELEASE,
   NEXT_XID,
   NOTIFY,
+  PEEK_STATE,
   PING,
+  type PlainRow,
   PRUNE,
   PRUNE_KEYS,
-  QUEUE,
-  QUEUE_HEAD,
+  PUT_RESOURCE,
+  QUEUES,
   type QueueRow,
   REJOIN,
   RELEASE,
-  RELEASE_ALONE,
   RELEASE_AS,
+  RELEASE_GROUP,
+  RELEASE_PLAIN,
   RENEW,
+  RENEW_GROUP,
+  RESOURCE_LABELS,
+  type ResourceRow,
   SERVICE_OF,
-  SERVICE_STATE,
-  type ServiceStateRow,
   SNAPSHOT,
   SNAPSHOT_PAGE,
   SNAPSHOT_XMIN,
   STATS,
-  SWEEP,
+  type StateRow,
   SWEEP_WAITERS,
   TAKE_KEY,
   UNMARK_FORCE_RELEASE,
@@ -129,14 +151,6 @@ export const DEFAULT_TIMEOUT_MS = 1500;
 const DEFAULT_POOL_TIMEOUT_MS = 10_000;
 
 /**
- * An acquire runs again when the holder it conflicted with is newer than its snapshot
- * (see ACQUIRE). A run that returns nothing changed no lock (at most it consumed a fencing
- * token, which leaves a harmless gap), so running again or giving up is safe; giving up
- * takes a service changing hands this many times during one acquire.
- */
-const ACQUIRE_ATTEMPTS = 5;
-
-/**
  * How long a gap in the event ids may hold the tail up (see EVENTS_AFTER). A gap is final
  * as soon as every transaction running when it was seen has ended, which for Tracker's own
  * transactions (a few statements, each bounded by the statement timeout) takes
@@ -147,12 +161,6 @@ const ACQUIRE_ATTEMPTS = 5;
  */
 const GAP_TIMEOUT_MS = 5000;
 
-/**
- * The shared store: any number of Tracker replicas on one PostgreSQL database. The
- * database decides everything: the unique constraint picks the winner, its clock
- * (tracker_now(), see migration 002) stamps createdAt and decides expiry, its services
- * table hands out fencing tokens. Migrations run before the pool opens its first connection.
- */
 /**
  * Opens the shared store: migrates the schema (under an advisory lock, so replicas starting
  * together apply each migration once), then opens the pool.
@@ -167,9 +175,17 @@ export async function openPostgresLockStore(options: PostgresStoreOptions): Prom
 
 /**
  * The shared store: any number of Tracker replicas on one PostgreSQL database. The
- * database decides everything: the unique constraint picks the winner, its clock
- * (tracker_now(), see migration 002) stamps createdAt and decides expiry, its services
- * table hands out fencing tokens.
+ * database decides everything: every transaction that may change who holds a service
+ * first locks the service's `services` row (the rules in core/grants.ts then decide on
+ * what it reads, and nothing can add a holder meanwhile), its clock (tracker_now(), see
+ * migration 002) stamps createdAt and decides expiry, its services table hands out fencing
+ * tokens.
+ *
+ * Every change that may let a waiter in (a release, an expiry, a waiter leaving, a settle,
+ * a resource put) runs a grant pass (#grantPass) in the same transaction; the guide's
+ * acquire and release, and a waiter leaving a held service, take one round trip when
+ * nothing needs deciding (migration 008's tracker_acquire_plain, tracker_release_plain,
+ * tracker_leave_plain).
  */
 export class PostgresLockStore implements LockStore {
   /** The schema version in force once the store opened (the highest migration applied). */
@@ -229,41 +245,188 @@ export class PostgresLockStore implements LockStore {
     return (await this.#pool.query<Row>(text, values)).rows;
   }
 
+  /** Tells this process's subscribers at once (other processes hear the NOTIFY on commit). */
+  #emit(services: Iterable<string>): void {
+    for (const service of new Set(services)) this.#changes.emit(service);
+  }
+
   /**
-   * Runs `work` in one transaction on one pooled connection and returns its result after
-   * COMMIT. On any failure the connection is discarded, not returned to the pool: closing
-   * it rolls back on the server and frees every row lock, and a connection whose query
-   * timed out on the client is in no state to be reused.
+   * Runs `work` in one transaction on one pooled connection, after locking the `services`
+   * rows of `names` (created when missing) in name order, and returns its result after
+   * COMMIT. When `work` finds it needs more rows and one of them is locked (NeedMore), the
+   * transaction rolls back and starts again with the larger set locked from the start; on
+   * the last attempt `work` locks nothing more and decides with what it has. On any other
+   * failure the connection is discarded, not returned to the pool: closing it rolls back on
+   * the server and frees every row lock, and a connection whose query timed out on the
+   * client is in no state to be reused.
    */
-  async #transaction<T>(work: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  async #locked<T>(names: Iterable<string>, work: (tx: Locked) => Promise<T>): Promise<T> {
+    let set = sortedUnique(names);
     const client = await this.#pool.connect();
+    let result: T;
     try {
-      await client.query('BEGIN');
-      const result = await work(client);
-      await client.query('COMMIT');
-      client.release();
-      return result;
+      for (let attempt = 1; ; attempt++) {
+        await client.query('BEGIN');
+        await client.query(LOCK_SERVICES, [set, false]);
+        try {
+          result = await work({ client, locked: new Set(set), canExpand: attempt < LOCK_ATTEMPTS });
+          await client.query('COMMIT');
+          break;
+        } catch (error) {
+          const more = error instanceof NeedMore ? error.names : isDeadlock(error) ? [] : null;
+          if (more === null || attempt >= LOCK_ATTEMPTS) throw error;
+          await client.query('ROLLBACK');
+          this.#logger.debug(
+            { services: more, attempt },
+            'grant pass needs more services locked; starting again',
+          );
+          set = sortedUnique([...set, ...more]);
+        }
+      }
     } catch (error) {
       client.release(error instanceof Error ? error : new Error(String(error)));
       throw error;
     }
+    client.release();
+    return result;
   }
 
   /**
-   * Under LOCK_SERVICE: if nobody holds the service (an expired row is deleted first),
-   * grants it to its oldest live waiter (dead ones are deleted on the way) and returns
-   * that lock; otherwise null.
+   * Reads the grant state of `names` into `state`: in a transaction that holds their rows
+   * (`write`: expired holders and dead waiters are deleted first), or, without `write`, a
+   * plain look that changes and locks nothing. Returns the expired locks it deleted.
    */
-  async #grantNext(client: pg.PoolClient, service: string): Promise<Lock | null> {
-    await client.query(CLEAR_DEAD, [service]);
-    const state = (await rowsOf<ServiceStateRow>(client, SERVICE_STATE, [service]))[0];
-    if (!state || state.held || !state.queued) return null;
-    const head = (await rowsOf<{ ticket: string }>(client, QUEUE_HEAD, [service]))[0];
-    if (!head) return null;
-    const granted = (await rowsOf<LockRow>(client, GRANT, [service, head.ticket]))[0];
-    if (!granted) throw new Error(`waiter ${head.ticket} of ${service} vanished while locked`);
-    await client.query(NOTIFY, [service]);
-    return toLock(granted);
+  async #readState(
+    on: pg.PoolClient | null,
+    state: GrantState,
+    names: readonly string[],
+    labels: readonly string[],
+    write: boolean,
+  ): Promise<Lock[]> {
+    const cutoff = state.cutoff;
+    const values = [names, labels, cutoff?.priority ?? null, cutoff?.ticket ?? null, WAITERS_PER_READ];
+    const text = write ? GRANT_STATE : PEEK_STATE;
+    const rows = on ? await rowsOf<StateRow>(on, text, values) : await this.#query<StateRow>(text, values);
+    const json = rows[0]?.state;
+    if (!json) throw new Error('the grant state query returned no row');
+    state.merge(names, json);
+    return json.expired.map(toLock);
+  }
+
+  /**
+   * Reads what the waiters read so far (and `claims`) also use, level by level: in a
+   * transaction (`tx`), after locking those rows without waiting (NeedMore when one is
+   * locked or missing); without, as a plain look. Stops after EXPAND_LEVELS levels, or when
+   * the transaction may lock no more: the waiters whose resources were not all read are
+   * then not granted by this pass (see GrantState.pending).
+   */
+  async #readAround(
+    tx: Locked | null,
+    state: GrantState,
+    claims: readonly Claim[],
+    expired: Lock[],
+  ): Promise<void> {
+    for (let level = 0; level < EXPAND_LEVELS; level++) {
+      const missing = state.missing(claims);
+      if (missing.names.length === 0 && missing.labels.length === 0) return;
+      if (tx && missing.names.length > 0) {
+        if (!tx.canExpand) return;
+        let ok = false;
+        try {
+          ok =
+            (await rowsOf<{ ok: boolean }>(tx.client, LOCK_SERVICES, [missing.names, true]))[0]?.ok ?? false;
+        } catch (error) {
+          if (errorCode(error) === LOCK_NOT_AVAILABLE) throw new NeedMore(missing.names);
+          throw error;
+        }
+        if (!ok) throw new NeedMore(missing.names);
+        for (const name of missing.names) tx.locked.add(name);
+      }
+      expired.push(
+        ...(await this.#readState(tx?.client ?? null, state, missing.names, missing.labels, tx !== null)),
+      );
+    }
+  }
+
+  /**
+   * The grant pass, inside a #locked transaction: reads the state of every service locked
+   * (and of what their waiters also use), asks decideGrants who is granted what, in grant
+   * order, together with `request` (the acquire being made now, if any: after every waiter
+   * of its priority), and writes the grants. Refuses `request` without a decision for a
+   * label nothing carries or a limit its service is not held under (KeyRefusal).
+   */
+  async #grantPass(tx: Locked, request: NewRequest | null): Promise<PassResult> {
+    const state = new GrantState();
+    const claims = request?.claims ?? [];
+    const labels = [...new Set(claims.flatMap((claim) => (claim.label === null ? [] : [claim.label])))];
+    const expired = await this.#readState(tx.client, state, [...tx.locked].sort(), labels, true);
+    await this.#readAround(tx, state, claims, expired);
+    const granted = new Map<string, Lock[]>();
+    const changed = new Set<string>();
+    const result = { state, granted, expired, changed };
+    if (request) {
+      for (const claim of claims) {
+        if (claim.label !== null && (state.members.get(claim.label)?.length ?? 0) === 0) {
+          return { ...result, refusal: { acquired: false, noSuchLabel: claim.label } };
+        }
+        if (claim.service === null || !state.read.has(claim.service)) continue;
+        const limit = limitMismatch(state.view(claim.service), claim);
+        if (limit !== null) {
+          return {
+            ...result,
+            refusal: { acquired: false, limitMismatch: { service: claim.service, limit } },
+          };
+        }
+      }
+    }
+    let waitersGranted = false;
+    for (let round = 0; round < GRANT_ROUNDS; round++) {
+      const pending = state.pending();
+      if (request && !granted.has(request.id)) {
+        const place = { priority: request.priority, ticket: NEW_TICKET };
+        pending.push({
+          key: request.id,
+          ...place,
+          claims,
+          grantable: state.covers(claims) && state.inLine(place) && !state.impossible(claims),
+        });
+      }
+      const grants = decideGrants(state.views(), pending);
+      if (grants.length === 0) break;
+      const byKey = new Map([...state.waiters.values()].map((waiter) => [waiter.lockId, waiter]));
+      const payload = grants.map((grant) => {
+        const picks = grant.picks.map(({ service, mode, limit }) => ({ service, mode, limit }));
+        const waiter = byKey.get(grant.key);
+        if (waiter || !request) return { ticket: waiter?.ticket ?? null, picks };
+        const { group, who, ttlSeconds, owner, ownerKey } = request.request;
+        const single = { id: request.id, group: group === true, who, ttl: ttlSeconds };
+        return { ticket: null, ...single, owner: owner ?? null, owner_key: ownerKey ?? null, picks };
+      });
+      const written = (await rowsOf<GrantRow>(tx.client, GRANT, [JSON.stringify(payload)]))[0]?.result;
+      if (!written) throw new Error('the grant statement returned no row');
+      written.locks.forEach((locks, index) => {
+        const grant = grants[index] as Grant;
+        granted.set(grant.key, locks.map(toLock));
+        for (const pick of grant.picks) {
+          state.hold(pick.service, { mode: pick.mode, limit: pick.limit });
+          changed.add(pick.service);
+        }
+        const waiter = byKey.get(grant.key);
+        if (waiter) {
+          state.waiters.delete(waiter.ticket);
+          changed.add(waiter.service);
+          waitersGranted = true;
+        }
+      });
+      if (!written.vanished) break;
+      // That waiter left while we decided: decide again without it (the grants written stand).
+      const gone = byKey.get(grants[written.locks.length]?.key ?? '');
+      if (gone) state.waiters.delete(gone.ticket);
+    }
+    // Only a grant to a waiter is news to another replica (its waiting room): NOTIFY is not
+    // free either, PostgreSQL serializes the commits of the transactions that notify.
+    if (waitersGranted) await tx.client.query(NOTIFY, [[...changed]]);
+    return result;
   }
 
   acquire(request: AcquireRequest, queue?: QueueRequest): Promise<AcquireResult>;
@@ -280,85 +443,130 @@ export class PostgresLockStore implements LockStore {
     return guard(() => (key ? this.#acquireKeyed(request, queue, key) : this.#acquire(request, queue)));
   }
 
-  async #acquire(request: AcquireRequest, queue: QueueRequest | undefined): Promise<AcquireResult> {
-    const { id, service, who, ttlSeconds } = request;
-    const owner = request.owner ?? null;
-    const ownerKey = request.ownerKey ?? null;
-    // The usual cases are one statement, no transaction: a free service nobody waits for is
-    // taken, a held one refused when the request does not ask to wait. Anything else (a
-    // queue to join, waiters to grant first, a holder that committed after the snapshot)
-    // goes through the transaction below.
-    const first = (
-      await this.#query<AcquireRow>(ACQUIRE, [id, service, who, ttlSeconds, owner, ownerKey])
-    )[0];
-    if (first?.acquired) return { acquired: true, lock: toLock(first) };
-    if (first && !queue) return { acquired: false, holder: toLock(first), waiter: null };
-    if (!first)
-      this.#logger.debug({ service, attempt: 0 }, 'acquire conflicted with a holder it cannot see; retrying');
-    const { result, changed } = await this.#transaction((client) => this.#acquireIn(client, request, queue));
-    if (changed) this.#changes.emit(service);
+  async #acquire(
+    request: AcquireRequest,
+    queue: QueueRequest | undefined,
+  ): Promise<AcquireResult | KeyRefusal> {
+    const claims = checkedClaims(request);
+    if (request.claims === undefined && request.group !== true) {
+      // The guide's acquire: one round trip when nothing needs deciding (see ACQUIRE_PLAIN).
+      const { id, service, who, ttlSeconds } = request;
+      const plain = (
+        await this.#query<PlainRow>(ACQUIRE_PLAIN, [
+          id,
+          service,
+          who,
+          ttlSeconds,
+          request.owner ?? null,
+          request.ownerKey ?? null,
+          queue !== undefined,
+        ])
+      )[0]?.result;
+      const locks = (plain?.locks ?? []).map(toLock);
+      const [first] = locks;
+      if (plain?.outcome === 'acquired' && first) return { acquired: true, lock: first, locks };
+      if (plain?.outcome === 'refused' && first)
+        return { acquired: false, holder: first, holders: locks, waiter: null };
+    }
+    const names = await this.#namesOf(claims);
+    const { result, changed } = await this.#locked(names, (tx) =>
+      this.#acquireIn(tx, request, claims, queue),
+    );
+    this.#emit(changed);
     return result;
   }
 
+  /** The services to lock first for `claims`: those they name and the members of their labels. */
+  async #namesOf(claims: readonly Claim[]): Promise<string[]> {
+    const names = claims.flatMap((claim) => (claim.service === null ? [] : [claim.service]));
+    const labels = [...new Set(claims.flatMap((claim) => (claim.label === null ? [] : [claim.label])))];
+    if (labels.length > 0) {
+      for (const row of await this.#query<{ names: string[] }>(LABEL_MEMBERS, [labels]))
+        names.push(...row.names);
+    }
+    return names;
+  }
+
   /**
-   * The acquire transaction's work, on `client` inside a transaction: under the service's
-   * row lock, grants a free service to its queue first, then inserts, takes over or queues.
+   * The acquire transaction's work, inside #locked: a grant pass with the request; when it
+   * is not granted, it joins the queue (if asked) and the answer names the holders.
    */
   async #acquireIn(
-    client: pg.PoolClient,
+    tx: Locked,
     request: AcquireRequest,
+    claims: readonly Claim[],
     queue: QueueRequest | undefined,
-  ): Promise<{ result: AcquireResult; changed: boolean }> {
-    const { id, service, who, ttlSeconds } = request;
-    const owner = request.owner ?? null;
-    const ownerKey = request.ownerKey ?? null;
-    let changed = false;
-    await client.query(LOCK_SERVICE, [service]);
-    const state = (await rowsOf<ServiceStateRow>(client, SERVICE_STATE, [service]))[0];
-    // A free service with live waiters goes to the oldest of them first: a newcomer
-    // never overtakes the queue (it is then refused below, the waiter being the holder).
-    if (state && !state.held && state.queued && (await this.#grantNext(client, service))) changed = true;
-    for (let attempt = 1; attempt <= ACQUIRE_ATTEMPTS; attempt++) {
-      const row = (
-        await rowsOf<AcquireRow>(client, ACQUIRE, [id, service, who, ttlSeconds, owner, ownerKey])
+  ): Promise<{ result: AcquireResult | KeyRefusal; changed: Set<string> }> {
+    const priority = request.priority ?? 0;
+    const pass = await this.#grantPass(tx, { id: request.id, request, claims, priority });
+    const { changed, state } = pass;
+    if (pass.refusal) return { result: pass.refusal, changed };
+    const mine = pass.granted.get(request.id);
+    const [first] = mine ?? [];
+    if (mine && first) return { result: { acquired: true, lock: first, locks: mine }, changed };
+    let waiter: Waiter | null = null;
+    let queueFull = false;
+    if (queue) {
+      const [claim] = claims;
+      const joined = (
+        await rowsOf<WaiterRow>(tx.client, ENQUEUE, [
+          request.service,
+          request.who,
+          request.ttlSeconds,
+          request.id,
+          queue.owner,
+          WAITER_LEASE_MS,
+          request.owner ?? null,
+          queue.maxWaiters ?? null,
+          request.ownerKey ?? null,
+          priority,
+          request.group === true,
+          claim?.label ?? null,
+          claim?.mode ?? 'exclusive',
+          claims.map((c) => c.service),
+          claims.map((c) => c.label),
+          claims.map((c) => c.mode),
+          claims.map((c) => c.limit),
+          claims.map((c) => c.quantity),
+        ])
       )[0];
-      if (row?.acquired) {
-        // Taking over an expired holder's row: no live waiter is queued (they would have
-        // been granted first), so nobody on another replica needs telling.
-        if (state?.occupied) changed = true;
-        return { result: { acquired: true, lock: toLock(row) }, changed };
-      }
-      if (row) {
-        const holder = toLock(row);
-        if (!queue) return { result: { acquired: false, holder, waiter: null }, changed };
-        const joined = (
-          await rowsOf<WaiterRow>(client, ENQUEUE, [
-            service,
-            who,
-            ttlSeconds,
-            id,
-            queue.owner,
-            WAITER_LEASE_MS,
-            owner,
-            queue.maxWaiters ?? null,
-            ownerKey,
-          ])
-        )[0];
-        if (!joined) return { result: { acquired: false, holder, waiter: null, queueFull: true }, changed };
-        return {
-          result: {
-            acquired: false,
-            holder: { ...holder, waiters: holder.waiters + 1 },
-            waiter: toWaiter(joined),
+      if (joined) {
+        const ticket = safeInteger(joined.ticket, 'ticket');
+        waiter = toWaiter(
+          {
+            ...joined,
+            priority,
+            mode: claim?.mode ?? 'exclusive',
+            label: claim?.label ?? null,
+            is_group: request.group === true,
           },
-          changed,
-        };
-      }
-      this.#logger.debug({ service, attempt }, 'acquire conflicted with a holder it cannot see; retrying');
+          state.position({ priority, ticket, claims }),
+        );
+      } else queueFull = true;
     }
-    throw storeUnavailable(
-      new Error(`service ${service} changed hands ${ACQUIRE_ATTEMPTS} times during one acquire`),
-    );
+    const holders = await this.#holdersOf(tx.client, state, claims);
+    const [holder] = holders;
+    if (!holder) throw storeUnavailable(new Error(`refused ${request.service} with nothing held; retry`));
+    return {
+      result: { acquired: false, holder, holders, waiter, ...(queueFull ? { queueFull: true } : {}) },
+      changed,
+    };
+  }
+
+  /**
+   * The live holders a refusal names: those of the resources the request could not get for
+   * their holders; else (only waiters kept it out) of everything it asked for; else of
+   * anything the pass read.
+   */
+  async #holdersOf(client: pg.PoolClient, state: GrantState, claims: readonly Claim[]): Promise<Lock[]> {
+    for (const names of [state.contended(claims), [...state.uses(claims).names], [...state.read]]) {
+      if (names.length === 0) continue;
+      const holders = (await rowsOf<{ lock: LockRow }>(client, HOLDERS, [names])).map((row) =>
+        toLock(row.lock),
+      );
+      if (holders.length > 0) return holders;
+    }
+    return [];
   }
 
   /** An acquire with an idempotency key, in one transaction (see IdempotencyKey). */
@@ -367,172 +575,326 @@ export class PostgresLockStore implements LockStore {
     queue: QueueRequest | undefined,
     key: IdempotencyKey,
   ): Promise<AcquireResult | KeyRefusal> {
-    const { service } = request;
-    const { result, changed } = await this.#transaction(
-      async (
-        client,
-      ): Promise<{
-        result: AcquireResult | KeyRefusal;
-        changed: boolean;
-      }> => {
+    const claims = checkedClaims(request);
+    const names = await this.#namesOf(claims);
+    const { result, changed } = await this.#locked(
+      names,
+      async (tx): Promise<{ result: AcquireResult | KeyRefusal; changed: Set<string> }> => {
+        const { client } = tx;
         const claimed = await rowsOf(client, CLAIM_KEY, [
           key.scope,
           key.key,
           key.fingerprint,
           request.id,
-          service,
+          request.service,
           key.attempt,
         ]);
-        if (claimed.length > 0) {
-          const fresh = await this.#acquireIn(client, request, queue);
-          if (fresh.result.acquired) await client.query(KEY_GRANTED, [request.id]);
-          return fresh;
-        }
+        if (claimed.length > 0) return this.#acquireIn(tx, request, claims, queue);
         const row = (await rowsOf<KeyRow>(client, TAKE_KEY, [key.scope, key.key, key.attempt]))[0];
         if (!row) throw new Error(`idempotency key ${key.key} vanished while claimed`);
         if (row.fingerprint !== key.fingerprint)
-          return { result: { acquired: false as const, keyReused: true as const }, changed: false };
+          return { result: { acquired: false, keyReused: true }, changed: new Set() };
         const id = row.lock_id;
-        await client.query(LOCK_SERVICE, [service]);
-        const held = (await rowsOf<LockRow>(client, GET, [id]))[0];
-        if (held)
-          return { result: { acquired: true as const, lock: toLock(held), replayed: true }, changed: false };
-        const waiter = queue
+        const held = (await rowsOf<{ lock: LockRow }>(client, GRANTED, [id])).map((r) => toLock(r.lock));
+        const [first] = held;
+        if (first)
+          return { result: { acquired: true, lock: first, locks: held, replayed: true }, changed: new Set() };
+        const rejoined = queue
           ? (await rowsOf<WaiterRow>(client, REJOIN, [id, queue.owner, WAITER_LEASE_MS]))[0]
           : undefined;
-        if (waiter) {
+        if (rejoined) {
           // Still in line: the retry waits in the same place (granted first if its turn came).
-          const granted = await this.#grantNext(client, service);
-          if (granted?.id === id)
-            return { result: { acquired: true as const, lock: granted, replayed: true }, changed: true };
-          const holder = (await rowsOf<QueueRow>(client, QUEUE, [service]))[0]?.holder;
-          if (!holder) throw new Error(`waiter ${waiter.ticket} of ${service} waits for nobody`);
+          const pass = await this.#grantPass(tx, null);
+          const mine = pass.granted.get(id);
+          const [lock] = mine ?? [];
+          if (mine && lock)
+            return { result: { acquired: true, lock, locks: mine, replayed: true }, changed: pass.changed };
+          const ticket = safeInteger(rejoined.ticket, 'ticket');
+          const priority = rejoined.priority ?? 0;
+          const holders = await this.#holdersOf(client, pass.state, claims);
+          const [holder] = holders;
+          if (!holder) throw new Error(`waiter ${ticket} of ${request.service} waits for nobody`);
+          const waiter = toWaiter(rejoined, pass.state.position({ priority, ticket, claims }));
           return {
-            result: {
-              acquired: false as const,
-              holder: toLock(holder),
-              waiter: toWaiter(waiter),
-              replayed: true,
-            },
-            changed: granted !== null,
+            result: { acquired: false, holder, holders, waiter, replayed: true },
+            changed: pass.changed,
           };
         }
-        if (row.granted)
-          return { result: { acquired: false as const, ended: { lockId: id } }, changed: false };
+        if (row.granted) return { result: { acquired: false, ended: { lockId: id } }, changed: new Set() };
         // The earlier request got nothing (refused, or it left the queue): a new acquire under its id.
-        const anew = await this.#acquireIn(client, { ...request, id }, queue);
-        if (anew.result.acquired) await client.query(KEY_GRANTED, [id]);
-        return anew;
+        return this.#acquireIn(tx, { ...request, id }, claims, queue);
       },
     );
-    if (changed) this.#changes.emit(service);
+    this.#emit(changed);
     return result;
   }
 
   async release(id: string, owner?: OwnerMatch, attempt?: string): Promise<Lock | null> {
-    return isLockId(id) ? guard(() => this.#release(id, owner, attempt)) : null;
+    if (!isLockId(id)) return null;
+    return guard(async () => {
+      const byOwner = [owner?.key ?? null, owner?.name ?? null] as const;
+      // The usual case, a lock nobody waits for, is one round trip (see RELEASE_PLAIN).
+      const plain = (await this.#query<PlainRow>(RELEASE_PLAIN, [id, ...byOwner, attempt ?? null]))[0]
+        ?.result;
+      const released = plain?.locks?.[0];
+      if (plain?.outcome === 'released' && released) {
+        const lock = toLock(released);
+        this.#emit([lock.service]);
+        return lock;
+      }
+      if (plain?.outcome !== 'general' || plain.service === undefined) return null;
+      return this.#releaseLocked(plain.service, id, byOwner, attempt, undefined);
+    });
   }
 
-  async #release(
+  /**
+   * Releases a lock of `service` and grants what that frees, in one transaction; with
+   * `force`, records a force release with its reason.
+   */
+  async #releaseLocked(
+    service: string,
     id: string,
-    owner: OwnerMatch | undefined,
+    byOwner: readonly [string | null, string | null],
     attempt: string | undefined,
+    force: { reason: string | null } | undefined,
   ): Promise<Lock | null> {
-    const byOwner = [owner?.key ?? null, owner?.name ?? null];
-    // The usual case, a lock nobody waits for, is one statement (a release on behalf of one
-    // attempt of a keyed request, rare, always takes the transaction).
-    const alone =
-      attempt === undefined ? (await this.#query<LockRow>(RELEASE_ALONE, [id, ...byOwner]))[0] : undefined;
-    if (alone) {
-      this.#changes.emit(alone.service);
-      return toLock(alone);
-    }
-    const released = await this.#transaction(async (client) => {
-      const found = (await rowsOf<{ service: string }>(client, SERVICE_OF, [id]))[0];
-      if (!found) return null;
-      await client.query(LOCK_SERVICE, [found.service]);
-      // Under the row lock: null when a concurrent release or takeover got there first (or
-      // the lock is another owner's, or a retry's).
+    const { lock, changed } = await this.#locked([service], async (tx) => {
+      if (force) await tx.client.query(MARK_FORCE_RELEASE, [force.reason]);
       const row = (
-        await rowsOf<LockRow>(
-          client,
+        await rowsOf<{ lock: LockRow }>(
+          tx.client,
           attempt === undefined ? RELEASE : RELEASE_AS,
           attempt === undefined ? [id, ...byOwner] : [id, ...byOwner, attempt],
         )
       )[0];
-      if (!row) return null;
-      // Only a grant is news to another replica: with no live waiter nobody listens for this
-      // service. NOTIFY is not free either: PostgreSQL serializes the commits of all
-      // transactions that notify (measured: 4x fewer lock pairs per second with one on
-      // every release).
-      await this.#grantNext(client, row.service);
-      return toLock(row);
+      if (!row) return { lock: null, changed: new Set<string>() };
+      if (force) await tx.client.query(UNMARK_FORCE_RELEASE);
+      const pass = await this.#grantPass(tx, null);
+      return { lock: toLock(row.lock), changed: new Set([service, ...pass.changed]) };
     });
-    if (released) this.#changes.emit(released.service);
-    return released;
-  }
-
-  settle(service: string): Promise<Lock | null> {
-    return guard(() => this.#settle(service));
-  }
-
-  async #settle(service: string): Promise<Lock | null> {
-    // Cheap first look, outside any transaction: the usual answer is "nothing to do".
-    const state = (await this.#query<ServiceStateRow>(SERVICE_STATE, [service]))[0];
-    if (!state || state.held || !state.queued) return null;
-    const granted = await this.#transaction(async (client) => {
-      await client.query(LOCK_SERVICE, [service]);
-      return this.#grantNext(client, service);
-    });
-    if (granted) this.#changes.emit(service);
-    return granted;
-  }
-
-  leave(ticket: number, attempt?: string): Promise<boolean> {
-    return guard(async () => {
-      if (!Number.isSafeInteger(ticket) || ticket <= 0) return false;
-      const gone = (
-        await this.#query<{ service: string }>(
-          attempt === undefined ? LEAVE : LEAVE_AS,
-          attempt === undefined ? [ticket] : [ticket, attempt],
-        )
-      )[0];
-      if (!gone) return false;
-      this.#changes.emit(gone.service);
-      return true;
-    });
+    this.#emit(changed);
+    return lock;
   }
 
   async forceRelease(id: string, reason: string | null): Promise<Lock | null> {
     if (!isLockId(id)) return null;
     return guard(async () => {
-      const released = await this.#transaction(async (client) => {
-        const found = (await rowsOf<{ service: string }>(client, SERVICE_OF, [id]))[0];
-        if (!found) return null;
-        await client.query(LOCK_SERVICE, [found.service]);
-        await client.query(MARK_FORCE_RELEASE, [reason]);
-        const row = (await rowsOf<LockRow>(client, RELEASE, [id, null, null]))[0];
-        if (!row) return null;
-        await client.query(UNMARK_FORCE_RELEASE);
-        await this.#grantNext(client, row.service);
-        return toLock(row);
+      const found = (await this.#query<{ service: string }>(SERVICE_OF, [id]))[0];
+      if (!found) return null;
+      return this.#releaseLocked(found.service, id, [null, null], undefined, { reason });
+    });
+  }
+
+  settle(service: string | readonly string[]): Promise<Lock | null> {
+    const services = typeof service === 'string' ? [service] : [...service];
+    return guard(() => this.#settle(services));
+  }
+
+  async #settle(services: readonly string[]): Promise<Lock | null> {
+    if (services.length === 0) return null;
+    // A first look, without locks or a transaction: the usual answer is "nothing to grant".
+    // Only a hint: whatever changes the answer afterwards runs a grant pass of its own.
+    const peek = new GrantState();
+    await this.#readState(null, peek, [...new Set(services)].sort(), [], false);
+    await this.#readAround(null, peek, [], []);
+    if (decideGrants(peek.views(), peek.pending()).length === 0) return null;
+    const { first, changed } = await this.#locked(services, async (tx) => {
+      const pass = await this.#grantPass(tx, null);
+      return { first: [...pass.granted.values()][0]?.[0] ?? null, changed: pass.changed };
+    });
+    this.#emit(changed);
+    return first;
+  }
+
+  leave(ticket: number, attempt?: string): Promise<boolean> {
+    return guard(async () => {
+      if (!Number.isSafeInteger(ticket) || ticket <= 0) return false;
+      const plain = (await this.#query<PlainRow>(LEAVE_PLAIN, [ticket, attempt ?? null]))[0]?.result;
+      if (plain?.outcome === 'left') {
+        this.#emit(plain.services ?? []);
+        return true;
+      }
+      if (plain?.outcome !== 'general') return false;
+      // It may have kept others out (an exclusive waiter before shared ones, a group): take
+      // it out and grant what that lets in, in one transaction.
+      const { left, changed } = await this.#locked(plain.services ?? [], async (tx) => {
+        const gone = (
+          await rowsOf<{ service: string }>(
+            tx.client,
+            attempt === undefined ? LEAVE : LEAVE_AS,
+            attempt === undefined ? [ticket] : [ticket, attempt],
+          )
+        )[0];
+        if (!gone) return { left: false, changed: new Set<string>() };
+        const pass = await this.#grantPass(tx, null);
+        // The line behind it moved up: its replicas' waiting rooms look again.
+        await tx.client.query(NOTIFY, [[gone.service]]);
+        return { left: true, changed: new Set([gone.service, ...pass.changed]) };
       });
-      if (released) this.#changes.emit(released.service);
-      return released;
+      this.#emit(changed);
+      return left;
     });
   }
 
   sweep(limit: number): Promise<{ expired: Lock[]; granted: Lock[] }> {
     return guard(async () => {
-      const expired = (await this.#query<LockRow>(SWEEP, [limit])).map(toLock);
-      await this.#query(SWEEP_WAITERS, [limit]);
-      const granted: Lock[] = [];
-      // The sweep took no service lock: each service with waiters is granted the usual way.
-      for (const service of new Set(expired.filter((lock) => lock.waiters > 0).map((lock) => lock.service))) {
-        const lock = await this.#settle(service);
-        if (lock) granted.push(lock);
+      const services = (await this.#query<{ service: string }>(EXPIRED_SERVICES, [limit])).map(
+        (row) => row.service,
+      );
+      let expired: Lock[] = [];
+      let granted: Lock[] = [];
+      if (services.length > 0) {
+        // The expired holders are deleted (and their expiry recorded, once, by whichever
+        // replica gets there first) in a grant pass over their services.
+        const pass = await this.#locked(services, (tx) => this.#grantPass(tx, null));
+        expired = pass.expired;
+        granted = [...pass.granted.values()].flat();
+        this.#emit(pass.changed);
       }
+      await this.#query(SWEEP_WAITERS, [limit]);
       return { expired, granted };
+    });
+  }
+
+  granted(requestId: string): Promise<Lock[]> {
+    if (!isLockId(requestId)) return Promise.resolve([]);
+    return guard(async () =>
+      (await this.#query<{ lock: LockRow }>(GRANTED, [requestId])).map((row) => toLock(row.lock)),
+    );
+  }
+
+  releaseGroup(groupId: string, owner?: OwnerMatch): Promise<{ locks: Lock[]; denied: boolean }> {
+    if (!isLockId(groupId)) return Promise.resolve({ locks: [], denied: false });
+    return guard(async () => {
+      const services = (await this.#query<{ service: string }>(GROUP_SERVICES, [groupId])).map(
+        (row) => row.service,
+      );
+      if (services.length === 0) return { locks: [], denied: false };
+      const { locks, denied, changed } = await this.#locked(services, async (tx) => {
+        const row = (
+          await rowsOf<GroupChangeRow>(tx.client, RELEASE_GROUP, [
+            groupId,
+            owner?.key ?? null,
+            owner?.name ?? null,
+          ])
+        )[0];
+        const released = (row?.locks ?? []).map(toLock);
+        if (!row || row.denied || released.length === 0) {
+          return { locks: [], denied: row?.denied ?? false, changed: new Set<string>() };
+        }
+        const pass = await this.#grantPass(tx, null);
+        return { locks: released, denied: false, changed: new Set([...services, ...pass.changed]) };
+      });
+      this.#emit(changed);
+      return { locks, denied };
+    });
+  }
+
+  renewGroup(
+    groupId: string,
+    ttlSeconds: number | null,
+    owner?: OwnerMatch,
+  ): Promise<{ locks: Lock[]; denied: boolean }> {
+    if (!isLockId(groupId)) return Promise.resolve({ locks: [], denied: false });
+    return guard(async () => {
+      const row = (
+        await this.#query<GroupChangeRow>(RENEW_GROUP, [
+          groupId,
+          ttlSeconds,
+          owner?.key ?? null,
+          owner?.name ?? null,
+        ])
+      )[0];
+      return { locks: (row?.locks ?? []).map(toLock), denied: row?.denied ?? false };
+    });
+  }
+
+  putResource(spec: ResourceSpec): Promise<{ resource: Resource; created: boolean }> {
+    return guard(() => this.#putResource(spec, 'api'));
+  }
+
+  /** Creates or replaces a resource and lets its waiters in, in one transaction. */
+  async #putResource(
+    spec: ResourceSpec,
+    source: 'api' | 'file',
+  ): Promise<{ resource: Resource; created: boolean }> {
+    const { created, changed } = await this.#locked([spec.name], async (tx) => {
+      const row = (
+        await rowsOf<{ created: boolean }>(tx.client, PUT_RESOURCE, [
+          spec.name,
+          JSON.stringify(spec.labels),
+          JSON.stringify(spec.properties),
+          spec.capacity,
+          spec.description,
+          source,
+        ])
+      )[0];
+      const pass = await this.#grantPass(tx, null);
+      return { created: row?.created ?? false, changed: pass.changed };
+    });
+    this.#emit(changed);
+    const resource = (await this.#resources([spec]))[0];
+    if (!resource) throw new Error(`resource ${spec.name} vanished after it was written`);
+    return { resource, created };
+  }
+
+  deleteResource(name: string): Promise<'deleted' | 'missing' | 'in-use'> {
+    return guard(async () => {
+      const found = (await this.#query<{ labels: string[] }>(RESOURCE_LABELS, [name]))[0];
+      if (!found) return 'missing';
+      // Its label waiters may now be kept out of the label's other members, or no longer
+      // keep others out of them: the pass covers those too.
+      const names = [name, ...(await this.#namesOf(found.labels.map(labelClaim)))];
+      const { outcome, changed } = await this.#locked(names, async (tx) => {
+        const gone = await rowsOf(tx.client, DELETE_RESOURCE, [name]);
+        if (gone.length === 0) {
+          const exists = (await rowsOf(tx.client, RESOURCE_LABELS, [name])).length > 0;
+          return { outcome: exists ? ('in-use' as const) : ('missing' as const), changed: new Set<string>() };
+        }
+        const pass = await this.#grantPass(tx, null);
+        return { outcome: 'deleted' as const, changed: pass.changed };
+      });
+      this.#emit(changed);
+      return outcome;
+    });
+  }
+
+  getResource(name: string): Promise<Resource | null> {
+    return guard(async () => {
+      const row = (await this.#query<ResourceRow>(GET_RESOURCE, [name]))[0];
+      return row ? ((await this.#resources([toSpec(row)]))[0] ?? null) : null;
+    });
+  }
+
+  listResources(label?: string): Promise<Resource[]> {
+    return guard(async () => {
+      const rows = await this.#query<ResourceRow>(LIST_RESOURCES, [label ?? null]);
+      return this.#resources(rows.map(toSpec));
+    });
+  }
+
+  syncResources(specs: readonly ResourceSpec[]): Promise<{ kept: string[] }> {
+    return guard(async () => {
+      for (const spec of specs) await this.#putResource(spec, 'file');
+      const kept: string[] = [];
+      const stale = await this.#query<{ name: string }>(FILE_RESOURCES_BUT, [specs.map((spec) => spec.name)]);
+      for (const { name } of stale) if ((await this.deleteResource(name)) === 'in-use') kept.push(name);
+      return { kept };
+    });
+  }
+
+  /** Registered resources with their holders and waiters (from one snapshot). */
+  async #resources(specs: readonly ResourceSpec[]): Promise<Resource[]> {
+    if (specs.length === 0) return [];
+    const rows = await this.#query<QueueRow>(QUEUES, [specs.map((spec) => spec.name)]);
+    const byName = new Map(rows.map((row) => [row.name, row]));
+    return specs.map((spec) => {
+      const row = byName.get(spec.name);
+      return {
+        ...spec,
+        holders: (row?.holders ?? []).map(toLock),
+        waiters: (row?.waiters ?? []).map((waiter, index) => toWaiter(waiter, index + 1)),
+      };
     });
   }
 
@@ -605,11 +967,13 @@ export class PostgresLockStore implements LockStore {
 
   queue(service: string): Promise<Queue> {
     return guard(async () => {
-      const row = (await this.#query<QueueRow>(QUEUE, [service]))[0];
+      const row = (await this.#query<QueueRow>(QUEUES, [[service]]))[0];
+      const holders = (row?.holders ?? []).map(toLock);
       return {
         service,
-        holder: row?.holder ? toLock(row.holder) : null,
-        waiters: (row?.waiters ?? []).map((waiter, index) => toWaiter({ ...waiter, position: index + 1 })),
+        holder: holders[0] ?? null,
+        holders,
+        waiters: (row?.waiters ?? []).map((waiter, index) => toWaiter(waiter, index + 1)),
       };
     });
   }
@@ -624,13 +988,20 @@ export class PostgresLockStore implements LockStore {
 
   /** A non-UUID cannot be a lock id; asking PostgreSQL would fail the uuid cast. */
   async get(id: string): Promise<Lock | null> {
-    return isLockId(id) ? guard(async () => nullable(await this.#query<LockRow>(GET, [id]))) : null;
+    return isLockId(id) ? guard(async () => nullable(await this.#query<{ lock: LockRow }>(GET, [id]))) : null;
   }
 
   async renew(id: string, ttlSeconds: number | null, owner?: OwnerMatch): Promise<Lock | null> {
     if (!isLockId(id)) return null;
     return guard(async () =>
-      nullable(await this.#query<LockRow>(RENEW, [id, ttlSeconds, owner?.key ?? null, owner?.name ?? null])),
+      nullable(
+        await this.#query<{ lock: LockRow }>(RENEW, [
+          id,
+          ttlSeconds,
+          owner?.key ?? null,
+          owner?.name ?? null,
+        ]),
+      ),
     );
   }
 
@@ -644,7 +1015,7 @@ export class PostgresLockStore implements LockStore {
         offset,
       ]);
       const locks: Lock[] = [];
-      for (const row of rows) if (row.id !== null) locks.push(toLock(row));
+      for (const row of rows) if (row.lock !== null) locks.push(toLock(row.lock));
       return { locks, total: Number(rows[0]?.total ?? 0) };
     });
   }
@@ -661,12 +1032,16 @@ export class PostgresLockStore implements LockStore {
     // Ids are UUIDs: '' (from the start) is the smallest one.
     const from = after === '' ? '00000000-0000-0000-0000-000000000000' : after;
     return guard(async () =>
-      (await this.#query<LockRow>(SNAPSHOT_PAGE, [service ?? null, from, limit])).map(toLock),
+      (await this.#query<{ lock: LockRow }>(SNAPSHOT_PAGE, [service ?? null, from, limit])).map((row) =>
+        toLock(row.lock),
+      ),
     );
   }
 
   snapshot(service?: string): Promise<Lock[]> {
-    return guard(async () => (await this.#query<LockRow>(SNAPSHOT, [service ?? null])).map(toLock));
+    return guard(async () =>
+      (await this.#query<{ lock: LockRow }>(SNAPSHOT, [service ?? null])).map((row) => toLock(row.lock)),
+    );
   }
 
   history(filter: HistoryQuery): Promise<LockEventRecord[]> {
@@ -745,7 +1120,80 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
   };
 }
 
-function toLock(row: LockRow | JsonLockRow): Lock {
+/** A grant pass that needs more `services` rows locked than its transaction could take. */
+class NeedMore extends Error {
+  constructor(readonly names: readonly string[]) {
+    super(`more services to lock: ${names.join(', ')}`);
+  }
+}
+
+/** A transaction of #locked: its connection, the services whose rows it holds. */
+interface Locked {
+  readonly client: pg.PoolClient;
+  readonly locked: Set<string>;
+  /** False on the last attempt: the pass decides with the rows it holds. */
+  readonly canExpand: boolean;
+}
+
+/** The acquire being made now, in a grant pass. */
+interface NewRequest {
+  readonly id: string;
+  readonly request: AcquireRequest;
+  readonly claims: readonly Claim[];
+  readonly priority: number;
+}
+
+interface PassResult {
+  readonly state: GrantState;
+  /** The locks granted, by request key (a waiter's lock id, or the new request's id), in grant order. */
+  readonly granted: Map<string, Lock[]>;
+  /** The expired locks the pass deleted (and recorded). */
+  readonly expired: Lock[];
+  /** Services to announce: those that changed hands, and the granted waiters' shown services. */
+  readonly changed: Set<string>;
+  /** The new request refused without a decision (a label nothing carries, another limit). */
+  readonly refusal?: KeyRefusal;
+}
+
+/** How many times a grant transaction starts again with more rows locked (see #locked). */
+const LOCK_ATTEMPTS = 5;
+/** How many times a pass reads further what its waiters also use. */
+const EXPAND_LEVELS = 8;
+/** How many times a pass decides again after a waiter it granted had just left. */
+const GRANT_ROUNDS = 5;
+
+function sortedUnique(names: Iterable<string>): string[] {
+  return [...new Set(names)].sort();
+}
+
+function errorCode(error: unknown): unknown {
+  return typeof error === 'object' && error !== null ? (error as { code?: unknown }).code : undefined;
+}
+
+function isDeadlock(error: unknown): boolean {
+  return errorCode(error) === DEADLOCK_DETECTED;
+}
+
+/** The claims of a request; a request that is not a group takes one lock. */
+function checkedClaims(request: AcquireRequest): readonly Claim[] {
+  const claims = claimsOf(request);
+  if (request.group !== true && claims.reduce((sum, claim) => sum + claim.quantity, 0) !== 1) {
+    throw new Error('a request that is not a group takes exactly one lock');
+  }
+  return claims;
+}
+
+/** A claim on one resource carrying `label` (to find its members). */
+function labelClaim(label: string): Claim {
+  return { service: null, label, mode: 'exclusive', limit: null, quantity: 1 };
+}
+
+function toSpec(row: ResourceRow): ResourceSpec {
+  const { name, labels, properties, capacity, description } = row.resource;
+  return { name, labels, properties, capacity, description };
+}
+
+function toLock(row: LockRow): Lock {
   return {
     id: row.id,
     service: row.service,
@@ -756,6 +1204,10 @@ function toLock(row: LockRow | JsonLockRow): Lock {
     fencingToken: safeInteger(row.fencing_token, 'fencing token'),
     waiters: Number(row.waiters),
     owner: row.owner,
+    limit: row.limit,
+    mode: row.mode as LockMode,
+    groupId: row.group_id,
+    resource: row.resource,
   };
 }
 
@@ -775,17 +1227,25 @@ function toEvent(row: EventRow): LockEventRecord {
     owner: row.owner,
     heldMs: row.held_ms === null ? null : Number(row.held_ms),
     reason: row.reason,
+    groupId: row.group_id,
+    mode: row.mode as LockMode,
+    limit: row.max_holders,
+    label: row.label,
   };
 }
 
-function toWaiter(row: WaiterRow): Waiter {
+function toWaiter(row: WaiterRow, position: number): Waiter {
   return {
     ticket: safeInteger(row.ticket, 'ticket'),
     lockId: row.lock_id,
     service: row.service,
     who: row.who,
     since: new Date(Number(row.since_ms)),
-    position: Number(row.position),
+    position,
+    priority: row.priority ?? 0,
+    mode: (row.mode ?? 'exclusive') as LockMode,
+    label: row.label ?? null,
+    groupId: row.is_group ? row.lock_id : null,
   };
 }
 
@@ -799,9 +1259,9 @@ function safeInteger(value: string | number, what: string): number {
   return integer;
 }
 
-function nullable(rows: LockRow[]): Lock | null {
+function nullable(rows: { lock: LockRow }[]): Lock | null {
   const row = rows[0];
-  return row ? toLock(row) : null;
+  return row ? toLock(row.lock) : null;
 }
 
 /** Database unreachable or too slow → STORE_UNAVAILABLE; anything else is a bug, rethrown. */

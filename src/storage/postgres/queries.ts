@@ -1,51 +1,44 @@
 /**
- * Every statement the PostgreSQL store runs, in one place. Reads, renewals, heartbeats and
- * leaving the queue are single statements in autocommit (READ COMMITTED gives each one
- * snapshot). Everything that may hand a service to a waiter (acquire, release, settle) is
- * an explicit transaction on one pooled connection that first locks the service's
- * `services` row (LOCK_SERVICE): those transactions run one at a time per service, across
- * replicas, and each of their later statements takes a new snapshot, so it sees everything
- * the previous holder of that row lock committed.
+ * Every statement the PostgreSQL store runs, in one place (with the PL/pgSQL functions of
+ * migration 008). Reads, renewals and heartbeats are single statements in autocommit (READ
+ * COMMITTED gives each one snapshot). Everything that may hand a service to anyone
+ * (acquire, release, leave, settle, sweep, a resource put or delete) first locks the
+ * `services` row of every service involved (LOCK_SERVICES, or inside the one-round-trip
+ * functions): those transactions run one at a time per service, across replicas, and each
+ * of their later statements takes a new snapshot, so it sees everything the previous holder
+ * of that row lock committed.
  */
 
 import type { HistoryQuery } from '../../core/lock.js';
 
-/** A lock row as the store reads it. */
+/**
+ * A lock as the store reads it: tracker_lock_json (migration 008) builds it, the one
+ * definition of its fields. Instants are unix ms truncated by the database; tokens and
+ * counts arrive as JSON numbers.
+ */
 export interface LockRow {
   id: string;
   service: string;
   who: string;
-  /** int8 arrives as a string; the instant truncated to whole milliseconds. */
-  created_ms: string;
+  created_ms: number;
   ttl_seconds: number | null;
-  /** As created_ms; null: the lock never expires. */
-  expires_ms: string | null;
-  /** bigint, as a string. */
-  fencing_token: string;
+  /** null: the lock never expires. */
+  expires_ms: number | null;
+  fencing_token: number | string;
   owner: string | null;
-  /** Live waiters of the service. */
+  /** Live waiters touching the service (by name or by a label of its resource). */
   waiters: number;
+  limit: number;
+  mode: string;
+  group_id: string | null;
+  resource: { name: string; labels: string[]; properties: Record<string, string> } | null;
 }
 
-// created_at and expires_at keep microseconds; the ms values are computed by the database
-// so that the JS Dates are exact and depend neither on the session TimeZone nor on global
-// pg type parsers. expires_at - created_at is a whole number of seconds at acquire, so the
-// two truncations keep expiresAt = createdAt + ttl exactly.
-const LOCK_ROW_COLUMNS = `id, service, who, floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms,
-  ttl_seconds, floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token, owner`;
+/** The lock of each row, as LockRow (in a statement over `locks`, or RETURNING). */
+const LOCK = 'tracker_lock_json(locks) AS lock';
 
 /** A waiter that is still in line: its replica's heartbeat has not run out. */
 const WAITING = 'alive_until > tracker_now()';
-
-/**
- * The lock columns and the count of its service's live waiters, for a query over `locks`
- * (also in RETURNING, where `locks` is the written row). `extra` narrows the count.
- */
-const lockColumns = (extra = '') => `${LOCK_ROW_COLUMNS},
-  (SELECT count(*)::int FROM waiters
-   WHERE waiters.service = locks.service AND waiters.${WAITING} ${extra}) AS waiters`;
-
-const LOCK_COLUMNS = lockColumns();
 
 /**
  * A row that is still a lock by the store's clock. Every query filters with it: an expired
@@ -56,67 +49,136 @@ const LIVE = '(expires_at IS NULL OR expires_at > tracker_now())';
 
 /**
  * $1 id, $2 service, $3 who, $4 ttl seconds or null, $5 owner (token name) or null, $6 owner
- * key (identity) or null. Runs inside the acquire transaction,
- * after LOCK_SERVICE and after the queue's head (if any) was granted, so a service with
- * live waiters is held by then and this statement only refuses. Nothing is read and then
- * written by the application. In order:
- *
- * 1. `token` bumps the service's fencing counter (or starts it at 1), unless this
- *    statement's snapshot shows a live holder: such an acquire is refused below and
- *    consumes no token. An acquire that saw the service free or expired does consume one, even if it
- *    then loses (to a holder newer than its snapshot): tokens may have gaps, they only ever
- *    grow. The upsert locks the services row until commit, which serialises the takers of
- *    one service, and it bumps the latest committed value (ON CONFLICT DO UPDATE under READ
- *    COMMITTED updates the newest row version, visible to our snapshot or not), so tokens
- *    strictly increase in the order the lock changes hands, across replicas and restarts.
- * 2. `taken` inserts the lock with that token, or takes over the service's row when it has
- *    expired: UNIQUE(service) decides, and DO UPDATE ... WHERE re-checks expiry on the
- *    newest committed row after waiting for any writer of it, so of concurrent acquirers
- *    of a free or expired service exactly one succeeds. A live holder is left untouched.
- * 3. Otherwise the live holder is read, for the 409 body; never an expired one.
- *
- * Returns NO row when the holder committed after this statement's snapshot was taken
- * (possibly while we waited for its row or the services row): the INSERT sees it and does
- * nothing, but step 3 reads the older snapshot, where the service looked free or expired.
- * The services row lock does not remove this case: the snapshot predates the wait. The
- * caller then runs the statement again, with a new snapshot that shows the holder, or the
- * service free if it was released meanwhile. A run that returns no row changed no lock.
+ * key or null, $7 whether the request may wait. The guide's acquire in one round trip when
+ * the answer needs no decision (migration 008, tracker_acquire_plain): `acquired` or
+ * `refused` with `locks`, else `general` (the caller runs the grant pass).
  */
-export const ACQUIRE = `
-WITH token AS (
-  INSERT INTO services (service, last_token)
-  SELECT $2::text, 1 WHERE NOT EXISTS (SELECT FROM locks WHERE service = $2::text AND ${LIVE})
-    -- A free service with live waiters is theirs: the acquire transaction grants it first.
-    AND NOT EXISTS (SELECT FROM waiters WHERE service = $2::text AND ${WAITING})
-  ON CONFLICT (service) DO UPDATE SET last_token = services.last_token + 1
-  RETURNING last_token
-),
-taken AS (
-  INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner, owner_key)
-  SELECT $1::uuid, $2::text, $3::text, tracker_now(), $4::int,
-         tracker_now() + $4::int * interval '1 second', last_token, $5::text, $6::text
-  FROM token
-  ON CONFLICT (service) DO UPDATE SET
-    id = excluded.id,
-    who = excluded.who,
-    created_at = excluded.created_at,
-    ttl_seconds = excluded.ttl_seconds,
-    expires_at = excluded.expires_at,
-    fencing_token = excluded.fencing_token,
-    owner = excluded.owner,
-    owner_key = excluded.owner_key
-  WHERE locks.expires_at <= tracker_now()
-  RETURNING ${LOCK_COLUMNS}
-)
-SELECT true AS acquired, * FROM taken
-UNION ALL
-SELECT false AS acquired, ${LOCK_COLUMNS} FROM locks
-WHERE service = $2::text AND ${LIVE} AND NOT EXISTS (SELECT FROM taken)`;
+export const ACQUIRE_PLAIN = 'SELECT tracker_acquire_plain($1::uuid, $2, $3, $4::int, $5, $6, $7) AS result';
 
-export type AcquireRow = LockRow & { acquired: boolean };
+/**
+ * $1 id, $2 owner key or null, $3 owner name or null, $4 attempt or null. A release that can
+ * let nobody in, in one round trip (tracker_release_plain): `released` with `locks`,
+ * `missing`, or `general` with the `service` (the caller releases in a grant pass).
+ */
+export const RELEASE_PLAIN = 'SELECT tracker_release_plain($1::uuid, $2, $3, $4) AS result';
+
+/** $1 ticket, $2 attempt or null. tracker_leave_plain: `left`, `missing` or `general` with `services`. */
+export const LEAVE_PLAIN = 'SELECT tracker_leave_plain($1::int8, $2) AS result';
+
+export interface PlainRow {
+  result: {
+    outcome: 'acquired' | 'refused' | 'released' | 'left' | 'missing' | 'general';
+    locks?: LockRow[];
+    service?: string;
+    services?: string[] | null;
+  };
+}
+
+/**
+ * $1 service names (sorted, distinct), $2 nowait. Locks their `services` rows in name order
+ * (tracker_lock_services): waiting and creating missing rows, or (nowait) neither: false
+ * when one is missing, error 55P03 when one is locked.
+ */
+export const LOCK_SERVICES = 'SELECT tracker_lock_services($1::text[], $2) AS ok';
+
+/** The error PostgreSQL raises when FOR UPDATE NOWAIT meets a locked row. */
+export const LOCK_NOT_AVAILABLE = '55P03';
+export const DEADLOCK_DETECTED = '40P01';
+
+/**
+ * $1 service names, $2 labels whose members to include, $3 and $4 the cut-off (priority,
+ * ticket: only waiters before it) or nulls, $5 most waiters. What the grant rules need
+ * (tracker_grant_state), after deleting expired holders and dead waiters.
+ */
+export const GRANT_STATE =
+  'SELECT tracker_grant_state($1::text[], $2::text[], $3::int, $4::int8, $5::int) AS state';
+
+/**
+ * The same read without deleting anything, and without row locks: a first look whose
+ * answer is only a hint (settle: is a grant possible at all?).
+ */
+export const PEEK_STATE = `
+SELECT json_build_object(
+  'expired', '[]'::json,
+  'resources', (SELECT coalesce(json_agg(json_build_object(
+                  'name', r.name, 'capacity', r.capacity, 'labels', r.labels,
+                  'released_ms', coalesce(floor(extract(epoch FROM r.released_at) * 1000)::int8, 0))), '[]')
+                FROM resources r WHERE r.name = ANY ($1::text[])),
+  'holders', (SELECT coalesce(json_agg(json_build_object('service', l.service, 'mode', l.mode,
+                                                         'limit', l.max_holders)), '[]')
+              FROM locks l WHERE l.service = ANY ($1::text[]) AND ${LIVE}),
+  'waiters', (SELECT coalesce(json_agg(json_build_object(
+                'ticket', line.ticket, 'lock_id', line.lock_id, 'priority', line.priority, 'service', line.service,
+                'claims', (SELECT json_agg(json_build_object('service', c.service, 'label', c.label,
+                                                             'mode', c.mode, 'limit', c.max_holders,
+                                                             'quantity', c.quantity) ORDER BY c.idx)
+                           FROM waiter_claims c WHERE c.ticket = line.ticket))
+                ORDER BY line.priority DESC, line.ticket), '[]')
+              FROM (SELECT w.ticket, w.lock_id, w.priority, w.service FROM waiters w
+                    WHERE w.${WAITING}
+                      AND w.ticket IN (SELECT c.ticket FROM waiter_claims c WHERE c.service = ANY ($1::text[])
+                                       UNION
+                                       SELECT c.ticket FROM resource_labels rl JOIN waiter_claims c ON c.label = rl.label
+                                       WHERE rl.name = ANY ($1::text[]))
+                      AND ($3::int IS NULL OR w.priority > $3::int OR (w.priority = $3::int AND w.ticket < $4::int8))
+                    ORDER BY w.priority DESC, w.ticket LIMIT $5::int) AS line),
+  'members', (SELECT coalesce(json_object_agg(labels.label, (
+                SELECT coalesce(json_agg(rl.name ORDER BY rl.name), '[]') FROM resource_labels rl
+                WHERE rl.label = labels.label)), '{}')
+              FROM (SELECT DISTINCT c.label FROM waiter_claims c JOIN waiters w ON w.ticket = c.ticket
+                    WHERE c.label IS NOT NULL AND w.${WAITING}
+                      AND w.ticket IN (SELECT c2.ticket FROM waiter_claims c2 WHERE c2.service = ANY ($1::text[])
+                                       UNION
+                                       SELECT c2.ticket FROM resource_labels rl JOIN waiter_claims c2 ON c2.label = rl.label
+                                       WHERE rl.name = ANY ($1::text[]))
+                    UNION SELECT unnest($2::text[])) AS labels (label))) AS state`;
+
+export interface StateRow {
+  state: GrantStateJson;
+}
+
+export interface GrantStateJson {
+  expired: LockRow[];
+  resources: { name: string; capacity: number; labels: string[]; released_ms: number }[];
+  holders: { service: string; mode: string; limit: number }[];
+  waiters: {
+    ticket: number;
+    lock_id: string;
+    priority: number;
+    service: string;
+    claims: {
+      service: string | null;
+      label: string | null;
+      mode: string;
+      limit: number | null;
+      quantity: number;
+    }[];
+  }[];
+  members: Record<string, string[]>;
+}
+
+/**
+ * $1 the grants, as JSON (see tracker_grant): deletes the granted waiters, bumps the fencing
+ * counters, inserts the locks, marks their idempotency keys granted. Returns the locks of
+ * each grant done, and whether it stopped at a waiter that had left.
+ */
+export const GRANT = 'SELECT tracker_grant($1::json) AS result';
+
+export interface GrantRow {
+  result: { locks: LockRow[][]; vanished: boolean };
+}
+
+/** $1 labels. The resources carrying each, before any row lock (what to lock). */
+export const LABEL_MEMBERS = `
+SELECT label, array_agg(name ORDER BY name) AS names FROM resource_labels WHERE label = ANY ($1::text[])
+GROUP BY label`;
 
 /** $1 id. */
-export const GET = `SELECT ${LOCK_COLUMNS} FROM locks WHERE id = $1 AND ${LIVE}`;
+export const GET = `SELECT ${LOCK} FROM locks WHERE id = $1 AND ${LIVE}`;
+
+/** $1 request id. Its lock, or its group's live locks, in grant order. */
+export const GRANTED = `
+SELECT ${LOCK} FROM locks WHERE (id = $1 OR group_id = $1) AND ${LIVE} ORDER BY created_at, fencing_token, id`;
 
 /**
  * $2 owner key, or null for any owner (authentication off, or an admin); $3 the token name,
@@ -125,122 +187,96 @@ export const GET = `SELECT ${LOCK_COLUMNS} FROM locks WHERE id = $1 AND ${LIVE}`
 const OWNED_BY = `($2::text IS NULL OR owner_key = $2::text OR (owner_key IS NULL AND owner = $3::text))`;
 
 /**
- * $1 id, $2 owner key or null, $3 owner name or null. Returns the row only to the one caller whose DELETE removed it. An expired row is
- * not released (it is no lock); it stays until an acquire or a settle takes its service
- * over. Runs in the release transaction after LOCK_SERVICE; the count of waiters is the
- * one before the head is granted.
+ * $1 id, $2 owner key or null, $3 owner name or null. Returns the row only to the one caller
+ * whose DELETE removed it; runs under the service's row lock, in the transaction that then
+ * grants what it frees. The count of waiters is the one before any is granted.
  */
-export const RELEASE = `DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY} RETURNING ${LOCK_COLUMNS}`;
-
-/**
- * $1 id, $2 owner key or null, $3 owner name or null. The release of a lock nobody waits for, in one statement: no transaction, no
- * NOTIFY (nobody listens for this service). Returns no row when the lock is not held or has
- * live waiters; the release transaction (which grants the next) handles both. A waiter that
- * joins while this runs is not seen by its snapshot: the service is then free with a waiter,
- * which its own replica's re-check (or the next acquire, which grants waiters first) settles.
- */
-export const RELEASE_ALONE = `
-DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY}
-  AND NOT EXISTS (SELECT FROM waiters WHERE waiters.service = locks.service AND waiters.${WAITING})
-RETURNING ${LOCK_COLUMNS}`;
+export const RELEASE = `DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY} RETURNING ${LOCK}`;
 
 /** $1 id. The service of a live lock, to lock its services row before releasing. */
 export const SERVICE_OF = `SELECT service FROM locks WHERE id = $1 AND ${LIVE}`;
 
+/** $1 group id. The services of the group's live locks. */
+export const GROUP_SERVICES = `SELECT DISTINCT service FROM locks WHERE group_id = $1 AND ${LIVE}`;
+
 /**
- * $1 service. Takes the service's row lock until commit: every transaction that may grant
- * the service, on any replica, starts with it, so they run one at a time per service. A
- * lock, not a write (no new row version per call). A service never taken has no row yet,
- * hence no waiters and nothing to grant; its first ACQUIRE creates the row, and the unique
- * constraints decide between concurrent first takers.
+ * $1 group id, $2 owner key or null, $3 owner name or null. Releases every live lock of the
+ * group, or none when one of them is not that owner's (then `denied`).
  */
-export const LOCK_SERVICE = 'SELECT FROM services WHERE service = $1 FOR NO KEY UPDATE';
+export const RELEASE_GROUP = `
+WITH members AS (SELECT id, ${OWNED_BY} AS mine FROM locks WHERE group_id = $1 AND ${LIVE}),
+gone AS (
+  DELETE FROM locks WHERE id IN (SELECT id FROM members) AND ${LIVE}
+    AND NOT EXISTS (SELECT FROM members WHERE NOT mine)
+  RETURNING created_at, fencing_token, id, ${LOCK}
+)
+SELECT EXISTS (SELECT FROM members WHERE NOT mine) AS denied,
+       (SELECT coalesce(json_agg(lock ORDER BY created_at, fencing_token, id), '[]') FROM gone) AS locks`;
 
-/** $1 service. Whether it has a live holder, any lock row (live or not), live waiters. */
-export const SERVICE_STATE = `
-SELECT EXISTS (SELECT FROM locks WHERE service = $1 AND ${LIVE}) AS held,
-       EXISTS (SELECT FROM locks WHERE service = $1) AS occupied,
-       EXISTS (SELECT FROM waiters WHERE service = $1 AND ${WAITING}) AS queued`;
+/**
+ * $1 group id, $2 ttl seconds or null, $3 owner key or null, $4 owner name. RENEW for every
+ * live lock of the group, or none when one of them is not that owner's.
+ */
+export const RENEW_GROUP = `
+WITH members AS (
+  SELECT id, ($3::text IS NULL OR owner_key = $3::text OR (owner_key IS NULL AND owner = $4::text)) AS mine
+  FROM locks WHERE group_id = $1 AND ${LIVE}
+),
+renewed AS (
+  UPDATE locks SET
+    ttl_seconds = coalesce($2::int, ttl_seconds),
+    expires_at = tracker_now() + coalesce($2::int, ttl_seconds) * interval '1 second'
+  WHERE id IN (SELECT id FROM members) AND ${LIVE} AND NOT EXISTS (SELECT FROM members WHERE NOT mine)
+  RETURNING created_at, fencing_token, id, ${LOCK}
+)
+SELECT EXISTS (SELECT FROM members WHERE NOT mine) AS denied,
+       (SELECT coalesce(json_agg(lock ORDER BY created_at, fencing_token, id), '[]') FROM renewed) AS locks`;
 
-export interface ServiceStateRow {
-  held: boolean;
-  occupied: boolean;
-  queued: boolean;
+export interface GroupChangeRow {
+  denied: boolean;
+  locks: LockRow[];
 }
 
-/**
- * $1 service. Before a grant, under LOCK_SERVICE: deletes an expired holder's row (a live
- * one is kept: DELETE re-checks expiry on the newest row version, so a renewal that
- * committed meanwhile wins) and the waiters whose replica stopped its heartbeat.
- */
-export const CLEAR_DEAD = `
-WITH expired AS (DELETE FROM locks WHERE service = $1 AND expires_at <= tracker_now()),
-     dead AS (DELETE FROM waiters WHERE service = $1 AND NOT (${WAITING}))
-SELECT`;
-
-/**
- * $1 service. The oldest live waiter, locked: a concurrent `leave` of it makes the lock
- * skip to the next (READ COMMITTED re-checks locked rows), a heartbeat just waits for us.
- */
-export const QUEUE_HEAD = `
-SELECT ticket FROM waiters WHERE service = $1 AND ${WAITING}
-ORDER BY ticket LIMIT 1 FOR UPDATE`;
-
-/**
- * $1 service, $2 ticket (QUEUE_HEAD's, locked by this transaction). Grants the waiter:
- * deletes its row, bumps the fencing counter (its row is locked by LOCK_SERVICE), inserts
- * the lock under the request's id with the lease counted from now. Under LOCK_SERVICE with
- * no live holder and the expired row cleared, the INSERT cannot conflict. The waiters count
- * leaves out the granted one, whose deletion this statement's snapshot does not show.
- */
-export const GRANT = `
-WITH granted AS (
-  DELETE FROM waiters WHERE ticket = $2 AND service = $1
-  RETURNING lock_id, service, who, ttl_seconds, lock_owner, lock_owner_key
-),
-token AS (
-  UPDATE services SET last_token = last_token + 1
-  WHERE service = $1 AND EXISTS (SELECT FROM granted)
-  RETURNING last_token
-),
--- A lock granted under an idempotency key is never granted under it again.
-keyed AS (
-  UPDATE idempotency_keys SET granted = true WHERE lock_id = (SELECT lock_id FROM granted)
-)
-INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner, owner_key)
-SELECT granted.lock_id, granted.service, granted.who, tracker_now(), granted.ttl_seconds,
-       tracker_now() + granted.ttl_seconds * interval '1 second', token.last_token, granted.lock_owner,
-       granted.lock_owner_key
-FROM granted, token
-RETURNING ${lockColumns('AND waiters.ticket <> $2')}`;
+/** $1 service names. Their live holders, oldest first. */
+export const HOLDERS = `SELECT ${LOCK} FROM locks WHERE service = ANY ($1::text[]) AND ${LIVE} ORDER BY created_at, id`;
 
 /** The channel every replica LISTENs on; the payload is the service that changed. */
 export const CHANGES_CHANNEL = 'tracker_lock_changes';
 
-/** $1 service. Delivered to every listener when the transaction commits, never before. */
-export const NOTIFY = `SELECT pg_notify('${CHANGES_CHANNEL}', $1)`;
+/** $1 services. Delivered to every listener when the transaction commits, never before. */
+export const NOTIFY = `SELECT pg_notify('${CHANGES_CHANNEL}', service) FROM unnest($1::text[]) AS service`;
 
 /**
- * $1 service, $2 who, $3 ttl seconds or null, $4 lock id, $5 owner (the replica), $6 waiter
- * lease in ms, $7 the request's owner (token name) or null, $8 most live waiters allowed or
- * null, $9 the request's owner key or null. Joins the queue; runs in the acquire transaction under LOCK_SERVICE, so the ticket
- * (from the sequence) is the arrival order, every other live waiter of the service is older,
- * and the count that enforces $8 cannot change before the insert. No row: the queue is full.
+ * $1 service (shown), $2 who, $3 ttl seconds or null, $4 request id, $5 owner (the replica),
+ * $6 waiter lease in ms, $7 the request's owner (token name) or null, $8 most live waiters
+ * allowed or null, $9 the request's owner key or null, $10 priority, $11 is a group, $12
+ * label (shown) or null, $13 mode (shown), then its claims as arrays: $14 services, $15
+ * labels, $16 modes, $17 limits, $18 quantities. Joins the queue with its claims, in one
+ * statement (the queued event counts it); runs in the acquire transaction under the row
+ * locks of every resource its claims use, so the ticket (from the sequence) is its
+ * arrival order and the count that enforces $8 (live waiters touching any of its services or
+ * labels) cannot change before the insert. No row: the queue is full.
  */
 export const ENQUEUE = `
 WITH joined AS (
-  INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until, lock_owner, lock_owner_key)
+  INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until, lock_owner, lock_owner_key,
+                       priority, is_group, label, mode)
   SELECT $1, $2, $3::int, $4::uuid, $5, tracker_now(), tracker_now() + $6::int8 * interval '1 millisecond', $7::text,
-         $9::text
+         $9::text, $10::int, $11::boolean, $12::text, $13::text
   WHERE $8::int IS NULL
-     OR (SELECT count(*) FROM waiters WHERE service = $1 AND ${WAITING}) < $8::int
+     OR (SELECT count(*) FROM waiters WHERE ${WAITING}
+           AND ticket IN (SELECT ticket FROM waiter_claims WHERE service = ANY ($14::text[])
+                          UNION SELECT ticket FROM waiter_claims WHERE label = ANY ($15::text[]))) < $8::int
   RETURNING ticket, service, who, since, lock_id
+),
+claims AS (
+  INSERT INTO waiter_claims (ticket, idx, service, label, mode, max_holders, quantity)
+  SELECT joined.ticket, claim.idx - 1, claim.service, claim.label, claim.mode, claim.max_holders, claim.quantity
+  FROM joined, unnest($14::text[], $15::text[], $16::text[], $17::int[], $18::int[])
+    WITH ORDINALITY AS claim (service, label, mode, max_holders, quantity, idx)
 )
 SELECT joined.ticket, joined.service, joined.who, joined.lock_id,
-       floor(extract(epoch FROM joined.since) * 1000)::int8 AS since_ms,
-       1 + (SELECT count(*)::int FROM waiters
-            WHERE waiters.service = joined.service AND waiters.${WAITING}
-              AND waiters.ticket < joined.ticket) AS position
+       floor(extract(epoch FROM joined.since) * 1000)::int8 AS since_ms
 FROM joined`;
 
 export interface WaiterRow {
@@ -250,57 +286,57 @@ export interface WaiterRow {
   service: string;
   who: string;
   since_ms: string | number;
-  position: number;
+  priority?: number;
+  mode?: string;
+  label?: string | null;
+  is_group?: boolean;
 }
 
 /**
- * $1 ticket. Leaves the queue; announces the service (the queue behind it moved up) in
- * the same autocommit statement, delivered on commit. No row: already granted or dropped.
+ * $1 ticket. Takes a waiter out of the queue, under the row locks of what it waits for (the
+ * grant pass that follows may let others in). No row: already granted or dropped.
  */
-export const LEAVE = `
-WITH gone AS (DELETE FROM waiters WHERE ticket = $1 RETURNING service)
-SELECT service, pg_notify('${CHANGES_CHANNEL}', service) FROM gone`;
+export const LEAVE = 'DELETE FROM waiters WHERE ticket = $1 RETURNING service';
 
 /**
  * $1 owner, $2 lease in ms. Keeps that replica's waiters in line. It never waits for a row
  * lock (SKIP LOCKED): a waiter row locked by someone else is being granted, dropped or
  * taken out of the queue, and needs no heartbeat; and a heartbeat that waited while holding
- * other waiters' rows could deadlock with a grant (which locks dead waiters, then the head).
+ * other waiters' rows could deadlock with a grant.
  */
 export const HEARTBEAT = `
 UPDATE waiters SET alive_until = tracker_now() + $2::int8 * interval '1 millisecond'
 WHERE ticket IN (SELECT ticket FROM waiters WHERE owner = $1 FOR UPDATE SKIP LOCKED)`;
 
+/** A live waiter as JSON, for a query over `waiters w` (WaiterRow). */
+const WAITER_JSON = `json_build_object('ticket', w.ticket, 'lock_id', w.lock_id, 'service', w.service, 'who', w.who,
+  'since_ms', floor(extract(epoch FROM w.since) * 1000)::int8, 'priority', w.priority, 'mode', w.mode,
+  'label', w.label, 'is_group', w.is_group)`;
+
 /**
- * $1 service. The live holder (JSON or null) and the live waiters in ticket order (JSON
- * array), from one snapshot and one clock reading.
+ * $1 service names. For each, its live holders (oldest first) and the live waiters touching
+ * it (by name, or by a label of its resource) in grant order, from one snapshot and one
+ * clock reading.
  */
-export const QUEUE = `
-SELECT
-  (SELECT row_to_json(holder) FROM (
-     SELECT ${LOCK_COLUMNS} FROM locks WHERE service = $1 AND ${LIVE}) AS holder) AS holder,
-  (SELECT coalesce(json_agg(line ORDER BY line.ticket), '[]'::json) FROM (
-     SELECT ticket, lock_id, service, who, floor(extract(epoch FROM since) * 1000)::int8 AS since_ms
-     FROM waiters WHERE service = $1 AND ${WAITING}) AS line) AS waiters`;
+export const QUEUES = `
+SELECT n.name,
+  (SELECT coalesce(json_agg(tracker_lock_json(l) ORDER BY l.created_at, l.id), '[]')
+   FROM locks l WHERE l.service = n.name AND (l.expires_at IS NULL OR l.expires_at > tracker_now())) AS holders,
+  (SELECT coalesce(json_agg(${WAITER_JSON} ORDER BY w.priority DESC, w.ticket), '[]')
+   FROM waiters w WHERE w.${WAITING} AND w.ticket IN (SELECT ticket FROM tracker_touching(n.name))) AS waiters
+FROM unnest($1::text[]) AS n (name)`;
 
 export interface QueueRow {
-  holder: JsonLockRow | null;
-  waiters: Omit<WaiterRow, 'position'>[];
+  name: string;
+  holders: LockRow[];
+  waiters: WaiterRow[];
 }
-
-/** LockRow as row_to_json gives it: int8 columns arrive as JSON numbers. */
-export type JsonLockRow = Omit<LockRow, 'created_ms' | 'expires_ms' | 'fencing_token'> & {
-  created_ms: number;
-  expires_ms: number | null;
-  fencing_token: number;
-};
 
 /**
  * $1 id, $2 ttl seconds or null (keep the lock's own), $3 owner key or null (any), $4 owner
- * name (see OWNED_BY). The lease restarts at tracker_now();
- * a lock without TTL renewed with null keeps both NULLs (NULL arithmetic). Only a live row
- * matches, and a concurrent takeover changes the row's id (the UPDATE re-checks `id` on the
- * newest version after waiting), so an expired or replaced lock is never brought back.
+ * name (see OWNED_BY). The lease restarts at tracker_now(); a lock without TTL renewed with
+ * null keeps both NULLs (NULL arithmetic). Only a live row matches, so an expired or
+ * released lock is never brought back.
  */
 export const RENEW = `
 UPDATE locks SET
@@ -308,33 +344,32 @@ UPDATE locks SET
   expires_at = tracker_now() + coalesce($2::int, ttl_seconds) * interval '1 second'
 WHERE id = $1 AND ${LIVE}
   AND ($3::text IS NULL OR owner_key = $3::text OR (owner_key IS NULL AND owner = $4::text))
-RETURNING ${LOCK_COLUMNS}`;
+RETURNING ${LOCK}`;
 
 const LIST_FILTER = `($1::text IS NULL OR service = $1) AND ($2::text IS NULL OR who = $2) AND ${LIVE}`;
 
 /**
  * $1 service or null, $2 who or null, $3 limit, $4 offset. The total and the page come
  * from one statement, hence one snapshot and one clock reading. Always one row at least:
- * past the last page the lock columns are null and only `total` is set.
+ * past the last page `lock` is null and only `total` is set.
  */
 export const LIST = `
-SELECT matching.total, page.id, page.service, page.who, page.created_ms,
-       page.ttl_seconds, page.expires_ms, page.fencing_token, page.owner, page.waiters
+SELECT matching.total, page.lock
 FROM (SELECT count(*) AS total FROM locks WHERE ${LIST_FILTER}) AS matching
 LEFT JOIN LATERAL (
-  SELECT created_at, ${LOCK_COLUMNS} FROM locks
+  SELECT created_at, id, ${LOCK} FROM locks
   WHERE ${LIST_FILTER}
   ORDER BY created_at, id
   LIMIT $3 OFFSET $4
 ) AS page ON true
 ORDER BY page.created_at, page.id`;
 
-export type ListRow = { total: string } & (LockRow | { [K in keyof LockRow]: null });
+export type ListRow = { total: string; lock: LockRow | null };
 
 /**
- * $1 id. Run after SERVICE_OF and LOCK_SERVICE in the force-release transaction: tells the
- * history trigger (migration 004) that the DELETE that follows (RELEASE) is a force release,
- * with $2 as its reason (NULL: none). Both settings end with the transaction.
+ * $1 reason or null. Run under the lock's service's row lock in the force-release
+ * transaction: tells the history trigger that the DELETE that follows (RELEASE) is a force
+ * release, with $1 as its reason (NULL: none). Both settings end with the transaction.
  */
 export const MARK_FORCE_RELEASE = `
 SELECT set_config('tracker.release', 'force-released', true), set_config('tracker.reason', coalesce($1, ''), true)`;
@@ -344,22 +379,16 @@ export const UNMARK_FORCE_RELEASE = `
 SELECT set_config('tracker.release', '', true), set_config('tracker.reason', '', true)`;
 
 /**
- * $1 limit. Deletes expired locks, oldest expiry first, skipping rows another transaction
- * has locked (a replica sweeping at the same time, a grant clearing its service): every
- * expired row is deleted, and its expiry recorded, once. DELETE re-checks expiry on the
- * newest row version, so a renewal that committed meanwhile wins. Counts the live waiters
- * of each service so the caller knows where to grant.
+ * $1 limit. The services of expired locks, oldest expiry first: the sweep deletes them (and
+ * records each expiry once) in a grant pass over those services.
  */
-export const SWEEP = `
-DELETE FROM locks WHERE id IN (
-  SELECT id FROM locks WHERE expires_at <= tracker_now()
-  ORDER BY expires_at LIMIT $1 FOR UPDATE SKIP LOCKED)
-AND expires_at <= tracker_now()
-RETURNING ${LOCK_COLUMNS}`;
+export const EXPIRED_SERVICES = `
+SELECT DISTINCT service FROM (
+  SELECT service FROM locks WHERE expires_at <= tracker_now() ORDER BY expires_at LIMIT $1) AS expired`;
 
 /**
  * $1 limit. Deletes waiters whose replica stopped its heartbeat (recorded as abandoned),
- * which a grant would skip anyway; without this, those of a service nobody takes again
+ * which every grant pass skips anyway; without this, those of a service nobody takes again
  * would stay forever. Rows someone else has locked are left to them.
  */
 export const SWEEP_WAITERS = `
@@ -369,7 +398,7 @@ AND NOT (${WAITING})`;
 
 /** $1 service or null. Every held lock, from one snapshot, oldest first. */
 export const SNAPSHOT = `
-SELECT ${LOCK_COLUMNS} FROM locks WHERE ($1::text IS NULL OR service = $1) AND ${LIVE}
+SELECT ${LOCK} FROM locks WHERE ($1::text IS NULL OR service = $1) AND ${LIVE}
 ORDER BY created_at, id`;
 
 /**
@@ -377,13 +406,74 @@ ORDER BY created_at, id`;
  * order (the primary key).
  */
 export const SNAPSHOT_PAGE = `
-SELECT ${LOCK_COLUMNS} FROM locks WHERE ($1::text IS NULL OR service = $1) AND id > $2::uuid AND ${LIVE}
+SELECT ${LOCK} FROM locks WHERE ($1::text IS NULL OR service = $1) AND id > $2::uuid AND ${LIVE}
 ORDER BY id LIMIT $3`;
+
+/** Resources (registry rows) as JSON, for a query over `resources r`. */
+const RESOURCE_JSON = `json_build_object('name', r.name, 'labels', r.labels, 'properties', r.properties,
+  'capacity', r.capacity, 'description', r.description)`;
+
+/** $1 name. */
+export const GET_RESOURCE = `SELECT ${RESOURCE_JSON} AS resource FROM resources r WHERE r.name = $1`;
+
+/** $1 label or null. Registered resources (carrying the label), by name. */
+export const LIST_RESOURCES = `
+SELECT ${RESOURCE_JSON} AS resource FROM resources r
+WHERE $1::text IS NULL OR r.name IN (SELECT name FROM resource_labels WHERE label = $1)
+ORDER BY r.name`;
+
+export interface ResourceRow {
+  resource: {
+    name: string;
+    labels: string[];
+    properties: Record<string, string>;
+    capacity: number;
+    description: string | null;
+  };
+}
+
+/**
+ * $1 name, $2 labels (JSON array), $3 properties (JSON object), $4 capacity, $5 description,
+ * $6 source. Creates or replaces a resource and its label index; `created` when it is new.
+ * Runs under the resource's services row lock, then a grant pass lets its waiters in.
+ */
+export const PUT_RESOURCE = `
+WITH put AS (
+  INSERT INTO resources (name, labels, properties, capacity, description, source)
+  VALUES ($1, $2::jsonb, $3::jsonb, $4::int, $5, $6)
+  ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, properties = excluded.properties,
+    capacity = excluded.capacity, description = excluded.description, source = excluded.source
+  RETURNING (xmax = 0) AS created
+),
+unlabelled AS (
+  DELETE FROM resource_labels WHERE name = $1 AND NOT (label = ANY (ARRAY(SELECT jsonb_array_elements_text($2::jsonb))))
+),
+labelled AS (
+  INSERT INTO resource_labels (label, name)
+  SELECT DISTINCT label, $1 FROM jsonb_array_elements_text($2::jsonb) AS label
+  ON CONFLICT DO NOTHING
+)
+SELECT created FROM put`;
+
+/** $1 name. Deletes a resource unless it has a live holder (under its row lock). */
+export const DELETE_RESOURCE = `
+DELETE FROM resources WHERE name = $1
+  AND NOT EXISTS (SELECT FROM locks WHERE service = $1 AND ${LIVE})
+RETURNING labels`;
+
+/** $1 name. Whether a resource exists, and the labels it carries. */
+export const RESOURCE_LABELS = 'SELECT labels FROM resources WHERE name = $1';
+
+/** $1 names. The file-declared resources not among them. */
+export const FILE_RESOURCES_BUT = `
+SELECT name FROM resources WHERE source = 'file' AND NOT (name = ANY ($1::text[])) ORDER BY name`;
 
 /** An event row, with instants as unix ms computed by the database (as for locks). */
 const EVENT_COLUMNS = `id, floor(extract(epoch FROM at) * 1000)::int8 AS at_ms, type, lock_id, service, who,
   floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms, ttl_seconds,
-  floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token, waiters, owner, held_ms, reason`;
+  floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token, waiters, owner, held_ms, reason,
+  group_id, mode, CASE WHEN type IN ('queued', 'dequeued') THEN NULL ELSE coalesce(max_holders, 1) END AS max_holders,
+  label`;
 
 export interface EventRow {
   /** bigint columns arrive as strings. */
@@ -401,6 +491,11 @@ export interface EventRow {
   owner: string | null;
   held_ms: string | null;
   reason: string | null;
+  group_id: string | null;
+  mode: string;
+  /** The lock's limit (1 for events recorded before migration 008); null for queued/dequeued. */
+  max_holders: number | null;
+  label: string | null;
 }
 
 /**
@@ -545,9 +640,8 @@ export const KEY_GRANTED = 'UPDATE idempotency_keys SET granted = true WHERE loc
 export const REJOIN = `
 UPDATE waiters SET owner = $2, alive_until = tracker_now() + $3::int8 * interval '1 millisecond'
 WHERE lock_id = $1
-RETURNING ticket, lock_id, service, who, floor(extract(epoch FROM since) * 1000)::int8 AS since_ms,
-  1 + (SELECT count(*)::int FROM waiters w
-       WHERE w.service = waiters.service AND w.${WAITING} AND w.ticket < waiters.ticket) AS position`;
+RETURNING ticket, lock_id, service, who, floor(extract(epoch FROM since) * 1000)::int8 AS since_ms, priority, mode,
+  label, is_group`;
 
 /**
  * On behalf of one attempt of a keyed request ($n attempt): not when a retry of it has taken
@@ -557,13 +651,11 @@ const stillMine = (idColumn: string, n: number) =>
   `NOT EXISTS (SELECT FROM idempotency_keys k WHERE k.lock_id = ${idColumn} AND k.attempt <> $${n})`;
 
 /** $1 ticket, $2 attempt. LEAVE, for one attempt of a keyed request. */
-export const LEAVE_AS = `
-WITH gone AS (DELETE FROM waiters WHERE ticket = $1 AND ${stillMine('waiters.lock_id', 2)} RETURNING service)
-SELECT service, pg_notify('${CHANGES_CHANNEL}', service) FROM gone`;
+export const LEAVE_AS = `DELETE FROM waiters WHERE ticket = $1 AND ${stillMine('waiters.lock_id', 2)} RETURNING service`;
 
 /** $1 id, $2 owner key or null, $3 owner name or null, $4 attempt. RELEASE, for one attempt of a keyed request. */
 export const RELEASE_AS = `DELETE FROM locks WHERE id = $1 AND ${LIVE} AND ${OWNED_BY}
-  AND ${stillMine('locks.id', 4)} RETURNING ${LOCK_COLUMNS}`;
+  AND ${stillMine('locks.id', 4)} RETURNING ${LOCK}`;
 
 /**
  * $1 retention in ms, $2 limit. Keys older than the retention whose lock is neither held
@@ -573,7 +665,7 @@ export const PRUNE_KEYS = `
 WITH doomed AS (
   SELECT scope, key FROM idempotency_keys k
   WHERE k.created_at < tracker_now() - $1::int8 * interval '1 millisecond'
-    AND NOT EXISTS (SELECT FROM locks WHERE locks.id = k.lock_id)
+    AND NOT EXISTS (SELECT FROM locks WHERE locks.id = k.lock_id OR locks.group_id = k.lock_id)
     AND NOT EXISTS (SELECT FROM waiters WHERE waiters.lock_id = k.lock_id)
   LIMIT $2 FOR UPDATE SKIP LOCKED
 ), deleted AS (

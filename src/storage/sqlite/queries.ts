@@ -193,8 +193,10 @@ export const UPSERT_RESOURCE = `INSERT INTO resources (name, labels, properties,
   ON CONFLICT (name) DO UPDATE SET labels = excluded.labels, properties = excluded.properties,
     capacity = excluded.capacity, description = excluded.description, source = excluded.source`;
 export const DELETE_RESOURCE = 'DELETE FROM resources WHERE name = @name';
+export const SET_LIMIT = 'UPDATE locks SET max_holders = @limit WHERE service = @service';
 export const DELETE_RESOURCE_LABELS = 'DELETE FROM resource_labels WHERE name = @name';
-export const INSERT_RESOURCE_LABEL = 'INSERT OR IGNORE INTO resource_labels (label, name) VALUES (@label, @name)';
+export const INSERT_RESOURCE_LABEL =
+  'INSERT OR IGNORE INTO resource_labels (label, name) VALUES (@label, @name)';
 export const ALL_RESOURCES = 'SELECT * FROM resources ORDER BY name';
 export const RESOURCES_WITH_LABEL = `SELECT r.* FROM resources r JOIN resource_labels l ON l.name = r.name
   WHERE l.label = @label ORDER BY r.name`;

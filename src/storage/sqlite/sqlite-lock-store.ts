@@ -5,7 +5,14 @@ import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Clock } from '../../core/clock.js';
 import { storeUnavailable } from '../../core/errors.js';
-import { decideGrants, type Grant, limitMismatch, type PendingRequest, type ResourceView } from '../../core/grants.js';
+import {
+  decide,
+  everGrantable,
+  type Grant,
+  limitMismatch,
+  type PendingRequest,
+  type ResourceView,
+} from '../../core/grants.js';
 import {
   type AcquireRequest,
   type Claim,
@@ -91,9 +98,10 @@ function prepare(db: Database.Database) {
     insert: db.prepare<[InsertParams], LockRow>(sql.INSERT),
     insertFree: db.prepare<[Omit<InsertParams, 'groupId' | 'member'>], LockRow>(sql.INSERT_FREE),
     mayGrant: db.prepare<[{ service: string }], { may: number }>(sql.MAY_GRANT),
-    holders: db.prepare<[{ service: string }], { mode: string; max_holders: number; expires_at: number | null }>(
-      sql.HOLDERS,
-    ),
+    holders: db.prepare<
+      [{ service: string }],
+      { mode: string; max_holders: number; expires_at: number | null }
+    >(sql.HOLDERS),
     naming: db.prepare<[{ service: string }], { ticket: number }>(sql.NAMING),
     holderLocks: db.prepare<[{ service: string } & Now], LockRow>(sql.HOLDER_LOCKS),
     resource: db.prepare<[{ name: string }], ResourceRow>(sql.RESOURCE),
@@ -131,6 +139,7 @@ function prepare(db: Database.Database) {
       ]
     >(sql.UPSERT_RESOURCE),
     deleteResource: db.prepare<[{ name: string }]>(sql.DELETE_RESOURCE),
+    setLimit: db.prepare<[{ service: string; limit: number }]>(sql.SET_LIMIT),
     deleteResourceLabels: db.prepare<[{ name: string }]>(sql.DELETE_RESOURCE_LABELS),
     insertResourceLabel: db.prepare<[{ label: string; name: string }]>(sql.INSERT_RESOURCE_LABEL),
     allResources: db.prepare<[], ResourceRow>(sql.ALL_RESOURCES),
@@ -363,14 +372,14 @@ export class SqliteLockStore implements LockStore {
       return found;
     };
     const candidates = new Map<number, Candidate>();
-    const readWaiter = (ticket: number, grantable: boolean) => {
-      if (candidates.has(ticket)) return;
+    const readWaiter = (ticket: number): Candidate | undefined => {
+      if (candidates.has(ticket)) return undefined;
       const row = s.waiter.get({ ticket });
-      if (!row || row.alive_until <= at) return;
+      if (!row || row.alive_until <= at) return undefined;
       const claims = s.claims.all({ ticket }).map(toClaim);
-      candidates.set(ticket, {
+      const candidate: Candidate = {
         row,
-        pending: { key: row.lock_id, priority: row.priority, ticket, claims, grantable },
+        pending: { key: row.lock_id, priority: row.priority, ticket, claims, grantable: true },
         request: {
           id: row.lock_id,
           who: row.who,
@@ -380,20 +389,24 @@ export class SqliteLockStore implements LockStore {
           group: row.is_group === 1,
           keyed: true,
         },
-      });
+      };
+      candidates.set(ticket, candidate);
+      return candidate;
     };
-    const first = [...names];
-    for (const name of first) load(name);
-    const firstWaiters = tickets(first);
-    for (const ticket of firstWaiters) readWaiter(ticket, true);
-    const second: string[] = [];
-    for (const candidate of candidates.values()) {
-      for (const name of claimNames(candidate.pending.claims)) {
-        if (!resources.has(name)) second.push(name);
-        load(name);
+    // The whole connected part of the queue: the services, the waiters touching any of them,
+    // the services those waiters can use, and so on. Who may block whom is then known
+    // exactly; requests outside it share nothing with it.
+    const pending = [...names];
+    for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+      if (resources.has(name)) continue;
+      load(name);
+      for (const ticket of tickets([name])) {
+        const candidate = readWaiter(ticket);
+        if (!candidate) continue;
+        for (const other of claimNames(candidate.pending.claims))
+          if (!resources.has(other)) pending.push(other);
       }
     }
-    for (const ticket of tickets(second)) readWaiter(ticket, false);
     return { resources, registry, candidates: [...candidates.values()] };
   }
 
@@ -445,13 +458,12 @@ export class SqliteLockStore implements LockStore {
     refusal: KeyRefusal | null;
     /** Every service the pass read. */
     names: string[];
+    /** What each request the pass did not grant waits for. */
+    waitingFor: ReadonlyMap<string, readonly string[]>;
     /** A lock of a service the pass read, as the API shows it after the pass. */
     present: (row: LockRow) => Lock;
   } {
-    const world = this.#read(
-      arriving ? [...names, ...this.#claimNames(arriving.pending.claims)] : names,
-      at,
-    );
+    const world = this.#read(arriving ? [...names, ...this.#claimNames(arriving.pending.claims)] : names, at);
     const done = new Set<string>();
     const present = (row: LockRow): Lock => {
       if (!world.resources.has(row.service)) return this.#lock(row.id, at);
@@ -464,20 +476,26 @@ export class SqliteLockStore implements LockStore {
       return toLock({
         ...row,
         waiters,
-        resource: resource ? JSON.stringify({ labels: JSON.parse(resource.labels), properties: JSON.parse(resource.properties) }) : null,
+        resource: resource
+          ? JSON.stringify({
+              labels: JSON.parse(resource.labels),
+              properties: JSON.parse(resource.properties),
+            })
+          : null,
       });
     };
     const refusal = check?.(world) ?? null;
     const read = [...world.resources.keys()];
-    if (refusal) return { granted: [], mine: null, refusal, names: read, present };
+    if (refusal) return { granted: [], mine: null, refusal, names: read, waitingFor: new Map(), present };
     const candidates = arriving ? [...world.candidates, arriving] : world.candidates;
     const byKey = new Map(candidates.map((candidate) => [candidate.pending.key, candidate]));
     const rows: LockRow[][] = [];
     let mine: LockRow[] | null = null;
-    for (const grant of decideGrants(
+    const decision = decide(
       world.resources,
       candidates.map((candidate) => candidate.pending),
-    )) {
+    );
+    for (const grant of decision.grants) {
       const candidate = byKey.get(grant.key);
       if (!candidate) throw new Error(`grant for an unknown request ${grant.key}`);
       done.add(grant.key);
@@ -490,6 +508,7 @@ export class SqliteLockStore implements LockStore {
       mine: mine === null ? null : mine.map(present),
       refusal: null,
       names: read,
+      waitingFor: decision.waitingFor,
       present,
     };
   }
@@ -539,14 +558,15 @@ export class SqliteLockStore implements LockStore {
         keyed,
       },
     };
-    // A limit that does not match is refused before anything is granted.
-    const { mine, refusal, names } = this.#pass([], at, arriving, (world) => {
+    // A limit that does not match, or claims that could never be granted together, are
+    // refused before anything is granted.
+    const { mine, refusal, names, waitingFor } = this.#pass([], at, arriving, (world) => {
       for (const claim of claims) {
         const view = claim.service === null ? undefined : world.resources.get(claim.service);
         const limit = view ? limitMismatch(view, claim) : null;
         if (view && limit !== null) return { acquired: false, limitMismatch: { service: view.name, limit } };
       }
-      return null;
+      return everGrantable(world.resources, claims) ? null : { acquired: false, unsatisfiable: true };
     });
     if (refusal) return refusal;
     if (mine) {
@@ -555,8 +575,9 @@ export class SqliteLockStore implements LockStore {
       if (!lock) throw new Error(`request ${request.id} was granted nothing`);
       return { acquired: true, lock, locks };
     }
-    const holders = this.#blockers(claims, names, at);
+    const holders = this.#blockers(waitingFor.get(request.id) ?? [], names, at);
     const holder = holders[0];
+    // Nobody holds anything in its way: what blocks it waits for resources deleted since.
     if (!holder) return { acquired: false, unsatisfiable: true };
     const first = claims[0];
     const display = first?.service ?? first?.label ?? request.service;
@@ -597,13 +618,12 @@ export class SqliteLockStore implements LockStore {
   }
 
   /**
-   * Who keeps a refused request out: the live holders of what its claims ask for, oldest
-   * first; when those are free (an earlier waiter waits for them), the holders of what that
-   * waiter waits for, among the services the pass read. Empty when nothing anyone holds is
-   * in the way: the request asks for more than its services can ever give.
+   * Who keeps a refused request out: the live holders of the services it waits for, oldest
+   * first; when those are free (an earlier waiter waits for them), the holders of every
+   * service the pass read, among them what that waiter waits for.
    */
-  #blockers(claims: readonly Claim[], read: readonly string[], at: number): Lock[] {
-    const own = this.#holdersOf(this.#claimNames(claims), at);
+  #blockers(waitingFor: readonly string[], read: readonly string[], at: number): Lock[] {
+    const own = this.#holdersOf(waitingFor, at);
     return own.length > 0 ? own : this.#holdersOf(read, at);
   }
 
@@ -656,13 +676,16 @@ export class SqliteLockStore implements LockStore {
     if (waiter) {
       // Still in line: the retry waits in the same place (granted first if its turn came).
       const claims = s.claims.all({ ticket: waiter.ticket }).map(toClaim);
-      const { names } = this.#pass(this.#claimNames(claims), at);
+      const { names, waitingFor } = this.#pass(this.#claimNames(claims), at);
       const locks = s.granted.all({ id, now: at }).map(toLock);
       const [lock] = locks;
       if (lock) return { acquired: true, lock, locks, replayed: true };
-      const holders = this.#blockers(claims, names, at);
+      const holders = this.#blockers(waitingFor.get(id) ?? [], names, at);
       const holder = holders[0];
-      if (!holder) return { acquired: false, unsatisfiable: true };
+      if (!holder) {
+        this.#leave(waiter.ticket, undefined, at);
+        return { acquired: false, unsatisfiable: true };
+      }
       return { acquired: false, holder, holders, waiter: this.#waiter(waiter, at), replayed: true };
     }
     if (row.granted) return { acquired: false, ended: { lockId: id } };
@@ -714,6 +737,8 @@ export class SqliteLockStore implements LockStore {
     });
     s.deleteResourceLabels.run({ name: spec.name });
     for (const label of spec.labels) s.insertResourceLabel.run({ label, name: spec.name });
+    // Its locks show its limit: the new capacity.
+    s.setLimit.run({ service: spec.name, limit: spec.capacity });
     this.#changed.add(spec.name);
     this.#pass([spec.name], at);
     return created;
@@ -756,7 +781,9 @@ export class SqliteLockStore implements LockStore {
         return { acquired: true, lock, locks: [lock] };
       }
     }
-    return this.#write(() => (key ? this.#acquireKeyed(request, queue, key) : this.#acquireIn(request, queue)));
+    return this.#write(() =>
+      key ? this.#acquireKeyed(request, queue, key) : this.#acquireIn(request, queue),
+    );
   }
 
   async get(id: string): Promise<Lock | null> {
@@ -1101,7 +1128,9 @@ function toLock(row: LockRow): Lock {
     limit: row.max_holders,
     mode: row.mode as LockMode,
     groupId: row.group_id,
-    resource: row.resource ? { name: row.service, ...(JSON.parse(row.resource) as Omit<ResourceRef, 'name'>) } : null,
+    resource: row.resource
+      ? { name: row.service, ...(JSON.parse(row.resource) as Omit<ResourceRef, 'name'>) }
+      : null,
   };
 }
 
