@@ -204,7 +204,7 @@ export const GROUP_SERVICES = `SELECT DISTINCT service FROM locks WHERE group_id
  * group, or none when one of them is not that owner's (then `denied`).
  */
 export const RELEASE_GROUP = `
-WITH members AS (SELECT id, ${OWNED_BY} AS mine FROM locks WHERE group_id = $1 AND ${LIVE}),
+WITH members AS (SELECT id, coalesce(${OWNED_BY}, false) AS mine FROM locks WHERE group_id = $1 AND ${LIVE}),
 gone AS (
   DELETE FROM locks WHERE id IN (SELECT id FROM members) AND ${LIVE}
     AND NOT EXISTS (SELECT FROM members WHERE NOT mine)
@@ -219,7 +219,7 @@ SELECT EXISTS (SELECT FROM members WHERE NOT mine) AS denied,
  */
 export const RENEW_GROUP = `
 WITH members AS (
-  SELECT id, ($3::text IS NULL OR owner_key = $3::text OR (owner_key IS NULL AND owner = $4::text)) AS mine
+  SELECT id, coalesce($3::text IS NULL OR owner_key = $3::text OR (owner_key IS NULL AND owner = $4::text), false) AS mine
   FROM locks WHERE group_id = $1 AND ${LIVE}
 ),
 renewed AS (
