@@ -5,6 +5,7 @@ import { proxyTrust } from './auth/client-address.js';
 import { createGate } from './auth/gate.js';
 import { createTokenAuthority, type TokenAuthority } from './auth/token-file.js';
 import type { Config } from './config/load-config.js';
+import { loadResourcesFile, type ResourcesFile } from './config/resources-file.js';
 import { AUTHENTICATION_OFF } from './core/auth.js';
 import { systemClock } from './core/clock.js';
 import { createEventFeed } from './core/event-feed.js';
@@ -31,6 +32,11 @@ export interface Tracker {
   readonly grpcPort: number;
   /** Reads the tokens file again (SIGHUP); nothing when authentication is off. */
   reloadTokens(): void;
+  /**
+   * Reads the resources file again and applies it (SIGHUP); resolves when done (a bad file
+   * is logged and changes nothing). Nothing without --resources-file.
+   */
+  reloadResources(): Promise<void>;
   /** Stops accepting, lets in-flight requests finish (up to `graceMs`), closes the store. */
   stop(graceMs?: number): Promise<void>;
 }
@@ -66,7 +72,11 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     onError: (error) => logger.warn({ err: error }, 'reading the lock history failed; retrying'),
   });
   const watchers = createWatcherRegistry(config.watchLimits);
-  const metrics = createMetrics({ stats: () => opened.stats(), watchers });
+  const metrics = createMetrics({
+    stats: () => opened.stats(),
+    resources: () => opened.listResources(),
+    watchers,
+  });
   const store = metrics.instrument(opened);
   const service = createLockService({
     store,
@@ -95,12 +105,19 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     keyRetentionMs: config.idempotencyRetentionSeconds * 1000,
     onError: (task, error) => logger.warn({ err: error, task }, `${task} failed; retrying`),
   });
-  let authority: TokenAuthority | null;
+  let authority: TokenAuthority | null = null;
   let tls: { cert: Buffer; key: Buffer; ca: Buffer | undefined } | undefined;
+  let resources: ResourcesFile | null = null;
   try {
     authority = config.authTokensFile === null ? null : createTokenAuthority(config.authTokensFile, logger);
     tls = config.tls === null ? undefined : readTls(config.tls);
+    // Before the ports open: the first request already sees the declared resources.
+    resources =
+      config.resourcesFile === null
+        ? null
+        : await loadResourcesFile({ path: config.resourcesFile, store, logger });
   } catch (error) {
+    authority?.close();
     await housekeeping.stop();
     feed.close();
     await opened.close();
@@ -198,6 +215,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     await grpcListener?.close();
     await http.close();
     authority?.close();
+    await resources?.close();
     await housekeeping.stop();
     feed.close();
     await store.close();
@@ -210,6 +228,9 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     httpPort,
     grpcPort,
     reloadTokens: () => authority?.reload(),
+    reloadResources: async () => {
+      await resources?.reload('SIGHUP');
+    },
     async stop(graceMs = 8000) {
       // Requests waiting in a queue could outlast any grace period: send them away first
       // (503, retry on another replica), then let the rest finish.
@@ -226,6 +247,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
         clearInterval(sweep);
       }
       authority?.close();
+      await resources?.close();
       await housekeeping.stop();
       feed.close();
       await store.close();

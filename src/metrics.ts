@@ -1,5 +1,6 @@
 import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import { ErrorCode, TrackerError } from './core/errors.js';
+import type { Resource } from './core/lock.js';
 import type { LockEvent } from './core/lock-service.js';
 import type { LockStore } from './core/lock-store.js';
 
@@ -13,8 +14,60 @@ const LATENCY_BUCKETS = [
 export interface MetricsSources {
   /** Held locks and live waiters, read from the store at each scrape. */
   readonly stats: () => Promise<{ locks: number; waiters: number }>;
+  /**
+   * The registered resources with their holders and waiters, read from the store at each
+   * scrape (once for all the per-label gauges). The registry is small: a few hundred entries.
+   */
+  readonly resources: () => Promise<readonly Resource[]>;
   /** Connected watchers (SSE and gRPC streams): how many, what they have waiting, how many were dropped. */
   readonly watchers: { readonly size: number; readonly bufferedBytes: number; readonly dropped: number };
+}
+
+/** What the per-label gauges show of one label. */
+export interface LabelTotals {
+  /** Registered resources carrying the label. */
+  resources: number;
+  /** Their capacities, added up. */
+  capacity: number;
+  /** Locks held on them (every mode). */
+  holders: number;
+  /** Requests waiting for one of them (by name or by label), each counted once. */
+  waiters: number;
+  /** How many more exclusive holders they admit now, added up. */
+  free: number;
+}
+
+/** How many more exclusive holders a resource admits now: none beside a shared holder. */
+export function freeOf(resource: Pick<Resource, 'capacity' | 'holders'>): number {
+  let limit = resource.capacity;
+  for (const holder of resource.holders) {
+    if (holder.mode === 'shared') return 0;
+    limit = Math.min(limit, holder.limit);
+  }
+  return Math.max(0, limit - resource.holders.length);
+}
+
+/** The registry's totals per label (a resource without labels counts under none). */
+export function labelTotals(resources: readonly Resource[]): Map<string, LabelTotals> {
+  const totals = new Map<string, LabelTotals>();
+  // A label request waits on every resource carrying its label: count each request once.
+  const waiting = new Map<string, Set<string>>();
+  for (const resource of resources) {
+    const free = freeOf(resource);
+    for (const label of resource.labels) {
+      const total = totals.get(label) ?? { resources: 0, capacity: 0, holders: 0, waiters: 0, free: 0 };
+      const requests = waiting.get(label) ?? new Set<string>();
+      for (const waiter of resource.waiters) requests.add(waiter.lockId);
+      total.resources++;
+      total.capacity += resource.capacity;
+      total.holders += resource.holders.length;
+      total.free += free;
+      total.waiters = requests.size;
+      totals.set(label, total);
+      waiting.set(label, requests);
+    }
+  }
+  return totals;
 }
 
 /**
@@ -44,6 +97,51 @@ export function createMetrics(sources: MetricsSources) {
       this.set((await sources.stats()).waiters);
     },
   });
+  // One read of the registry per scrape, shared by the per-label gauges (prom-client starts
+  // every metric's collect in the same turn).
+  let reading: Promise<Map<string, LabelTotals>> | null = null;
+  const perLabel = () => {
+    reading ??= sources
+      .resources()
+      .then(labelTotals)
+      .finally(() => {
+        reading = null;
+      });
+    return reading;
+  };
+  const labelGauge = (name: string, help: string, field: keyof LabelTotals) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['label'],
+      registers,
+      async collect() {
+        const totals = await perLabel();
+        this.reset();
+        for (const [label, total] of totals) this.set({ label }, total[field]);
+      },
+    });
+  labelGauge(
+    'tracker_label_resources',
+    'Registered resources carrying the label (in the whole store).',
+    'resources',
+  );
+  labelGauge(
+    'tracker_label_capacity',
+    'Capacities of the resources carrying the label, added up.',
+    'capacity',
+  );
+  labelGauge('tracker_label_holders', 'Locks held on resources carrying the label.', 'holders');
+  labelGauge(
+    'tracker_label_waiters',
+    'Requests waiting for a resource carrying the label (by name or by label), each counted once.',
+    'waiters',
+  );
+  labelGauge(
+    'tracker_label_free',
+    'How many more exclusive holders the resources carrying the label admit now, added up.',
+    'free',
+  );
   new Gauge({
     name: 'tracker_watchers',
     help: 'Watch streams (SSE and gRPC) connected to this replica.',

@@ -3,6 +3,7 @@ import { pino } from 'pino';
 import { TokenFileError } from './auth/token-file.js';
 import { ListenError, startTracker, TlsError } from './compose.js';
 import { ConfigError, helpText, loadConfig } from './config/load-config.js';
+import { ResourcesFileError } from './config/resources-file.js';
 import { ErrorCode, TrackerError } from './core/errors.js';
 import { SchemaTooNewError } from './storage/migrations.js';
 
@@ -55,7 +56,7 @@ export async function runServer(argv: readonly string[], program = 'npm start --
     if (error instanceof ListenError || error instanceof SchemaTooNewError || error instanceof TlsError) {
       fail(error.message, 1);
     }
-    if (error instanceof TokenFileError) fail(error.message, 2);
+    if (error instanceof TokenFileError || error instanceof ResourcesFileError) fail(error.message, 2);
     if (error instanceof TrackerError && error.code === ErrorCode.STORE_UNAVAILABLE) {
       fail(`cannot reach the database ${config.databaseUrl}: ${describeCause(error.cause)}`, 1);
     }
@@ -73,6 +74,7 @@ export async function runServer(argv: readonly string[], program = 'npm start --
       database: config.databaseUrl,
       tls: config.tls !== null,
       auth: config.authTokensFile !== null,
+      resourcesFile: config.resourcesFile,
     },
     'tracker listening',
   );
@@ -97,8 +99,11 @@ export async function runServer(argv: readonly string[], program = 'npm start --
       },
     );
   };
-  // SIGHUP: read the tokens file again (it is also watched for changes).
-  process.on('SIGHUP', () => tracker.reloadTokens());
+  // SIGHUP: read the tokens and resources files again (they are also watched for changes).
+  process.on('SIGHUP', () => {
+    tracker.reloadTokens();
+    void tracker.reloadResources();
+  });
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
 }

@@ -27,6 +27,10 @@ function lock(service: string, who: string, index: number): LockInfo {
     fencingToken: index + 1,
     waiters: index,
     owner: null,
+    limit: 1,
+    mode: 'exclusive',
+    groupId: null,
+    resource: null,
   };
 }
 
@@ -40,6 +44,8 @@ function event(service: string, who: string, index: number): LockEvent {
     lock: { ...lock(service, who, index), fencingToken: index + 1 },
     heldSeconds: index % 2 === 0 ? 42 + index : null,
     reason: index === 2 ? '因为 🚀 e\u0301' : null,
+    groupId: null,
+    label: null,
   };
 }
 
@@ -120,11 +126,53 @@ describe('CLI tables align by terminal width', () => {
     ]);
   });
 
+  test('lock queue: priority, mode and label or group columns once some waiter has them', () => {
+    const waiter = (who: string, extra: Partial<QueueInfo['waiters'][number]>) => ({
+      who,
+      since: ago(5),
+      position: 1,
+      priority: 0,
+      mode: 'exclusive' as const,
+      label: null,
+      groupId: null,
+      ...extra,
+    });
+    const queue: QueueInfo = {
+      service: 'pool',
+      holder: lock('pool', 'a', 0),
+      holders: [lock('pool', 'a', 0), lock('pool', 'b', 1)],
+      waiters: [
+        waiter('urgent', { position: 1, priority: 10 }),
+        waiter('reader', { position: 2, mode: 'shared' }),
+        waiter('phone-job', { position: 3, label: '安卓' }),
+        waiter('e2e', { position: 4, groupId: 'g-1' }),
+      ],
+    };
+    const [heading, ...rest] = formatQueue(queue, NOW).split('\n');
+    assert.match(heading ?? '', /^pool is held by a for 1m \(lock 0{8}-.*\) and 1 more$/);
+    assertAligned(rest.join('\n'), [
+      ['POSITION', 'WHO', 'WAITING', 'PRIORITY', 'MODE', 'VIA'],
+      ['1', 'urgent', '5s', '10', 'exclusive', '-'],
+      ['2', 'reader', '5s', '0', 'shared', '-'],
+      ['3', 'phone-job', '5s', '0', 'exclusive', 'label 安卓'],
+      ['4', 'e2e', '5s', '0', 'exclusive', 'group g-1'],
+    ]);
+  });
+
   test('lock queue: waiters with wide names', () => {
     const queue: QueueInfo = {
       service: '部署-生产',
       holder: lock('部署-生产', '🚀deploy', 0),
-      waiters: NAMES.map((name, index) => ({ who: name, since: ago(5 * (index + 1)), position: index + 1 })),
+      holders: [lock('部署-生产', '🚀deploy', 0)],
+      waiters: NAMES.map((name, index) => ({
+        who: name,
+        since: ago(5 * (index + 1)),
+        position: index + 1,
+        priority: 0,
+        mode: 'exclusive' as const,
+        label: null,
+        groupId: null,
+      })),
     };
     const [heading, ...rest] = formatQueue(queue, NOW).split('\n');
     assert.match(heading ?? '', /^部署-生产 is held by 🚀deploy for 1m \(lock 0{8}-/);

@@ -23,6 +23,7 @@ describe('loadConfig', () => {
       historyRetentionSeconds: 30 * 86_400,
       idempotencyRetentionSeconds: 86_400,
       authTokensFile: null,
+      resourcesFile: null,
       tls: null,
       rateLimit: null,
       authFailureLimit: { perSecond: 1, burst: 20 },
@@ -92,6 +93,13 @@ describe('loadConfig', () => {
     const tls = config(['--tls-cert', 'c.pem', '--tls-key', 'k.pem', '--tls-ca', 'ca.pem']).tls;
     assert.deepEqual(tls, { cert: 'c.pem', key: 'k.pem', ca: 'ca.pem' });
     assert.equal(config(['--auth-tokens-file', 't.yaml']).authTokensFile, 't.yaml');
+    assert.equal(config(['--resources-file', 'r.yaml']).resourcesFile, 'r.yaml');
+    assert.equal(config([], { TRACKER_RESOURCES_FILE: 'env.yaml' }).resourcesFile, 'env.yaml');
+    assert.equal(
+      config(['--resources-file', 'flag.yaml'], { TRACKER_RESOURCES_FILE: 'env.yaml' }).resourcesFile,
+      'flag.yaml',
+    );
+    assert.ok(helpText().includes('TRACKER_RESOURCES_FILE'));
     assert.deepEqual(config(['--rate-limit', '50/s']).rateLimit, { perSecond: 50, burst: 100 });
     assert.deepEqual(config(['--rate-limit', '600/m', '--rate-limit-burst', '5']).rateLimit, {
       perSecond: 10,

@@ -1122,6 +1122,270 @@ describe('dashboard with authentication', () => {
   });
 });
 
+describe('dashboard: many holders, groups and resources', () => {
+  let server: ServerProcess;
+  let browser: Browser;
+  let base: string;
+  let dir: { path: string; remove: () => void };
+
+  before(async () => {
+    mkdirSync(ARTIFACTS, { recursive: true });
+    dir = tempDir();
+    const file = join(dir.path, 'resources.yaml');
+    writeFileSync(
+      file,
+      [
+        'resources:',
+        '  - name: pixel-7',
+        '    labels: [android-phone]',
+        '    properties: {serial: "<b>PX7</b>", adb: "10.0.0.7:5555"}',
+        '    description: "<img src=z onerror=alert(5)> bench phone"',
+        '  - name: galaxy-s23',
+        '    labels: [android-phone]',
+        '    properties: {serial: "S23"}',
+        '  - name: build-farm',
+        '    labels: [builders]',
+        '    capacity: 3',
+        '',
+      ].join('\n'),
+    );
+    [server, browser] = await Promise.all([
+      startServerProcess({
+        args: [
+          '--http-port',
+          '0',
+          '--grpc-port',
+          '0',
+          '--database-url',
+          'sqlite::memory:',
+          '--resources-file',
+          file,
+        ],
+      }),
+      chromium.get(),
+    ]);
+    base = server.baseUrl;
+  });
+  after(async () => {
+    await server?.stop();
+    dir?.remove();
+  });
+
+  /** A full-page picture in test-artifacts/, to look at. */
+  const screenshot = (page: Page, name: string) =>
+    page.screenshot({ path: join(ARTIFACTS, `${name}.png`), fullPage: true });
+  /** One of a label card's figures (capacity, holders, waiters, free), once it reads `value`. */
+  const stat = (page: Page, label: string, name: string, value: number) =>
+    page
+      .locator(`section.label-card[data-label="${label}"] .stat-${name} .stat-value`)
+      .filter({ hasText: new RegExp(`^${value}$`) });
+
+  test("the Resources view shows each label's pool (capacity, holders, waiters, free), live", async () => {
+    const watched = await openDashboard(browser, base, '#/resources');
+    const { page } = watched;
+    const waiter = new AbortController();
+    const taken: string[] = [];
+    try {
+      await page.locator('section.label-card[data-label="android-phone"]').waitFor();
+      assert.equal(await page.locator('#nav-resources').getAttribute('aria-current'), 'page');
+      assert.equal(await page.locator('#resources-count').textContent(), '3 resources');
+      assert.deepEqual(await page.locator('section.label-card h2').allTextContents(), [
+        'android-phone',
+        'builders',
+      ]);
+      for (const [name, value] of [
+        ['capacity', 2],
+        ['holders', 0],
+        ['waiters', 0],
+        ['free', 2],
+      ] as const) {
+        await stat(page, 'android-phone', name, value).waitFor();
+      }
+      await stat(page, 'builders', 'capacity', 3).waitFor();
+
+      // Two phones taken by label: the pool is exhausted; a third request waits.
+      for (const who of ['ui-tests-1', 'ui-tests-2']) {
+        const lock = await acquire(base, { label: 'android-phone', who, ttlSeconds: 600 });
+        taken.push(lock.id);
+      }
+      await stat(page, 'android-phone', 'holders', 2).waitFor({ timeout: LIVE_MS * 3 });
+      await stat(page, 'android-phone', 'free', 0).waitFor();
+      const waiting = call(
+        base,
+        'POST',
+        `${API}/lock`,
+        { label: 'android-phone', who: 'ui-tests-3', waitSeconds: 60 },
+        { signal: waiter.signal },
+      ).catch(() => undefined);
+      await stat(page, 'android-phone', 'waiters', 1).waitFor({ timeout: LIVE_MS * 3 });
+      await page.locator('section.label-card.exhausted[data-label="android-phone"]').waitFor();
+      const pixel = page.locator('tr[data-resource="pixel-7"]');
+      assert.match((await pixel.locator('td.holders').textContent()) ?? '', /^ui-tests-[12]$/);
+      // Properties and the description are text, whatever they look like.
+      assert.deepEqual(await pixel.locator('.property').allTextContents(), [
+        'serial=<b>PX7</b>',
+        'adb=10.0.0.7:5555',
+      ]);
+      assert.equal(
+        await pixel.locator('td.description').textContent(),
+        '<img src=z onerror=alert(5)> bench phone',
+      );
+      assert.deepEqual(
+        await page.evaluate(
+          `({ b: document.querySelectorAll('#resources b').length, img: document.querySelectorAll('#resources img').length })`,
+        ),
+        { b: 0, img: 0 },
+      );
+
+      waiter.abort();
+      await waiting;
+      await stat(page, 'android-phone', 'waiters', 0).waitFor({ timeout: LIVE_MS * 3 });
+      for (const id of taken.splice(0)) await call(base, 'DELETE', `${API}/lock/${id}`);
+      await stat(page, 'android-phone', 'free', 2).waitFor({ timeout: LIVE_MS * 3 });
+
+      // A resource's name leads to its service page.
+      await pixel.locator('td.name a').click();
+      await page.locator('#service-view').waitFor();
+      assert.equal(await page.locator('#service-title').textContent(), 'pixel-7');
+      await screenshot(page, 'dashboard-resources-service');
+      await page.goto(`${base}/#/resources`);
+      await stat(page, 'android-phone', 'free', 2).waitFor();
+      await screenshot(page, 'dashboard-resources');
+      assert.deepEqual(watched.dialogs, []);
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      waiter.abort();
+      for (const id of taken) await call(base, 'DELETE', `${API}/lock/${id}`);
+      await watched.close();
+    }
+  });
+
+  test('semaphore and shared holders are each listed on the service page; the queue shows mode and priority', async () => {
+    const watched = await openDashboard(browser, base);
+    const { page } = watched;
+    const ids: string[] = [];
+    const waiter = new AbortController();
+    try {
+      for (const who of ['runner-a', 'runner-b', 'runner-c']) {
+        ids.push((await acquire(base, { service: 'integration-env', who, limit: 3, ttlSeconds: 600 })).id);
+      }
+      for (const who of ['reader-1', 'reader-2']) {
+        ids.push((await acquire(base, { service: 'config-repo', who, mode: 'shared' })).id);
+      }
+      // Every holder is a row of the table, tagged with how it holds its service.
+      for (const id of ids) await rowOf(page, id).waitFor({ timeout: LIVE_MS });
+      assert.equal(
+        await rowOf(page, ids[0] as string)
+          .locator('td.service .tag')
+          .textContent(),
+        'limit 3',
+      );
+      assert.equal(
+        await rowOf(page, ids[3] as string)
+          .locator('td.service .tag')
+          .textContent(),
+        'shared',
+      );
+      assert.match((await page.locator('#count').textContent()) ?? '', /^5 held locks$/);
+
+      await page.goto(`${base}/#/services/integration-env`);
+      await page.locator('#holder .holder').nth(2).waitFor();
+      assert.deepEqual(await page.locator('#holder .holder-who').allTextContents(), [
+        'runner-a',
+        'runner-b',
+        'runner-c',
+      ]);
+      assert.equal(await page.locator('#holder .holders-summary').textContent(), '3 of 3 held (limit 3).');
+      assert.equal(await page.locator('#holder button', { hasText: 'Force release' }).count(), 3);
+
+      // A writer waits behind the shared readers, with a priority.
+      const waiting = call(
+        base,
+        'POST',
+        `${API}/lock`,
+        { service: 'config-repo', who: 'writer-9', waitSeconds: 60, priority: 5 },
+        { signal: waiter.signal },
+      ).catch(() => undefined);
+      await page.goto(`${base}/#/services/config-repo`);
+      await page.locator('#holder .holder').nth(1).waitFor();
+      assert.equal(
+        await page.locator('#holder .holders-summary').textContent(),
+        '2 shared holders: more shared holders may join, no exclusive one.',
+      );
+      assert.deepEqual(await page.locator('#holder .holder-mode').allTextContents(), ['shared', 'shared']);
+      await page.locator('#queue td.who', { hasText: 'writer-9' }).waitFor({ timeout: LIVE_MS * 3 });
+      const cells = await page.locator('#queue tbody tr').first().locator('td').allTextContents();
+      assert.deepEqual(cells.slice(0, 5), ['1', 'writer-9', 'exclusive', '5', 'this service']);
+      await screenshot(page, 'dashboard-shared-holders');
+      waiter.abort();
+      await waiting;
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      waiter.abort();
+      for (const id of ids) await call(base, 'DELETE', `${API}/lock/${id}`);
+      await watched.close();
+    }
+  });
+
+  test('a group is shown as one unit, and released with one button after a confirmation', async () => {
+    const watched = await openDashboard(browser, base);
+    const { page } = watched;
+    const created = await call(base, 'POST', `${API}/locks`, {
+      who: 'deploy-2291',
+      ttlSeconds: 900,
+      locks: [{ service: 'db-staging' }, { service: 'cache', mode: 'shared' }, { label: 'builders' }],
+    });
+    assert.equal(created.status, 201, JSON.stringify(created.json));
+    const groupId = String(created.json.id);
+    const members = created.json.locks as LockJson[];
+    try {
+      const group = page.locator(`#groups li.group[data-group-id="${groupId}"]`);
+      await group.waitFor({ timeout: LIVE_MS });
+      assert.equal(await group.locator('.group-who').textContent(), 'deploy-2291');
+      assert.equal(await group.locator('.group-count').textContent(), '3 locks');
+      assert.deepEqual((await group.locator('.group-services a').allTextContents()).sort(), [
+        'build-farm',
+        'cache',
+        'db-staging',
+      ]);
+      for (const lock of members) {
+        await rowOf(page, lock.id).waitFor();
+        assert.match((await rowOf(page, lock.id).locator('td.service .tag').textContent()) ?? '', /group$/);
+      }
+
+      // Cancel releases nothing.
+      await group.getByRole('button', { name: `Release group ${groupId}` }).click();
+      const dialog = page.locator('#group-dialog');
+      await dialog.waitFor();
+      assert.equal(await page.locator('#group-members li').count(), 3);
+      assert.ok(((await page.locator('#group-details').textContent()) ?? '').includes(groupId));
+      await page.locator('#group-cancel').click();
+      await dialog.waitFor({ state: 'hidden' });
+      assert.equal((await call(base, 'GET', `${API}/locks/${groupId}`)).status, 200, 'still held');
+
+      // The service page offers the same button beside each member.
+      await page.goto(`${base}/#/services/db-staging`);
+      await page.locator('#holder .holder-group').waitFor();
+      assert.match((await page.locator('#holder .holder-group').textContent()) ?? '', /^3 locks: /);
+      await screenshot(page, 'dashboard-group-member');
+      await page.locator('#holder button.release-group').click();
+      await dialog.waitFor();
+      await page.locator('#group-confirm').click();
+      await dialog.waitFor({ state: 'hidden' });
+      await page.locator('#holder .free').waitFor({ timeout: LIVE_MS });
+      assert.equal(await page.locator('#toast').textContent(), 'Released the group: 3 locks.');
+      assert.equal((await call(base, 'GET', `${API}/locks/${groupId}`)).status, 404, 'released, all of it');
+      await page.goto(`${base}/#/`);
+      await page.locator('#locks-body tr.empty').waitFor();
+      assert.equal(await page.locator('#groups').isHidden(), true, 'no group is held');
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await call(base, 'DELETE', `${API}/locks/${groupId}`);
+      await watched.close();
+    }
+  });
+});
+
 describe('dashboard with 5,000 held locks', () => {
   const COUNT = 5000;
   const CONCURRENCY = 32;

@@ -25,13 +25,21 @@ import {
 import { type ServerProcess, startServerProcess } from './support/server-process.js';
 
 const METHODS = [
+  'AcquireLocks',
   'CreateLock',
+  'DeleteResource',
   'ForceReleaseLock',
   'GetHistory',
   'GetLock',
+  'GetLockGroup',
   'GetQueue',
+  'GetResource',
   'ListLocks',
+  'ListResources',
+  'PutResource',
+  'ReleaseLockGroup',
   'RenewLock',
+  'RenewLockGroup',
   'UnLock',
   'WatchLocks',
 ] as const;
@@ -51,6 +59,8 @@ interface LockJson {
   expiresAt?: string;
   fencingToken: string;
   waiters?: number;
+  limit: number;
+  mode: string;
 }
 
 /** A ListLocks response as grpc-js decodes it (every field present). */
@@ -81,6 +91,13 @@ async function rest(
 }
 
 const NOT_FOUND = { 'tracker-code': 'LOCK_NOT_FOUND' };
+/** LOCK_HELD's trailers when `id` is the one holder. */
+const heldBy = (id: string) => ({
+  'tracker-code': 'LOCK_HELD',
+  'tracker-existing-lock-id': id,
+  'tracker-holder-lock-ids': id,
+  'tracker-holder-count': '1',
+});
 const invalid = (field: string) => ({ 'tracker-code': 'INVALID_ARGUMENT', 'tracker-field': field });
 
 describe('gRPC on one server: through reflection (buf curl, no .proto) and a grpc-js client', () => {
@@ -126,7 +143,18 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
     const startedAt = Date.now();
     // The guide's call, through reflection.
     const lock = await ok<LockJson>('CreateLock', { service, who: 'ci-pipeline-123' });
-    assert.deepEqual(Object.keys(lock).sort(), ['createdAt', 'fencingToken', 'id', 'service', 'who']);
+    assert.deepEqual(Object.keys(lock).sort(), [
+      'createdAt',
+      'fencingToken',
+      'id',
+      'limit',
+      'mode',
+      'service',
+      'who',
+    ]);
+    // A plain acquire is a mutex: one exclusive holder.
+    assert.equal(lock.limit, 1);
+    assert.equal(lock.mode, 'exclusive');
     assert.match(lock.fencingToken, /^[1-9]\d*$/);
     assert.match(lock.id, UUID);
     assert.equal(lock.service, service);
@@ -147,10 +175,11 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
       // As grpcurl shows it: the status message alone.
       bufFails(address, `${SERVICE}/CreateLock`, { service, who: 'someone-else' }, 'already_exists'),
       // Not re-entrant: the holder asking again is refused too.
-      rejectsWith(rpc('CreateLock', { service, who: 'ci-pipeline-123' }), status.ALREADY_EXISTS, {
-        'tracker-code': 'LOCK_HELD',
-        'tracker-existing-lock-id': lock.id,
-      }),
+      rejectsWith(
+        rpc('CreateLock', { service, who: 'ci-pipeline-123' }),
+        status.ALREADY_EXISTS,
+        heldBy(lock.id),
+      ),
     ]);
     assert.equal(other, same.details, 'grpcurl shows the message grpc-js gets');
     for (const message of [other, same.details]) {
@@ -216,10 +245,7 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
     const decomposed = `cafe\u0301-${tag}`;
     const first = await take(decomposed, 'j\u00f6rg');
     assert.equal(first.service, composed);
-    await rejectsWith(take(composed, 'jo\u0308rg'), status.ALREADY_EXISTS, {
-      'tracker-code': 'LOCK_HELD',
-      'tracker-existing-lock-id': first.id,
-    });
+    await rejectsWith(take(composed, 'jo\u0308rg'), status.ALREADY_EXISTS, heldBy(first.id));
     for (const service of [composed, decomposed]) {
       assert.deepEqual((await rpc<ListMessage>('ListLocks', { service })).locks, [first], service);
       assert.equal((await rpc<{ holder: LockMessage }>('GetQueue', { service })).holder.id, first.id);
@@ -317,10 +343,7 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
     const [seen, listed, refusal] = await Promise.all([
       rpc<LockMessage>('GetLock', { id }),
       rpc<ListMessage>('ListLocks', { service }),
-      rejectsWith(rpc('CreateLock', { service, who: 'grpc-caller' }), status.ALREADY_EXISTS, {
-        'tracker-code': 'LOCK_HELD',
-        'tracker-existing-lock-id': id,
-      }),
+      rejectsWith(rpc('CreateLock', { service, who: 'grpc-caller' }), status.ALREADY_EXISTS, heldBy(id)),
     ]);
     assert.deepEqual(lockMessageAsRest(seen), created.json);
     assert.deepEqual(listed, { locks: [seen], total: 1, page: 1, perPage: 100 });
@@ -371,8 +394,13 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
     );
     const next = await take(service, 'next');
     assert.ok(BigInt(next.fencingToken) > BigInt(lock.fencingToken), 'tokens grow across releases');
-    // GetQueue through reflection too: the holder, and an empty line (proto3 JSON omits it).
-    assert.deepEqual(await ok('GetQueue', { service }), { service, holder: lockMessageAsJson(next) });
+    // GetQueue through reflection too: the holder (the oldest of the holders, here the only
+    // one), and an empty line (proto3 JSON omits it).
+    assert.deepEqual(await ok('GetQueue', { service }), {
+      service,
+      holder: lockMessageAsJson(next),
+      holders: [lockMessageAsJson(next)],
+    });
     await rejectsWith(rpc('GetQueue', { service: '' }), status.INVALID_ARGUMENT, invalid('service'));
   });
 
@@ -400,13 +428,14 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
       fencingToken: lock.fencingToken,
       waiters: 0,
       owner: '',
+      limit: 1,
+      mode: 'exclusive',
+      groupId: '',
+      resource: null,
     });
     assert.deepEqual(await rpc('GetLock', { id: lock.id }), lock);
 
-    const held = await rejectsWith(rpc('CreateLock', { service, who: 'other' }), 6, {
-      'tracker-code': 'LOCK_HELD',
-      'tracker-existing-lock-id': lock.id,
-    });
+    const held = await rejectsWith(rpc('CreateLock', { service, who: 'other' }), 6, heldBy(lock.id));
     assert.ok(held.details.includes('"holder"') && held.details.includes(lock.id), held.details);
 
     await rejectsWith(rpc('GetLock', { id: randomUUID() }), 5, NOT_FOUND);

@@ -44,7 +44,11 @@ async function startApp(
   const clock = new ManualClock(Date.parse('2024-01-15T10:00:00.250Z'));
   const store = openSqliteLockStore({ path, clock, busyTimeoutMs: options.busyTimeoutMs });
   const watchers = createWatcherRegistry(DEFAULT_WATCH_LIMITS);
-  const metrics = createMetrics({ stats: () => store.stats(), watchers });
+  const metrics = createMetrics({
+    stats: () => store.stats(),
+    resources: () => store.listResources(),
+    watchers,
+  });
   const { service, feed } = createTestService(metrics.instrument(store), {
     clock,
     owner: 'http-test',
@@ -99,14 +103,19 @@ describe('REST API', () => {
         'createdAt',
         'expiresAt',
         'fencingToken',
+        'groupId',
         'id',
+        'limit',
+        'mode',
         'owner',
+        'resource',
         'service',
         'ttlSeconds',
         'waiters',
         'who',
       ]);
       assert.equal(json.owner, null, 'no owner without authentication');
+      assert.deepEqual([json.limit, json.mode, json.groupId, json.resource], [1, 'exclusive', null, null]);
       assert.equal(json.ttlSeconds, null, 'no TTL unless asked for: the guide behaviour');
       assert.equal(json.expiresAt, null);
       assert.equal(json.fencingToken, 1);
@@ -122,7 +131,12 @@ describe('REST API', () => {
       const { status, json } = await post({ service: 'held-service', who: 'second' });
       assert.equal(status, 409);
       assert.equal('id' in json, false, 'no top-level id, so jq -r .id prints null');
-      assert.deepEqual(json, { error: 'lock already exists', code: 'LOCK_HELD', existingLock: first.json });
+      assert.deepEqual(json, {
+        error: 'lock already exists',
+        code: 'LOCK_HELD',
+        existingLock: first.json,
+        holders: [first.json],
+      });
     });
 
     const invalid: Array<[string, unknown, string, RegExp]> = [

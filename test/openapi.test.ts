@@ -214,6 +214,41 @@ describe('API description', () => {
     if (watch) assert.ok((watch['200']?.content as Json | undefined)?.['text/event-stream']);
   });
 
+  test('groups and resources are described, with their error codes', () => {
+    const paths = doc.paths as Record<string, Record<string, Json>>;
+    const expected: Array<[string, string, string]> = [
+      ['/api/v1alpha1/locks', 'post', 'createLockGroup'],
+      ['/api/v1alpha1/locks/{groupId}', 'get', 'getLockGroup'],
+      ['/api/v1alpha1/locks/{groupId}/renew', 'post', 'renewLockGroup'],
+      ['/api/v1alpha1/locks/{groupId}', 'delete', 'releaseLockGroup'],
+      ['/api/v1alpha1/resources', 'get', 'listResources'],
+      ['/api/v1alpha1/resources/{name}', 'put', 'putResource'],
+      ['/api/v1alpha1/resources/{name}', 'get', 'getResource'],
+      ['/api/v1alpha1/resources/{name}', 'delete', 'deleteResource'],
+    ];
+    for (const [path, method, operationId] of expected) {
+      assert.equal(paths[path]?.[method]?.operationId, operationId, `${method.toUpperCase()} ${path}`);
+    }
+    const responses = (path: string, method: string) =>
+      (paths[path]?.[method]?.responses ?? {}) as Record<string, Json>;
+    for (const path of ['/api/v1alpha1/lock', '/api/v1alpha1/locks']) {
+      assert.match(String(responses(path, 'post')['409']?.description), /LOCK_HELD[\s\S]*LIMIT_MISMATCH/);
+      assert.match(String(responses(path, 'post')['404']?.description), /NO_SUCH_LABEL/);
+      assert.ok(responses(path, 'post')['201'], `${path} 201`);
+    }
+    const remove = responses('/api/v1alpha1/resources/{name}', 'delete');
+    assert.match(String(remove['409']?.description), /RESOURCE_IN_USE/);
+    assert.match(String(remove['404']?.description), /RESOURCE_NOT_FOUND/);
+    assert.ok(remove['204'], 'DELETE answers 204');
+    const put = responses('/api/v1alpha1/resources/{name}', 'put');
+    assert.ok(put['201'] && put['200'], 'PUT answers 201 created or 200 replaced');
+    assert.equal(
+      (paths['/api/v1alpha1/resources/{name}']?.put?.requestBody as Json | undefined)?.required,
+      false,
+      'the body is optional',
+    );
+  });
+
   test('GET /docs and its assets come from this server, under a same-origin CSP', async () => {
     const page = await fetch(`${server.baseUrl}/docs`, { signal: AbortSignal.timeout(10_000) });
     assert.equal(page.status, 200);

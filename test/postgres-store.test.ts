@@ -12,7 +12,8 @@ import {
   type PostgresStoreOptions,
 } from '../src/storage/postgres/postgres-lock-store.js';
 import { SNAPSHOT_XMIN } from '../src/storage/postgres/queries.js';
-import { runLockStoreContract } from './contract/lock-store.contract.js';
+import { runLockStoreContract, type StoreUnderTest } from './contract/lock-store.contract.js';
+import { runManyHoldersContract } from './contract/many-holders.contract.js';
 import { recordingLogger } from './support/logger.js';
 import {
   closedPort,
@@ -122,9 +123,10 @@ await describePostgres('PostgreSQL store', (database) => {
     return rows.map((row) => row.pid);
   };
 
-  runLockStoreContract('postgres', async () => {
-    const store = await open('contract');
-    const clock = await installTestClock(database().url, 'contract', { frozen: true }).catch(
+  /** A store on `schema` whose clock (tracker_now()) stands still until the test moves it. */
+  const openFrozen = async (schema: string): Promise<StoreUnderTest> => {
+    const store = await open(schema);
+    const clock = await installTestClock(database().url, schema, { frozen: true }).catch(
       async (error: unknown) => {
         await store.close();
         throw error;
@@ -139,7 +141,9 @@ await describePostgres('PostgreSQL store', (database) => {
         await store.close();
       },
     };
-  });
+  };
+  runLockStoreContract('postgres', () => openFrozen('contract'));
+  runManyHoldersContract('postgres', () => openFrozen('many_holders'));
 
   describe('PostgreSQL store specifics', () => {
     test('records each migration once, in its own schema; reopening applies nothing', async () => {

@@ -9,6 +9,7 @@ import { readMigrations, SchemaTooNewError } from '../src/storage/migrations.js'
 import { migrate } from '../src/storage/sqlite/migrate.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { runLockStoreContract } from './contract/lock-store.contract.js';
+import { runManyHoldersContract } from './contract/many-holders.contract.js';
 import { ManualClock } from './support/manual-clock.js';
 import { tempDir } from './support/server-process.js';
 import { writeFutureSchema } from './support/sqlite.js';
@@ -38,6 +39,14 @@ runLockStoreContract(
   'sqlite :memory:',
   openWithManualClock(() => ':memory:'),
 );
+runManyHoldersContract(
+  'sqlite file',
+  openWithManualClock((dir) => join(dir, 'many.db')),
+);
+runManyHoldersContract(
+  'sqlite :memory:',
+  openWithManualClock(() => ':memory:'),
+);
 
 describe('SQLite store specifics', () => {
   test('creates the folder, records migrations, uses WAL', async () => {
@@ -55,6 +64,7 @@ describe('SQLite store specifics', () => {
       { version: 5, name: 'lock_owner' },
       { version: 6, name: 'idempotency_keys' },
       { version: 7, name: 'lock_owner_key' },
+      { version: 8, name: 'many_holders' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

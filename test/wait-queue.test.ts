@@ -68,7 +68,7 @@ describe('waiting in line (REST and gRPC, one server on a SQLite file)', { concu
       lastToken = Number(granted.json.fencingToken);
     }
     await call(server.baseUrl, 'DELETE', `${API}/lock/${current}`);
-    assert.deepEqual(await queueOf(service), { service, holder: null, waiters: [] });
+    assert.deepEqual(await queueOf(service), { service, holder: null, holders: [], waiters: [] });
   });
 
   test('a holder that expires hands over to the waiter without anyone releasing', async () => {

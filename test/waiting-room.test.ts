@@ -141,15 +141,15 @@ function countingLooks(store: LockStore) {
     get(target, name) {
       const member: unknown = Reflect.get(target, name);
       if (typeof member !== 'function') return member;
-      if (name === 'get') {
+      if (name === 'granted') {
         return (id: string) => {
           looks.get++;
           looks.byId.set(id, (looks.byId.get(id) ?? 0) + 1);
-          return target.get(id);
+          return target.granted(id);
         };
       }
       if (name === 'settle') {
-        return (service: string) => {
+        return (service: string | readonly string[]) => {
           looks.settle++;
           return target.settle(service);
         };
@@ -317,6 +317,9 @@ test('after its heartbeat lapsed, every waiting request of the replica looks aga
       assert.ok(!result.acquired && result.waiter);
       queued.push({
         service: 'deploy',
+        services: ['deploy'],
+        priority: 0,
+        group: false,
         id: result.waiter.lockId,
         ticket: result.waiter.ticket,
         holder: result.holder,

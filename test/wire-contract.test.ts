@@ -5,17 +5,25 @@ import { PROTO_FILE } from '../src/grpc/server.js';
 import { lockToJson } from '../src/http/present.js';
 import {
   AcquireHeaders,
+  ClaimBody as claimBody,
+  CreateGroupBody as createGroupBody,
   CreateLockBody as createLockBody,
   EventJson as eventJson,
   ForceReleaseBody as forceReleaseBody,
   ForceReleasedJson as forceReleasedJson,
+  GroupJson as groupJson,
   HistoryJson as historyJson,
   HistoryQuery as historyQuery,
+  ListResourcesQuery as listResourcesQuery,
   LockJson as lockJson,
   LockListJson as lockListJson,
+  PutResourceBody as putResourceBody,
   QueueJson as queueJson,
   ReleasedJson as releasedJson,
+  RenewGroupBody as renewGroupBody,
   RenewLockBody as renewLockBody,
+  ResourceJson as resourceJson,
+  ResourceListJson as resourceListJson,
 } from '../src/http/schemas.js';
 
 /**
@@ -44,6 +52,10 @@ describe('wire contract', () => {
     fencingToken: 1,
     waiters: 2,
     owner: 'ci',
+    limit: 3,
+    mode: 'exclusive',
+    groupId: 'g',
+    resource: { name: 's', labels: ['l'], properties: { k: 'v' } },
   });
 
   test('Lock: domain JSON, REST schema and proto have the same fields', () => {
@@ -95,5 +107,38 @@ describe('wire contract', () => {
       [...Object.keys(createLockBody.properties), 'requestId'].sort(),
     );
     assert.deepEqual(Object.keys(AcquireHeaders.properties), ['idempotency-key']);
+  });
+
+  test('AcquireLocksRequest and LockClaim take what POST /locks takes (and request_id); LockGroup is its answer', () => {
+    assert.deepEqual(
+      protoJsonFields('AcquireLocksRequest'),
+      [...Object.keys(createGroupBody.properties), 'requestId'].sort(),
+    );
+    assert.deepEqual(protoJsonFields('LockClaim'), Object.keys(claimBody.properties).sort());
+    assert.deepEqual(protoJsonFields('LockGroup'), Object.keys(groupJson.properties).sort());
+    assert.deepEqual(
+      protoJsonFields('RenewLockGroupRequest'),
+      ['id', ...Object.keys(renewGroupBody.properties)].sort(),
+    );
+  });
+
+  test('Resource, ResourceRef and the resource requests match the /resources routes', () => {
+    assert.deepEqual(protoJsonFields('Resource'), Object.keys(resourceJson.properties).sort());
+    assert.deepEqual(
+      protoJsonFields('ResourceRef'),
+      Object.keys(lockJson.properties.resource.anyOf[1].properties).sort(),
+    );
+    assert.deepEqual(
+      protoJsonFields('PutResourceRequest'),
+      ['name', ...Object.keys(putResourceBody.properties)].sort(),
+    );
+    assert.deepEqual(
+      protoJsonFields('ListResourcesRequest'),
+      Object.keys(listResourcesQuery.properties).sort(),
+    );
+    assert.deepEqual(
+      protoJsonFields('ListResourcesResponse'),
+      Object.keys(resourceListJson.properties).sort(),
+    );
   });
 });

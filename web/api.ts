@@ -4,9 +4,12 @@
 import type {
   EventJson,
   ForceReleasedJson,
+  GroupJson,
   HistoryJson,
   LockJson,
   QueueJson,
+  ResourceJson,
+  ResourceListJson,
   SnapshotJson,
 } from '../src/http/schemas.js';
 
@@ -15,6 +18,29 @@ export const API_BASE = 'api/v1alpha1';
 export const TOKEN_KEY = 'tracker.token';
 
 export type Lock = Readonly<LockJson>;
+/**
+ * A held lock as the watch stream tells it: a snapshot's lock, or an event's (which names
+ * no resource: the Resources view and the queue show those).
+ */
+export type HeldLock = Readonly<
+  Pick<
+    LockJson,
+    | 'id'
+    | 'service'
+    | 'who'
+    | 'createdAt'
+    | 'ttlSeconds'
+    | 'expiresAt'
+    | 'fencingToken'
+    | 'waiters'
+    | 'owner'
+    | 'limit'
+    | 'mode'
+    | 'groupId'
+  >
+>;
+export type Resource = Readonly<ResourceJson>;
+export type Group = Readonly<GroupJson>;
 export type LockEvent = Readonly<EventJson>;
 export type EventType = EventJson['type'];
 export type Snapshot = Readonly<SnapshotJson>;
@@ -225,6 +251,16 @@ export function forceRelease(
   return api('POST', `/lock/${encodeURIComponent(id)}/force-release`, reason === '' ? {} : { reason }, {
     onWait,
   });
+}
+
+/** Releases every lock of a group (DELETE /locks/{groupId}); answers what was released. */
+export function releaseGroup(groupId: string, onWait?: (ms: number) => void): Promise<Group> {
+  return api('DELETE', `/locks/${encodeURIComponent(groupId)}`, undefined, { onWait });
+}
+
+/** The registered resources, by name, with their holders and waiters. */
+export function getResources(signal?: AbortSignal): Promise<readonly Resource[]> {
+  return api<ResourceListJson>('GET', '/resources', undefined, { signal }).then((list) => list.resources);
 }
 
 export function getQueue(service: string, signal?: AbortSignal): Promise<Queue> {

@@ -9,8 +9,10 @@ import {
   serverNow,
 } from './api.js';
 import { onTokenChange, setUpSignIn, signIn, tokenChanged } from './auth.js';
-import { setUpForceRelease, setUpSettings } from './dialogs.js';
+import { setUpForceRelease, setUpReleaseGroup, setUpSettings } from './dialogs.js';
 import { byId, setText } from './dom.js';
+import { GroupList } from './groups.js';
+import { ResourcesPage } from './resources-page.js';
 import { ServicePage } from './service-page.js';
 import { type StreamStatus, watchStream } from './sse.js';
 import { LockState, type Row } from './state.js';
@@ -28,18 +30,23 @@ const countLabel = byId('count');
 const statusLabel = byId('status');
 const locksView = byId('locks-view');
 const serviceView = byId('service-view');
+const resourcesView = byId('resources-view');
 
 const openForceRelease = setUpForceRelease(serverNow);
 const table = new LockTable(viewport, byId<HTMLTableSectionElement>('locks-body'), (row: Row) =>
   openForceRelease(row.lock),
 );
+const openReleaseGroup = setUpReleaseGroup(serverNow, (groupId) => state.groupOf(groupId));
+const groupList = new GroupList(state, openReleaseGroup);
 const servicePage = new ServicePage({
   state,
   now: serverNow,
   forceRelease: openForceRelease,
+  releaseGroup: openReleaseGroup,
   requestRender: () => scheduleRender(),
   loaded: () => loaded,
 });
+const resourcesPage = new ResourcesPage(() => scheduleRender());
 
 let sortKey: SortKey = 'service';
 let descending = false;
@@ -105,10 +112,12 @@ function render(): void {
   frame = 0;
   const now = serverNow();
   if (!locksView.hidden) {
+    groupList.render(now);
     derive(now);
     table.render(now);
   }
   servicePage.render(now);
+  resourcesPage.render();
 }
 
 // --- the live stream -------------------------------------------------------------------
@@ -131,6 +140,7 @@ function onMessage(message: { event: string; data: string }): void {
     loaded = true;
     // A snapshot after a reconnect means events were missed: the service page reloads too.
     if (wasLoaded) servicePage.reload();
+    resourcesPage.refresh();
   } else if (message.event === 'error') {
     // The server ended the stream (this watcher read too slowly, or its store failed): the
     // stream reconnects and resumes by itself.
@@ -143,6 +153,7 @@ function onMessage(message: { event: string; data: string }): void {
       table.markFresh(event.lock.id, serverNow());
     }
     servicePage.onEvent(event);
+    if (event.type !== 'renewed') resourcesPage.refresh();
   }
   scheduleRender();
 }
@@ -201,6 +212,7 @@ const watch = watchStream({
 onTokenChange(() => {
   watch.restart();
   servicePage.reload();
+  resourcesPage.refresh();
 });
 
 // --- filter, sorting, scrolling ----------------------------------------------------------
@@ -236,9 +248,29 @@ viewport.addEventListener('scroll', scheduleRender, { passive: true });
 window.addEventListener('resize', scheduleRender);
 setInterval(scheduleRender, 1000);
 
-// --- routing: #/ and #/services/<name> ----------------------------------------------------
+// --- routing: #/, #/resources and #/services/<name> ----------------------------------------
+
+const navLinks = { locks: byId('nav-locks'), resources: byId('nav-resources') };
+
+function showView(view: 'locks' | 'resources' | 'service'): void {
+  locksView.hidden = view !== 'locks';
+  resourcesView.hidden = view !== 'resources';
+  serviceView.hidden = view !== 'service';
+  for (const [name, link] of Object.entries(navLinks)) {
+    if (name === view) link.setAttribute('aria-current', 'page');
+    else link.removeAttribute('aria-current');
+  }
+}
 
 function route(): void {
+  if (location.hash === '#/resources') {
+    servicePage.close();
+    showView('resources');
+    resourcesPage.show();
+    scheduleRender();
+    return;
+  }
+  resourcesPage.hide();
   const match = /^#\/services\/(.+)$/.exec(location.hash);
   let service: string | undefined;
   if (match?.[1]) {
@@ -250,12 +282,10 @@ function route(): void {
   }
   if (service === undefined) {
     servicePage.close();
-    serviceView.hidden = true;
-    locksView.hidden = false;
+    showView('locks');
     document.title = 'Tracker';
   } else {
-    locksView.hidden = true;
-    serviceView.hidden = false;
+    showView('service');
     servicePage.open(service);
     window.scrollTo(0, 0);
   }

@@ -1,7 +1,9 @@
-import { ApiError, forceRelease, getToken, type Lock } from './api.js';
+import { ApiError, forceRelease, getToken, type HeldLock, releaseGroup } from './api.js';
 import { saveToken } from './auth.js';
 import { byId, h } from './dom.js';
 import { formatDuration } from './format.js';
+import type { Row } from './state.js';
+import { holdTag } from './table.js';
 
 let toastTimer: ReturnType<typeof setTimeout> | undefined;
 
@@ -21,14 +23,14 @@ export function toast(text: string, kind: 'ok' | 'error' = 'ok'): void {
  * The force-release confirmation: shows what is about to be released, asks why, and calls
  * the API only on an explicit confirm.
  */
-export function setUpForceRelease(now: () => number): (lock: Lock) => void {
+export function setUpForceRelease(now: () => number): (lock: HeldLock) => void {
   const dialog = byId<HTMLDialogElement>('force-dialog');
   const form = byId<HTMLFormElement>('force-form');
   const details = byId('force-details');
   const reason = byId<HTMLTextAreaElement>('force-reason');
   const error = byId('force-error');
   const confirm = byId<HTMLButtonElement>('force-confirm');
-  let current: Lock | undefined;
+  let current: HeldLock | undefined;
   let busy = false;
 
   byId('force-cancel').addEventListener('click', () => dialog.close());
@@ -68,7 +70,7 @@ export function setUpForceRelease(now: () => number): (lock: Lock) => void {
     error.hidden = false;
   }
 
-  return (lock: Lock) => {
+  return (lock: HeldLock) => {
     current = lock;
     const createdMs = Date.parse(lock.createdAt);
     details.replaceChildren(
@@ -115,8 +117,108 @@ function failureText(failure: unknown): string {
 }
 
 /** A lock's owner (the name of the token that took it), or why there is none. */
-export function ownerText(lock: Lock): string {
+export function ownerText(lock: HeldLock): string {
   return lock.owner ?? '— (no token)';
+}
+
+/**
+ * The group release confirmation: shows the group's locks (`rows`, read when it opens) and
+ * releases them all (DELETE /locks/{groupId}) only on an explicit confirm.
+ */
+export function setUpReleaseGroup(
+  now: () => number,
+  rowsOf: (groupId: string) => readonly Row[],
+): (groupId: string) => void {
+  const dialog = byId<HTMLDialogElement>('group-dialog');
+  const form = byId<HTMLFormElement>('group-form');
+  const details = byId('group-details');
+  const members = byId('group-members');
+  const error = byId('group-error');
+  const confirm = byId<HTMLButtonElement>('group-confirm');
+  let current: string | undefined;
+  let busy = false;
+
+  byId('group-cancel').addEventListener('click', () => dialog.close());
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    const groupId = current;
+    if (groupId === undefined || busy) return;
+    busy = true;
+    confirm.disabled = true;
+    error.hidden = true;
+    const waitNote = (ms: number) => {
+      error.textContent = `Too many requests: trying again in ${Math.ceil(ms / 1000)} s…`;
+      error.className = 'muted small';
+      error.hidden = false;
+    };
+    releaseGroup(groupId, waitNote).then(
+      (released) => {
+        busy = false;
+        confirm.disabled = false;
+        dialog.close();
+        const count = released.locks.length;
+        toast(`Released the group: ${count} ${count === 1 ? 'lock' : 'locks'}.`);
+      },
+      (failure: unknown) => {
+        busy = false;
+        confirm.disabled = false;
+        error.textContent = groupFailureText(failure);
+        error.className = 'error';
+        error.hidden = false;
+      },
+    );
+  });
+
+  return (groupId: string) => {
+    current = groupId;
+    const rows = rowsOf(groupId);
+    const first = rows[0];
+    details.replaceChildren(
+      h('dt', null, 'Group'),
+      h('dd', { class: 'mono' }, groupId),
+      h('dt', null, 'Held by'),
+      h('dd', null, first ? first.lock.who : '—'),
+      h('dt', null, 'Owner'),
+      h('dd', null, first ? ownerText(first.lock) : '—'),
+      h('dt', null, 'Held for'),
+      h('dd', null, first ? formatDuration(now() - first.createdMs) : '—'),
+    );
+    members.replaceChildren(
+      ...rows.map((row) => {
+        const tag = holdTag({ ...row.lock, groupId: null }).text;
+        return h(
+          'li',
+          null,
+          h('span', { class: 'member-service' }, row.lock.service),
+          tag === '' ? null : h('span', { class: 'tag' }, tag),
+          h('span', { class: 'muted small' }, ` token ${row.lock.fencingToken}`),
+        );
+      }),
+    );
+    error.hidden = true;
+    confirm.disabled = false;
+    if (!dialog.open) dialog.showModal();
+    confirm.focus();
+  };
+}
+
+/** Why a group release failed, in words. */
+function groupFailureText(failure: unknown): string {
+  if (!(failure instanceof ApiError)) {
+    return `Release failed: ${failure instanceof Error ? failure.message : String(failure)}`;
+  }
+  switch (failure.status) {
+    case 404:
+      return 'This group is no longer held: its locks were released or expired meanwhile.';
+    case 401:
+      return 'Not signed in: a valid API token is needed to release a group.';
+    case 403:
+      return `This token may not release this group: ${failure.message}`;
+    case 429:
+      return `Too many requests: try again in ${Math.ceil((failure.retryAfterMs ?? 1000) / 1000)} s.`;
+    default:
+      return `Release failed: ${failure.message}`;
+  }
 }
 
 /** The settings dialog: the token can be changed or removed here at any time. */

@@ -1,7 +1,8 @@
-import { ApiError, getHistory, getQueue, type Lock, type LockEvent, type Queue } from './api.js';
+import { ApiError, getHistory, getQueue, type HeldLock, type LockEvent, type Queue } from './api.js';
 import { byId, h, setText } from './dom.js';
 import { formatAxis, formatDateTime, formatDuration, formatSeconds } from './format.js';
-import type { LockState } from './state.js';
+import type { LockState, Row } from './state.js';
+import { holdTag } from './table.js';
 
 export type Range = '1h' | '24h' | '7d';
 const RANGE_MS: Record<Range, number> = { '1h': 3600_000, '24h': 24 * 3600_000, '7d': 7 * 24 * 3600_000 };
@@ -28,13 +29,18 @@ interface Hold {
 export interface ServicePageDeps {
   readonly state: LockState;
   readonly now: () => number;
-  readonly forceRelease: (lock: Lock) => void;
+  readonly forceRelease: (lock: HeldLock) => void;
+  /** Asks to release a whole group (the confirmation dialog). */
+  readonly releaseGroup: (groupId: string) => void;
   readonly requestRender: () => void;
   /** False until the watch stream's first snapshot: the holder is unknown until then. */
   readonly loaded: () => boolean;
 }
 
-/** The page of one service: its holder, its queue, who held it when, and its events. */
+/**
+ * The page of one service: its holders (several for a semaphore or shared holders, each with
+ * its group if it has one), its queue, who held it when, and its events.
+ */
 export class ServicePage {
   private service: string | undefined;
   private range: Range = '24h';
@@ -119,7 +125,7 @@ export class ServicePage {
 
   render(now: number): void {
     if (this.service === undefined) return;
-    this.renderHolder(now);
+    this.renderHolders(now);
     if (this.queueDirty || (this.queue?.waiters.length ?? 0) > 0) this.renderQueue(now);
     if (this.eventsDirty || now - this.timelineAt > TIMELINE_REFRESH_MS) {
       this.renderTimeline(now);
@@ -226,18 +232,10 @@ export class ServicePage {
       });
   }
 
-  private renderHolder(now: number): void {
-    const row = this.service === undefined ? undefined : this.deps.state.ofService(this.service);
-    const held = row && row.expiresMs > now ? row : undefined;
-    const key = held
-      ? `${held.lock.id}:${held.lock.expiresAt}:${held.lock.waiters}:${held.lock.owner ?? ''}`
-      : 'free';
-    const heldFor = held ? formatDuration(now - held.createdMs) : '';
-    const expires = !held
-      ? ''
-      : held.expiresMs === Number.POSITIVE_INFINITY
-        ? 'no TTL'
-        : formatDuration(held.expiresMs - now);
+  private renderHolders(now: number): void {
+    const holders = (this.service === undefined ? [] : this.deps.state.holdersOf(this.service)).filter(
+      (row) => row.expiresMs > now,
+    );
     if (!this.deps.loaded()) {
       if (this.holderKey !== 'loading') {
         this.holderKey = 'loading';
@@ -245,48 +243,106 @@ export class ServicePage {
       }
       return;
     }
+    const key =
+      holders.length === 0
+        ? 'free'
+        : holders
+            .map(({ lock }) => {
+              const group = lock.groupId === null ? '' : this.deps.state.groupOf(lock.groupId).length;
+              return `${lock.id}:${lock.expiresAt}:${lock.waiters}:${lock.owner ?? ''}:${lock.limit}:${group}`;
+            })
+            .join('|');
     if (key !== this.holderKey) {
       this.holderKey = key;
-      if (!held) {
+      if (holders.length === 0) {
         this.holder.replaceChildren(h('p', { class: 'free' }, 'Free: nobody holds this lock.'));
       } else {
-        const { lock } = held;
-        const button = h(
-          'button',
-          { class: 'danger', attrs: { type: 'button' }, on: { click: () => this.deps.forceRelease(lock) } },
-          'Force release',
-        );
-        this.holder.replaceChildren(
-          h(
-            'dl',
-            { class: 'details' },
-            h('dt', null, 'Held by'),
-            h('dd', { class: 'holder-who' }, lock.who),
-            h('dt', null, 'Owner'),
-            h(
-              'dd',
-              { class: lock.owner ? 'holder-owner' : 'holder-owner muted' },
-              lock.owner ?? '— (taken without a token)',
-            ),
-            h('dt', null, 'Held for'),
-            h('dd', { class: 'holder-held' }),
-            h('dt', null, 'Expires in'),
-            h('dd', { class: 'holder-expires' }),
-            h('dt', null, 'Fencing token'),
-            h('dd', null, String(lock.fencingToken)),
-            h('dt', null, 'Since'),
-            h('dd', null, formatDateTime(held.createdMs)),
-            h('dt', null, 'Lock id'),
-            h('dd', { class: 'mono' }, lock.id),
-          ),
-          button,
+        const summary = holdersSummary(holders);
+        const blocks = holders.map((row) => this.holderBlock(row));
+        this.holder.replaceChildren(...(summary ? [summary, ...blocks] : blocks));
+      }
+    }
+    for (const row of holders) {
+      const block = this.holder.querySelector(`[data-lock-id="${row.lock.id}"]`);
+      const heldCell = block?.querySelector('.holder-held');
+      const expiresCell = block?.querySelector('.holder-expires');
+      if (heldCell) setText(heldCell, formatDuration(now - row.createdMs));
+      if (expiresCell) {
+        setText(
+          expiresCell,
+          row.expiresMs === Number.POSITIVE_INFINITY ? 'no TTL' : formatDuration(row.expiresMs - now),
         );
       }
     }
-    const heldCell = this.holder.querySelector('.holder-held');
-    const expiresCell = this.holder.querySelector('.holder-expires');
-    if (heldCell) setText(heldCell, heldFor);
-    if (expiresCell) setText(expiresCell, expires);
+  }
+
+  /** One holder: who, how it holds the service, its lease and token, its group; its buttons. */
+  private holderBlock(row: Row): HTMLElement {
+    const { lock } = row;
+    const groupId = lock.groupId;
+    const mode =
+      lock.mode === 'shared'
+        ? 'shared'
+        : lock.limit > 1
+          ? `exclusive, one of up to ${lock.limit} (a semaphore)`
+          : 'exclusive';
+    return h(
+      'div',
+      { class: 'holder', attrs: { 'data-lock-id': lock.id } },
+      h(
+        'dl',
+        { class: 'details' },
+        h('dt', null, 'Held by'),
+        h('dd', { class: 'holder-who' }, lock.who),
+        h('dt', null, 'Owner'),
+        h(
+          'dd',
+          { class: lock.owner ? 'holder-owner' : 'holder-owner muted' },
+          lock.owner ?? '— (taken without a token)',
+        ),
+        h('dt', null, 'Mode'),
+        h('dd', { class: 'holder-mode' }, mode),
+        h('dt', null, 'Held for'),
+        h('dd', { class: 'holder-held' }),
+        h('dt', null, 'Expires in'),
+        h('dd', { class: 'holder-expires' }),
+        h('dt', null, 'Fencing token'),
+        h('dd', null, String(lock.fencingToken)),
+        h('dt', null, 'Since'),
+        h('dd', null, formatDateTime(row.createdMs)),
+        h('dt', null, 'Lock id'),
+        h('dd', { class: 'mono' }, lock.id),
+        groupId === null ? null : h('dt', null, 'Group'),
+        groupId === null ? null : h('dd', { class: 'holder-group' }, this.groupText(groupId)),
+      ),
+      h(
+        'div',
+        { class: 'buttons-row' },
+        h(
+          'button',
+          { class: 'danger', attrs: { type: 'button' }, on: { click: () => this.deps.forceRelease(lock) } },
+          'Force release',
+        ),
+        groupId === null
+          ? null
+          : h(
+              'button',
+              {
+                class: 'danger release-group',
+                attrs: { type: 'button', 'aria-label': `Release group ${groupId}` },
+                on: { click: () => this.deps.releaseGroup(groupId) },
+              },
+              'Release group',
+            ),
+      ),
+    );
+  }
+
+  /** `3 locks: db, cache, phone-2 (id 1a2b3c4d)`: what the group holds together. */
+  private groupText(groupId: string): string {
+    const members = this.deps.state.groupOf(groupId);
+    const services = members.map((row) => row.lock.service).join(', ');
+    return `${members.length} ${members.length === 1 ? 'lock' : 'locks'}: ${services} (id ${groupId.slice(0, 8)})`;
   }
 
   private renderQueue(now: number): void {
@@ -310,6 +366,14 @@ export class ServicePage {
         null,
         h('td', { class: 'num' }, String(waiter.position)),
         h('td', { class: 'who' }, waiter.who),
+        h('td', { class: 'mode' }, waiter.mode),
+        h('td', { class: waiter.priority === 0 ? 'num muted' : 'num priority' }, String(waiter.priority)),
+        h(
+          'td',
+          { class: 'asks' },
+          waiter.label === null ? 'this service' : `any "${waiter.label}"`,
+          waiter.groupId === null ? null : h('span', { class: 'tag' }, 'group'),
+        ),
         h('td', null, formatDateTime(Date.parse(waiter.since))),
         h('td', { class: 'num' }, formatDuration(now - Date.parse(waiter.since))),
       ),
@@ -326,6 +390,9 @@ export class ServicePage {
             null,
             h('th', { class: 'num', attrs: { scope: 'col' } }, '#'),
             h('th', { attrs: { scope: 'col' } }, 'Who'),
+            h('th', { attrs: { scope: 'col' } }, 'Mode'),
+            h('th', { class: 'num', attrs: { scope: 'col' } }, 'Priority'),
+            h('th', { attrs: { scope: 'col' } }, 'Asks for'),
             h('th', { attrs: { scope: 'col' } }, 'Waiting since'),
             h('th', { class: 'num', attrs: { scope: 'col' } }, 'Waiting for'),
           ),
@@ -348,9 +415,10 @@ export class ServicePage {
       if (!Number.isFinite(begin) || !Number.isFinite(end) || end < start) continue;
       holds.push({ who: event.lock.who, start: begin, end, how: event.type, reason: event.reason });
     }
-    const row = this.service === undefined ? undefined : this.deps.state.ofService(this.service);
-    if (row && row.expiresMs > now) {
-      holds.push({ who: row.lock.who, start: row.createdMs, end: now, how: 'held', reason: null });
+    for (const row of this.service === undefined ? [] : this.deps.state.holdersOf(this.service)) {
+      if (row.expiresMs > now) {
+        holds.push({ who: row.lock.who, start: row.createdMs, end: now, how: 'held', reason: null });
+      }
     }
     return holds.sort((a, b) => a.start - b.start);
   }
@@ -490,4 +558,21 @@ function describe(error: unknown, what: string): string {
     return `Cannot load the ${what}: ${error.message}`;
   }
   return `Cannot load the ${what}: ${error instanceof Error ? error.message : String(error)}`;
+}
+
+/** `2 of 3 held` (a semaphore), `3 shared holders`: how full the service is; empty for a mutex. */
+function holdersSummary(holders: readonly Row[]): HTMLElement | null {
+  const first = holders[0];
+  if (!first) return null;
+  if (holders.every((row) => row.lock.mode === 'shared')) {
+    return h(
+      'p',
+      { class: 'holders-summary muted' },
+      `${holders.length} shared ${holders.length === 1 ? 'holder' : 'holders'}: more shared holders may join, no exclusive one.`,
+    );
+  }
+  const limit = Math.min(...holders.map((row) => row.lock.limit));
+  if (limit <= 1) return null;
+  const tag = holdTag({ mode: 'exclusive', limit, groupId: null }).text;
+  return h('p', { class: 'holders-summary muted' }, `${holders.length} of ${limit} held (${tag}).`);
 }

@@ -39,6 +39,8 @@ export function sortRows(rows: Row[], key: SortKey, descending: boolean): Row[] 
 interface RowView {
   readonly tr: HTMLTableRowElement;
   readonly service: HTMLAnchorElement;
+  /** How the lock shares its service (shared, a limit above 1) and whether it is in a group. */
+  readonly tag: HTMLSpanElement;
   readonly who: HTMLTableCellElement;
   readonly owner: HTMLTableCellElement;
   readonly held: HTMLTableCellElement;
@@ -128,6 +130,10 @@ export class LockTable {
         owner === null ? 'Taken without a token (authentication off)' : `Taken with the token "${owner}"`;
       view.owner.className = owner === null ? 'owner muted' : 'owner';
       view.service.title = lock.service;
+      const tag = holdTag(lock);
+      setText(view.tag, tag.text);
+      view.tag.title = tag.title;
+      view.tag.hidden = tag.text === '';
       setText(view.token, String(lock.fencingToken));
       setText(view.waiters, lock.waiters === 0 ? '0' : String(lock.waiters));
       view.waiters.className = lock.waiters > 0 ? 'num has-waiters' : 'num muted';
@@ -147,10 +153,12 @@ export class LockTable {
 
   private createRow(): RowView {
     const service = h('a', { class: 'service-link' });
+    const tag = h('span', { class: 'tag' });
     const button = h('button', { class: 'danger small', attrs: { type: 'button' } }, 'Force release');
     const view: RowView = {
       tr: h('tr', { class: 'row' }),
       service,
+      tag,
       who: h('td', { class: 'who' }),
       owner: h('td', { class: 'owner' }),
       held: h('td', { class: 'num' }),
@@ -161,7 +169,7 @@ export class LockTable {
       row: undefined,
     };
     view.tr.append(
-      h('td', { class: 'service' }, service),
+      h('td', { class: 'service' }, service, tag),
       view.who,
       view.owner,
       view.held,
@@ -175,4 +183,28 @@ export class LockTable {
     });
     return view;
   }
+}
+
+/**
+ * The short words beside a lock's service: `shared`, `limit 3` (a semaphore), `group`; and
+ * what they mean, for the tooltip. Empty for a plain lock (exclusive, limit 1, alone).
+ */
+export function holdTag(lock: Pick<Row['lock'], 'mode' | 'limit' | 'groupId'>): {
+  text: string;
+  title: string;
+} {
+  const words: string[] = [];
+  const titles: string[] = [];
+  if (lock.mode === 'shared') {
+    words.push('shared');
+    titles.push('Held in shared mode: other shared holders may hold it too, no exclusive one.');
+  } else if (lock.limit > 1) {
+    words.push(`limit ${lock.limit}`);
+    titles.push(`A semaphore: up to ${lock.limit} exclusive holders at once.`);
+  }
+  if (lock.groupId !== null) {
+    words.push('group');
+    titles.push(`Acquired in group ${lock.groupId}, with every other lock of the group.`);
+  }
+  return { text: words.join(' · '), title: titles.join(' ') };
 }

@@ -1,24 +1,13 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { chmodSync, existsSync, readFileSync, renameSync, watch, writeFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
 import { basename, dirname, join } from 'node:path';
 import type { YAMLSeq } from 'yaml';
+import { yaml } from '../config/yaml.js';
 import { type Principal, SCOPES, type Scope } from '../core/auth.js';
 import { unauthenticated } from '../core/errors.js';
 import type { Logger } from '../core/logger.js';
 import type { CredentialCheck } from '../core/sessions.js';
 import { canonicalPeerSubject, parseSubject } from './client-certificate.js';
-
-/**
- * The yaml package, loaded when a tokens file is first read or edited: a server without one,
- * and every CLI command but `tracker token`, never pay for it (about 40 ms of start-up).
- */
-const require = createRequire(import.meta.url);
-let yamlModule: typeof import('yaml') | undefined;
-const yaml = (): typeof import('yaml') => {
-  yamlModule ??= require('yaml') as typeof import('yaml');
-  return yamlModule;
-};
 
 /**
  * The tokens file: JSON or YAML, holding only SHA-256 hashes of tokens (a token is 32

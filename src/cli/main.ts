@@ -1,7 +1,10 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import {
+  type Claim,
+  LimitMismatchError,
   LockHeldError,
+  NoSuchLabelError,
   PermissionDeniedError,
   RateLimitedError,
   ServerUnreachableError,
@@ -12,7 +15,15 @@ import {
 } from '../sdk/index.js';
 import { durationSeconds, type LockEvent } from '../sdk/tracker-client.js';
 import { runLocked } from './run-locked.js';
-import { formatHistory, formatLockTable, formatQueue, humanDuration, printable } from './table.js';
+import {
+  formatHistory,
+  formatLockTable,
+  formatQueue,
+  formatResource,
+  formatResources,
+  humanDuration,
+  printable,
+} from './table.js';
 import { CommandError, EXIT, parsed, strict, UsageError } from './usage.js';
 
 export { EXIT } from './usage.js';
@@ -23,6 +34,12 @@ const MAX_REASON_LENGTH = 1024;
 const DEFAULT_HISTORY_EVENTS = 100;
 const MAX_HISTORY_EVENTS = 100_000;
 const HISTORY_PAGE = 1000;
+/** The server's ranges, checked first so that a mistake is a usage error (exit 2). */
+const MAX_LIMIT = 1000;
+const MAX_QUANTITY = 32;
+const MAX_PRIORITY = 1000;
+const MAX_LABELS = 32;
+const MAX_PROPERTIES = 64;
 
 const EXIT_HELP = `Exit codes:
   0   done
@@ -68,6 +85,11 @@ Commands:
                                     release a lock whoever holds it (operators)
   lock history [--service S] [--who W] [--since T] [--until T] [--limit N]
                                     what happened to locks, newest first
+  resource put NAME [--label L]... [--property K=V]... [--capacity N] [--description D]
+                                    register (or replace) a resource (lock:admin)
+  resource get NAME                 show a resource, its holders and waiters
+  resource list [--label L]         list resources (those carrying a label)
+  resource delete NAME              remove a resource that nobody holds (lock:admin)
   token create --name N --scopes S[,S] [--services P[,P]] [--certificate-subject S] [--file F]
                                     add a token to the server's tokens file; prints it once
                                     (or a client-certificate identity: no token)
@@ -88,7 +110,21 @@ of the TTL, forwards SIGINT, SIGTERM and SIGHUP, and releases the lock when COMM
 Exits with COMMAND's exit code. If the lock is lost, COMMAND gets SIGTERM at once and
 SIGKILL after --kill-grace (default 10s), and run exits 75.
 
+Several --service, or --label with --quantity over 1, take a group: every lock at once or
+none (the command then gets TRACKER_GROUP_ID instead of TRACKER_LOCK_ID). The command also
+gets TRACKER_RESOURCES (the names it holds, comma-separated, in grant order),
+TRACKER_FENCING_TOKENS (theirs, in the same order) and, for each one i from 0,
+TRACKER_RESOURCE_<i> (its name) and TRACKER_RESOURCE_<i>_<PROPERTY> (each property of a
+registered resource, the name upper-cased, other characters than A-Z and 0-9 as _).
+
 ${LOCK_OPTIONS}
+                 (repeat it to hold several services at once, as a group)
+  --label L      any free registered resource carrying label L (with --service too: a group)
+  --quantity N   with --label: N resources of it, 1 to ${MAX_QUANTITY} (default 1)
+  --limit N      the services admit N holders at once, 1 to ${MAX_LIMIT} (a semaphore; default 1)
+  --shared       hold in shared mode: with other shared holders, never with an exclusive one
+  --priority P   when waiting: higher is granted first, -${MAX_PRIORITY} to ${MAX_PRIORITY} (default 0;
+                 a negative one as --priority=-5)
   --kill-grace D time between SIGTERM and SIGKILL when the lock is lost (default 10s)
 
 ${CLIENT_OPTIONS}
@@ -100,6 +136,63 @@ ${EXIT_HELP}
 Prints the lock's id (the lock as JSON with --json).
 
 ${LOCK_OPTIONS}
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  resource: `Usage: tracker resource <put|get|list|delete> ...
+
+  resource put NAME [--label L]... [--property K=V]... [--capacity N] [--description D]
+  resource get NAME
+  resource list [--label L]
+  resource delete NAME
+
+Run \`tracker resource <command> --help\` for a command's options.
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  'resource put': `Usage: tracker resource put NAME [--label L]... [--property K=V]... [--capacity N] [--description D]
+
+Registers the resource NAME, or replaces it (its holders keep it): a request for one of its
+labels (tracker run --label L) may take it, and every lock on it shows its properties.
+Prints "created NAME" or "replaced NAME" (the resource as JSON with --json). Needs a
+lock:admin token when the server has authentication on.
+
+  --label L        a label (repeat it: at most ${MAX_LABELS})
+  --property K=V   a property, shown to its holders (repeat it: at most ${MAX_PROPERTIES})
+  --capacity N     how many exclusive holders it admits at once, 1 to ${MAX_LIMIT} (default 1)
+  --description D  what it is, in words
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  'resource get': `Usage: tracker resource get NAME
+
+The resource: capacity, free, holders, waiters, labels; its description and properties,
+then its holders as a table (the resource as JSON with --json).
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  'resource list': `Usage: tracker resource list [--label L]
+
+An aligned table, by name: name, capacity, free, holders, waiters, labels.
+
+  --label L      only the resources carrying label L
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  'resource delete': `Usage: tracker resource delete NAME
+
+Removes the resource from the registry; refused while a lock holds it. Needs a lock:admin
+token when the server has authentication on.
 
 ${CLIENT_OPTIONS}
 
@@ -200,6 +293,67 @@ function count(value: string | undefined, flag: string, min: number, max: number
     throw new UsageError(`${flag} must be a whole number from ${min} to ${max}; got "${printable(value)}"`);
   }
   return number;
+}
+
+/** A whole number, maybe negative, from `min` to `max`, or a usage error. */
+function integer(value: string | undefined, flag: string, min: number, max: number): number | undefined {
+  if (value === undefined) return undefined;
+  const number = /^-?\d{1,9}$/.test(value) ? Number(value) : Number.NaN;
+  if (!(number >= min && number <= max)) {
+    throw new UsageError(`${flag} must be a whole number from ${min} to ${max}; got "${printable(value)}"`);
+  }
+  return number;
+}
+
+/**
+ * `run`'s claims: one per --service, and --label with its --quantity; --limit and --shared
+ * apply to each (--limit to the services only: a resource's capacity is its limit).
+ */
+function claimsOf(values: {
+  service?: string[] | undefined;
+  label?: string | undefined;
+  quantity?: string | undefined;
+  limit?: string | undefined;
+  shared?: boolean | undefined;
+}): Claim[] {
+  const services = values.service ?? [];
+  const { label, shared } = values;
+  if (services.length === 0 && label === undefined) throw new UsageError('--service or --label is required');
+  const quantity = count(values.quantity, '--quantity', 1, MAX_QUANTITY);
+  if (quantity !== undefined && label === undefined) throw new UsageError('--quantity goes with --label');
+  const limit = count(values.limit, '--limit', 1, MAX_LIMIT);
+  if (limit !== undefined && shared) {
+    throw new UsageError('--limit applies to exclusive locks: not with --shared');
+  }
+  if (limit !== undefined && services.length === 0) {
+    throw new UsageError("--limit applies to --service: a resource's capacity is its limit");
+  }
+  const mode = shared ? ('shared' as const) : undefined;
+  return [
+    ...services.map((service) => ({ service, mode, limit })),
+    ...(label === undefined ? [] : [{ label, mode, quantity }]),
+  ];
+}
+
+/** `--property K=V` flags as an object; a key given twice is a usage error. */
+function propertiesOf(flags: readonly string[] | undefined): Record<string, string> | undefined {
+  if (flags === undefined) return undefined;
+  const properties: Record<string, string> = {};
+  for (const flag of flags) {
+    const equals = flag.indexOf('=');
+    if (equals <= 0) throw new UsageError(`--property must be KEY=VALUE; got "${printable(flag)}"`);
+    const key = flag.slice(0, equals);
+    if (Object.hasOwn(properties, key)) throw new UsageError(`--property ${printable(key)} is given twice`);
+    properties[key] = flag.slice(equals + 1);
+  }
+  return properties;
+}
+
+/** The one positional NAME a resource command takes. */
+function withName<V>(result: { values: V; positionals: string[] }): { values: V; name: string } {
+  const [name, more] = result.positionals;
+  if (!name || more !== undefined) throw new UsageError('give exactly one resource NAME');
+  return { values: result.values, name };
 }
 
 /** Whether the last client made carried a token: a 401 without one says how to give it. */
@@ -373,24 +527,94 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
     const { values, positionals } = parsed(() =>
       parseArgs({
         args: args.slice(0, dashes),
-        options: { ...clientFlags, ...lockFlags, 'kill-grace': { type: 'string' } },
+        options: {
+          ...clientFlags,
+          ...lockFlags,
+          service: { type: 'string', multiple: true },
+          label: { type: 'string' },
+          quantity: { type: 'string' },
+          limit: { type: 'string' },
+          shared: { type: 'boolean' },
+          priority: { type: 'string' },
+          'kill-grace': { type: 'string' },
+        },
         ...strict,
       }),
     );
     if (positionals.length > 0)
       throw new UsageError(`unexpected argument: ${positionals[0]} (put the command after --)`);
-    if (!values.service) throw new UsageError('--service is required');
+    const claims = claimsOf(values);
     const [command, ...commandArgs] = args.slice(dashes + 1) as [string, ...string[]];
     return runLocked({
       client: clientOf(values),
-      service: values.service,
+      claims,
       who: values.who,
       ttlSeconds: duration(values.ttl, '--ttl'),
       waitSeconds: duration(values.wait, '--wait'),
+      priority: integer(values.priority, '--priority', -MAX_PRIORITY, MAX_PRIORITY),
       killGraceMs: (duration(values['kill-grace'], '--kill-grace') ?? 10) * 1000,
       command,
       args: commandArgs,
     });
+  },
+
+  async 'resource put'(args) {
+    const { values, name } = withName(
+      parsed(() =>
+        parseArgs({
+          args,
+          options: {
+            ...clientFlags,
+            label: { type: 'string', multiple: true },
+            property: { type: 'string', multiple: true },
+            capacity: { type: 'string' },
+            description: { type: 'string' },
+          },
+          ...strict,
+        }),
+      ),
+    );
+    const properties = propertiesOf(values.property);
+    if ((values.label?.length ?? 0) > MAX_LABELS) throw new UsageError(`at most ${MAX_LABELS} --label`);
+    if (Object.keys(properties ?? {}).length > MAX_PROPERTIES) {
+      throw new UsageError(`at most ${MAX_PROPERTIES} --property`);
+    }
+    const { resource, created } = await clientOf(values).putResource(name, {
+      labels: values.label,
+      properties,
+      capacity: count(values.capacity, '--capacity', 1, MAX_LIMIT),
+      description: values.description,
+    });
+    print(
+      values.json
+        ? JSON.stringify(resource)
+        : `${created ? 'created' : 'replaced'} ${printable(resource.name)}`,
+    );
+    return EXIT.OK;
+  },
+
+  async 'resource get'(args) {
+    const { values, name } = withName(parsed(() => parseArgs({ args, options: clientFlags, ...strict })));
+    const resource = await clientOf(values).getResource(name);
+    print(values.json ? JSON.stringify(resource) : formatResource(resource, Date.now()));
+    return EXIT.OK;
+  },
+
+  async 'resource list'(args) {
+    const { values, positionals } = parsed(() =>
+      parseArgs({ args, options: { ...clientFlags, label: { type: 'string' } }, ...strict }),
+    );
+    if (positionals.length > 0) throw new UsageError(`unexpected argument: ${positionals[0]}`);
+    const resources = await clientOf(values).listResources({ label: values.label });
+    print(values.json ? JSON.stringify(resources) : formatResources(resources));
+    return EXIT.OK;
+  },
+
+  async 'resource delete'(args) {
+    const { values, name } = withName(parsed(() => parseArgs({ args, options: clientFlags, ...strict })));
+    await clientOf(values).deleteResource(name);
+    print(values.json ? JSON.stringify({ success: true, name }) : `deleted ${printable(name)}`);
+    return EXIT.OK;
   },
 };
 
@@ -402,7 +626,7 @@ function withId<V>(result: { values: V; positionals: string[] }): { values: V; i
 }
 
 /** Commands in groups: `tracker lock acquire`, `tracker token create`. */
-const GROUPS = ['lock', 'token'];
+const GROUPS = ['lock', 'token', 'resource'];
 
 /** Runs the CLI; resolves with the exit code. */
 export async function cli(argv: string[]): Promise<number> {
@@ -471,6 +695,16 @@ function fail(error: unknown): number {
   if (error instanceof WaitTimeoutError) {
     line(`timed out waiting: ${error.existingLock.service} is held by ${error.existingLock.who}`);
     return EXIT.WAIT_TIMEOUT;
+  }
+  if (error instanceof LimitMismatchError) {
+    line(
+      `${error.service} is held (or registered) with limit ${error.limit}: ask with --limit ${error.limit}`,
+    );
+    return EXIT.FAILURE;
+  }
+  if (error instanceof NoSuchLabelError) {
+    line(`no registered resource carries the label ${error.label} (see tracker resource list)`);
+    return EXIT.FAILURE;
   }
   if (error instanceof UnauthenticatedError) {
     line(`unauthenticated: ${error.message}${sentToken ? '' : ' (set TRACKER_TOKEN or pass --token)'}`);

@@ -1,6 +1,8 @@
 import { spawn } from 'node:child_process';
 import { constants } from 'node:os';
 import {
+  type Claim,
+  type LockInfo,
   LockNotFoundError,
   LockNotHeldError,
   type QueueInfo,
@@ -12,10 +14,16 @@ import { humanDuration, printable } from './table.js';
 
 export interface RunLockedOptions {
   readonly client: TrackerClient;
-  readonly service: string;
+  /**
+   * What to hold: one claim (a service, or one resource of a label) is a single acquire;
+   * several, or a label claim with a quantity over 1, a group acquire (all or nothing).
+   */
+  readonly claims: readonly Claim[];
   readonly who: string | undefined;
   readonly ttlSeconds: number | undefined;
   readonly waitSeconds: number | undefined;
+  /** Higher waiters are granted first (default 0). */
+  readonly priority: number | undefined;
   /** Between SIGTERM and SIGKILL when the lock is lost. */
   readonly killGraceMs: number;
   readonly command: string;
@@ -86,25 +94,111 @@ async function showProgress(client: TrackerClient, service: string, who: string)
   };
 }
 
+/** What `run` holds while the command runs: one lock or a group, and how to keep it. */
+interface Held {
+  /** For messages: `the lock on S`, `group G`. */
+  readonly what: string;
+  /** In grant order. */
+  readonly locks: readonly LockInfo[];
+  /** The shortest lease of its locks; null: none expires. */
+  readonly ttlSeconds: number | null;
+  /** The command's environment variables that name it. */
+  readonly env: Readonly<Record<string, string>>;
+  /** Throws LockNotHeldError once it is lost (for a group: once any lock of it ended). */
+  renew(): Promise<void>;
+  release(): Promise<void>;
+}
+
+/** Takes what the claims ask for: a single acquire, or a group acquire. */
+async function take(options: RunLockedOptions, who: string): Promise<Held> {
+  const { client, claims, ttlSeconds: ttl, waitSeconds: wait, priority } = options;
+  const [claim] = claims;
+  if (claim !== undefined && claims.length === 1 && (claim.quantity ?? 1) === 1) {
+    const lock = await client.acquire(claim.service ?? null, {
+      who,
+      ttl,
+      wait,
+      priority,
+      label: claim.label,
+      limit: claim.limit,
+      mode: claim.mode,
+    });
+    return {
+      what: `the lock on ${printable(lock.service)}`,
+      locks: [lock],
+      ttlSeconds: lock.ttlSeconds,
+      env: {
+        TRACKER_LOCK_ID: lock.id,
+        TRACKER_FENCING_TOKEN: String(lock.fencingToken),
+        TRACKER_SERVICE: lock.service,
+        ...resourceEnv([lock]),
+      },
+      renew: async () => {
+        await client.renew(lock.id);
+      },
+      release: () => client.release(lock.id),
+    };
+  }
+  const group = await client.acquireGroup({ who, ttl, wait, priority, locks: claims });
+  const ttls = group.locks.flatMap((lock) => (lock.ttlSeconds === null ? [] : [lock.ttlSeconds]));
+  return {
+    what: `group ${group.id}`,
+    locks: group.locks,
+    ttlSeconds: ttls.length === 0 ? null : Math.min(...ttls),
+    env: { TRACKER_GROUP_ID: group.id, ...resourceEnv(group.locks) },
+    renew: async () => {
+      const renewed = await client.renewGroup(group.id);
+      // A member released or force-released alone: the group is no longer whole.
+      if (renewed.locks.length < group.locks.length) {
+        throw new LockNotHeldError(`${group.locks.length - renewed.locks.length} of its locks ended`);
+      }
+    },
+    release: async () => {
+      await client.releaseGroup(group.id);
+    },
+  };
+}
+
+/**
+ * What the command learns of the resources it holds, the way Lockable Resources exposes
+ * them: TRACKER_RESOURCES (the names, comma-separated, in grant order), TRACKER_FENCING_TOKENS
+ * (theirs, in the same order), and for each one i TRACKER_RESOURCE_<i> (its name) and
+ * TRACKER_RESOURCE_<i>_<PROPERTY> (each property of a registered resource; the name upper-
+ * cased, every other character than A-Z and 0-9 as `_`).
+ */
+export function resourceEnv(locks: readonly LockInfo[]): Record<string, string> {
+  const env: Record<string, string> = {
+    TRACKER_RESOURCES: locks.map((lock) => lock.service).join(','),
+    TRACKER_FENCING_TOKENS: locks.map((lock) => String(lock.fencingToken)).join(','),
+  };
+  locks.forEach((lock, index) => {
+    env[`TRACKER_RESOURCE_${index}`] = lock.service;
+    const properties = Object.entries(lock.resource?.properties ?? {}).sort(([a], [b]) => (a < b ? -1 : 1));
+    for (const [key, value] of properties) {
+      env[`TRACKER_RESOURCE_${index}_${key.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`] = value;
+    }
+  });
+  return env;
+}
+
 export async function runLocked(options: RunLockedOptions): Promise<number> {
-  const { client, service } = options;
+  const { client } = options;
   const who = options.who ?? defaultWho();
-  const stopProgress = options.waitSeconds ? await showProgress(client, service, who) : undefined;
-  let lock: Awaited<ReturnType<TrackerClient['acquire']>>;
+  // Progress names a holder of one service; a label or a group has no one queue to show.
+  const [first] = options.claims;
+  const shown = options.claims.length === 1 && first?.service !== undefined ? first.service : undefined;
+  const stopProgress =
+    options.waitSeconds && shown !== undefined ? await showProgress(client, shown, who) : undefined;
+  let held: Held;
   try {
-    lock = await client.acquire(service, { who, ttl: options.ttlSeconds, wait: options.waitSeconds });
+    held = await take(options, who);
   } finally {
     stopProgress?.();
   }
 
   const child = spawn(options.command, [...options.args], {
     stdio: 'inherit',
-    env: {
-      ...process.env,
-      TRACKER_LOCK_ID: lock.id,
-      TRACKER_FENCING_TOKEN: String(lock.fencingToken),
-      TRACKER_SERVICE: service,
-    },
+    env: { ...process.env, ...held.env },
   });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; error?: Error }>(
     (resolve) => {
@@ -123,20 +217,20 @@ export async function runLocked(options: RunLockedOptions): Promise<number> {
   let killTimer: ReturnType<typeof setTimeout> | undefined;
   const loseLock = (why: string) => {
     lost = true;
-    say(`lost the lock on ${service} (${why}); stopping ${options.command}`);
+    say(`lost ${held.what} (${why}); stopping ${options.command}`);
     child.kill('SIGTERM');
     killTimer = setTimeout(() => child.kill('SIGKILL'), options.killGraceMs);
   };
-  if (lock.ttlSeconds !== null) {
-    const ttlMs = lock.ttlSeconds * 1000;
+  if (held.ttlSeconds !== null) {
+    const ttlMs = held.ttlSeconds * 1000;
     let leaseEnds = Date.now() + ttlMs;
     const renew = async () => {
       try {
-        await client.renew(lock.id);
+        await held.renew();
         leaseEnds = Date.now() + ttlMs;
       } catch (error) {
         if (lost || child.exitCode !== null) return;
-        if (error instanceof LockNotHeldError) return loseLock('renewal refused: the lock is no longer held');
+        if (error instanceof LockNotHeldError) return loseLock(`renewal refused: ${error.message}`);
         if (Date.now() >= leaseEnds) {
           // Unreachable, or refused otherwise (a token revoked meanwhile: 401): say which.
           const why =
@@ -156,10 +250,11 @@ export async function runLocked(options: RunLockedOptions): Promise<number> {
   clearTimeout(killTimer);
   for (const signal of FORWARDED) process.off(signal, forward);
 
-  if (!lost) {
-    await client.release(lock.id).catch((error: unknown) => {
+  // A group that lost one lock still holds the others: they are given back too.
+  if (!lost || held.locks.length > 1) {
+    await held.release().catch((error: unknown) => {
       if (!(error instanceof LockNotFoundError))
-        say(`could not release lock ${lock.id}: ${(error as Error).message}`);
+        say(`could not release ${held.what}: ${(error as Error).message}`);
     });
   }
   if (result.error) {

@@ -1,5 +1,5 @@
 import stringWidth from 'string-width';
-import type { LockEvent, LockInfo, QueueInfo } from '../sdk/index.js';
+import type { LockEvent, LockInfo, QueueInfo, ResourceInfo } from '../sdk/index.js';
 
 /**
  * C0 and C1 controls, DEL, and the invisible marks that reorder or hide text (bidi
@@ -89,18 +89,67 @@ export function formatLockTable(locks: readonly LockInfo[], now: number): string
 
 export function formatQueue(queue: QueueInfo, now: number): string {
   const service = printable(queue.service);
+  // A semaphore or shared holders: the oldest holder, and how many more hold it with them.
+  const others = queue.holders.length > 1 ? ` and ${queue.holders.length - 1} more` : '';
   const holder = queue.holder
-    ? `${service} is held by ${printable(queue.holder.who)} for ${humanDuration(now - Date.parse(queue.holder.createdAt))} (lock ${printable(queue.holder.id)})`
+    ? `${service} is held by ${printable(queue.holder.who)} for ${humanDuration(now - Date.parse(queue.holder.createdAt))} (lock ${printable(queue.holder.id)})${others}`
     : `${service} is free`;
   if (queue.waiters.length === 0) return `${holder}\nnobody waiting`;
+  // Priority, mode and what a waiter came through (a label, a group): only when some differ.
+  const detailed = queue.waiters.some(
+    (waiter) =>
+      waiter.priority !== 0 ||
+      waiter.mode !== 'exclusive' ||
+      waiter.label !== null ||
+      waiter.groupId !== null,
+  );
   return `${holder}\n${aligned([
-    ['POSITION', 'WHO', 'WAITING'],
+    ['POSITION', 'WHO', 'WAITING', ...(detailed ? ['PRIORITY', 'MODE', 'VIA'] : [])],
     ...queue.waiters.map((waiter) => [
       String(waiter.position),
       waiter.who,
       humanDuration(now - Date.parse(waiter.since)),
+      ...(detailed
+        ? [
+            String(waiter.priority),
+            waiter.mode,
+            waiter.label !== null
+              ? `label ${waiter.label}`
+              : waiter.groupId !== null
+                ? `group ${waiter.groupId}`
+                : '-',
+          ]
+        : []),
     ]),
   ])}`;
+}
+
+/** Name, capacity, free, holders, waiters, labels: one aligned row per resource. */
+export function formatResources(resources: readonly ResourceInfo[]): string {
+  if (resources.length === 0) return 'no resources';
+  return aligned([
+    ['NAME', 'CAPACITY', 'FREE', 'HOLDERS', 'WAITERS', 'LABELS'],
+    ...resources.map((resource) => [
+      resource.name,
+      String(resource.capacity),
+      String(resource.free),
+      String(resource.holders.length),
+      String(resource.waiters.length),
+      resource.labels.length === 0 ? '-' : resource.labels.join(','),
+    ]),
+  ]);
+}
+
+/** One resource: its row, its description and properties, then its holders' table. */
+export function formatResource(resource: ResourceInfo, now: number): string {
+  const lines = [formatResources([resource])];
+  if (resource.description !== null) lines.push(`description: ${printable(resource.description)}`);
+  const properties = Object.entries(resource.properties);
+  if (properties.length > 0) {
+    lines.push('properties:', ...properties.map(([key, value]) => `  ${printable(key)}=${printable(value)}`));
+  }
+  if (resource.holders.length > 0) lines.push('', formatLockTable(resource.holders, now));
+  return lines.join('\n');
 }
 
 /** `2026-11-26 17:03:12Z`: UTC, whole seconds. */

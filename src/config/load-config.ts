@@ -42,6 +42,11 @@ export interface Config {
   readonly idempotencyRetentionSeconds: number;
   /** The tokens file; null: authentication off (anyone who reaches the ports may do anything). */
   readonly authTokensFile: string | null;
+  /**
+   * The YAML (or JSON) file declaring registered resources, applied at start, on change and
+   * on SIGHUP (see config/resources-file.ts); null: the registry is only what the API put.
+   */
+  readonly resourcesFile: string | null;
   /** TLS for REST and gRPC; null: plaintext. */
   readonly tls: { readonly cert: string; readonly key: string; readonly ca: string | null } | null;
   /** Requests per second per token (or per address without authentication); null: no limit. */
@@ -145,6 +150,13 @@ const OPTIONS = {
     env: 'TRACKER_AUTH_TOKENS_FILE',
     default: '',
     help: 'JSON or YAML file of token hashes (tracker token create); every call then needs a bearer token',
+  },
+  'resources-file': {
+    env: 'TRACKER_RESOURCES_FILE',
+    default: '',
+    help:
+      'YAML file declaring resources (name, labels, properties, capacity, description), applied at start,\n' +
+      '      when it changes and on SIGHUP (empty: only the API registers resources)',
   },
   'tls-cert': {
     env: 'TRACKER_TLS_CERT',
@@ -328,6 +340,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       historyRetentionSeconds: parseRetention(pick('history-retention')),
       idempotencyRetentionSeconds: parseKeyRetention(pick('idempotency-retention')),
       authTokensFile: pick('auth-tokens-file').value || null,
+      resourcesFile: pick('resources-file').value || null,
       tls: parseTls(pick('tls-cert'), pick('tls-key'), pick('tls-ca')),
       rateLimit: parseRateLimit(pick('rate-limit'), pick('rate-limit-burst')),
       authFailureLimit: parseFailureLimit(pick('auth-failure-limit'), pick('auth-failure-burst')),

@@ -123,7 +123,10 @@ export function lockNotHeld(): TrackerError {
 }
 
 export function waitTimeout(existingLock: Lock, holders: readonly Lock[] = [existingLock]): TrackerError {
-  return new TrackerError(ErrorCode.WAIT_TIMEOUT, 'timed out waiting for the lock', { existingLock, holders });
+  return new TrackerError(ErrorCode.WAIT_TIMEOUT, 'timed out waiting for the lock', {
+    existingLock,
+    holders,
+  });
 }
 
 export function cancelled(): TrackerError {

@@ -73,7 +73,15 @@ export interface Pick {
 
 export interface Grant {
   readonly key: string;
+  /** In claim order. */
   readonly picks: readonly Pick[];
+}
+
+/** What decideGrants decided: the grants, in grant order, and what each refused request waits for. */
+export interface Decision {
+  readonly grants: readonly Grant[];
+  /** For each request not granted, the resources of the claims it cannot get now. */
+  readonly waitingFor: ReadonlyMap<string, readonly string[]>;
 }
 
 /** Grant order: priority, higher first, then arrival. */
@@ -111,7 +119,9 @@ export function admits(resource: ResourceView, claim: Claim, holders: readonly H
   let limit = effectiveLimit(resource, claim);
   for (const holder of holders) {
     if (holder.mode === 'shared') return false;
-    limit = Math.min(limit, holder.limit);
+    // A registered resource's capacity is its limit, whatever its holders were granted
+    // under (a larger capacity lets more in at once); otherwise no holder's limit is exceeded.
+    if (resource.capacity === null) limit = Math.min(limit, holder.limit);
   }
   return holders.length < limit;
 }
@@ -124,22 +134,57 @@ function recordedLimit(resource: ResourceView, claim: Claim): number {
 /**
  * Decides, in grant order, which of `pending` are granted now and which resources each
  * takes. `resources` must hold every resource the grantable requests' claims can use (for
- * a label: every resource carrying it); holders added by earlier grants count for later
- * ones. Returns the grants in grant order.
+ * a label: every resource carrying it), and every request that may block them; holders
+ * added by earlier grants count for later ones.
  */
+export function decide(
+  resources: ReadonlyMap<string, ResourceView>,
+  pending: readonly PendingRequest[],
+): Decision {
+  const holders = new Map<string, HolderView[]>();
+  for (const resource of resources.values()) holders.set(resource.name, [...resource.holders]);
+  const byLabel = labelIndex(resources);
+  const blocked = new Set<string>();
+  const grants: Grant[] = [];
+  const waitingFor = new Map<string, readonly string[]>();
+  for (const request of [...pending].sort(compareRequests)) {
+    const { picks, contended, complete } = tryClaims(request.claims, resources, byLabel, holders, blocked);
+    if (request.grantable && complete) {
+      for (const pick of picks) holders.get(pick.service)?.push({ mode: pick.mode, limit: pick.limit });
+      grants.push({ key: request.key, picks });
+    } else {
+      for (const name of contended) blocked.add(name);
+      waitingFor.set(request.key, contended);
+    }
+  }
+  return { grants, waitingFor };
+}
+
+/** The grants of `decide`, in grant order. */
 export function decideGrants(
   resources: ReadonlyMap<string, ResourceView>,
   pending: readonly PendingRequest[],
-): Grant[] {
-  const holders = new Map<string, HolderView[]>();
-  const holdersOf = (name: string): HolderView[] => {
-    let list = holders.get(name);
-    if (!list) {
-      list = [...(resources.get(name)?.holders ?? [])];
-      holders.set(name, list);
-    }
-    return list;
-  };
+): readonly Grant[] {
+  return decide(resources, pending).grants;
+}
+
+/**
+ * Whether the claims could be granted together on the resources as they are registered,
+ * with nobody holding or waiting for anything: if not, the request can never be granted.
+ */
+export function everGrantable(
+  resources: ReadonlyMap<string, ResourceView>,
+  claims: readonly Claim[],
+): boolean {
+  const idle = new Map(
+    [...resources.values()].map((resource) => [resource.name, { ...resource, holders: [] }]),
+  );
+  const holders = new Map([...idle.keys()].map((name) => [name, [] as HolderView[]]));
+  return tryClaims(claims, idle, labelIndex(idle), holders, new Set()).complete;
+}
+
+/** Each label's resources, least recently released first, then by name. */
+function labelIndex(resources: ReadonlyMap<string, ResourceView>): Map<string, ResourceView[]> {
   const byLabel = new Map<string, ResourceView[]>();
   for (const resource of resources.values()) {
     for (const label of resource.labels) {
@@ -151,47 +196,67 @@ export function decideGrants(
   for (const list of byLabel.values()) {
     list.sort((a, b) => a.releasedAt - b.releasedAt || (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
   }
-  const blocked = new Set<string>();
-  const grants: Grant[] = [];
-  for (const request of [...pending].sort(compareRequests)) {
-    // Tentative holders of this request, so two of its claims on one resource see each other.
-    const mine = new Map<string, HolderView[]>();
-    const current = (name: string) => [...holdersOf(name), ...(mine.get(name) ?? [])];
-    const take = (resource: ResourceView, claim: Claim, index: number, picks: Pick[]) => {
-      const pick = { claim: index, service: resource.name, mode: claim.mode, limit: recordedLimit(resource, claim) };
-      picks.push(pick);
-      mine.set(resource.name, [...(mine.get(resource.name) ?? []), { mode: pick.mode, limit: pick.limit }]);
+  return byLabel;
+}
+
+/**
+ * One request's claims against the current holders (not changed): the picks, whether every
+ * claim is filled, and the resources of the claims it cannot get now. Named services are
+ * taken first, so that a label claim does not take a resource the request also names.
+ */
+function tryClaims(
+  claims: readonly Claim[],
+  resources: ReadonlyMap<string, ResourceView>,
+  byLabel: ReadonlyMap<string, readonly ResourceView[]>,
+  holders: ReadonlyMap<string, readonly HolderView[]>,
+  blocked: ReadonlySet<string>,
+): { picks: Pick[]; contended: string[]; complete: boolean } {
+  // This request's own picks so far, so that two of its claims on one resource see each other.
+  const mine = new Map<string, HolderView[]>();
+  const current = (name: string) => [...(holders.get(name) ?? []), ...(mine.get(name) ?? [])];
+  const picks: Pick[] = [];
+  const contended: string[] = [];
+  let complete = true;
+  const take = (resource: ResourceView, claim: Claim, index: number) => {
+    const pick = {
+      claim: index,
+      service: resource.name,
+      mode: claim.mode,
+      limit: recordedLimit(resource, claim),
     };
-    const picks: Pick[] = [];
-    /** Resources of the claims this request cannot get now. */
-    const contended: string[] = [];
-    request.claims.forEach((claim, index) => {
-      if (claim.service !== null) {
-        const resource = resources.get(claim.service);
-        if (resource && !blocked.has(resource.name) && admits(resource, claim, current(resource.name))) {
-          take(resource, claim, index, picks);
-        } else contended.push(claim.service);
-        return;
+    picks.push(pick);
+    mine.set(resource.name, [...(mine.get(resource.name) ?? []), { mode: pick.mode, limit: pick.limit }]);
+  };
+  const order = claims
+    .map((claim, index) => ({ claim, index }))
+    .sort((a, b) => Number(a.claim.service === null) - Number(b.claim.service === null));
+  for (const { claim, index } of order) {
+    if (claim.service !== null) {
+      const resource = resources.get(claim.service);
+      if (resource && !blocked.has(resource.name) && admits(resource, claim, current(resource.name))) {
+        take(resource, claim, index);
+      } else {
+        complete = false;
+        contended.push(claim.service);
       }
-      const candidates = byLabel.get(claim.label ?? '') ?? [];
-      let taken = 0;
-      const chosen = new Set<string>();
-      for (const resource of candidates) {
-        if (taken === claim.quantity) break;
-        if (blocked.has(resource.name) || chosen.has(resource.name)) continue;
-        if (!admits(resource, claim, current(resource.name))) continue;
-        chosen.add(resource.name);
-        take(resource, claim, index, picks);
-        taken++;
-      }
-      if (taken < claim.quantity) contended.push(...candidates.map((resource) => resource.name));
-    });
-    if (request.grantable && contended.length === 0) {
-      for (const pick of picks) holdersOf(pick.service).push({ mode: pick.mode, limit: pick.limit });
-      grants.push({ key: request.key, picks });
-    } else {
-      for (const name of contended) blocked.add(name);
+      continue;
+    }
+    const candidates = byLabel.get(claim.label ?? '') ?? [];
+    let taken = 0;
+    const chosen = new Set<string>();
+    for (const resource of candidates) {
+      if (taken === claim.quantity) break;
+      if (blocked.has(resource.name) || chosen.has(resource.name)) continue;
+      if (!admits(resource, claim, current(resource.name))) continue;
+      chosen.add(resource.name);
+      take(resource, claim, index);
+      taken++;
+    }
+    if (taken < claim.quantity) {
+      complete = false;
+      contended.push(...candidates.map((resource) => resource.name));
     }
   }
-  return grants;
+  picks.sort((a, b) => a.claim - b.claim);
+  return { picks, contended, complete };
 }

@@ -13,38 +13,53 @@ import {
   ErrorCode,
   idempotencyKeyReused,
   invalidArgument,
+  limitMismatch,
   lockEnded,
   lockHeld,
   lockNotFound,
   lockNotHeld,
+  noSuchLabel,
   permissionDenied,
   queueFull,
+  resourceInUse,
+  resourceNotFound,
   TrackerError,
   tooManyLocks,
   tooManyWaiters,
 } from './errors.js';
 import type { EventFeed, FeedMessage } from './event-feed.js';
 import {
+  type Claim,
   CONTROL_CHARACTERS,
   DEFAULT_HISTORY_LIMIT,
   DEFAULT_PER_PAGE,
   INVISIBLE_CHARACTERS,
   isLockId,
+  LOCK_MODES,
   type Lock,
   type LockEventRecord,
   type LockMode,
   type LockPage,
-  type Resource,
+  MAX_GROUP_CLAIMS,
   MAX_HISTORY_LIMIT,
   MAX_IDEMPOTENCY_KEY_LENGTH,
+  MAX_LABELS,
+  MAX_LIMIT,
   MAX_NAME_LENGTH,
   MAX_PER_PAGE,
+  MAX_PRIORITY,
+  MAX_PROPERTIES,
+  MAX_PROPERTY_LENGTH,
+  MAX_QUANTITY,
   MAX_REASON_LENGTH,
   MAX_TTL_SECONDS,
   MAX_WAIT_SECONDS,
+  MIN_PRIORITY,
   normalizeName,
   parseTimestamp,
   type Queue,
+  type Resource,
+  type ResourceSpec,
 } from './lock.js';
 import type { LockStore, OwnerMatch } from './lock-store.js';
 import { type CredentialCheck, createSessions } from './sessions.js';
@@ -415,90 +430,318 @@ export function createLockService({
       ? events.filter((event) => mayUseService(caller, event.service))
       : events;
 
-  return {
-    async acquire({ caller, ttlSeconds, waitSeconds = 0, signal, deadline, idempotencyKey, ...names }) {
-      const service = validateName('service', names.service);
-      const who = validateName('who', names.who);
-      requireService(caller, 'lock:write', service);
-      validateTtl(ttlSeconds);
-      if (!Number.isSafeInteger(waitSeconds) || waitSeconds < 0 || waitSeconds > MAX_WAIT_SECONDS) {
-        throw invalidArgument('waitSeconds', `waitSeconds must be an integer from 0 to ${MAX_WAIT_SECONDS}`);
+  /**
+   * One claim as a transport sent it, checked: exactly one of service and label; a mode;
+   * a limit only for an exclusive claim on a service; a quantity only for a label. The
+   * caller must be allowed to lock the service (for a label: every resource carrying it).
+   */
+  const validateClaim = async (caller: Caller, raw: ClaimOptions, prefix = ''): Promise<Claim> => {
+    const field = (name: string) => `${prefix}${name}`;
+    if (raw.service !== undefined && raw.label !== undefined) {
+      throw invalidArgument(field('label'), `give ${field('service')} or ${field('label')}, not both`);
+    }
+    if (raw.service === undefined && raw.label === undefined) {
+      throw invalidArgument(field('service'), `${field('service')} (or ${field('label')}) is required`);
+    }
+    const mode = raw.mode ?? 'exclusive';
+    if (!LOCK_MODES.includes(mode)) {
+      throw invalidArgument(field('mode'), `${field('mode')} must be "exclusive" or "shared"`);
+    }
+    if (raw.limit !== undefined) {
+      if (!Number.isSafeInteger(raw.limit) || raw.limit < 1 || raw.limit > MAX_LIMIT) {
+        throw invalidArgument(field('limit'), `${field('limit')} must be an integer from 1 to ${MAX_LIMIT}`);
       }
-      if (idempotencyKey !== undefined) validateKey(idempotencyKey);
-      const ttl = ttlSeconds ?? defaultTtlSeconds;
-      const id = newId();
-      const key =
-        idempotencyKey === undefined
-          ? undefined
-          : {
-              // Per identity: a new token under an old name replays none of the old one's keys.
-              scope: ownerKey(caller) ?? '',
-              key: idempotencyKey,
-              // What the client asked, as it asked it: a retry must ask the same.
-              fingerprint: JSON.stringify([service, who, ttlSeconds ?? null, waitSeconds]),
-              attempt: newId(),
-            };
-      const started = clock.monotonicMs();
-      const elapsed = () => clock.monotonicMs() - started;
-      let waited = false;
-      // A request that may wait holds a place among this process's waiters from the start
-      // (the total is a limit on what one process keeps open). Without a place it may still
-      // take a free service; it does not join a queue.
-      let claimed = waitSeconds > 0 && room.claim('within-limit');
-      try {
-        await checkLockLimit();
-        const result = await store.acquire(
-          { id, service, who, ttlSeconds: ttl, owner: ownerName(caller), ownerKey: ownerKey(caller) },
-          claimed ? { owner, maxWaiters: maxWaitersPerService } : undefined,
-          key,
+      if (mode === 'shared') {
+        throw invalidArgument(field('limit'), `${field('limit')} cannot be given with mode "shared"`);
+      }
+      if (raw.label !== undefined) {
+        throw invalidArgument(
+          field('limit'),
+          `${field('limit')} cannot be given with a label: a resource's capacity is its limit`,
         );
-        if ('keyReused' in result) throw idempotencyKeyReused();
-        if ('ended' in result) throw lockEnded(result.ended.lockId);
-        let lock: Lock;
-        if (result.acquired) lock = result.lock;
-        else {
-          if (result.queueFull) throw queueFull(maxWaitersPerService);
-          if (!result.waiter) {
-            throw waitSeconds > 0 && !claimed ? tooManyWaiters(maxWaiters) : lockHeld(result.holder);
-          }
-          // A retry whose earlier attempt still waits has its place in line already.
-          if (!claimed) room.claim('over-limit');
-          waited = true;
-          claimed = false; // waitFor gives the place back
-          onEvent({ type: 'queued', service, who, holder: result.holder });
-          const untilDeadline = (deadline ?? Number.POSITIVE_INFINITY) - clock.now().getTime();
-          // A revoked or narrowed token stops waiting at once: the abort's reason is its answer.
-          const revoked = new AbortController();
-          const close = sessions.open(caller, {
-            scope: 'lock:write',
-            service,
-            end: (reason) => revoked.abort(reason),
-          });
-          try {
-            lock = await room.waitFor(
-              {
-                service,
-                id: result.waiter.lockId,
-                ticket: result.waiter.ticket,
-                holder: result.holder,
-                attempt: key?.attempt,
-              },
-              Math.min(waitSeconds * 1000, untilDeadline),
-              signal ? AbortSignal.any([signal, revoked.signal]) : revoked.signal,
-            );
-          } finally {
-            close();
-          }
-        }
-        lockCount.value++;
-        onEvent({ type: 'acquired', lock, ms: elapsed(), waited });
-        return { lock, replayed: result.replayed ?? false };
-      } catch (error) {
-        onEvent({ type: 'refused', service, who, reason: refusal(error), ms: elapsed() });
-        throw error;
-      } finally {
-        if (claimed) room.unclaim();
       }
+    }
+    if (raw.quantity !== undefined) {
+      if (raw.label === undefined) {
+        throw invalidArgument(field('quantity'), `${field('quantity')} is given only with a label`);
+      }
+      if (!Number.isSafeInteger(raw.quantity) || raw.quantity < 1 || raw.quantity > MAX_QUANTITY) {
+        throw invalidArgument(
+          field('quantity'),
+          `${field('quantity')} must be an integer from 1 to ${MAX_QUANTITY}`,
+        );
+      }
+    }
+    if (raw.service !== undefined) {
+      const service = validateName(field('service'), raw.service);
+      requireService(caller, 'lock:write', service);
+      return { service, label: null, mode, limit: raw.limit ?? null, quantity: 1 };
+    }
+    const label = validateName(field('label'), raw.label ?? '');
+    requireScope(caller, 'lock:write');
+    if (limited(caller)) {
+      for (const resource of await store.listResources(label))
+        requireService(caller, 'lock:write', resource.name);
+    }
+    return { service: null, label, mode, limit: null, quantity: raw.quantity ?? 1 };
+  };
+
+  /** The services a waiting request's claims can use, for its lines in the waiting room. */
+  const servicesOf = async (claims: readonly Claim[]): Promise<string[]> => {
+    const names = new Set<string>();
+    for (const claim of claims) {
+      if (claim.service !== null) names.add(claim.service);
+      else for (const resource of await store.listResources(claim.label ?? '')) names.add(resource.name);
+    }
+    return [...names];
+  };
+
+  /**
+   * Every acquire: the common fields checked, the store asked (the request waits in line
+   * with `waitSeconds`), refusals mapped to errors. Returns the request's id (a group's id)
+   * and its locks.
+   */
+  const take = async (
+    {
+      caller,
+      who: rawWho,
+      ttlSeconds,
+      waitSeconds = 0,
+      priority,
+      signal,
+      deadline,
+      idempotencyKey,
+    }: AcquireCommon,
+    claims: readonly Claim[],
+    { group, plain }: { group: boolean; plain: boolean },
+  ): Promise<{ id: string; locks: readonly Lock[]; replayed: boolean }> => {
+    const who = validateName('who', rawWho);
+    validateTtl(ttlSeconds);
+    if (!Number.isSafeInteger(waitSeconds) || waitSeconds < 0 || waitSeconds > MAX_WAIT_SECONDS) {
+      throw invalidArgument('waitSeconds', `waitSeconds must be an integer from 0 to ${MAX_WAIT_SECONDS}`);
+    }
+    if (
+      priority !== undefined &&
+      (!Number.isSafeInteger(priority) || priority < MIN_PRIORITY || priority > MAX_PRIORITY)
+    ) {
+      throw invalidArgument(
+        'priority',
+        `priority must be an integer from ${MIN_PRIORITY} to ${MAX_PRIORITY}`,
+      );
+    }
+    if (idempotencyKey !== undefined) validateKey(idempotencyKey);
+    const [first] = claims;
+    const service = first?.service ?? first?.label ?? '';
+    const ttl = ttlSeconds ?? defaultTtlSeconds;
+    const id = newId();
+    const key =
+      idempotencyKey === undefined
+        ? undefined
+        : {
+            // Per identity: a new token under an old name replays none of the old one's keys.
+            scope: ownerKey(caller) ?? '',
+            key: idempotencyKey,
+            // What the client asked, as it asked it: a retry must ask the same. A plain acquire
+            // keeps the fingerprint it always had.
+            fingerprint: JSON.stringify(
+              plain && priority === undefined
+                ? [service, who, ttlSeconds ?? null, waitSeconds]
+                : [claims, group, who, ttlSeconds ?? null, waitSeconds, priority ?? 0],
+            ),
+            attempt: newId(),
+          };
+    const started = clock.monotonicMs();
+    const elapsed = () => clock.monotonicMs() - started;
+    let waited = false;
+    // A request that may wait holds a place among this process's waiters from the start
+    // (the total is a limit on what one process keeps open). Without a place it may still
+    // take a free service; it does not join a queue.
+    let claimed = waitSeconds > 0 && room.claim('within-limit');
+    try {
+      await checkLockLimit();
+      const result = await store.acquire(
+        {
+          id,
+          service,
+          ...(plain ? {} : { claims, group, priority: priority ?? 0 }),
+          ...(plain && priority !== undefined ? { priority } : {}),
+          who,
+          ttlSeconds: ttl,
+          owner: ownerName(caller),
+          ownerKey: ownerKey(caller),
+        },
+        claimed ? { owner, maxWaiters: maxWaitersPerService } : undefined,
+        key,
+      );
+      if ('keyReused' in result) throw idempotencyKeyReused();
+      if ('ended' in result) throw lockEnded(result.ended.lockId);
+      if ('limitMismatch' in result)
+        throw limitMismatch(result.limitMismatch.service, result.limitMismatch.limit);
+      if ('noSuchLabel' in result) throw noSuchLabel(result.noSuchLabel);
+      if ('unsatisfiable' in result) {
+        throw invalidArgument(
+          'locks',
+          'these claims cannot be granted together: they ask for more than their services and labels can give at once (or for resources deleted since)',
+        );
+      }
+      let locks: readonly Lock[];
+      if (result.acquired) locks = result.locks;
+      else {
+        if (result.queueFull) throw queueFull(maxWaitersPerService);
+        if (!result.waiter) {
+          throw waitSeconds > 0 && !claimed
+            ? tooManyWaiters(maxWaiters)
+            : lockHeld(result.holder, result.holders);
+        }
+        // A retry whose earlier attempt still waits has its place in line already.
+        if (!claimed) room.claim('over-limit');
+        waited = true;
+        claimed = false; // waitFor gives the place back
+        onEvent({ type: 'queued', service, who, holder: result.holder });
+        const untilDeadline = (deadline ?? Number.POSITIVE_INFINITY) - clock.now().getTime();
+        // A revoked or narrowed token stops waiting at once: the abort's reason is its answer.
+        const revoked = new AbortController();
+        const close = sessions.open(caller, {
+          scope: 'lock:write',
+          service,
+          end: (reason) => revoked.abort(reason),
+        });
+        try {
+          locks = await room.waitFor(
+            {
+              service,
+              services: plain ? [service] : await servicesOf(claims),
+              priority: priority ?? 0,
+              group,
+              id: result.waiter.lockId,
+              ticket: result.waiter.ticket,
+              holder: result.holder,
+              attempt: key?.attempt,
+            },
+            Math.min(waitSeconds * 1000, untilDeadline),
+            signal ? AbortSignal.any([signal, revoked.signal]) : revoked.signal,
+          );
+        } finally {
+          close();
+        }
+      }
+      lockCount.value += locks.length;
+      for (const lock of locks) onEvent({ type: 'acquired', lock, ms: elapsed(), waited });
+      const requestId = group ? (locks[0]?.groupId ?? id) : (locks[0]?.id ?? id);
+      return { id: requestId, locks, replayed: result.replayed ?? false };
+    } catch (error) {
+      onEvent({ type: 'refused', service, who, reason: refusal(error), ms: elapsed() });
+      throw error;
+    } finally {
+      if (claimed) room.unclaim();
+    }
+  };
+
+  /** Before a group renewal or release: like ownerFilter, for the group's locks. */
+  const groupOwner = async (
+    key: string | null,
+    caller: Caller,
+    missing: () => TrackerError,
+  ): Promise<OwnerMatch | undefined> => {
+    requireScope(caller, 'lock:write');
+    if (!key) throw missing();
+    if (caller.kind === 'authentication-off') return undefined;
+    if (limited(caller)) {
+      const locks = await store.granted(key);
+      if (locks.length === 0 || !locks.every((lock) => mayUseService(caller, lock.service))) throw missing();
+    }
+    return hasScope(caller, 'lock:admin') ? undefined : { key: caller.key, name: caller.name };
+  };
+
+  return {
+    async acquire({ service, label, mode, limit, ...common }) {
+      const claim = await validateClaim(common.caller, { service, label, mode, limit });
+      const plain = label === undefined && mode === undefined && limit === undefined;
+      const { locks, replayed } = await take(common, [claim], { group: false, plain });
+      const [lock] = locks;
+      if (!lock) throw new Error('an acquire was granted no lock');
+      return { lock, replayed };
+    },
+
+    async acquireGroup({ locks: raw, ...common }) {
+      if (!Array.isArray(raw) || raw.length < 1 || raw.length > MAX_GROUP_CLAIMS) {
+        throw invalidArgument('locks', `locks must list 1 to ${MAX_GROUP_CLAIMS} claims`);
+      }
+      const claims: Claim[] = [];
+      for (const [index, item] of raw.entries()) {
+        const claim = await validateClaim(common.caller, item, `locks[${index}].`);
+        if (claim.service !== null && claims.some((earlier) => earlier.service === claim.service)) {
+          throw invalidArgument(`locks[${index}].service`, `${claim.service} is claimed twice in this group`);
+        }
+        claims.push(claim);
+      }
+      const { id, locks, replayed } = await take(common, claims, { group: true, plain: false });
+      return { group: { id, locks }, replayed };
+    },
+
+    async getGroup({ caller, id }) {
+      requireScope(caller, 'lock:read');
+      const key = lockKey(id);
+      const locks = key ? (await store.granted(key)).filter((lock) => lock.groupId === key) : [];
+      if (!key || locks.length === 0 || !locks.every((lock) => mayUseService(caller, lock.service))) {
+        throw lockNotFound();
+      }
+      return { id: key, locks };
+    },
+
+    async renewGroup({ caller, id, ttlSeconds }) {
+      validateTtl(ttlSeconds);
+      const key = lockKey(id);
+      const owner = await groupOwner(key, caller, lockNotHeld);
+      if (!key) throw lockNotHeld();
+      const { locks, denied } = await store.renewGroup(key, ttlSeconds ?? null, owner);
+      if (denied) throw notYours();
+      if (locks.length === 0) throw lockNotHeld();
+      for (const lock of locks) onEvent({ type: 'renewed', lock });
+      return { id: key, locks };
+    },
+
+    async releaseGroup({ caller, id }) {
+      const key = lockKey(id);
+      const owner = await groupOwner(key, caller, lockNotFound);
+      if (!key) throw lockNotFound();
+      const { locks, denied } = await store.releaseGroup(key, owner);
+      if (denied) throw notYours();
+      if (locks.length === 0) throw lockNotFound();
+      for (const lock of locks) onEvent({ type: 'released', lock });
+      return { id: key, locks };
+    },
+
+    async putResource({ caller, ...raw }) {
+      requireScope(caller, 'lock:admin');
+      const spec = validateResource(raw);
+      requireService(caller, 'lock:admin', spec.name);
+      return store.putResource(spec);
+    },
+
+    async getResource({ caller, name: raw }) {
+      const name = validateName('name', raw);
+      requireService(caller, 'lock:read', name);
+      const resource = await store.getResource(name);
+      if (!resource) throw resourceNotFound();
+      return resource;
+    },
+
+    async listResources({ caller, label }) {
+      requireScope(caller, 'lock:read');
+      const resources = await store.listResources(
+        label === undefined ? undefined : validateName('label', label),
+      );
+      return resources.filter((resource) => mayUseService(caller, resource.name));
+    },
+
+    async deleteResource({ caller, name: raw }) {
+      requireScope(caller, 'lock:admin');
+      const name = validateName('name', raw);
+      requireService(caller, 'lock:admin', name);
+      const outcome = await store.deleteResource(name);
+      if (outcome === 'missing') throw resourceNotFound();
+      if (outcome === 'in-use') throw resourceInUse();
     },
 
     async forceRelease({ caller, id, reason }) {
@@ -697,6 +940,13 @@ export function createLockService({
 }
 
 /** The id as stores know it (lower case), or null when it cannot name any lock. */
+/** A group renewal or release refused: the group is another owner's. */
+function notYours(): TrackerError {
+  return permissionDenied(
+    'this group was taken with another token; only that token or an admin may change it',
+  );
+}
+
 function lockKey(id: string): string | null {
   const key = id.toLowerCase();
   return isLockId(key) ? key : null;
@@ -707,7 +957,7 @@ function lockKey(id: string): string | null {
  * Returns the name as it is kept and compared (NFC): every operation uses that, never the raw
  * value, so that one name typed two ways is one lock.
  */
-export function validateName(field: 'service' | 'who', value: string): string {
+export function validateName(field: string, value: string): string {
   if (value.trim() === '') throw invalidArgument(field, `${field} must be a non-empty string`);
   // As sent (what the REST schema checks too), then in NFC, which may be longer (U+FB2C is
   // three code points in NFC).
@@ -745,6 +995,40 @@ function validateKey(key: string): void {
       `Idempotency-Key must be 1 to ${MAX_IDEMPOTENCY_KEY_LENGTH} printable ASCII characters`,
     );
   }
+}
+
+/** A resource as a transport sent it, checked (see PutResourceOptions). */
+function validateResource(raw: Omit<PutResourceOptions, 'caller'>): ResourceSpec {
+  const name = validateName('name', raw.name);
+  const labels = raw.labels ?? [];
+  if (!Array.isArray(labels) || labels.length > MAX_LABELS) {
+    throw invalidArgument('labels', `labels must list at most ${MAX_LABELS} labels`);
+  }
+  const properties = raw.properties ?? {};
+  const entries = Object.entries(properties);
+  if (entries.length > MAX_PROPERTIES) {
+    throw invalidArgument('properties', `properties must have at most ${MAX_PROPERTIES} entries`);
+  }
+  const capacity = raw.capacity ?? 1;
+  if (!Number.isSafeInteger(capacity) || capacity < 1 || capacity > MAX_LIMIT) {
+    throw invalidArgument('capacity', `capacity must be an integer from 1 to ${MAX_LIMIT}`);
+  }
+  if (raw.description !== undefined) validateText('description', raw.description, MAX_REASON_LENGTH);
+  return {
+    name,
+    labels: [...new Set(labels.map((label) => validateName('labels', label)))],
+    properties: Object.fromEntries(
+      entries.map(([key, value]) => {
+        const property = validateName('properties', key);
+        if (typeof value !== 'string')
+          throw invalidArgument(`properties.${key}`, 'property values must be strings');
+        validateText(`properties.${key}`, value, MAX_PROPERTY_LENGTH);
+        return [property, value];
+      }),
+    ),
+    capacity,
+    description: raw.description === undefined || raw.description === '' ? null : raw.description,
+  };
 }
 
 /** Free text: at most `max` characters, printable. */

@@ -1,13 +1,13 @@
 import type {
   AcquireRequest,
   HistoryQuery,
-  Resource,
-  ResourceSpec,
   ListRequest,
   Lock,
   LockEventRecord,
   LockPage,
   Queue,
+  Resource,
+  ResourceSpec,
   Waiter,
 } from './lock.js';
 
@@ -43,7 +43,8 @@ export type AcquireResult =
  * What an acquire answers besides a grant or a place in line (never queued): with an
  * idempotency key, `keyReused` or `ended`; an exclusive claim naming another limit than
  * the one its service is held under (or registered with), `limitMismatch`; a label no
- * registered resource carries, `noSuchLabel`.
+ * registered resource carries, `noSuchLabel`; claims that conflict with each other (more of a
+ * label than it has resources), `unsatisfiable`.
  */
 export type KeyRefusal =
   | { readonly acquired: false; readonly keyReused: true }
@@ -52,7 +53,9 @@ export type KeyRefusal =
       readonly acquired: false;
       readonly limitMismatch: { readonly service: string; readonly limit: number };
     }
-  | { readonly acquired: false; readonly noSuchLabel: string };
+  | { readonly acquired: false; readonly noSuchLabel: string }
+  /** The request can never be granted: it asks for more than its services can give at once. */
+  | { readonly acquired: false; readonly unsatisfiable: true };
 
 /**
  * A client's idempotency key for an acquire, kept by the store in the same transaction as
@@ -102,8 +105,11 @@ export const WAITER_LEASE_MS = 15_000;
  *
  * Semantics every store guarantees:
  * - `acquire` is atomic: of any number of concurrent acquires for one service, across
- *   processes sharing the store, exactly one succeeds. The database decides (a unique
- *   constraint on `service`), never a read followed by a write in application code.
+ *   processes sharing the store, exactly as many succeed as the service admits (one, for
+ *   the guide's acquire; see core/grants.ts). Every grant is decided by the rules of
+ *   core/grants.ts over holders and a queue read inside the write transaction that carries
+ *   it out (SQLite: the file's write lock; PostgreSQL: the row lock of every `services` row
+ *   involved, taken first), never by a read outside it.
  *   The store's clock sets `createdAt`: the injected clock on SQLite (one process clock
  *   decides), the database's now() on PostgreSQL (replicas' clocks never matter).
  * - `acquire` resolves only after the lock is durably committed.
@@ -116,11 +122,12 @@ export const WAITER_LEASE_MS = 15_000;
  * - `release` is atomic and idempotent in effect: it returns the lock exactly once, null after.
  * - `list` orders oldest first by createdAt, at the store's full precision (SQLite keeps
  *   milliseconds, PostgreSQL microseconds), then by id.
- * - Queue: an acquire that is given a QueueRequest and finds the service held joins the
- *   queue in the same atomic step (arrival order is the store's, a ticket). When the
- *   holder releases (in the same atomic step as the release) or expires (at the next
- *   `settle` or acquire of the service), the oldest live waiter is granted the lock under
- *   the id of its original request. A new request never overtakes a waiter. Every change
+ * - Queue: an acquire that is given a QueueRequest and cannot be granted joins the queue in
+ *   the same atomic step (arrival order is the store's, a ticket). When a holder releases
+ *   (in the same atomic step as the release) or expires (at the next `settle`, sweep or
+ *   acquire of the service), live waiters are granted in the order of core/grants.ts under
+ *   the id of their original request (a group's locks get their own ids, with the request's
+ *   id as groupId). A new request never overtakes a waiter of its priority. Every change
  *   that can let a waiter in is announced through `onChange`, to every process sharing
  *   the store.
  * - History: every change to a lock or a queue appends a LockEventRecord in the same

@@ -1,5 +1,6 @@
 import type { Clock } from './clock.js';
 import { cancelled, grantEnded, storeUnavailable, TrackerError, waitTimeout } from './errors.js';
+import { compareRequests } from './grants.js';
 import type { Lock } from './lock.js';
 import { type LockStore, WAITER_LEASE_MS } from './lock-store.js';
 
@@ -13,10 +14,16 @@ const GRANT_LOOKBACK_PAGES = 25;
 
 /** A request that joined a service's queue. */
 export interface QueuedRequest {
+  /** Its first claim's service (or label): what a timeout reports. */
   readonly service: string;
-  /** The id its lock gets when granted. */
+  /** Every service it may be granted: its lines here, and what it settles. */
+  readonly services: readonly string[];
+  /** The id its lock gets when granted (a group's id). */
   readonly id: string;
   readonly ticket: number;
+  readonly priority: number;
+  /** A group: its locks have their own ids and `groupId` = id. */
+  readonly group: boolean;
   /** The holder when it joined; reported on a timeout if the store no longer knows one. */
   readonly holder: Lock;
   /**
@@ -107,29 +114,35 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
     clearInterval(heartbeat);
   };
 
-  /** Puts a request in its service's line, in ticket order. */
+  /** Puts a request in the line of each service it may be granted, in the store's grant order. */
   const join = (queued: QueuedRequest): Sleeper => {
-    const sleeper = new Sleeper(queued.ticket);
-    const line = lines.get(queued.service) ?? [];
-    lines.set(queued.service, line);
-    // Requests mostly join in ticket order: search from the end.
-    let at = line.length;
-    while (at > 0 && (line[at - 1]?.ticket ?? 0) > queued.ticket) at--;
-    line.splice(at, 0, sleeper);
+    const sleeper = new Sleeper(queued.ticket, queued.priority);
+    for (const service of queued.services) {
+      const line = lines.get(service) ?? [];
+      lines.set(service, line);
+      // Requests mostly join in order: search from the end.
+      let at = line.length;
+      while (at > 0 && compareRequests(line[at - 1] ?? sleeper, sleeper) > 0) at--;
+      line.splice(at, 0, sleeper);
+    }
     byLockId.set(queued.id, sleeper);
     return sleeper;
   };
-  /** Takes a request out of its line; if it was first, the next one takes its turn to look. */
+  /** Takes a request out of its lines; where it was first, the next one takes its turn to look. */
   const part = (queued: QueuedRequest, sleeper: Sleeper) => {
-    const line = lines.get(queued.service);
     if (byLockId.get(queued.id) === sleeper) byLockId.delete(queued.id);
-    if (!line) return;
-    const at = line.indexOf(sleeper);
-    if (at >= 0) line.splice(at, 1);
-    if (line.length === 0) lines.delete(queued.service);
-    else if (at === 0) wakeHead(queued.service);
+    for (const service of queued.services) {
+      const line = lines.get(service);
+      if (!line) continue;
+      const at = line.indexOf(sleeper);
+      if (at >= 0) line.splice(at, 1);
+      if (line.length === 0) lines.delete(service);
+      else if (at === 0) wakeHead(service);
+    }
   };
-  const isFirst = (service: string, sleeper: Sleeper) => lines.get(service)?.[0]?.ticket === sleeper.ticket;
+  /** Whether it is first of this process's requests in one of its lines. */
+  const isFirst = (queued: QueuedRequest, sleeper: Sleeper) =>
+    queued.services.some((service) => lines.get(service)?.[0]?.ticket === sleeper.ticket);
 
   /**
    * Thousands of callers may go at once (a CI fleet cancelled). Each leaves in a turn of the
@@ -143,11 +156,14 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
     return turns;
   };
 
+  /** Hands back what the request was granted. */
+  const handBack = async (queued: QueuedRequest) => {
+    if (queued.group) await store.releaseGroup(queued.id);
+    else await store.release(queued.id, undefined, queued.attempt);
+  };
   /** Leaves the queue for good; a lock granted in the meantime is released (to the next). */
   const giveUp = async (queued: QueuedRequest) => {
-    if (!(await store.leave(queued.ticket, queued.attempt))) {
-      await store.release(queued.id, undefined, queued.attempt);
-    }
+    if (!(await store.leave(queued.ticket, queued.attempt))) await handBack(queued);
   };
 
   /**
@@ -205,7 +221,11 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
      * turn or their deadline. So a grant, a release or a request leaving costs the same few
      * reads however long the line is.
      */
-    async waitFor(queued: QueuedRequest, timeoutMs: number, callerGone?: AbortSignal): Promise<Lock> {
+    async waitFor(
+      queued: QueuedRequest,
+      timeoutMs: number,
+      callerGone?: AbortSignal,
+    ): Promise<readonly Lock[]> {
       const deadline = clock.monotonicMs() + timeoutMs;
       const signal = callerGone ? AbortSignal.any([callerGone, closing.signal]) : closing.signal;
       const sleeper = join(queued);
@@ -225,24 +245,31 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
             settled = true;
             throw interrupted();
           }
-          const mine = await store.get(queued.id);
-          const granted = mine ?? (await store.settle(queued.service));
-          if (granted?.id === queued.id) {
+          let mine = await store.granted(queued.id);
+          if (mine.length === 0) {
+            const granted = await store.settle(queued.services);
+            // The store granted another of ours (ours ahead of it were dropped): tell it.
+            if (granted) byLockId.get(granted.groupId ?? granted.id)?.wake();
+            if (granted?.id === queued.id || granted?.groupId === queued.id)
+              mine = await store.granted(queued.id);
+          }
+          if (mine.length > 0) {
             settled = true;
-            if (!signal.aborted) return granted;
-            await store.release(granted.id, undefined, queued.attempt);
+            if (!signal.aborted) return mine;
+            await handBack(queued);
             throw interrupted();
           }
-          // The store granted another of ours (ours ahead of it were dropped): tell it.
-          if (granted) byLockId.get(granted.id)?.wake();
           const remaining = deadline - clock.monotonicMs();
           if (remaining <= 0) {
             const left = await store.leave(queued.ticket, queued.attempt);
             settled = true;
-            if (left) throw waitTimeout((await store.queue(queued.service)).holder ?? queued.holder);
+            if (left) {
+              const now = await store.queue(queued.services[0] ?? queued.service);
+              throw waitTimeout(now.holder ?? queued.holder, now.holder ? now.holders : [queued.holder]);
+            }
             // Granted between the last look and leaving: the wait succeeded after all...
-            const lock = await store.get(queued.id);
-            if (lock) return lock;
+            const locks = await store.granted(queued.id);
+            if (locks.length > 0) return locks;
             // ...unless that lock already ended (a lost notification hid the grant until
             // the deadline, and the lease ran out or an operator force-released it): the
             // request was granted, so a timeout would be a lie.
@@ -251,7 +278,7 @@ export function createWaitingRoom(store: LockStore, owner: string, options: Wait
           }
           // The first in line re-checks now and then (a lost notification, an expiry that
           // nothing announces); the others wait to be woken, or for their deadline.
-          const nap = isFirst(queued.service, sleeper) ? Math.min(remaining, recheckMs) : remaining;
+          const nap = isFirst(queued, sleeper) ? Math.min(remaining, recheckMs) : remaining;
           await sleeper.sleep(nap, signal);
         }
       } catch (error) {
@@ -271,7 +298,10 @@ class Sleeper {
   poked = false;
   #resolve: (() => void) | null = null;
 
-  constructor(readonly ticket: number) {}
+  constructor(
+    readonly ticket: number,
+    readonly priority: number,
+  ) {}
 
   wake(): void {
     this.poked = true;
@@ -306,7 +336,7 @@ async function wasGranted(store: LockStore, queued: QueuedRequest): Promise<bool
   for (let page = 0; page < GRANT_LOOKBACK_PAGES; page++) {
     const events = await store.history({ service: queued.service, before, limit: GRANT_LOOKBACK_PAGE });
     for (const event of events) {
-      if (event.lockId !== queued.id) continue;
+      if (event.lockId !== queued.id && event.groupId !== queued.id) continue;
       if (event.type === 'acquired') return true;
       if (event.type === 'queued') return false;
     }

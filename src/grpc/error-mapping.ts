@@ -2,7 +2,14 @@ import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
 import { ErrorCode, TrackerError } from '../core/errors.js';
 import { formatTimestamp } from '../core/lock.js';
 
-/** The one table from domain error codes to gRPC status codes. */
+/**
+ * The one table from domain error codes to gRPC status codes. A refusal that may pass by
+ * itself when the holders go (LOCK_HELD, WAIT_TIMEOUT) is ALREADY_EXISTS, as the guide has it;
+ * one that the same request meets again until the caller changes it or the state is changed
+ * on purpose is FAILED_PRECONDITION (gRPC's rule: do not retry as is): an idempotency key
+ * reused, a lock that ended, a limit other than the one the service is held or registered
+ * with (LIMIT_MISMATCH), deleting a resource that is held (RESOURCE_IN_USE).
+ */
 export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
   LOCK_HELD: status.ALREADY_EXISTS,
   LOCK_NOT_FOUND: status.NOT_FOUND,
@@ -22,12 +29,27 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
   LOCK_ENDED: status.FAILED_PRECONDITION,
   TOO_MANY_WATCHERS: status.RESOURCE_EXHAUSTED,
   WATCHER_TOO_SLOW: status.RESOURCE_EXHAUSTED,
+  LIMIT_MISMATCH: status.FAILED_PRECONDITION,
+  NO_SUCH_LABEL: status.NOT_FOUND,
+  RESOURCE_NOT_FOUND: status.NOT_FOUND,
+  RESOURCE_IN_USE: status.FAILED_PRECONDITION,
 };
 
 /**
+ * Most holder ids sent in `tracker-holder-lock-ids`: a semaphore may have 1000 holders, and
+ * trailers must stay small (clients built on gRPC's C core refuse more than 8 KiB of metadata
+ * by default). `tracker-holder-count` says how many there are.
+ */
+export const MAX_HOLDER_IDS = 32;
+
+/** A name in a trailer: metadata values are printable ASCII, names are any Unicode. */
+const encodeName = (name: string) => encodeURIComponent(name);
+
+/**
  * A gRPC error for any thrown error. The stable code travels in the `tracker-code`
- * trailer (and `tracker-field` / `tracker-existing-lock-id` where they apply), so clients
- * need not parse messages. Internals of unexpected errors are never sent.
+ * trailer, and the error's details in `tracker-*` trailers where they apply (the list is in
+ * the .proto's header), so clients need not parse messages. Internals of unexpected errors
+ * are never sent.
  */
 export function toGrpcError(error: unknown, deadlinePassed = false): Partial<ServiceError> {
   const metadata = new Metadata();
@@ -37,7 +59,7 @@ export function toGrpcError(error: unknown, deadlinePassed = false): Partial<Ser
   }
   metadata.set('tracker-code', error.code);
   let details = error.message;
-  const { field, existingLock } = error.details;
+  const { field, existingLock, holders, limit, service, label } = error.details;
   if (field) metadata.set('tracker-field', field);
   if (error.details.lockId) metadata.set('tracker-lock-id', error.details.lockId);
   if (error.details.retryAfterSeconds !== undefined) {
@@ -45,10 +67,25 @@ export function toGrpcError(error: unknown, deadlinePassed = false): Partial<Ser
   }
   if (existingLock) {
     metadata.set('tracker-existing-lock-id', existingLock.id);
+    const others = (holders?.length ?? 1) - 1;
     details =
       `${error.message}: service "${existingLock.service}" is held by "${existingLock.who}" ` +
-      `(lock id ${existingLock.id}, since ${formatTimestamp(existingLock.createdAt)})`;
+      `(lock id ${existingLock.id}, since ${formatTimestamp(existingLock.createdAt)})` +
+      (others > 0 ? ` and ${others} other holder${others === 1 ? '' : 's'}` : '');
   }
+  if (holders && holders.length > 0) {
+    metadata.set(
+      'tracker-holder-lock-ids',
+      holders
+        .slice(0, MAX_HOLDER_IDS)
+        .map((holder) => holder.id)
+        .join(','),
+    );
+    metadata.set('tracker-holder-count', String(holders.length));
+  }
+  if (limit !== undefined) metadata.set('tracker-limit', String(limit));
+  if (service !== undefined) metadata.set('tracker-service', encodeName(service));
+  if (label !== undefined) metadata.set('tracker-label', encodeName(label));
   // A wait cut short by the call's own deadline is that deadline's doing.
   const code =
     error.code === ErrorCode.WAIT_TIMEOUT && deadlinePassed

@@ -15,19 +15,25 @@ import { subjectOfCertificate } from '../auth/client-certificate.js';
 import type { Gate } from '../auth/gate.js';
 import { type Caller, ownerName } from '../core/auth.js';
 import type { FeedMessage } from '../core/event-feed.js';
-import { formatTimestamp, type Lock, type LockEventRecord } from '../core/lock.js';
+import type { Lock } from '../core/lock.js';
 import { type LockService, timestampArgument } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
 import type { WatcherRegistry, WatcherSlot } from '../core/watchers.js';
 import type { Metrics } from '../metrics.js';
 import { toGrpcError } from './error-mapping.js';
-import type { Lock__Output as LockMessage } from './generated/tracker/lock/v1alpha1/Lock.js';
-import type { LockEvent__Output as LockEventMessage } from './generated/tracker/lock/v1alpha1/LockEvent.js';
 import type { LockServiceHandlers } from './generated/tracker/lock/v1alpha1/LockService.js';
-import type { Queue__Output as QueueMessage } from './generated/tracker/lock/v1alpha1/Queue.js';
 import type { WatchLocksRequest__Output as WatchLocksRequest } from './generated/tracker/lock/v1alpha1/WatchLocksRequest.js';
-import type { WatchLocksResponse } from './generated/tracker/lock/v1alpha1/WatchLocksResponse.js';
 import { createHealthService } from './health.js';
+import {
+  claimOptions,
+  eventMessage,
+  groupMessage,
+  lockMessage,
+  queueMessage,
+  resourceMessage,
+  watchMessage,
+} from './messages.js';
+import { reflectionDefinition } from './reflection-descriptors.js';
 
 /** The .proto is the single source of the wire types; dist/ carries a copy at the same depth. */
 export const PROTO_FILE = fileURLToPath(
@@ -70,76 +76,33 @@ export interface GrpcServer {
 }
 
 /**
- * The messages, typed as a client decodes them (the generated `__Output` types, every field
- * present): a field added to the .proto and forgotten here does not compile.
- */
-
-/** The Lock message: proto3 has no null, so "no TTL" is 0 and "no expiry" is empty. */
-function lockMessage(lock: Lock): LockMessage {
-  return {
-    id: lock.id,
-    service: lock.service,
-    who: lock.who,
-    createdAt: formatTimestamp(lock.createdAt),
-    ttlSeconds: lock.ttlSeconds ?? 0,
-    expiresAt: lock.expiresAt === null ? '' : formatTimestamp(lock.expiresAt),
-    fencingToken: String(lock.fencingToken),
-    waiters: lock.waiters,
-    owner: lock.owner ?? '',
-  };
-}
-
-function eventMessage(event: LockEventRecord): LockEventMessage {
-  return {
-    id: String(event.id),
-    type: event.type,
-    at: event.at.toISOString(),
-    service: event.service,
-    who: event.who,
-    lock: lockMessage({
-      id: event.lockId,
-      service: event.service,
-      who: event.who,
-      createdAt: event.createdAt,
-      ttlSeconds: event.ttlSeconds,
-      expiresAt: event.expiresAt,
-      fencingToken: event.fencingToken ?? 0,
-      waiters: event.waiters,
-      owner: event.owner,
-    }),
-    heldSeconds: event.heldMs === null ? 0 : event.heldMs / 1000,
-    reason: event.reason ?? '',
-  };
-}
-
-function watchMessage(message: FeedMessage): WatchLocksResponse {
-  return message.kind === 'snapshot'
-    ? {
-        snapshot: {
-          eventId: String(message.eventId),
-          locks: message.locks.map(lockMessage),
-          continued: message.continued,
-          more: message.more,
-        },
-      }
-    : { event: eventMessage(message.event) };
-}
-
-/**
  * About how many bytes a watch message takes on the wire: its strings and a few bytes per
  * field. Only the slow-watcher bookkeeping uses it (encoding each message twice to measure
  * it would cost more than the rest of the stream).
  */
 function approximateBytes(message: FeedMessage): number {
-  const lockBytes = (lock: Lock) => 64 + lock.id.length + lock.service.length * 3 + lock.who.length * 3;
+  // A resource's labels and properties may be most of a lock's bytes (up to 64 × 1 KiB).
+  const textBytes = (texts: Iterable<string>) => {
+    let sum = 0;
+    for (const text of texts) sum += 2 + text.length * 3;
+    return sum;
+  };
+  const resourceBytes = ({ resource }: Lock) =>
+    resource === null
+      ? 0
+      : textBytes([resource.name, ...resource.labels, ...Object.entries(resource.properties).flat()]);
+  const lockBytes = (lock: Lock) =>
+    80 + lock.id.length * 2 + lock.service.length * 3 + lock.who.length * 3 + resourceBytes(lock);
   if (message.kind === 'snapshot') return message.locks.reduce((sum, lock) => sum + lockBytes(lock), 16);
   const { event } = message;
   return (
-    96 +
+    112 +
     event.lockId.length +
+    (event.groupId?.length ?? 0) * 2 +
     event.service.length * 3 +
     event.who.length * 3 +
-    (event.reason?.length ?? 0) * 3
+    (event.reason?.length ?? 0) * 3 +
+    (event.label?.length ?? 0) * 3
   );
 }
 
@@ -150,6 +113,23 @@ function timestampField(field: 'since' | 'until', value: string): Date | undefin
 
 /** Proto3 cannot tell an absent number from 0: 0 means "not given". */
 const given = (value: number): number | undefined => (value === 0 ? undefined : value);
+
+/**
+ * How long an acquire may wait: until the call is cancelled (the request then leaves the
+ * queue at once) or its deadline passes.
+ */
+function waitOf(call: ServerUnaryCall<unknown, unknown>): { signal: AbortSignal; deadline: number } {
+  const gone = new AbortController();
+  call.once('cancelled', () => gone.abort());
+  return { signal: gone.signal, deadline: deadlineOf(call) };
+}
+
+/** An acquire answered from its request_id's earlier grant says so in its response metadata. */
+function sendReplayed(call: ServerUnaryCall<unknown, unknown>): void {
+  const metadata = new Metadata();
+  metadata.set('idempotent-replayed', 'true');
+  call.sendMetadata(metadata);
+}
 
 /**
  * The gRPC adapter, mirroring the REST routes, with server reflection on so that grpcurl
@@ -316,38 +296,73 @@ export function buildGrpcServer({
 
   const handlers: LockServiceHandlers = {
     CreateLock: unary('CreateLock', async (request, call, caller) => {
-      // A cancelled call (or one past its deadline) leaves the queue at once.
-      const gone = new AbortController();
-      call.once('cancelled', () => gone.abort());
+      const { quantity: _none, ...claim } = claimOptions(request);
       const { lock, replayed } = await service.acquire({
         caller,
-        service: request.service,
+        ...claim,
         who: request.who,
         ttlSeconds: given(request.ttlSeconds),
         waitSeconds: request.waitSeconds,
-        signal: gone.signal,
-        deadline: deadlineOf(call),
+        priority: request.priority,
+        ...waitOf(call),
         idempotencyKey: request.requestId === '' ? undefined : request.requestId,
       });
-      if (replayed) {
-        const metadata = new Metadata();
-        metadata.set('idempotent-replayed', 'true');
-        call.sendMetadata(metadata);
-      }
+      if (replayed) sendReplayed(call);
       return lockMessage(lock);
     }),
-    GetQueue: unary('GetQueue', async (request, _call, caller): Promise<QueueMessage> => {
-      const queue = await service.queue({ caller, service: request.service });
-      return {
-        service: queue.service,
-        holder: queue.holder === null ? null : lockMessage(queue.holder),
-        waiters: queue.waiters.map((waiter) => ({
-          who: waiter.who,
-          since: formatTimestamp(waiter.since),
-          position: waiter.position,
-        })),
-      };
+    AcquireLocks: unary('AcquireLocks', async (request, call, caller) => {
+      const { group, replayed } = await service.acquireGroup({
+        caller,
+        locks: request.locks.map(claimOptions),
+        who: request.who,
+        ttlSeconds: given(request.ttlSeconds),
+        waitSeconds: request.waitSeconds,
+        priority: request.priority,
+        ...waitOf(call),
+        idempotencyKey: request.requestId === '' ? undefined : request.requestId,
+      });
+      if (replayed) sendReplayed(call);
+      return groupMessage(group);
     }),
+    GetLockGroup: unary('GetLockGroup', async (request, _call, caller) =>
+      groupMessage(await service.getGroup({ caller, id: request.id })),
+    ),
+    RenewLockGroup: unary('RenewLockGroup', async (request, _call, caller) =>
+      groupMessage(
+        await service.renewGroup({ caller, id: request.id, ttlSeconds: given(request.ttlSeconds) }),
+      ),
+    ),
+    ReleaseLockGroup: unary('ReleaseLockGroup', async (request, _call, caller) =>
+      groupMessage(await service.releaseGroup({ caller, id: request.id })),
+    ),
+    PutResource: unary('PutResource', async (request, _call, caller) => {
+      const { resource, created } = await service.putResource({
+        caller,
+        name: request.name,
+        labels: request.labels,
+        properties: request.properties,
+        capacity: request.capacity,
+        description: request.description,
+      });
+      return { resource: resourceMessage(resource), created };
+    }),
+    GetResource: unary('GetResource', async (request, _call, caller) =>
+      resourceMessage(await service.getResource({ caller, name: request.name })),
+    ),
+    ListResources: unary('ListResources', async (request, _call, caller) => {
+      const resources = await service.listResources({
+        caller,
+        label: request.label === '' ? undefined : request.label,
+      });
+      return { resources: resources.map(resourceMessage) };
+    }),
+    DeleteResource: unary('DeleteResource', async (request, _call, caller) => {
+      await service.deleteResource({ caller, name: request.name });
+      return {};
+    }),
+    GetQueue: unary('GetQueue', async (request, _call, caller) =>
+      queueMessage(await service.queue({ caller, service: request.service })),
+    ),
     RenewLock: unary('RenewLock', async (request, _call, caller) =>
       lockMessage(await service.renew({ caller, id: request.id, ttlSeconds: given(request.ttlSeconds) })),
     ),
@@ -408,7 +423,7 @@ export function buildGrpcServer({
   // Reflection must describe the .proto as written (per_page, created_at), so that grpcurl
   // accepts the proto field names; the handlers use proto-loader's camelCase view instead.
   new ReflectionService(
-    loadSync([PROTO_FILE, HEALTH_PROTO_FILE], { ...LOAD_OPTIONS, keepCase: true }),
+    reflectionDefinition(loadSync([PROTO_FILE, HEALTH_PROTO_FILE], { ...LOAD_OPTIONS, keepCase: true })),
   ).addToServer(server);
   return {
     server,

@@ -17,6 +17,7 @@ import { HTTP_CODES, type HttpCode, toHttpError } from './error-mapping.js';
 import { API, callerOf, registerLockRoutes } from './lock-routes.js';
 import { registerOpenApi } from './openapi.js';
 import { type HostCheck, registerRequestGuard } from './request-guard.js';
+import { registerResourceRoutes } from './resource-routes.js';
 import { apiRoute, describedAs } from './route-docs.js';
 import { ErrorJson, HealthJson, ReadyJson } from './schemas.js';
 import { registerWatch } from './watch.js';
@@ -267,6 +268,7 @@ export function buildHttpApp({
 
   void app.register(async (routes) => {
     registerLockRoutes(routes, service);
+    registerResourceRoutes(routes, service);
     registerWatch(routes, service, watchers);
 
     routes.get(

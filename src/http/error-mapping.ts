@@ -23,6 +23,10 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   LOCK_ENDED: 409,
   TOO_MANY_WATCHERS: 429,
   WATCHER_TOO_SLOW: 429,
+  LIMIT_MISMATCH: 409,
+  NO_SUCH_LABEL: 404,
+  RESOURCE_NOT_FOUND: 404,
+  RESOURCE_IN_USE: 409,
 };
 
 /**
@@ -89,8 +93,13 @@ export function toHttpError(error: unknown): { status: number; body: ErrorJson }
   if (error instanceof TrackerError) {
     const body: ErrorJson = { error: error.message, code: error.code };
     if (error.details.field) body.field = error.details.field;
-    if (error.details.existingLock) body.existingLock = lockToJson(error.details.existingLock);
-    if (error.details.lockId) body.lockId = error.details.lockId;
+    const { existingLock, holders, limit, service, label, lockId } = error.details;
+    if (existingLock) body.existingLock = lockToJson(existingLock);
+    if (holders) body.holders = holders.map(lockToJson);
+    if (limit !== undefined) body.limit = limit;
+    if (service !== undefined) body.service = service;
+    if (label !== undefined) body.label = label;
+    if (lockId) body.lockId = lockId;
     return { status: HTTP_STATUS[error.code], body };
   }
   if (error instanceof HttpRefusal) {
@@ -116,7 +125,8 @@ export function toHttpError(error: unknown): { status: number; body: ErrorJson }
 function validationError(error: Partial<FastifyError>): ErrorJson {
   const first = error.validation?.[0];
   const where = error.validationContext === 'querystring' ? 'query parameter' : 'field';
-  const fromPath = first?.instancePath.split('/').filter(Boolean).join('.') ?? '';
+  const segments = (first?.instancePath.split('/').filter(Boolean) ?? []).map(unescapePointer);
+  const fromPath = fieldName(segments);
   const params = (first?.params ?? {}) as Record<string, unknown>;
   const invalid = (field: string, message: string): ErrorJson => ({
     error: message,
@@ -124,22 +134,71 @@ function validationError(error: Partial<FastifyError>): ErrorJson {
     field,
   });
   switch (first?.keyword) {
+    // Inside a nested object (a group's claim), the field is named by its path: locks[0].ttl.
     case 'required': {
-      const field = String(params.missingProperty);
+      const field =
+        fromPath === '' ? String(params.missingProperty) : `${fromPath}.${String(params.missingProperty)}`;
       return invalid(field, `${field} is required`);
     }
     case 'additionalProperties': {
-      const field = String(params.additionalProperty);
+      const field =
+        fromPath === ''
+          ? String(params.additionalProperty)
+          : `${fromPath}.${String(params.additionalProperty)}`;
       return invalid(field, `unknown ${where}: ${field}`);
     }
+  }
+  // A property name refused by `propertyNames` (PUT /resources: a property key).
+  const propertyName = (first as { propertyName?: string } | undefined)?.propertyName;
+  if (propertyName !== undefined) {
+    return invalid(fromPath, `${fromPath} ${RULES[fromPath]?.propertyNames ?? 'has an invalid key'}`);
   }
   if (fromPath === '') {
     return invalid('body', 'request body must be a JSON object');
   }
   const keyword = first?.keyword ?? '';
-  const rule = RULES[fromPath]?.[keyword];
+  const rule = ruleFor(segments, keyword);
   if (rule) return invalid(fromPath, `${fromPath} ${rule}`);
   if (keyword === 'type') return invalid(fromPath, `${fromPath} must be a ${String(params.type)}`);
   if (keyword === 'minLength') return invalid(fromPath, `${fromPath} must be a non-empty string`);
   return invalid(fromPath, `${fromPath} ${first?.message ?? 'is invalid'}`);
+}
+
+/** The one object of free keys in a body (PUT /resources: `properties`): its keys are names, not indices. */
+const MAPS = new Set(['properties']);
+
+/**
+ * A field as the core names it too: array items by index in brackets, object members by
+ * name after a dot (`locks[0].limit`, `labels[2]`, `properties.serial`).
+ */
+function fieldName(segments: readonly string[]): string {
+  return segments.reduce((path, segment, index) => {
+    const parent = segments[index - 1];
+    if (/^\d+$/.test(segment) && !(parent !== undefined && MAPS.has(parent))) return `${path}[${segment}]`;
+    return path === '' ? segment : `${path}.${segment}`;
+  }, '');
+}
+
+/** A JSON Pointer segment as the key it stands for (`~1` is `/`, `~0` is `~`). */
+function unescapePointer(segment: string): string {
+  return segment.replace(/~1/g, '/').replace(/~0/g, '~');
+}
+
+/**
+ * The words of a rule for a field: by its path (`ttlSeconds`), by that path with every
+ * segment after the first as `*` (`labels.*`, `properties.*`, `locks.*`), or by its last name
+ * that is no index (`limit` for `locks[0].limit`).
+ */
+function ruleFor(segments: readonly string[], keyword: string): string | undefined {
+  const [head, ...rest] = segments;
+  const candidates = [
+    segments.join('.'),
+    [head, ...rest.map(() => '*')].join('.'),
+    segments.findLast((segment) => !/^\d+$/.test(segment)),
+  ];
+  for (const candidate of candidates) {
+    const rule = candidate === undefined ? undefined : RULES[candidate]?.[keyword];
+    if (rule) return rule;
+  }
+  return undefined;
 }

@@ -1,15 +1,19 @@
 import type { JsonSchemaToTsProvider } from '@fastify/type-provider-json-schema-to-ts';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Caller } from '../core/auth.js';
-import { ErrorCode } from '../core/errors.js';
-import { type LockService, timestampArgument } from '../core/lock-service.js';
-import { eventToJson, lockToJson, queueToJson } from './present.js';
+import { ErrorCode, invalidArgument } from '../core/errors.js';
+import { type ClaimOptions, type LockService, timestampArgument } from '../core/lock-service.js';
+import { eventToJson, groupToJson, lockToJson, queueToJson } from './present.js';
 import { apiRoute, describedAs } from './route-docs.js';
 import {
   AcquireHeaders,
+  type ClaimBody,
+  CreateGroupBody,
   CreateLockBody,
   ForceReleaseBody,
   ForceReleasedJson,
+  GroupIdParams,
+  GroupJson,
   HistoryJson,
   HistoryQuery,
   ListLocksQuery,
@@ -18,6 +22,7 @@ import {
   LockListJson,
   QueueJson,
   ReleasedJson,
+  RenewGroupBody,
   RenewLockBody,
   ServiceParams,
 } from './schemas.js';
@@ -68,15 +73,24 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
           summary: 'Acquire a lock',
           description:
             'Acquires the lock named `service` for `who`. Answers at once: `201` and the lock, or ' +
-            '`409 LOCK_HELD` with the holder in `existingLock`. With `waitSeconds` the request waits ' +
-            "in the service's queue (granted in arrival order) and answers `201` when granted, or " +
-            '`409 WAIT_TIMEOUT` at its deadline; a client that hangs up leaves the queue at once. ' +
-            'With `ttlSeconds` the lock is a lease that expires unless renewed. `fencingToken` grows ' +
-            'with every acquire of the service: pass it along with every write to the protected system.',
+            '`409 LOCK_HELD` with the oldest holder in `existingLock` and every holder in `holders`. ' +
+            "With `waitSeconds` the request waits in the service's queue (granted by `priority`, then " +
+            'in arrival order) and answers `201` when granted, or `409 WAIT_TIMEOUT` at its deadline; ' +
+            'a client that hangs up leaves the queue at once. With `ttlSeconds` the lock is a lease ' +
+            'that expires unless renewed. `fencingToken` grows with every acquire of the service: pass ' +
+            'it along with every write to the protected system.\n\n' +
+            '`limit: n` makes the service a semaphore of n holders (a request naming another limit ' +
+            'while it is held gets `409 LIMIT_MISMATCH`); `mode: "shared"` holds it together with ' +
+            'other shared holders, never with an exclusive one. `label` instead of `service` takes any ' +
+            'free registered resource carrying that label (`404 NO_SUCH_LABEL` when none does); the ' +
+            'lock then shows the resource. Exactly one of `service` and `label`; `limit` goes with ' +
+            'neither `mode: "shared"` nor `label` (a resource\'s capacity is its limit).',
           tags: ['locks'],
           errors: [
             ErrorCode.LOCK_HELD,
             ErrorCode.WAIT_TIMEOUT,
+            ErrorCode.LIMIT_MISMATCH,
+            ErrorCode.NO_SUCH_LABEL,
             ErrorCode.QUEUE_FULL,
             ErrorCode.TOO_MANY_LOCKS,
             ErrorCode.IDEMPOTENCY_KEY_REUSED,
@@ -98,20 +112,15 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
       ),
     },
     async (request, reply) => {
-      const { service: name, who, ttlSeconds, waitSeconds } = request.body;
-      // A waiting client that hangs up leaves the queue at once. 'close' also fires after a
-      // normal response; only a close before the response ended is a hang-up.
-      const gone = new AbortController();
-      reply.raw.once('close', () => {
-        if (!reply.raw.writableEnded) gone.abort();
-      });
+      const { who, ttlSeconds, waitSeconds, priority, ...claim } = request.body;
       const { lock, replayed } = await service.acquire({
         caller: callerOf(request),
-        service: name,
+        ...claimOptions(claim, ''),
         who,
         ttlSeconds,
         waitSeconds,
-        signal: gone.signal,
+        priority,
+        signal: hangUp(reply),
         idempotencyKey: headerValue(request.headers['idempotency-key']),
       });
       const body = lockToJson(lock);
@@ -120,6 +129,146 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
       // narrows a route's statuses to the first one its handler returns; both are declared.)
       return (reply as FastifyReply).status(200).header('idempotent-replayed', 'true').send(body);
     },
+  );
+
+  app.post(
+    `${API}/locks`,
+    {
+      schema: apiRoute(
+        { method: 'POST', ...api },
+        {
+          operationId: 'createLockGroup',
+          summary: 'Acquire several locks at once (a group)',
+          description:
+            'Acquires every claim of `locks` (1 to 32: a `service`, or `quantity` resources carrying a ' +
+            '`label`, each with its own `mode` and `limit` as on `POST /api/v1alpha1/lock`) for `who`, ' +
+            'all together or none: a group never holds a part, not even while it waits, so two groups ' +
+            'asking for `[a,b]` and `[b,a]` never deadlock. Answers `201 {id, locks}`: the group id ' +
+            '(every lock carries it as `groupId`) and every granted lock; or `409 LOCK_HELD` naming ' +
+            'the holders of what was not free. `waitSeconds`, `priority`, `ttlSeconds` and the ' +
+            'Idempotency-Key work as for a single acquire.',
+          tags: ['locks'],
+          errors: [
+            ErrorCode.LOCK_HELD,
+            ErrorCode.WAIT_TIMEOUT,
+            ErrorCode.LIMIT_MISMATCH,
+            ErrorCode.NO_SUCH_LABEL,
+            ErrorCode.QUEUE_FULL,
+            ErrorCode.TOO_MANY_LOCKS,
+            ErrorCode.IDEMPOTENCY_KEY_REUSED,
+            ErrorCode.LOCK_ENDED,
+          ],
+        },
+        {
+          headers: AcquireHeaders,
+          body: CreateGroupBody,
+          response: {
+            201: describedAs(GroupJson, 'The group: its id and every lock it holds.'),
+            200: describedAs(
+              GroupJson,
+              'A retry with the same Idempotency-Key: the group its first request was granted (header ' +
+                '`Idempotent-Replayed: true`).',
+            ),
+          },
+        },
+      ),
+    },
+    async (request, reply) => {
+      const { who, ttlSeconds, waitSeconds, priority, locks } = request.body;
+      const { group, replayed } = await service.acquireGroup({
+        caller: callerOf(request),
+        who,
+        ttlSeconds,
+        waitSeconds,
+        priority,
+        locks: locks.map((claim, index) => claimOptions(claim, `locks[${index}].`)),
+        signal: hangUp(reply),
+        idempotencyKey: headerValue(request.headers['idempotency-key']),
+      });
+      const body = groupToJson(group);
+      if (!replayed) return reply.status(201).send(body);
+      return (reply as FastifyReply).status(200).header('idempotent-replayed', 'true').send(body);
+    },
+  );
+
+  app.get(
+    `${API}/locks/:groupId`,
+    {
+      schema: apiRoute(
+        { method: 'GET', ...api },
+        {
+          operationId: 'getLockGroup',
+          summary: 'Get a group',
+          description: 'The locks of the group with this `id` that are still held.',
+          tags: ['locks'],
+          errors: [ErrorCode.LOCK_NOT_FOUND],
+        },
+        { params: GroupIdParams, response: { 200: describedAs(GroupJson, 'The group and its held locks.') } },
+      ),
+    },
+    async (request) =>
+      groupToJson(await service.getGroup({ caller: callerOf(request), id: request.params.groupId })),
+  );
+
+  app.post(
+    `${API}/locks/:groupId/renew`,
+    {
+      schema: apiRoute(
+        { method: 'POST', ...api },
+        {
+          operationId: 'renewLockGroup',
+          summary: "Renew a group's leases",
+          description:
+            "Renews every held lock of the group: `ttlSeconds` from now, or each lock's own TTL when " +
+            'the body (optional) does not say. A group none of whose locks is held answers ' +
+            '`404 LOCK_NOT_HELD`.',
+          tags: ['locks'],
+          errors: [ErrorCode.LOCK_NOT_HELD],
+          bodyOptional: true,
+        },
+        {
+          params: GroupIdParams,
+          body: RenewGroupBody,
+          response: { 200: describedAs(GroupJson, 'The group with its renewed locks.') },
+        },
+      ),
+      preValidation: async (request) => {
+        request.body ??= {};
+      },
+    },
+    async (request) =>
+      groupToJson(
+        await service.renewGroup({
+          caller: callerOf(request),
+          id: request.params.groupId,
+          ttlSeconds: request.body?.ttlSeconds,
+        }),
+      ),
+  );
+
+  app.delete(
+    `${API}/locks/:groupId`,
+    {
+      schema: apiRoute(
+        { method: 'DELETE', ...api },
+        {
+          operationId: 'releaseLockGroup',
+          summary: 'Release a group',
+          description:
+            'Releases every held lock of the group; the answer lists what was released. A member ' +
+            'may also be released alone by its own `id`. A group none of whose locks is held ' +
+            'answers `404 LOCK_NOT_FOUND`.',
+          tags: ['locks'],
+          errors: [ErrorCode.LOCK_NOT_FOUND],
+        },
+        {
+          params: GroupIdParams,
+          response: { 200: describedAs(GroupJson, 'The group and the locks it released.') },
+        },
+      ),
+    },
+    async (request) =>
+      groupToJson(await service.releaseGroup({ caller: callerOf(request), id: request.params.groupId })),
   );
 
   app.get(
@@ -349,6 +498,52 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
       return { events: page.events.map(eventToJson), nextBefore: page.nextBefore };
     },
   );
+}
+
+/**
+ * An abort signal for a waiting request whose client hangs up: it leaves the queue at once.
+ * 'close' also fires after a normal response; only a close before the response ended is one.
+ */
+function hangUp(reply: FastifyReply): AbortSignal {
+  const gone = new AbortController();
+  reply.raw.once('close', () => {
+    if (!reply.raw.writableEnded) gone.abort();
+  });
+  return gone.signal;
+}
+
+/**
+ * A claim of a request body (POST /lock's, or an item of POST /locks' `locks`, whose fields
+ * are named with `prefix`), with the rules that span fields: exactly one of `service` and
+ * `label`; `limit` neither with `mode: "shared"` nor with `label`; `quantity` with `label`.
+ */
+function claimOptions(claim: ClaimBody, prefix: string): ClaimOptions {
+  const { service, label, mode, limit, quantity } = claim;
+  if (service === undefined && label === undefined) {
+    throw invalidArgument(
+      `${prefix}service`,
+      `${prefix}service is required (or ${prefix}label, for any resource carrying it)`,
+    );
+  }
+  if (service !== undefined && label !== undefined) {
+    throw invalidArgument(`${prefix}label`, `give ${prefix}service or ${prefix}label, not both`);
+  }
+  if (limit !== undefined && mode === 'shared') {
+    throw invalidArgument(
+      `${prefix}limit`,
+      `${prefix}limit applies to exclusive locks: shared holders have no limit among themselves`,
+    );
+  }
+  if (limit !== undefined && label !== undefined) {
+    throw invalidArgument(
+      `${prefix}limit`,
+      `${prefix}limit does not go with ${prefix}label: a resource's capacity is its limit`,
+    );
+  }
+  if (quantity !== undefined && label === undefined) {
+    throw invalidArgument(`${prefix}quantity`, `${prefix}quantity goes with ${prefix}label only`);
+  }
+  return { service, label, mode, limit, quantity };
 }
 
 /** A header's value; a repeated one (which Node joins for most names) counts as given once. */

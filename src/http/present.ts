@@ -1,5 +1,13 @@
-import { formatTimestamp, type Lock, type LockEventRecord, type Queue } from '../core/lock.js';
-import type { EventJson, LockJson, QueueJson } from './schemas.js';
+import {
+  formatTimestamp,
+  type Lock,
+  type LockEventRecord,
+  type Queue,
+  type Resource,
+  type Waiter,
+} from '../core/lock.js';
+import type { LockGroup } from '../core/lock-service.js';
+import type { EventJson, GroupJson, LockJson, QueueJson, ResourceJson, WaiterJson } from './schemas.js';
 
 /**
  * Domain values in their REST form. Each returns the type declared by its schema in
@@ -18,6 +26,17 @@ export function lockToJson(lock: Lock): LockJson {
     fencingToken: lock.fencingToken,
     waiters: lock.waiters,
     owner: lock.owner,
+    limit: lock.limit,
+    mode: lock.mode,
+    groupId: lock.groupId,
+    resource:
+      lock.resource === null
+        ? null
+        : {
+            name: lock.resource.name,
+            labels: [...lock.resource.labels],
+            properties: { ...lock.resource.properties },
+          },
   };
 }
 
@@ -39,9 +58,26 @@ export function eventToJson(event: LockEventRecord): EventJson {
       fencingToken: event.fencingToken,
       waiters: event.waiters,
       owner: event.owner,
+      limit: event.limit,
+      mode: event.mode,
+      groupId: event.groupId,
     },
     heldSeconds: event.heldMs === null ? null : event.heldMs / 1000,
     reason: event.reason,
+    groupId: event.groupId,
+    label: event.label,
+  };
+}
+
+export function waiterToJson(waiter: Waiter): WaiterJson {
+  return {
+    who: waiter.who,
+    since: formatTimestamp(waiter.since),
+    position: waiter.position,
+    priority: waiter.priority,
+    mode: waiter.mode,
+    label: waiter.label,
+    groupId: waiter.groupId,
   };
 }
 
@@ -49,10 +85,35 @@ export function queueToJson(queue: Queue): QueueJson {
   return {
     service: queue.service,
     holder: queue.holder === null ? null : lockToJson(queue.holder),
-    waiters: queue.waiters.map((waiter) => ({
-      who: waiter.who,
-      since: formatTimestamp(waiter.since),
-      position: waiter.position,
-    })),
+    holders: queue.holders.map(lockToJson),
+    waiters: queue.waiters.map(waiterToJson),
   };
+}
+
+export function groupToJson(group: LockGroup): GroupJson {
+  return { id: group.id, locks: group.locks.map(lockToJson) };
+}
+
+export function resourceToJson(resource: Resource): ResourceJson {
+  return {
+    name: resource.name,
+    labels: [...resource.labels],
+    properties: { ...resource.properties },
+    capacity: resource.capacity,
+    description: resource.description,
+    holders: resource.holders.map(lockToJson),
+    waiters: resource.waiters.map(waiterToJson),
+    free: freeSlots(resource),
+  };
+}
+
+/**
+ * How many more exclusive holders the resource admits now (core/grants.ts `admits`): none
+ * while a shared lock holds it; else its capacity, or a holder's smaller limit, less its
+ * holders.
+ */
+function freeSlots(resource: Resource): number {
+  if (resource.holders.some((holder) => holder.mode === 'shared')) return 0;
+  const limit = Math.min(resource.capacity, ...resource.holders.map((holder) => holder.limit));
+  return Math.max(0, limit - resource.holders.length);
 }

@@ -11,19 +11,30 @@ import { ErrorJson, ReleaseErrorJson } from './schemas.js';
  * serializes them) and a line per code saying what it means.
  */
 
-export type Tag = 'locks' | 'queue' | 'history' | 'operations';
+export type Tag = 'locks' | 'queue' | 'resources' | 'history' | 'operations';
 
 export const TAGS: ReadonlyArray<{ readonly name: Tag; readonly description: string }> = [
   { name: 'locks', description: 'Acquire, inspect, renew and release locks.' },
   { name: 'queue', description: 'Requests waiting for a held service.' },
+  {
+    name: 'resources',
+    description: 'Registered resources: labels to ask for any free one, properties, capacity.',
+  },
   { name: 'history', description: 'What happened to locks, past and live.' },
   { name: 'operations', description: 'Health, readiness and metrics.' },
 ];
 
 /** What each error code means, for the error responses' descriptions. */
 export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
-  LOCK_HELD: 'the service is held by someone else; `existingLock` is the holder',
-  WAIT_TIMEOUT: 'waited `waitSeconds` and the service is still held; `existingLock` is the holder',
+  LOCK_HELD:
+    'the service is held by someone else (or full); `existingLock` is the oldest holder, `holders` every one',
+  WAIT_TIMEOUT:
+    'waited `waitSeconds` and the service is still held; `existingLock` is the oldest holder, `holders` every one',
+  LIMIT_MISMATCH:
+    'the service is held (or registered) with another `limit`: `limit` is the current one, `service` the service (answered at once, never queued)',
+  NO_SUCH_LABEL: 'no registered resource carries the `label`',
+  RESOURCE_NOT_FOUND: 'no registered resource has that name',
+  RESOURCE_IN_USE: 'the resource is held: release its locks first',
   LOCK_NOT_FOUND: 'no lock with that id is held',
   LOCK_NOT_HELD: 'the lock expired, was released or never existed',
   INVALID_ARGUMENT: 'bad input; `field` names it',

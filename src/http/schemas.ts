@@ -1,11 +1,20 @@
 import type { FromSchema } from 'json-schema-to-ts';
 import {
   LOCK_EVENT_TYPES,
+  LOCK_MODES,
+  MAX_GROUP_CLAIMS,
   MAX_HISTORY_LIMIT,
+  MAX_LABELS,
+  MAX_LIMIT,
   MAX_NAME_LENGTH,
+  MAX_PRIORITY,
+  MAX_PROPERTIES,
+  MAX_PROPERTY_LENGTH,
+  MAX_QUANTITY,
   MAX_REASON_LENGTH,
   MAX_TTL_SECONDS,
   MAX_WAIT_SECONDS,
+  MIN_PRIORITY,
 } from '../core/lock.js';
 
 /**
@@ -47,18 +56,67 @@ const timestamp = {
 } as const;
 const eventIdText = { type: 'string', pattern: '^[0-9]{1,15}$' } as const;
 
+const waitSeconds = { type: 'integer', minimum: 0, maximum: MAX_WAIT_SECONDS } as const;
+/** Exclusive holders a service admits at once (a semaphore); default 1. */
+const limit = { type: 'integer', minimum: 1, maximum: MAX_LIMIT } as const;
+const mode = { type: 'string', enum: LOCK_MODES } as const;
+/** Higher waiters are granted first; default 0. */
+const priority = { type: 'integer', minimum: MIN_PRIORITY, maximum: MAX_PRIORITY } as const;
+
+/**
+ * POST /lock. Exactly one of `service` and `label`; `limit` neither with `mode: "shared"` nor
+ * with `label` (a resource's capacity is its limit). Those rules span fields, so the route
+ * checks them (400 naming the field), not the schema: Ajv's `oneOf` errors name no field.
+ */
 export const CreateLockBody = {
   type: 'object',
-  required: ['service', 'who'],
+  required: ['who'],
   additionalProperties: false,
   properties: {
     service: name,
+    /** Any free registered resource carrying this label, instead of a named service. */
+    label: name,
     who: name,
     ttlSeconds,
-    waitSeconds: { type: 'integer', minimum: 0, maximum: MAX_WAIT_SECONDS },
+    waitSeconds,
+    limit,
+    mode,
+    priority,
   },
 } as const;
 export type CreateLockBody = FromSchema<typeof CreateLockBody>;
+
+/**
+ * One claim of a group: a service, or `quantity` resources carrying a label (the same
+ * cross-field rules as POST /lock, and `quantity` with a label only).
+ */
+export const ClaimBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    service: name,
+    label: name,
+    mode,
+    limit,
+    quantity: { type: 'integer', minimum: 1, maximum: MAX_QUANTITY },
+  },
+} as const;
+export type ClaimBody = FromSchema<typeof ClaimBody>;
+
+/** POST /locks: every claim granted together, or none. */
+export const CreateGroupBody = {
+  type: 'object',
+  required: ['who', 'locks'],
+  additionalProperties: false,
+  properties: {
+    who: name,
+    ttlSeconds,
+    waitSeconds,
+    priority,
+    locks: { type: 'array', minItems: 1, maxItems: MAX_GROUP_CLAIMS, items: ClaimBody },
+  },
+} as const;
+export type CreateGroupBody = FromSchema<typeof CreateGroupBody>;
 
 /** The body is optional; without `ttlSeconds` the lock's own TTL is used again. */
 export const RenewLockBody = {
@@ -67,6 +125,10 @@ export const RenewLockBody = {
   properties: { ttlSeconds },
 } as const;
 export type RenewLockBody = FromSchema<typeof RenewLockBody>;
+
+/** POST /locks/{groupId}/renew: the same body as a lock's renewal, for every member. */
+export const RenewGroupBody = RenewLockBody;
+export type RenewGroupBody = RenewLockBody;
 
 /** The body is optional; an empty reason counts as none. */
 export const ForceReleaseBody = {
@@ -95,6 +157,47 @@ export const AcquireHeaders = {
     },
   },
 } as const;
+
+export const GroupIdParams = {
+  type: 'object',
+  required: ['groupId'],
+  properties: {
+    groupId: { type: 'string', description: 'The group `id` returned when the locks were acquired.' },
+  },
+} as const;
+
+export const ResourceParams = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { ...name, description: 'The resource (a service name).' } },
+} as const;
+
+/** PUT /resources/{name}. Labels and property keys follow the `service` rules. */
+export const PutResourceBody = {
+  type: 'object',
+  additionalProperties: false,
+  properties: {
+    /** A label given twice counts once (as the core keeps them). */
+    labels: { type: 'array', maxItems: MAX_LABELS, items: name },
+    properties: {
+      type: 'object',
+      maxProperties: MAX_PROPERTIES,
+      propertyNames: name,
+      additionalProperties: { type: 'string', maxLength: MAX_PROPERTY_LENGTH, pattern: PRINTABLE },
+    },
+    /** Its limit: how many exclusive holders it admits at once (default 1). */
+    capacity: limit,
+    description: { type: 'string', maxLength: MAX_PROPERTY_LENGTH, pattern: PRINTABLE },
+  },
+} as const;
+export type PutResourceBody = FromSchema<typeof PutResourceBody>;
+
+export const ListResourcesQuery = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { label: { ...name, description: 'Only the resources carrying this label.' } },
+} as const;
+export type ListResourcesQuery = FromSchema<typeof ListResourcesQuery>;
 
 export const ServiceParams = {
   type: 'object',
@@ -154,7 +257,19 @@ export const WatchHeaders = {
   },
 } as const;
 
-const lockProperties = {
+/** A registered resource as a lock on it shows it. */
+const ResourceRefJson = {
+  type: 'object',
+  required: ['name', 'labels', 'properties'],
+  properties: {
+    name: { type: 'string' },
+    labels: { type: 'array', items: { type: 'string' } },
+    properties: { type: 'object', additionalProperties: { type: 'string' } },
+  },
+} as const;
+
+/** The fields a lock and an event's lock share. */
+const heldProperties = {
   id: { type: 'string' },
   service: { type: 'string' },
   who: { type: 'string' },
@@ -169,8 +284,13 @@ const lockProperties = {
   waiters: { type: 'integer' },
   /** The name of the token that took it; null without authentication. */
   owner: { type: ['string', 'null'] },
+  /** How many exclusive holders its service admits while it is held. */
+  limit: { type: 'integer' },
+  mode,
+  /** The group it was granted in; null for a lock acquired alone. */
+  groupId: { type: ['string', 'null'] },
 } as const;
-const LOCK_FIELDS = [
+const HELD_FIELDS = [
   'id',
   'service',
   'who',
@@ -180,28 +300,84 @@ const LOCK_FIELDS = [
   'fencingToken',
   'waiters',
   'owner',
+  'limit',
+  'mode',
+  'groupId',
 ] as const;
 
-export const LockJson = { type: 'object', required: LOCK_FIELDS, properties: lockProperties } as const;
+export const LockJson = {
+  type: 'object',
+  required: [...HELD_FIELDS, 'resource'],
+  properties: {
+    ...heldProperties,
+    /** The registered resource it holds; null when its service is not one. */
+    resource: { anyOf: [{ type: 'null' }, ResourceRefJson] },
+  },
+} as const;
 export type LockJson = FromSchema<typeof LockJson>;
 
 export const WaiterJson = {
   type: 'object',
-  required: ['who', 'since', 'position'],
-  properties: { who: { type: 'string' }, since: { type: 'string' }, position: { type: 'integer' } },
+  required: ['who', 'since', 'position', 'priority', 'mode', 'label', 'groupId'],
+  properties: {
+    who: { type: 'string' },
+    since: { type: 'string' },
+    position: { type: 'integer' },
+    priority: { type: 'integer' },
+    mode,
+    /** A request for any resource carrying this label; null for one naming the service. */
+    label: { type: ['string', 'null'] },
+    groupId: { type: ['string', 'null'] },
+  },
 } as const;
 export type WaiterJson = FromSchema<typeof WaiterJson>;
 
 export const QueueJson = {
   type: 'object',
-  required: ['service', 'holder', 'waiters'],
+  required: ['service', 'holder', 'holders', 'waiters'],
   properties: {
     service: { type: 'string' },
+    /** The oldest holder; null when free. */
     holder: { anyOf: [{ type: 'null' }, LockJson] },
+    /** Every holder, oldest first. */
+    holders: { type: 'array', items: LockJson },
     waiters: { type: 'array', items: WaiterJson },
   },
 } as const;
 export type QueueJson = FromSchema<typeof QueueJson>;
+
+/** A group's locks (POST /locks, GET, renew and DELETE /locks/{groupId}). */
+export const GroupJson = {
+  type: 'object',
+  required: ['id', 'locks'],
+  properties: { id: { type: 'string' }, locks: { type: 'array', items: LockJson } },
+} as const;
+export type GroupJson = FromSchema<typeof GroupJson>;
+
+/** A registered resource, with who holds it and who waits for it. */
+export const ResourceJson = {
+  type: 'object',
+  required: ['name', 'labels', 'properties', 'capacity', 'description', 'holders', 'waiters', 'free'],
+  properties: {
+    name: { type: 'string' },
+    labels: { type: 'array', items: { type: 'string' } },
+    properties: { type: 'object', additionalProperties: { type: 'string' } },
+    capacity: { type: 'integer' },
+    description: { type: ['string', 'null'] },
+    holders: { type: 'array', items: LockJson },
+    waiters: { type: 'array', items: WaiterJson },
+    /** How many more exclusive holders it admits now. */
+    free: { type: 'integer' },
+  },
+} as const;
+export type ResourceJson = FromSchema<typeof ResourceJson>;
+
+export const ResourceListJson = {
+  type: 'object',
+  required: ['resources'],
+  properties: { resources: { type: 'array', items: ResourceJson } },
+} as const;
+export type ResourceListJson = FromSchema<typeof ResourceListJson>;
 
 export const LockListJson = {
   type: 'object',
@@ -229,16 +405,20 @@ export const ForceReleasedJson = {
 } as const;
 export type ForceReleasedJson = FromSchema<typeof ForceReleasedJson>;
 
-/** The lock an event is about; for queued/dequeued, the waiting request (no token yet). */
+/** The lock an event is about; for queued/dequeued, the waiting request (no token, no limit yet). */
 const EventLockJson = {
   type: 'object',
-  required: LOCK_FIELDS,
-  properties: { ...lockProperties, fencingToken: { type: ['integer', 'null'] } },
+  required: HELD_FIELDS,
+  properties: {
+    ...heldProperties,
+    fencingToken: { type: ['integer', 'null'] },
+    limit: { type: ['integer', 'null'] },
+  },
 } as const;
 
 export const EventJson = {
   type: 'object',
-  required: ['id', 'type', 'at', 'service', 'who', 'lock', 'heldSeconds', 'reason'],
+  required: ['id', 'type', 'at', 'service', 'who', 'lock', 'heldSeconds', 'reason', 'groupId', 'label'],
   properties: {
     id: { type: 'integer' },
     type: { type: 'string', enum: LOCK_EVENT_TYPES },
@@ -249,6 +429,10 @@ export const EventJson = {
     lock: EventLockJson,
     heldSeconds: { type: ['number', 'null'] },
     reason: { type: ['string', 'null'] },
+    /** The lock's (or the waiting request's) group; null outside a group. */
+    groupId: { type: ['string', 'null'] },
+    /** queued/dequeued of a request for any resource carrying a label: the label. */
+    label: { type: ['string', 'null'] },
   },
 } as const;
 export type EventJson = FromSchema<typeof EventJson>;
@@ -284,8 +468,13 @@ const errorProperties = {
   error: { type: 'string', description: 'What went wrong, in words.' },
   code: { type: 'string', description: 'A stable code to act on; see the response descriptions.' },
   field: { type: 'string', description: 'The field or query parameter at fault (`INVALID_ARGUMENT`).' },
-  /** The holder (`LOCK_HELD`, `WAIT_TIMEOUT`). */
+  /** The oldest holder (`LOCK_HELD`, `WAIT_TIMEOUT`). */
   existingLock: LockJson,
+  /** Every holder of what the request could not get (`LOCK_HELD`, `WAIT_TIMEOUT`). */
+  holders: { type: 'array', items: LockJson },
+  limit: { type: 'integer', description: "The service's current limit (`LIMIT_MISMATCH`)." },
+  service: { type: 'string', description: 'The service whose limit differs (`LIMIT_MISMATCH`).' },
+  label: { type: 'string', description: 'The label no resource carries (`NO_SUCH_LABEL`).' },
   lockId: { type: 'string', description: 'The lock that ended (`LOCK_ENDED`).' },
 } as const;
 
@@ -316,32 +505,66 @@ export const ReadyJson = {
 } as const;
 
 /** What each rule means in words, for error messages that name the field. */
+const NAME_RULES = {
+  pattern: 'must not contain control characters, nor invisible or bidirectional formatting characters',
+  maxLength: `must be at most ${MAX_NAME_LENGTH} characters`,
+} as const;
+const integerFrom = (min: number, max: number) => {
+  const rule = `must be an integer from ${min} to ${max}`;
+  return { type: rule, minimum: rule, maximum: rule } as const;
+};
+
+/**
+ * What each rule means in words, for error messages that name the field. Keyed by the field's
+ * path (`ttlSeconds`), by that path with the segments after the first as `*` (`labels.*` for
+ * `labels[2]`, `properties.*` for `properties.serial`), or by its last name (`limit` for
+ * `locks[0].limit`): see error-mapping.ts.
+ */
 export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> = {
-  service: {
-    pattern: 'must not contain control characters, nor invisible or bidirectional formatting characters',
-    maxLength: `must be at most ${MAX_NAME_LENGTH} characters`,
+  service: NAME_RULES,
+  who: NAME_RULES,
+  label: NAME_RULES,
+  /** A resource's name (path). */
+  name: NAME_RULES,
+  'labels.*': NAME_RULES,
+  labels: {
+    type: 'must be an array of labels',
+    maxItems: `must hold at most ${MAX_LABELS} labels`,
   },
-  who: {
-    pattern: 'must not contain control characters, nor invisible or bidirectional formatting characters',
-    maxLength: `must be at most ${MAX_NAME_LENGTH} characters`,
+  properties: {
+    type: 'must be an object of string values',
+    maxProperties: `must hold at most ${MAX_PROPERTIES} properties`,
+    propertyNames: `keys must be 1 to ${MAX_NAME_LENGTH} visible characters (the service rules)`,
   },
-  ttlSeconds: {
-    type: 'must be an integer',
-    minimum: `must be an integer from 1 to ${MAX_TTL_SECONDS}`,
-    maximum: `must be an integer from 1 to ${MAX_TTL_SECONDS}`,
+  'properties.*': {
+    type: 'must be a string',
+    pattern: 'must not contain control characters',
+    maxLength: `must be at most ${MAX_PROPERTY_LENGTH} characters`,
   },
-  waitSeconds: {
-    type: 'must be an integer',
-    minimum: `must be an integer from 0 to ${MAX_WAIT_SECONDS}`,
-    maximum: `must be an integer from 0 to ${MAX_WAIT_SECONDS}`,
+  description: {
+    pattern: 'must not contain control characters',
+    maxLength: `must be at most ${MAX_PROPERTY_LENGTH} characters`,
   },
+  ttlSeconds: { ...integerFrom(1, MAX_TTL_SECONDS), type: 'must be an integer' },
+  waitSeconds: { ...integerFrom(0, MAX_WAIT_SECONDS), type: 'must be an integer' },
+  priority: integerFrom(MIN_PRIORITY, MAX_PRIORITY),
+  capacity: integerFrom(1, MAX_LIMIT),
+  quantity: integerFrom(1, MAX_QUANTITY),
+  mode: { enum: `must be one of ${LOCK_MODES.join(', ')}`, type: `must be one of ${LOCK_MODES.join(', ')}` },
+  locks: {
+    type: 'must be an array of claims',
+    minItems: `must hold 1 to ${MAX_GROUP_CLAIMS} claims`,
+    maxItems: `must hold 1 to ${MAX_GROUP_CLAIMS} claims`,
+  },
+  'locks.*': { type: 'must be an object (a claim)' },
   reason: {
     pattern: 'must not contain control characters',
     maxLength: `must be at most ${MAX_REASON_LENGTH} characters`,
   },
   since: { pattern: 'must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z' },
   until: { pattern: 'must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z' },
-  limit: { pattern: `must be an integer from 1 to ${MAX_HISTORY_LIMIT}` },
+  // The history query's `limit` (text) and an acquire's (an integer): both from 1 to 1000.
+  limit: { pattern: `must be an integer from 1 to ${MAX_HISTORY_LIMIT}`, ...integerFrom(1, MAX_LIMIT) },
   before: { pattern: 'must be an event id (a positive integer)' },
   lastEventId: { pattern: 'must be an event id (a non-negative integer)' },
   page: { pattern: 'must be a positive integer' },

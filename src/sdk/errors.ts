@@ -16,25 +16,72 @@ export class TrackerApiError extends Error {
   }
 }
 
-/** The service is held by someone else (`existingLock`). */
+/**
+ * The service is held by someone else, or as many times as its limit: `existingLock` is the
+ * oldest holder, `holders` every holder of what the request could not get.
+ */
 export class LockHeldError extends TrackerApiError {
   override readonly name = 'LockHeldError';
   constructor(
     message: string,
     readonly existingLock: LockInfo,
+    readonly holders: readonly LockInfo[] = [existingLock],
   ) {
     super(message, 'LOCK_HELD', 409);
   }
 }
 
-/** The request waited its `wait` and the service is still held (`existingLock`). */
+/** The request waited its `wait` and the service is still held (`existingLock`, `holders`). */
 export class WaitTimeoutError extends TrackerApiError {
   override readonly name = 'WaitTimeoutError';
   constructor(
     message: string,
     readonly existingLock: LockInfo,
+    readonly holders: readonly LockInfo[] = [existingLock],
   ) {
     super(message, 'WAIT_TIMEOUT', 409);
+  }
+}
+
+/**
+ * 409 LIMIT_MISMATCH: `service` is held (or registered) with another limit than the one
+ * asked for; `limit` is the current one. Answered at once, never queued.
+ */
+export class LimitMismatchError extends TrackerApiError {
+  override readonly name = 'LimitMismatchError';
+  constructor(
+    message: string,
+    readonly service: string,
+    readonly limit: number,
+  ) {
+    super(message, 'LIMIT_MISMATCH', 409, 'limit');
+  }
+}
+
+/** 404 NO_SUCH_LABEL: no registered resource carries `label`. */
+export class NoSuchLabelError extends TrackerApiError {
+  override readonly name = 'NoSuchLabelError';
+  constructor(
+    message: string,
+    readonly label: string,
+  ) {
+    super(message, 'NO_SUCH_LABEL', 404, 'label');
+  }
+}
+
+/** 404 RESOURCE_NOT_FOUND: no registered resource has that name. */
+export class ResourceNotFoundError extends TrackerApiError {
+  override readonly name = 'ResourceNotFoundError';
+  constructor(message: string) {
+    super(message, 'RESOURCE_NOT_FOUND', 404);
+  }
+}
+
+/** 409 RESOURCE_IN_USE: the resource is held, so it cannot be deleted now. */
+export class ResourceInUseError extends TrackerApiError {
+  override readonly name = 'ResourceInUseError';
+  constructor(message: string) {
+    super(message, 'RESOURCE_IN_USE', 409);
   }
 }
 
@@ -133,11 +180,23 @@ export function errorFromResponse(
   const message = body.error ?? `HTTP ${status}`;
   switch (body.code) {
     case 'LOCK_HELD':
-      if (body.existingLock) return new LockHeldError(message, body.existingLock);
+      if (body.existingLock) return new LockHeldError(message, body.existingLock, body.holders);
       break;
     case 'WAIT_TIMEOUT':
-      if (body.existingLock) return new WaitTimeoutError(message, body.existingLock);
+      if (body.existingLock) return new WaitTimeoutError(message, body.existingLock, body.holders);
       break;
+    case 'LIMIT_MISMATCH':
+      if (body.service !== undefined && body.limit !== undefined) {
+        return new LimitMismatchError(message, body.service, body.limit);
+      }
+      break;
+    case 'NO_SUCH_LABEL':
+      if (body.label !== undefined) return new NoSuchLabelError(message, body.label);
+      break;
+    case 'RESOURCE_NOT_FOUND':
+      return new ResourceNotFoundError(message);
+    case 'RESOURCE_IN_USE':
+      return new ResourceInUseError(message);
     case 'LOCK_NOT_FOUND':
       return new LockNotFoundError(message);
     case 'LOCK_NOT_HELD':

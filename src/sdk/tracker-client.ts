@@ -5,15 +5,23 @@ import https from 'node:https';
 import { hostname, userInfo } from 'node:os';
 import { parseDurationSeconds } from '../duration.js';
 import type {
+  ClaimBody,
+  CreateGroupBody,
   CreateLockBody,
   EventJson,
   ForceReleaseBody,
   ForceReleasedJson,
+  GroupJson,
   HistoryJson,
   LockListJson,
+  PutResourceBody,
   QueueJson,
   ReleasedJson,
+  RenewGroupBody,
   RenewLockBody,
+  ResourceJson,
+  ResourceListJson,
+  WaiterJson,
 } from '../http/schemas.js';
 import {
   errorFromResponse,
@@ -65,13 +73,16 @@ export interface TrackerClientOptions {
   readonly retryDelayMs?: number;
 }
 
-export interface AcquireOptions {
+/** What every acquire takes, single or group. */
+export interface AcquireCommonOptions {
   /** The holder's name (default `user@hostname`). */
   readonly who?: string;
   /** Lease length; none: the server's default (usually no expiry). */
   readonly ttl?: Duration;
   /** How long to wait in line if the service is held; none: answer at once. */
   readonly wait?: Duration;
+  /** -1000 to 1000 (default 0): higher waiters are granted first, arrival order within one. */
+  readonly priority?: number;
   /**
    * The acquire's Idempotency-Key (default: a new UUID per call). Give your own to make a
    * retry across processes safe (e.g. a CI job's run id and attempt).
@@ -79,6 +90,46 @@ export interface AcquireOptions {
   readonly idempotencyKey?: string;
   readonly signal?: AbortSignal;
 }
+
+export interface AcquireOptions extends AcquireCommonOptions {
+  /**
+   * Exclusive holders the service admits at once, 1 to 1000 (default 1: a mutex). Every
+   * holder must ask with the same limit (else LimitMismatchError). Not with `mode: 'shared'`
+   * nor with `label`.
+   */
+  readonly limit?: number;
+  /** `shared` holders coexist with each other, never with an exclusive one (default `exclusive`). */
+  readonly mode?: LockMode;
+  /**
+   * Take any free registered resource carrying this label instead of the named service: call
+   * `acquire(null, {label})`. The lock's `resource` says which one.
+   */
+  readonly label?: string;
+}
+
+/** A lock's mode: `exclusive` (the default) or `shared`. */
+export type LockMode = LockInfo['mode'];
+
+/** One claim of a group: a service, or `quantity` resources carrying a label. */
+export type Claim = Readonly<ClaimBody>;
+
+/** A group acquire: every claim of `locks` together, or none. */
+export interface GroupOptions extends AcquireCommonOptions {
+  /** 1 to 32 claims. */
+  readonly locks: readonly Claim[];
+}
+
+/** A group's id and its locks (each with `groupId` = `id`). */
+export type LockGroup = Readonly<GroupJson>;
+
+/** A registered resource, with its holders, its waiters and how many more it admits (`free`). */
+export type ResourceInfo = Readonly<ResourceJson>;
+
+/** A request waiting in a queue. */
+export type WaiterInfo = Readonly<WaiterJson>;
+
+/** What a resource is registered with (every field optional: none, none, capacity 1). */
+export type ResourceSpec = Readonly<PutResourceBody>;
 
 export interface ListOptions {
   readonly service?: string;
@@ -247,18 +298,115 @@ export class TrackerClient {
   }
 
   /**
-   * Takes the lock (waiting in line for up to `wait`); throws LockHeldError or
-   * WaitTimeoutError. Every acquire carries an Idempotency-Key of its own, so it is retried
+   * Takes the lock on `service` (or, with `service` null and `label`, on any free resource
+   * carrying the label), waiting in line for up to `wait`; throws LockHeldError or
+   * WaitTimeoutError (with every holder), LimitMismatchError, NoSuchLabelError. Every acquire carries an Idempotency-Key of its own, so it is retried
    * safely when the connection breaks or the server answers 503 (even after the server may
    * have granted the lock): a retry gets the same lock, or takes the same place in line.
    */
-  acquire(service: string, options: AcquireOptions = {}): Promise<LockInfo> {
-    const body: CreateLockBody = { service, who: options.who ?? defaultWho() };
-    if (options.ttl !== undefined) body.ttlSeconds = durationSeconds(options.ttl, 'ttl');
-    if (options.wait !== undefined) body.waitSeconds = durationSeconds(options.wait, 'wait');
+  acquire(service: string | null, options: AcquireOptions = {}): Promise<LockInfo> {
+    const body: CreateLockBody = { who: options.who ?? defaultWho() };
+    if (service !== null) body.service = service;
+    if (options.label !== undefined) body.label = options.label;
+    if (options.limit !== undefined) body.limit = options.limit;
+    if (options.mode !== undefined) body.mode = options.mode;
+    Object.assign(body, commonBody(options));
     return this.#request<LockInfo>('POST', `${API}/lock`, body, options.signal, {
       idempotencyKey: options.idempotencyKey ?? randomUUID(),
     });
+  }
+
+  /**
+   * Takes every claim of `locks` at once, or none (waiting for all of them together up to
+   * `wait`); throws LockHeldError or WaitTimeoutError naming the holders. Retried safely like
+   * `acquire`, with an Idempotency-Key of its own.
+   */
+  acquireGroup(options: GroupOptions): Promise<LockGroup> {
+    const body: CreateGroupBody = {
+      who: options.who ?? defaultWho(),
+      locks: options.locks.map((claim) => ({ ...claim })),
+      ...commonBody(options),
+    };
+    return this.#request<LockGroup>('POST', `${API}/locks`, body, options.signal, {
+      idempotencyKey: options.idempotencyKey ?? randomUUID(),
+    });
+  }
+
+  /** A group's locks that are still held; throws LockNotFoundError when none is. */
+  getGroup(id: string, options: { signal?: AbortSignal } = {}): Promise<LockGroup> {
+    return this.#request<LockGroup>(
+      'GET',
+      `${API}/locks/${encodeURIComponent(id)}`,
+      undefined,
+      options.signal,
+    );
+  }
+
+  /** Renews every held lock of a group (by `ttl`, or each one's own); LockNotHeldError when none is. */
+  renewGroup(id: string, options: { ttl?: Duration; signal?: AbortSignal } = {}): Promise<LockGroup> {
+    const body: RenewGroupBody =
+      options.ttl === undefined ? {} : { ttlSeconds: durationSeconds(options.ttl, 'ttl') };
+    return this.#request<LockGroup>(
+      'POST',
+      `${API}/locks/${encodeURIComponent(id)}/renew`,
+      body,
+      options.signal,
+    );
+  }
+
+  /** Releases every held lock of a group; resolves with them. LockNotFoundError when none is held. */
+  releaseGroup(id: string, options: { signal?: AbortSignal } = {}): Promise<LockGroup> {
+    return this.#request<LockGroup>(
+      'DELETE',
+      `${API}/locks/${encodeURIComponent(id)}`,
+      undefined,
+      options.signal,
+    );
+  }
+
+  /**
+   * Creates or replaces the registered resource `name` (needs a lock:admin token); resolves
+   * with it and whether it was created (rather than replaced).
+   */
+  async putResource(
+    name: string,
+    spec: ResourceSpec = {},
+    options: { signal?: AbortSignal } = {},
+  ): Promise<{ resource: ResourceInfo; created: boolean }> {
+    const body: PutResourceBody = {};
+    if (spec.labels !== undefined) body.labels = [...spec.labels];
+    if (spec.properties !== undefined) body.properties = { ...spec.properties };
+    if (spec.capacity !== undefined) body.capacity = spec.capacity;
+    if (spec.description !== undefined) body.description = spec.description;
+    const { status, body: resource } = await this.#exchange<ResourceInfo>(
+      'PUT',
+      resourcePath(name),
+      body,
+      options.signal,
+    );
+    return { resource, created: status === 201 };
+  }
+
+  /** The registered resource `name`; throws ResourceNotFoundError. */
+  getResource(name: string, options: { signal?: AbortSignal } = {}): Promise<ResourceInfo> {
+    return this.#request<ResourceInfo>('GET', resourcePath(name), undefined, options.signal);
+  }
+
+  /** The registered resources by name; with `label`, those carrying it. */
+  async listResources(options: { label?: string; signal?: AbortSignal } = {}): Promise<ResourceInfo[]> {
+    const query = options.label === undefined ? '' : `?${new URLSearchParams({ label: options.label })}`;
+    const answer = await this.#request<Readonly<ResourceListJson>>(
+      'GET',
+      `${API}/resources${query}`,
+      undefined,
+      options.signal,
+    );
+    return answer.resources;
+  }
+
+  /** Removes a resource from the registry (lock:admin); ResourceInUseError while it is held. */
+  async deleteResource(name: string, options: { signal?: AbortSignal } = {}): Promise<void> {
+    await this.#request<unknown>('DELETE', resourcePath(name), undefined, options.signal);
   }
 
   get(id: string, options: { signal?: AbortSignal } = {}): Promise<LockInfo> {
@@ -354,35 +502,97 @@ export class TrackerClient {
    * never renewed (it cannot be lost to expiry).
    */
   async withLock<T>(
-    service: string,
+    service: string | null,
     fn: (lock: LockInfo, signal: AbortSignal) => Promise<T>,
     options: AcquireOptions = {},
   ): Promise<T> {
     const lock = await this.acquire(service, options);
+    const what = `lock ${lock.id} on ${lock.service}`;
+    return this.#holding(
+      {
+        what,
+        ttlSeconds: lock.ttlSeconds,
+        signal: options.signal,
+        renew: async (signal) => {
+          await this.renew(lock.id, { signal });
+        },
+        release: () => this.release(lock.id),
+      },
+      (signal) => fn(lock, signal),
+    );
+  }
+
+  /**
+   * `withLock` for a group: takes every claim of `options.locks` at once (`acquireGroup`),
+   * runs `fn` while renewing the group every third of its shortest TTL, aborts the signal
+   * given to `fn` the moment any of its locks is lost, and releases the group in `finally`.
+   */
+  async withLocks<T>(
+    options: GroupOptions,
+    fn: (group: LockGroup, signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
+    const group = await this.acquireGroup(options);
+    const ttls = group.locks.flatMap((lock) => (lock.ttlSeconds === null ? [] : [lock.ttlSeconds]));
+    return this.#holding(
+      {
+        what: `group ${group.id}`,
+        ttlSeconds: ttls.length === 0 ? null : Math.min(...ttls),
+        signal: options.signal,
+        renew: async (signal) => {
+          const renewed = await this.renewGroup(group.id, { signal });
+          // A member released or force-released alone: the group is no longer whole.
+          if (renewed.locks.length < group.locks.length) {
+            throw new LockNotHeldError(
+              `${group.locks.length - renewed.locks.length} of its ${group.locks.length} locks ended`,
+            );
+          }
+        },
+        release: async () => {
+          await this.releaseGroup(group.id);
+        },
+      },
+      (signal) => fn(group, signal),
+    );
+  }
+
+  /**
+   * Runs `fn` while holding what `held` names: renews it every third of its TTL, aborts the
+   * signal given to `fn` the moment it is lost (renewal refused, or the lease ran out while
+   * the server could not be reached), and releases it in `finally`. Nothing without a TTL is
+   * renewed (it cannot be lost to expiry).
+   */
+  async #holding<T>(
+    held: {
+      readonly what: string;
+      readonly ttlSeconds: number | null;
+      readonly signal: AbortSignal | undefined;
+      readonly renew: (signal: AbortSignal) => Promise<void>;
+      readonly release: () => Promise<void>;
+    },
+    fn: (signal: AbortSignal) => Promise<T>,
+  ): Promise<T> {
     const lost = new AbortController();
-    const signal = options.signal ? AbortSignal.any([options.signal, lost.signal]) : lost.signal;
+    const signal = held.signal ? AbortSignal.any([held.signal, lost.signal]) : lost.signal;
     let timer: ReturnType<typeof setTimeout> | undefined;
     let done = false;
-    if (lock.ttlSeconds !== null) {
-      const ttlMs = lock.ttlSeconds * 1000;
+    if (held.ttlSeconds !== null) {
+      const ttlMs = held.ttlSeconds * 1000;
       let leaseEnds = Date.now() + ttlMs;
       const renewSoon = () => {
         timer = setTimeout(renew, Math.max(ttlMs / 3, 100));
       };
       const renew = async () => {
         try {
-          await this.renew(lock.id, { signal: lost.signal });
+          await held.renew(lost.signal);
           leaseEnds = Date.now() + ttlMs;
         } catch (error) {
           if (done) return;
           if (error instanceof LockNotHeldError) {
-            lost.abort(new LockLostError(`lock ${lock.id} on ${service} was lost: ${error.message}`));
+            lost.abort(new LockLostError(`${held.what} was lost: ${error.message}`));
             return;
           }
           if (Date.now() >= leaseEnds) {
-            lost.abort(
-              new LockLostError(`lock ${lock.id} on ${service}: lease ran out while renewals failed`),
-            );
+            lost.abort(new LockLostError(`${held.what}: lease ran out while renewals failed`));
             return;
           }
         }
@@ -391,12 +601,12 @@ export class TrackerClient {
       renewSoon();
     }
     try {
-      return await fn(lock, signal);
+      return await fn(signal);
     } finally {
       done = true;
       clearTimeout(timer);
       if (!lost.signal.aborted) {
-        await this.release(lock.id).catch((error: unknown) => {
+        await held.release().catch((error: unknown) => {
           if (!(error instanceof LockNotFoundError)) throw error;
         });
       }
@@ -410,6 +620,17 @@ export class TrackerClient {
     signal: AbortSignal | undefined,
     options: { idempotencyKey?: string } = {},
   ): Promise<T> {
+    return (await this.#exchange<T>(method, path, body, signal, options)).body;
+  }
+
+  /** One call, retried as safe; the success status and body, or the typed error. */
+  async #exchange<T>(
+    method: string,
+    path: string,
+    body: unknown,
+    signal: AbortSignal | undefined,
+    options: { idempotencyKey?: string } = {},
+  ): Promise<{ status: number; body: T }> {
     const request = {
       method,
       body,
@@ -434,7 +655,8 @@ export class TrackerClient {
         throw new ServerUnreachableError(`cannot reach Tracker at ${this.url}: ${describe(error, this.url)}`);
       }
       const json = response.text === '' ? {} : (JSON.parse(response.text) as Record<string, unknown>);
-      if (response.status >= 200 && response.status < 300) return json as T;
+      if (response.status >= 200 && response.status < 300)
+        return { status: response.status, body: json as T };
       // 401 and 403 are never retried: the same token gets the same answer.
       const error = errorFromResponse(response.status, json, response.retryAfter);
       if (error instanceof StoreUnavailableError && attempt < this.#retries) {
@@ -464,6 +686,21 @@ export class TrackerClient {
   #backoff(attempt: number, signal: AbortSignal | undefined): Promise<void> {
     return sleep(this.#retryDelayMs * 2 ** attempt * (0.5 + Math.random() / 2), signal);
   }
+}
+
+/** The body fields every acquire shares (TTL, wait, priority), as the server takes them. */
+function commonBody(
+  options: AcquireCommonOptions,
+): Pick<CreateLockBody, 'ttlSeconds' | 'waitSeconds' | 'priority'> {
+  const body: Pick<CreateLockBody, 'ttlSeconds' | 'waitSeconds' | 'priority'> = {};
+  if (options.ttl !== undefined) body.ttlSeconds = durationSeconds(options.ttl, 'ttl');
+  if (options.wait !== undefined) body.waitSeconds = durationSeconds(options.wait, 'wait');
+  if (options.priority !== undefined) body.priority = options.priority;
+  return body;
+}
+
+function resourcePath(name: string): string {
+  return `${API}/resources/${encodeURIComponent(name)}`;
 }
 
 /** Waits `ms`, or rejects with the signal's reason when it aborts first. */

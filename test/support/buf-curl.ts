@@ -63,7 +63,13 @@ export async function bufOk<T>(address: string, method: string, body?: unknown):
 }
 
 /** gRPC codes by buf's lower-case names. */
-const BUF_CODES = { already_exists: 6, not_found: 5, invalid_argument: 3, deadline_exceeded: 4 } as const;
+const BUF_CODES = {
+  already_exists: 6,
+  not_found: 5,
+  invalid_argument: 3,
+  deadline_exceeded: 4,
+  failed_precondition: 9,
+} as const;
 
 /** The exit code of buf for a call that ended with `code`: the gRPC code times 8. */
 export function bufExitCode(code: keyof typeof BUF_CODES): number {

@@ -92,6 +92,11 @@ export interface LockMessage {
   fencingToken: string;
   waiters: number;
   owner: string;
+  limit: number;
+  mode: string;
+  groupId: string;
+  /** null when its service is not a registered resource. */
+  resource: { name: string; labels: string[]; properties: Record<string, string> } | null;
 }
 
 /** The same lock as REST shows it: proto3's 0 and '' become null, the token a number. */
@@ -106,21 +111,37 @@ export function lockMessageAsRest(lock: LockMessage) {
     fencingToken: Number(lock.fencingToken),
     waiters: lock.waiters,
     owner: lock.owner === '' ? null : lock.owner,
+    limit: lock.limit,
+    mode: lock.mode,
+    groupId: lock.groupId === '' ? null : lock.groupId,
+    resource: lock.resource,
   };
 }
 
 /**
  * The same lock as grpcurl and buf print it (proto3 JSON): the zero values (no TTL, no
- * expiry, no waiters, no owner) left out, int64 as a string.
+ * expiry, no waiters, no owner, no group, no resource, an empty list of labels or
+ * properties) left out, int64 as a string.
  */
 export function lockMessageAsJson(lock: LockMessage): Record<string, unknown> {
-  const { ttlSeconds, expiresAt, waiters, owner, ...rest } = lock;
+  const { ttlSeconds, expiresAt, waiters, owner, limit, groupId, resource, ...rest } = lock;
   return {
     ...rest,
     ...(ttlSeconds === 0 ? {} : { ttlSeconds }),
     ...(expiresAt === '' ? {} : { expiresAt }),
     ...(waiters === 0 ? {} : { waiters }),
     ...(owner === '' ? {} : { owner }),
+    ...(limit === 0 ? {} : { limit }),
+    ...(groupId === '' ? {} : { groupId }),
+    ...(resource === null
+      ? {}
+      : {
+          resource: {
+            name: resource.name,
+            ...(resource.labels.length === 0 ? {} : { labels: resource.labels }),
+            ...(Object.keys(resource.properties).length === 0 ? {} : { properties: resource.properties }),
+          },
+        }),
   };
 }
 
@@ -134,6 +155,8 @@ export interface LockEventMessage {
   lock: LockMessage;
   heldSeconds: number;
   reason: string;
+  groupId: string;
+  label: string;
 }
 
 /** A WatchLocksResponse: exactly one of the two is present. */

@@ -1,19 +1,34 @@
+import { randomUUID } from 'node:crypto';
 import { EventEmitter } from 'node:events';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import Database from 'better-sqlite3';
 import type { Clock } from '../../core/clock.js';
 import { storeUnavailable } from '../../core/errors.js';
-import type {
-  AcquireRequest,
-  HistoryQuery,
-  ListRequest,
-  Lock,
-  LockEventRecord,
-  LockEventType,
-  LockPage,
-  Queue,
-  Waiter,
+import {
+  decide,
+  everGrantable,
+  type Grant,
+  limitMismatch,
+  type PendingRequest,
+  type ResourceView,
+} from '../../core/grants.js';
+import {
+  type AcquireRequest,
+  type Claim,
+  claimsOf,
+  type HistoryQuery,
+  type ListRequest,
+  type Lock,
+  type LockEventRecord,
+  type LockEventType,
+  type LockMode,
+  type LockPage,
+  type Queue,
+  type Resource,
+  type ResourceRef,
+  type ResourceSpec,
+  type Waiter,
 } from '../../core/lock.js';
 import {
   type AcquireResult,
@@ -26,7 +41,18 @@ import {
 } from '../../core/lock-store.js';
 import { readMigrations } from '../migrations.js';
 import { migrate } from './migrate.js';
-import type { ByOwner, EventRow, Filter, InsertParams, KeyRow, LockRow, Now, WaiterRow } from './queries.js';
+import type {
+  ByOwner,
+  ClaimRow,
+  EventRow,
+  Filter,
+  InsertParams,
+  KeyRow,
+  LockRow,
+  Now,
+  ResourceRow,
+  WaiterRow,
+} from './queries.js';
 import * as sql from './queries.js';
 
 export interface SqliteStoreOptions {
@@ -70,12 +96,59 @@ function prepare(db: Database.Database) {
   return {
     deleteExpired: db.prepare<[{ service: string } & Now]>(sql.DELETE_EXPIRED),
     insert: db.prepare<[InsertParams], LockRow>(sql.INSERT),
-    insertUnlessQueued: db.prepare<[InsertParams], LockRow>(sql.INSERT_UNLESS_QUEUED),
-    byService: db.prepare<[{ service: string } & Now], LockRow>(sql.BY_SERVICE),
+    insertFree: db.prepare<[Omit<InsertParams, 'groupId' | 'member'>], LockRow>(sql.INSERT_FREE),
+    mayGrant: db.prepare<[{ service: string }], { may: number }>(sql.MAY_GRANT),
+    holders: db.prepare<
+      [{ service: string }],
+      { mode: string; max_holders: number; expires_at: number | null }
+    >(sql.HOLDERS),
+    naming: db.prepare<[{ service: string }], { ticket: number }>(sql.NAMING),
+    holderLocks: db.prepare<[{ service: string } & Now], LockRow>(sql.HOLDER_LOCKS),
+    resource: db.prepare<[{ name: string }], ResourceRow>(sql.RESOURCE),
+    labelMembers: db.prepare<[{ label: string }], { name: string }>(sql.LABEL_MEMBERS),
+    touching: db.prepare<[{ service: string }], { ticket: number }>(sql.TOUCHING),
+    waiter: db.prepare<[{ ticket: number }], WaiterRow>(sql.WAITER),
+    claims: db.prepare<[{ ticket: number }], ClaimRow>(sql.CLAIMS),
+    insertClaim: db.prepare<
+      [
+        {
+          ticket: number;
+          idx: number;
+          service: string | null;
+          label: string | null;
+          mode: string;
+          limit: number | null;
+          quantity: number;
+        },
+      ]
+    >(sql.INSERT_CLAIM),
+    granted: db.prepare<[{ id: string } & Now], LockRow>(sql.GRANTED),
+    groupLocks: db.prepare<[{ id: string } & Now], LockRow & { owner_key: string | null }>(sql.GROUP_LOCKS),
+    removeAny: db.prepare<[{ id: string }], LockRow>(sql.REMOVE_ANY),
+    renewAny: db.prepare<[{ id: string; ttl: number | null } & Now], { id: string }>(sql.RENEW_ANY),
+    upsertResource: db.prepare<
+      [
+        {
+          name: string;
+          labels: string;
+          properties: string;
+          capacity: number;
+          description: string | null;
+          source: string;
+        },
+      ]
+    >(sql.UPSERT_RESOURCE),
+    deleteResource: db.prepare<[{ name: string }]>(sql.DELETE_RESOURCE),
+    setLimit: db.prepare<[{ service: string; limit: number }]>(sql.SET_LIMIT),
+    deleteResourceLabels: db.prepare<[{ name: string }]>(sql.DELETE_RESOURCE_LABELS),
+    insertResourceLabel: db.prepare<[{ label: string; name: string }]>(sql.INSERT_RESOURCE_LABEL),
+    allResources: db.prepare<[], ResourceRow>(sql.ALL_RESOURCES),
+    resourcesWithLabel: db.prepare<[{ label: string }], ResourceRow>(sql.RESOURCES_WITH_LABEL),
+    fileResources: db.prepare<[], { name: string }>(sql.FILE_RESOURCES),
+    isHeld: db.prepare<[{ service: string } & Now], { held: number }>(sql.IS_HELD),
     byId: db.prepare<[{ id: string } & Now], LockRow>(sql.BY_ID),
     countWaiters: db.prepare<[{ service: string } & Now], { n: number }>(sql.COUNT_WAITERS),
-    headWaiter: db.prepare<[{ service: string }], WaiterRow>(sql.HEAD_WAITER),
-    deleteWaiter: db.prepare<[{ ticket: number }], { service: string }>(sql.DELETE_WAITER),
+    deleteWaiter: db.prepare<[{ ticket: number }], { ticket: number }>(sql.DELETE_WAITER),
     insertWaiter: db.prepare<
       [
         {
@@ -87,12 +160,18 @@ function prepare(db: Database.Database) {
           lockOwnerKey: string | null;
           owner: string;
           aliveUntil: number;
+          priority: number;
+          isGroup: number;
+          label: string | null;
+          mode: string;
         } & Now,
       ],
       WaiterRow
     >(sql.INSERT_WAITER),
     liveWaiters: db.prepare<[{ service: string } & Now], WaiterRow>(sql.LIVE_WAITERS),
-    aheadOf: db.prepare<[{ service: string; ticket: number } & Now], { n: number }>(sql.AHEAD_OF),
+    aheadOf: db.prepare<[{ service: string; ticket: number; priority: number } & Now], { n: number }>(
+      sql.AHEAD_OF,
+    ),
     heartbeat: db.prepare<[{ owner: string; aliveUntil: number }]>(sql.HEARTBEAT),
     remove: db.prepare<[ByOwner], LockRow>(sql.REMOVE),
     renew: db.prepare<[ByOwner & { ttl: number | null }], LockRow>(sql.RENEW),
@@ -102,11 +181,11 @@ function prepare(db: Database.Database) {
     stats: db.prepare<[Now], { locks: number; waiters: number }>(sql.STATS),
     snapshot: db.prepare<[{ service: string | null } & Now], LockRow>(sql.SNAPSHOT),
     snapshotPage: db.prepare<[{ after: string; limit: number } & Now], LockRow>(sql.SNAPSHOT_PAGE),
-    snapshotPageOfService: db.prepare<[{ service: string; after: string } & Now], LockRow>(
+    snapshotPageOfService: db.prepare<[{ service: string; after: string; limit: number } & Now], LockRow>(
       sql.SNAPSHOT_PAGE_OF_SERVICE,
     ),
     sweepExpired: db.prepare<[{ limit: number } & Now], LockRow>(sql.SWEEP_EXPIRED),
-    sweepWaiters: db.prepare<[{ limit: number } & Now]>(sql.SWEEP_WAITERS),
+    deadWaiters: db.prepare<[{ limit: number } & Now], { ticket: number }>(sql.DEAD_WAITERS),
     eventsAfter: db.prepare<[{ after: number; limit: number }], EventRow>(sql.EVENTS_AFTER),
     lastEventId: db.prepare<[], { seq: number }>(sql.LAST_EVENT_ID),
     prunedThrough: db.prepare<[], { pruned_through: number }>(sql.PRUNED_THROUGH),
@@ -128,16 +207,43 @@ function prepare(db: Database.Database) {
     keyAttempt: db.prepare<[{ scope: string; key: string; attempt: string }]>(sql.KEY_ATTEMPT),
     keyGranted: db.prepare<[{ lockId: string }]>(sql.KEY_GRANTED),
     rejoin: db.prepare<[{ lockId: string; owner: string; aliveUntil: number }], WaiterRow>(sql.REJOIN),
-    leaveAs: db.prepare<[{ ticket: number; attempt: string }], { service: string }>(sql.LEAVE_AS),
+    leaveAs: db.prepare<[{ ticket: number; attempt: string }], { ticket: number }>(sql.LEAVE_AS),
     removeAs: db.prepare<[ByOwner & { attempt: string }], LockRow>(sql.REMOVE_AS),
     pruneKeys: db.prepare<[{ cutoff: number; limit: number }]>(sql.PRUNE_KEYS),
   };
 }
 
+/** A request the grant pass considers: a waiter's row and claims, or the arriving request. */
+interface Candidate {
+  readonly pending: PendingRequest;
+  /** The waiter's row; undefined for the arriving request. */
+  readonly row?: WaiterRow;
+  readonly request: {
+    readonly id: string;
+    readonly who: string;
+    readonly ttlSeconds: number | null;
+    readonly owner: string | null;
+    readonly ownerKey: string | null;
+    readonly group: boolean;
+    /** It may have an idempotency key (whose row is marked granted with it). */
+    readonly keyed: boolean;
+  };
+}
+
+/** What a grant pass read: the resources involved and the requests touching them. */
+interface World {
+  readonly resources: Map<string, ResourceView>;
+  readonly registry: Map<string, ResourceRow | null>;
+  readonly candidates: Candidate[];
+}
+
 /**
  * The embedded store: one SQLite file, shared safely by several processes on one host.
  * better-sqlite3 is synchronous, so each call runs to completion on the event loop; the
- * statements are prepared once and every transaction is a few statements long.
+ * statements are prepared once. Every change that may grant runs in one IMMEDIATE
+ * transaction (the file's write lock, across processes): it reads the holders and the queue
+ * of what it touches, decides with core/grants.ts and writes the grants, so the decision and
+ * its writes are one atomic step.
  */
 export class SqliteLockStore implements LockStore {
   readonly #db: Database.Database;
@@ -146,8 +252,10 @@ export class SqliteLockStore implements LockStore {
   readonly #statements: ReturnType<typeof prepare>;
   readonly #history = new Map<string, Database.Statement<[Record<string, unknown>], EventRow>>();
   readonly #changes = new EventEmitter();
-  /** The multi-statement operations, each as one better-sqlite3 transaction. */
-  readonly #tx: ReturnType<SqliteLockStore['transactions']>;
+  /** Services changed by the transaction running now, announced after it commits. */
+  #changed = new Set<string>();
+  /** Runs its argument in a transaction (made once: better-sqlite3's wrapper is costly to build). */
+  readonly #transaction: Database.Transaction<(work: () => unknown) => unknown>;
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -165,7 +273,7 @@ export class SqliteLockStore implements LockStore {
       this.#db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
       migrate(this.#db, readMigrations(MIGRATIONS));
       this.#statements = prepare(this.#db);
-      this.#tx = this.transactions();
+      this.#transaction = this.#db.transaction((work: () => unknown) => work());
     } catch (error) {
       this.#db.close();
       throw error;
@@ -173,23 +281,25 @@ export class SqliteLockStore implements LockStore {
     this.#changes.setMaxListeners(0);
   }
 
-  private transactions() {
-    const db = this.#db;
-    return {
-      takeOverOrQueue: db.transaction((request: AcquireRequest, queue: QueueRequest | undefined) =>
-        this.#takeOverOrQueue(request, queue),
-      ),
-      acquireKeyed: db.transaction(
-        (request: AcquireRequest, queue: QueueRequest | undefined, key: IdempotencyKey) =>
-          this.#acquireKeyed(request, queue, key),
-      ),
-      settle: db.transaction((service: string) => this.#settle(service)),
-      forceRelease: db.transaction((id: string, reason: string | null) => this.#forceRelease(id, reason)),
-      sweep: db.transaction((limit: number) => this.#sweep(limit)),
-      prune: db.transaction((retentionMs: number, limit: number) => this.#prune(retentionMs, limit)),
-      queue: db.transaction((service: string) => this.#queue(service)),
-      list: db.transaction((request: ListRequest) => this.#list(request)),
-    };
+  /**
+   * Runs `work` in one IMMEDIATE transaction (read-only work: DEFERRED), then announces the
+   * services it changed. A failure rolls everything back and announces nothing.
+   */
+  #write<T>(work: () => T, kind: 'immediate' | 'deferred' = 'immediate'): T {
+    return guard(() => {
+      this.#changed = new Set();
+      let result: T;
+      try {
+        result = this.#transaction[kind](work) as T;
+      } catch (error) {
+        this.#changed = new Set();
+        throw error;
+      }
+      const changed = this.#changed;
+      this.#changed = new Set();
+      for (const service of changed) this.#changes.emit('change', service);
+      return result;
+    });
   }
 
   /** The store clock's reading for an operation; the history triggers see the same. */
@@ -198,120 +308,347 @@ export class SqliteLockStore implements LockStore {
     return this.#context.now;
   }
 
-  #announce(service: string): void {
-    this.#changes.emit('change', service);
+  #withContext<T>(context: Partial<Omit<StatementContext, 'now'>>, work: () => T): T {
+    Object.assign(this.#context, context);
+    try {
+      return work();
+    } finally {
+      this.#context.release = null;
+      this.#context.reason = null;
+      this.#context.dequeue = null;
+    }
   }
 
-  #insertParams(request: AcquireRequest, at: number): InsertParams {
+  /** A held lock as the API shows it (its waiters counted, its resource read). */
+  #lock(id: string, at: number): Lock {
+    const row = this.#statements.byId.get({ id, now: at });
+    if (!row) throw new Error(`lock ${id} was just written but cannot be read`);
+    return toLock(row);
+  }
+
+  // --- The grant pass -------------------------------------------------------------------
+
+  /**
+   * Reads what a decision about `names` needs: those resources (their expired holders
+   * deleted first), the waiters touching them with all their claims, and the resources
+   * those claims can use (whose other waiters only block). Everything read belongs to the
+   * running IMMEDIATE transaction.
+   */
+  #read(names: Iterable<string>, at: number): World {
+    const s = this.#statements;
+    const resources = new Map<string, ResourceView>();
+    const registry = new Map<string, ResourceRow | null>();
+    const load = (name: string) => {
+      if (resources.has(name)) return;
+      const rows = s.holders.all({ service: name });
+      const live = rows.filter((holder) => holder.expires_at === null || holder.expires_at > at);
+      if (live.length < rows.length) {
+        // Expired holders go now (recorded as expired): what takes their place comes after.
+        s.deleteExpired.run({ service: name, now: at });
+        this.#changed.add(name);
+      }
+      const row = s.resource.get({ name }) ?? null;
+      registry.set(name, row);
+      resources.set(name, {
+        name,
+        capacity: row ? row.capacity : null,
+        labels: row ? (JSON.parse(row.labels) as string[]) : [],
+        releasedAt: row ? row.released_at : 0,
+        holders: live.map((holder) => ({ mode: holder.mode as LockMode, limit: holder.max_holders })),
+      });
+    };
+    const claimNames = (claims: readonly Claim[]) =>
+      claims.flatMap((claim) =>
+        claim.service !== null
+          ? [claim.service]
+          : s.labelMembers.all({ label: claim.label ?? '' }).map((member) => member.name),
+      );
+    const tickets = (of: Iterable<string>) => {
+      const found = new Set<number>();
+      for (const name of of) {
+        const statement = registry.get(name) ? s.touching : s.naming;
+        for (const { ticket } of statement.all({ service: name })) found.add(ticket);
+      }
+      return found;
+    };
+    const candidates = new Map<number, Candidate>();
+    const readWaiter = (ticket: number): Candidate | undefined => {
+      if (candidates.has(ticket)) return undefined;
+      const row = s.waiter.get({ ticket });
+      if (!row || row.alive_until <= at) return undefined;
+      const claims = s.claims.all({ ticket }).map(toClaim);
+      const candidate: Candidate = {
+        row,
+        pending: { key: row.lock_id, priority: row.priority, ticket, claims, grantable: true },
+        request: {
+          id: row.lock_id,
+          who: row.who,
+          ttlSeconds: row.ttl_seconds,
+          owner: row.lock_owner,
+          ownerKey: row.lock_owner_key,
+          group: row.is_group === 1,
+          keyed: true,
+        },
+      };
+      candidates.set(ticket, candidate);
+      return candidate;
+    };
+    // The whole connected part of the queue: the services, the waiters touching any of them,
+    // the services those waiters can use, and so on. Who may block whom is then known
+    // exactly; requests outside it share nothing with it.
+    const pending = [...names];
+    for (let name = pending.pop(); name !== undefined; name = pending.pop()) {
+      if (resources.has(name)) continue;
+      load(name);
+      for (const ticket of tickets([name])) {
+        const candidate = readWaiter(ticket);
+        if (!candidate) continue;
+        for (const other of claimNames(candidate.pending.claims))
+          if (!resources.has(other)) pending.push(other);
+      }
+    }
+    return { resources, registry, candidates: [...candidates.values()] };
+  }
+
+  /** Writes a grant: a lock per pick, the waiter out of line (as granted), its key marked. */
+  #apply(grant: Grant, candidate: Candidate, at: number): LockRow[] {
+    const s = this.#statements;
+    const { request } = candidate;
+    if (candidate.row) {
+      const ticket = candidate.row.ticket;
+      this.#withContext({ dequeue: 'granted' }, () => s.deleteWaiter.run({ ticket }));
+    }
+    const rows = grant.picks.map((pick, member) => {
+      const id = request.group ? randomUUID() : request.id;
+      const row = s.insert.all({
+        id,
+        service: pick.service,
+        who: request.who,
+        ttl: request.ttlSeconds,
+        expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
+        owner: request.owner,
+        ownerKey: request.ownerKey,
+        limit: pick.limit,
+        mode: pick.mode,
+        groupId: request.group ? request.id : null,
+        member,
+        now: at,
+      })[0];
+      if (!row) throw new Error(`lock ${id} of ${pick.service} was not written`);
+      this.#changed.add(pick.service);
+      return row;
+    });
+    if (request.keyed) s.keyGranted.run({ lockId: request.id });
+    return rows;
+  }
+
+  /**
+   * Grants, in grant order, what the services in `names` (and what their waiters need) can
+   * give now. With `arriving`, the new request takes its place after every waiter of its
+   * priority; returns its lock ids if it was granted.
+   */
+  #pass(
+    names: Iterable<string>,
+    at: number,
+    arriving?: Candidate,
+    check?: (world: World) => KeyRefusal | null,
+  ): {
+    granted: Lock[][];
+    mine: Lock[] | null;
+    refusal: KeyRefusal | null;
+    /** Every service the pass read. */
+    names: string[];
+    /** What each request the pass did not grant waits for. */
+    waitingFor: ReadonlyMap<string, readonly string[]>;
+    /** A lock of a service the pass read, as the API shows it after the pass. */
+    present: (row: LockRow) => Lock;
+  } {
+    const world = this.#read(arriving ? [...names, ...this.#claimNames(arriving.pending.claims)] : names, at);
+    const done = new Set<string>();
+    const present = (row: LockRow): Lock => {
+      if (!world.resources.has(row.service)) return this.#lock(row.id, at);
+      let waiters = 0;
+      for (const candidate of world.candidates) {
+        if (done.has(candidate.pending.key)) continue;
+        if (candidate.pending.claims.some((claim) => claim.service === row.service)) waiters++;
+      }
+      const resource = world.registry.get(row.service);
+      return toLock({
+        ...row,
+        waiters,
+        resource: resource
+          ? JSON.stringify({
+              labels: JSON.parse(resource.labels),
+              properties: JSON.parse(resource.properties),
+            })
+          : null,
+      });
+    };
+    const refusal = check?.(world) ?? null;
+    const read = [...world.resources.keys()];
+    if (refusal) return { granted: [], mine: null, refusal, names: read, waitingFor: new Map(), present };
+    const candidates = arriving ? [...world.candidates, arriving] : world.candidates;
+    const byKey = new Map(candidates.map((candidate) => [candidate.pending.key, candidate]));
+    const rows: LockRow[][] = [];
+    let mine: LockRow[] | null = null;
+    const decision = decide(
+      world.resources,
+      candidates.map((candidate) => candidate.pending),
+    );
+    for (const grant of decision.grants) {
+      const candidate = byKey.get(grant.key);
+      if (!candidate) throw new Error(`grant for an unknown request ${grant.key}`);
+      done.add(grant.key);
+      const written = this.#apply(grant, candidate, at);
+      if (candidate === arriving) mine = written;
+      else rows.push(written);
+    }
     return {
-      id: request.id,
-      service: request.service,
+      granted: rows.map((locks) => locks.map(present)),
+      mine: mine === null ? null : mine.map(present),
+      refusal: null,
+      names: read,
+      waitingFor: decision.waitingFor,
+      present,
+    };
+  }
+
+  #claimNames(claims: readonly Claim[]): string[] {
+    return claims.flatMap((claim) =>
+      claim.service !== null
+        ? [claim.service]
+        : this.#statements.labelMembers.all({ label: claim.label ?? '' }).map((member) => member.name),
+    );
+  }
+
+  /**
+   * An acquire inside a write transaction: refusals that never wait (a limit that does not
+   * match, a label nobody carries), then the grant pass with the request arriving last of
+   * its priority; if it is not granted, the holders of what it could not get and, with
+   * `queue`, its place in line.
+   */
+  #acquireIn(
+    request: AcquireRequest,
+    queue: QueueRequest | undefined,
+    keyed = false,
+  ): AcquireResult | KeyRefusal {
+    const s = this.#statements;
+    const at = this.#now();
+    const claims = claimsOf(request);
+    for (const claim of claims) {
+      if (claim.label !== null && s.labelMembers.all({ label: claim.label }).length === 0) {
+        return { acquired: false, noSuchLabel: claim.label };
+      }
+    }
+    const arriving: Candidate = {
+      pending: {
+        key: request.id,
+        priority: request.priority ?? 0,
+        ticket: Number.MAX_SAFE_INTEGER,
+        claims,
+        grantable: true,
+      },
+      request: {
+        id: request.id,
+        who: request.who,
+        ttlSeconds: request.ttlSeconds,
+        owner: request.owner ?? null,
+        ownerKey: request.ownerKey ?? null,
+        group: request.group === true,
+        keyed,
+      },
+    };
+    // A limit that does not match, or claims that could never be granted together, are
+    // refused before anything is granted.
+    const { mine, refusal, names, waitingFor } = this.#pass([], at, arriving, (world) => {
+      for (const claim of claims) {
+        const view = claim.service === null ? undefined : world.resources.get(claim.service);
+        const limit = view ? limitMismatch(view, claim) : null;
+        if (view && limit !== null) return { acquired: false, limitMismatch: { service: view.name, limit } };
+      }
+      return everGrantable(world.resources, claims) ? null : { acquired: false, unsatisfiable: true };
+    });
+    if (refusal) return refusal;
+    if (mine) {
+      const locks = mine;
+      const [lock] = locks;
+      if (!lock) throw new Error(`request ${request.id} was granted nothing`);
+      return { acquired: true, lock, locks };
+    }
+    const holders = this.#blockers(waitingFor.get(request.id) ?? [], names, at);
+    const holder = holders[0];
+    // Nobody holds anything in its way: what blocks it waits for resources deleted since.
+    if (!holder) return { acquired: false, unsatisfiable: true };
+    const first = claims[0];
+    const display = first?.service ?? first?.label ?? request.service;
+    const queueFull =
+      queue?.maxWaiters !== undefined &&
+      (s.countWaiters.get({ service: display, now: at })?.n ?? 0) >= queue.maxWaiters;
+    if (!queue || queueFull) {
+      return { acquired: false, holder, holders, waiter: null, ...(queueFull ? { queueFull } : {}) };
+    }
+    const row = s.insertWaiter.all({
+      service: display,
       who: request.who,
       ttl: request.ttlSeconds,
-      expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
-      owner: request.owner ?? null,
-      ownerKey: request.ownerKey ?? null,
+      lockId: request.id,
+      lockOwner: request.owner ?? null,
+      lockOwnerKey: request.ownerKey ?? null,
+      owner: queue.owner,
       now: at,
-    };
-  }
-
-  #withWaiters(row: LockRow, at: number): Lock {
-    return toLock({
-      ...row,
-      waiters: this.#statements.countWaiters.get({ service: row.service, now: at })?.n ?? 0,
+      aliveUntil: at + WAITER_LEASE_MS,
+      priority: request.priority ?? 0,
+      isGroup: request.group ? 1 : 0,
+      label: first?.service === null ? (first?.label ?? null) : null,
+      mode: first?.mode ?? 'exclusive',
+    })[0];
+    if (!row) throw new Error(`waiter of ${request.id} was not written`);
+    claims.forEach((claim, idx) => {
+      s.insertClaim.run({
+        ticket: row.ticket,
+        idx,
+        service: claim.service,
+        label: claim.label,
+        mode: claim.mode,
+        limit: claim.limit,
+        quantity: claim.quantity,
+      });
     });
+    return { acquired: false, holder, holders, waiter: this.#waiter(row, at) };
   }
 
   /**
-   * Inside a write transaction, with nobody holding `service`: grants it to the oldest live
-   * waiter, deleting dead waiters met on the way. Bounded by the queue's length.
+   * Who keeps a refused request out: the live holders of the services it waits for, oldest
+   * first; when those are free (an earlier waiter waits for them), the holders of every
+   * service the pass read, among them what that waiter waits for.
    */
-  #grantNext(service: string, at: number): LockRow | undefined {
-    const { headWaiter, deleteWaiter, insert } = this.#statements;
-    for (let head = headWaiter.get({ service }); head; head = headWaiter.get({ service })) {
-      // A dead head is recorded as abandoned whatever the context says (see migration 004).
-      this.#context.dequeue = 'granted';
-      try {
-        deleteWaiter.run({ ticket: head.ticket });
-      } finally {
-        this.#context.dequeue = null;
-      }
-      if (head.alive_until <= at) continue;
-      const request = {
-        id: head.lock_id,
-        service,
-        who: head.who,
-        ttlSeconds: head.ttl_seconds,
-        owner: head.lock_owner,
-        ownerKey: head.lock_owner_key,
-      };
-      const granted = insert.all(this.#insertParams(request, at))[0];
-      if (!granted) throw new Error(`service ${service} was not free when granting to waiter ${head.ticket}`);
-      this.#statements.keyGranted.run({ lockId: granted.id });
-      return granted;
-    }
-    return undefined;
+  #blockers(waitingFor: readonly string[], read: readonly string[], at: number): Lock[] {
+    const own = this.#holdersOf(waitingFor, at);
+    return own.length > 0 ? own : this.#holdersOf(read, at);
   }
 
-  /**
-   * After a conflict: one IMMEDIATE transaction, which holds the write lock (across
-   * processes too), so removing an expired holder, granting to a waiter, the insert that
-   * UNIQUE(service) decides, the holder read and joining the queue all see one state.
-   */
-  #takeOverOrQueue(
-    request: AcquireRequest,
-    queue: QueueRequest | undefined,
-  ): AcquireResult & { changed: boolean } {
-    const { deleteExpired, byService, insert, countWaiters, insertWaiter, aheadOf } = this.#statements;
-    const at = this.#now();
-    const { service } = request;
-    const expired = deleteExpired.run({ service, now: at }).changes > 0;
-    // A free service goes to its oldest waiter first: a newcomer never overtakes.
-    const granted =
-      expired || !byService.get({ service, now: at }) ? this.#grantNext(service, at) : undefined;
-    if (!granted) {
-      const created = insert.all(this.#insertParams(request, at))[0];
-      if (created) return { acquired: true, lock: this.#withWaiters(created, at), changed: expired };
+  /** The live holders of the services, oldest first. */
+  #holdersOf(names: Iterable<string>, at: number): Lock[] {
+    const seen = new Set<string>();
+    const holders: Lock[] = [];
+    for (const name of names) {
+      if (seen.has(name)) continue;
+      seen.add(name);
+      holders.push(...this.#statements.holderLocks.all({ service: name, now: at }).map(toLock));
     }
-    const holder = byService.get({ service, now: at });
-    if (!holder)
-      throw new Error(`insert of lock ${request.id} conflicted but no holder of ${service} exists`);
-    const queueFull =
-      queue?.maxWaiters !== undefined && (countWaiters.get({ service, now: at })?.n ?? 0) >= queue.maxWaiters;
-    const waiter =
-      queue && !queueFull
-        ? insertWaiter.all({
-            service,
-            who: request.who,
-            ttl: request.ttlSeconds,
-            lockId: request.id,
-            lockOwner: request.owner ?? null,
-            lockOwnerKey: request.ownerKey ?? null,
-            owner: queue.owner,
-            now: at,
-            aliveUntil: at + WAITER_LEASE_MS,
-          })[0]
-        : undefined;
-    return {
-      acquired: false,
-      holder: toLock({ ...holder, waiters: (holder.waiters ?? 0) + (waiter ? 1 : 0) }),
-      waiter: waiter
-        ? toWaiter(waiter, (aheadOf.get({ service, ticket: waiter.ticket, now: at })?.n ?? 0) + 1)
-        : null,
-      changed: expired || granted !== undefined,
-      ...(queueFull ? { queueFull } : {}),
-    };
+    return holders.sort(
+      (a, b) => a.createdAt.getTime() - b.createdAt.getTime() || (a.id < b.id ? -1 : a.id > b.id ? 1 : 0),
+    );
   }
 
-  /** An acquire inside a write transaction: the one-statement insert, else the takeover or the queue. */
-  #acquireFresh(
-    request: AcquireRequest,
-    queue: QueueRequest | undefined,
-  ): AcquireResult & { changed: boolean } {
-    const at = this.#now();
-    const created = this.#statements.insertUnlessQueued.all(this.#insertParams(request, at))[0];
-    if (created) return { acquired: true, lock: toLock({ ...created, waiters: 0 }), changed: false };
-    return this.#takeOverOrQueue(request, queue);
+  #waiter(row: WaiterRow, at: number): Waiter {
+    const ahead = this.#statements.aheadOf.get({
+      service: row.service,
+      ticket: row.ticket,
+      priority: row.priority,
+      now: at,
+    });
+    return toWaiter(row, (ahead?.n ?? 0) + 1);
   }
 
   /** An acquire with an idempotency key, in one IMMEDIATE transaction (see IdempotencyKey). */
@@ -319,112 +656,95 @@ export class SqliteLockStore implements LockStore {
     request: AcquireRequest,
     queue: QueueRequest | undefined,
     key: IdempotencyKey,
-  ): { changed: boolean } & (AcquireResult | KeyRefusal) {
-    const statements = this.#statements;
+  ): AcquireResult | KeyRefusal {
+    const s = this.#statements;
     const at = this.#now();
-    const row = statements.keyByName.get({ scope: key.scope, key: key.key });
+    const row = s.keyByName.get({ scope: key.scope, key: key.key });
     if (!row) {
-      statements.insertKey.run({ ...key, lockId: request.id, service: request.service, now: at });
-      const result = this.#acquireFresh(request, queue);
-      if (result.acquired) statements.keyGranted.run({ lockId: request.id });
-      return result;
+      s.insertKey.run({ ...key, lockId: request.id, service: request.service, now: at });
+      return this.#acquireIn(request, queue, true);
     }
-    if (row.fingerprint !== key.fingerprint) return { acquired: false, keyReused: true, changed: false };
-    statements.keyAttempt.run({ scope: key.scope, key: key.key, attempt: key.attempt });
+    if (row.fingerprint !== key.fingerprint) return { acquired: false, keyReused: true };
+    s.keyAttempt.run({ scope: key.scope, key: key.key, attempt: key.attempt });
     const id = row.lock_id;
-    const held = statements.byId.get({ id, now: at });
-    if (held) return { acquired: true, lock: toLock(held), replayed: true, changed: false };
+    const held = s.granted.all({ id, now: at }).map(toLock);
+    const [first] = held;
+    if (first) return { acquired: true, lock: first, locks: held, replayed: true };
     const waiter = queue
-      ? statements.rejoin.all({ lockId: id, owner: queue.owner, aliveUntil: at + WAITER_LEASE_MS })[0]
+      ? s.rejoin.all({ lockId: id, owner: queue.owner, aliveUntil: at + WAITER_LEASE_MS })[0]
       : undefined;
     if (waiter) {
       // Still in line: the retry waits in the same place (granted first if its turn came).
-      const granted = this.#settle(request.service);
-      if (granted?.id === id) return { acquired: true, lock: granted, replayed: true, changed: true };
-      const holder = statements.byService.get({ service: request.service, now: at });
-      if (!holder) throw new Error(`waiter ${waiter.ticket} of ${request.service} waits for nobody`);
-      const position =
-        (statements.aheadOf.get({ service: request.service, ticket: waiter.ticket, now: at })?.n ?? 0) + 1;
-      return {
-        acquired: false,
-        holder: toLock(holder),
-        waiter: toWaiter(waiter, position),
-        replayed: true,
-        changed: granted !== null,
-      };
+      const claims = s.claims.all({ ticket: waiter.ticket }).map(toClaim);
+      const { names, waitingFor } = this.#pass(this.#claimNames(claims), at);
+      const locks = s.granted.all({ id, now: at }).map(toLock);
+      const [lock] = locks;
+      if (lock) return { acquired: true, lock, locks, replayed: true };
+      const holders = this.#blockers(waitingFor.get(id) ?? [], names, at);
+      const holder = holders[0];
+      if (!holder) {
+        this.#leave(waiter.ticket, undefined, at);
+        return { acquired: false, unsatisfiable: true };
+      }
+      return { acquired: false, holder, holders, waiter: this.#waiter(waiter, at), replayed: true };
     }
-    if (row.granted) return { acquired: false, ended: { lockId: id }, changed: false };
+    if (row.granted) return { acquired: false, ended: { lockId: id } };
     // The earlier request got nothing (refused, or it left the queue): a new acquire under its id.
-    const result = this.#acquireFresh({ ...request, id }, queue);
-    if (result.acquired) statements.keyGranted.run({ lockId: id });
-    return result;
+    return this.#acquireIn({ ...request, id }, queue, true);
   }
 
-  /** With nobody holding `service` (an expired holder is deleted): grants it to the oldest live waiter. */
-  #settle(service: string): Lock | null {
-    const at = this.#now();
-    this.#statements.deleteExpired.run({ service, now: at });
-    if (this.#statements.byService.get({ service, now: at })) return null;
-    const granted = this.#grantNext(service, at);
-    return granted ? this.#withWaiters(granted, at) : null;
+  /** Takes a waiter out of line and lets in whoever it was keeping waiting. */
+  #leave(ticket: number, attempt: string | undefined, at: number): boolean {
+    const s = this.#statements;
+    const claims = s.claims.all({ ticket }).map(toClaim);
+    const left =
+      attempt === undefined ? s.deleteWaiter.all({ ticket })[0] : s.leaveAs.all({ ticket, attempt })[0];
+    if (!left) return false;
+    this.#pass(this.#claimNames(claims), at);
+    return true;
   }
 
-  #forceRelease(id: string, reason: string | null): Lock | null {
-    const at = this.#now();
-    this.#context.release = 'force-released';
-    this.#context.reason = reason;
-    let released: LockRow | undefined;
-    try {
-      released = this.#statements.remove.all({ id, ...ANY_OWNER, now: at })[0];
-    } finally {
-      this.#context.release = null;
-      this.#context.reason = null;
-    }
-    if (!released) return null;
-    const lock = this.#withWaiters(released, at);
-    this.#grantNext(released.service, at);
-    return lock;
-  }
-
-  #sweep(limit: number): { expired: Lock[]; granted: Lock[] } {
-    const at = this.#now();
-    const expired = this.#statements.sweepExpired.all({ limit, now: at });
-    this.#statements.sweepWaiters.run({ limit, now: at });
-    const granted: Lock[] = [];
-    for (const service of new Set(expired.map((row) => row.service))) {
-      if (this.#statements.byService.get({ service, now: at })) continue;
-      const lock = this.#grantNext(service, at);
-      if (lock) granted.push(this.#withWaiters(lock, at));
-    }
-    return { expired: expired.map(toLock), granted };
-  }
-
-  #prune(retentionMs: number, limit: number): number {
-    const ids = this.#statements.pruneEvents.all({ cutoff: this.#now() - retentionMs, limit });
-    if (ids.length > 0) this.#statements.recordPruned.run({ through: Math.max(...ids.map((row) => row.id)) });
-    return ids.length;
-  }
-
-  #queue(service: string): Queue {
-    const at = this.#now();
-    const holder = this.#statements.byService.get({ service, now: at });
-    const waiters = this.#statements.liveWaiters.all({ service, now: at });
-    return {
-      service,
-      holder: holder ? toLock(holder) : null,
-      waiters: waiters.map((row, index) => toWaiter(row, index + 1)),
-    };
-  }
-
-  #list(request: ListRequest): LockPage {
-    const where = { service: request.service ?? null, who: request.who ?? null, now: this.#now() };
-    const rows = this.#statements.page.all({
-      ...where,
-      limit: request.perPage,
-      offset: (request.page - 1) * request.perPage,
+  /** Deletes held locks (already read) and grants what they free. */
+  #end(rows: readonly LockRow[], at: number, context: Partial<Omit<StatementContext, 'now'>> = {}): Lock[] {
+    const ended = rows.map((row) => {
+      const lock = this.#lock(row.id, at);
+      this.#withContext(context, () => this.#statements.removeAny.run({ id: row.id }));
+      this.#changed.add(row.service);
+      return lock;
     });
-    return { locks: rows.map(toLock), total: this.#statements.count.get(where)?.total ?? 0 };
+    this.#pass(new Set(rows.map((row) => row.service)), at);
+    return ended;
   }
+
+  #resource(row: ResourceRow, at: number): Resource {
+    const holders = this.#statements.holderLocks.all({ service: row.name, now: at }).map(toLock);
+    const waiters = this.#statements.liveWaiters
+      .all({ service: row.name, now: at })
+      .map((waiter, index) => toWaiter(waiter, index + 1));
+    return { ...toSpec(row), holders, waiters };
+  }
+
+  #putResource(spec: ResourceSpec, source: 'api' | 'file', at: number): boolean {
+    const s = this.#statements;
+    const created = s.resource.get({ name: spec.name }) === undefined;
+    s.upsertResource.run({
+      name: spec.name,
+      labels: JSON.stringify(spec.labels),
+      properties: JSON.stringify(spec.properties),
+      capacity: spec.capacity,
+      description: spec.description,
+      source,
+    });
+    s.deleteResourceLabels.run({ name: spec.name });
+    for (const label of spec.labels) s.insertResourceLabel.run({ label, name: spec.name });
+    // Its locks show its limit: the new capacity.
+    s.setLimit.run({ service: spec.name, limit: spec.capacity });
+    this.#changed.add(spec.name);
+    this.#pass([spec.name], at);
+    return created;
+  }
+
+  // --- LockStore ----------------------------------------------------------------------
 
   async acquire(request: AcquireRequest, queue?: QueueRequest): Promise<AcquireResult>;
   async acquire(
@@ -437,54 +757,74 @@ export class SqliteLockStore implements LockStore {
     queue?: QueueRequest,
     key?: IdempotencyKey,
   ): Promise<AcquireResult | KeyRefusal> {
-    if (key) {
-      return guard(() => {
-        const { changed, ...result } = this.#tx.acquireKeyed.immediate(request, queue, key);
-        if (changed) this.#announce(request.service);
-        return result as AcquireResult;
+    const [claim, ...more] = claimsOf(request);
+    if (!key && claim?.service && more.length === 0 && !request.group) {
+      const service = claim.service;
+      const created = guard(() => {
+        const at = this.#now();
+        return this.#statements.insertFree.all({
+          id: request.id,
+          service,
+          who: request.who,
+          ttl: request.ttlSeconds,
+          expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
+          owner: request.owner ?? null,
+          ownerKey: request.ownerKey ?? null,
+          limit: claim.mode === 'shared' ? 1 : (claim.limit ?? 1),
+          mode: claim.mode,
+          now: at,
+        })[0];
       });
+      if (created) {
+        // Nobody waits for it by name and it carries no label: the new lock has no waiters.
+        const lock = toLock({ ...created, waiters: 0 });
+        return { acquired: true, lock, locks: [lock] };
+      }
     }
-    return guard(() => {
-      // A free service costs one statement: the INSERT (with its trigger) is atomic on its
-      // own, and a service with no holder row has no live waiters (they are granted or
-      // dropped whenever the holder goes), so its new lock has none either.
-      const at = this.#now();
-      const created = this.#statements.insertUnlessQueued.all(this.#insertParams(request, at))[0];
-      if (created) return { acquired: true, lock: toLock({ ...created, waiters: 0 }) };
-      const { changed, ...result } = this.#tx.takeOverOrQueue.immediate(request, queue);
-      if (changed) this.#announce(request.service);
-      return result;
-    });
+    return this.#write(() =>
+      key ? this.#acquireKeyed(request, queue, key) : this.#acquireIn(request, queue),
+    );
   }
 
   async get(id: string): Promise<Lock | null> {
     return guard(() => nullable(this.#statements.byId.get({ id, now: this.#now() })));
   }
 
+  async granted(requestId: string): Promise<Lock[]> {
+    return guard(() => this.#statements.granted.all({ id: requestId, now: this.#now() }).map(toLock));
+  }
+
   /**
-   * A release is one statement; only when someone waits does a transaction follow to grant
-   * the next. Nothing can take the service in between: newcomers leave a free service with
-   * waiters to them (INSERT_UNLESS_QUEUED), and any grant goes to the oldest live waiter.
+   * A release is one statement; only when a waiter may want the service does a transaction
+   * follow to grant it. Nothing can take the service in between: the one-statement acquire
+   * leaves a service with waiters to the grant pass, which serves waiters first.
    */
   async release(id: string, owner?: OwnerMatch, attempt?: string): Promise<Lock | null> {
-    return guard(() => {
-      const at = this.#now();
-      const params = { id, ...byOwner(owner), now: at };
-      const released = (
+    const removed = guard(() => {
+      const params = { id, ...byOwner(owner), now: this.#now() };
+      return (
         attempt === undefined
           ? this.#statements.remove.all(params)
           : this.#statements.removeAs.all({ ...params, attempt })
       )[0];
-      if (!released) return null;
-      let lock: Lock;
-      if (!this.#statements.headWaiter.get({ service: released.service })) {
-        lock = toLock({ ...released, waiters: 0 });
-      } else {
-        lock = this.#withWaiters(released, at);
-        this.#tx.settle.immediate(released.service);
-      }
-      this.#announce(lock.service);
-      return lock;
+    });
+    if (!removed) return null;
+    if (!guard(() => this.#statements.mayGrant.get({ service: removed.service })?.may)) {
+      this.#changes.emit('change', removed.service);
+      return toLock({ ...removed, waiters: 0 });
+    }
+    return this.#write(() => {
+      this.#changed.add(removed.service);
+      return this.#pass([removed.service], this.#now()).present(removed);
+    });
+  }
+
+  async releaseGroup(groupId: string, owner?: OwnerMatch): Promise<{ locks: Lock[]; denied: boolean }> {
+    return this.#write(() => {
+      const at = this.#now();
+      const rows = this.#statements.groupLocks.all({ id: groupId, now: at });
+      if (owner && rows.some((row) => !owns(row, owner))) return { locks: [], denied: true };
+      return { locks: this.#end(rows, at), denied: false };
     });
   }
 
@@ -492,28 +832,34 @@ export class SqliteLockStore implements LockStore {
     return guard(() => {
       const at = this.#now();
       const row = this.#statements.renew.all({ id, ttl: ttlSeconds, ...byOwner(owner), now: at })[0];
-      return row ? this.#withWaiters(row, at) : null;
+      return row ? this.#lock(row.id, at) : null;
     });
   }
 
-  async settle(service: string): Promise<Lock | null> {
-    return guard(() => {
-      const granted = this.#tx.settle.immediate(service);
-      if (granted) this.#announce(service);
-      return granted;
+  async renewGroup(
+    groupId: string,
+    ttlSeconds: number | null,
+    owner?: OwnerMatch,
+  ): Promise<{ locks: Lock[]; denied: boolean }> {
+    return this.#write(() => {
+      const at = this.#now();
+      const rows = this.#statements.groupLocks.all({ id: groupId, now: at });
+      if (owner && rows.some((row) => !owns(row, owner))) return { locks: [], denied: true };
+      for (const row of rows) this.#statements.renewAny.all({ id: row.id, ttl: ttlSeconds, now: at });
+      return { locks: rows.map((row) => this.#lock(row.id, at)), denied: false };
+    });
+  }
+
+  async settle(service: string | readonly string[]): Promise<Lock | null> {
+    return this.#write(() => {
+      const at = this.#now();
+      const { granted } = this.#pass(typeof service === 'string' ? [service] : service, at);
+      return granted[0]?.[0] ?? null;
     });
   }
 
   async leave(ticket: number, attempt?: string): Promise<boolean> {
-    return guard(() => {
-      const left = (
-        attempt === undefined
-          ? this.#statements.deleteWaiter.all({ ticket })
-          : this.#statements.leaveAs.all({ ticket, attempt })
-      )[0];
-      if (left) this.#announce(left.service);
-      return left !== undefined;
-    });
+    return this.#write(() => this.#leave(ticket, attempt, this.#now()));
   }
 
   async heartbeat(owner: string): Promise<void> {
@@ -521,7 +867,17 @@ export class SqliteLockStore implements LockStore {
   }
 
   async queue(service: string): Promise<Queue> {
-    return guard(() => this.#tx.queue.deferred(service));
+    return this.#write(() => {
+      const at = this.#now();
+      const holders = this.#statements.holderLocks.all({ service, now: at }).map(toLock);
+      const waiters = this.#statements.liveWaiters.all({ service, now: at });
+      return {
+        service,
+        holder: holders[0] ?? null,
+        holders,
+        waiters: waiters.map((row, index) => toWaiter(row, index + 1)),
+      };
+    }, 'deferred');
   }
 
   onChange(listener: (service: string) => void): () => void {
@@ -530,22 +886,105 @@ export class SqliteLockStore implements LockStore {
   }
 
   async list(request: ListRequest): Promise<LockPage> {
-    return guard(() => this.#tx.list.deferred(request));
+    return this.#write(() => {
+      const where = { service: request.service ?? null, who: request.who ?? null, now: this.#now() };
+      const rows = this.#statements.page.all({
+        ...where,
+        limit: request.perPage,
+        offset: (request.page - 1) * request.perPage,
+      });
+      return { locks: rows.map(toLock), total: this.#statements.count.get(where)?.total ?? 0 };
+    }, 'deferred');
   }
 
   async forceRelease(id: string, reason: string | null): Promise<Lock | null> {
-    return guard(() => {
-      const lock = this.#tx.forceRelease.immediate(id, reason);
-      if (lock) this.#announce(lock.service);
-      return lock;
+    return this.#write(() => {
+      const at = this.#now();
+      const row = this.#statements.byId.get({ id, now: at });
+      if (!row) return null;
+      return this.#end([row], at, { release: 'force-released', reason })[0] ?? null;
     });
   }
 
   async sweep(limit: number): Promise<{ expired: Lock[]; granted: Lock[] }> {
-    return guard(() => {
-      const result = this.#tx.sweep.immediate(limit);
-      for (const lock of result.granted) this.#announce(lock.service);
-      return result;
+    return this.#write(() => {
+      const s = this.#statements;
+      const at = this.#now();
+      const expired = s.sweepExpired.all({ limit, now: at });
+      const names = new Set(expired.map((row) => row.service));
+      for (const { ticket } of s.deadWaiters.all({ limit, now: at })) {
+        for (const name of this.#claimNames(s.claims.all({ ticket }).map(toClaim))) names.add(name);
+        s.deleteWaiter.run({ ticket });
+      }
+      for (const name of names) this.#changed.add(name);
+      const { granted } = this.#pass(names, at);
+      return { expired: expired.map(toLock), granted: granted.flat() };
+    });
+  }
+
+  async putResource(spec: ResourceSpec): Promise<{ resource: Resource; created: boolean }> {
+    return this.#write(() => {
+      const at = this.#now();
+      const created = this.#putResource(spec, 'api', at);
+      const row = this.#statements.resource.get({ name: spec.name });
+      if (!row) throw new Error(`resource ${spec.name} was just written but cannot be read`);
+      return { resource: this.#resource(row, at), created };
+    });
+  }
+
+  async deleteResource(name: string): Promise<'deleted' | 'missing' | 'in-use'> {
+    return this.#write(() => {
+      const at = this.#now();
+      const s = this.#statements;
+      if (!s.resource.get({ name })) return 'missing';
+      if (s.isHeld.get({ service: name, now: at })) return 'in-use';
+      s.deleteResource.run({ name });
+      s.deleteResourceLabels.run({ name });
+      // Its label waiters may now wait for nothing they can get: they stay until their deadline.
+      this.#changed.add(name);
+      return 'deleted';
+    });
+  }
+
+  async getResource(name: string): Promise<Resource | null> {
+    return this.#write(() => {
+      const row = this.#statements.resource.get({ name });
+      return row ? this.#resource(row, this.#now()) : null;
+    }, 'deferred');
+  }
+
+  async listResources(label?: string): Promise<Resource[]> {
+    return this.#write(() => {
+      const at = this.#now();
+      const rows =
+        label === undefined
+          ? this.#statements.allResources.all()
+          : this.#statements.resourcesWithLabel.all({ label });
+      return rows.map((row) => this.#resource(row, at));
+    }, 'deferred');
+  }
+
+  async syncResources(specs: readonly ResourceSpec[]): Promise<{ kept: string[] }> {
+    return this.#write(() => {
+      const at = this.#now();
+      const s = this.#statements;
+      const wanted = new Set(specs.map((spec) => spec.name));
+      const kept: string[] = [];
+      for (const { name } of s.fileResources.all()) {
+        if (wanted.has(name)) continue;
+        if (s.isHeld.get({ service: name, now: at })) {
+          kept.push(name);
+          continue;
+        }
+        s.deleteResource.run({ name });
+        s.deleteResourceLabels.run({ name });
+      }
+      for (const spec of specs) {
+        const row = s.resource.get({ name: spec.name });
+        if (row && row.source === 'file' && sameSpec(toSpec(row), spec)) continue;
+        this.#putResource(spec, 'file', at);
+      }
+      return { kept };
     });
   }
 
@@ -563,7 +1002,7 @@ export class SqliteLockStore implements LockStore {
       const rows =
         service === undefined
           ? this.#statements.snapshotPage.all({ after, limit, now })
-          : this.#statements.snapshotPageOfService.all({ service, after, now });
+          : this.#statements.snapshotPageOfService.all({ service, after, limit, now });
       return rows.map(toLock);
     });
   }
@@ -617,7 +1056,13 @@ export class SqliteLockStore implements LockStore {
   }
 
   async pruneHistory(retentionMs: number, limit: number): Promise<number> {
-    return guard(() => this.#tx.prune.immediate(retentionMs, limit));
+    return this.#write(() => {
+      const ids = this.#statements.pruneEvents.all({ cutoff: this.#now() - retentionMs, limit });
+      if (ids.length > 0) {
+        this.#statements.recordPruned.run({ through: Math.max(...ids.map((row) => row.id)) });
+      }
+      return ids.length;
+    });
   }
 
   async pruneIdempotencyKeys(retentionMs: number, limit: number): Promise<number> {
@@ -637,6 +1082,38 @@ export class SqliteLockStore implements LockStore {
   }
 }
 
+function toClaim(row: ClaimRow): Claim {
+  return {
+    service: row.service,
+    label: row.label,
+    mode: row.mode as LockMode,
+    limit: row.max_holders,
+    quantity: row.quantity,
+  };
+}
+
+function toSpec(row: ResourceRow): ResourceSpec {
+  return {
+    name: row.name,
+    labels: JSON.parse(row.labels) as string[],
+    properties: JSON.parse(row.properties) as Record<string, string>,
+    capacity: row.capacity,
+    description: row.description,
+  };
+}
+
+function sameSpec(a: ResourceSpec, b: ResourceSpec): boolean {
+  return (
+    JSON.stringify([a.labels, a.properties, a.capacity, a.description]) ===
+    JSON.stringify([b.labels, b.properties, b.capacity, b.description])
+  );
+}
+
+/** Whether a held lock is the owner's (see OwnerMatch). */
+function owns(row: { owner: string | null; owner_key: string | null }, owner: OwnerMatch): boolean {
+  return row.owner_key === owner.key || (row.owner_key === null && row.owner === owner.name);
+}
+
 function toLock(row: LockRow): Lock {
   return {
     id: row.id,
@@ -648,6 +1125,12 @@ function toLock(row: LockRow): Lock {
     fencingToken: row.fencing_token,
     waiters: row.waiters ?? 0,
     owner: row.owner,
+    limit: row.max_holders,
+    mode: row.mode as LockMode,
+    groupId: row.group_id,
+    resource: row.resource
+      ? { name: row.service, ...(JSON.parse(row.resource) as Omit<ResourceRef, 'name'>) }
+      : null,
   };
 }
 
@@ -659,6 +1142,10 @@ function toWaiter(row: WaiterRow, position: number): Waiter {
     who: row.who,
     since: new Date(row.since),
     position,
+    priority: row.priority,
+    mode: row.mode as LockMode,
+    label: row.label,
+    groupId: row.is_group === 1 ? row.lock_id : null,
   };
 }
 
@@ -678,6 +1165,10 @@ function toEvent(row: EventRow): LockEventRecord {
     owner: row.owner,
     heldMs: row.held_ms,
     reason: row.reason,
+    groupId: row.group_id,
+    mode: row.mode as LockMode,
+    limit: row.max_holders,
+    label: row.label,
   };
 }
 
