@@ -207,7 +207,11 @@ await describePostgres('PostgreSQL store: many holders', (database) => {
         ['by-name', null],
       ],
     );
-    assert.equal((await store.get(holder?.id ?? ''))?.waiters, 1, 'a lock counts the requests naming its service');
+    assert.equal(
+      (await store.get(holder?.id ?? ''))?.waiters,
+      1,
+      'a lock counts the requests naming its service',
+    );
     await store.release(holder?.id ?? '');
     assert.equal((await store.granted(byLabel.id))[0]?.service, name);
     assert.deepEqual(await store.granted(byName.id), []);
