@@ -306,6 +306,51 @@ describe('the lock service: a reload of the tokens ends what revoked or narrowed
     for (const watch of [deployWatch, webWatch, allWatch, wide]) watch.stop();
   });
 
+  test('narrowed: a waiting label request is checked against its resources, a waiting group against each of its services', async () => {
+    const { service } = tested;
+    const admin = AUTHENTICATION_OFF;
+    for (const name of ['phone-1', 'phone-2'])
+      await service.putResource({ caller: admin, name, labels: ['phones'] });
+    const holders = await Promise.all(
+      ['phone-1', 'phone-2', 'db-main'].map((name) =>
+        service.acquire({ caller: admin, service: name, who: 'holder' }),
+      ),
+    );
+    const before = token('tester', ['lock:write'], ['phone-*', 'db-*'], 'sha256:tester');
+    reloaded(before);
+    const outcome = (promise: Promise<unknown>) =>
+      promise.then(
+        () => null,
+        (error: unknown) => error,
+      );
+    const byLabel = outcome(
+      service.acquire({ caller: before, label: 'phones', who: 'by-label', waitSeconds: 30 }),
+    );
+    const group = outcome(
+      service.acquireGroup({
+        caller: before,
+        who: 'group',
+        waitSeconds: 30,
+        locks: [{ service: 'phone-1' }, { service: 'db-main' }],
+      }),
+    );
+    await waitFor(async () => (await store.queue('phone-1')).waiters.length === 2, { what: 'both in line' });
+    // The label ("phones") is no service: a reload that keeps phone-* and db-* ends neither.
+    assert.equal(reloaded(before), 0);
+    // Without db-*, the group may no longer be granted one of its services: it ends; the label waits on.
+    assert.equal(reloaded(token('tester', ['lock:write'], ['phone-*'], 'sha256:tester')), 1);
+    const error = await group;
+    assert.ok(error instanceof TrackerError && error.code === ErrorCode.PERMISSION_DENIED, String(error));
+    await service.release({ caller: admin, id: holders[1]?.lock.id ?? '' });
+    const granted = await service.acquire({ caller: admin, service: 'unrelated', who: 'x' });
+    assert.equal(await byLabel, null, 'the label request was granted phone-2');
+    assert.equal((await store.snapshot('phone-2'))[0]?.who, 'by-label');
+    assert.deepEqual(await store.snapshot('db-main').then((locks) => locks.map((lock) => lock.who)), [
+      'holder',
+    ]);
+    await service.release({ caller: admin, id: granted.lock.id });
+  });
+
   test('a watch or wait that starts after the reload that revoked its token is refused at once', async () => {
     const { service } = tested;
     const stale = token('gone', ['lock:write'], null, 'sha256:gone');

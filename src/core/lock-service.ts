@@ -599,18 +599,25 @@ export function createLockService({
         claimed = false; // waitFor gives the place back
         onEvent({ type: 'queued', service, who, holder: result.holder });
         const untilDeadline = (deadline ?? Number.POSITIVE_INFINITY) - clock.now().getTime();
-        // A revoked or narrowed token stops waiting at once: the abort's reason is its answer.
+        // A revoked or narrowed token stops waiting at once (narrowed: any service the request
+        // may be granted is no longer its own): the abort's reason is its answer.
         const revoked = new AbortController();
-        const close = sessions.open(caller, {
-          scope: 'lock:write',
-          service,
-          end: (reason) => revoked.abort(reason),
-        });
+        const services = plain ? [service] : await servicesOf(claims);
+        const closes = services.map((name) =>
+          sessions.open(caller, {
+            scope: 'lock:write',
+            service: name,
+            end: (reason) => revoked.abort(reason),
+          }),
+        );
+        const close = () => {
+          for (const closeOne of closes) closeOne();
+        };
         try {
           locks = await room.waitFor(
             {
               service,
-              services: plain ? [service] : await servicesOf(claims),
+              services,
               priority: priority ?? 0,
               group,
               id: result.waiter.lockId,

@@ -1,5 +1,4 @@
 import {
-  admits,
   compareRequests,
   type HolderView,
   type PendingRequest,
@@ -170,51 +169,10 @@ export class GrantState {
     return { names: [...names].sort(), labels: [...labels].sort() };
   }
 
-  /**
-   * The claims of a refused request it could not get now, by capacity and mode (the others
-   * it could get but was kept from by an earlier waiter): the resources whose holders a 409
-   * names. Empty when only waiters kept it out.
-   */
-  contended(claims: readonly Claim[]): string[] {
-    const names: string[] = [];
-    for (const claim of claims) {
-      if (claim.service !== null) {
-        const view = this.view(claim.service);
-        if (!admits(view, claim, view.holders)) names.push(claim.service);
-        continue;
-      }
-      const members = this.members.get(claim.label ?? '') ?? [];
-      const free = members.filter((name) => admits(this.view(name), claim, this.view(name).holders));
-      if (free.length < claim.quantity) names.push(...members);
-    }
-    return names;
-  }
-
   /** Adds the holders a grant made, so that later reads of this state see them. */
   hold(service: string, holder: HolderView): void {
     const list = this.holders.get(service);
     if (list) list.push(holder);
     else this.holders.set(service, [holder]);
-  }
-
-  /**
-   * The 1-based place in grant order of a request among the waiters read that share a
-   * resource with it.
-   */
-  position(request: { priority: number; ticket: number; claims: readonly Claim[] }): number {
-    const mine = this.uses(request.claims).names;
-    const mineLabels = new Set(
-      request.claims.flatMap((claim) => (claim.label === null ? [] : [claim.label])),
-    );
-    let ahead = 0;
-    for (const waiter of this.waiters.values()) {
-      if (waiter.ticket === request.ticket || compareRequests(waiter, request) >= 0) continue;
-      const theirs = this.uses(waiter.claims).names;
-      const shares =
-        [...theirs].some((name) => mine.has(name)) ||
-        waiter.claims.some((claim) => claim.label !== null && mineLabels.has(claim.label));
-      if (shares) ahead++;
-    }
-    return ahead + 1;
   }
 }

@@ -1,7 +1,7 @@
 import { setTimeout as delay } from 'node:timers/promises';
 import pg from 'pg';
 import { storeUnavailable } from '../../core/errors.js';
-import { decideGrants, type Grant, limitMismatch } from '../../core/grants.js';
+import { decide, decideGrants, everGrantable, type Grant, limitMismatch } from '../../core/grants.js';
 import {
   type AcquireRequest,
   type Claim,
@@ -363,7 +363,8 @@ export class PostgresLockStore implements LockStore {
     await this.#readAround(tx, state, claims, expired);
     const granted = new Map<string, Lock[]>();
     const changed = new Set<string>();
-    const result = { state, granted, expired, changed };
+    const waitingFor = new Map<string, readonly string[]>();
+    const result = { state, granted, expired, changed, waitingFor };
     if (request) {
       for (const claim of claims) {
         if (claim.label !== null && (state.members.get(claim.label)?.length ?? 0) === 0) {
@@ -378,6 +379,10 @@ export class PostgresLockStore implements LockStore {
           };
         }
       }
+      // Claims that could not be granted together even on an idle store never will be.
+      if (state.covers(claims) && !everGrantable(state.views(), claims)) {
+        return { ...result, refusal: { acquired: false, unsatisfiable: true } };
+      }
     }
     let waitersGranted = false;
     for (let round = 0; round < GRANT_ROUNDS; round++) {
@@ -391,7 +396,9 @@ export class PostgresLockStore implements LockStore {
           grantable: state.covers(claims) && state.inLine(place) && !state.impossible(claims),
         });
       }
-      const grants = decideGrants(state.views(), pending);
+      const decision = decide(state.views(), pending);
+      for (const [key, names] of decision.waitingFor) waitingFor.set(key, names);
+      const grants = decision.grants;
       if (grants.length === 0) break;
       const byKey = new Map([...state.waiters.values()].map((waiter) => [waiter.lockId, waiter]));
       const payload = grants.map((grant) => {
@@ -499,72 +506,57 @@ export class PostgresLockStore implements LockStore {
   ): Promise<{ result: AcquireResult | KeyRefusal; changed: Set<string> }> {
     const priority = request.priority ?? 0;
     const pass = await this.#grantPass(tx, { id: request.id, request, claims, priority });
-    const { changed, state } = pass;
+    const { changed } = pass;
     if (pass.refusal) return { result: pass.refusal, changed };
     const mine = pass.granted.get(request.id);
-    const [first] = mine ?? [];
-    if (mine && first) return { result: { acquired: true, lock: first, locks: mine }, changed };
-    let waiter: Waiter | null = null;
-    let queueFull = false;
-    if (queue) {
-      const [claim] = claims;
-      const joined = (
-        await rowsOf<WaiterRow>(tx.client, ENQUEUE, [
-          request.service,
-          request.who,
-          request.ttlSeconds,
-          request.id,
-          queue.owner,
-          WAITER_LEASE_MS,
-          request.owner ?? null,
-          queue.maxWaiters ?? null,
-          request.ownerKey ?? null,
-          priority,
-          request.group === true,
-          claim?.label ?? null,
-          claim?.mode ?? 'exclusive',
-          claims.map((c) => c.service),
-          claims.map((c) => c.label),
-          claims.map((c) => c.mode),
-          claims.map((c) => c.limit),
-          claims.map((c) => c.quantity),
-        ])
-      )[0];
-      if (joined) {
-        const ticket = safeInteger(joined.ticket, 'ticket');
-        waiter = toWaiter(
-          {
-            ...joined,
-            priority,
-            mode: claim?.mode ?? 'exclusive',
-            label: claim?.label ?? null,
-            is_group: request.group === true,
-          },
-          state.position({ priority, ticket, claims }),
-        );
-      } else queueFull = true;
-    }
-    const holders = await this.#holdersOf(tx.client, state, claims);
+    const [lock] = mine ?? [];
+    if (mine && lock) return { result: { acquired: true, lock, locks: mine }, changed };
+    const holders = await this.#holdersOf(tx.client, pass, request.id);
     const [holder] = holders;
-    if (!holder) throw storeUnavailable(new Error(`refused ${request.service} with nothing held; retry`));
-    return {
-      result: { acquired: false, holder, holders, waiter, ...(queueFull ? { queueFull: true } : {}) },
-      changed,
-    };
+    // Nobody holds anything in its way: what keeps it out waits for resources deleted since.
+    if (!holder) return { result: { acquired: false, unsatisfiable: true }, changed };
+    if (!queue) return { result: { acquired: false, holder, holders, waiter: null }, changed };
+    const [first] = claims;
+    const label = first?.service === null ? first.label : null;
+    const joined = (
+      await rowsOf<WaiterRow>(tx.client, ENQUEUE, [
+        first?.service ?? first?.label ?? request.service,
+        request.who,
+        request.ttlSeconds,
+        request.id,
+        queue.owner,
+        WAITER_LEASE_MS,
+        request.owner ?? null,
+        queue.maxWaiters ?? null,
+        request.ownerKey ?? null,
+        priority,
+        request.group === true,
+        label,
+        first?.mode ?? 'exclusive',
+        claims.map((c) => c.service),
+        claims.map((c) => c.label),
+        claims.map((c) => c.mode),
+        claims.map((c) => c.limit),
+        claims.map((c) => c.quantity),
+      ])
+    )[0];
+    if (!joined)
+      return { result: { acquired: false, holder, holders, waiter: null, queueFull: true }, changed };
+    const mode = first?.mode ?? 'exclusive';
+    const waiter = toWaiter({ ...joined, priority, mode, label, is_group: request.group === true });
+    return { result: { acquired: false, holder, holders, waiter }, changed };
   }
 
   /**
-   * The live holders a refusal names: those of the resources the request could not get for
-   * their holders; else (only waiters kept it out) of everything it asked for; else of
-   * anything the pass read.
+   * The live holders a refusal names, oldest first: those of what the request waits for;
+   * when those are free (an earlier waiter waits for them), those of every service the pass
+   * read, among them what that waiter waits for.
    */
-  async #holdersOf(client: pg.PoolClient, state: GrantState, claims: readonly Claim[]): Promise<Lock[]> {
-    for (const names of [state.contended(claims), [...state.uses(claims).names], [...state.read]]) {
+  async #holdersOf(client: pg.PoolClient, pass: PassResult, key: string): Promise<Lock[]> {
+    for (const names of [pass.waitingFor.get(key) ?? [], [...pass.state.read]]) {
       if (names.length === 0) continue;
-      const holders = (await rowsOf<{ lock: LockRow }>(client, HOLDERS, [names])).map((row) =>
-        toLock(row.lock),
-      );
-      if (holders.length > 0) return holders;
+      const rows = await rowsOf<{ lock: LockRow }>(client, HOLDERS, [sortedUnique(names)]);
+      if (rows.length > 0) return rows.map((row) => toLock(row.lock));
     }
     return [];
   }
@@ -609,12 +601,14 @@ export class PostgresLockStore implements LockStore {
           const [lock] = mine ?? [];
           if (mine && lock)
             return { result: { acquired: true, lock, locks: mine, replayed: true }, changed: pass.changed };
-          const ticket = safeInteger(rejoined.ticket, 'ticket');
-          const priority = rejoined.priority ?? 0;
-          const holders = await this.#holdersOf(client, pass.state, claims);
+          const holders = await this.#holdersOf(client, pass, id);
           const [holder] = holders;
-          if (!holder) throw new Error(`waiter ${ticket} of ${request.service} waits for nobody`);
-          const waiter = toWaiter(rejoined, pass.state.position({ priority, ticket, claims }));
+          if (!holder) {
+            // What it waits for was deleted since: it can never be granted.
+            await client.query(LEAVE, [rejoined.ticket]);
+            return { result: { acquired: false, unsatisfiable: true }, changed: pass.changed };
+          }
+          const waiter = toWaiter(rejoined);
           return {
             result: { acquired: false, holder, holders, waiter, replayed: true },
             changed: pass.changed,
@@ -1151,6 +1145,8 @@ interface PassResult {
   readonly expired: Lock[];
   /** Services to announce: those that changed hands, and the granted waiters' shown services. */
   readonly changed: Set<string>;
+  /** For each request not granted, the resources of the claims it could not get. */
+  readonly waitingFor: ReadonlyMap<string, readonly string[]>;
   /** The new request refused without a decision (a label nothing carries, another limit). */
   readonly refusal?: KeyRefusal;
 }
@@ -1234,7 +1230,7 @@ function toEvent(row: EventRow): LockEventRecord {
   };
 }
 
-function toWaiter(row: WaiterRow, position: number): Waiter {
+function toWaiter(row: WaiterRow, position = row.position ?? 1): Waiter {
   return {
     ticket: safeInteger(row.ticket, 'ticket'),
     lockId: row.lock_id,

@@ -176,9 +176,9 @@ GROUP BY label`;
 /** $1 id. */
 export const GET = `SELECT ${LOCK} FROM locks WHERE id = $1 AND ${LIVE}`;
 
-/** $1 request id. Its lock, or its group's live locks, in grant order. */
+/** $1 request id. Its lock, or its group's live locks, in the order of its claims. */
 export const GRANTED = `
-SELECT ${LOCK} FROM locks WHERE (id = $1 OR group_id = $1) AND ${LIVE} ORDER BY created_at, fencing_token, id`;
+SELECT ${LOCK} FROM locks WHERE (id = $1 OR group_id = $1) AND ${LIVE} ORDER BY member`;
 
 /**
  * $2 owner key, or null for any owner (authentication off, or an admin); $3 the token name,
@@ -204,14 +204,14 @@ export const GROUP_SERVICES = `SELECT DISTINCT service FROM locks WHERE group_id
  * group, or none when one of them is not that owner's (then `denied`).
  */
 export const RELEASE_GROUP = `
-WITH members AS (SELECT id, ${OWNED_BY} AS mine FROM locks WHERE group_id = $1 AND ${LIVE}),
+WITH members AS (SELECT id, coalesce(${OWNED_BY}, false) AS mine FROM locks WHERE group_id = $1 AND ${LIVE}),
 gone AS (
   DELETE FROM locks WHERE id IN (SELECT id FROM members) AND ${LIVE}
     AND NOT EXISTS (SELECT FROM members WHERE NOT mine)
-  RETURNING created_at, fencing_token, id, ${LOCK}
+  RETURNING member, ${LOCK}
 )
 SELECT EXISTS (SELECT FROM members WHERE NOT mine) AS denied,
-       (SELECT coalesce(json_agg(lock ORDER BY created_at, fencing_token, id), '[]') FROM gone) AS locks`;
+       (SELECT coalesce(json_agg(lock ORDER BY member), '[]') FROM gone) AS locks`;
 
 /**
  * $1 group id, $2 ttl seconds or null, $3 owner key or null, $4 owner name. RENEW for every
@@ -219,7 +219,7 @@ SELECT EXISTS (SELECT FROM members WHERE NOT mine) AS denied,
  */
 export const RENEW_GROUP = `
 WITH members AS (
-  SELECT id, ($3::text IS NULL OR owner_key = $3::text OR (owner_key IS NULL AND owner = $4::text)) AS mine
+  SELECT id, coalesce($3::text IS NULL OR owner_key = $3::text OR (owner_key IS NULL AND owner = $4::text), false) AS mine
   FROM locks WHERE group_id = $1 AND ${LIVE}
 ),
 renewed AS (
@@ -227,10 +227,10 @@ renewed AS (
     ttl_seconds = coalesce($2::int, ttl_seconds),
     expires_at = tracker_now() + coalesce($2::int, ttl_seconds) * interval '1 second'
   WHERE id IN (SELECT id FROM members) AND ${LIVE} AND NOT EXISTS (SELECT FROM members WHERE NOT mine)
-  RETURNING created_at, fencing_token, id, ${LOCK}
+  RETURNING member, ${LOCK}
 )
 SELECT EXISTS (SELECT FROM members WHERE NOT mine) AS denied,
-       (SELECT coalesce(json_agg(lock ORDER BY created_at, fencing_token, id), '[]') FROM renewed) AS locks`;
+       (SELECT coalesce(json_agg(lock ORDER BY member), '[]') FROM renewed) AS locks`;
 
 export interface GroupChangeRow {
   denied: boolean;
@@ -254,8 +254,8 @@ export const NOTIFY = `SELECT pg_notify('${CHANGES_CHANNEL}', service) FROM unne
  * labels, $16 modes, $17 limits, $18 quantities. Joins the queue with its claims, in one
  * statement (the queued event counts it); runs in the acquire transaction under the row
  * locks of every resource its claims use, so the ticket (from the sequence) is its
- * arrival order and the count that enforces $8 (live waiters touching any of its services or
- * labels) cannot change before the insert. No row: the queue is full.
+ * arrival order. $8 and the position count the live waiters shown under the same service
+ * (as on SQLite). No row: the queue is full.
  */
 export const ENQUEUE = `
 WITH joined AS (
@@ -263,10 +263,7 @@ WITH joined AS (
                        priority, is_group, label, mode)
   SELECT $1, $2, $3::int, $4::uuid, $5, tracker_now(), tracker_now() + $6::int8 * interval '1 millisecond', $7::text,
          $9::text, $10::int, $11::boolean, $12::text, $13::text
-  WHERE $8::int IS NULL
-     OR (SELECT count(*) FROM waiters WHERE ${WAITING}
-           AND ticket IN (SELECT ticket FROM waiter_claims WHERE service = ANY ($14::text[])
-                          UNION SELECT ticket FROM waiter_claims WHERE label = ANY ($15::text[]))) < $8::int
+  WHERE $8::int IS NULL OR (SELECT count(*) FROM waiters WHERE service = $1 AND ${WAITING}) < $8::int
   RETURNING ticket, service, who, since, lock_id
 ),
 claims AS (
@@ -276,7 +273,10 @@ claims AS (
     WITH ORDINALITY AS claim (service, label, mode, max_holders, quantity, idx)
 )
 SELECT joined.ticket, joined.service, joined.who, joined.lock_id,
-       floor(extract(epoch FROM joined.since) * 1000)::int8 AS since_ms
+       floor(extract(epoch FROM joined.since) * 1000)::int8 AS since_ms,
+       1 + (SELECT count(*)::int FROM waiters w
+            WHERE w.service = joined.service AND w.${WAITING}
+              AND (w.priority > $10::int OR (w.priority = $10::int AND w.ticket < joined.ticket))) AS position
 FROM joined`;
 
 export interface WaiterRow {
@@ -290,6 +290,8 @@ export interface WaiterRow {
   mode?: string;
   label?: string | null;
   is_group?: boolean;
+  /** Its place in the line of the service it shows (ENQUEUE, REJOIN). */
+  position?: number;
 }
 
 /**
@@ -452,7 +454,9 @@ labelled AS (
   INSERT INTO resource_labels (label, name)
   SELECT DISTINCT label, $1 FROM jsonb_array_elements_text($2::jsonb) AS label
   ON CONFLICT DO NOTHING
-)
+),
+-- Its locks show its limit: the new capacity (the history records no change).
+limited AS (UPDATE locks SET max_holders = $4::int WHERE service = $1 AND max_holders <> $4::int)
 SELECT created FROM put`;
 
 /** $1 name. Deletes a resource unless it has a live holder (under its row lock). */
@@ -641,7 +645,11 @@ export const REJOIN = `
 UPDATE waiters SET owner = $2, alive_until = tracker_now() + $3::int8 * interval '1 millisecond'
 WHERE lock_id = $1
 RETURNING ticket, lock_id, service, who, floor(extract(epoch FROM since) * 1000)::int8 AS since_ms, priority, mode,
-  label, is_group`;
+  label, is_group,
+  1 + (SELECT count(*)::int FROM waiters w
+       WHERE w.service = waiters.service AND w.${WAITING}
+         AND (w.priority > waiters.priority OR (w.priority = waiters.priority AND w.ticket < waiters.ticket)))
+    AS position`;
 
 /**
  * On behalf of one attempt of a keyed request ($n attempt): not when a retry of it has taken

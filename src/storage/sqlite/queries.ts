@@ -203,7 +203,6 @@ export const RESOURCES_WITH_LABEL = `SELECT r.* FROM resources r JOIN resource_l
 export const FILE_RESOURCES = "SELECT name FROM resources WHERE source = 'file'";
 export const IS_HELD = `SELECT 1 AS held FROM locks WHERE service = @service AND ${LIVE} LIMIT 1`;
 
-export const BY_SERVICE = `SELECT ${COLUMNS}, ${WAITING} FROM locks WHERE service = @service AND ${LIVE}`;
 export const BY_ID = `SELECT ${COLUMNS}, ${WAITING} FROM locks WHERE id = @id AND ${LIVE}`;
 
 /** Live requests waiting with the same first claim (what --max-waiters-per-service counts). */

@@ -10,13 +10,15 @@
 
 -- Locks. max_holders: the limit the lock was granted under (how many exclusive holders its
 -- service admits while it is held); mode: exclusive or shared; group_id: the group request
--- it was granted in (its id), NULL for a lock acquired alone.
+-- it was granted in (its id), NULL for a lock acquired alone; member: a group's locks in the
+-- order of its claims (0 for a lock acquired alone).
 ALTER TABLE locks DROP CONSTRAINT locks_service_key;
 CREATE INDEX locks_service ON locks (service);
 ALTER TABLE locks
   ADD COLUMN max_holders int  NOT NULL DEFAULT 1,
   ADD COLUMN mode        text NOT NULL DEFAULT 'exclusive' CHECK (mode IN ('exclusive', 'shared')),
-  ADD COLUMN group_id    uuid NULL;
+  ADD COLUMN group_id    uuid NULL,
+  ADD COLUMN member      int  NOT NULL DEFAULT 0;
 CREATE INDEX locks_group_id ON locks (group_id) WHERE group_id IS NOT NULL;
 
 -- Waiters: still one row per request (ticket = arrival order; lock_id = the request's id, a
@@ -86,17 +88,14 @@ CREATE FUNCTION tracker_touching(p_service text) RETURNS TABLE (ticket bigint)
     SELECT c.ticket FROM resource_labels rl JOIN waiter_claims c ON c.label = rl.label WHERE rl.name = p_service
   $$;
 
--- How many live waiters touch a service (a lock's `waiters`, an event's `waiters`).
--- PL/pgSQL, not SQL: its plan is kept per session, where a SQL function's would be made
--- again in every statement that calls it.
+-- How many live waiters have a claim naming a service (a lock's `waiters`, an event's
+-- `waiters`; label claims are not counted: they wait for any of several services, as on
+-- SQLite). PL/pgSQL, not SQL: its plan is kept per session, where a SQL function's would be
+-- made again in every statement that calls it.
 CREATE FUNCTION tracker_waiting(p_service text) RETURNS int LANGUAGE plpgsql STABLE AS $$
 BEGIN
-  RETURN (SELECT count(*)::int FROM waiters w
-          WHERE w.alive_until > tracker_now()
-            AND w.ticket IN (SELECT c.ticket FROM waiter_claims c WHERE c.service = p_service
-                             UNION
-                             SELECT c.ticket FROM resource_labels rl JOIN waiter_claims c ON c.label = rl.label
-                             WHERE rl.name = p_service));
+  RETURN (SELECT count(*)::int FROM waiter_claims c JOIN waiters w ON w.ticket = c.ticket
+          WHERE c.service = p_service AND w.alive_until > tracker_now());
 END $$;
 
 -- A lock as the store returns it, as JSON: the one definition of its fields (LockRow in
@@ -119,7 +118,8 @@ END $$;
 
 -- The history triggers again (same logic as migration 005), with the group, the mode, the
 -- limit and the label, the waiters touching the service, and:
--- - a lock that ends stamps its registered resource's released_at (an expiry at expires_at);
+-- - a lock that ends stamps its registered resource's released_at;
+-- - a change of max_holders alone (a resource's new capacity) records nothing;
 -- - a waiter granted is recorded as dequeued 'granted' because the grant says so for its
 --   own statement (set_config('tracker.dequeue', 'granted', true), see tracker_grant): the
 --   lock is inserted after the waiter is deleted, and a group's locks have other ids.
@@ -143,8 +143,7 @@ BEGIN
                                      - OLD.created_at) * 1000)::bigint,
             CASE WHEN kind = 'force-released' THEN nullif(current_setting('tracker.reason', true), '') END,
             OLD.group_id, OLD.mode, OLD.max_holders);
-    UPDATE resources SET released_at = CASE WHEN kind = 'expired' THEN OLD.expires_at ELSE t END
-    WHERE name = OLD.service;
+    UPDATE resources SET released_at = t WHERE name = OLD.service;
   ELSE
     INSERT INTO lock_events (at, type, lock_id, service, who, owner, created_at, ttl_seconds, expires_at,
                              fencing_token, waiters, group_id, mode, max_holders)
@@ -165,20 +164,19 @@ BEGIN
                            group_id, mode, label)
   VALUES (t, CASE WHEN TG_OP = 'DELETE' THEN 'dequeued' ELSE 'queued' END,
           row_.lock_id, row_.service, row_.who, row_.lock_owner, row_.since, row_.ttl_seconds,
-          CASE WHEN row_.label IS NULL THEN tracker_waiting(row_.service)
-               ELSE (SELECT count(*) FROM waiters w
-                     WHERE w.alive_until > t
-                       AND w.ticket IN (SELECT c.ticket FROM waiter_claims c WHERE c.label = row_.label)) END,
+          tracker_waiting(row_.service),
           CASE WHEN TG_OP = 'INSERT' THEN NULL
-               WHEN current_setting('tracker.dequeue', true) = 'granted' THEN 'granted'
                WHEN OLD.alive_until <= t THEN 'abandoned'
-               ELSE 'left' END,
+               ELSE coalesce(nullif(current_setting('tracker.dequeue', true), ''), 'left') END,
           CASE WHEN row_.is_group THEN row_.lock_id END, row_.mode, row_.label);
   RETURN NULL;
 END $$;
 
 -- CREATE OR REPLACE drops the functions' settings: resolve names in this schema again.
 ALTER FUNCTION tracker_record_lock_event() SET search_path FROM CURRENT;
+DROP TRIGGER locks_record_event ON locks;
+CREATE TRIGGER locks_record_event AFTER INSERT OR UPDATE OF ttl_seconds, expires_at OR DELETE ON locks
+  FOR EACH ROW EXECUTE FUNCTION tracker_record_lock_event();
 ALTER FUNCTION tracker_record_waiter_event() SET search_path FROM CURRENT;
 
 -- Locks the `services` rows of p_names (sorted and distinct), creating missing ones (their
@@ -292,6 +290,7 @@ DECLARE
   lock_id uuid;
   made json[];
   done json[] := '{}';
+  member_ int;
   found_ boolean;
 BEGIN
   FOR g IN SELECT * FROM json_array_elements(p_grants) LOOP
@@ -312,13 +311,15 @@ BEGIN
       END IF;
     END IF;
     made := '{}';
+    member_ := 0;
     FOR p IN SELECT * FROM json_array_elements(g->'picks') LOOP
       UPDATE services SET last_token = last_token + 1 WHERE service = p->>'service' RETURNING last_token INTO token;
       lock_id := CASE WHEN req.is_group THEN gen_random_uuid() ELSE req.id END;
       INSERT INTO locks (id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner, owner_key,
-                         max_holders, mode, group_id)
+                         max_holders, mode, group_id, member)
       VALUES (lock_id, p->>'service', req.who, t, req.ttl, t + req.ttl * interval '1 second', token, req.owner,
-              req.owner_key, (p->>'limit')::int, p->>'mode', CASE WHEN req.is_group THEN req.id END);
+              req.owner_key, (p->>'limit')::int, p->>'mode', CASE WHEN req.is_group THEN req.id END, member_);
+      member_ := member_ + 1;
       made := made || (SELECT tracker_lock_json(l) FROM locks l WHERE l.id = lock_id);
     END LOOP;
     UPDATE idempotency_keys SET granted = true WHERE idempotency_keys.lock_id = req.id;
@@ -372,7 +373,7 @@ BEGIN
 END $$;
 
 -- A release in one round trip when it can let nobody in: under the lock's service's row
--- lock, with no live waiter touching the service, deletes the lock (if live, and the
+-- lock, with no live waiter touching the service (by name, or by a label of its resource), deletes the lock (if live, and the
 -- owner's, and, with p_attempt, not taken over by a retry of its keyed request). Answers
 -- 'released' with the lock, 'missing', or 'general' (nothing done: waiters may be let in,
 -- the caller runs the release and the grant pass in one transaction).
@@ -388,7 +389,7 @@ BEGIN
     RETURN json_build_object('outcome', 'missing');
   END IF;
   PERFORM FROM services WHERE service = s FOR NO KEY UPDATE;
-  IF tracker_waiting(s) > 0 THEN
+  IF EXISTS (SELECT FROM waiters w WHERE w.alive_until > t AND w.ticket IN (SELECT ticket FROM tracker_touching(s))) THEN
     RETURN json_build_object('outcome', 'general', 'service', s);
   END IF;
   DELETE FROM locks WHERE id = p_id AND (expires_at IS NULL OR expires_at > t)
