@@ -76,9 +76,11 @@ describe('fault run (short)', { concurrency: true }, () => {
   test('a split brain (two stores that each decide) is found not linearizable, with a history and a timeline', async () => {
     const outDir = mkdtempSync(join(tmpdir(), 'tracker-torture-broken-'));
     try {
+      // Four clients on one service, each server deciding alone: two of them holding at once,
+      // seen by both, comes within the 3 s even on a loaded machine (two clients did not always).
       const report = await runTorture({
         ...SHORT,
-        clients: 2,
+        clients: 4,
         store: 'sqlite',
         seconds: 3,
         seed: seed(),
@@ -130,9 +132,13 @@ describe('fault run (short)', { concurrency: true }, () => {
       nemeses: [],
     });
     const summary = `${report.verdictDetail}; over a limit ${report.overCapacity}`;
-    assert.equal(report.verdict, 'illegal', summary);
-    assert.ok(report.overCapacity > 0, summary);
-    assert.equal(report.passed, false);
+    // The store's history shows every grant over the limit; the clients' answers show one
+    // only when a third holder's answer came while two others surely held (not when a lease
+    // may have ended, or an answer was slow): on a loaded machine a 3 s run may show the
+    // overshoot to one of the two checks only. Either one must find it.
+    assert.ok(report.verdict === 'illegal' || report.overCapacity > 0, summary);
+    assert.notEqual(report.verdict, 'unknown', summary);
+    assert.equal(report.passed, false, summary);
     if (report.artifacts) rmSync(join(report.artifacts.history, '..'), { recursive: true, force: true });
   });
 });

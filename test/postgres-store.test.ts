@@ -754,9 +754,10 @@ await describePostgres('PostgreSQL store', (database) => {
     });
 
     test('a burst larger than the pool waits for a connection (--database-pool-timeout), not for the connect timeout', async () => {
-      // One connection and a 50 ms connect timeout: 200 acquires joining one queue at once
-      // would mostly fail if the wait for the pool were the connect timeout, as pg's is.
-      const store = await open('burst', { poolSize: 1, connectTimeoutMs: 50, poolTimeoutMs: 30_000 });
+      // One connection and a 250 ms connect timeout (short, yet enough to connect on a loaded
+      // machine): 200 acquires joining one queue at once take far longer than that, so most
+      // would fail if the wait for the pool were the connect timeout, as pg's is.
+      const store = await open('burst', { poolSize: 1, connectTimeoutMs: 250, poolTimeoutMs: 30_000 });
       try {
         assert.ok((await store.acquire(request('burst', 'holder'))).acquired);
         const results = await Promise.allSettled(
