@@ -122,27 +122,35 @@ describe('fault run (short)', { concurrency: true }, () => {
   });
 
   test('a server whose capacity rule is off by one (a test-only load hook) is found over the limit', async () => {
-    const report = await runTorture({
-      ...SHORT,
-      clients: 4,
-      store: 'sqlite',
-      seconds: 3,
-      seed: seed(),
-      broken: 'overshoot',
-      // A limit of 1, which the broken rule lets two hold: any two clients holding at once
-      // show it (a third holder of a limit-2 semaphore did not always come in 3 s).
-      semaphoreLimit: 1,
-      nemeses: [],
-    });
-    const summary = `${report.verdictDetail}; over a limit ${report.overCapacity}`;
-    // The store's history shows every grant over the limit; the clients' answers show one
-    // only when a third holder's answer came while two others surely held (not when a lease
-    // may have ended, or an answer was slow): on a loaded machine a 3 s run may show the
-    // overshoot to one of the two checks only. Either one must find it.
-    assert.ok(report.verdict === 'illegal' || report.overCapacity > 0, summary);
-    assert.notEqual(report.verdict, 'unknown', summary);
-    assert.equal(report.passed, false, summary);
-    if (report.artifacts) rmSync(join(report.artifacts.history, '..'), { recursive: true, force: true });
+    // A limit of 1, which the broken rule lets two hold: any two clients holding at once show
+    // it. On a loaded machine the clients start slowly and a 3 s run may hold few locks at
+    // all: up to three runs, and one must find it.
+    const summaries: string[] = [];
+    for (let run = 0; run < 3; run++) {
+      const report = await runTorture({
+        ...SHORT,
+        clients: 4,
+        store: 'sqlite',
+        seconds: 3,
+        seed: seed(),
+        broken: 'overshoot',
+        semaphoreLimit: 1,
+        nemeses: [],
+      });
+      if (report.artifacts) rmSync(join(report.artifacts.history, '..'), { recursive: true, force: true });
+      const summary = `${report.verdictDetail}; over a limit ${report.overCapacity}`;
+      assert.notEqual(report.verdict, 'unknown', summary);
+      // The store's history shows every grant over the limit; the clients' answers show one
+      // only when a second holder's answer came while the first surely held (not when a lease
+      // may have ended, or an answer was slow): either check finding it fails the run.
+      if (report.verdict === 'illegal' || report.overCapacity > 0) {
+        assert.equal(report.passed, false, summary);
+        return;
+      }
+      assert.equal(report.passed, true, summary);
+      summaries.push(summary);
+    }
+    assert.fail(`three runs never went over the limit: ${summaries.join(' | ')}`);
   });
 });
 

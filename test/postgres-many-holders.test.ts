@@ -92,8 +92,17 @@ async function mostHolders(store: LockStore, services: string[]): Promise<Map<st
 
 await describePostgres('PostgreSQL store: many holders', (database) => {
   const quiet = recordingLogger().logger;
+  // Timeouts well above the defaults (1.5 s): these tests check who is granted what, and on a
+  // loaded machine 20 clients queueing for one row lock may wait longer than that.
   const open = (schema: string, poolSize = 5) =>
-    openPostgresLockStore({ connectionString: database().url, schema, logger: quiet, poolSize });
+    openPostgresLockStore({
+      connectionString: database().url,
+      schema,
+      logger: quiet,
+      poolSize,
+      statementTimeoutMs: 15_000,
+      connectTimeoutMs: 15_000,
+    });
   let store: PostgresLockStore;
   before(async () => {
     store = await open('holders');
