@@ -1,5 +1,7 @@
 // The ceiling for `npm run bench`: a bare node:http server (no framework, no storage, no
-// logging) that answers the lock REST calls the way Tracker does. Whatever Tracker does on
+// logging) that answers the lock REST calls the way Tracker does: `POST /lock` with the same
+// 201 body (every field of Tracker's lock), and the release routes (`DELETE /lock/{id}`, the
+// guide's `GET /unlock/{id}` and `POST /unlock/{id}`) with the same 200 body. Whatever Tracker does on
 // top of this (routing, validation, SQLite, logging) is what the bench's "vs ceiling"
 // column measures.
 //
@@ -19,6 +21,7 @@ const { values } = parseArgs({
 });
 
 const PREFIX = '/api/v1alpha1/lock';
+const UNLOCK = '/api/v1alpha1/unlock/';
 const RELEASED = JSON.stringify({ success: true, message: 'Lock released successfully' });
 
 /**
@@ -58,12 +61,35 @@ const server = http.createServer((req, res) => {
         return;
       }
       const createdAt = `${new Date().toISOString().slice(0, 19)}Z`;
-      send(res, 201, JSON.stringify({ id: randomUUID(), service: body.service, who: body.who, createdAt }));
+      const lock = {
+        id: randomUUID(),
+        service: body.service,
+        who: body.who,
+        createdAt,
+        ttlSeconds: null,
+        expiresAt: null,
+        fencingToken: 1,
+        waiters: 0,
+        owner: null,
+        limit: 1,
+        mode: 'exclusive',
+        groupId: null,
+        resource: null,
+      };
+      send(res, 201, JSON.stringify(lock));
     });
     return;
   }
   req.resume();
   if (req.method === 'DELETE' && url.startsWith(`${PREFIX}/`) && url.length > PREFIX.length + 1) {
+    send(res, 200, RELEASED);
+    return;
+  }
+  if (
+    (req.method === 'GET' || req.method === 'POST') &&
+    url.startsWith(UNLOCK) &&
+    url.length > UNLOCK.length
+  ) {
     send(res, 200, RELEASED);
     return;
   }

@@ -353,8 +353,9 @@ const WATCH_TIMEOUT_MS = 5_000;
  * Watch delivery: a watcher follows GET /api/v1alpha1/watch?service=…; one client acquires
  * a lock (and releases it after). From the acquire's 201 to the watcher's `acquired` event
  * for that lock id. Through another replica, the event crosses the history table (the
- * replica's tail polls it every 250 ms), so expect about half the poll interval; rounds are
- * spaced by a random pause so that they do not fall into step with that poll.
+ * writing replica NOTIFYs after its commit and the watching one reads; a slow poll remains
+ * as a safety net); rounds are spaced by a random pause so that they do not fall into step
+ * with that poll.
  */
 export async function measureWatch(options: WatchOptions): Promise<LatencyResult> {
   const samples = new Samples();

@@ -5,10 +5,17 @@
 // replicas, a bare PostgreSQL LISTEN/NOTIFY round trip, and an uncontended acquire with and
 // without ttlSeconds.
 //
+// Then Tracker against its peers (bench/versus.ts: wrk on Tracker and on bare node:http,
+// grpc-js on Tracker and on bare grpc-js, Tracker on PostgreSQL and pgbench, Redis),
+// interleaved in rounds, and the issue's Targets table of ratios. `--only big` (never in the
+// default run) measures the cost of a big store (bench/big.ts).
+//
 //   node --import tsx bench/run.ts [--seconds 3] [--warmup 0.5] [--clients 1,16,64]
 //                                  [--only ceiling,rest,grpc,pg-rest,pg-2x-rest,
-//                                          handoff,notify,acquire-ttl]
-//                                  [--grpc-channels shared] [--json]
+//                                          handoff,notify,acquire-ttl,watch,
+//                                          vs-http,vs-grpc,vs-pgbench,vs-redis,big]
+//                                  [--connections 50] [--rounds 2] [--peer-seconds 5]
+//                                  [--grpc-channels shared] [--json] [--out FILE]
 //
 // For each client count, the targets are measured one after the other (ceiling, rest,
 // grpc, pg-rest, pg-2x-rest) so that, on a small machine shared by the generator and the
@@ -17,8 +24,11 @@
 // through TRACKER_BENCH_PG_URL (default postgres://postgres@127.0.0.1:5432/test) and dropped
 // WITH (FORCE) at the end; when that server cannot be reached, their rows are skipped.
 // The exit code is 1 when any request failed.
+import { mkdirSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
+import { type BigReport, runBig } from './big.js';
 import {
   type LatencyResult,
   measureAcquire,
@@ -38,14 +48,24 @@ import {
 import { adminUrl, type BenchDatabase, createBenchDatabase, describe, maskPassword } from './postgres.js';
 import {
   type Endpoints,
+  REPO_ROOT,
   type StartContext,
   type Store,
   shared,
   startCeiling,
+  startGrpcCeiling,
   startReplicas,
   startTracker,
   type Target,
 } from './targets.js';
+import {
+  ratioLine,
+  runVersus,
+  type TargetRatio,
+  VERSUS,
+  VERSUS_SERVERS,
+  type VersusReport,
+} from './versus.js';
 
 const tracker = shared(() => startTracker());
 
@@ -82,6 +102,12 @@ const TARGETS: Target[] = [
     ),
   },
 ];
+/** Servers only the peer comparisons use (not measured by the client-count loop). */
+const PEER_SERVERS: Target[] = [
+  { name: 'grpc-ceiling', protocol: 'grpc', store: 'none', start: shared(() => startGrpcCeiling()) },
+];
+const BIG = 'big';
+const DEFAULT_OUT = path.join(REPO_ROOT, 'bench', 'results', 'latest.json');
 const CEILING = 'ceiling';
 /** The SQLite REST target, reference of the "vs sqlite" column. */
 const SQLITE_REST = 'rest';
@@ -134,12 +160,21 @@ function usage(): string {
     '  --warmup S           warm-up seconds before each measurement (default 0.5)',
     `  --clients LIST       client counts (default ${DEFAULT_CLIENTS.join(',')})`,
     `  --only LIST          targets among ${TARGETS.map((t) => t.name).join(',')}`,
-    `                       and latency rows among ${Object.keys(LATENCY).join(',')} (default all)`,
+    `                       and latency rows among ${Object.keys(LATENCY).join(',')},`,
+    `                       peer comparisons among ${VERSUS.join(',')} (default: all of these)`,
+    `                       and ${BIG} (100,000 locks and 1,000,000 events; only when named)`,
+    '  --connections N      concurrency of the peer comparisons (default 50)',
+    '  --rounds N           interleaved rounds of the peer comparisons and of big (default 2)',
+    '  --peer-seconds S     measured seconds per peer run, whole seconds (default 5)',
+    '  --big-locks N        locks held in the big store (default 100000)',
+    '  --big-events N       history events in the big store (default 1000000)',
     '  --grpc-channels M    shared (one channel for all clients, default) or per-client',
     '  --json               print the results as one JSON object instead of a table',
+    '  --out FILE           also write that JSON to FILE (default bench/results/latest.json; - for none)',
     'environment:',
     `  TRACKER_BENCH_PG_URL admin URL where the PostgreSQL targets' database is created`,
     '                       and dropped (default postgres://postgres@127.0.0.1:5432/test)',
+    '  TRACKER_BENCH_REDIS  redis://host:port of the Redis peer (default redis://127.0.0.1:6379)',
   ].join('\n');
 }
 
@@ -176,18 +211,52 @@ function parseOptions() {
   });
   const only = values.only?.split(',').map((item) => item.trim());
   for (const name of only ?? []) {
-    if (!TARGETS.some((target) => target.name === name) && !(name in LATENCY)) {
+    const known =
+      TARGETS.some((target) => target.name === name) ||
+      name in LATENCY ||
+      (VERSUS as readonly string[]).includes(name) ||
+      name === BIG;
+    if (!known) {
       fail(`--only: unknown target "${name}"`);
     }
   }
   const targets = TARGETS.filter((target) => only === undefined || only.includes(target.name));
   const latency = Object.keys(LATENCY).filter((name) => only === undefined || only.includes(name));
+  const versus = VERSUS.filter((name) => only === undefined || only.includes(name));
+  const big = only?.includes(BIG) ?? false;
+  const positive = (value: string, flag: string) => {
+    const n = Number(value);
+    if (!Number.isInteger(n) || n < 1) fail(`${flag} wants a positive integer`);
+    return n;
+  };
+  const connections = positive(values.connections, '--connections');
+  const rounds = positive(values.rounds, '--rounds');
+  const peerSeconds = positive(values['peer-seconds'], '--peer-seconds');
+  const bigLocks = positive(values['big-locks'], '--big-locks');
+  const bigEvents = positive(values['big-events'], '--big-events');
+  const out = values.out === '-' ? undefined : path.resolve(values.out);
   const channelsFlag = values['grpc-channels'];
   const channels: GrpcChannels =
     channelsFlag === 'shared' || channelsFlag === 'per-client'
       ? channelsFlag
       : fail('--grpc-channels is shared or per-client');
-  return { seconds, warmup, clients, targets, latency, channels, json: values.json };
+  return {
+    seconds,
+    warmup,
+    clients,
+    targets,
+    latency,
+    versus,
+    big,
+    connections,
+    rounds,
+    peerSeconds,
+    bigLocks,
+    bigEvents,
+    out,
+    channels,
+    json: values.json,
+  };
 }
 
 function parseCli() {
@@ -199,6 +268,12 @@ function parseCli() {
       only: { type: 'string' },
       'grpc-channels': { type: 'string', default: 'shared' },
       json: { type: 'boolean', default: false },
+      connections: { type: 'string', default: '50' },
+      rounds: { type: 'string', default: '2' },
+      'peer-seconds': { type: 'string', default: '5' },
+      'big-locks': { type: 'string', default: '100000' },
+      'big-events': { type: 'string', default: '1000000' },
+      out: { type: 'string', default: DEFAULT_OUT },
       help: { type: 'boolean', short: 'h', default: false },
     },
     strict: true,
@@ -340,8 +415,13 @@ async function main(): Promise<void> {
   const options = parseOptions();
   let targets = options.targets;
   // The servers to start: the throughput targets and those the latency rows use.
-  const needed = new Set(options.latency.flatMap((name) => LATENCY[name] ?? []));
-  let servers = TARGETS.filter((target) => targets.includes(target) || needed.has(target.name));
+  const needed = new Set([
+    ...options.latency.flatMap((name) => LATENCY[name] ?? []),
+    ...options.versus.flatMap((name) => VERSUS_SERVERS[name]),
+  ]);
+  let servers = [...TARGETS, ...PEER_SERVERS].filter(
+    (target) => targets.includes(target) || needed.has(target.name),
+  );
   // Promises, registered before they settle, so that a signal during a start still stops
   // the server (or drops the database) once it is up.
   const started = new Map<string, Promise<Endpoints>>();
@@ -376,10 +456,16 @@ async function main(): Promise<void> {
 
   const measurements: Measurement[] = [];
   const latencyRows: LatencyRow[] = [];
+  let versusReport: VersusReport | undefined;
+  let bigReport: BigReport | undefined;
   const runTag = Date.now().toString(36);
   try {
     const context: StartContext = {};
-    if (servers.some((target) => target.store === 'postgres') || options.latency.includes('notify')) {
+    if (
+      servers.some((target) => target.store === 'postgres') ||
+      options.latency.includes('notify') ||
+      options.versus.includes('vs-pgbench')
+    ) {
       database = createBenchDatabase(admin);
       try {
         const created = await database;
@@ -541,48 +627,93 @@ async function main(): Promise<void> {
         }
       }
     }
+    if (options.versus.length > 0 && !interrupted) {
+      versusReport = await runVersus({
+        selected: options.versus,
+        connections: options.connections,
+        rounds: options.rounds,
+        seconds: options.peerSeconds,
+        warmupSeconds: options.warmup,
+        runTag,
+        endpoints: (name) => started.get(name) ?? Promise.resolve(undefined),
+        postgresUrl: context.postgresUrl,
+        log,
+        interrupted: () => interrupted,
+      });
+    }
+    if (options.big && !interrupted) {
+      bigReport = await runBig({
+        locks: options.bigLocks,
+        events: options.bigEvents,
+        connections: options.connections,
+        rounds: options.rounds,
+        seconds: options.peerSeconds,
+        warmupSeconds: options.warmup,
+        probes: 500,
+        runTag,
+        log,
+        interrupted: () => interrupted,
+      });
+    }
   } finally {
     await cleanUp();
   }
 
   const errors =
     measurements.reduce((sum, m) => sum + m.errors, 0) +
-    latencyRows.reduce((sum, row) => sum + row.errors, 0);
+    latencyRows.reduce((sum, row) => sum + row.errors, 0) +
+    (versusReport?.runs.reduce((sum, run) => sum + run.errors, 0) ?? 0) +
+    (versusReport?.failed.length ?? 0) +
+    [...(bigReport?.empty ?? []), ...(bigReport?.seeded ?? [])].reduce((sum, run) => sum + run.errors, 0) +
+    (bigReport?.probes.reduce((sum, row) => sum + row.errors, 0) ?? 0);
   const lines = [...summary(measurements, postgresSkipped), ...latencySummary(latencyRows)];
+  const targetRatios = [
+    ...(versusReport?.ratios ?? []),
+    ...latencyTargets(latencyRows),
+    ...(bigReport?.ratios ?? []),
+  ];
+  const report = {
+    date: new Date().toISOString(),
+    node: process.version,
+    platform: `${os.platform()} ${os.arch()}`,
+    cpus: os.cpus().length,
+    cpuModel: os.cpus()[0]?.model ?? 'unknown',
+    seconds: options.seconds,
+    warmupSeconds: options.warmup,
+    maxPairs: MAX_PAIRS,
+    grpcChannels: options.channels,
+    postgres:
+      options.targets.some((target) => target.store === 'postgres') || options.latency.length > 0
+        ? { adminUrl: maskPassword(admin), skipped: postgresSkipped }
+        : null,
+    results: measurements.map((m) => ({
+      ...m,
+      seconds: round(m.seconds, 3),
+      pairsPerSec: round(m.pairsPerSec, 1),
+      p50Ms: round(m.p50Ms, 3),
+      p99Ms: round(m.p99Ms, 3),
+      vsCeiling: m.vsCeiling === null ? null : round(m.vsCeiling, 3),
+      vsSqlite: m.vsSqlite === null ? null : round(m.vsSqlite, 3),
+    })),
+    latency: latencyRows.map((row) => ({
+      ...row,
+      p50Ms: round(row.p50Ms, 3),
+      p99Ms: round(row.p99Ms, 3),
+      meanMs: round(row.meanMs, 3),
+      maxMs: round(row.maxMs, 3),
+    })),
+    versus: versusReport === undefined ? null : roundDeep(versusReport),
+    big: bigReport === undefined ? null : roundDeep(bigReport),
+    targets: roundDeep(targetRatios),
+    errors,
+    summary: lines,
+  };
+  if (options.out !== undefined) {
+    mkdirSync(path.dirname(options.out), { recursive: true });
+    writeFileSync(options.out, `${JSON.stringify(report, null, 2)}\n`);
+    log(`bench: wrote ${path.relative(process.cwd(), options.out) || options.out}`);
+  }
   if (options.json) {
-    const report = {
-      date: new Date().toISOString(),
-      node: process.version,
-      platform: `${os.platform()} ${os.arch()}`,
-      cpus: os.cpus().length,
-      cpuModel: os.cpus()[0]?.model ?? 'unknown',
-      seconds: options.seconds,
-      warmupSeconds: options.warmup,
-      maxPairs: MAX_PAIRS,
-      grpcChannels: options.channels,
-      postgres:
-        options.targets.some((target) => target.store === 'postgres') || options.latency.length > 0
-          ? { adminUrl: maskPassword(admin), skipped: postgresSkipped }
-          : null,
-      results: measurements.map((m) => ({
-        ...m,
-        seconds: round(m.seconds, 3),
-        pairsPerSec: round(m.pairsPerSec, 1),
-        p50Ms: round(m.p50Ms, 3),
-        p99Ms: round(m.p99Ms, 3),
-        vsCeiling: m.vsCeiling === null ? null : round(m.vsCeiling, 3),
-        vsSqlite: m.vsSqlite === null ? null : round(m.vsSqlite, 3),
-      })),
-      latency: latencyRows.map((row) => ({
-        ...row,
-        p50Ms: round(row.p50Ms, 3),
-        p99Ms: round(row.p99Ms, 3),
-        meanMs: round(row.meanMs, 3),
-        maxMs: round(row.maxMs, 3),
-      })),
-      errors,
-      summary: lines,
-    };
     process.stdout.write(`${JSON.stringify(report, null, 2)}\n`);
   } else {
     const cpus = os.cpus();
@@ -609,8 +740,146 @@ async function main(): Promise<void> {
     }
     if (errors > 0) process.stdout.write(`\n\nERRORS: ${errors} failed request(s) in total\n`);
     if (lines.length > 0) process.stdout.write(`\n${lines.join('\n')}\n`);
+    if (versusReport !== undefined) process.stdout.write(`\n${versusText(versusReport)}\n`);
+    if (bigReport !== undefined) process.stdout.write(`\n${bigText(bigReport)}\n`);
+    if (targetRatios.length > 0) process.stdout.write(`\n${targetsTable(targetRatios)}\n`);
   }
   if (errors > 0) process.exitCode = 1;
+}
+
+/** The latency rows' lines of the Targets table (cross-replica watch and hand-off). */
+function latencyTargets(rows: LatencyRow[]): TargetRatio[] {
+  const lines: TargetRatio[] = [];
+  const watch = rows.find((row) => row.measurement === 'watch' && row.target === PG_TWO);
+  if (watch !== undefined && watch.n > 0) {
+    lines.push(
+      ratioLine(
+        'cross-replica watch delivery p50, ms',
+        watch.p50Ms,
+        '<= 10 ms',
+        (v) => v <= 10,
+        `p99 ${fixed(watch.p99Ms, 2)} ms`,
+      ),
+    );
+  }
+  const handoff = rows.find((row) => row.measurement === 'handoff' && row.target === PG_TWO);
+  const notify = rows.find((row) => row.measurement === 'notify');
+  if (handoff !== undefined && notify !== undefined && handoff.n > 0 && notify.n > 0) {
+    lines.push(
+      ratioLine(
+        'cross-replica hand-off p50 ÷ bare LISTEN/NOTIFY p50',
+        notify.p50Ms > 0 ? handoff.p50Ms / notify.p50Ms : null,
+        '<= 2',
+        (v) => v <= 2,
+        `${fixed(handoff.p50Ms, 2)} ms vs ${fixed(notify.p50Ms, 2)} ms`,
+      ),
+    );
+  }
+  return lines;
+}
+
+function textTable(header: string[], rows: string[][], leftColumns: number): string {
+  const widths = header.map((title, column) =>
+    Math.max(title.length, ...rows.map((row) => row[column]?.length ?? 0)),
+  );
+  const format = (row: string[]) =>
+    row
+      .map((cell, column) => {
+        const width = widths[column] ?? 0;
+        return column < leftColumns ? cell.padEnd(width) : cell.padStart(width);
+      })
+      .join('  ')
+      .trimEnd();
+  return [format(header), ...rows.map(format)].join('\n');
+}
+
+function targetsTable(ratios: TargetRatio[]): string {
+  const rows = ratios.map((r) => [
+    r.what,
+    r.value === null ? '-' : r.value.toFixed(2),
+    r.target,
+    r.met === null ? '' : r.met ? 'met' : 'NOT MET',
+    r.detail,
+  ]);
+  return `Targets (issue 17)\n${textTable(['what', 'measured', 'target', '', 'figures'], rows, 1)}`;
+}
+
+function versusText(report: VersusReport): string {
+  const rows = report.runs.map((run) => [
+    run.label,
+    String(run.round + 1),
+    run.requestsPerSec.toFixed(0),
+    run.pairsPerSec.toFixed(0),
+    fixed(run.p50Ms, 2),
+    fixed(run.p99Ms, 2),
+    run.errors > 0 ? `${run.errors} !` : '0',
+  ]);
+  const header = ['peers', 'round', 'req/s', 'pairs/s', 'p50 ms', 'p99 ms', 'errors'];
+  const generators = [...new Map(report.runs.map((run) => [run.label, run.generator])).entries()].map(
+    ([label, generator]) => `  ${label}: ${generator}`,
+  );
+  const notes = [
+    ...new Set(report.runs.flatMap((run) => (run.note === undefined ? [] : [`  ${run.label}: ${run.note}`]))),
+  ];
+  return [
+    `Peers at ${report.connections} connections, ${report.rounds} interleaved round(s) of ${report.seconds} s`,
+    textTable(header, rows, 1),
+    'generators:',
+    ...generators,
+    ...(notes.length > 0 ? ['notes (last round):', ...notes.slice(-8)] : []),
+    ...report.skipped.map((reason) => `skipped: ${reason}`),
+    ...report.failed.map((reason) => `FAILED: ${reason}`),
+  ].join('\n');
+}
+
+function bigText(report: BigReport): string {
+  const runs = [
+    ...report.empty.map((run, i) => [
+      'empty store',
+      String(i + 1),
+      run.requestsPerSec.toFixed(0),
+      fixed(run.p50Ms, 2),
+      fixed(run.p99Ms, 2),
+    ]),
+    ...report.seeded.map((run, i) => [
+      `${report.locks} locks, ${report.events} events`,
+      String(i + 1),
+      run.requestsPerSec.toFixed(0),
+      fixed(run.p50Ms, 2),
+      fixed(run.p99Ms, 2),
+    ]),
+  ];
+  const probes = report.probes.map((row) => [
+    `GET ${row.what}`,
+    String(row.n),
+    fixed(row.p50Ms, 2),
+    fixed(row.p99Ms, 2),
+    fixed(row.maxMs, 2),
+    row.errors > 0 ? `${row.errors} !` : '0',
+  ]);
+  return [
+    `Big store on SQLite (seeded in ${report.seedSeconds.toFixed(1)} s; ${report.generator})`,
+    textTable(['store', 'round', 'req/s', 'p50 ms', 'p99 ms'], runs, 1),
+    '',
+    textTable(
+      ['request (seeded store, one at a time)', 'n', 'p50 ms', 'p99 ms', 'max ms', 'errors'],
+      probes,
+      1,
+    ),
+    '',
+    `RSS of the seeded server: ${fixed(report.rss.startMb, 0)} MB at start, ` +
+      `${fixed(report.rss.maxMb, 0)} MB at most, ${fixed(report.rss.endMb, 0)} MB at the end ` +
+      `(${report.rss.samples} samples over ${report.rss.seconds.toFixed(0)} s)`,
+  ].join('\n');
+}
+
+/** Rounds every number of a report to 3 decimals for the JSON file; NaN becomes null. */
+function roundDeep<T>(value: T): T {
+  return JSON.parse(
+    JSON.stringify(value, (_key, item: unknown) =>
+      typeof item === 'number' ? (Number.isFinite(item) ? Number(item.toFixed(3)) : null) : item,
+    ),
+  ) as T;
 }
 
 /** Rounds for the JSON report; NaN (no pair completed) becomes null. */

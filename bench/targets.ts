@@ -251,3 +251,15 @@ export async function startReplicas(count: number, options: TrackerOptions): Pro
   }
   return { http: urls[0], httpReplicas: urls, grpc: replicas[0]?.grpc, stop };
 }
+
+/** The bare grpc-js server of grpc-ceiling-server.mjs (Tracker's proto, no storage). */
+export async function startGrpcCeiling(host = '127.0.0.1'): Promise<Endpoints> {
+  const script = path.join(REPO_ROOT, 'bench', 'grpc-ceiling-server.mjs');
+  const server = await spawnServer(
+    'grpc ceiling server',
+    [script, '--host', host, '--port', '0'],
+    'grpc ceiling listening',
+  );
+  const grpcPort = portField(server.ready, 'grpcPort', 'grpc ceiling server');
+  return { grpc: `${host}:${grpcPort}`, pid: server.pid, stop: server.stop };
+}
