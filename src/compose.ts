@@ -69,6 +69,9 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
   const opened = await openStore(config, logger);
   const feed = createEventFeed({
     store: opened,
+    // A store that announces its news (PostgreSQL's NOTIFY) needs the poll only as a safety
+    // net; SQLite's feed keeps polling often for any other process on the same file.
+    ...(opened.onEvents ? { pollMs: config.watchPollMs } : {}),
     onError: (error) => logger.warn({ err: error }, 'reading the lock history failed; retrying'),
   });
   const watchers = createWatcherRegistry(config.watchLimits);
@@ -94,8 +97,10 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     onEvent: (event) => {
       metrics.observe(event);
       logEvent(logger, event);
-      // Watchers hear of this process's own changes at once, not at the next poll.
+      // Watchers hear of this process's own changes at once, not at the next poll, and
+      // (PostgreSQL) the other replicas' watchers through a NOTIFY.
       feed.kick();
+      if (event.type !== 'refused') opened.announceEvents?.();
     },
   });
   const housekeeping = startHousekeeping({

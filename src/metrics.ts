@@ -295,7 +295,13 @@ export function createMetrics(sources: MetricsSources) {
         get(target, name, receiver) {
           const member: unknown = Reflect.get(target, name, receiver);
           if (typeof member !== 'function') return member;
-          if (name === 'onChange' || typeof name !== 'string') return member.bind(target);
+          if (
+            name === 'onChange' ||
+            name === 'onEvents' ||
+            name === 'announceEvents' ||
+            typeof name !== 'string'
+          )
+            return member.bind(target);
           return (...args: unknown[]) =>
             Promise.resolve((member as (...a: unknown[]) => unknown).apply(target, args)).catch(count(name));
         },

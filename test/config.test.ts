@@ -33,6 +33,7 @@ describe('loadConfig', () => {
       maxLocks: 1_000_000,
       headersTimeoutMs: 10_000,
       requestTimeoutMs: 30_000,
+      watchPollMs: 1000,
       allowedHosts: [],
       watchLimits: {
         maxWatchers: 1000,
@@ -108,6 +109,7 @@ describe('loadConfig', () => {
     assert.equal(config(['--max-locks', '0']).maxLocks, null);
     assert.equal(config([], { TRACKER_MAX_WAITERS_PER_SERVICE: '5' }).maxWaitersPerService, 5);
     assert.equal(config(['--headers-timeout', '2s']).headersTimeoutMs, 2000);
+    assert.equal(config(['--watch-poll', '1m']).watchPollMs, 60_000);
     for (const [argv, pattern] of [
       [['--tls-cert', 'c.pem'], /--tls-cert and --tls-key go together/],
       [['--tls-ca', 'ca.pem'], /needs --tls-cert and --tls-key/],
@@ -115,6 +117,7 @@ describe('loadConfig', () => {
       [['--rate-limit', '0/s'], /not a rate/],
       [['--max-waiters-per-service', '0'], /max-waiters-per-service/],
       [['--request-timeout', '0'], /not a duration from 1s to 1h/],
+      [['--watch-poll', '0'], /not a duration from 1s to 1h/],
     ] as const) {
       assert.throws(
         () => config([...argv]),

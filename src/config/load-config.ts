@@ -63,6 +63,11 @@ export interface Config {
   readonly headersTimeoutMs: number;
   readonly requestTimeoutMs: number;
   /**
+   * PostgreSQL: how often each replica re-reads the history for its watchers, in ms; only a
+   * safety net, since every replica hears of new events through LISTEN/NOTIFY.
+   */
+  readonly watchPollMs: number;
+  /**
    * Host names REST answers to besides IP addresses, `localhost`, --host and (beyond
    * loopback) this machine's name; `.example.com`: that domain and its subdomains. null: any
    * Host (`*`, no check).
@@ -263,6 +268,11 @@ const OPTIONS = {
     default: '30s',
     help: 'longest a client may take to send a whole request (not the wait for a lock)',
   },
+  'watch-poll': {
+    env: 'TRACKER_WATCH_POLL',
+    default: '1s',
+    help: 'PostgreSQL: how often each replica re-reads the history for its watchers, a safety net behind NOTIFY',
+  },
   'allowed-host': {
     env: 'TRACKER_ALLOWED_HOSTS',
     default: '',
@@ -350,6 +360,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       maxLocks: parseInteger(pick('max-locks'), 0, 1_000_000_000) || null,
       headersTimeoutMs: parseTimeoutMs(pick('headers-timeout')),
       requestTimeoutMs: parseTimeoutMs(pick('request-timeout')),
+      watchPollMs: parseTimeoutMs(pick('watch-poll')),
       watchLimits: {
         maxWatchers: parseInteger(pick('max-watchers'), 1, 1_000_000),
         maxWatchersPerCaller: parseInteger(pick('max-watchers-per-token'), 1, 1_000_000),

@@ -36,7 +36,11 @@ export interface WatchRequest {
 
 export interface EventFeedOptions {
   readonly store: LockStore;
-  /** How often the tail reads new events while anyone watches, in ms (default 250). */
+  /**
+   * How often the tail reads new events while anyone watches, in ms (default 250). With a
+   * store that announces news of its history (`onEvents`), this is only a safety net for a
+   * notification lost while the store's channel reconnected, and can be long.
+   */
   readonly pollMs?: number;
   /** Recent events kept in memory for watchers that resume (default 10,000). */
   readonly bufferSize?: number;
@@ -67,10 +71,12 @@ interface Watcher {
 
 /**
  * One tail of the store's history per process, shared by every watcher (SSE and gRPC
- * streams, the dashboard). The tail reads the events after its cursor every `pollMs` and
- * whenever this process changed something (`kick`), so a change made through any replica
- * reaches every watcher on every replica; `readEvents` guarantees the tail never skips an
- * event that commits late. It runs only while someone watches.
+ * streams, the dashboard). The tail reads the events after its cursor whenever this process
+ * changed something (`kick`), whenever the store announces that any process recorded events
+ * (`onEvents`: PostgreSQL's NOTIFY, so a change made through any replica reaches every
+ * watcher on every replica at once), and every `pollMs` (the only way for a store that
+ * announces nothing; a safety net otherwise). `readEvents` guarantees the tail never skips
+ * an event that commits late. It runs only while someone watches.
  *
  * A new watcher gets a snapshot of the held locks read after the tail's cursor, then the
  * events after that cursor: the snapshot may already show some of them, so clients apply
@@ -92,6 +98,7 @@ export function createEventFeed({
   let cursor = 0;
   let started: Promise<void> | null = null;
   let timer: ReturnType<typeof setInterval> | null = null;
+  let unsubscribe: (() => void) | null = null;
   let reading: Promise<void> | null = null;
   let again = false;
   let closed = false;
@@ -150,6 +157,11 @@ export function createEventFeed({
       buffer = [];
       timer = setInterval(() => void tail(), pollMs);
       timer.unref?.();
+      // Read at once on news from the store: calls while a read runs fold into one more read.
+      unsubscribe =
+        store.onEvents?.(() => {
+          if (started && watchers.size > 0) void tail();
+        }) ?? null;
     })().catch((error: unknown) => {
       if (started === starting) started = null;
       throw error;
@@ -163,6 +175,8 @@ export function createEventFeed({
     if (watchers.size > 0 || !started) return;
     if (timer) clearInterval(timer);
     timer = null;
+    unsubscribe?.();
+    unsubscribe = null;
     started = null;
     generation++;
     buffer = [];

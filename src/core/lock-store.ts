@@ -205,6 +205,19 @@ export interface LockStore {
    * Returns the unsubscribe function.
    */
   onChange(listener: (service: string) => void): () => void;
+  /**
+   * Calls `listener()` soon after any process sharing the store committed new history
+   * events, and whenever news may have been missed (the notification channel reconnected):
+   * a hint to read `readEvents` now. Only stores shared by several processes have it
+   * (PostgreSQL: LISTEN/NOTIFY); without it, other processes' events are found by polling.
+   * Returns the unsubscribe function.
+   */
+  onEvents?(listener: () => void): () => void;
+  /**
+   * This process committed new history events: tell the other processes (their `onEvents`
+   * listeners), outside any lock transaction. Only stores that have `onEvents`.
+   */
+  announceEvents?(): void;
   /** The held lock with this id, or null. `id` is any string; non-UUIDs simply match nothing. */
   get(id: string): Promise<Lock | null>;
   /**
