@@ -75,6 +75,23 @@ export interface PlainRow {
 }
 
 /**
+ * The plain acquires and releases pending together, as one call (migration 009,
+ * tracker_batch), a prepared statement: $1 kinds ('acquire' | 'release'), $2 ids, $3
+ * services, $4 whos, $5 ttls, $6 owner names, $7 owner keys, $8 whether each acquire may
+ * wait, $9 attempts. One result per op, in order: PlainRow's, or `error`.
+ */
+export const BATCH = {
+  name: 'tracker_batch_009',
+  text: 'SELECT tracker_batch($1::text[], $2::uuid[], $3::text[], $4::text[], $5::int[], $6::text[], $7::text[], $8::boolean[], $9::text[]) AS results',
+} as const;
+
+export type BatchResult = PlainRow['result'] | { outcome: 'error'; code: string; message: string };
+
+export interface BatchRow {
+  results: BatchResult[];
+}
+
+/**
  * $1 service names (sorted, distinct), $2 nowait. Locks their `services` rows in name order
  * (tracker_lock_services): waiting and creating missing rows, or (nowait) neither: false
  * when one is missing, error 55P03 when one is locked.
@@ -242,6 +259,12 @@ export const HOLDERS = `SELECT ${LOCK} FROM locks WHERE service = ANY ($1::text[
 
 /** The channel every replica LISTENs on; the payload is the service that changed. */
 export const CHANGES_CHANNEL = 'tracker_lock_changes';
+
+/**
+ * The channel of news of the history: a replica that committed events NOTIFYs it (no
+ * payload) on its LISTEN connection, outside the lock transactions (see ChangeFeed).
+ */
+export const EVENTS_CHANNEL = 'tracker_events';
 
 /** $1 services. Delivered to every listener when the transaction commits, never before. */
 export const NOTIFY = `SELECT pg_notify('${CHANGES_CHANNEL}', service) FROM unnest($1::text[]) AS service`;
