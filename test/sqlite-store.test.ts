@@ -65,6 +65,7 @@ describe('SQLite store specifics', () => {
       { version: 6, name: 'idempotency_keys' },
       { version: 7, name: 'lock_owner_key' },
       { version: 8, name: 'many_holders' },
+      { version: 9, name: 'list_indexes' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

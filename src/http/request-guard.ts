@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { HttpRefusal } from './error-mapping.js';
-import { API } from './lock-routes.js';
+import { API, routeOf } from './lock-routes.js';
 
 /**
  * What keeps a web page from using Tracker through its visitor's browser, which can reach a
@@ -173,9 +173,10 @@ function hasBody(request: FastifyRequest): boolean {
  * have), then, for a change, where it comes from.
  */
 export function registerRequestGuard(app: FastifyInstance, hosts: HostCheck): void {
-  app.addHook('onRequest', async (request) => {
-    const route = request.routeOptions.url;
-    if (route === '/healthz' || route === '/readyz') return;
+  // Callback form: no promise per request. A refusal is thrown, answered as a rejection is.
+  app.addHook('onRequest', (request, _reply, done) => {
+    const route = routeOf(request);
+    if (route === '/healthz' || route === '/readyz') return done();
     const host = single(request.headers.host);
     if (!hosts.allows(host)) {
       throw new HttpRefusal(
@@ -184,7 +185,7 @@ export function registerRequestGuard(app: FastifyInstance, hosts: HostCheck): vo
           'start it with --allowed-host NAME for each name clients use',
       );
     }
-    if (route === undefined || !changes(request, route)) return;
+    if (route === undefined || !changes(request, route)) return done();
     const site = single(request.headers['sec-fetch-site']);
     if (site === 'cross-site' || site === 'same-site') {
       throw new HttpRefusal(
@@ -209,5 +210,6 @@ export function registerRequestGuard(app: FastifyInstance, hosts: HostCheck): vo
           'X-Tracker header), which no HTML form or cross-site page can send',
       );
     }
+    done();
   });
 }

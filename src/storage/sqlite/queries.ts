@@ -108,7 +108,7 @@ export type InsertParams = {
 export type ByOwner = { id: string; ownerKey: string | null; ownerName: string | null } & Now;
 
 /** `@service`/`@who` null: any. */
-export type Filter = { service: string | null; who: string | null } & Now;
+export type Filter = { service?: string; who?: string } & Now;
 
 const COLUMNS =
   'id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner, max_holders, mode, group_id';
@@ -129,8 +129,6 @@ const WAITING = `(SELECT count(*) FROM waiter_claims c JOIN waiters w ON w.ticke
    FROM resources r WHERE r.name = locks.service) AS resource`;
 
 const OWNED_BY = '(@ownerKey IS NULL OR owner_key = @ownerKey OR (owner_key IS NULL AND owner = @ownerName))';
-
-const FILTER = `(@service IS NULL OR service = @service) AND (@who IS NULL OR who = @who) AND ${LIVE}`;
 
 export const DELETE_EXPIRED = 'DELETE FROM locks WHERE service = @service AND expires_at <= @now';
 
@@ -233,9 +231,23 @@ export const RENEW = `UPDATE locks
   WHERE id = @id AND ${LIVE} AND ${OWNED_BY}
   RETURNING ${COLUMNS}`;
 
-export const PAGE = `SELECT ${COLUMNS}, ${WAITING} FROM locks WHERE ${FILTER}
-  ORDER BY created_at, id LIMIT @limit OFFSET @offset`;
-export const COUNT = `SELECT count(*) AS total FROM locks WHERE ${FILTER}`;
+/**
+ * A page of held locks and their count, for the filters given: one statement pair per
+ * combination, so that `service` and `who` are index lookups in list order
+ * (locks_service_created_at, locks_who_created_at, migration 009); an `@x IS NULL OR`
+ * filter made every list a scan of the table. Binds only the parameters it names.
+ */
+export function listSql(filters: { service: boolean; who: boolean }): { page: string; count: string } {
+  const where = [LIVE];
+  if (filters.service) where.unshift('service = @service');
+  if (filters.who) where.unshift('who = @who');
+  const filter = where.join(' AND ');
+  return {
+    page: `SELECT ${COLUMNS}, ${WAITING} FROM locks WHERE ${filter}
+  ORDER BY created_at, id LIMIT @limit OFFSET @offset`,
+    count: `SELECT count(*) AS total FROM locks WHERE ${filter}`,
+  };
+}
 
 export const PING = 'SELECT 1';
 export const STATS = `SELECT (SELECT count(*) FROM locks WHERE ${LIVE}) AS locks,

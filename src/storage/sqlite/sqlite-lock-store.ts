@@ -175,8 +175,16 @@ function prepare(db: Database.Database) {
     heartbeat: db.prepare<[{ owner: string; aliveUntil: number }]>(sql.HEARTBEAT),
     remove: db.prepare<[ByOwner], LockRow>(sql.REMOVE),
     renew: db.prepare<[ByOwner & { ttl: number | null }], LockRow>(sql.RENEW),
-    page: db.prepare<[Filter & { limit: number; offset: number }], LockRow>(sql.PAGE),
-    count: db.prepare<[Filter], { total: number }>(sql.COUNT),
+    // Indexed by (service given ? 2 : 0) + (who given ? 1 : 0).
+    lists: [false, true].flatMap((service) =>
+      [false, true].map((who) => {
+        const text = sql.listSql({ service, who });
+        return {
+          page: db.prepare<[Filter & { limit: number; offset: number }], LockRow>(text.page),
+          count: db.prepare<[Filter], { total: number }>(text.count),
+        };
+      }),
+    ),
     ping: db.prepare(sql.PING),
     stats: db.prepare<[Now], { locks: number; waiters: number }>(sql.STATS),
     snapshot: db.prepare<[{ service: string | null } & Now], LockRow>(sql.SNAPSHOT),
@@ -887,13 +895,21 @@ export class SqliteLockStore implements LockStore {
 
   async list(request: ListRequest): Promise<LockPage> {
     return this.#write(() => {
-      const where = { service: request.service ?? null, who: request.who ?? null, now: this.#now() };
-      const rows = this.#statements.page.all({
+      const { service, who } = request;
+      const list = this.#statements.lists[(service !== undefined ? 2 : 0) + (who !== undefined ? 1 : 0)];
+      if (list === undefined) throw new Error('no list statement for these filters');
+      // Only the parameters the statement names are bound.
+      const where: Filter = {
+        now: this.#now(),
+        ...(service !== undefined ? { service } : {}),
+        ...(who !== undefined ? { who } : {}),
+      };
+      const rows = list.page.all({
         ...where,
         limit: request.perPage,
         offset: (request.page - 1) * request.perPage,
       });
-      return { locks: rows.map(toLock), total: this.#statements.count.get(where)?.total ?? 0 };
+      return { locks: rows.map(toLock), total: list.count.get(where)?.total ?? 0 };
     }, 'deferred');
   }
 
