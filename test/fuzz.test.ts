@@ -984,6 +984,118 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
       );
     });
 
+    test('many holders: POST /lock with limit, mode, label and priority, POST /locks, group and resource routes; never a 5xx, a 400 names a field', async () => {
+      // A few services, labels and resources of this test's own, so that limits, modes and
+      // groups meet each other; no waiting (a wait would cost its length).
+      const tag = randomUUID().slice(0, 8);
+      const services = [0, 1, 2].map((i) => `mh-${tag}-${i}`);
+      const labels = [`mh-${tag}-pool`, `mh-${tag}-none`];
+      const resources = [0, 1].map((i) => `mh-${tag}-r${i}`);
+      for (const name of resources) {
+        const reply = await send('PUT', `${API}/resources/${name}`, {
+          headers: JSON_HEADERS,
+          body: JSON.stringify({ labels: [labels[0]], capacity: 2 }),
+        });
+        assert.equal(reply.status, 201, reply.text);
+      }
+      const target = fc.oneof(
+        fc.constantFrom(...services, ...resources).map((service): Entry[] => [['service', service]]),
+        fc.constantFrom(...labels).map((label): Entry[] => [['label', label]]),
+        fc.tuple(junk, junk).map(([service, label]): Entry[] => [
+          ['service', service],
+          ['label', label],
+        ]),
+        fc.constant<Entry[]>([]),
+      );
+      const claimFields = fc.tuple(
+        target,
+        field('mode', fc.oneof(fc.constantFrom('exclusive', 'shared', 'SHARED', ''), junk)),
+        field('limit', fc.oneof(fc.integer({ min: 0, max: 1001 }), junk)),
+        field('quantity', fc.oneof(fc.integer({ min: 0, max: 33 }), junk)),
+      );
+      // Claims as raw JSON text: their values may be tokens JSON.parse refuses (NaN, 1e400).
+      const claim = claimFields.map((parts) => objectText(parts.flat()));
+      const priority = fc.oneof(fc.integer({ min: -1001, max: 1001 }), junk);
+      const single = fc
+        .tuple(
+          claimFields,
+          field('who', nameValue),
+          field('priority', priority),
+          field('ttlSeconds', ttlValue),
+        )
+        .map(([claimParts, ...rest]) => objectText([...claimParts.flat(), ...rest.flat()]));
+      const group = fc
+        .tuple(
+          field('who', nameValue),
+          field('priority', priority),
+          field(
+            'locks',
+            fc.oneof(
+              fc.array(claim, { maxLength: 34 }).map((list): Json => new Raw(`[${list.join(',')}]`)),
+              junk,
+            ),
+          ),
+        )
+        .map((parts) => objectText(parts.flat()));
+      const resource = fc
+        .tuple(
+          field('labels', fc.oneof(fc.array(nameValue, { maxLength: 4 }), junk)),
+          field(
+            'properties',
+            fc.oneof(fc.dictionary(fc.string({ maxLength: 4 }), nameValue, { maxKeys: 3 }), junk),
+          ),
+          field('capacity', fc.oneof(fc.integer({ min: 0, max: 1001 }), junk)),
+          field('description', fc.oneof(text, junk)),
+        )
+        .map((parts) => objectText(parts.flat()));
+      // A path or query part; lone surrogates (which encodeURIComponent refuses) as '?'.
+      const encode = (value: string) => encodeURIComponent(value.replace(/[\uD800-\uDFFF]/g, '?'));
+      const idText = fc.oneof(fc.uuid(), text.map(String), fc.constant(''));
+      const call = fc.oneof(
+        single.map((body) => ({ method: 'POST', path: `${API}/lock`, body })),
+        group.map((body) => ({ method: 'POST', path: `${API}/locks`, body })),
+        resource.map((body) => ({ method: 'PUT', path: `${API}/resources/mh-${tag}-put`, body })),
+        fc
+          .constantFrom('GET', 'DELETE')
+          .chain((method) =>
+            fc
+              .tuple(fc.constant(method), idText)
+              .map(([m, id]) => ({ method: m, path: `${API}/locks/${encode(id)}` })),
+          ),
+        idText.map((id) => ({
+          method: 'POST',
+          path: `${API}/locks/${encode(id)}/renew`,
+          body: '{}',
+        })),
+        fc.oneof(text, junk).map((label) => ({
+          method: 'GET',
+          path: `${API}/resources?label=${encode(typeof label === 'string' ? label : label instanceof Raw ? label.text : JSON.stringify(label))}`,
+        })),
+      );
+      await fc.assert(
+        fc.asyncProperty(
+          call,
+          async ({ method, path, body }: { method: string; path: string; body?: string }) => {
+            const what = describeRequest(method, path, body);
+            const reply = await send(method, path, body === undefined ? {} : { headers: JSON_HEADERS, body });
+            expectSane(reply, what, method);
+            if (reply.status === 400) {
+              assert.equal(reply.json?.code, 'INVALID_ARGUMENT', what);
+              if (body !== undefined && parseLikeServer(body).ok) {
+                assert.equal(
+                  typeof reply.json?.field,
+                  'string',
+                  `${what}: a 400 names no field: ${reply.text}`,
+                );
+              }
+            }
+            if (reply.status === 201 && path === `${API}/lock`) expectLockShape(reply.json, what);
+          },
+        ),
+        params(150),
+      );
+    });
+
     test('POST /lock with raw text: broken JSON, duplicate keys (the last wins), BOM, deep nesting, invalid UTF-8', async () => {
       const dupKeys = fc
         .tuple(nameValue, nameValue, nameValue, fc.boolean())
@@ -2614,9 +2726,11 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
       who: string;
       expiresAt: string | null;
       fencingToken: number;
+      limit: number;
+      mode: 'exclusive' | 'shared';
     }
 
-    test('the store invariants hold: one lock per service, each GET-able as listed, none expired, fencing tokens only grow', async () => {
+    test('the store invariants hold: no service over its limit, each GET-able as listed, none expired, fencing tokens only grow', async () => {
       const started = Date.now();
       const locks: ListedLock[] = [];
       for (let page = 1; page <= 100; page++) {
@@ -2630,11 +2744,17 @@ describe('fuzzing: hostile input on every REST route and gRPC method (real serve
 
       const byService = new Map<string, ListedLock[]>();
       for (const lock of locks) byService.set(lock.service, [...(byService.get(lock.service) ?? []), lock]);
-      const doubles = [...byService].filter(([, held]) => held.length > 1);
+      // Never more exclusive holders than the limit they were granted under, never a shared
+      // holder beside an exclusive one (one holder per service, for the guide's locks).
+      const doubles = [...byService].filter(
+        ([, held]) =>
+          (held.some((l) => l.mode === 'shared') && held.some((l) => l.mode === 'exclusive')) ||
+          held.filter((l) => l.mode === 'exclusive').length > Math.min(...held.map((l) => l.limit)),
+      );
       assert.deepEqual(
         doubles.map(([service, held]) => ({ service, ids: held.map((l) => l.id) })),
         [],
-        'services held twice at once',
+        'services held by more than their limit, or shared beside exclusive',
       );
       assert.equal(new Set(locks.map((l) => l.id)).size, locks.length, 'a lock listed twice');
 
