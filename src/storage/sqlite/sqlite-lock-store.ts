@@ -40,6 +40,7 @@ import {
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
 import { readMigrations } from '../migrations.js';
+import { type Checkpointer, startCheckpointer } from './checkpointer.js';
 import { migrate } from './migrate.js';
 import type {
   ByOwner,
@@ -66,6 +67,19 @@ export interface SqliteStoreOptions {
   readonly synchronous?: 'normal' | 'full';
   /** How long a statement waits for another process's write lock, in ms (default 5000). */
   readonly busyTimeoutMs?: number;
+  /**
+   * Checkpoints the WAL from a worker thread with its own connection (default: on for a
+   * file), so that no request pays for one. Off: SQLite's automatic checkpoint, run by
+   * whichever commit crosses 1000 pages of WAL.
+   */
+  readonly checkpointer?: boolean;
+}
+
+/** A write waiting for the group commit of its event-loop turn (see SqliteLockStore#flush). */
+interface PendingWrite {
+  readonly work: () => unknown;
+  readonly resolve: (value: unknown) => void;
+  readonly reject: (error: unknown) => void;
 }
 
 /**
@@ -262,8 +276,19 @@ export class SqliteLockStore implements LockStore {
   readonly #changes = new EventEmitter();
   /** Services changed by the transaction running now, announced after it commits. */
   #changed = new Set<string>();
-  /** Runs its argument in a transaction (made once: better-sqlite3's wrapper is costly to build). */
+  /**
+   * Runs its argument in a transaction, or in a savepoint when one is open (made once:
+   * better-sqlite3's wrapper is costly to build).
+   */
   readonly #transaction: Database.Transaction<(work: () => unknown) => unknown>;
+  readonly #begin: Database.Statement;
+  readonly #commit: Database.Statement;
+  readonly #rollback: Database.Statement;
+  /** Writes asked in this event-loop turn, committed together (see #flush). */
+  #pending: PendingWrite[] = [];
+  /** The checkpointer restarts the WAL: writes wait (see checkpointer.ts). */
+  #held = false;
+  readonly #checkpointer: Checkpointer | null = null;
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -279,9 +304,32 @@ export class SqliteLockStore implements LockStore {
       this.#db.pragma('journal_mode = WAL');
       this.#db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
       this.#db.pragma(`busy_timeout = ${options.busyTimeoutMs ?? 5000}`);
+      // The WAL file is cut back to 4 MiB whenever a checkpoint lets it start over.
+      this.#db.pragma('journal_size_limit = 4194304');
       migrate(this.#db, readMigrations(MIGRATIONS));
+      // Whatever the schema declares is enforced (SQLite leaves foreign keys off by default);
+      // a deferred one is checked at COMMIT, which then fails as a whole (see #flush).
+      this.#db.pragma('foreign_keys = ON');
       this.#statements = prepare(this.#db);
       this.#transaction = this.#db.transaction((work: () => unknown) => work());
+      this.#begin = this.#db.prepare('BEGIN IMMEDIATE');
+      this.#commit = this.#db.prepare('COMMIT');
+      this.#rollback = this.#db.prepare('ROLLBACK');
+      if (options.path !== ':memory:' && options.checkpointer !== false) {
+        const db = this.#db;
+        db.pragma('wal_autocheckpoint = 0');
+        this.#checkpointer = startCheckpointer(options.path, {
+          hold: () => {
+            this.#held = true;
+          },
+          resume: () => {
+            this.#held = false;
+            if (this.#pending.length > 0) setImmediate(this.#flush);
+          },
+          // Should the worker ever stop, the commits checkpoint again themselves.
+          lost: () => void (db.open && db.pragma('wal_autocheckpoint = 1000')),
+        });
+      }
     } catch (error) {
       this.#db.close();
       throw error;
@@ -290,24 +338,73 @@ export class SqliteLockStore implements LockStore {
   }
 
   /**
-   * Runs `work` in one IMMEDIATE transaction (read-only work: DEFERRED), then announces the
-   * services it changed. A failure rolls everything back and announces nothing.
+   * Group commit: runs `work` with the other writes asked in the same event-loop turn, in one
+   * IMMEDIATE transaction, each in a savepoint of its own (see #flush). Resolves with its
+   * result once that transaction committed, then announces the services it changed.
    */
-  #write<T>(work: () => T, kind: 'immediate' | 'deferred' = 'immediate'): T {
-    return guard(() => {
-      this.#changed = new Set();
-      let result: T;
-      try {
-        result = this.#transaction[kind](work) as T;
-      } catch (error) {
-        this.#changed = new Set();
-        throw error;
-      }
-      const changed = this.#changed;
-      this.#changed = new Set();
-      for (const service of changed) this.#changes.emit('change', service);
-      return result;
+  #write<T>(work: () => T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      if (this.#pending.length === 0 && !this.#held) setImmediate(this.#flush);
+      this.#pending.push({ work, resolve: resolve as (value: unknown) => void, reject });
     });
+  }
+
+  /**
+   * Commits the turn's writes: one BEGIN IMMEDIATE … COMMIT, one savepoint per write, so a
+   * write that fails is undone alone and answered with its error while the others go on.
+   * Nothing is answered before the COMMIT; a failed COMMIT (or a transaction SQLite rolled
+   * back under a write, on a full disk or an I/O error) fails every write of the batch with
+   * STORE_UNAVAILABLE, and none of it is visible. A lone write waits for no company: the
+   * batch is whatever was asked before the loop came round (setImmediate), no timer.
+   */
+  readonly #flush = (): void => {
+    if (this.#held) return;
+    const batch = this.#pending;
+    this.#pending = [];
+    if (batch.length === 0) return;
+    const results: { ok: boolean; value: unknown }[] = [];
+    const changed = new Set<string>();
+    let failure: unknown = null;
+    try {
+      guard(() => this.#begin.run());
+      for (const write of batch) {
+        this.#changed = new Set();
+        try {
+          results.push({ ok: true, value: guard(() => this.#transaction(write.work)) });
+          for (const service of this.#changed) changed.add(service);
+        } catch (error) {
+          results.push({ ok: false, value: error });
+        }
+        if (!this.#db.inTransaction) throw storeUnavailable(new Error('SQLite rolled the batch back'));
+      }
+      try {
+        this.#commit.run();
+      } catch (error) {
+        if (this.#db.inTransaction) this.#rollback.run();
+        throw storeUnavailable(error);
+      }
+    } catch (error) {
+      // A busy file at BEGIN is STORE_UNAVAILABLE (guard); a closed store is a bug (500).
+      failure = error;
+      if (this.#db.open && this.#db.inTransaction) this.#rollback.run();
+    } finally {
+      this.#changed = new Set();
+    }
+    if (failure !== null) {
+      for (const write of batch) write.reject(failure);
+      return;
+    }
+    for (const service of changed) this.#changes.emit('change', service);
+    for (const [index, write] of batch.entries()) {
+      const result = results[index];
+      if (result?.ok) write.resolve(result.value);
+      else write.reject(result?.value);
+    }
+  };
+
+  /** Runs read-only `work` in one DEFERRED transaction (a consistent view), now. */
+  #consistently<T>(work: () => T): T {
+    return guard(() => this.#transaction.deferred(work) as T);
   }
 
   /** The store clock's reading for an operation; the history triggers see the same. */
@@ -766,32 +863,30 @@ export class SqliteLockStore implements LockStore {
     key?: IdempotencyKey,
   ): Promise<AcquireResult | KeyRefusal> {
     const [claim, ...more] = claimsOf(request);
-    if (!key && claim?.service && more.length === 0 && !request.group) {
-      const service = claim.service;
-      const created = guard(() => {
+    const plain = !key && claim?.service && more.length === 0 && !request.group ? claim : null;
+    return this.#write(() => {
+      if (plain?.service) {
         const at = this.#now();
-        return this.#statements.insertFree.all({
+        const created = this.#statements.insertFree.all({
           id: request.id,
-          service,
+          service: plain.service,
           who: request.who,
           ttl: request.ttlSeconds,
           expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
           owner: request.owner ?? null,
           ownerKey: request.ownerKey ?? null,
-          limit: claim.mode === 'shared' ? 1 : (claim.limit ?? 1),
-          mode: claim.mode,
+          limit: plain.mode === 'shared' ? 1 : (plain.limit ?? 1),
+          mode: plain.mode,
           now: at,
         })[0];
-      });
-      if (created) {
-        // Nobody waits for it by name and it carries no label: the new lock has no waiters.
-        const lock = toLock({ ...created, waiters: 0 });
-        return { acquired: true, lock, locks: [lock] };
+        if (created) {
+          // Nobody waits for it by name and it carries no label: the new lock has no waiters.
+          const lock = toLock({ ...created, waiters: 0 });
+          return { acquired: true, lock, locks: [lock] };
+        }
       }
-    }
-    return this.#write(() =>
-      key ? this.#acquireKeyed(request, queue, key) : this.#acquireIn(request, queue),
-    );
+      return key ? this.#acquireKeyed(request, queue, key) : this.#acquireIn(request, queue);
+    });
   }
 
   async get(id: string): Promise<Lock | null> {
@@ -803,27 +898,26 @@ export class SqliteLockStore implements LockStore {
   }
 
   /**
-   * A release is one statement; only when a waiter may want the service does a transaction
-   * follow to grant it. Nothing can take the service in between: the one-statement acquire
-   * leaves a service with waiters to the grant pass, which serves waiters first.
+   * A release is one statement; only when a waiter may want the service does the grant
+   * pass follow, in the same write. Nothing can take the service in between: the
+   * one-statement acquire leaves a service with waiters to the grant pass, which serves
+   * waiters first.
    */
   async release(id: string, owner?: OwnerMatch, attempt?: string): Promise<Lock | null> {
-    const removed = guard(() => {
-      const params = { id, ...byOwner(owner), now: this.#now() };
-      return (
+    return this.#write(() => {
+      const at = this.#now();
+      const params = { id, ...byOwner(owner), now: at };
+      const removed = (
         attempt === undefined
           ? this.#statements.remove.all(params)
           : this.#statements.removeAs.all({ ...params, attempt })
       )[0];
-    });
-    if (!removed) return null;
-    if (!guard(() => this.#statements.mayGrant.get({ service: removed.service })?.may)) {
-      this.#changes.emit('change', removed.service);
-      return toLock({ ...removed, waiters: 0 });
-    }
-    return this.#write(() => {
+      if (!removed) return null;
       this.#changed.add(removed.service);
-      return this.#pass([removed.service], this.#now()).present(removed);
+      if (!this.#statements.mayGrant.get({ service: removed.service })?.may) {
+        return toLock({ ...removed, waiters: 0 });
+      }
+      return this.#pass([removed.service], at).present(removed);
     });
   }
 
@@ -837,7 +931,7 @@ export class SqliteLockStore implements LockStore {
   }
 
   async renew(id: string, ttlSeconds: number | null, owner?: OwnerMatch): Promise<Lock | null> {
-    return guard(() => {
+    return this.#write(() => {
       const at = this.#now();
       const row = this.#statements.renew.all({ id, ttl: ttlSeconds, ...byOwner(owner), now: at })[0];
       return row ? this.#lock(row.id, at) : null;
@@ -871,11 +965,13 @@ export class SqliteLockStore implements LockStore {
   }
 
   async heartbeat(owner: string): Promise<void> {
-    guard(() => void this.#statements.heartbeat.run({ owner, aliveUntil: this.#now() + WAITER_LEASE_MS }));
+    await this.#write(() =>
+      this.#statements.heartbeat.run({ owner, aliveUntil: this.#now() + WAITER_LEASE_MS }),
+    );
   }
 
   async queue(service: string): Promise<Queue> {
-    return this.#write(() => {
+    return this.#consistently(() => {
       const at = this.#now();
       const holders = this.#statements.holderLocks.all({ service, now: at }).map(toLock);
       const waiters = this.#statements.liveWaiters.all({ service, now: at });
@@ -885,7 +981,7 @@ export class SqliteLockStore implements LockStore {
         holders,
         waiters: waiters.map((row, index) => toWaiter(row, index + 1)),
       };
-    }, 'deferred');
+    });
   }
 
   onChange(listener: (service: string) => void): () => void {
@@ -894,7 +990,7 @@ export class SqliteLockStore implements LockStore {
   }
 
   async list(request: ListRequest): Promise<LockPage> {
-    return this.#write(() => {
+    return this.#consistently(() => {
       const { service, who } = request;
       const list = this.#statements.lists[(service !== undefined ? 2 : 0) + (who !== undefined ? 1 : 0)];
       if (list === undefined) throw new Error('no list statement for these filters');
@@ -910,7 +1006,7 @@ export class SqliteLockStore implements LockStore {
         offset: (request.page - 1) * request.perPage,
       });
       return { locks: rows.map(toLock), total: list.count.get(where)?.total ?? 0 };
-    }, 'deferred');
+    });
   }
 
   async forceRelease(id: string, reason: string | null): Promise<Lock | null> {
@@ -963,21 +1059,21 @@ export class SqliteLockStore implements LockStore {
   }
 
   async getResource(name: string): Promise<Resource | null> {
-    return this.#write(() => {
+    return this.#consistently(() => {
       const row = this.#statements.resource.get({ name });
       return row ? this.#resource(row, this.#now()) : null;
-    }, 'deferred');
+    });
   }
 
   async listResources(label?: string): Promise<Resource[]> {
-    return this.#write(() => {
+    return this.#consistently(() => {
       const at = this.#now();
       const rows =
         label === undefined
           ? this.#statements.allResources.all()
           : this.#statements.resourcesWithLabel.all({ label });
       return rows.map((row) => this.#resource(row, at));
-    }, 'deferred');
+    });
   }
 
   async syncResources(specs: readonly ResourceSpec[]): Promise<{ kept: string[] }> {
@@ -1094,6 +1190,10 @@ export class SqliteLockStore implements LockStore {
   }
 
   async close(): Promise<void> {
+    await this.#checkpointer?.stop();
+    // Writes asked before close are committed and answered, not dropped.
+    this.#held = false;
+    this.#flush();
     this.#db.close();
   }
 }
