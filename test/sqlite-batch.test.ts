@@ -126,6 +126,11 @@ describe('SQLite group commit', () => {
     assert.equal(s.held('to-release').n, 0);
     // Two acquires and a release recorded; nothing of the failed one.
     assert.equal(s.events(), events + 3);
+    // Alone in its batch (no savepoint then), a failing write is undone all the same.
+    await assert.rejects(s.store.acquire(request('boom')), /boom refused/);
+    assert.equal(s.held('boom').n, 0);
+    assert.equal(s.events(), events + 3);
+    assert.ok((await s.store.acquire(request('after-boom'))).acquired);
     await s.close();
   });
 
@@ -154,6 +159,10 @@ describe('SQLite group commit', () => {
     assert.equal(s.held('doom').n, 0);
     assert.equal(s.held('still-held').n, 1, 'the release was rolled back with the rest');
     assert.equal(s.events(), events, 'no history for a batch that did not commit');
+    // Alone in its batch, the same.
+    await assert.rejects(s.store.acquire(request('doom')), isStoreUnavailable);
+    assert.equal(s.held('doom').n, 0);
+    assert.equal(s.events(), events);
     // The store is not left inside the failed transaction: the next batch commits.
     const after = await s.store.acquire(request('afterwards'));
     assert.ok(after.acquired);

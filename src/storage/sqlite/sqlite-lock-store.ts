@@ -367,18 +367,25 @@ export class SqliteLockStore implements LockStore {
     let failure: unknown = null;
     try {
       guard(() => this.#begin.run());
+      // A write alone needs no savepoint: if it fails, the transaction is rolled back whole.
+      const alone = batch.length === 1;
       for (const write of batch) {
         this.#changed = new Set();
         try {
-          results.push({ ok: true, value: guard(() => this.#transaction(write.work)) });
+          results.push({ ok: true, value: guard(alone ? write.work : () => this.#transaction(write.work)) });
           for (const service of this.#changed) changed.add(service);
         } catch (error) {
           results.push({ ok: false, value: error });
+          // Alone, it ran without a savepoint: undo it with the transaction, and answer its error.
+          if (alone) {
+            if (this.#db.inTransaction) this.#rollback.run();
+            break;
+          }
         }
         if (!this.#db.inTransaction) throw storeUnavailable(new Error('SQLite rolled the batch back'));
       }
       try {
-        this.#commit.run();
+        if (this.#db.inTransaction) this.#commit.run();
       } catch (error) {
         if (this.#db.inTransaction) this.#rollback.run();
         throw storeUnavailable(error);
