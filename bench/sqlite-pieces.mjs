@@ -47,7 +47,12 @@ async function measure(name, statements) {
     Array.from({ length: CLIENTS }, async (_, c) => {
       while (next < PAIRS) {
         next++;
-        const result = await store.acquire({ id: randomUUID(), service: `p-${c}-${next}`, who: `client-${c}`, ttlSeconds: null });
+        const result = await store.acquire({
+          id: randomUUID(),
+          service: `p-${c}-${next}`,
+          who: `client-${c}`,
+          ttlSeconds: null,
+        });
         await store.release(result.lock.id);
       }
     }),
@@ -74,5 +79,7 @@ console.log('|---|---:|---:|---:|');
 for (const [name, runs] of results) {
   const us = mean(runs.map((r) => r.usPerPair));
   const saved = name === 'full schema' ? '' : `${(((baseUs - us) / baseUs) * 100).toFixed(1)} %`;
-  console.log(`| ${name} | ${us.toFixed(1)} | ${saved} | ${Math.round(mean(runs.map((r) => r.pairsPerS)))} |`);
+  console.log(
+    `| ${name} | ${us.toFixed(1)} | ${saved} | ${Math.round(mean(runs.map((r) => r.pairsPerS)))} |`,
+  );
 }
