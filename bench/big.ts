@@ -28,6 +28,8 @@ export interface BigOptions {
   warmupSeconds: number;
   /** Requests per latency probe. */
   probes: number;
+  /** SSE watchers connected for the watchers measurement (0: none). */
+  watchers: number;
   runTag: string;
   log(message: string): void;
   interrupted(): boolean;
@@ -53,6 +55,12 @@ export interface BigReport {
   throughputRatio: number | null;
   probes: Probe[];
   rss: { startMb: number; maxMb: number; endMb: number; samples: number; seconds: number };
+  /**
+   * Throughput of a third server on an empty file, interleaved: with no watcher, and with
+   * `count` SSE watchers connected, each watching a service of its own (a dashboard per
+   * pipeline) that the load never touches.
+   */
+  watchers: { count: number; connected: number; without: PeerRun[]; with: PeerRun[] } | null;
   ratios: TargetRatio[];
 }
 
@@ -187,6 +195,43 @@ async function probe(
   };
 }
 
+/**
+ * Opens `count` SSE streams (`GET /api/v1alpha1/watch?service=watched-i`), each on a
+ * connection of its own, and resolves once each has answered 200 (or failed); `close` ends
+ * them all.
+ */
+async function connectWatchers(base: string, count: number): Promise<{ connected: number; close(): void }> {
+  const agent = new http.Agent({ keepAlive: false, maxSockets: count });
+  const requests: http.ClientRequest[] = [];
+  const opened = await Promise.all(
+    Array.from(
+      { length: count },
+      (_, i) =>
+        new Promise<boolean>((resolve) => {
+          const request = http.get(
+            `${base}/api/v1alpha1/watch?service=watched-${i}`,
+            { agent, timeout: 30_000 },
+            (response) => {
+              // Read and drop what the stream sends (the snapshot, the keep-alives).
+              response.resume();
+              resolve(response.statusCode === 200);
+            },
+          );
+          request.on('error', () => resolve(false));
+          request.on('timeout', () => request.destroy());
+          requests.push(request);
+        }),
+    ),
+  );
+  return {
+    connected: opened.filter(Boolean).length,
+    close() {
+      for (const request of requests) request.destroy();
+      agent.destroy();
+    },
+  };
+}
+
 export async function runBig(options: BigOptions): Promise<BigReport> {
   const { log, locks, events } = options;
   const dir = await mkdtemp(path.join(tmpdir(), 'tracker-bench-big-'));
@@ -311,6 +356,38 @@ export async function runBig(options: BigOptions): Promise<BigReport> {
     clearInterval(sampler);
     sampler = undefined;
 
+    let watched: BigReport['watchers'] = null;
+    if (options.watchers > 0 && !options.interrupted()) {
+      const count = options.watchers;
+      const server = await startTracker({
+        databaseUrl: `sqlite:${path.join(dir, 'watched.db')}`,
+        name: 'big watched',
+        args: ['--max-watchers', String(count * 2), '--max-watchers-per-token', String(count * 2)],
+      });
+      servers.push(server);
+      const url = server.http;
+      if (url === undefined) throw new Error('no REST endpoint');
+      watched = { count, connected: 0, without: [], with: [] };
+      for (let round = 0; round < options.rounds && !options.interrupted(); round++) {
+        // Without first in even rounds, with first in odd ones.
+        for (const withWatchers of round % 2 === 0 ? [false, true] : [true, false]) {
+          if (options.interrupted()) break;
+          log(`bench: big: throughput with ${withWatchers ? count : 0} SSE watchers (round ${round + 1})...`);
+          if (!withWatchers) {
+            watched.without.push(await measure(server, `${options.runTag}-watch0-${round}`));
+            continue;
+          }
+          const crowd = await connectWatchers(url, count);
+          try {
+            watched.connected = Math.max(watched.connected, crowd.connected);
+            watched.with.push(await measure(server, `${options.runTag}-watch${count}-${round}`));
+          } finally {
+            crowd.close();
+          }
+        }
+      }
+    }
+
     const meanRps = (runs: PeerRun[]) =>
       runs.length === 0 ? Number.NaN : runs.reduce((sum, run) => sum + run.requestsPerSec, 0) / runs.length;
     const emptyRps = meanRps(emptyRuns);
@@ -325,6 +402,19 @@ export async function runBig(options: BigOptions): Promise<BigReport> {
         `${seededRps.toFixed(0)} vs ${emptyRps.toFixed(0)} req/s`,
       ),
     ];
+    if (watched !== null) {
+      const without = meanRps(watched.without);
+      const withWatchers = meanRps(watched.with);
+      ratios.push(
+        ratioLine(
+          `throughput with ${watched.count} SSE watchers ÷ none, SQLite`,
+          without > 0 && Number.isFinite(withWatchers) ? withWatchers / without : null,
+          '>= 0.80',
+          (v) => v >= 0.8,
+          `${withWatchers.toFixed(0)} vs ${without.toFixed(0)} req/s, ${watched.connected} connected`,
+        ),
+      );
+    }
     const limits: [number, number][] = [
       [0, 5],
       [1, 5],
@@ -361,6 +451,7 @@ export async function runBig(options: BigOptions): Promise<BigReport> {
         samples,
         seconds: (performance.now() - sampleStart) / 1000,
       },
+      watchers: watched,
       ratios,
     };
   } finally {

@@ -168,6 +168,7 @@ function usage(): string {
     '  --peer-seconds S     measured seconds per peer run, whole seconds (default 5)',
     '  --big-locks N        locks held in the big store (default 100000)',
     '  --big-events N       history events in the big store (default 1000000)',
+    '  --big-watchers N     SSE watchers connected to a third server of big (default 1000)',
     '  --grpc-channels M    shared (one channel for all clients, default) or per-client',
     '  --json               print the results as one JSON object instead of a table',
     '  --out FILE           also write that JSON to FILE (default bench/results/latest.json; - for none)',
@@ -234,6 +235,7 @@ function parseOptions() {
   const peerSeconds = positive(values['peer-seconds'], '--peer-seconds');
   const bigLocks = positive(values['big-locks'], '--big-locks');
   const bigEvents = positive(values['big-events'], '--big-events');
+  const bigWatchers = positive(values['big-watchers'], '--big-watchers');
   const out = values.out === '-' ? undefined : path.resolve(values.out);
   const channelsFlag = values['grpc-channels'];
   const channels: GrpcChannels =
@@ -253,6 +255,7 @@ function parseOptions() {
     peerSeconds,
     bigLocks,
     bigEvents,
+    bigWatchers,
     out,
     channels,
     json: values.json,
@@ -273,6 +276,7 @@ function parseCli() {
       'peer-seconds': { type: 'string', default: '5' },
       'big-locks': { type: 'string', default: '100000' },
       'big-events': { type: 'string', default: '1000000' },
+      'big-watchers': { type: 'string', default: '1000' },
       out: { type: 'string', default: DEFAULT_OUT },
       help: { type: 'boolean', short: 'h', default: false },
     },
@@ -650,6 +654,7 @@ async function main(): Promise<void> {
         seconds: options.peerSeconds,
         warmupSeconds: options.warmup,
         probes: 500,
+        watchers: options.bigWatchers,
         runTag,
         log,
         interrupted: () => interrupted,
@@ -664,7 +669,12 @@ async function main(): Promise<void> {
     latencyRows.reduce((sum, row) => sum + row.errors, 0) +
     (versusReport?.runs.reduce((sum, run) => sum + run.errors, 0) ?? 0) +
     (versusReport?.failed.length ?? 0) +
-    [...(bigReport?.empty ?? []), ...(bigReport?.seeded ?? [])].reduce((sum, run) => sum + run.errors, 0) +
+    [
+      ...(bigReport?.empty ?? []),
+      ...(bigReport?.seeded ?? []),
+      ...(bigReport?.watchers?.without ?? []),
+      ...(bigReport?.watchers?.with ?? []),
+    ].reduce((sum, run) => sum + run.errors, 0) +
     (bigReport?.probes.reduce((sum, row) => sum + row.errors, 0) ?? 0);
   const lines = [...summary(measurements, postgresSkipped), ...latencySummary(latencyRows)];
   const targetRatios = [
@@ -870,6 +880,32 @@ function bigText(report: BigReport): string {
     `RSS of the seeded server: ${fixed(report.rss.startMb, 0)} MB at start, ` +
       `${fixed(report.rss.maxMb, 0)} MB at most, ${fixed(report.rss.endMb, 0)} MB at the end ` +
       `(${report.rss.samples} samples over ${report.rss.seconds.toFixed(0)} s)`,
+    ...(report.watchers === null
+      ? []
+      : [
+          '',
+          `SSE watchers (${report.watchers.connected} of ${report.watchers.count} connected, each on a service of its own)`,
+          textTable(
+            ['watchers', 'round', 'req/s', 'p50 ms', 'p99 ms'],
+            [
+              ...report.watchers.without.map((run, i) => [
+                '0',
+                String(i + 1),
+                fixed(run.requestsPerSec, 0),
+                fixed(run.p50Ms, 2),
+                fixed(run.p99Ms, 2),
+              ]),
+              ...report.watchers.with.map((run, i) => [
+                String(report.watchers?.count),
+                String(i + 1),
+                fixed(run.requestsPerSec, 0),
+                fixed(run.p50Ms, 2),
+                fixed(run.p99Ms, 2),
+              ]),
+            ],
+            1,
+          ),
+        ]),
   ].join('\n');
 }
 

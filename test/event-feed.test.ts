@@ -113,6 +113,61 @@ describe('event feed: one tail shared by every watcher', () => {
     }
   });
 
+  test('each event reaches the watchers of every service and those of its own, and no one else', async () => {
+    const s = setup();
+    const feed = createEventFeed({ store: s.counted, pollMs: 60_000 });
+    try {
+      const all = inbox();
+      const a1 = inbox();
+      const a2 = inbox();
+      const b = inbox();
+      const leaving = inbox();
+      const stops = [
+        await feed.watch({}, all.send),
+        await feed.watch({ service: 'a' }, a1.send),
+        await feed.watch({ service: 'a' }, a2.send),
+        await feed.watch({ service: 'b' }, b.send),
+      ];
+      const stopLeaving = await feed.watch({ service: 'a' }, leaving.send);
+      stopLeaving();
+      const first = await s.take('a', 'wa');
+      await s.take('b', 'wb');
+      await s.take('c', 'wc');
+      feed.kick();
+      await all.waitFor(4);
+      await a2.waitFor(2);
+      await b.waitFor(2);
+      assert.deepEqual(all.events(), [
+        ['acquired', 'wa'],
+        ['acquired', 'wb'],
+        ['acquired', 'wc'],
+      ]);
+      assert.deepEqual(a1.events(), [['acquired', 'wa']]);
+      assert.deepEqual(a2.events(), [['acquired', 'wa']]);
+      assert.deepEqual(b.events(), [['acquired', 'wb']]);
+      assert.deepEqual(leaving.events(), [], 'a watcher that left hears nothing more');
+      // Every watcher of 'a' gone, then a new one: it hears of 'a' again.
+      stops[1]?.();
+      stops[2]?.();
+      const again = inbox();
+      stops.push(await feed.watch({ service: 'a' }, again.send));
+      await s.take('a2', 'other');
+      await s.store.release(first.id);
+      await s.take('a', 'wa-again');
+      feed.kick();
+      await again.waitFor(3);
+      assert.deepEqual(again.events(), [
+        ['released', 'wa'],
+        ['acquired', 'wa-again'],
+      ]);
+      assert.deepEqual(a1.events(), [['acquired', 'wa']]);
+      for (const stop of stops) stop?.();
+    } finally {
+      feed.close();
+      await s.close();
+    }
+  });
+
   test('a resume far behind the memory buffer replays from the store, in order, with no snapshot', async () => {
     const s = setup();
     const feed = createEventFeed({ store: s.counted, pollMs: 10, bufferSize: 5 });

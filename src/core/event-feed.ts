@@ -92,6 +92,32 @@ export function createEventFeed({
   replayPages = 10,
 }: EventFeedOptions) {
   const watchers = new Set<Watcher>();
+  /**
+   * The same watchers by what they watch: each event goes to those of every service and to
+   * those of its own, never through the whole crowd (a thousand dashboards, each on its own
+   * service, cost an event two map reads, not a thousand checks).
+   */
+  const everything = new Set<Watcher>();
+  const byService = new Map<string, Set<Watcher>>();
+  const index = (watcher: Watcher, add: boolean) => {
+    const service = watcher.service;
+    if (service === undefined) {
+      if (add) everything.add(watcher);
+      else everything.delete(watcher);
+      return;
+    }
+    let group = byService.get(service);
+    if (add) {
+      if (!group) {
+        group = new Set();
+        byService.set(service, group);
+      }
+      group.add(watcher);
+    } else if (group) {
+      group.delete(watcher);
+      if (group.size === 0) byService.delete(service);
+    }
+  };
   /** Every event with an id in (bufferStart, cursor], ascending. */
   let buffer: LockEventRecord[] = [];
   let bufferStart = 0;
@@ -124,7 +150,9 @@ export function createEventFeed({
           const events = await store.readEvents(cursor, PAGE, cursor);
           for (const event of events) {
             buffer.push(event);
-            for (const watcher of watchers) if (watcher.live) deliver(watcher, event);
+            for (const watcher of everything) if (watcher.live) deliver(watcher, event);
+            const named = byService.get(event.service);
+            if (named) for (const watcher of named) if (watcher.live) deliver(watcher, event);
           }
           cursor = events.at(-1)?.id ?? cursor;
           if (buffer.length > bufferSize) {
@@ -269,8 +297,10 @@ export function createEventFeed({
         live: false,
       };
       watchers.add(watcher);
+      index(watcher, true);
       const stop = () => {
         watchers.delete(watcher);
+        index(watcher, false);
         stopIfIdle();
       };
       try {
@@ -307,6 +337,8 @@ export function createEventFeed({
     close(): void {
       closed = true;
       watchers.clear();
+      everything.clear();
+      byService.clear();
       stopIfIdle();
     },
   };
