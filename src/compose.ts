@@ -60,6 +60,7 @@ export async function openStore(config: Config, logger: Logger): Promise<LockSto
     poolTimeoutMs: database.poolTimeoutMs,
     statementTimeoutMs: database.statementTimeoutMs,
     schema: database.schema,
+    synchronousCommit: database.synchronousCommit,
     logger,
   });
 }

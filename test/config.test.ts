@@ -242,6 +242,7 @@ describe('loadConfig', () => {
       poolTimeoutMs: 10_000,
       statementTimeoutMs: 1500,
       schema: undefined,
+      synchronousCommit: undefined,
     });
     assert.equal(defaults.databaseUrl, 'postgres://tracker:***@db.internal:5432/locks?sslmode=require');
     const tuned = config(
@@ -260,7 +261,14 @@ describe('loadConfig', () => {
       poolTimeoutMs: 3000,
       statementTimeoutMs: 750,
       schema: 'tracker',
+      synchronousCommit: undefined,
     });
+    const relaxed = config(['--database-url', 'postgres://h/db', '--database-synchronous-commit', 'off']);
+    assert.equal(relaxed.database.kind === 'postgres' && relaxed.database.synchronousCommit, 'off');
+    const fromEnv = config(['--database-url', 'postgres://h/db'], {
+      TRACKER_DATABASE_SYNCHRONOUS_COMMIT: 'local',
+    });
+    assert.equal(fromEnv.database.kind === 'postgres' && fromEnv.database.synchronousCommit, 'local');
     assert.equal(tuned.databaseUrl, 'postgresql://u@h/db');
   });
 
@@ -339,6 +347,12 @@ describe('loadConfig', () => {
       ['--database-url', 'postgres://h/db', '--database-schema', 'Tracker; DROP'],
       {},
       /lower-case SQL identifier/,
+    ],
+    [
+      'bad synchronous_commit',
+      ['--database-url', 'postgres://h/db', '--database-synchronous-commit', 'sometimes'],
+      {},
+      /--database-synchronous-commit: "sometimes" is not one of on, off, local, remote_write, remote_apply/,
     ],
     ['empty sqlite path', ['--database-url', 'sqlite:'], {}, /names no file/],
     [

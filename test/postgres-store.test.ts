@@ -2,11 +2,13 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { describe, test } from 'node:test';
+import pg from 'pg';
 import { ErrorCode, TrackerError } from '../src/core/errors.js';
 import type { AcquireRequest, Lock } from '../src/core/lock.js';
 import { readMigrations, SchemaTooNewError } from '../src/storage/migrations.js';
 import { isUnavailable } from '../src/storage/postgres/is-unavailable.js';
 import {
+  clientConfig,
   openPostgresLockStore,
   type PostgresLockStore,
   type PostgresStoreOptions,
@@ -993,6 +995,48 @@ await describePostgres('PostgreSQL store', (database) => {
         await a.close();
         await b.close();
       }
+    });
+
+    test("synchronous_commit is the database's own unless asked for (an opt-in), with the schema", async () => {
+      const setting = async (options: Partial<PostgresStoreOptions>) => {
+        const client = new pg.Client(
+          clientConfig({ connectionString: database().url, logger: quiet, ...options }),
+        );
+        await client.connect();
+        try {
+          const commit = await client.query<{ synchronous_commit: string }>('SHOW synchronous_commit');
+          const path = await client.query<{ search_path: string }>('SHOW search_path');
+          return [commit.rows[0]?.synchronous_commit, path.rows[0]?.search_path];
+        } finally {
+          await client.end();
+        }
+      };
+      const [databaseDefault] = await setting({});
+      assert.equal(databaseDefault, 'on', "the test database's own setting");
+      assert.deepEqual(await setting({ schema: 'relaxed' }), ['on', 'relaxed']);
+      assert.deepEqual(await setting({ schema: 'relaxed', synchronousCommit: 'off' }), ['off', 'relaxed']);
+      assert.deepEqual((await setting({ synchronousCommit: 'local' }))[0], 'local');
+      // A store so opened works as any other.
+      const store = await open(`relaxed_${randomUUID().slice(0, 8)}`, { synchronousCommit: 'off' });
+      try {
+        const result = await store.acquire({
+          id: randomUUID(),
+          service: 'relaxed',
+          who: 'w',
+          ttlSeconds: null,
+        });
+        assert.ok(result.acquired);
+        assert.ok(await store.release(result.lock.id));
+      } finally {
+        await store.close();
+      }
+      await assert.rejects(
+        open('both', {
+          synchronousCommit: 'off',
+          connectionString: `${database().url}?options=-c%20synchronous_commit%3Don`,
+        }),
+        /not both/,
+      );
     });
 
     test('calls after close are errors, not STORE_UNAVAILABLE', async () => {

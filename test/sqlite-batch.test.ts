@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { ErrorCode, TrackerError } from '../src/core/errors.js';
 import type { AcquireRequest } from '../src/core/lock.js';
 import { startCheckpointer } from '../src/storage/sqlite/checkpointer.js';
-import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
+import { openSqliteLockStore, SqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { ManualClock } from './support/manual-clock.js';
 import { API, quickRequest } from './support/rest.js';
 import { startServerProcess, tempDir } from './support/server-process.js';
@@ -170,6 +170,20 @@ describe('SQLite group commit', () => {
     await s.close();
   });
 
+  test('no checkpointer thread for :memory: or when turned off, however much is written', async () => {
+    const dir = tempDir();
+    const stores = [
+      new SqliteLockStore({ path: ':memory:', clock: new ManualClock() }),
+      new SqliteLockStore({ path: join(dir.path, 'off.db'), clock: new ManualClock(), checkpointer: false }),
+    ];
+    for (const store of stores) {
+      for (let i = 0; i < 250; i++) await store.acquire(request(`many-${i}`));
+      assert.equal(store.checkpointing, false);
+      await store.close();
+    }
+    dir.remove();
+  });
+
   test('writes asked before close are committed and answered', async () => {
     const s = openStore();
     const pending = s.store.acquire(request('at-close'));
@@ -182,14 +196,18 @@ describe('SQLite group commit', () => {
   test('the checkpointer keeps the WAL bounded off the request path', async () => {
     const dir = tempDir();
     const path = join(dir.path, 'checkpointed.db');
-    const store = openSqliteLockStore({ path, clock: new ManualClock() });
-    // The store's own commits never checkpoint (that is the worker's job): without the
-    // worker, 3000 pairs would leave some 100 MB of WAL.
+    const store = new SqliteLockStore({ path, clock: new ManualClock() });
+    // A store that has written little runs no thread; its commits checkpoint as SQLite does.
+    for (let i = 0; i < 50; i++) await store.acquire(request(`few-${i}`));
+    assert.equal(store.checkpointing, false);
+    // Past 200 commits the worker takes over, and the store's own commits never checkpoint
+    // again: without the worker, 3000 pairs would leave some 100 MB of WAL.
     for (let i = 0; i < 3000; i++) {
       const result = await store.acquire(request(`cp-${i % 32}`));
       assert.ok(result.acquired);
       await store.release(result.lock.id);
     }
+    assert.equal(store.checkpointing, true);
     const bytes = statSync(`${path}-wal`).size;
     assert.ok(bytes < 16 * 1024 * 1024, `WAL is ${bytes} bytes`);
     await store.close();

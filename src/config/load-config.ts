@@ -22,7 +22,16 @@ export type DatabaseConfig =
       readonly statementTimeoutMs: number;
       /** Schema for Tracker's tables; undefined means the server's search_path (public). */
       readonly schema: string | undefined;
+      /**
+       * `synchronous_commit` for Tracker's sessions; undefined (the default): the database's
+       * own setting. An opt-in trade of durability for speed (see the README).
+       */
+      readonly synchronousCommit: SynchronousCommit | undefined;
     };
+
+/** PostgreSQL's values of `synchronous_commit`. */
+export const SYNCHRONOUS_COMMIT = ['on', 'off', 'local', 'remote_write', 'remote_apply'] as const;
+export type SynchronousCommit = (typeof SYNCHRONOUS_COMMIT)[number];
 
 export interface Config {
   readonly host: string;
@@ -129,6 +138,11 @@ const OPTIONS = {
     env: 'TRACKER_DATABASE_SCHEMA',
     default: '',
     help: "PostgreSQL: schema for Tracker's tables, created if missing (empty: the search_path, usually public)",
+  },
+  'database-synchronous-commit': {
+    env: 'TRACKER_DATABASE_SYNCHRONOUS_COMMIT',
+    default: '',
+    help: `PostgreSQL: synchronous_commit for Tracker's sessions, ${SYNCHRONOUS_COMMIT.join('|')} (empty: the database's own; off trades the last commits on a database crash for speed)`,
   },
   'log-level': { env: 'TRACKER_LOG_LEVEL', default: 'info', help: LOG_LEVELS.join(', ') },
   'default-ttl': {
@@ -328,6 +342,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
         poolTimeoutMs: parseInteger(pick('database-pool-timeout'), 1, 600_000),
         statementTimeoutMs: parseInteger(pick('database-statement-timeout'), 1, 600_000),
         schema: parseSchema(pick('database-schema')),
+        synchronousCommit: parseSynchronousCommit(pick('database-synchronous-commit')),
       });
   const defaultTtlSeconds = parseTtl(pick('default-ttl'));
   const maxTtlSeconds = parseTtl(pick('max-ttl'));
@@ -525,6 +540,13 @@ function parseLogLevel({ value, source }: { value: string; source: string }): Lo
 
 type Setting = { value: string; source: string };
 
+function parseSynchronousCommit({ value, source }: Setting): SynchronousCommit | undefined {
+  if (value === '') return undefined;
+  const setting = SYNCHRONOUS_COMMIT.find((candidate) => candidate === value);
+  if (!setting) throw new ConfigError(`${source}: "${value}" is not one of ${SYNCHRONOUS_COMMIT.join(', ')}`);
+  return setting;
+}
+
 function parseSqliteUrl({ value, source }: Setting): DatabaseConfig {
   const [rest = '', query = ''] = value.slice('sqlite:'.length).split('?', 2);
   const path = rest.startsWith('//') ? rest.slice(2) : rest;
@@ -549,6 +571,7 @@ function parsePostgresUrl(
     poolTimeoutMs: number;
     statementTimeoutMs: number;
     schema: string | undefined;
+    synchronousCommit: SynchronousCommit | undefined;
   },
 ): DatabaseConfig {
   const masked = maskPassword(value);

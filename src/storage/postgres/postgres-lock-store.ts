@@ -132,6 +132,12 @@ export interface PostgresStoreOptions {
    */
   readonly schema?: string;
   /**
+   * `synchronous_commit` for the store's sessions (default: none set, so the database's
+   * own). `off` answers before the commit's WAL record is flushed: a database crash may lose
+   * the last commits (never corrupt them); an opt-in trade, never the default.
+   */
+  readonly synchronousCommit?: 'on' | 'off' | 'local' | 'remote_write' | 'remote_apply';
+  /**
    * Most batches of plain acquires and releases in flight at once (default
    * DEFAULT_BATCHES, at most poolSize - 1 so that one connection stays for everything else).
    * Ops asked while every batch is in flight wait and go together in the next one.
@@ -1225,7 +1231,8 @@ async function rowsOf<Row extends pg.QueryResultRow>(
   return (await client.query<Row>(text, values)).rows;
 }
 
-function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
+/** The connection settings of the store's sessions (exported for its tests). */
+export function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
   const { connectionString, schema } = options;
   if (!CONNECTION_URL.test(connectionString)) {
     throw new Error('the PostgreSQL connection string must start with postgres:// or postgresql://');
@@ -1233,9 +1240,17 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
   if (schema !== undefined && !SCHEMA_NAME.test(schema)) {
     throw new Error(`schema must be a lower-case SQL identifier, got ${JSON.stringify(schema)}`);
   }
+  const settings = [
+    ...(schema === undefined ? [] : [`-c search_path=${schema}`]),
+    ...(options.synchronousCommit === undefined
+      ? []
+      : [`-c synchronous_commit=${options.synchronousCommit}`]),
+  ];
   // node-postgres lets the URL's parameters override the config, so ours would be lost.
-  if (schema !== undefined && new URL(connectionString).searchParams.has('options')) {
-    throw new Error('set the schema either in the URL (options=-c search_path=...) or as `schema`, not both');
+  if (settings.length > 0 && new URL(connectionString).searchParams.has('options')) {
+    throw new Error(
+      'set the schema and synchronous_commit either in the URL (options=-c ...) or as options, not both',
+    );
   }
   const statementTimeoutMs = options.statementTimeoutMs ?? DEFAULT_TIMEOUT_MS;
   return {
@@ -1247,7 +1262,7 @@ function clientConfig(options: PostgresStoreOptions): pg.ClientConfig {
     // Notices a peer that vanished without closing the connection (a cut, a crashed host).
     keepAlive: true,
     fallback_application_name: 'tracker',
-    ...(schema === undefined ? {} : { options: `-c search_path=${schema}` }),
+    ...(settings.length === 0 ? {} : { options: settings.join(' ') }),
   };
 }
 

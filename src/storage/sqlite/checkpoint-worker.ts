@@ -15,11 +15,18 @@ const restart = db.prepare('PRAGMA wal_checkpoint(RESTART)');
 
 /** Frames in the WAL, and how many of them are now in the database file. */
 interface Checkpoint {
+  busy: number;
   log: number;
   checkpointed: number;
 }
 
 let waiting = false;
+/**
+ * The WAL's length when it was last restarted: until a writer starts it over (or adds to
+ * it), there is nothing to restart again. Without this an idle store whose WAL is long
+ * would be held back and restarted every tick.
+ */
+let restartedAt = -1;
 
 const timer = setInterval(() => {
   if (waiting) return;
@@ -30,7 +37,7 @@ const timer = setInterval(() => {
     // The WAL starts over only when a writer begins after a checkpoint that copied it all;
     // under steady writes PASSIVE never quite catches up. Past restartFrames, the store is
     // asked to hold its next batch back ('hold'), and answers 'go' at once.
-    if (done && done.log >= restartFrames) {
+    if (done && done.log >= restartFrames && done.log !== restartedAt) {
       waiting = true;
       parentPort?.postMessage('hold');
     }
@@ -45,7 +52,9 @@ parentPort?.on('message', (message) => {
       // Copies the few frames PASSIVE left, then lets the next writer start the WAL over.
       // Another process's writer may hold the lock: wait for it, here (up to 1 s).
       db.pragma('busy_timeout = 1000');
-      restart.get();
+      const done = restart.get() as Checkpoint | undefined;
+      // busy: a reader or writer kept it from finishing; the next tick tries again.
+      if (done && done.busy === 0) restartedAt = done.log;
     } catch {
       // Busy past 1 s: the next tick tries again.
     } finally {

@@ -75,6 +75,9 @@ export interface SqliteStoreOptions {
   readonly checkpointer?: boolean;
 }
 
+/** Batches a store commits before its WAL checkpoints move to a worker thread. */
+const CHECKPOINTER_AFTER = 200;
+
 /** A write waiting for the group commit of its event-loop turn (see SqliteLockStore#flush). */
 interface PendingWrite {
   readonly work: () => unknown;
@@ -288,7 +291,11 @@ export class SqliteLockStore implements LockStore {
   #pending: PendingWrite[] = [];
   /** The checkpointer restarts the WAL: writes wait (see checkpointer.ts). */
   #held = false;
-  readonly #checkpointer: Checkpointer | null = null;
+  /** The file the checkpointer works on; null: none (`:memory:`, or turned off). */
+  readonly #checkpointerPath: string | null;
+  #checkpointer: Checkpointer | null = null;
+  /** Batches committed before the checkpointer starts. */
+  #commits = 0;
 
   constructor(options: SqliteStoreOptions) {
     if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
@@ -315,21 +322,9 @@ export class SqliteLockStore implements LockStore {
       this.#begin = this.#db.prepare('BEGIN IMMEDIATE');
       this.#commit = this.#db.prepare('COMMIT');
       this.#rollback = this.#db.prepare('ROLLBACK');
-      if (options.path !== ':memory:' && options.checkpointer !== false) {
-        const db = this.#db;
-        db.pragma('wal_autocheckpoint = 0');
-        this.#checkpointer = startCheckpointer(options.path, {
-          hold: () => {
-            this.#held = true;
-          },
-          resume: () => {
-            this.#held = false;
-            if (this.#pending.length > 0) setImmediate(this.#flush);
-          },
-          // Should the worker ever stop, the commits checkpoint again themselves.
-          lost: () => void (db.open && db.pragma('wal_autocheckpoint = 1000')),
-        });
-      }
+      // The checkpointer starts with the store's first writes in number (see #flush).
+      this.#checkpointerPath =
+        options.path !== ':memory:' && options.checkpointer !== false ? options.path : null;
     } catch (error) {
       this.#db.close();
       throw error;
@@ -401,6 +396,13 @@ export class SqliteLockStore implements LockStore {
       for (const write of batch) write.reject(failure);
       return;
     }
+    if (
+      this.#checkpointer === null &&
+      this.#checkpointerPath !== null &&
+      ++this.#commits >= CHECKPOINTER_AFTER
+    ) {
+      this.#startCheckpointer(this.#checkpointerPath);
+    }
     for (const service of changed) this.#changes.emit('change', service);
     for (const [index, write] of batch.entries()) {
       const result = results[index];
@@ -408,6 +410,33 @@ export class SqliteLockStore implements LockStore {
       else write.reject(result?.value);
     }
   };
+
+  /**
+   * Moves the WAL's checkpoints to a worker thread (checkpointer.ts) and turns SQLite's own
+   * automatic checkpoint off. Started once the store has committed CHECKPOINTER_AFTER
+   * batches: a store that writes little (a CLI, a test) never pays for a thread, and until
+   * then the automatic checkpoint (every 1000 pages) keeps the WAL short.
+   */
+  #startCheckpointer(path: string): void {
+    const db = this.#db;
+    db.pragma('wal_autocheckpoint = 0');
+    this.#checkpointer = startCheckpointer(path, {
+      hold: () => {
+        this.#held = true;
+      },
+      resume: () => {
+        this.#held = false;
+        if (this.#pending.length > 0) setImmediate(this.#flush);
+      },
+      // Should the worker ever stop, the commits checkpoint again themselves.
+      lost: () => void (db.open && db.pragma('wal_autocheckpoint = 1000')),
+    });
+  }
+
+  /** Whether the WAL's checkpoints run in the worker thread yet (see #startCheckpointer). */
+  get checkpointing(): boolean {
+    return this.#checkpointer !== null;
+  }
 
   /** Runs read-only `work` in one DEFERRED transaction (a consistent view), now. */
   #consistently<T>(work: () => T): T {
