@@ -74,51 +74,70 @@ describe('fault run (short)', { concurrency: true }, () => {
     ]));
 
   test('a split brain (two stores that each decide) is found not linearizable, with a history and a timeline', async () => {
-    const outDir = mkdtempSync(join(tmpdir(), 'tracker-torture-broken-'));
-    try {
-      // Four clients on one service, each server deciding alone: two of them holding at once,
-      // seen by both, comes within the 3 s even on a loaded machine (two clients did not always).
-      const report = await runTorture({
-        ...SHORT,
-        clients: 4,
-        store: 'sqlite',
-        seconds: 3,
-        seed: seed(),
-        broken: 'split-brain',
-        nemeses: [],
-        services: 1,
-        mix: 'plain',
-        outDir,
-      });
-      assert.equal(report.verdict, 'illegal', report.verdictDetail);
-      assert.equal(report.passed, false);
-      assert.ok(report.artifacts);
-      assert.ok(existsSync(report.artifacts.history));
-      const page = readFileSync(report.artifacts.timeline, 'utf8');
-      assert.match(page, /<svg/);
-      // The excerpt's operations, each with its client and service (which ones depends on the
-      // seed: two grants at once, or a renewal one store knows and the other does not).
-      assert.match(page, /<li><code>c\d+ deploy: (acquire|release|renew|get|force-release)/);
-    } finally {
-      rmSync(outDir, { recursive: true, force: true });
+    // Four clients on one service, each server deciding alone: two of them holding at once,
+    // seen by both, usually comes within 3 s; on a loaded machine a run may see none, so up
+    // to three runs, and one must be found illegal.
+    const verdicts: string[] = [];
+    for (let run = 0; run < 3; run++) {
+      const outDir = mkdtempSync(join(tmpdir(), 'tracker-torture-broken-'));
+      try {
+        const report = await runTorture({
+          ...SHORT,
+          clients: 4,
+          store: 'sqlite',
+          seconds: 3,
+          seed: seed(),
+          broken: 'split-brain',
+          nemeses: [],
+          services: 1,
+          mix: 'plain',
+          outDir,
+        });
+        assert.notEqual(report.verdict, 'unknown', report.verdictDetail);
+        if (report.verdict !== 'illegal') {
+          verdicts.push(`seed ${report.seed}: ${report.verdictDetail}`);
+          continue;
+        }
+        assert.equal(report.passed, false);
+        assert.ok(report.artifacts);
+        assert.ok(existsSync(report.artifacts.history));
+        const page = readFileSync(report.artifacts.timeline, 'utf8');
+        assert.match(page, /<svg/);
+        // The excerpt's operations, each with its client and service (which ones depends on the
+        // seed: two grants at once, or a renewal one store knows and the other does not).
+        assert.match(page, /<li><code>c\d+ deploy: (acquire|release|renew|get|force-release)/);
+        return;
+      } finally {
+        rmSync(outDir, { recursive: true, force: true });
+      }
     }
+    assert.fail(`three runs of a split brain were all found linearizable: ${verdicts.join(' | ')}`);
   });
 
   test('a register that does not fence loses writes of a holder paused past its lease', async () => {
-    const report = await runTorture({
-      ...SHORT,
-      clients: 2,
-      store: 'sqlite',
-      seconds: 3,
-      seed: seed(),
-      broken: 'no-fencing',
-      nemeses: ['pause-client', 'pause-client'],
-      services: 1,
-      mix: 'plain',
-    });
-    assert.ok(report.lostWrites > 0, `lost ${report.lostWrites} of ${report.acknowledgedWrites}`);
-    assert.equal(report.passed, false);
-    if (report.artifacts) rmSync(join(report.artifacts.history, '..'), { recursive: true, force: true });
+    // A paused holder's late write lands only if it wrote before its pause and the next holder
+    // wrote meanwhile: on a loaded machine a 3 s run may miss that, so up to three runs.
+    const seen: string[] = [];
+    for (let run = 0; run < 3; run++) {
+      const report = await runTorture({
+        ...SHORT,
+        clients: 2,
+        store: 'sqlite',
+        seconds: 3,
+        seed: seed(),
+        broken: 'no-fencing',
+        nemeses: ['pause-client', 'pause-client'],
+        services: 1,
+        mix: 'plain',
+      });
+      if (report.artifacts) rmSync(join(report.artifacts.history, '..'), { recursive: true, force: true });
+      if (report.lostWrites > 0) {
+        assert.equal(report.passed, false);
+        return;
+      }
+      seen.push(`seed ${report.seed}: lost 0 of ${report.acknowledgedWrites}`);
+    }
+    assert.fail(`three runs without fencing lost no write: ${seen.join(' | ')}`);
   });
 
   test('a server whose capacity rule is off by one (a test-only load hook) is found over the limit', async () => {
