@@ -44,9 +44,10 @@ export async function runServer(argv: readonly string[], program = 'npm start --
   // Asynchronous writes: a log line per request must not cost a write(2) on the request's
   // path. pino flushes what is buffered when the process exits normally. The process is
   // `app` (with pino's pid and hostname): `service` in a line is always a lock's service.
+  const destination = pino.destination({ dest: 1, sync: false });
   const logger = pino(
     { level: config.logLevel, base: { app: 'tracker', pid: process.pid, hostname: hostname() } },
-    pino.destination({ dest: 1, sync: false }),
+    destination,
   );
 
   let tracker: Awaited<ReturnType<typeof startTracker>>;
@@ -84,19 +85,24 @@ export async function runServer(argv: readonly string[], program = 'npm start --
     if (stopping) return;
     stopping = true;
     logger.info({ signal }, 'shutting down');
+    // Logs a last line, then exits once everything logged is written ('drain') or the write
+    // failed ('error'). Exiting with lines still buffered made pino write them synchronously
+    // at exit, and that synchronous write retries a broken pipe (stdout's reader gone: a log
+    // collector that died) forever: the process never exited. Met by an asynchronous write,
+    // the broken pipe is an error, after which pino drops the lines.
+    const exitAfter = (code: number, last: () => void) => {
+      const exit = () => process.exit(code);
+      destination.once('drain', exit);
+      destination.once('error', exit);
+      setTimeout(exit, 2000);
+      last();
+    };
     setTimeout(() => {
-      logger.warn('graceful shutdown took too long; exiting');
-      process.exit(0);
+      exitAfter(0, () => logger.warn('graceful shutdown took too long; exiting'));
     }, SHUTDOWN_LIMIT_MS).unref();
     tracker.stop().then(
-      () => {
-        logger.info('stopped');
-        process.exit(0);
-      },
-      (error: unknown) => {
-        logger.error({ err: error }, 'error while shutting down');
-        process.exit(1);
-      },
+      () => exitAfter(0, () => logger.info('stopped')),
+      (error: unknown) => exitAfter(1, () => logger.error({ err: error }, 'error while shutting down')),
     );
   };
   // SIGHUP: read the tokens and resources files again (they are also watched for changes).

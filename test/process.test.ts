@@ -239,6 +239,24 @@ describe('the server process: SIGTERM', () => {
     }
   });
 
+  test('with nobody reading its logs any more (a broken stdout pipe): exit 0 within 10 s', async () => {
+    // Its first lines into the broken pipe are those of the shutdown; before, the last ones
+    // were written synchronously at exit, and that write retried the broken pipe forever: the
+    // process never exited.
+    const servers = await Promise.all([1, 2, 3].map(() => startServerProcess()));
+    try {
+      for (const server of servers) server.child.stdout?.destroy();
+      await Promise.all(
+        servers.map(async (server) => {
+          server.child.kill('SIGTERM');
+          assert.equal(await within(server.exited, { what: 'the exit after SIGTERM', timeoutMs: 10_000 }), 0);
+        }),
+      );
+    } finally {
+      await Promise.all(servers.map((server) => server.stop(1000)));
+    }
+  });
+
   test('under load: every answered acquire is committed, none is half-done', async () => {
     const dir = tempDir();
     try {
