@@ -149,12 +149,8 @@ export async function runVersus(options: VersusOptions): Promise<VersusReport> {
     return endpoints;
   };
 
-  const rest = async (name: string, tag: string): Promise<PeerRun> => {
-    const endpoints = await need(name);
-    const urls = endpoints.httpReplicas ?? (endpoints.http === undefined ? [] : [endpoints.http]);
-    if (urls.length === 0) throw new Error(`${name} has no REST endpoint`);
-    if (hasWrk) return runWrk(urls, { connections, seconds, warmupSeconds, tag });
-    const driver = restDriver(urls, connections);
+  /** One run of the Node generator on `driver`, which it closes. */
+  const drive = async (driver: Parameters<typeof runLoad>[0], tag: string): Promise<PeerRun> => {
     try {
       return fromLoad(
         await runLoad(driver, {
@@ -168,22 +164,17 @@ export async function runVersus(options: VersusOptions): Promise<VersusReport> {
       driver.close();
     }
   };
+  const rest = async (name: string, tag: string): Promise<PeerRun> => {
+    const endpoints = await need(name);
+    const urls = endpoints.httpReplicas ?? (endpoints.http === undefined ? [] : [endpoints.http]);
+    if (urls.length === 0) throw new Error(`${name} has no REST endpoint`);
+    if (hasWrk) return runWrk(urls, { connections, seconds, warmupSeconds, tag });
+    return drive(restDriver(urls, connections), tag);
+  };
   const grpc = async (name: string, tag: string): Promise<PeerRun> => {
     const endpoints = await need(name);
     if (endpoints.grpc === undefined) throw new Error(`${name} has no gRPC endpoint`);
-    const driver = await grpcDriver(endpoints.grpc, connections, 'shared');
-    try {
-      return fromLoad(
-        await runLoad(driver, {
-          clients: connections,
-          warmupMs: warmupSeconds * 1000,
-          measureMs: seconds * 1000,
-          runId: tag,
-        }),
-      );
-    } finally {
-      driver.close();
-    }
+    return drive(await grpcDriver(endpoints.grpc, connections, 'shared'), tag);
   };
 
   const grpcGenerator = `grpc-js generator (bench/load.ts), ${connections} concurrent calls, one channel`;
