@@ -134,8 +134,38 @@ function whoOf(i: number): string {
   return `who-${Math.floor(i / SERVICES_PER_WHO)}`;
 }
 
+/**
+ * The peers' REST workload against one server: wrk when it is installed, else the Node
+ * generator with as many clients as wrk's connections.
+ */
+export async function measureRest(
+  url: string,
+  hasWrk: boolean,
+  options: { connections: number; seconds: number; warmupSeconds: number; tag: string },
+): Promise<PeerRun> {
+  if (hasWrk) return runWrk([url], options);
+  const driver = restDriver(url, options.connections);
+  try {
+    const result = await runLoad(driver, {
+      clients: options.connections,
+      warmupMs: options.warmupSeconds * 1000,
+      measureMs: options.seconds * 1000,
+      runId: options.tag,
+    });
+    return {
+      requestsPerSec: result.pairsPerSec * 2,
+      pairsPerSec: result.pairsPerSec,
+      p50Ms: result.p50Ms,
+      p99Ms: result.p99Ms,
+      errors: result.errors,
+    };
+  } finally {
+    driver.close();
+  }
+}
+
 /** VmRSS of a process, in MB; NaN when /proc cannot tell (not Linux, process gone). */
-function rssMb(pid: number | undefined): number {
+export function rssMb(pid: number | undefined): number {
   if (pid === undefined) return Number.NaN;
   try {
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -272,32 +302,7 @@ export async function runBig(options: BigOptions): Promise<BigReport> {
     const measure = async (endpoints: Endpoints, tag: string): Promise<PeerRun> => {
       const url = endpoints.http;
       if (url === undefined) throw new Error('no REST endpoint');
-      if (hasWrk) {
-        return runWrk([url], {
-          connections: options.connections,
-          seconds: options.seconds,
-          warmupSeconds: options.warmupSeconds,
-          tag,
-        });
-      }
-      const driver = restDriver(url, options.connections);
-      try {
-        const result = await runLoad(driver, {
-          clients: options.connections,
-          warmupMs: options.warmupSeconds * 1000,
-          measureMs: options.seconds * 1000,
-          runId: tag,
-        });
-        return {
-          requestsPerSec: result.pairsPerSec * 2,
-          pairsPerSec: result.pairsPerSec,
-          p50Ms: result.p50Ms,
-          p99Ms: result.p99Ms,
-          errors: result.errors,
-        };
-      } finally {
-        driver.close();
-      }
+      return measureRest(url, hasWrk, { ...options, tag });
     };
 
     const probes: Probe[] = [];

@@ -159,15 +159,31 @@ class Samples {
 
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** A hand-off's time (t1 - t0) and its two parts, split at the release's answer (tr). */
+export interface HandoffResult {
+  whole: LatencyResult;
+  /** tr - t0: the release's own round trip on the holder's replica (HTTP and the commit). */
+  release: LatencyResult;
+  /**
+   * t1 - tr: how much later the waiter's 201 arrived (through the other replica when there
+   * are two): the news of the commit crossing to the waiter's replica, which answers. Both
+   * answers leave after the commit, so this can be below zero when the waiter's is first.
+   */
+  afterRelease: LatencyResult;
+}
+
 /**
  * Hand-off rounds, each on its own service: A acquires; B asks with waitSeconds through
- * waiterUrl; once GET /queue shows B waiting, t0, A releases; t1 when B's 201 arrives. The
- * loop stops at `rounds`, at `budgetMs`, or at the first failed round.
+ * waiterUrl; once GET /queue shows B waiting, t0, A releases; tr when A's release is
+ * answered; t1 when B's 201 arrives. The loop stops at `rounds`, at `budgetMs`, or at the
+ * first failed round.
  */
-export async function measureHandoff(options: HandoffOptions): Promise<LatencyResult> {
+export async function measureHandoff(options: HandoffOptions): Promise<HandoffResult> {
   const a = new RestClient(options.holderUrl);
   const b = new RestClient(options.waiterUrl);
   const samples = new Samples();
+  const releases = new Samples();
+  const after = new Samples();
   const deadline = performance.now() + options.budgetMs;
   try {
     for (let round = 0; round < options.rounds && performance.now() < deadline; round++) {
@@ -202,6 +218,7 @@ export async function measureHandoff(options: HandoffOptions): Promise<LatencyRe
         }
         const t0 = performance.now();
         await a.release(holder);
+        const tr = performance.now();
         holder = undefined;
         let timer: NodeJS.Timeout | undefined;
         const granted = await Promise.race([
@@ -214,6 +231,8 @@ export async function measureHandoff(options: HandoffOptions): Promise<LatencyRe
           }),
         ]).finally(() => clearTimeout(timer));
         samples.add(granted.at - t0);
+        releases.add(tr - t0);
+        after.add(granted.at - tr);
         await b.release(granted.id);
       } catch (err) {
         samples.error(err);
@@ -228,7 +247,7 @@ export async function measureHandoff(options: HandoffOptions): Promise<LatencyRe
     a.close();
     b.close();
   }
-  return samples.result();
+  return { whole: samples.result(), release: releases.result(), afterRelease: after.result() };
 }
 
 export interface AcquireOptions {

@@ -74,6 +74,7 @@ export interface VersusReport {
   connections: number;
   rounds: number;
   seconds: number;
+  warmupSeconds: number;
   /** Set when wrk was missing and the Node generator measured the REST sides. */
   restGenerator: string;
   runs: VersusRun[];
@@ -241,6 +242,7 @@ export async function runVersus(options: VersusOptions): Promise<VersusReport> {
       connections,
       rounds: options.rounds,
       seconds,
+      warmupSeconds,
       restGenerator,
       runs,
       means,
