@@ -8,18 +8,21 @@
 //   none      no history at all (the floor).
 // Prints CPU µs and wall µs per pair, 2 rounds interleaved.
 //
-//   npm run build && node bench/sqlite-history.mjs
+//   npm run build && node bench/sqlite-history.mjs [--pairs 30000]
 
 import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import * as sql from '../dist/src/storage/sqlite/queries.js';
 import { openSqliteLockStore } from '../dist/src/storage/sqlite/sqlite-lock-store.js';
 
-const PAIRS = 30000,
-  BATCH = 25; // 25 acquires + 25 releases per transaction
+const { values } = parseArgs({ options: { pairs: { type: 'string' } } });
+const PAIRS = Number(values.pairs ?? 30000);
+/** 25 acquires and 25 releases per transaction. */
+const BATCH = 25;
 const COLS =
   'at, type, lock_id, service, who, owner, created_at, ttl_seconds, expires_at, fencing_token, waiters, held_ms, reason, group_id, mode, max_holders';
 async function run(variant) {
@@ -50,6 +53,30 @@ async function run(variant) {
     rel = db.prepare('RELEASE w');
   const begin = db.prepare('BEGIN IMMEDIATE'),
     commit = db.prepare('COMMIT');
+  // One event row, in the column order of COLS (json sends its values as an array).
+  const event = (type, r, heldMs) => ({
+    at: now,
+    type,
+    lock_id: r.id,
+    service: r.service,
+    who: r.who,
+    owner: null,
+    created_at: r.created_at,
+    ttl_seconds: null,
+    expires_at: null,
+    fencing_token: r.fencing_token,
+    waiters: 0,
+    held_ms: heldMs,
+    reason: null,
+    group_id: null,
+    mode: r.mode,
+    max_holders: r.max_holders,
+  });
+  // Only the variants that write events from here build them.
+  const record = (events, type, r, heldMs) => {
+    if (variant === 'rows') ev.run(event(type, r, heldMs));
+    if (variant === 'json') events.push(Object.values(event(type, r, heldMs)));
+  };
   const held = [];
   const cpu = process.cpuUsage();
   const t0 = performance.now();
@@ -71,44 +98,7 @@ async function run(variant) {
         limit: 1,
         mode: 'exclusive',
       })[0];
-      if (variant === 'rows')
-        ev.run({
-          at: now,
-          type: 'acquired',
-          lock_id: r.id,
-          service: r.service,
-          who: r.who,
-          owner: null,
-          created_at: r.created_at,
-          ttl_seconds: null,
-          expires_at: null,
-          fencing_token: r.fencing_token,
-          waiters: 0,
-          held_ms: null,
-          reason: null,
-          group_id: null,
-          mode: r.mode,
-          max_holders: r.max_holders,
-        });
-      if (variant === 'json')
-        events.push([
-          now,
-          'acquired',
-          r.id,
-          r.service,
-          r.who,
-          null,
-          r.created_at,
-          null,
-          null,
-          r.fencing_token,
-          0,
-          null,
-          null,
-          null,
-          r.mode,
-          r.max_holders,
-        ]);
+      record(events, 'acquired', r, null);
       rel.run();
       held.push(r.id);
     }
@@ -116,44 +106,7 @@ async function run(variant) {
       sp.run();
       const r = rem.all({ id, now, ownerKey: null, ownerName: null })[0];
       may.get({ service: r.service });
-      if (variant === 'rows')
-        ev.run({
-          at: now,
-          type: 'released',
-          lock_id: r.id,
-          service: r.service,
-          who: r.who,
-          owner: null,
-          created_at: r.created_at,
-          ttl_seconds: null,
-          expires_at: null,
-          fencing_token: r.fencing_token,
-          waiters: 0,
-          held_ms: now - r.created_at,
-          reason: null,
-          group_id: null,
-          mode: r.mode,
-          max_holders: r.max_holders,
-        });
-      if (variant === 'json')
-        events.push([
-          now,
-          'released',
-          r.id,
-          r.service,
-          r.who,
-          null,
-          r.created_at,
-          null,
-          null,
-          r.fencing_token,
-          0,
-          now - r.created_at,
-          null,
-          null,
-          r.mode,
-          r.max_holders,
-        ]);
+      record(events, 'released', r, now - r.created_at);
       rel.run();
     }
     if (variant === 'json') evJson.run(JSON.stringify(events));
