@@ -9,10 +9,6 @@ import { SchemaTooNewError } from './storage/migrations.js';
 
 /** Hard limit for a graceful stop; past it the process exits anyway. */
 const SHUTDOWN_LIMIT_MS = 9500;
-/** Log bytes buffered before a write (see runServer). */
-const LOG_BUFFER_BYTES = 8192;
-/** Longest a log line waits in the buffer, in ms. */
-const LOG_FLUSH_MS = 50;
 
 /** Prints one line for the operator, without a stack trace, and exits. */
 function fail(message: string, exitCode: number): never {
@@ -45,32 +41,13 @@ export async function runServer(argv: readonly string[], program = 'npm start --
     return;
   }
   const { config } = loaded;
-  // Asynchronous, buffered writes: a log line per request must not cost a write(2) on the
-  // request's path. Lines are written once LOG_BUFFER_BYTES are buffered, or at the next
-  // LOG_FLUSH_MS tick when anything was logged since the last write (under load, a write per
-  // 8 KiB instead of one per turn: about 15 % more REST throughput at the info level).
-  // pino flushes what is buffered when the process exits normally. The process is `app`
-  // (with pino's pid and hostname): `service` in a line is always a lock's service.
-  const destination = pino.destination({ dest: 1, sync: false, minLength: LOG_BUFFER_BYTES });
-  let logged = false;
-  const flushLogs = () => {
-    if (!logged) return;
-    logged = false;
-    try {
-      destination.flush();
-    } catch {
-      // Destroyed: stdout is gone (its 'error' was emitted), and so are the lines.
-    }
-  };
-  setInterval(flushLogs, LOG_FLUSH_MS).unref();
+  // Asynchronous writes: a log line per request must not cost a write(2) on the request's
+  // path. pino flushes what is buffered when the process exits normally. The process is
+  // `app` (with pino's pid and hostname): `service` in a line is always a lock's service.
+  const destination = pino.destination({ dest: 1, sync: false });
   const logger = pino(
     { level: config.logLevel, base: { app: 'tracker', pid: process.pid, hostname: hostname() } },
-    {
-      write(line: string) {
-        logged = true;
-        return destination.write(line);
-      },
-    },
+    destination,
   );
 
   let tracker: Awaited<ReturnType<typeof startTracker>>;
@@ -119,7 +96,6 @@ export async function runServer(argv: readonly string[], program = 'npm start --
       destination.once('error', exit);
       setTimeout(exit, 2000);
       last();
-      flushLogs();
     };
     setTimeout(() => {
       exitAfter(0, () => logger.warn('graceful shutdown took too long; exiting'));
