@@ -932,9 +932,11 @@ describe('tracker server reloads the tokens file on SIGHUP', () => {
       assert.equal(refusedAfter.code, 1);
       assert.equal(refusedAfter.stderr, 'tracker: unauthenticated: a valid bearer token is required\n');
       assert.equal(await listStatus(base, kept), 200, 'the other token still works');
-      assert.ok(
-        server.lines.some((line) => line.includes('"tokens reloaded"') && line.includes('"why":"SIGHUP"')),
-        'the server logged the reload',
+      // Log lines are written asynchronously: wait for it.
+      await waitFor(
+        () =>
+          server.lines.some((line) => line.includes('"tokens reloaded"') && line.includes('"why":"SIGHUP"')),
+        { what: 'the server logged the reload' },
       );
     } finally {
       await server?.stop();

@@ -101,12 +101,12 @@ describe('gRPC connections: handshake and idle timeouts, caps per address and in
         )) >= 6,
       { what: 'the refusals counted' },
     );
-    const refusals = server.lines.filter((line) => line.includes('gRPC connection refused'));
+    // Log lines are written asynchronously: wait for one per reason.
+    const refusals = () => server.lines.filter((line) => line.includes('gRPC connection refused'));
     for (const reason of ['per-address', 'total', 'handshake-timeout']) {
-      assert.ok(
-        refusals.some((line) => JSON.parse(line).reason === reason),
-        `a log line for ${reason}`,
-      );
+      await waitFor(() => refusals().some((line) => JSON.parse(line).reason === reason), {
+        what: `a log line for ${reason}`,
+      });
     }
     // Everything gone: a real client gets through.
     const client = lockServiceClient(server.grpcAddress);

@@ -115,9 +115,8 @@ await describePostgres('watch news across replicas, by NOTIFY', (database) => {
     assert.equal((await call(a.baseUrl, 'DELETE', `${API}/lock/${during}`)).status, 200);
     const next = await acquireOnA(service);
     await acquiredOn(stream, next);
-    assert.ok(
-      b.lines.some((line) => line.includes('postgres LISTEN connection lost')),
-      'B logged the lost connection',
-    );
+    await waitFor(() => b.lines.some((line) => line.includes('postgres LISTEN connection lost')), {
+      what: 'B logged the lost connection',
+    });
   });
 });

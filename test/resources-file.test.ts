@@ -300,7 +300,9 @@ describe('a server with --resources-file', () => {
     await waitFor(async () => (await rest('GET', '/resources/held-one')).status === 404, {
       what: 'held-one removed once released',
     });
-    assert.ok(logged('resources reloaded').some((line) => line.why === 'a kept resource changed'));
+    await waitFor(() => logged('resources reloaded').some((line) => line.why === 'a kept resource changed'), {
+      what: 'the reload logged',
+    });
   });
 
   test('holders and waiters per label in /metrics', async () => {
