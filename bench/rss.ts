@@ -28,6 +28,9 @@ export interface RssSample {
   /** Seconds since the load started. */
   at: number;
   rssMb: number;
+  /** V8's heap (total, as allocated) and external memory, from the server's /metrics. */
+  heapMb: number;
+  externalMb: number;
   requestsPerSec: number;
   errors: number;
 }
@@ -46,7 +49,9 @@ export async function runRss(options: RssOptions): Promise<RssReport> {
     ? `wrk -t1 -c${options.connections} (bench/wrk/acquire-release.lua), ${SLICE_SECONDS} s slices`
     : `Node generator bench/load.ts, ${options.connections} clients (wrk is not installed)`;
   const url = server.http;
-  const samples: RssSample[] = [{ at: 0, rssMb: rssMb(server.pid), requestsPerSec: 0, errors: 0 }];
+  const samples: RssSample[] = [
+    { at: 0, rssMb: rssMb(server.pid), ...(await heapOf(url)), requestsPerSec: 0, errors: 0 },
+  ];
   try {
     if (url === undefined) throw new Error('no REST endpoint');
     const slices = Math.max(2, Math.round((options.minutes * 60) / SLICE_SECONDS));
@@ -62,18 +67,30 @@ export async function runRss(options: RssOptions): Promise<RssReport> {
       const sample = {
         at: Math.round((performance.now() - started) / 1000),
         rssMb: rssMb(server.pid),
+        ...(await heapOf(url)),
         requestsPerSec: run.requestsPerSec,
         errors: run.errors,
       };
       samples.push(sample);
       options.log(
-        `bench: rss: ${sample.at} s, ${sample.rssMb.toFixed(1)} MB, ${Math.round(sample.requestsPerSec)} req/s`,
+        `bench: rss: ${sample.at} s, ${sample.rssMb.toFixed(1)} MB (heap ${sample.heapMb.toFixed(1)} MB), ` +
+          `${Math.round(sample.requestsPerSec)} req/s`,
       );
     }
   } finally {
     await server.stop();
   }
   return { minutes: options.minutes, generator, samples, ratios: rssRatios(samples) };
+}
+
+/** The server's V8 heap and external memory in MB, from the gauges of its /metrics. */
+async function heapOf(url: string | undefined): Promise<{ heapMb: number; externalMb: number }> {
+  const text = url === undefined ? '' : await (await fetch(`${url}/metrics`)).text().catch(() => '');
+  const gauge = (name: string) => {
+    const value = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1];
+    return value === undefined ? Number.NaN : Number(value) / 1048576;
+  };
+  return { heapMb: gauge('nodejs_heap_size_total_bytes'), externalMb: gauge('nodejs_external_memory_bytes') };
 }
 
 function rssRatios(samples: RssSample[]): TargetRatio[] {
@@ -96,11 +113,12 @@ function rssRatios(samples: RssSample[]): TargetRatio[] {
 export function rssText(report: RssReport): string {
   const rows = report.samples.map(
     (sample) =>
-      `${String(sample.at).padStart(6)}  ${sample.rssMb.toFixed(1).padStart(8)}  ${String(Math.round(sample.requestsPerSec)).padStart(7)}  ${sample.errors}`,
+      `${String(sample.at).padStart(6)}  ${sample.rssMb.toFixed(1).padStart(8)}  ${sample.heapMb.toFixed(1).padStart(8)}  ` +
+      `${sample.externalMb.toFixed(1).padStart(7)}  ${String(Math.round(sample.requestsPerSec)).padStart(7)}  ${sample.errors}`,
   );
   return [
     `Memory under load for ${report.minutes} min (${report.generator})`,
-    '     s    RSS MB    req/s  errors',
+    '     s    RSS MB   heap MB  ext MB    req/s  errors',
     ...rows,
   ].join('\n');
 }

@@ -935,7 +935,9 @@ describe('tracker server reloads the tokens file on SIGHUP', () => {
       // Log lines are written asynchronously: wait for it.
       await waitFor(
         () =>
-          server.lines.some((line) => line.includes('"tokens reloaded"') && line.includes('"why":"SIGHUP"')),
+          server?.lines.some(
+            (line) => line.includes('"tokens reloaded"') && line.includes('"why":"SIGHUP"'),
+          ) ?? false,
         { what: 'the server logged the reload' },
       );
     } finally {
