@@ -2,7 +2,8 @@
 // steady load (issue 17, point 7). One server on a fresh SQLite file takes the peers' REST
 // workload (wrk -t1 -c<connections>, or the Node generator when wrk is missing) for the
 // whole run, in slices of SLICE_SECONDS; after each slice the server's RSS is read from
-// /proc. The first minute is the warm-up (JIT, caches, the WAL reaching its size); the
+// /proc, and its V8 heap from its /metrics (RSS minus the heap is what SQLite, the code and
+// the buffers hold). The first minute is the warm-up (JIT, caches, the WAL reaching its size); the
 // figure is the growth from the end of that minute to the end of the run, which a leak of
 // even 100 bytes per request (about 6 MB a minute at these rates) would show.
 import { performance } from 'node:perf_hooks';
@@ -49,11 +50,10 @@ export async function runRss(options: RssOptions): Promise<RssReport> {
     ? `wrk -t1 -c${options.connections} (bench/wrk/acquire-release.lua), ${SLICE_SECONDS} s slices`
     : `Node generator bench/load.ts, ${options.connections} clients (wrk is not installed)`;
   const url = server.http;
-  const samples: RssSample[] = [
-    { at: 0, rssMb: rssMb(server.pid), ...(await heapOf(url)), requestsPerSec: 0, errors: 0 },
-  ];
+  const samples: RssSample[] = [];
   try {
     if (url === undefined) throw new Error('no REST endpoint');
+    samples.push({ at: 0, rssMb: rssMb(server.pid), ...(await heapOf(url)), requestsPerSec: 0, errors: 0 });
     const slices = Math.max(2, Math.round((options.minutes * 60) / SLICE_SECONDS));
     const started = performance.now();
     for (let slice = 0; slice < slices && !options.interrupted(); slice++) {
@@ -84,8 +84,10 @@ export async function runRss(options: RssOptions): Promise<RssReport> {
 }
 
 /** The server's V8 heap and external memory in MB, from the gauges of its /metrics. */
-async function heapOf(url: string | undefined): Promise<{ heapMb: number; externalMb: number }> {
-  const text = url === undefined ? '' : await (await fetch(`${url}/metrics`)).text().catch(() => '');
+async function heapOf(url: string): Promise<{ heapMb: number; externalMb: number }> {
+  const text = await fetch(`${url}/metrics`)
+    .then((response) => response.text())
+    .catch(() => '');
   const gauge = (name: string) => {
     const value = new RegExp(`^${name} (\\S+)$`, 'm').exec(text)?.[1];
     return value === undefined ? Number.NaN : Number(value) / 1048576;
