@@ -14,8 +14,8 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import Database from 'better-sqlite3';
-import { percentile, restDriver, runLoad } from './load.js';
-import { available, type PeerRun, runWrk } from './peers.js';
+import { percentile } from './load.js';
+import { available, measureRest, type PeerRun, restGenerator } from './peers.js';
 import { type Endpoints, startTracker } from './targets.js';
 import { ratioLine, type TargetRatio } from './versus.js';
 
@@ -132,36 +132,6 @@ export function seed(file: string, locks: number, events: number): void {
 
 function whoOf(i: number): string {
   return `who-${Math.floor(i / SERVICES_PER_WHO)}`;
-}
-
-/**
- * The peers' REST workload against one server: wrk when it is installed, else the Node
- * generator with as many clients as wrk's connections.
- */
-export async function measureRest(
-  url: string,
-  hasWrk: boolean,
-  options: { connections: number; seconds: number; warmupSeconds: number; tag: string },
-): Promise<PeerRun> {
-  if (hasWrk) return runWrk([url], options);
-  const driver = restDriver(url, options.connections);
-  try {
-    const result = await runLoad(driver, {
-      clients: options.connections,
-      warmupMs: options.warmupSeconds * 1000,
-      measureMs: options.seconds * 1000,
-      runId: options.tag,
-    });
-    return {
-      requestsPerSec: result.pairsPerSec * 2,
-      pairsPerSec: result.pairsPerSec,
-      p50Ms: result.p50Ms,
-      p99Ms: result.p99Ms,
-      errors: result.errors,
-    };
-  } finally {
-    driver.close();
-  }
 }
 
 /** VmRSS of a process, in MB; NaN when /proc cannot tell (not Linux, process gone). */
@@ -296,13 +266,11 @@ export async function runBig(options: BigOptions): Promise<BigReport> {
     }, 500);
 
     const hasWrk = await available('wrk');
-    const generator = hasWrk
-      ? `wrk -t1 -c${options.connections} (bench/wrk/acquire-release.lua)`
-      : `Node generator bench/load.ts, ${options.connections} clients (wrk is not installed)`;
+    const generator = restGenerator(hasWrk, options.connections);
     const measure = async (endpoints: Endpoints, tag: string): Promise<PeerRun> => {
       const url = endpoints.http;
       if (url === undefined) throw new Error('no REST endpoint');
-      return measureRest(url, hasWrk, { ...options, tag });
+      return measureRest([url], hasWrk, { ...options, tag });
     };
 
     const probes: Probe[] = [];

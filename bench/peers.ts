@@ -7,6 +7,7 @@ import net from 'node:net';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import pg from 'pg';
+import { type Driver, type LoadResult, restDriver, runLoad } from './load.js';
 import { REPO_ROOT } from './targets.js';
 
 const WRK_SCRIPT = path.join(REPO_ROOT, 'bench', 'wrk', 'acquire-release.lua');
@@ -151,6 +152,60 @@ export async function runWrk(
     p99Ms,
     errors: answered === 0 ? Math.max(errors, 1) : errors,
   };
+}
+
+/** A run of the Node generator (bench/load.ts) as a peer run: a pair is two requests. */
+export function fromLoad(result: LoadResult): PeerRun {
+  const errors = result.errors;
+  return {
+    requestsPerSec: result.pairsPerSec * 2,
+    pairsPerSec: result.pairsPerSec,
+    p50Ms: result.p50Ms,
+    p99Ms: result.p99Ms,
+    errors,
+    ...(errors > 0 ? { note: result.errorSamples.join(' | ') } : {}),
+  };
+}
+
+/** How long a peer run lasts, at what concurrency, under which tag. */
+export interface RunOptions {
+  connections: number;
+  seconds: number;
+  warmupSeconds: number;
+  tag: string;
+}
+
+/** One run of the Node generator on `driver` (one client per connection), which it closes. */
+export async function driveLoad(driver: Driver, options: RunOptions): Promise<PeerRun> {
+  try {
+    return fromLoad(
+      await runLoad(driver, {
+        clients: options.connections,
+        warmupMs: options.warmupSeconds * 1000,
+        measureMs: options.seconds * 1000,
+        runId: options.tag,
+      }),
+    );
+  } finally {
+    driver.close();
+  }
+}
+
+/**
+ * The REST workload of a deploy script against one server or its replicas: wrk when it is
+ * installed (`hasWrk`, from `available('wrk')`), else the Node generator.
+ */
+export function measureRest(urls: readonly string[], hasWrk: boolean, options: RunOptions): Promise<PeerRun> {
+  if (hasWrk) return runWrk(urls, options);
+  return driveLoad(restDriver(urls, options.connections), options);
+}
+
+/** What measureRest runs, for the report (with wrk's duration when `seconds` is given). */
+export function restGenerator(hasWrk: boolean, connections: number, seconds?: number): string {
+  const duration = seconds === undefined ? '' : ` -d${Math.max(1, Math.round(seconds))}s`;
+  return hasWrk
+    ? `wrk -t1 -c${connections}${duration} (bench/wrk/acquire-release.lua)`
+    : `Node generator bench/load.ts, ${connections} clients (wrk is not installed: apt-get install wrk)`;
 }
 
 // ---------------------------------------------------------------------------------------

@@ -7,8 +7,8 @@
 // figure is the growth from the end of that minute to the end of the run, which a leak of
 // even 100 bytes per request (about 6 MB a minute at these rates) would show.
 import { performance } from 'node:perf_hooks';
-import { measureRest, rssMb } from './big.js';
-import { available } from './peers.js';
+import { rssMb } from './big.js';
+import { available, measureRest, restGenerator } from './peers.js';
 import { startTracker } from './targets.js';
 import { ratioLine, type TargetRatio } from './versus.js';
 
@@ -46,9 +46,7 @@ export interface RssReport {
 export async function runRss(options: RssOptions): Promise<RssReport> {
   const server = await startTracker({ name: 'rss' });
   const hasWrk = await available('wrk');
-  const generator = hasWrk
-    ? `wrk -t1 -c${options.connections} (bench/wrk/acquire-release.lua), ${SLICE_SECONDS} s slices`
-    : `Node generator bench/load.ts, ${options.connections} clients (wrk is not installed)`;
+  const generator = `${restGenerator(hasWrk, options.connections)}, ${SLICE_SECONDS} s slices`;
   const url = server.http;
   const samples: RssSample[] = [];
   try {
@@ -58,7 +56,7 @@ export async function runRss(options: RssOptions): Promise<RssReport> {
     const started = performance.now();
     for (let slice = 0; slice < slices && !options.interrupted(); slice++) {
       const tag = `${options.runTag}-rss-${slice}`;
-      const run = await measureRest(url, hasWrk, {
+      const run = await measureRest([url], hasWrk, {
         connections: options.connections,
         seconds: SLICE_SECONDS,
         warmupSeconds: 0,

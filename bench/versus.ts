@@ -8,16 +8,18 @@
 //   vs-redis    wrk  vs  redis-benchmark SET NX PX + DEL        Tracker REST on SQLite  vs  Redis
 // When wrk is not installed, the REST sides fall back to the Node generator of
 // bench/load.ts (restDriver, DELETE /lock/{id}, one service per client) and the report says so.
-import { grpcDriver, type LoadResult, restDriver, runLoad } from './load.js';
+import { grpcDriver } from './load.js';
 import {
   available,
+  driveLoad,
+  measureRest,
   type PeerRun,
   type Pgbench,
   preparePgbench,
   prepareRedis,
   reachable,
   redisAddress,
-  runWrk,
+  restGenerator as restGeneratorOf,
 } from './peers.js';
 import type { Endpoints } from './targets.js';
 
@@ -100,26 +102,12 @@ export interface VersusOptions {
   interrupted(): boolean;
 }
 
-function fromLoad(result: LoadResult): PeerRun {
-  const errors = result.errors;
-  return {
-    requestsPerSec: result.pairsPerSec * 2,
-    pairsPerSec: result.pairsPerSec,
-    p50Ms: result.p50Ms,
-    p99Ms: result.p99Ms,
-    errors,
-    ...(errors > 0 ? { note: result.errorSamples.join(' | ') } : {}),
-  };
-}
-
 export async function runVersus(options: VersusOptions): Promise<VersusReport> {
   const { connections, seconds, warmupSeconds, runTag, log } = options;
   const selected = new Set(options.selected);
   const skipped: string[] = [];
   const hasWrk = await available('wrk');
-  const restGenerator = hasWrk
-    ? `wrk -t1 -c${connections} -d${Math.max(1, Math.round(seconds))}s (bench/wrk/acquire-release.lua)`
-    : `Node generator bench/load.ts, ${connections} clients (wrk is not installed: apt-get install wrk)`;
+  const restGenerator = restGeneratorOf(hasWrk, connections, seconds);
   if (!hasWrk) log('bench: wrk is not installed; the REST sides use the Node generator (bench/load.ts)');
 
   if (selected.has('vs-pgbench') && options.postgresUrl === undefined) {
@@ -150,32 +138,17 @@ export async function runVersus(options: VersusOptions): Promise<VersusReport> {
     return endpoints;
   };
 
-  /** One run of the Node generator on `driver`, which it closes. */
-  const drive = async (driver: Parameters<typeof runLoad>[0], tag: string): Promise<PeerRun> => {
-    try {
-      return fromLoad(
-        await runLoad(driver, {
-          clients: connections,
-          warmupMs: warmupSeconds * 1000,
-          measureMs: seconds * 1000,
-          runId: tag,
-        }),
-      );
-    } finally {
-      driver.close();
-    }
-  };
+  const run = { connections, seconds, warmupSeconds };
   const rest = async (name: string, tag: string): Promise<PeerRun> => {
     const endpoints = await need(name);
     const urls = endpoints.httpReplicas ?? (endpoints.http === undefined ? [] : [endpoints.http]);
     if (urls.length === 0) throw new Error(`${name} has no REST endpoint`);
-    if (hasWrk) return runWrk(urls, { connections, seconds, warmupSeconds, tag });
-    return drive(restDriver(urls, connections), tag);
+    return measureRest(urls, hasWrk, { ...run, tag });
   };
   const grpc = async (name: string, tag: string): Promise<PeerRun> => {
     const endpoints = await need(name);
     if (endpoints.grpc === undefined) throw new Error(`${name} has no gRPC endpoint`);
-    return drive(await grpcDriver(endpoints.grpc, connections, 'shared'), tag);
+    return driveLoad(await grpcDriver(endpoints.grpc, connections, 'shared'), { ...run, tag });
   };
 
   const grpcGenerator = `grpc-js generator (bench/load.ts), ${connections} concurrent calls, one channel`;
