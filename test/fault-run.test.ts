@@ -50,6 +50,10 @@ async function expectPasses(t: TestContext, store: TortureOptions['store'], neme
   assert.ok(report.acknowledgedWrites > 0, 'the holders worked through the register');
 }
 
+/** One 3 s run of a broken variant on SQLite, with a fresh seed. */
+const brokenRun = (options: Omit<TortureOptions, 'store' | 'seconds' | 'seed' | 'leaseSeconds' | 'calmMs'>) =>
+  runTorture({ ...SHORT, store: 'sqlite', seconds: 3, seed: seed(), ...options });
+
 /**
  * A broken variant's fault may not show in one short run on a loaded machine: up to three
  * runs. `attempt` runs one and returns `true` once it has checked the fault it showed, or a
@@ -95,12 +99,8 @@ describe('fault run (short)', { concurrency: true }, () => {
     await untilShown('of a split brain were all found linearizable', async () => {
       const outDir = mkdtempSync(join(tmpdir(), 'tracker-torture-broken-'));
       try {
-        const report = await runTorture({
-          ...SHORT,
+        const report = await brokenRun({
           clients: 4,
-          store: 'sqlite',
-          seconds: 3,
-          seed: seed(),
           broken: 'split-brain',
           nemeses: [],
           services: 1,
@@ -128,12 +128,8 @@ describe('fault run (short)', { concurrency: true }, () => {
     // A paused holder's late write lands only if it wrote before its pause and the next holder
     // wrote meanwhile: on a loaded machine a 3 s run may miss that, so up to three runs.
     await untilShown('without fencing lost no write', async () => {
-      const report = await runTorture({
-        ...SHORT,
+      const report = await brokenRun({
         clients: 2,
-        store: 'sqlite',
-        seconds: 3,
-        seed: seed(),
         broken: 'no-fencing',
         nemeses: ['pause-client', 'pause-client'],
         services: 1,
@@ -151,12 +147,8 @@ describe('fault run (short)', { concurrency: true }, () => {
     // it. On a loaded machine the clients start slowly and a 3 s run may hold few locks at
     // all: up to three runs, and one must find it.
     await untilShown('never went over the limit', async () => {
-      const report = await runTorture({
-        ...SHORT,
+      const report = await brokenRun({
         clients: 4,
-        store: 'sqlite',
-        seconds: 3,
-        seed: seed(),
         broken: 'overshoot',
         semaphoreLimit: 1,
         nemeses: [],
