@@ -19,6 +19,13 @@ export interface CheckpointerHooks {
 export const CHECKPOINT_INTERVAL_MS = 25;
 /** WAL frames (pages) past which the worker makes the WAL start over: SQLite's own 1000. */
 export const RESTART_FRAMES = 1000;
+/**
+ * WAL frames past which the store's own commits checkpoint again (SQLite's automatic
+ * checkpoint), should the worker fall behind: a worker thread starved of CPU (a loaded
+ * machine) may not ask for its RESTART in time, and the WAL must stay bounded all the same.
+ * Twice RESTART_FRAMES, so that a worker that keeps up leaves it unused.
+ */
+export const BACKSTOP_FRAMES = 2 * RESTART_FRAMES;
 /** Longest the store holds its writes back for a RESTART checkpoint, in ms. */
 const HOLD_LIMIT_MS = 1000;
 
@@ -31,7 +38,7 @@ const HOLD_LIMIT_MS = 1000;
  * the store to hold its writes back (the event loop goes on: requests are read, reads are
  * answered, writes queue for the next batch) while it copies the few frames left and
  * restarts the WAL; the hold ends when it is done, or after HOLD_LIMIT_MS whatever happens.
- * The store turns its own automatic checkpoint off while this runs.
+ * The store moves its own automatic checkpoint out to BACKSTOP_FRAMES while this runs.
  */
 export function startCheckpointer(path: string, hooks: CheckpointerHooks): Checkpointer {
   const worker = new Worker(new URL('./checkpoint-worker.js', import.meta.url), {

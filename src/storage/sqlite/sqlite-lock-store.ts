@@ -40,7 +40,7 @@ import {
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
 import { readMigrations } from '../migrations.js';
-import { type Checkpointer, startCheckpointer } from './checkpointer.js';
+import { BACKSTOP_FRAMES, type Checkpointer, startCheckpointer } from './checkpointer.js';
 import { migrate } from './migrate.js';
 import type {
   ByOwner,
@@ -412,14 +412,15 @@ export class SqliteLockStore implements LockStore {
   };
 
   /**
-   * Moves the WAL's checkpoints to a worker thread (checkpointer.ts) and turns SQLite's own
-   * automatic checkpoint off. Started once the store has committed CHECKPOINTER_AFTER
+   * Moves the WAL's checkpoints to a worker thread (checkpointer.ts) and moves SQLite's own
+   * automatic checkpoint out to BACKSTOP_FRAMES, where it only runs if the worker falls
+   * behind (a commit then pays for a checkpoint, and the WAL stays bounded). Started once the store has committed CHECKPOINTER_AFTER
    * batches: a store that writes little (a CLI, a test) never pays for a thread, and until
    * then the automatic checkpoint (every 1000 pages) keeps the WAL short.
    */
   #startCheckpointer(path: string): void {
     const db = this.#db;
-    db.pragma('wal_autocheckpoint = 0');
+    db.pragma(`wal_autocheckpoint = ${BACKSTOP_FRAMES}`);
     this.#checkpointer = startCheckpointer(path, {
       hold: () => {
         this.#held = true;
