@@ -23,6 +23,8 @@ const lock = (service: string, mode: LockMode = 'exclusive', limit = 1): Lock =>
   mode,
   groupId: null,
   resource: null,
+  note: null,
+  link: null,
 });
 const waiter = (service: string, lockId: string, label: string | null = null): Waiter => ({
   ticket: ++next,
@@ -35,6 +37,8 @@ const waiter = (service: string, lockId: string, label: string | null = null): W
   mode: 'exclusive',
   label,
   groupId: null,
+  note: null,
+  link: null,
 });
 const resource = (
   name: string,

@@ -45,7 +45,9 @@ import {
   MAX_IDEMPOTENCY_KEY_LENGTH,
   MAX_LABELS,
   MAX_LIMIT,
+  MAX_LINK_LENGTH,
   MAX_NAME_LENGTH,
+  MAX_NOTE_LENGTH,
   MAX_PER_PAGE,
   MAX_PRIORITY,
   MAX_PROPERTIES,
@@ -56,6 +58,7 @@ import {
   MAX_WAIT_SECONDS,
   MIN_PRIORITY,
   normalizeName,
+  parseLink,
   parseTimestamp,
   type Queue,
   type Resource,
@@ -105,6 +108,10 @@ export interface AcquireCommon extends CallerOptions {
   readonly idempotencyKey?: string | undefined;
   /** MIN_PRIORITY to MAX_PRIORITY, default 0: higher waiters are granted first. */
   readonly priority?: number | undefined;
+  /** Why the lock is held, up to MAX_NOTE_LENGTH printable characters ('' counts as none). */
+  readonly note?: string | undefined;
+  /** Where to look: an absolute http(s) URL ('' counts as none). */
+  readonly link?: string | undefined;
 }
 
 /** A single acquire: one claim (a service, or a label) with the common fields. */
@@ -156,6 +163,11 @@ export interface LockIdOptions extends CallerOptions {
 export interface RenewOptions extends LockIdOptions {
   /** undefined: the lock's own TTL. */
   readonly ttlSeconds?: number | undefined;
+}
+
+export interface SetNoteOptions extends LockIdOptions {
+  /** The new note; null or '': none. */
+  readonly note: string | null;
 }
 
 export interface ForceReleaseOptions extends LockIdOptions {
@@ -243,6 +255,8 @@ export interface LockService {
   release(options: LockIdOptions): Promise<Lock>;
   /** Extends the lease; a lock that is not held answers LOCK_NOT_HELD. */
   renew(options: RenewOptions): Promise<Lock>;
+  /** Changes a held lock's note (the holder's, or any for an admin); LOCK_NOT_HELD otherwise. */
+  setNote(options: SetNoteOptions): Promise<Lock>;
   /**
    * Releases a lock whoever holds it (an operator's action, lock:admin), recording the
    * reason in the history. The next waiter, if any, is granted the lock as on a release.
@@ -299,7 +313,7 @@ export type LockEvent =
       readonly reason: Refusal;
       readonly ms: number;
     }
-  | { readonly type: 'released' | 'renewed' | 'expired'; readonly lock: Lock }
+  | { readonly type: 'released' | 'renewed' | 'expired' | 'noted'; readonly lock: Lock }
   | { readonly type: 'force-released'; readonly lock: Lock; readonly reason: string | null }
   /** A request joined the queue of a held service. */
   | { readonly type: 'queued'; readonly service: string; readonly who: string; readonly holder: Lock };
@@ -511,6 +525,8 @@ export function createLockService({
       signal,
       deadline,
       idempotencyKey,
+      note: rawNote,
+      link: rawLink,
     }: AcquireCommon,
     claims: readonly Claim[],
     { group, plain }: { group: boolean; plain: boolean },
@@ -530,6 +546,8 @@ export function createLockService({
       );
     }
     if (idempotencyKey !== undefined) validateKey(idempotencyKey);
+    const note = validateNote(rawNote);
+    const link = validateLink(rawLink);
     const [first] = claims;
     const service = first?.service ?? first?.label ?? '';
     const ttl = ttlSeconds ?? defaultTtlSeconds;
@@ -543,11 +561,12 @@ export function createLockService({
             key: idempotencyKey,
             // What the client asked, as it asked it: a retry must ask the same. A plain acquire
             // keeps the fingerprint it always had.
-            fingerprint: JSON.stringify(
-              plain && priority === undefined
+            fingerprint: JSON.stringify([
+              ...(plain && priority === undefined
                 ? [service, who, ttlSeconds ?? null, waitSeconds]
-                : [claims, group, who, ttlSeconds ?? null, waitSeconds, priority ?? 0],
-            ),
+                : [claims, group, who, ttlSeconds ?? null, waitSeconds, priority ?? 0]),
+              ...(note === null && link === null ? [] : [note, link]),
+            ]),
             attempt: newId(),
           };
     const started = clock.monotonicMs();
@@ -569,6 +588,7 @@ export function createLockService({
           ttlSeconds: ttl,
           owner: ownerName(caller),
           ownerKey: ownerKey(caller),
+          ...(note === null && link === null ? {} : { note, link }),
         },
         claimed ? { owner, maxWaiters: maxWaitersPerService } : undefined,
         key,
@@ -917,6 +937,20 @@ export function createLockService({
       return lock;
     },
 
+    async setNote({ caller, id, note: rawNote }) {
+      const note = rawNote === null ? null : validateNote(rawNote);
+      const key = lockKey(id);
+      if (!key) {
+        requireScope(caller, 'lock:write');
+        throw lockNotHeld();
+      }
+      const owner = await ownerFilter(key, caller, lockNotHeld);
+      const lock = await store.setNote(key, note, owner);
+      if (!lock) throw await refusedChange(key, owner, lockNotHeld);
+      onEvent({ type: 'noted', lock });
+      return lock;
+    },
+
     async list({ caller, page = 1, perPage = DEFAULT_PER_PAGE, ...raw }) {
       requireScope(caller, 'lock:read');
       if (!Number.isSafeInteger(page) || page < 1) {
@@ -1036,6 +1070,26 @@ function validateResource(raw: Omit<PutResourceOptions, 'caller'>): ResourceSpec
     capacity,
     description: raw.description === undefined || raw.description === '' ? null : raw.description,
   };
+}
+
+/** A note as kept: null for none or '' (see validateText). */
+function validateNote(note: string | undefined): string | null {
+  if (note === undefined || note === '') return null;
+  validateText('note', note, MAX_NOTE_LENGTH);
+  return note;
+}
+
+/** A link as kept: null for none or ''; else an absolute http(s) URL (see parseLink). */
+function validateLink(link: string | undefined): string | null {
+  if (link === undefined || link === '') return null;
+  const parsed = typeof link === 'string' ? parseLink(link) : null;
+  if (parsed === null) {
+    throw invalidArgument(
+      'link',
+      `link must be an absolute http:// or https:// URL of at most ${MAX_LINK_LENGTH} characters, without credentials`,
+    );
+  }
+  return parsed;
 }
 
 /** Free text: at most `max` characters, printable. */

@@ -234,6 +234,12 @@ export interface LockStore {
    * With `owner`, only a lock of that owner is renewed (see OwnerMatch).
    */
   renew(id: string, ttlSeconds: number | null, owner?: OwnerMatch): Promise<Lock | null>;
+  /**
+   * Sets a held lock's note (null: none) and returns it, recording `noted` in the history;
+   * null when the lock is not held (or, with `owner`, not that owner's). Its lease, token
+   * and link stay as they are.
+   */
+  setNote(id: string, note: string | null, owner?: OwnerMatch): Promise<Lock | null>;
   list(request: ListRequest): Promise<LockPage>;
   /**
    * Releases a held lock whoever holds it, like `release`, but records `force-released`

@@ -27,6 +27,8 @@
  * - **group**: one request for several claims (services, labels with a quantity), granted
  *   all together or not at all; its locks share the `groupId`.
  * - **priority**: higher waiters are granted first; arrival order within a priority.
+ * - **note** and **link**: why the lock is held and where to look (a CI run's URL), given on
+ *   acquire (a waiting request carries them into its lock); the holder may change the note.
  */
 
 /** How a lock shares its service: `exclusive` holders count against the limit; `shared` ones coexist. */
@@ -65,6 +67,10 @@ export interface Lock {
   readonly groupId: string | null;
   /** The registered resource it holds; null when its service is not a registered resource. */
   readonly resource: ResourceRef | null;
+  /** Why it is held, in the holder's words (up to MAX_NOTE_LENGTH); null: none. */
+  readonly note: string | null;
+  /** Where to look (an http(s) URL: a CI run, a ticket); null: none. */
+  readonly link: string | null;
 }
 
 /** A request queued for a held service, in arrival order. */
@@ -84,6 +90,9 @@ export interface Waiter {
   readonly label: string | null;
   /** The group the request belongs to (its id), or null. */
   readonly groupId: string | null;
+  /** The request's note and link, which its lock will carry. */
+  readonly note: string | null;
+  readonly link: string | null;
 }
 
 /** A service's holders and its queue. */
@@ -136,6 +145,9 @@ export interface AcquireRequest {
    * null without authentication. Kept by the store, never shown.
    */
   readonly ownerKey?: string | null;
+  /** The lock's note and link (every lock of a group carries them); absent or null: none. */
+  readonly note?: string | null;
+  readonly link?: string | null;
 }
 
 /** The claims of a request: its own, or the guide's one exclusive claim on its service. */
@@ -268,6 +280,7 @@ const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] as const;
  * - released / force-released / expired: it ended; `heldMs` says how long it was held.
  * - queued / dequeued: a request joined or left a service's queue (`reason` of dequeued:
  *   `granted`, `left` when its caller stopped waiting, `abandoned` when its replica died).
+ * - noted: its holder changed its note.
  */
 export const LOCK_EVENT_TYPES = [
   'acquired',
@@ -277,6 +290,7 @@ export const LOCK_EVENT_TYPES = [
   'force-released',
   'queued',
   'dequeued',
+  'noted',
 ] as const;
 
 export type LockEventType = (typeof LOCK_EVENT_TYPES)[number];
@@ -319,6 +333,9 @@ export interface LockEventRecord {
   readonly limit: number | null;
   /** queued/dequeued of a label request: the label (then `service` is the label too). */
   readonly label: string | null;
+  /** The lock's (or the waiting request's) note and link when the event was recorded. */
+  readonly note: string | null;
+  readonly link: string | null;
 }
 
 export interface HistoryQuery {
@@ -338,5 +355,27 @@ export const MAX_IDEMPOTENCY_KEY_LENGTH = 255;
 
 /** Longest accepted force-release reason, in code points. */
 export const MAX_REASON_LENGTH = 1024;
+/** Longest accepted note, in code points. */
+export const MAX_NOTE_LENGTH = 1024;
+/** Longest accepted link, in characters. */
+export const MAX_LINK_LENGTH = 2048;
+
+/**
+ * A link as it is kept: an absolute `http:` or `https:` URL (WHATWG parsing, as browsers do),
+ * or null when the text is not one. Anything else (`javascript:`, `data:`, a relative path)
+ * could run or mislead where it is shown as a link.
+ */
+export function parseLink(text: string): string | null {
+  if (text.length > MAX_LINK_LENGTH || /[\s\p{Cc}]/u.test(text)) return null;
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    return null;
+  }
+  if (url.protocol !== 'http:' && url.protocol !== 'https:') return null;
+  if (url.username !== '' || url.password !== '') return null;
+  return text;
+}
 export const DEFAULT_HISTORY_LIMIT = 100;
 export const MAX_HISTORY_LIMIT = 1000;

@@ -884,6 +884,130 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       assert.equal(ours.length, 8 * 15 * 2);
     });
 
+    const NOTE = 'deploying v2.3 — ask #release';
+    const LINK = 'https://ci.example.com/acme/app/actions/runs/42';
+
+    test('notes: an acquire keeps its note and link, and every read shows them', async () => {
+      const service = unique('noted');
+      const id = randomUUID();
+      const taken = await store.acquire({ id, service, who: 'ci', ttlSeconds: 60, note: NOTE, link: LINK });
+      assert.ok(taken.acquired);
+      assert.equal(taken.lock.note, NOTE);
+      assert.equal(taken.lock.link, LINK);
+      assert.equal((await store.get(id))?.note, NOTE);
+      const listed = await store.list({ page: 1, perPage: 10, service });
+      assert.deepEqual(
+        listed.locks.map((lock) => [lock.note, lock.link]),
+        [[NOTE, LINK]],
+      );
+      assert.equal((await store.snapshot(service))[0]?.link, LINK);
+      const refused = await store.acquire({ id: randomUUID(), service, who: 'other', ttlSeconds: null });
+      assert.ok(!refused.acquired);
+      assert.equal(refused.holder.note, NOTE, 'a refusal names the holder with its note');
+      const plain = await take(unique('plain-note'));
+      assert.equal(plain.note, null);
+      assert.equal(plain.link, null);
+    });
+
+    test('notes: a waiter shows its note in the queue and carries it into its lock', async () => {
+      const service = unique('noted-wait');
+      const holder = await take(service);
+      const id = randomUUID();
+      const queued = await store.acquire(
+        { id, service, who: 'waiter', ttlSeconds: null, note: 'next: migrate', link: LINK },
+        { owner: OWNER },
+      );
+      assert.ok(!queued.acquired && queued.waiter);
+      assert.equal(queued.waiter.note, 'next: migrate');
+      const [waiting] = (await store.queue(service)).waiters;
+      assert.deepEqual([waiting?.note, waiting?.link], ['next: migrate', LINK]);
+      await store.release(holder.id);
+      const granted = await waitFor(async () => (await store.get(id)) ?? (await store.settle(service)), {
+        what: 'the grant',
+      });
+      assert.deepEqual([granted.note, granted.link], ['next: migrate', LINK]);
+      const types = (await store.history({ service, limit: 10 })).map((event) => [event.type, event.note]);
+      assert.deepEqual(types.slice(0, 3), [
+        ['acquired', 'next: migrate'],
+        ['dequeued', 'next: migrate'],
+        ['released', null],
+      ]);
+    });
+
+    test("notes: every lock of a group carries the request's note and link", async () => {
+      const [a, b] = [unique('noted-group-a'), unique('noted-group-b')];
+      const claim = (service: string) =>
+        ({ service, label: null, mode: 'exclusive', limit: null, quantity: 1 }) as const;
+      const id = randomUUID();
+      const result = await store.acquire({
+        id,
+        service: a,
+        claims: [claim(a), claim(b)],
+        group: true,
+        priority: 0,
+        who: 'group',
+        ttlSeconds: null,
+        note: NOTE,
+        link: LINK,
+      });
+      assert.ok(result.acquired);
+      assert.deepEqual(
+        result.locks.map((lock) => [lock.service, lock.note, lock.link]),
+        [
+          [a, NOTE, LINK],
+          [b, NOTE, LINK],
+        ],
+      );
+      assert.deepEqual(
+        (await store.granted(id)).map((lock) => lock.note),
+        [NOTE, NOTE],
+      );
+    });
+
+    test('notes: setNote changes the note alone, records noted, and only for its holder', async () => {
+      const service = unique('set-note');
+      const id = randomUUID();
+      const taken = await store.acquire({
+        id,
+        service,
+        who: 'ci',
+        ttlSeconds: 60,
+        owner: 'ci',
+        ownerKey: 'sha256:ci',
+        note: 'first',
+        link: LINK,
+      });
+      assert.ok(taken.acquired);
+      await subject.advance(1_000);
+      assert.equal(await store.setNote(id, 'stolen?', { key: 'sha256:other', name: 'ci' }), null);
+      const noted = await store.setNote(id, 'second', { key: 'sha256:ci', name: 'ci' });
+      assert.ok(noted);
+      assert.equal(noted.note, 'second');
+      assert.equal(noted.link, LINK, 'the link stays');
+      assert.deepEqual(noted.expiresAt, taken.lock.expiresAt, 'the lease stays');
+      assert.equal(noted.fencingToken, taken.lock.fencingToken);
+      // The same note again changes nothing, and records nothing.
+      assert.equal((await store.setNote(id, 'second'))?.note, 'second');
+      assert.equal((await store.setNote(id, null))?.note, null);
+      await store.release(id);
+      assert.equal(await store.setNote(id, 'after'), null, 'a lock that is not held');
+      assert.equal(await store.setNote(randomUUID(), 'unknown'), null);
+      const events = await store.history({ service, limit: 10 });
+      assert.deepEqual(
+        events.map((event) => [event.type, event.note, event.link]),
+        [
+          ['released', null, LINK],
+          ['noted', null, LINK],
+          ['noted', 'second', LINK],
+          ['acquired', 'first', LINK],
+        ],
+        'each event has the note as it was then',
+      );
+      const [, , second] = events;
+      assert.equal(second?.fencingToken, taken.lock.fencingToken);
+      assert.deepEqual(second?.expiresAt, taken.lock.expiresAt);
+    });
+
     test('snapshot: every held lock, oldest first, or those of one service', async () => {
       const service = unique('snap');
       const a = await take(`${service}-a`);

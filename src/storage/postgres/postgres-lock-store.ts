@@ -92,6 +92,7 @@ import {
   RESOURCE_LABELS,
   type ResourceRow,
   SERVICE_OF,
+  SET_NOTE,
   SNAPSHOT,
   SNAPSHOT_PAGE,
   SNAPSHOT_XMIN,
@@ -515,9 +516,17 @@ export class PostgresLockStore implements LockStore {
         const picks = grant.picks.map(({ service, mode, limit }) => ({ service, mode, limit }));
         const waiter = byKey.get(grant.key);
         if (waiter || !request) return { ticket: waiter?.ticket ?? null, picks };
-        const { group, who, ttlSeconds, owner, ownerKey } = request.request;
+        const { group, who, ttlSeconds, owner, ownerKey, note, link } = request.request;
         const single = { id: request.id, group: group === true, who, ttl: ttlSeconds };
-        return { ticket: null, ...single, owner: owner ?? null, owner_key: ownerKey ?? null, picks };
+        const about = { note: note ?? null, link: link ?? null };
+        return {
+          ticket: null,
+          ...single,
+          owner: owner ?? null,
+          owner_key: ownerKey ?? null,
+          ...about,
+          picks,
+        };
       });
       const written = (await rowsOf<GrantRow>(tx.client, GRANT, [JSON.stringify(payload)]))[0]?.result;
       if (!written) throw new Error('the grant statement returned no row');
@@ -565,7 +574,7 @@ export class PostgresLockStore implements LockStore {
     queue: QueueRequest | undefined,
   ): Promise<AcquireResult | KeyRefusal> {
     const claims = checkedClaims(request);
-    if (request.claims === undefined && request.group !== true) {
+    if (request.claims === undefined && request.group !== true && !request.note && !request.link) {
       // The guide's acquire: one round trip when nothing needs deciding (see ACQUIRE_PLAIN).
       // Batched with the others pending (see #batched).
       const { id, service, who, ttlSeconds } = request;
@@ -650,6 +659,8 @@ export class PostgresLockStore implements LockStore {
         claims.map((c) => c.mode),
         claims.map((c) => c.limit),
         claims.map((c) => c.quantity),
+        request.note ?? null,
+        request.link ?? null,
       ])
     )[0];
     if (!joined)
@@ -1142,6 +1153,15 @@ export class PostgresLockStore implements LockStore {
     );
   }
 
+  async setNote(id: string, note: string | null, owner?: OwnerMatch): Promise<Lock | null> {
+    if (!isLockId(id)) return null;
+    return guard(async () =>
+      nullable(
+        await this.#query<{ lock: LockRow }>(SET_NOTE, [id, note, owner?.key ?? null, owner?.name ?? null]),
+      ),
+    );
+  }
+
   list(request: ListRequest): Promise<LockPage> {
     return guard(async () => {
       const offset = (request.page - 1) * request.perPage;
@@ -1356,6 +1376,8 @@ function toLock(row: LockRow): Lock {
     mode: row.mode as LockMode,
     groupId: row.group_id,
     resource: row.resource,
+    note: row.note ?? null,
+    link: row.link ?? null,
   };
 }
 
@@ -1379,6 +1401,8 @@ function toEvent(row: EventRow): LockEventRecord {
     mode: row.mode as LockMode,
     limit: row.max_holders,
     label: row.label,
+    note: row.note,
+    link: row.link,
   };
 }
 
@@ -1394,6 +1418,8 @@ function toWaiter(row: WaiterRow, position = row.position ?? 1): Waiter {
     mode: (row.mode ?? 'exclusive') as LockMode,
     label: row.label ?? null,
     groupId: row.is_group ? row.lock_id : null,
+    note: row.note ?? null,
+    link: row.link ?? null,
   };
 }
 

@@ -31,6 +31,8 @@ export interface LockRow {
   limit: number;
   mode: string;
   group_id: string | null;
+  note: string | null;
+  link: string | null;
   resource: { name: string; labels: string[]; properties: Record<string, string> } | null;
 }
 
@@ -274,7 +276,7 @@ export const NOTIFY = `SELECT pg_notify('${CHANGES_CHANNEL}', service) FROM unne
  * $6 waiter lease in ms, $7 the request's owner (token name) or null, $8 most live waiters
  * allowed or null, $9 the request's owner key or null, $10 priority, $11 is a group, $12
  * label (shown) or null, $13 mode (shown), then its claims as arrays: $14 services, $15
- * labels, $16 modes, $17 limits, $18 quantities. Joins the queue with its claims, in one
+ * labels, $16 modes, $17 limits, $18 quantities; $19 note, $20 link or null. Joins the queue with its claims, in one
  * statement (the queued event counts it); runs in the acquire transaction under the row
  * locks of every resource its claims use, so the ticket (from the sequence) is its
  * arrival order. $8 and the position count the live waiters shown under the same service
@@ -283,11 +285,11 @@ export const NOTIFY = `SELECT pg_notify('${CHANGES_CHANNEL}', service) FROM unne
 export const ENQUEUE = `
 WITH joined AS (
   INSERT INTO waiters (service, who, ttl_seconds, lock_id, owner, since, alive_until, lock_owner, lock_owner_key,
-                       priority, is_group, label, mode)
+                       priority, is_group, label, mode, note, link)
   SELECT $1, $2, $3::int, $4::uuid, $5, tracker_now(), tracker_now() + $6::int8 * interval '1 millisecond', $7::text,
-         $9::text, $10::int, $11::boolean, $12::text, $13::text
+         $9::text, $10::int, $11::boolean, $12::text, $13::text, $19::text, $20::text
   WHERE $8::int IS NULL OR (SELECT count(*) FROM waiters WHERE service = $1 AND ${WAITING}) < $8::int
-  RETURNING ticket, service, who, since, lock_id
+  RETURNING ticket, service, who, since, lock_id, note, link
 ),
 claims AS (
   INSERT INTO waiter_claims (ticket, idx, service, label, mode, max_holders, quantity)
@@ -295,7 +297,7 @@ claims AS (
   FROM joined, unnest($14::text[], $15::text[], $16::text[], $17::int[], $18::int[])
     WITH ORDINALITY AS claim (service, label, mode, max_holders, quantity, idx)
 )
-SELECT joined.ticket, joined.service, joined.who, joined.lock_id,
+SELECT joined.ticket, joined.service, joined.who, joined.lock_id, joined.note, joined.link,
        floor(extract(epoch FROM joined.since) * 1000)::int8 AS since_ms,
        1 + (SELECT count(*)::int FROM waiters w
             WHERE w.service = joined.service AND w.${WAITING}
@@ -313,6 +315,8 @@ export interface WaiterRow {
   mode?: string;
   label?: string | null;
   is_group?: boolean;
+  note?: string | null;
+  link?: string | null;
   /** Its place in the line of the service it shows (ENQUEUE, REJOIN). */
   position?: number;
 }
@@ -336,7 +340,7 @@ WHERE ticket IN (SELECT ticket FROM waiters WHERE owner = $1 FOR UPDATE SKIP LOC
 /** A live waiter as JSON, for a query over `waiters w` (WaiterRow). */
 const WAITER_JSON = `json_build_object('ticket', w.ticket, 'lock_id', w.lock_id, 'service', w.service, 'who', w.who,
   'since_ms', floor(extract(epoch FROM w.since) * 1000)::int8, 'priority', w.priority, 'mode', w.mode,
-  'label', w.label, 'is_group', w.is_group)`;
+  'label', w.label, 'is_group', w.is_group, 'note', w.note, 'link', w.link)`;
 
 /**
  * $1 service names. For each, its live holders (oldest first) and the live waiters touching
@@ -363,6 +367,16 @@ export interface QueueRow {
  * null keeps both NULLs (NULL arithmetic). Only a live row matches, so an expired or
  * released lock is never brought back.
  */
+/**
+ * $1 id, $2 note or null, $3 owner key or null, $4 owner name or null. A held lock's note
+ * (the locks_record_noted trigger records the change, migration 011).
+ */
+export const SET_NOTE = `
+UPDATE locks SET note = $2::text
+WHERE id = $1 AND ${LIVE}
+  AND ($3::text IS NULL OR owner_key = $3::text OR (owner_key IS NULL AND owner = $4::text))
+RETURNING ${LOCK}`;
+
 export const RENEW = `
 UPDATE locks SET
   ttl_seconds = coalesce($2::int, ttl_seconds),
@@ -500,7 +514,7 @@ const EVENT_COLUMNS = `id, floor(extract(epoch FROM at) * 1000)::int8 AS at_ms, 
   floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms, ttl_seconds,
   floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token, waiters, owner, held_ms, reason,
   group_id, mode, CASE WHEN type IN ('queued', 'dequeued') THEN NULL ELSE coalesce(max_holders, 1) END AS max_holders,
-  label`;
+  label, note, link`;
 
 export interface EventRow {
   /** bigint columns arrive as strings. */
@@ -523,6 +537,8 @@ export interface EventRow {
   /** The lock's limit (1 for events recorded before migration 008); null for queued/dequeued. */
   max_holders: number | null;
   label: string | null;
+  note: string | null;
+  link: string | null;
 }
 
 /**
@@ -668,7 +684,7 @@ export const REJOIN = `
 UPDATE waiters SET owner = $2, alive_until = tracker_now() + $3::int8 * interval '1 millisecond'
 WHERE lock_id = $1
 RETURNING ticket, lock_id, service, who, floor(extract(epoch FROM since) * 1000)::int8 AS since_ms, priority, mode,
-  label, is_group,
+  label, is_group, note, link,
   1 + (SELECT count(*)::int FROM waiters w
        WHERE w.service = waiters.service AND w.${WAITING}
          AND (w.priority > waiters.priority OR (w.priority = waiters.priority AND w.ticket < waiters.ticket)))

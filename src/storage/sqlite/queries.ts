@@ -21,6 +21,8 @@ export interface LockRow {
   max_holders: number;
   mode: string;
   group_id: string | null;
+  note: string | null;
+  link: string | null;
   /** Live waiters of the service, where the statement counts them. */
   waiters?: number;
   /** The registered resource (JSON: labels, properties), where the statement reads it. */
@@ -41,6 +43,8 @@ export interface WaiterRow {
   is_group: number;
   label: string | null;
   mode: string;
+  note: string | null;
+  link: string | null;
 }
 
 export interface ClaimRow {
@@ -82,6 +86,8 @@ export interface EventRow {
   mode: string;
   max_holders: number | null;
   label: string | null;
+  note: string | null;
+  link: string | null;
 }
 
 export type Now = { now: number };
@@ -99,6 +105,8 @@ export type InsertParams = {
   mode: string;
   groupId: string | null;
   member: number;
+  note: string | null;
+  link: string | null;
 } & Now;
 
 /**
@@ -111,7 +119,7 @@ export type ByOwner = { id: string; ownerKey: string | null; ownerName: string |
 export type Filter = { service?: string; who?: string } & Now;
 
 const COLUMNS =
-  'id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner, max_holders, mode, group_id';
+  'id, service, who, created_at, ttl_seconds, expires_at, fencing_token, owner, max_holders, mode, group_id, note, link';
 
 /**
  * A row is a held lock while it has no expiry or its expiry is still ahead. Expired rows may
@@ -139,7 +147,7 @@ export const DELETE_EXPIRED = 'DELETE FROM locks WHERE service = @service AND ex
 export const INSERT = `INSERT INTO locks (${COLUMNS}, owner_key, member)
    SELECT @id, @service, @who, @now, @ttl, @expires,
           coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1, @owner,
-          @limit, @mode, @groupId, @ownerKey, @member
+          @limit, @mode, @groupId, @note, @link, @ownerKey, @member
    RETURNING ${COLUMNS}`;
 
 /**
@@ -151,7 +159,7 @@ export const INSERT = `INSERT INTO locks (${COLUMNS}, owner_key, member)
 export const INSERT_FREE = `INSERT INTO locks (${COLUMNS}, owner_key, member)
    SELECT @id, @service, @who, @now, @ttl, @expires,
           coalesce((SELECT last_token FROM services WHERE service = @service), 0) + 1, @owner,
-          @limit, @mode, NULL, @ownerKey, 0
+          @limit, @mode, NULL, @note, @link, @ownerKey, 0
    WHERE NOT EXISTS (SELECT 1 FROM locks WHERE service = @service)
      AND NOT EXISTS (SELECT 1 FROM waiter_claims WHERE service = @service)
      AND NOT EXISTS (SELECT 1 FROM resources WHERE name = @service)
@@ -208,9 +216,9 @@ export const COUNT_WAITERS =
   'SELECT count(*) AS n FROM waiters WHERE service = @service AND alive_until > @now';
 export const DELETE_WAITER = 'DELETE FROM waiters WHERE ticket = @ticket RETURNING ticket';
 export const INSERT_WAITER = `INSERT INTO waiters (service, who, ttl_seconds, lock_id, lock_owner, lock_owner_key, owner,
-                     since, alive_until, priority, is_group, label, mode)
+                     since, alive_until, priority, is_group, label, mode, note, link)
   VALUES (@service, @who, @ttl, @lockId, @lockOwner, @lockOwnerKey, @owner, @now, @aliveUntil,
-          @priority, @isGroup, @label, @mode)
+          @priority, @isGroup, @label, @mode, @note, @link)
   RETURNING *`;
 /** The live requests with a claim on the service (by name or one of its labels), in grant order. */
 export const LIVE_WAITERS = `SELECT w.* FROM waiters w
@@ -223,6 +231,10 @@ export const AHEAD_OF = `SELECT count(*) AS n FROM waiters
 export const HEARTBEAT = 'UPDATE waiters SET alive_until = @aliveUntil WHERE owner = @owner';
 
 export const REMOVE = `DELETE FROM locks WHERE id = @id AND ${LIVE} AND ${OWNED_BY} RETURNING ${COLUMNS}`;
+
+/** A held lock's note (locks_event_noted records the change, migration 010). */
+export const SET_NOTE = `UPDATE locks SET note = @note WHERE id = @id AND ${LIVE} AND ${OWNED_BY}
+  RETURNING ${COLUMNS}`;
 
 export const RENEW = `UPDATE locks
   SET ttl_seconds = coalesce(@ttl, ttl_seconds),

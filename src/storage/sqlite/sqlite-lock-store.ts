@@ -181,6 +181,8 @@ function prepare(db: Database.Database) {
           isGroup: number;
           label: string | null;
           mode: string;
+          note: string | null;
+          link: string | null;
         } & Now,
       ],
       WaiterRow
@@ -192,6 +194,7 @@ function prepare(db: Database.Database) {
     heartbeat: db.prepare<[{ owner: string; aliveUntil: number }]>(sql.HEARTBEAT),
     remove: db.prepare<[ByOwner], LockRow>(sql.REMOVE),
     renew: db.prepare<[ByOwner & { ttl: number | null }], LockRow>(sql.RENEW),
+    setNote: db.prepare<[ByOwner & { note: string | null }], LockRow>(sql.SET_NOTE),
     // Indexed by (service given ? 2 : 0) + (who given ? 1 : 0).
     lists: [false, true].flatMap((service) =>
       [false, true].map((who) => {
@@ -250,6 +253,8 @@ interface Candidate {
     readonly owner: string | null;
     readonly ownerKey: string | null;
     readonly group: boolean;
+    readonly note: string | null;
+    readonly link: string | null;
     /** It may have an idempotency key (whose row is marked granted with it). */
     readonly keyed: boolean;
   };
@@ -529,6 +534,8 @@ export class SqliteLockStore implements LockStore {
           owner: row.lock_owner,
           ownerKey: row.lock_owner_key,
           group: row.is_group === 1,
+          note: row.note,
+          link: row.link,
           keyed: true,
         },
       };
@@ -574,6 +581,8 @@ export class SqliteLockStore implements LockStore {
         mode: pick.mode,
         groupId: request.group ? request.id : null,
         member,
+        note: request.note,
+        link: request.link,
         now: at,
       })[0];
       if (!row) throw new Error(`lock ${id} of ${pick.service} was not written`);
@@ -697,6 +706,8 @@ export class SqliteLockStore implements LockStore {
         owner: request.owner ?? null,
         ownerKey: request.ownerKey ?? null,
         group: request.group === true,
+        note: request.note ?? null,
+        link: request.link ?? null,
         keyed,
       },
     };
@@ -743,6 +754,8 @@ export class SqliteLockStore implements LockStore {
       isGroup: request.group ? 1 : 0,
       label: first?.service === null ? (first?.label ?? null) : null,
       mode: first?.mode ?? 'exclusive',
+      note: request.note ?? null,
+      link: request.link ?? null,
     })[0];
     if (!row) throw new Error(`waiter of ${request.id} was not written`);
     claims.forEach((claim, idx) => {
@@ -914,6 +927,8 @@ export class SqliteLockStore implements LockStore {
           ownerKey: request.ownerKey ?? null,
           limit: plain.mode === 'shared' ? 1 : (plain.limit ?? 1),
           mode: plain.mode,
+          note: request.note ?? null,
+          link: request.link ?? null,
           now: at,
         })[0];
         if (created) {
@@ -971,6 +986,14 @@ export class SqliteLockStore implements LockStore {
     return this.#write(() => {
       const at = this.#now();
       const row = this.#statements.renew.all({ id, ttl: ttlSeconds, ...byOwner(owner), now: at })[0];
+      return row ? this.#lock(row.id, at) : null;
+    });
+  }
+
+  async setNote(id: string, note: string | null, owner?: OwnerMatch): Promise<Lock | null> {
+    return this.#write(() => {
+      const at = this.#now();
+      const row = this.#statements.setNote.all({ id, note, ...byOwner(owner), now: at })[0];
       return row ? this.#lock(row.id, at) : null;
     });
   }
@@ -1284,6 +1307,8 @@ function toLock(row: LockRow): Lock {
     resource: row.resource
       ? { name: row.service, ...(JSON.parse(row.resource) as Omit<ResourceRef, 'name'>) }
       : null,
+    note: row.note,
+    link: row.link,
   };
 }
 
@@ -1299,6 +1324,8 @@ function toWaiter(row: WaiterRow, position: number): Waiter {
     mode: row.mode as LockMode,
     label: row.label,
     groupId: row.is_group === 1 ? row.lock_id : null,
+    note: row.note,
+    link: row.link,
   };
 }
 
@@ -1322,6 +1349,8 @@ function toEvent(row: EventRow): LockEventRecord {
     mode: row.mode as LockMode,
     limit: row.max_holders,
     label: row.label,
+    note: row.note,
+    link: row.link,
   };
 }
 
