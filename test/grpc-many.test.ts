@@ -285,6 +285,8 @@ describe('gRPC: limits, shared mode, labels, groups and resources on one server'
       mode: 'exclusive',
       label: '',
       groupId: '',
+      note: '',
+      link: '',
     });
     assert.deepEqual(
       queue.holders.map((holder) => holder.who),

@@ -41,6 +41,7 @@ const METHODS = [
   'RenewLock',
   'RenewLockGroup',
   'UnLock',
+  'UpdateLock',
   'WatchLocks',
 ] as const;
 type Method = (typeof METHODS)[number];
@@ -432,6 +433,8 @@ describe('gRPC on one server: through reflection (buf curl, no .proto) and a grp
       mode: 'exclusive',
       groupId: '',
       resource: null,
+      note: '',
+      link: '',
     });
     assert.deepEqual(await rpc('GetLock', { id: lock.id }), lock);
 

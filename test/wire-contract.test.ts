@@ -56,6 +56,8 @@ describe('wire contract', () => {
     mode: 'exclusive',
     groupId: 'g',
     resource: { name: 's', labels: ['l'], properties: { k: 'v' } },
+    note: 'n',
+    link: 'https://ci.example/1',
   });
 
   test('Lock: domain JSON, REST schema and proto have the same fields', () => {

@@ -48,6 +48,8 @@ export function lockMessage(lock: Lock): LockMessage {
             labels: [...lock.resource.labels],
             properties: { ...lock.resource.properties },
           },
+    note: lock.note ?? '',
+    link: lock.link ?? '',
   };
 }
 
@@ -60,6 +62,8 @@ export function waiterMessage(waiter: Waiter): WaiterMessage {
     mode: waiter.mode,
     label: waiter.label ?? '',
     groupId: waiter.groupId ?? '',
+    note: waiter.note ?? '',
+    link: waiter.link ?? '',
   };
 }
 
@@ -112,6 +116,8 @@ export function eventMessage(event: LockEventRecord): LockEventMessage {
       mode: event.mode,
       groupId: event.groupId,
       resource: null,
+      note: event.note,
+      link: event.link,
     }),
     heldSeconds: event.heldMs === null ? 0 : event.heldMs / 1000,
     reason: event.reason ?? '',

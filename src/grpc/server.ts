@@ -304,6 +304,8 @@ export function buildGrpcServer({
         ttlSeconds: given(request.ttlSeconds),
         waitSeconds: request.waitSeconds,
         priority: request.priority,
+        note: request.note,
+        link: request.link,
         ...waitOf(call),
         idempotencyKey: request.requestId === '' ? undefined : request.requestId,
       });
@@ -318,6 +320,8 @@ export function buildGrpcServer({
         ttlSeconds: given(request.ttlSeconds),
         waitSeconds: request.waitSeconds,
         priority: request.priority,
+        note: request.note,
+        link: request.link,
         ...waitOf(call),
         idempotencyKey: request.requestId === '' ? undefined : request.requestId,
       });
@@ -365,6 +369,9 @@ export function buildGrpcServer({
     ),
     RenewLock: unary('RenewLock', async (request, _call, caller) =>
       lockMessage(await service.renew({ caller, id: request.id, ttlSeconds: given(request.ttlSeconds) })),
+    ),
+    UpdateLock: unary('UpdateLock', async (request, _call, caller) =>
+      lockMessage(await service.setNote({ caller, id: request.id, note: request.note })),
     ),
     GetLock: unary('GetLock', async (request, _call, caller) =>
       lockMessage(await service.get({ caller, id: request.id })),

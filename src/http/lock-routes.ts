@@ -25,6 +25,7 @@ import {
   RenewGroupBody,
   RenewLockBody,
   ServiceParams,
+  UpdateLockBody,
 } from './schemas.js';
 
 export const API = '/api/v1alpha1';
@@ -128,7 +129,7 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
       ),
     },
     async (request, reply) => {
-      const { who, ttlSeconds, waitSeconds, priority, ...claim } = request.body;
+      const { who, ttlSeconds, waitSeconds, priority, note, link, ...claim } = request.body;
       const { lock, replayed } = await service.acquire({
         caller: callerOf(request),
         ...claimOptions(claim, ''),
@@ -136,6 +137,8 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
         ttlSeconds,
         waitSeconds,
         priority,
+        note,
+        link,
         // Only a request that may wait listens for its client hanging up (an AbortController
         // and a 'close' listener per request showed in the profile).
         signal: waitSeconds ? hangUp(reply) : undefined,
@@ -192,13 +195,15 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
       ),
     },
     async (request, reply) => {
-      const { who, ttlSeconds, waitSeconds, priority, locks } = request.body;
+      const { who, ttlSeconds, waitSeconds, priority, note, link, locks } = request.body;
       const { group, replayed } = await service.acquireGroup({
         caller: callerOf(request),
         who,
         ttlSeconds,
         waitSeconds,
         priority,
+        note,
+        link,
         locks: locks.map((claim, index) => claimOptions(claim, `locks[${index}].`)),
         // Only a request that may wait listens for its client hanging up (an AbortController
         // and a 'close' listener per request showed in the profile).
@@ -345,6 +350,34 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
           id: request.params.id,
           ttlSeconds: request.body?.ttlSeconds,
         }),
+      ),
+  );
+
+  app.patch(
+    `${API}/lock/:id`,
+    {
+      schema: apiRoute(
+        { method: 'PATCH', ...api },
+        {
+          operationId: 'updateLock',
+          summary: "Change a lock's note",
+          description:
+            'The holder (or an admin) changes the note of a held lock; `null` or `""` clears it. The ' +
+            'history records `noted`. Its lease, token and link stay as they are. A lock that is ' +
+            'not held answers `404 LOCK_NOT_HELD`; another token’s, `403 PERMISSION_DENIED`.',
+          tags: ['locks'],
+          errors: [ErrorCode.LOCK_NOT_HELD],
+        },
+        {
+          params: LockIdParams,
+          body: UpdateLockBody,
+          response: { 200: describedAs(LockJson, 'The lock with its new note.') },
+        },
+      ),
+    },
+    async (request) =>
+      lockToJson(
+        await service.setNote({ caller: callerOf(request), id: request.params.id, note: request.body.note }),
       ),
   );
 

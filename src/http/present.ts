@@ -38,6 +38,8 @@ export function lockToJson(lock: Lock): LockJson {
             labels: [...lock.resource.labels],
             properties: { ...lock.resource.properties },
           },
+    note: lock.note,
+    link: lock.link,
   };
 }
 
@@ -62,6 +64,8 @@ export function eventToJson(event: LockEventRecord): EventJson {
       limit: event.limit,
       mode: event.mode,
       groupId: event.groupId,
+      note: event.note,
+      link: event.link,
     },
     heldSeconds: event.heldMs === null ? null : event.heldMs / 1000,
     reason: event.reason,
@@ -79,6 +83,8 @@ export function waiterToJson(waiter: Waiter): WaiterJson {
     mode: waiter.mode,
     label: waiter.label,
     groupId: waiter.groupId,
+    note: waiter.note,
+    link: waiter.link,
   };
 }
 

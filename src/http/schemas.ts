@@ -6,7 +6,9 @@ import {
   MAX_HISTORY_LIMIT,
   MAX_LABELS,
   MAX_LIMIT,
+  MAX_LINK_LENGTH,
   MAX_NAME_LENGTH,
+  MAX_NOTE_LENGTH,
   MAX_PRIORITY,
   MAX_PROPERTIES,
   MAX_PROPERTY_LENGTH,
@@ -62,6 +64,19 @@ const limit = { type: 'integer', minimum: 1, maximum: MAX_LIMIT } as const;
 const mode = { type: 'string', enum: LOCK_MODES } as const;
 /** Higher waiters are granted first; default 0. */
 const priority = { type: 'integer', minimum: MIN_PRIORITY, maximum: MAX_PRIORITY } as const;
+/** Why the lock is held: free text, no control characters ('' counts as none). */
+const note = {
+  type: 'string',
+  maxLength: MAX_NOTE_LENGTH,
+  pattern: PRINTABLE,
+  description: `Why the lock is held (up to ${MAX_NOTE_LENGTH} characters), shown with it everywhere.`,
+} as const;
+/** Where to look; the core checks it is an absolute http(s) URL. */
+const link = {
+  type: 'string',
+  maxLength: MAX_LINK_LENGTH,
+  description: 'Where to look: an absolute `http://` or `https://` URL (a CI run, a ticket).',
+} as const;
 
 /**
  * POST /lock. Exactly one of `service` and `label`; `limit` neither with `mode: "shared"` nor
@@ -82,6 +97,8 @@ export const CreateLockBody = {
     limit,
     mode,
     priority,
+    note,
+    link,
   },
 } as const;
 export type CreateLockBody = FromSchema<typeof CreateLockBody>;
@@ -113,6 +130,8 @@ export const CreateGroupBody = {
     ttlSeconds,
     waitSeconds,
     priority,
+    note,
+    link,
     locks: { type: 'array', minItems: 1, maxItems: MAX_GROUP_CLAIMS, items: ClaimBody },
   },
 } as const;
@@ -129,6 +148,16 @@ export type RenewLockBody = FromSchema<typeof RenewLockBody>;
 /** POST /locks/{groupId}/renew: the same body as a lock's renewal, for every member. */
 export const RenewGroupBody = RenewLockBody;
 export type RenewGroupBody = RenewLockBody;
+
+/** PATCH /lock/{id}: the holder changes its note (null or '' clears it). */
+export const UpdateLockBody = {
+  type: 'object',
+  required: ['note'],
+  additionalProperties: false,
+  // pattern and maxLength apply to a string only: null passes them.
+  properties: { note: { ...note, type: ['string', 'null'] } },
+} as const;
+export type UpdateLockBody = FromSchema<typeof UpdateLockBody>;
 
 /** The body is optional; an empty reason counts as none. */
 export const ForceReleaseBody = {
@@ -289,6 +318,10 @@ const heldProperties = {
   mode,
   /** The group it was granted in; null for a lock acquired alone. */
   groupId: { type: ['string', 'null'] },
+  /** Why it is held; null: no note. */
+  note: { type: ['string', 'null'] },
+  /** Where to look (http(s)); null: none. */
+  link: { type: ['string', 'null'] },
 } as const;
 const HELD_FIELDS = [
   'id',
@@ -303,6 +336,8 @@ const HELD_FIELDS = [
   'limit',
   'mode',
   'groupId',
+  'note',
+  'link',
 ] as const;
 
 export const LockJson = {
@@ -318,7 +353,7 @@ export type LockJson = FromSchema<typeof LockJson>;
 
 export const WaiterJson = {
   type: 'object',
-  required: ['who', 'since', 'position', 'priority', 'mode', 'label', 'groupId'],
+  required: ['who', 'since', 'position', 'priority', 'mode', 'label', 'groupId', 'note', 'link'],
   properties: {
     who: { type: 'string' },
     since: { type: 'string' },
@@ -328,6 +363,8 @@ export const WaiterJson = {
     /** A request for any resource carrying this label; null for one naming the service. */
     label: { type: ['string', 'null'] },
     groupId: { type: ['string', 'null'] },
+    note: { type: ['string', 'null'] },
+    link: { type: ['string', 'null'] },
   },
 } as const;
 export type WaiterJson = FromSchema<typeof WaiterJson>;
@@ -560,6 +597,15 @@ export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> =
   reason: {
     pattern: 'must not contain control characters',
     maxLength: `must be at most ${MAX_REASON_LENGTH} characters`,
+  },
+  note: {
+    type: 'must be a string (or null to clear it)',
+    pattern: 'must not contain control characters',
+    maxLength: `must be at most ${MAX_NOTE_LENGTH} characters`,
+  },
+  link: {
+    type: 'must be a string: an absolute http:// or https:// URL',
+    maxLength: `must be at most ${MAX_LINK_LENGTH} characters`,
   },
   since: { pattern: 'must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z' },
   until: { pattern: 'must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z' },

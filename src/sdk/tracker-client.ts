@@ -21,6 +21,7 @@ import type {
   RenewLockBody,
   ResourceJson,
   ResourceListJson,
+  UpdateLockBody,
   WaiterJson,
 } from '../http/schemas.js';
 import {
@@ -88,6 +89,10 @@ export interface AcquireCommonOptions {
    * retry across processes safe (e.g. a CI job's run id and attempt).
    */
   readonly idempotencyKey?: string;
+  /** Why the lock is held (up to 1024 characters), shown with it everywhere. */
+  readonly note?: string;
+  /** Where to look: an absolute http(s) URL (a CI run, a ticket). */
+  readonly link?: string;
   readonly signal?: AbortSignal;
 }
 
@@ -435,6 +440,15 @@ export class TrackerClient {
   }
 
   /**
+   * Changes the note of a held lock (null or '' clears it); throws LockNotHeldError when the
+   * lock is not held, or not this caller's.
+   */
+  setNote(id: string, note: string | null, options: { signal?: AbortSignal } = {}): Promise<LockInfo> {
+    const body: UpdateLockBody = { note };
+    return this.#request<LockInfo>('PATCH', `${API}/lock/${encodeURIComponent(id)}`, body, options.signal);
+  }
+
+  /**
    * Releases the lock whoever holds it (an operator's tool for a holder that will never come
    * back), recording `reason` in the history; the next waiter is granted the service as on a
    * release. Resolves with the lock as it was; throws LockNotFoundError when no lock with
@@ -688,14 +702,16 @@ export class TrackerClient {
   }
 }
 
-/** The body fields every acquire shares (TTL, wait, priority), as the server takes them. */
-function commonBody(
-  options: AcquireCommonOptions,
-): Pick<CreateLockBody, 'ttlSeconds' | 'waitSeconds' | 'priority'> {
-  const body: Pick<CreateLockBody, 'ttlSeconds' | 'waitSeconds' | 'priority'> = {};
+type CommonBody = Pick<CreateLockBody, 'ttlSeconds' | 'waitSeconds' | 'priority' | 'note' | 'link'>;
+
+/** The body fields every acquire shares (TTL, wait, priority, note, link), as the server takes them. */
+function commonBody(options: AcquireCommonOptions): CommonBody {
+  const body: CommonBody = {};
   if (options.ttl !== undefined) body.ttlSeconds = durationSeconds(options.ttl, 'ttl');
   if (options.wait !== undefined) body.waitSeconds = durationSeconds(options.wait, 'wait');
   if (options.priority !== undefined) body.priority = options.priority;
+  if (options.note !== undefined) body.note = options.note;
+  if (options.link !== undefined) body.link = options.link;
   return body;
 }
 

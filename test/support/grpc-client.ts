@@ -97,6 +97,9 @@ export interface LockMessage {
   groupId: string;
   /** null when its service is not a registered resource. */
   resource: { name: string; labels: string[]; properties: Record<string, string> } | null;
+  /** '' when none. */
+  note: string;
+  link: string;
 }
 
 /** The same lock as REST shows it: proto3's 0 and '' become null, the token a number. */
@@ -114,6 +117,8 @@ export function lockMessageAsRest(lock: LockMessage) {
     limit: lock.limit,
     mode: lock.mode,
     groupId: lock.groupId === '' ? null : lock.groupId,
+    note: lock.note === '' ? null : lock.note,
+    link: lock.link === '' ? null : lock.link,
     resource: lock.resource,
   };
 }
@@ -124,9 +129,11 @@ export function lockMessageAsRest(lock: LockMessage) {
  * properties) left out, int64 as a string.
  */
 export function lockMessageAsJson(lock: LockMessage): Record<string, unknown> {
-  const { ttlSeconds, expiresAt, waiters, owner, limit, groupId, resource, ...rest } = lock;
+  const { ttlSeconds, expiresAt, waiters, owner, limit, groupId, resource, note, link, ...rest } = lock;
   return {
     ...rest,
+    ...(note === '' ? {} : { note }),
+    ...(link === '' ? {} : { link }),
     ...(ttlSeconds === 0 ? {} : { ttlSeconds }),
     ...(expiresAt === '' ? {} : { expiresAt }),
     ...(waiters === 0 ? {} : { waiters }),
