@@ -31,6 +31,8 @@ function lock(service: string, who: string, index: number): LockInfo {
     mode: 'exclusive',
     groupId: null,
     resource: null,
+    note: null,
+    link: null,
   };
 }
 
@@ -135,6 +137,8 @@ describe('CLI tables align by terminal width', () => {
       mode: 'exclusive' as const,
       label: null,
       groupId: null,
+      note: null,
+      link: null,
       ...extra,
     });
     const queue: QueueInfo = {
@@ -172,6 +176,8 @@ describe('CLI tables align by terminal width', () => {
         mode: 'exclusive' as const,
         label: null,
         groupId: null,
+        note: null,
+        link: null,
       })),
     };
     const [heading, ...rest] = formatQueue(queue, NOW).split('\n');

@@ -1,4 +1,5 @@
 import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
 import {
   appendFileSync,
   cpSync,
@@ -516,6 +517,39 @@ describe('dashboard', () => {
       assert.deepEqual(unexpected(watched.errors), []);
     } finally {
       await waiter.stop();
+      await watched.close();
+    }
+  });
+
+  test('a note and a link show beside the holder, as text, and a changed note shows live', async () => {
+    const watched = await openDashboard(browser, base);
+    const { page } = watched;
+    const note = '<img src=n onerror=alert(5)> deploying v2';
+    const link = 'https://ci.example.com/acme/app/actions/runs/42?attempt=1&x=<b>';
+    const service = `noted-${randomUUID().slice(0, 8)}`;
+    const lock = await curlLock(base, { service, who: 'ci', note, link });
+    try {
+      const row = rowOf(page, lock.id);
+      await row.waitFor({ timeout: LIVE_MS });
+      assert.equal(await row.locator('td.who .note').textContent(), note);
+      const anchor = row.locator('td.who a.lock-link');
+      assert.equal(await anchor.getAttribute('href'), link);
+      assert.equal(await anchor.getAttribute('target'), '_blank');
+      assert.equal(await anchor.getAttribute('rel'), 'noopener noreferrer');
+      // The holder's change reaches the row through the watch stream (a `noted` event).
+      const patched = await curl('PATCH', `${base}${API}/lock/${lock.id}`, { note: 'almost done' });
+      assert.equal(patched.status, 200, JSON.stringify(patched.json));
+      await row.locator('td.who .note', { hasText: 'almost done' }).waitFor({ timeout: LIVE_MS });
+      await page.goto(`${base}/#/services/${encodeURIComponent(service)}`);
+      await page.locator('.holder-note').waitFor();
+      assert.equal(await page.locator('.holder-note').textContent(), 'almost done');
+      assert.equal(await page.locator('a.holder-link').getAttribute('href'), link);
+      assert.equal(await page.locator('a.holder-link').textContent(), link);
+      const injected = await page.evaluate(`document.querySelectorAll('img, b').length`);
+      assert.equal(injected, 0);
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      await curl('GET', `${base}${API}/unlock/${lock.id}`);
       await watched.close();
     }
   });

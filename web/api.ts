@@ -37,6 +37,8 @@ export type HeldLock = Readonly<
     | 'limit'
     | 'mode'
     | 'groupId'
+    | 'note'
+    | 'link'
   >
 >;
 export type Resource = Readonly<ResourceJson>;

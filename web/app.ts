@@ -153,7 +153,7 @@ function onMessage(message: { event: string; data: string }): void {
       table.markFresh(event.lock.id, serverNow());
     }
     servicePage.onEvent(event);
-    if (event.type !== 'renewed') resourcesPage.refresh();
+    if (event.type !== 'renewed' && event.type !== 'noted') resourcesPage.refresh();
   }
   scheduleRender();
 }

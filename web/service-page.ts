@@ -2,7 +2,7 @@ import { ApiError, getHistory, getQueue, type HeldLock, type LockEvent, type Que
 import { byId, h, setText } from './dom.js';
 import { formatAxis, formatDateTime, formatDuration, formatSeconds } from './format.js';
 import type { LockState, Row } from './state.js';
-import { holdTag } from './table.js';
+import { holdTag, showLink } from './table.js';
 
 export type Range = '1h' | '24h' | '7d';
 const RANGE_MS: Record<Range, number> = { '1h': 3600_000, '24h': 24 * 3600_000, '7d': 7 * 24 * 3600_000 };
@@ -294,6 +294,10 @@ export class ServicePage {
         { class: 'details' },
         h('dt', null, 'Held by'),
         h('dd', { class: 'holder-who' }, lock.who),
+        lock.note === null ? null : h('dt', null, 'Note'),
+        lock.note === null ? null : h('dd', { class: 'holder-note' }, lock.note),
+        lock.link === null ? null : h('dt', null, 'Link'),
+        lock.link === null ? null : h('dd', null, this.linkTo(lock.link)),
         h('dt', null, 'Owner'),
         h(
           'dd',
@@ -336,6 +340,17 @@ export class ServicePage {
             ),
       ),
     );
+  }
+
+  /** A lock's link, opened in a new tab (see showLink). */
+  private linkTo(link: string): HTMLAnchorElement {
+    const anchor = h(
+      'a',
+      { class: 'holder-link', attrs: { target: '_blank', rel: 'noopener noreferrer' } },
+      link,
+    );
+    showLink(anchor, link);
+    return anchor;
   }
 
   /** `3 locks: db, cache, phone-2 (id 1a2b3c4d)`: what the group holds together. */

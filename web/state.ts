@@ -17,7 +17,7 @@ function toRow(lock: HeldLock): Row {
     createdMs: Date.parse(lock.createdAt),
     expiresMs: Number.isNaN(expiresMs) ? Number.POSITIVE_INFINITY : expiresMs,
     search:
-      `${lock.service}\n${lock.who}\n${lock.owner ?? ''}\n${lock.id}\n${lock.groupId ?? ''}`.toLowerCase(),
+      `${lock.service}\n${lock.who}\n${lock.owner ?? ''}\n${lock.id}\n${lock.groupId ?? ''}\n${lock.note ?? ''}`.toLowerCase(),
   };
 }
 
@@ -101,6 +101,7 @@ export class LockState {
     switch (event.type) {
       case 'acquired':
       case 'renewed':
+      case 'noted':
         if (lock.fencingToken !== null) {
           changed = this.upsert({ ...lock, fencingToken: lock.fencingToken, limit: lock.limit ?? 1 });
         }
@@ -188,6 +189,8 @@ function sameLock(a: HeldLock, b: HeldLock): boolean {
     a.waiters === b.waiters &&
     a.limit === b.limit &&
     a.mode === b.mode &&
-    a.groupId === b.groupId
+    a.groupId === b.groupId &&
+    a.note === b.note &&
+    a.link === b.link
   );
 }

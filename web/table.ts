@@ -42,6 +42,10 @@ interface RowView {
   /** How the lock shares its service (shared, a limit above 1) and whether it is in a group. */
   readonly tag: HTMLSpanElement;
   readonly who: HTMLTableCellElement;
+  readonly whoText: HTMLSpanElement;
+  /** The lock's note (one line, cut; whole in the tooltip) and its link. */
+  readonly note: HTMLSpanElement;
+  readonly link: HTMLAnchorElement;
   readonly owner: HTMLTableCellElement;
   readonly held: HTMLTableCellElement;
   readonly expires: HTMLTableCellElement;
@@ -122,8 +126,16 @@ export class LockTable {
       view.tr.dataset.lockId = lock.id;
       setText(view.service, lock.service);
       view.service.href = `#/services/${encodeURIComponent(lock.service)}`;
-      setText(view.who, lock.who);
-      view.who.title = lock.who;
+      setText(view.whoText, lock.who);
+      setText(view.note, lock.note ?? '');
+      view.who.title = lock.note === null ? lock.who : `${lock.who}\n${lock.note}`;
+      showLink(view.link, lock.link);
+      // Only what the lock has is in the cell (its text is the holder's name alone without).
+      view.who.replaceChildren(
+        view.whoText,
+        ...(lock.note === null ? [] : [view.note]),
+        ...(view.link.hidden ? [] : [view.link]),
+      );
       const owner = lock.owner ?? null;
       setText(view.owner, owner ?? '—');
       view.owner.title =
@@ -160,6 +172,9 @@ export class LockTable {
       service,
       tag,
       who: h('td', { class: 'who' }),
+      whoText: h('span'),
+      note: h('span', { class: 'note' }),
+      link: h('a', { class: 'lock-link', attrs: { target: '_blank', rel: 'noopener noreferrer' } }, 'link'),
       owner: h('td', { class: 'owner' }),
       held: h('td', { class: 'num' }),
       expires: h('td', { class: 'num' }),
@@ -183,6 +198,19 @@ export class LockTable {
     });
     return view;
   }
+}
+
+/**
+ * A lock's link on `anchor`: shown, with its URL, only for an http(s) one (the server accepts
+ * no other; checked here again, as the dashboard never trusts text to be what it says).
+ */
+export function showLink(anchor: HTMLAnchorElement, link: string | null): void {
+  const safe = link !== null && /^https?:\/\//i.test(link);
+  anchor.hidden = !safe;
+  if (safe) {
+    anchor.href = link;
+    anchor.title = link;
+  } else anchor.removeAttribute('href');
 }
 
 /**

@@ -16,6 +16,7 @@ import {
 import { durationSeconds, type LockEvent } from '../sdk/tracker-client.js';
 import { runLocked } from './run-locked.js';
 import {
+  about,
   formatHistory,
   formatLockTable,
   formatQueue,
@@ -67,7 +68,9 @@ const LOCK_OPTIONS = `Lock options:
   --service S    the service to lock (required)
   --who W        the holder (default user@hostname)
   --ttl D        lease length: 90s, 30m, 1h30m or seconds (default: the server's)
-  --wait D       wait in line up to D when the service is held (default: do not wait)`;
+  --wait D       wait in line up to D when the service is held (default: do not wait)
+  --note TEXT    why the lock is held (up to 1024 characters), shown with it everywhere
+  --link URL     where to look: an http(s) URL, e.g. the CI run's`;
 
 const HELP: Record<string, string> = {
   tracker: `Usage: tracker <command> [options]
@@ -79,6 +82,7 @@ Commands:
   lock get ID                       show a lock
   lock release ID                   release a lock
   lock renew ID [--ttl D]           extend a lock's lease
+  lock note ID [--note TEXT]        change a held lock's note (without --note: clear it)
   lock list [--service S] [--who W] list held locks
   lock queue SERVICE                show a service's holder and waiters
   lock force-release ID [--reason R]
@@ -201,9 +205,11 @@ ${EXIT_HELP}
   'lock get': `Usage: tracker lock get ID\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
   'lock release': `Usage: tracker lock release ID\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
   'lock renew': `Usage: tracker lock renew ID [--ttl D]\n\n  --ttl D        new lease length (default: the lock's own)\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
+  'lock note': `Usage: tracker lock note ID [--note TEXT]\n\nChanges the note of a lock you hold; without --note, clears it.\n\n  --note TEXT    the new note (up to 1024 characters)\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
   'lock list': `Usage: tracker lock list [--service S] [--who W]
 
-An aligned table: service, who, age, expires in, token, waiters.
+An aligned table: service, who, age, expires in, token, waiters (and note and link when a
+lock has one).
 
 ${CLIENT_OPTIONS}
 
@@ -254,6 +260,8 @@ const lockFlags = {
   who: { type: 'string' },
   ttl: { type: 'string' },
   wait: { type: 'string' },
+  note: { type: 'string' },
+  link: { type: 'string' },
 } as const;
 
 function duration(value: string | undefined, flag: string): number | undefined {
@@ -400,6 +408,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
       who: values.who,
       ttl: duration(values.ttl, '--ttl'),
       wait: duration(values.wait, '--wait'),
+      note: values.note,
+      link: values.link,
     });
     print(values.json ? JSON.stringify(lock) : lock.id);
     return EXIT.OK;
@@ -425,6 +435,17 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
     );
     const lock = await clientOf(values).renew(id, { ttl: duration(values.ttl, '--ttl') });
     print(values.json ? JSON.stringify(lock) : `renewed ${id} until ${lock.expiresAt ?? 'released'}`);
+    return EXIT.OK;
+  },
+
+  async 'lock note'(args) {
+    const { values, id } = withId(
+      parsed(() => parseArgs({ args, options: { ...clientFlags, note: lockFlags.note }, ...strict })),
+    );
+    const lock = await clientOf(values).setNote(id, values.note ?? null);
+    print(
+      values.json ? JSON.stringify(lock) : lock.note === null ? `cleared the note of ${id}` : `noted ${id}`,
+    );
     return EXIT.OK;
   },
 
@@ -552,6 +573,8 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
       ttlSeconds: duration(values.ttl, '--ttl'),
       waitSeconds: duration(values.wait, '--wait'),
       priority: integer(values.priority, '--priority', -MAX_PRIORITY, MAX_PRIORITY),
+      note: values.note,
+      link: values.link,
       killGraceMs: (duration(values['kill-grace'], '--kill-grace') ?? 10) * 1000,
       command,
       args: commandArgs,
@@ -688,12 +711,14 @@ function fail(error: unknown): number {
   }
   if (error instanceof LockHeldError) {
     line(
-      `${error.existingLock.service} is held by ${error.existingLock.who} (lock ${error.existingLock.id})`,
+      `${error.existingLock.service} is held by ${error.existingLock.who} (lock ${error.existingLock.id})${about(error.existingLock)}`,
     );
     return EXIT.HELD;
   }
   if (error instanceof WaitTimeoutError) {
-    line(`timed out waiting: ${error.existingLock.service} is held by ${error.existingLock.who}`);
+    line(
+      `timed out waiting: ${error.existingLock.service} is held by ${error.existingLock.who}${about(error.existingLock)}`,
+    );
     return EXIT.WAIT_TIMEOUT;
   }
   if (error instanceof LimitMismatchError) {

@@ -24,6 +24,9 @@ export interface RunLockedOptions {
   readonly waitSeconds: number | undefined;
   /** Higher waiters are granted first (default 0). */
   readonly priority: number | undefined;
+  /** The lock's note and link (a CI run's URL). */
+  readonly note?: string | undefined;
+  readonly link?: string | undefined;
   /** Between SIGTERM and SIGKILL when the lock is lost. */
   readonly killGraceMs: number;
   readonly command: string;
@@ -111,7 +114,7 @@ interface Held {
 
 /** Takes what the claims ask for: a single acquire, or a group acquire. */
 async function take(options: RunLockedOptions, who: string): Promise<Held> {
-  const { client, claims, ttlSeconds: ttl, waitSeconds: wait, priority } = options;
+  const { client, claims, ttlSeconds: ttl, waitSeconds: wait, priority, note, link } = options;
   const [claim] = claims;
   if (claim !== undefined && claims.length === 1 && (claim.quantity ?? 1) === 1) {
     const lock = await client.acquire(claim.service ?? null, {
@@ -119,6 +122,8 @@ async function take(options: RunLockedOptions, who: string): Promise<Held> {
       ttl,
       wait,
       priority,
+      note,
+      link,
       label: claim.label,
       limit: claim.limit,
       mode: claim.mode,
@@ -139,7 +144,7 @@ async function take(options: RunLockedOptions, who: string): Promise<Held> {
       release: () => client.release(lock.id),
     };
   }
-  const group = await client.acquireGroup({ who, ttl, wait, priority, locks: claims });
+  const group = await client.acquireGroup({ who, ttl, wait, priority, note, link, locks: claims });
   const ttls = group.locks.flatMap((lock) => (lock.ttlSeconds === null ? [] : [lock.ttlSeconds]));
   return {
     what: `group ${group.id}`,

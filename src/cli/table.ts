@@ -67,14 +67,27 @@ function aligned(rawRows: string[][]): string {
 
 /**
  * Service, who, age, expires in, token (the fencing token), waiters: one aligned row per
- * lock; and owner (the name of the bearer token that took it) when the server has
- * authentication on.
+ * lock; owner (the name of the bearer token that took it) when the server has
+ * authentication on; note and link when some lock has one (the note last: it is the
+ * longest).
  */
 export function formatLockTable(locks: readonly LockInfo[], now: number): string {
   if (locks.length === 0) return 'no locks held';
   const owners = locks.some((lock) => lock.owner !== null && lock.owner !== undefined);
+  const links = locks.some((lock) => lock.link !== null);
+  const notes = locks.some((lock) => lock.note !== null);
   return aligned([
-    ['SERVICE', 'WHO', 'AGE', 'EXPIRES IN', 'TOKEN', 'WAITERS', ...(owners ? ['OWNER'] : [])],
+    [
+      'SERVICE',
+      'WHO',
+      'AGE',
+      'EXPIRES IN',
+      'TOKEN',
+      'WAITERS',
+      ...(owners ? ['OWNER'] : []),
+      ...(links ? ['LINK'] : []),
+      ...(notes ? ['NOTE'] : []),
+    ],
     ...locks.map((lock) => [
       lock.service,
       lock.who,
@@ -83,8 +96,20 @@ export function formatLockTable(locks: readonly LockInfo[], now: number): string
       String(lock.fencingToken),
       String(lock.waiters),
       ...(owners ? [lock.owner ?? '-'] : []),
+      ...(links ? [lock.link ?? '-'] : []),
+      ...(notes ? [lock.note ?? '-'] : []),
     ]),
   ]);
+}
+
+/** A holder's note and link, for a line about it: ` — note (link)`, or nothing. */
+export function about(lock: Pick<LockInfo, 'note' | 'link'>): string {
+  const parts = [
+    lock.note === null ? '' : printable(lock.note),
+    lock.link === null ? '' : `(${printable(lock.link)})`,
+  ];
+  const text = parts.filter((part) => part !== '').join(' ');
+  return text === '' ? '' : ` — ${text}`;
 }
 
 export function formatQueue(queue: QueueInfo, now: number): string {
@@ -92,7 +117,7 @@ export function formatQueue(queue: QueueInfo, now: number): string {
   // A semaphore or shared holders: the oldest holder, and how many more hold it with them.
   const others = queue.holders.length > 1 ? ` and ${queue.holders.length - 1} more` : '';
   const holder = queue.holder
-    ? `${service} is held by ${printable(queue.holder.who)} for ${humanDuration(now - Date.parse(queue.holder.createdAt))} (lock ${printable(queue.holder.id)})${others}`
+    ? `${service} is held by ${printable(queue.holder.who)} for ${humanDuration(now - Date.parse(queue.holder.createdAt))} (lock ${printable(queue.holder.id)})${others}${about(queue.holder)}`
     : `${service} is free`;
   if (queue.waiters.length === 0) return `${holder}\nnobody waiting`;
   // Priority, mode and what a waiter came through (a label, a group): only when some differ.
@@ -158,11 +183,15 @@ function when(at: string): string {
   return Number.isNaN(time.getTime()) ? at : `${time.toISOString().slice(0, 19).replace('T', ' ')}Z`;
 }
 
-/** At, type, service, who, held for, reason: one aligned row per event, newest first. */
+/**
+ * At, type, service, who, held for, reason (and the lock's note when some event has one): one
+ * aligned row per event, newest first.
+ */
 export function formatHistory(events: readonly LockEvent[]): string {
   if (events.length === 0) return 'no events';
+  const notes = events.some((event) => event.lock.note !== null);
   return aligned([
-    ['AT', 'TYPE', 'SERVICE', 'WHO', 'HELD FOR', 'REASON'],
+    ['AT', 'TYPE', 'SERVICE', 'WHO', 'HELD FOR', 'REASON', ...(notes ? ['NOTE'] : [])],
     ...events.map((event) => [
       when(event.at),
       event.type,
@@ -170,6 +199,7 @@ export function formatHistory(events: readonly LockEvent[]): string {
       event.who,
       event.heldSeconds === null ? '-' : humanDuration(event.heldSeconds * 1000),
       event.reason ?? '-',
+      ...(notes ? [event.lock.note ?? '-'] : []),
     ]),
   ]);
 }
