@@ -10,6 +10,7 @@ import {
   type TrackerClient,
 } from '../sdk/index.js';
 import { defaultWho } from '../sdk/tracker-client.js';
+import { groupEnv, lockEnv } from './lock-env.js';
 import { humanDuration, printable } from './table.js';
 
 export interface RunLockedOptions {
@@ -132,12 +133,7 @@ async function take(options: RunLockedOptions, who: string): Promise<Held> {
       what: `the lock on ${printable(lock.service)}`,
       locks: [lock],
       ttlSeconds: lock.ttlSeconds,
-      env: {
-        TRACKER_LOCK_ID: lock.id,
-        TRACKER_FENCING_TOKEN: String(lock.fencingToken),
-        TRACKER_SERVICE: lock.service,
-        ...resourceEnv([lock]),
-      },
+      env: lockEnv(lock),
       renew: async () => {
         await client.renew(lock.id);
       },
@@ -150,7 +146,7 @@ async function take(options: RunLockedOptions, who: string): Promise<Held> {
     what: `group ${group.id}`,
     locks: group.locks,
     ttlSeconds: ttls.length === 0 ? null : Math.min(...ttls),
-    env: { TRACKER_GROUP_ID: group.id, ...resourceEnv(group.locks) },
+    env: groupEnv(group),
     renew: async () => {
       const renewed = await client.renewGroup(group.id);
       // A member released or force-released alone: the group is no longer whole.
@@ -162,28 +158,6 @@ async function take(options: RunLockedOptions, who: string): Promise<Held> {
       await client.releaseGroup(group.id);
     },
   };
-}
-
-/**
- * What the command learns of the resources it holds, the way Lockable Resources exposes
- * them: TRACKER_RESOURCES (the names, comma-separated, in grant order), TRACKER_FENCING_TOKENS
- * (theirs, in the same order), and for each one i TRACKER_RESOURCE_<i> (its name) and
- * TRACKER_RESOURCE_<i>_<PROPERTY> (each property of a registered resource; the name upper-
- * cased, every other character than A-Z and 0-9 as `_`).
- */
-export function resourceEnv(locks: readonly LockInfo[]): Record<string, string> {
-  const env: Record<string, string> = {
-    TRACKER_RESOURCES: locks.map((lock) => lock.service).join(','),
-    TRACKER_FENCING_TOKENS: locks.map((lock) => String(lock.fencingToken)).join(','),
-  };
-  locks.forEach((lock, index) => {
-    env[`TRACKER_RESOURCE_${index}`] = lock.service;
-    const properties = Object.entries(lock.resource?.properties ?? {}).sort(([a], [b]) => (a < b ? -1 : 1));
-    for (const [key, value] of properties) {
-      env[`TRACKER_RESOURCE_${index}_${key.toUpperCase().replace(/[^A-Z0-9]/g, '_')}`] = value;
-    }
-  });
-  return env;
 }
 
 export async function runLocked(options: RunLockedOptions): Promise<number> {
