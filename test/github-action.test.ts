@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { pathToFileURL } from 'node:url';
 import { parse } from 'yaml';
+import { addToken } from '../src/auth/token-file.js';
 import {
   type ProcessRun,
   ROOT,
@@ -484,6 +485,77 @@ describe('the GitHub Action', () => {
       /^::error::Tracker: waited 1s for gha-limit; still held by a \(gha-limit since .*\); b \(/,
     );
     assert.ok(errors[0]?.includes(call1.json.id) && errors[0].includes(call2.json.id));
+  });
+
+  describe('with a token (a server run with --auth-tokens-file)', () => {
+    let authServer: ServerProcess | undefined;
+    let token = '';
+
+    before(async () => {
+      assert.ok(suiteDir);
+      const file = join(suiteDir.path, 'tokens.yaml');
+      token = addToken(file, { name: 'ci', scopes: ['lock:write'] });
+      authServer = await startServerProcess({
+        args: [
+          '--http-port',
+          '0',
+          '--grpc-port',
+          '0',
+          '--database-url',
+          'sqlite::memory:',
+          '--auth-tokens-file',
+          file,
+        ],
+      });
+    });
+
+    after(async () => {
+      await authServer?.stop();
+    });
+
+    async function held(service: string): Promise<LockJson[]> {
+      assert.ok(authServer);
+      const response = await fetch(`${authServer.baseUrl}/api/v1alpha1/locks/list?service=${service}`, {
+        headers: { authorization: `Bearer ${token}` },
+      });
+      assert.equal(response.status, 200);
+      return ((await response.json()) as { locks: LockJson[] }).locks;
+    }
+
+    test('main, the heartbeat and post all send the token input', async () => {
+      assert.ok(authServer);
+      const job = new Job({ url: authServer.baseUrl, token, service: 'gha-auth', ttl: '2s' });
+      const main = await job.main();
+      assert.equal(main.code, 0, shown(main));
+      job.heartbeat();
+      const [granted] = await held('gha-auth');
+      assert.ok(granted?.expiresAt);
+      const firstExpiry = Date.parse(granted.expiresAt);
+      const outcome = await waitFor(
+        async () => {
+          const [lock] = await held('gha-auth');
+          if (lock?.id !== granted.id) return 'lost';
+          return Date.now() > firstExpiry + 2000 && 'held';
+        },
+        { what: 'the heartbeat to renew with the token', timeoutMs: 15_000 },
+      );
+      assert.equal(outcome, 'held');
+      const post = await job.post();
+      assert.equal(post.code, 0, shown(post));
+      assert.deepEqual(await held('gha-auth'), []);
+    });
+
+    test('without the token: one ::error:: line, and nothing to release', async () => {
+      assert.ok(authServer);
+      const job = new Job({ url: authServer.baseUrl, service: 'gha-auth' });
+      const main = await job.main();
+      assert.equal(main.code, 1, shown(main));
+      assert.deepEqual(
+        main.stdout.split('\n').filter((line) => line.startsWith('::error::')),
+        ['::error::Tracker: could not lock gha-auth: a valid bearer token is required (UNAUTHENTICATED)'],
+      );
+      assert.equal((await job.post()).code, 0);
+    });
   });
 
   test('inputs that contradict each other fail the step before asking', async () => {

@@ -3,6 +3,7 @@ import { chmodSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'n
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
+import { addToken } from '../src/auth/token-file.js';
 import {
   type ProcessRun,
   ROOT,
@@ -246,6 +247,42 @@ describe('the GitLab CI/CD component', () => {
     assert.equal(run.seen.env.TRACKER_RESOURCES, 'gl-db,gl-cache');
     assert.deepEqual(run.seen.locks.map((lock) => lock.service).sort(), ['gl-cache', 'gl-db']);
     assert.deepEqual([...(await holders('gl-db')), ...(await holders('gl-cache'))], []);
+  });
+
+  test('token-variable: the token comes from the CI/CD variable it names', async () => {
+    assert.ok(suiteDir);
+    const file = join(suiteDir.path, 'tokens.yaml');
+    const token = addToken(file, { name: 'ci', scopes: ['lock:write'] });
+    const authServer = await startServerProcess({
+      args: [
+        '--http-port',
+        '0',
+        '--grpc-port',
+        '0',
+        '--database-url',
+        'sqlite::memory:',
+        '--auth-tokens-file',
+        file,
+      ],
+    });
+    try {
+      const inputs = {
+        url: authServer.baseUrl,
+        service: 'gl-auth',
+        'token-variable': 'DEPLOY_TRACKER_TOKEN',
+      };
+      const run = await runJob(inputs, { env: { DEPLOY_TRACKER_TOKEN: token } });
+      assert.equal(run.code, 0, shown(run));
+      assert.ok(run.seen?.lockId, 'deploy.sh ran under the lock');
+      assert.ok(run.seen.locks.some((lock) => lock.id === run.seen?.lockId));
+      // Without it, the server refuses (exit 1) and the script does not run.
+      const refused = await runJob(inputs);
+      assert.equal(refused.code, 1, shown(refused));
+      assert.match(refused.stderr, /unauthenticated/);
+      assert.equal(refused.seen, undefined);
+    } finally {
+      await authServer.stop();
+    }
   });
 
   test('held and wait 0: the job fails with exit 3 and the script does not run', async () => {
