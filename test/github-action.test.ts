@@ -262,6 +262,21 @@ describe('the GitHub Action', () => {
     assert.deepEqual(Object.keys(actionYml.outputs), ['lock-id', 'fencing-token', 'resources']);
   });
 
+  test("the README's workflow uses the action's inputs", () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const block = [...readme.matchAll(/```yaml\n([\s\S]*?)```/g)]
+      .map((match) => match[1] ?? '')
+      .find((text) => text.includes('/action@'));
+    assert.ok(block, 'README.md shows a workflow using the action');
+    const workflow = parse(block) as {
+      jobs: Record<string, { steps: Array<{ uses?: string; with?: object }> }>;
+    };
+    const steps = Object.values(workflow.jobs).flatMap((job) => job.steps);
+    const step = steps.find((candidate) => candidate.uses?.endsWith('/action@v1'));
+    assert.ok(step?.with, 'a step with inputs');
+    for (const name of Object.keys(step.with)) assert.ok(name in actionYml.inputs, `action.yml has ${name}`);
+  });
+
   test('the committed bundles are what scripts/build-action.mjs builds from the sources', async () => {
     const script = pathToFileURL(join(ROOT, 'scripts/build-action.mjs')).href;
     const { bundleAction } = (await import(script)) as {

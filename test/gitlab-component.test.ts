@@ -212,6 +212,20 @@ describe('the GitLab CI/CD component', () => {
     assert.throws(() => render({ url: 'u', service: 'x' }), /the input script is required/);
   });
 
+  test("the README's include renders with the component's inputs", () => {
+    const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
+    const block = [...readme.matchAll(/```yaml\n([\s\S]*?)```/g)]
+      .map((match) => match[1] ?? '')
+      .find((text) => text.includes('component: $CI_SERVER_FQDN/'));
+    assert.ok(block, 'README.md shows the component included');
+    const config = parse(block) as { include: Array<{ component: string; inputs: Record<string, string> }> };
+    const [include] = config.include;
+    assert.match(include?.component ?? '', /\/tracker-lock@/, 'the component is named after its file');
+    const { name, job } = render(include?.inputs ?? {});
+    assert.equal(name, include?.inputs['job-name']);
+    assert.match(job.script[0] ?? '', /--service "production-deployment"/);
+  });
+
   test('service: the script runs under the lock, held by project/pipeline/job, released after', async () => {
     const run = await runJob({ service: 'gl-deploy', 'job-name': 'deploy-production' });
     assert.equal(run.code, 0, shown(run));
