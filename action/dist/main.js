@@ -885,6 +885,7 @@ function startHeartbeat(target) {
   try {
     const child = spawn(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), "heartbeat.js")], {
       detached: true,
+      windowsHide: true,
       stdio: ["ignore", fd, fd],
       env: { ...process.env, [HEARTBEAT_ENV]: JSON.stringify(target) }
     });
@@ -967,11 +968,13 @@ async function release(client, granted) {
   }
 }
 main().then(
+  // exitCode rather than exit(): stdout may be an asynchronous pipe (Windows), and what is
+  // written to it must get out. Nothing is left to keep the process alive.
   (code) => {
-    process.exit(code);
+    process.exitCode = code;
   },
   (failure) => {
     error(`Tracker: unexpected error: ${failure.message ?? String(failure)}`);
-    process.exit(1);
+    process.exitCode = 1;
   }
 );

@@ -768,11 +768,13 @@ async function post() {
   }
 }
 post().then(
+  // exitCode rather than exit(): stdout may be an asynchronous pipe (Windows), and what is
+  // written to it must get out. Nothing is left to keep the process alive.
   (code) => {
-    process.exit(code);
+    process.exitCode = code;
   },
   (failure) => {
     error(`Tracker: unexpected error: ${failure.message ?? String(failure)}`);
-    process.exit(1);
+    process.exitCode = 1;
   }
 );

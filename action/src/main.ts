@@ -57,6 +57,7 @@ function startHeartbeat(target: HeartbeatTarget): { pid: number; log: string } {
   try {
     const child = spawn(process.execPath, [join(dirname(fileURLToPath(import.meta.url)), 'heartbeat.js')], {
       detached: true,
+      windowsHide: true,
       stdio: ['ignore', fd, fd],
       env: { ...process.env, [HEARTBEAT_ENV]: JSON.stringify(target) },
     });
@@ -149,11 +150,13 @@ async function release(client: TrackerClient, granted: Granted): Promise<void> {
 }
 
 main().then(
+  // exitCode rather than exit(): stdout may be an asynchronous pipe (Windows), and what is
+  // written to it must get out. Nothing is left to keep the process alive.
   (code) => {
-    process.exit(code);
+    process.exitCode = code;
   },
   (failure: unknown) => {
     error(`Tracker: unexpected error: ${(failure as Error).message ?? String(failure)}`);
-    process.exit(1);
+    process.exitCode = 1;
   },
 );
