@@ -474,6 +474,24 @@ describe('the GitHub Action', () => {
     assert.match(post.stdout, /::warning::Tracker: lock .* was no longer held/);
   });
 
+  test('the heartbeat ends by itself when its lock is taken away (force release)', async () => {
+    const job = new Job({ service: 'gha-taken', ttl: '3s' });
+    const main = await job.main();
+    assert.equal(main.code, 0, shown(main));
+    const heartbeat = job.heartbeat();
+    const id = job.file('state').lock_id ?? '';
+    const forced = await call('POST', `/lock/${id}/force-release`, { reason: 'test' });
+    assert.equal(forced.status, 200);
+    await waitFor(() => !alive(heartbeat), { what: 'the heartbeat to end', timeoutMs: 15_000 });
+    const log = readFileSync(join(job.dir, 'tracker-action', `heartbeat-${id}.log`), 'utf8');
+    assert.match(log, new RegExp(`lock ${id} lost: renewal refused`));
+
+    const post = await job.post();
+    assert.equal(post.code, 0, shown(post));
+    assert.match(post.stdout, /the heartbeat \(process \d+\) had ended/);
+    assert.match(post.stdout, /::warning::Tracker: lock .* was no longer held/);
+  });
+
   test('held and wait 0: the step fails with one ::error:: line naming the holder', async () => {
     const holder = await acquire('gha-held', 'nightly 100% migration');
     const job = new Job({ service: 'gha-held', wait: '0' });
