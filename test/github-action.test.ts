@@ -41,6 +41,8 @@ interface LockJson {
   createdAt: string;
   expiresAt: string | null;
   fencingToken: number;
+  note: string | null;
+  link: string | null;
 }
 
 let server: ServerProcess | undefined;
@@ -136,6 +138,7 @@ class Job {
     this.env = {
       PATH: process.env.PATH,
       GITHUB_ACTIONS: 'true',
+      GITHUB_SERVER_URL: 'https://github.example.com',
       GITHUB_REPOSITORY: 'octo/app',
       GITHUB_WORKFLOW: 'Deploy',
       GITHUB_RUN_ID: this.runId,
@@ -312,6 +315,8 @@ describe('the GitHub Action', () => {
     assert.equal(others.length, 0);
     assert.equal(lock.who, job.who, 'held by owner/repo/Workflow#run.attempt/job');
     assert.ok(lock.expiresAt, 'with a lease (ttl 10m by default)');
+    assert.equal(lock.link, `https://github.example.com/octo/app/actions/runs/${job.runId}/attempts/1`, "the run's URL");
+    assert.equal(lock.note, null, 'no note unless given');
 
     assert.deepEqual(job.file('output'), {
       'lock-id': lock.id,
@@ -490,6 +495,25 @@ describe('the GitHub Action', () => {
     assert.equal(post.code, 0, shown(post));
     assert.match(post.stdout, /the heartbeat \(process \d+\) had ended/);
     assert.match(post.stdout, /::warning::Tracker: lock .* was no longer held/);
+  });
+
+  test('the note input becomes the lock\'s note; a job refused behind it sees the note and the link', async () => {
+    const first = new Job({ service: 'gha-noted', note: 'db migration 42, ask @ops' });
+    assert.equal((await first.main()).code, 0);
+    const [lock] = await holders('gha-noted');
+    assert.equal(lock?.note, 'db migration 42, ask @ops');
+    const second = new Job({ service: 'gha-noted', wait: '0' });
+    const refused = await second.main();
+    assert.equal(refused.code, 1, shown(refused));
+    const errors = refused.stdout.split('\n').filter((line) => line.startsWith('::error::'));
+    assert.equal(errors.length, 1, shown(refused));
+    assert.ok(
+      errors[0]?.endsWith(
+        `: db migration 42, ask @ops https://github.example.com/octo/app/actions/runs/${first.runId}/attempts/1 (not waiting: wait is 0)`,
+      ),
+      errors[0],
+    );
+    assert.equal((await first.post()).code, 0);
   });
 
   test('held and wait 0: the step fails with one ::error:: line naming the holder', async () => {

@@ -395,6 +395,14 @@ var TrackerClient = class {
     );
   }
   /**
+   * Changes the note of a held lock (null or '' clears it); throws LockNotHeldError when the
+   * lock is not held, or not this caller's.
+   */
+  setNote(id, note, options = {}) {
+    const body = { note };
+    return this.#request("PATCH", `${API}/lock/${encodeURIComponent(id)}`, body, options.signal);
+  }
+  /**
    * Releases the lock whoever holds it (an operator's tool for a holder that will never come
    * back), recording `reason` in the history; the next waiter is granted the service as on a
    * release. Resolves with the lock as it was; throws LockNotFoundError when no lock with
@@ -598,6 +606,8 @@ function commonBody(options) {
   if (options.ttl !== void 0) body.ttlSeconds = durationSeconds(options.ttl, "ttl");
   if (options.wait !== void 0) body.waitSeconds = durationSeconds(options.wait, "wait");
   if (options.priority !== void 0) body.priority = options.priority;
+  if (options.note !== void 0) body.note = options.note;
+  if (options.link !== void 0) body.link = options.link;
   return body;
 }
 function resourcePath(name) {

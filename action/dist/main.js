@@ -429,6 +429,14 @@ var TrackerClient = class {
     );
   }
   /**
+   * Changes the note of a held lock (null or '' clears it); throws LockNotHeldError when the
+   * lock is not held, or not this caller's.
+   */
+  setNote(id, note, options = {}) {
+    const body = { note };
+    return this.#request("PATCH", `${API}/lock/${encodeURIComponent(id)}`, body, options.signal);
+  }
+  /**
    * Releases the lock whoever holds it (an operator's tool for a holder that will never come
    * back), recording `reason` in the history; the next waiter is granted the service as on a
    * release. Resolves with the lock as it was; throws LockNotFoundError when no lock with
@@ -632,6 +640,8 @@ function commonBody(options) {
   if (options.ttl !== void 0) body.ttlSeconds = durationSeconds(options.ttl, "ttl");
   if (options.wait !== void 0) body.waitSeconds = durationSeconds(options.wait, "wait");
   if (options.priority !== void 0) body.priority = options.priority;
+  if (options.note !== void 0) body.note = options.note;
+  if (options.link !== void 0) body.link = options.link;
   return body;
 }
 function resourcePath(name) {
@@ -714,7 +724,10 @@ function describe(error2, url) {
 
 // action/src/failure-message.ts
 function holders(locks) {
-  return locks.map((lock) => `${lock.who} (${lock.service} since ${lock.createdAt}, lock ${lock.id})`).join("; ");
+  return locks.map((lock) => {
+    const about = [lock.note, lock.link].filter((part) => part !== null).join(" ");
+    return `${lock.who} (${lock.service} since ${lock.createdAt}, lock ${lock.id})${about === "" ? "" : `: ${about}`}`;
+  }).join("; ");
 }
 function failureMessage(request, failure) {
   if (failure instanceof WaitTimeoutError) {
@@ -791,6 +804,11 @@ function defaultWho2(env = process.env) {
   const who = `${GITHUB_REPOSITORY}/${GITHUB_WORKFLOW ?? ""}#${GITHUB_RUN_ID}.${GITHUB_RUN_ATTEMPT || "1"}/${GITHUB_JOB ?? ""}`;
   return [...who].slice(0, MAX_NAME_LENGTH).join("");
 }
+function runUrl(env = process.env) {
+  const { GITHUB_SERVER_URL, GITHUB_REPOSITORY, GITHUB_RUN_ID, GITHUB_RUN_ATTEMPT } = env;
+  if (!GITHUB_REPOSITORY || !GITHUB_RUN_ID || !/^https?:\/\//.test(GITHUB_SERVER_URL ?? "")) return null;
+  return `${GITHUB_SERVER_URL}/${GITHUB_REPOSITORY}/actions/runs/${GITHUB_RUN_ID}/attempts/${GITHUB_RUN_ATTEMPT || "1"}`;
+}
 function integer(name, min, max, env) {
   const text = input(name, env);
   if (text === "") return void 0;
@@ -848,8 +866,9 @@ function lockRequest(env = process.env) {
     who: input("who", env) || defaultWho2(env),
     ttl: duration("ttl", DEFAULT_TTL, env),
     wait,
-    priority: integer("priority", -1e3, 1e3, env)
-    // Issue 18 point 3: `note` (and `link`) are one more input each, read here.
+    priority: integer("priority", -1e3, 1e3, env),
+    ...input("note", env) === "" ? {} : { note: input("note", env) },
+    ...runUrl(env) === null ? {} : { link: runUrl(env) }
   };
   const labelled = label === "" ? [] : [`${quantity ?? 1} of label ${label}`];
   return {

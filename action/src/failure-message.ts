@@ -1,10 +1,13 @@
 import { LockHeldError, type LockInfo, TrackerApiError, WaitTimeoutError } from '../../src/sdk/index.js';
 import type { LockRequest } from './lock-request.js';
 
-/** `W (service S since T, lock L)` for each holder. */
+/** `W (service S since T, lock L): note, link` for each holder (its note and link when it has them). */
 function holders(locks: readonly LockInfo[]): string {
   return locks
-    .map((lock) => `${lock.who} (${lock.service} since ${lock.createdAt}, lock ${lock.id})`)
+    .map((lock) => {
+      const about = [lock.note, lock.link].filter((part) => part !== null).join(' ');
+      return `${lock.who} (${lock.service} since ${lock.createdAt}, lock ${lock.id})${about === '' ? '' : `: ${about}`}`;
+    })
     .join('; ');
 }
 

@@ -55,6 +55,16 @@ export function defaultWho(env: NodeJS.ProcessEnv = process.env): string | undef
   return [...who].slice(0, MAX_NAME_LENGTH).join('');
 }
 
+/**
+ * This run's URL, the lock's link: `GITHUB_SERVER_URL/owner/repo/actions/runs/ID/attempts/N`
+ * (github.com or a GitHub Enterprise server); null outside a GitHub run.
+ */
+export function runUrl(env: NodeJS.ProcessEnv = process.env): string | null {
+  const { GITHUB_SERVER_URL, GITHUB_REPOSITORY, GITHUB_RUN_ID, GITHUB_RUN_ATTEMPT } = env;
+  if (!GITHUB_REPOSITORY || !GITHUB_RUN_ID || !/^https?:\/\//.test(GITHUB_SERVER_URL ?? '')) return null;
+  return `${GITHUB_SERVER_URL}/${GITHUB_REPOSITORY}/actions/runs/${GITHUB_RUN_ID}/attempts/${GITHUB_RUN_ATTEMPT || '1'}`;
+}
+
 function integer(name: string, min: number, max: number, env: NodeJS.ProcessEnv): number | undefined {
   const text = input(name, env);
   if (text === '') return undefined;
@@ -119,7 +129,8 @@ export function lockRequest(env: NodeJS.ProcessEnv = process.env): LockRequest {
     ttl: duration('ttl', DEFAULT_TTL, env),
     wait,
     priority: integer('priority', -1000, 1000, env),
-    // Issue 18 point 3: `note` (and `link`) are one more input each, read here.
+    ...(input('note', env) === '' ? {} : { note: input('note', env) }),
+    ...(runUrl(env) === null ? {} : { link: runUrl(env) as string }),
   };
   const labelled = label === '' ? [] : [`${quantity ?? 1} of label ${label}`];
   return {
