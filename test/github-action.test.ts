@@ -315,7 +315,11 @@ describe('the GitHub Action', () => {
     assert.equal(others.length, 0);
     assert.equal(lock.who, job.who, 'held by owner/repo/Workflow#run.attempt/job');
     assert.ok(lock.expiresAt, 'with a lease (ttl 10m by default)');
-    assert.equal(lock.link, `https://github.example.com/octo/app/actions/runs/${job.runId}/attempts/1`, "the run's URL");
+    assert.equal(
+      lock.link,
+      `https://github.example.com/octo/app/actions/runs/${job.runId}/attempts/1`,
+      "the run's URL",
+    );
     assert.equal(lock.note, null, 'no note unless given');
 
     assert.deepEqual(job.file('output'), {
@@ -497,7 +501,7 @@ describe('the GitHub Action', () => {
     assert.match(post.stdout, /::warning::Tracker: lock .* was no longer held/);
   });
 
-  test('the note input becomes the lock\'s note; a job refused behind it sees the note and the link', async () => {
+  test("the note input becomes the lock's note; a job refused behind it sees the note and the link", async () => {
     const first = new Job({ service: 'gha-noted', note: 'db migration 42, ask @ops' });
     assert.equal((await first.main()).code, 0);
     const [lock] = await holders('gha-noted');

@@ -229,7 +229,11 @@ describe('the GitLab CI/CD component', () => {
   });
 
   test('service: the script runs under the lock, held by project/pipeline/job, released after', async () => {
-    const run = await runJob({ service: 'gl-deploy', 'job-name': 'deploy-production', note: 'release $CI_PIPELINE_ID' });
+    const run = await runJob({
+      service: 'gl-deploy',
+      'job-name': 'deploy-production',
+      note: 'release $CI_PIPELINE_ID',
+    });
     assert.equal(run.code, 0, shown(run));
     assert.ok(run.seen, 'deploy.sh ran');
     const lock = run.seen.locks.find((held) => held.id === run.seen?.lockId);
@@ -237,7 +241,11 @@ describe('the GitLab CI/CD component', () => {
     assert.equal(lock.service, 'gl-deploy');
     assert.match(lock.who, /^group\/app\/\d+\/deploy-production$/);
     assert.match(lock.note ?? '', /^release \d+$/, 'the note input, its variables expanded');
-    assert.match(lock.link ?? '', /^https:\/\/gitlab\.example\.com\/group\/app\/-\/jobs\/\d+$/, "the job's URL");
+    assert.match(
+      lock.link ?? '',
+      /^https:\/\/gitlab\.example\.com\/group\/app\/-\/jobs\/\d+$/,
+      "the job's URL",
+    );
     assert.equal(run.seen.env.TRACKER_SERVICE, 'gl-deploy');
     assert.equal(run.seen.env.TRACKER_RESOURCES, 'gl-deploy');
     assert.deepEqual(await holders('gl-deploy'), [], 'released when the script ended');
