@@ -163,6 +163,54 @@ describe('CLI tables align by terminal width', () => {
     ]);
   });
 
+  test('notes and links: their own columns, only when some lock or waiter has one; the holder line says them', () => {
+    const noted = { ...lock('pool', 'a', 0), note: '部署 v2', link: 'https://ci.example/1' };
+    const queue: QueueInfo = {
+      service: 'pool',
+      holder: noted,
+      holders: [noted],
+      waiters: [
+        {
+          who: 'next',
+          since: ago(5),
+          position: 1,
+          priority: 0,
+          mode: 'exclusive',
+          label: null,
+          groupId: null,
+          note: 'then v3',
+          link: null,
+        },
+        {
+          who: 'later',
+          since: ago(5),
+          position: 2,
+          priority: 0,
+          mode: 'exclusive',
+          label: null,
+          groupId: null,
+          note: null,
+          link: null,
+        },
+      ],
+    };
+    const [heading, ...rest] = formatQueue(queue, NOW).split('\n');
+    assert.match(
+      heading ?? '',
+      /^pool is held by a for 1m \(lock 0{8}-.*\) — 部署 v2 \(https:\/\/ci\.example\/1\)$/,
+    );
+    assertAligned(rest.join('\n'), [
+      ['POSITION', 'WHO', 'WAITING', 'NOTE'],
+      ['1', 'next', '5s', 'then v3'],
+      ['2', 'later', '5s', '-'],
+    ]);
+    assertAligned(formatLockTable([noted, lock('other', 'b', 1)], NOW), [
+      ['SERVICE', 'WHO', 'AGE', 'EXPIRES IN', 'TOKEN', 'WAITERS', 'LINK', 'NOTE'],
+      ['pool', 'a', '1m', '9m', '1', '0', 'https://ci.example/1', '部署 v2'],
+      ['other', 'b', '1m 1s', '9m', '2', '1', '-', '-'],
+    ]);
+  });
+
   test('lock queue: waiters with wide names', () => {
     const queue: QueueInfo = {
       service: '部署-生产',

@@ -545,6 +545,11 @@ describe('dashboard', () => {
       assert.equal(await page.locator('.holder-note').textContent(), 'almost done');
       assert.equal(await page.locator('a.holder-link').getAttribute('href'), link);
       assert.equal(await page.locator('a.holder-link').textContent(), link);
+      const noted = page.locator('#events-body tr', { has: page.locator('.badge.noted') });
+      await noted.waitFor({ timeout: LIVE_MS });
+      assert.equal(await noted.locator('td.who .note').textContent(), 'almost done');
+      const acquired = page.locator('#events-body tr', { has: page.locator('.badge.acquired') });
+      assert.equal(await acquired.locator('td.who .note').textContent(), note, 'as it was then');
       const injected = await page.evaluate(`document.querySelectorAll('img, b').length`);
       assert.equal(injected, 0);
       assert.deepEqual(unexpected(watched.errors), []);

@@ -380,7 +380,7 @@ export class ServicePage {
         'tr',
         null,
         h('td', { class: 'num' }, String(waiter.position)),
-        h('td', { class: 'who' }, waiter.who),
+        h('td', { class: 'who' }, waiter.who, noteOf(waiter.note)),
         h('td', { class: 'mode' }, waiter.mode),
         h('td', { class: waiter.priority === 0 ? 'num muted' : 'num priority' }, String(waiter.priority)),
         h(
@@ -515,6 +515,7 @@ export class ServicePage {
             'td',
             { class: 'who', attrs: { title: event.lock.owner ? `owner: ${event.lock.owner}` : event.who } },
             event.who,
+            noteOf(event.lock.note),
           ),
           h('td', { class: 'num' }, formatSeconds(event.heldSeconds)),
           h('td', { class: 'num' }, event.lock.fencingToken === null ? '' : String(event.lock.fencingToken)),
@@ -590,4 +591,9 @@ function holdersSummary(holders: readonly Row[]): HTMLElement | null {
   if (limit <= 1) return null;
   const tag = holdTag({ mode: 'exclusive', limit, groupId: null }).text;
   return h('p', { class: 'holders-summary muted' }, `${holders.length} of ${limit} held (${tag}).`);
+}
+
+/** A waiter's or an event's note, after the holder's name; nothing without one. */
+function noteOf(note: string | null): HTMLSpanElement | null {
+  return note === null ? null : h('span', { class: 'note' }, note);
 }

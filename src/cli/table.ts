@@ -120,6 +120,7 @@ export function formatQueue(queue: QueueInfo, now: number): string {
     ? `${service} is held by ${printable(queue.holder.who)} for ${humanDuration(now - Date.parse(queue.holder.createdAt))} (lock ${printable(queue.holder.id)})${others}${about(queue.holder)}`
     : `${service} is free`;
   if (queue.waiters.length === 0) return `${holder}\nnobody waiting`;
+  const notes = queue.waiters.some((waiter) => waiter.note !== null);
   // Priority, mode and what a waiter came through (a label, a group): only when some differ.
   const detailed = queue.waiters.some(
     (waiter) =>
@@ -129,7 +130,13 @@ export function formatQueue(queue: QueueInfo, now: number): string {
       waiter.groupId !== null,
   );
   return `${holder}\n${aligned([
-    ['POSITION', 'WHO', 'WAITING', ...(detailed ? ['PRIORITY', 'MODE', 'VIA'] : [])],
+    [
+      'POSITION',
+      'WHO',
+      'WAITING',
+      ...(detailed ? ['PRIORITY', 'MODE', 'VIA'] : []),
+      ...(notes ? ['NOTE'] : []),
+    ],
     ...queue.waiters.map((waiter) => [
       String(waiter.position),
       waiter.who,
@@ -145,6 +152,7 @@ export function formatQueue(queue: QueueInfo, now: number): string {
                 : '-',
           ]
         : []),
+      ...(notes ? [waiter.note ?? '-'] : []),
     ]),
   ])}`;
 }
