@@ -67,7 +67,7 @@ describe('SQLite store specifics', () => {
       { version: 7, name: 'lock_owner_key' },
       { version: 8, name: 'many_holders' },
       { version: 9, name: 'list_indexes' },
-      { version: 10, name: 'notes' },
+      { version: 10, name: 'notes_and_steal' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

@@ -170,6 +170,17 @@ export interface SetNoteOptions extends LockIdOptions {
   readonly note: string | null;
 }
 
+export interface StealOptions extends LockIdOptions {
+  /** The new holder. */
+  readonly who: string;
+  /** Why, required: recorded in the history and shown to the old holder's tools. */
+  readonly reason: string;
+  /** The new lock's lease; undefined: the server's default TTL (or none). */
+  readonly ttlSeconds?: number | undefined;
+  /** The new lock's note ('' counts as none). */
+  readonly note?: string | undefined;
+}
+
 export interface ForceReleaseOptions extends LockIdOptions {
   /** Recorded in the history; undefined or '' for none. */
   readonly reason?: string | undefined;
@@ -262,6 +273,12 @@ export interface LockService {
    * reason in the history. The next waiter, if any, is granted the lock as on a release.
    */
   forceRelease(options: ForceReleaseOptions): Promise<Lock>;
+  /**
+   * Ends a held lock whoever holds it and gives its service to the caller in the same step,
+   * ahead of the queue (lock:admin); the history records `stolen` with the reason and the
+   * new holder. The old holder's renewal then answers LOCK_NOT_HELD.
+   */
+  steal(options: StealOptions): Promise<{ stolen: Lock; lock: Lock }>;
   list(options: ListOptions): Promise<ListPage>;
   /** The holder and the queue of a service. */
   queue(options: ServiceOptions): Promise<Queue>;
@@ -315,6 +332,8 @@ export type LockEvent =
     }
   | { readonly type: 'released' | 'renewed' | 'expired' | 'noted'; readonly lock: Lock }
   | { readonly type: 'force-released'; readonly lock: Lock; readonly reason: string | null }
+  /** `lock` was stolen: `by` took its service. */
+  | { readonly type: 'stolen'; readonly lock: Lock; readonly by: Lock; readonly reason: string }
   /** A request joined the queue of a held service. */
   | { readonly type: 'queued'; readonly service: string; readonly who: string; readonly holder: Lock };
 
@@ -783,6 +802,37 @@ export function createLockService({
       if (!lock) throw lockNotFound();
       onEvent({ type: 'force-released', lock, reason: reason ?? null });
       return lock;
+    },
+
+    async steal({ caller, id, who: rawWho, reason, ttlSeconds, note: rawNote }) {
+      requireScope(caller, 'lock:admin');
+      const who = validateName('who', rawWho);
+      if (typeof reason !== 'string' || reason.trim() === '') {
+        throw invalidArgument('reason', 'reason is required: say why the lock is taken away');
+      }
+      validateText('reason', reason, MAX_REASON_LENGTH);
+      validateTtl(ttlSeconds);
+      const note = validateNote(rawNote);
+      const key = lockKey(id);
+      // As for a force release: a limited admin steals only locks of its services.
+      if (key && limited(caller) && !(await visibleLock(key, caller))) throw lockNotFound();
+      const stolen = key
+        ? await store.steal(
+            key,
+            {
+              id: newId(),
+              who,
+              ttlSeconds: ttlSeconds ?? defaultTtlSeconds,
+              owner: ownerName(caller),
+              ownerKey: ownerKey(caller),
+              note,
+            },
+            reason,
+          )
+        : null;
+      if (!stolen) throw lockNotFound();
+      onEvent({ type: 'stolen', lock: stolen.stolen, by: stolen.lock, reason });
+      return stolen;
     },
 
     async sweep() {

@@ -86,6 +86,18 @@ export interface QueueRequest {
   readonly maxWaiters?: number;
 }
 
+/** The lock a steal grants (its service, mode and limit are the stolen lock's). */
+export interface StealRequest {
+  /** The new lock's id. */
+  readonly id: string;
+  readonly who: string;
+  /** null: the new lock never expires. */
+  readonly ttlSeconds: number | null;
+  readonly owner: string | null;
+  readonly ownerKey: string | null;
+  readonly note: string | null;
+}
+
 /**
  * Whose lock a release or renewal may change: the lock's recorded identity must be `key`.
  * A lock recorded without one (taken before identities were kept, migration 007, or by a
@@ -246,6 +258,12 @@ export interface LockStore {
    * with the operator's reason. Null when no such lock is held.
    */
   forceRelease(id: string, reason: string | null): Promise<Lock | null>;
+  /**
+   * Ends the held lock `id` (recorded as `stolen`, with `reason` and the new lock) and, in
+   * the same transaction, grants its service to `request` ahead of every waiter: a new lock
+   * with the stolen one's mode and limit, a new fencing token. Null when no such lock is held.
+   */
+  steal(id: string, request: StealRequest, reason: string): Promise<{ stolen: Lock; lock: Lock } | null>;
   /**
    * Deletes up to `limit` expired locks, recording each one's `expired` event, and grants
    * their services to waiters; drops up to `limit` waiters of owners that stopped their

@@ -281,6 +281,7 @@ const DAYS_IN_MONTH = [31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31] as const;
  * - queued / dequeued: a request joined or left a service's queue (`reason` of dequeued:
  *   `granted`, `left` when its caller stopped waiting, `abandoned` when its replica died).
  * - noted: its holder changed its note.
+ * - stolen: an admin ended it and took its service in the same step (`reason`, `stolenBy`).
  */
 export const LOCK_EVENT_TYPES = [
   'acquired',
@@ -291,6 +292,7 @@ export const LOCK_EVENT_TYPES = [
   'queued',
   'dequeued',
   'noted',
+  'stolen',
 ] as const;
 
 export type LockEventType = (typeof LOCK_EVENT_TYPES)[number];
@@ -324,7 +326,7 @@ export interface LockEventRecord {
   readonly owner: string | null;
   /** released/force-released/expired: how long the lock was held (an expiry ends at expiresAt). */
   readonly heldMs: number | null;
-  /** force-released: the operator's reason (may be null); dequeued: one of DEQUEUE_REASONS. */
+  /** force-released, stolen: the operator's reason; dequeued: one of DEQUEUE_REASONS. */
   readonly reason: string | null;
   /** The lock's (or the waiting request's) group; null outside a group. */
   readonly groupId: string | null;
@@ -336,6 +338,15 @@ export interface LockEventRecord {
   /** The lock's (or the waiting request's) note and link when the event was recorded. */
   readonly note: string | null;
   readonly link: string | null;
+  /** stolen: the lock that took its place, and who holds it; null for every other type. */
+  readonly stolenBy: StolenBy | null;
+}
+
+/** Who stole a lock: the new lock's id, its holder and the token that took it. */
+export interface StolenBy {
+  readonly lockId: string;
+  readonly who: string;
+  readonly owner: string | null;
 }
 
 export interface HistoryQuery {

@@ -1008,6 +1008,121 @@ export function runLockStoreContract(name: string, open: () => Promise<StoreUnde
       assert.deepEqual(second?.expiresAt, taken.lock.expiresAt);
     });
 
+    test('steal: ends the holder and grants the service to the thief ahead of the queue, in one step', async () => {
+      const service = unique('steal');
+      const holder = await store.acquire({
+        id: randomUUID(),
+        service,
+        who: 'old',
+        ttlSeconds: 60,
+        owner: 'ci',
+        ownerKey: 'sha256:ci',
+        note: 'nightly',
+      });
+      assert.ok(holder.acquired);
+      const waiterId = randomUUID();
+      const queued = await store.acquire(
+        { id: waiterId, service, who: 'patient', ttlSeconds: null },
+        { owner: OWNER },
+      );
+      assert.ok(!queued.acquired && queued.waiter);
+      const id = randomUUID();
+      const request = {
+        id,
+        who: 'oncall',
+        ttlSeconds: 30,
+        owner: 'admin',
+        ownerKey: 'sha256:admin',
+        note: 'hotfix',
+      };
+      const result = await store.steal(holder.lock.id, request, 'prod is down');
+      assert.ok(result);
+      assert.equal(result.stolen.id, holder.lock.id);
+      assert.equal(result.lock.id, id);
+      assert.deepEqual(
+        [result.lock.service, result.lock.who, result.lock.owner, result.lock.note, result.lock.ttlSeconds],
+        [service, 'oncall', 'admin', 'hotfix', 30],
+      );
+      assert.ok(result.lock.fencingToken > holder.lock.fencingToken, 'a new, larger token');
+      assert.equal(await store.get(holder.lock.id), null);
+      assert.equal(
+        await store.renew(holder.lock.id, null, { key: 'sha256:ci', name: 'ci' }),
+        null,
+        'the old holder lost it',
+      );
+      assert.equal(await store.release(holder.lock.id), null);
+      const queue = await store.queue(service);
+      assert.deepEqual(
+        queue.holders.map((lock) => lock.id),
+        [id],
+      );
+      assert.deepEqual(
+        queue.waiters.map((waiter) => waiter.lockId),
+        [waiterId],
+        'the waiter still waits: the thief went ahead of it',
+      );
+      const events = await store.history({ service, limit: 10 });
+      const [acquired, stolen] = events;
+      assert.deepEqual(
+        events.slice(0, 2).map((event) => event.type),
+        ['acquired', 'stolen'],
+      );
+      assert.equal(stolen?.lockId, holder.lock.id);
+      assert.equal(stolen?.who, 'old');
+      assert.equal(stolen?.owner, 'ci');
+      assert.equal(stolen?.reason, 'prod is down');
+      assert.equal(stolen?.note, 'nightly');
+      assert.deepEqual(stolen?.stolenBy, { lockId: id, who: 'oncall', owner: 'admin' });
+      assert.equal(acquired?.lockId, id);
+      assert.equal(acquired?.stolenBy, null);
+      // Released, the thief's lock goes to the waiter as any lock would.
+      await store.release(id);
+      const granted = await waitFor(
+        async () => (await store.get(waiterId)) ?? (await store.settle(service)),
+        {
+          what: 'the waiter granted',
+        },
+      );
+      assert.equal(granted.who, 'patient');
+    });
+
+    test('steal: keeps the mode and limit of the lock it ends; nothing to steal is null', async () => {
+      const service = unique('steal-shared');
+      const claim = { service, label: null, mode: 'shared', limit: null, quantity: 1 } as const;
+      const reader = await store.acquire({
+        id: randomUUID(),
+        service,
+        claims: [claim],
+        who: 'reader',
+        ttlSeconds: null,
+      });
+      assert.ok(reader.acquired);
+      const request = {
+        id: randomUUID(),
+        who: 'admin',
+        ttlSeconds: null,
+        owner: null,
+        ownerKey: null,
+        note: null,
+      };
+      const result = await store.steal(reader.lock.id, request, 'maintenance');
+      assert.equal(result?.lock.mode, 'shared');
+      assert.equal(result?.lock.limit, reader.lock.limit);
+      assert.equal(
+        await store.steal(reader.lock.id, { ...request, id: randomUUID() }, 'again'),
+        null,
+        'gone already',
+      );
+      assert.equal(await store.steal(randomUUID(), { ...request, id: randomUUID() }, 'unknown'), null);
+      const expiring = await take(unique('steal-expired'), 'old', 1);
+      await subject.advance(2_000);
+      assert.equal(
+        await store.steal(expiring.id, { ...request, id: randomUUID() }, 'too late'),
+        null,
+        'an expired lock',
+      );
+    });
+
     test('snapshot: every held lock, oldest first, or those of one service', async () => {
       const service = unique('snap');
       const a = await take(`${service}-a`);

@@ -26,6 +26,7 @@ import {
   type LockStore,
   type OwnerMatch,
   type QueueRequest,
+  type StealRequest,
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
 import type { Logger } from '../../core/logger.js';
@@ -72,6 +73,7 @@ import {
   LOCK_SERVICES,
   type LockRow,
   MARK_FORCE_RELEASE,
+  MARK_STEAL,
   NEXT_XID,
   NOTIFY,
   PEEK_STATE,
@@ -101,6 +103,7 @@ import {
   SWEEP_WAITERS,
   TAKE_KEY,
   UNMARK_FORCE_RELEASE,
+  UNMARK_STEAL,
   type WaiterRow,
 } from './queries.js';
 
@@ -825,6 +828,45 @@ export class PostgresLockStore implements LockStore {
     });
   }
 
+  async steal(
+    id: string,
+    request: StealRequest,
+    reason: string,
+  ): Promise<{ stolen: Lock; lock: Lock } | null> {
+    if (!isLockId(id)) return null;
+    return guard(async () => {
+      const found = (await this.#query<{ service: string }>(SERVICE_OF, [id]))[0];
+      if (!found) return null;
+      const { result, changed } = await this.#locked([found.service], async (tx) => {
+        await tx.client.query(MARK_STEAL, [reason, request.id, request.who, request.owner]);
+        const row = (await rowsOf<{ lock: LockRow }>(tx.client, RELEASE, [id, null, null]))[0];
+        if (!row) return { result: null, changed: new Set<string>() };
+        await tx.client.query(UNMARK_STEAL);
+        const stolen = toLock(row.lock);
+        // In its place, ahead of the queue: the same slot (mode, limit), a new token. The
+        // service's holders are as many as before, so nobody else can be let in: no grant pass.
+        const grant = {
+          ticket: null,
+          id: request.id,
+          group: false,
+          who: request.who,
+          ttl: request.ttlSeconds,
+          owner: request.owner,
+          owner_key: request.ownerKey,
+          note: request.note,
+          link: null,
+          picks: [{ service: stolen.service, mode: stolen.mode, limit: stolen.limit }],
+        };
+        const written = (await rowsOf<GrantRow>(tx.client, GRANT, [JSON.stringify([grant])]))[0]?.result;
+        const taken = written?.locks[0]?.[0];
+        if (!taken) throw new Error(`the steal of ${id} wrote no lock`);
+        return { result: { stolen, lock: toLock(taken) }, changed: new Set([stolen.service]) };
+      });
+      this.#emit(changed);
+      return result;
+    });
+  }
+
   settle(service: string | readonly string[]): Promise<Lock | null> {
     const services = typeof service === 'string' ? [service] : [...service];
     return guard(() => this.#settle(services));
@@ -1403,6 +1445,10 @@ function toEvent(row: EventRow): LockEventRecord {
     label: row.label,
     note: row.note,
     link: row.link,
+    stolenBy:
+      row.type === 'stolen' && row.by_lock_id !== null && row.by_who !== null
+        ? { lockId: row.by_lock_id, who: row.by_who, owner: row.by_owner }
+        : null,
   };
 }
 

@@ -413,6 +413,21 @@ export type ListRow = { total: string; lock: LockRow | null };
 export const MARK_FORCE_RELEASE = `
 SELECT set_config('tracker.release', 'force-released', true), set_config('tracker.reason', coalesce($1, ''), true)`;
 
+/**
+ * $1 reason, $2 new lock id, $3 its holder, $4 its token name or null. The delete that
+ * follows, in the same transaction, records `stolen` with them (migration 011).
+ */
+export const MARK_STEAL = `
+SELECT set_config('tracker.release', 'stolen', true), set_config('tracker.reason', $1, true),
+       set_config('tracker.by_lock_id', $2, true), set_config('tracker.by_who', $3, true),
+       set_config('tracker.by_owner', coalesce($4, ''), true)`;
+
+/** Clears MARK_STEAL before the lock that takes the stolen one's place. */
+export const UNMARK_STEAL = `
+SELECT set_config('tracker.release', '', true), set_config('tracker.reason', '', true),
+       set_config('tracker.by_lock_id', '', true), set_config('tracker.by_who', '', true),
+       set_config('tracker.by_owner', '', true)`;
+
 /** Clears MARK_FORCE_RELEASE before the grant that follows in the same transaction. */
 export const UNMARK_FORCE_RELEASE = `
 SELECT set_config('tracker.release', '', true), set_config('tracker.reason', '', true)`;
@@ -514,7 +529,7 @@ const EVENT_COLUMNS = `id, floor(extract(epoch FROM at) * 1000)::int8 AS at_ms, 
   floor(extract(epoch FROM created_at) * 1000)::int8 AS created_ms, ttl_seconds,
   floor(extract(epoch FROM expires_at) * 1000)::int8 AS expires_ms, fencing_token, waiters, owner, held_ms, reason,
   group_id, mode, CASE WHEN type IN ('queued', 'dequeued') THEN NULL ELSE coalesce(max_holders, 1) END AS max_holders,
-  label, note, link`;
+  label, note, link, by_lock_id, by_who, by_owner`;
 
 export interface EventRow {
   /** bigint columns arrive as strings. */
@@ -539,6 +554,9 @@ export interface EventRow {
   label: string | null;
   note: string | null;
   link: string | null;
+  by_lock_id: string | null;
+  by_who: string | null;
+  by_owner: string | null;
 }
 
 /**

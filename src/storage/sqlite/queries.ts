@@ -88,6 +88,9 @@ export interface EventRow {
   label: string | null;
   note: string | null;
   link: string | null;
+  by_lock_id: string | null;
+  by_who: string | null;
+  by_owner: string | null;
 }
 
 export type Now = { now: number };

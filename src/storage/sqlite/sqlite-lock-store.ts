@@ -37,6 +37,7 @@ import {
   type LockStore,
   type OwnerMatch,
   type QueueRequest,
+  type StealRequest,
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
 import { readMigrations } from '../migrations.js';
@@ -93,13 +94,20 @@ interface PendingWrite {
 interface StatementContext {
   /** The store clock's reading for the operation, in unix ms: the @now of its statements. */
   now: number;
-  /** 'force-released' during a force release. */
+  /** 'force-released' during a force release, 'stolen' during a steal. */
   release: string | null;
-  /** The force release's reason. */
+  /** The force release's (or the steal's) reason. */
   reason: string | null;
   /** 'granted' while the queue's head is being granted. */
   dequeue: string | null;
+  /** A steal's new lock: its id, holder and token name. */
+  by_lock_id: string | null;
+  by_who: string | null;
+  by_owner: string | null;
 }
+
+/** What tracker_context(key) may read. */
+const CONTEXT_KEYS = new Set(['release', 'reason', 'dequeue', 'by_lock_id', 'by_who', 'by_owner']);
 
 const MIGRATIONS = new URL('./migrations/', import.meta.url);
 
@@ -278,7 +286,15 @@ interface World {
 export class SqliteLockStore implements LockStore {
   readonly #db: Database.Database;
   readonly #clock: Clock;
-  readonly #context: StatementContext = { now: 0, release: null, reason: null, dequeue: null };
+  readonly #context: StatementContext = {
+    now: 0,
+    release: null,
+    reason: null,
+    dequeue: null,
+    by_lock_id: null,
+    by_who: null,
+    by_owner: null,
+  };
   readonly #statements: ReturnType<typeof prepare>;
   readonly #history = new Map<string, Database.Statement<[Record<string, unknown>], EventRow>>();
   readonly #changes = new EventEmitter();
@@ -311,7 +327,9 @@ export class SqliteLockStore implements LockStore {
       // Registered before the migrations: the history triggers call them.
       this.#db.function('tracker_now', { deterministic: false }, () => context.now);
       this.#db.function('tracker_context', { deterministic: false }, (key: unknown) =>
-        key === 'release' || key === 'reason' || key === 'dequeue' ? context[key] : null,
+        typeof key === 'string' && CONTEXT_KEYS.has(key)
+          ? context[key as keyof Omit<StatementContext, 'now'>]
+          : null,
       );
       this.#db.pragma('journal_mode = WAL');
       this.#db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
@@ -460,9 +478,14 @@ export class SqliteLockStore implements LockStore {
     try {
       return work();
     } finally {
-      this.#context.release = null;
-      this.#context.reason = null;
-      this.#context.dequeue = null;
+      Object.assign(this.#context, {
+        release: null,
+        reason: null,
+        dequeue: null,
+        by_lock_id: null,
+        by_who: null,
+        by_owner: null,
+      });
     }
   }
 
@@ -1078,6 +1101,43 @@ export class SqliteLockStore implements LockStore {
     });
   }
 
+  async steal(
+    id: string,
+    request: StealRequest,
+    reason: string,
+  ): Promise<{ stolen: Lock; lock: Lock } | null> {
+    return this.#write(() => {
+      const at = this.#now();
+      const row = this.#statements.byId.get({ id, now: at });
+      if (!row) return null;
+      const stolen = toLock(row);
+      this.#withContext(
+        { release: 'stolen', reason, by_lock_id: request.id, by_who: request.who, by_owner: request.owner },
+        () => this.#statements.removeAny.run({ id }),
+      );
+      // In its place, ahead of the queue: the same slot (mode, limit), a new token. The
+      // service's holders are as many as before, so nobody else can be let in: no grant pass.
+      this.#statements.insert.all({
+        id: request.id,
+        service: row.service,
+        who: request.who,
+        ttl: request.ttlSeconds,
+        expires: request.ttlSeconds === null ? null : at + request.ttlSeconds * 1000,
+        owner: request.owner,
+        ownerKey: request.ownerKey,
+        limit: row.max_holders,
+        mode: row.mode,
+        groupId: null,
+        member: 0,
+        note: request.note,
+        link: null,
+        now: at,
+      });
+      this.#changed.add(row.service);
+      return { stolen, lock: this.#lock(request.id, at) };
+    });
+  }
+
   async sweep(limit: number): Promise<{ expired: Lock[]; granted: Lock[] }> {
     return this.#write(() => {
       const s = this.#statements;
@@ -1351,6 +1411,10 @@ function toEvent(row: EventRow): LockEventRecord {
     label: row.label,
     note: row.note,
     link: row.link,
+    stolenBy:
+      row.type === 'stolen' && row.by_lock_id !== null && row.by_who !== null
+        ? { lockId: row.by_lock_id, who: row.by_who, owner: row.by_owner }
+        : null,
   };
 }
 

@@ -2,9 +2,15 @@
 -- into the lock it is granted (tracker_grant); the history records them with every event
 -- (as they were when it was recorded), and a change of the note alone records `noted`
 -- (a trigger of its own, on UPDATE OF note, so that a renewal never reads as one).
+--
+-- Steal: an admin ends a holder's lock and takes the service in the same transaction; the
+-- ended lock's event is `stolen`, with the reason and who took it (by_lock_id, by_who,
+-- by_owner), from the transaction's settings (tracker.release = 'stolen', tracker.reason,
+-- tracker.by_lock_id, tracker.by_who, tracker.by_owner), as for a force release.
 ALTER TABLE locks ADD COLUMN note text, ADD COLUMN link text;
 ALTER TABLE waiters ADD COLUMN note text, ADD COLUMN link text;
-ALTER TABLE lock_events ADD COLUMN note text, ADD COLUMN link text;
+ALTER TABLE lock_events ADD COLUMN note text, ADD COLUMN link text,
+  ADD COLUMN by_lock_id uuid, ADD COLUMN by_who text, ADD COLUMN by_owner text;
 
 -- Migration 008's, with the note and the link.
 CREATE OR REPLACE FUNCTION tracker_lock_json(l locks) RETURNS json LANGUAGE plpgsql STABLE AS $$
@@ -35,13 +41,18 @@ BEGIN
     kind := CASE WHEN OLD.expires_at <= t THEN 'expired'
                  ELSE coalesce(nullif(current_setting('tracker.release', true), ''), 'released') END;
     INSERT INTO lock_events (at, type, lock_id, service, who, owner, created_at, ttl_seconds, expires_at,
-                             fencing_token, waiters, held_ms, reason, group_id, mode, max_holders, note, link)
+                             fencing_token, waiters, held_ms, reason, group_id, mode, max_holders, note, link,
+                             by_lock_id, by_who, by_owner)
     VALUES (t, kind, OLD.id, OLD.service, OLD.who, OLD.owner, OLD.created_at, OLD.ttl_seconds,
             OLD.expires_at, OLD.fencing_token, live_waiters,
             floor(extract(epoch FROM CASE WHEN kind = 'expired' THEN OLD.expires_at ELSE t END
                                      - OLD.created_at) * 1000)::bigint,
-            CASE WHEN kind = 'force-released' THEN nullif(current_setting('tracker.reason', true), '') END,
-            OLD.group_id, OLD.mode, OLD.max_holders, OLD.note, OLD.link);
+            CASE WHEN kind IN ('force-released', 'stolen')
+                 THEN nullif(current_setting('tracker.reason', true), '') END,
+            OLD.group_id, OLD.mode, OLD.max_holders, OLD.note, OLD.link,
+            CASE WHEN kind = 'stolen' THEN nullif(current_setting('tracker.by_lock_id', true), '')::uuid END,
+            CASE WHEN kind = 'stolen' THEN nullif(current_setting('tracker.by_who', true), '') END,
+            CASE WHEN kind = 'stolen' THEN nullif(current_setting('tracker.by_owner', true), '') END);
     UPDATE resources SET released_at = t WHERE name = OLD.service;
   ELSE
     INSERT INTO lock_events (at, type, lock_id, service, who, owner, created_at, ttl_seconds, expires_at,

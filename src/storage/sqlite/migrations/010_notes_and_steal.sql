@@ -1,12 +1,19 @@
 -- Notes and links: why a lock is held and where to look. A waiting request carries its own
 -- into the lock it is granted; the history records them with every event (as they were when
 -- it was recorded), and a change of the note alone records `noted`.
+--
+-- Steal: an admin ends a holder's lock and takes the service in the same transaction; the
+-- ended lock's event is `stolen`, with the reason and who took it (by_lock_id, by_who,
+-- by_owner), all from the statement's context (tracker_context, as for a force release).
 ALTER TABLE locks ADD COLUMN note TEXT;
 ALTER TABLE locks ADD COLUMN link TEXT;
 ALTER TABLE waiters ADD COLUMN note TEXT;
 ALTER TABLE waiters ADD COLUMN link TEXT;
 ALTER TABLE lock_events ADD COLUMN note TEXT;
 ALTER TABLE lock_events ADD COLUMN link TEXT;
+ALTER TABLE lock_events ADD COLUMN by_lock_id TEXT;
+ALTER TABLE lock_events ADD COLUMN by_who TEXT;
+ALTER TABLE lock_events ADD COLUMN by_owner TEXT;
 
 -- The history triggers of migration 008, with the note and the link.
 DROP TRIGGER locks_event_acquired;
@@ -48,14 +55,18 @@ END;
 
 CREATE TRIGGER locks_event_ended AFTER DELETE ON locks BEGIN
   INSERT INTO lock_events (at, type, lock_id, service, who, owner, created_at, ttl_seconds, expires_at,
-                           fencing_token, waiters, held_ms, reason, group_id, mode, max_holders, note, link)
+                           fencing_token, waiters, held_ms, reason, group_id, mode, max_holders, note, link,
+                           by_lock_id, by_who, by_owner)
   SELECT tracker_now(), ended.type, OLD.id, OLD.service, OLD.who, OLD.owner, OLD.created_at,
          OLD.ttl_seconds, OLD.expires_at, OLD.fencing_token,
          (SELECT count(*) FROM waiter_claims c JOIN waiters w ON w.ticket = c.ticket
           WHERE c.service = OLD.service AND w.alive_until > tracker_now()),
          CASE WHEN ended.type = 'expired' THEN OLD.expires_at ELSE tracker_now() END - OLD.created_at,
-         CASE WHEN ended.type = 'force-released' THEN tracker_context('reason') END,
-         OLD.group_id, OLD.mode, OLD.max_holders, OLD.note, OLD.link
+         CASE WHEN ended.type IN ('force-released', 'stolen') THEN tracker_context('reason') END,
+         OLD.group_id, OLD.mode, OLD.max_holders, OLD.note, OLD.link,
+         CASE WHEN ended.type = 'stolen' THEN tracker_context('by_lock_id') END,
+         CASE WHEN ended.type = 'stolen' THEN tracker_context('by_who') END,
+         CASE WHEN ended.type = 'stolen' THEN tracker_context('by_owner') END
   FROM (SELECT CASE WHEN OLD.expires_at <= tracker_now() THEN 'expired'
                     ELSE coalesce(tracker_context('release'), 'released') END AS type) AS ended;
   UPDATE resources SET released_at = tracker_now() WHERE name = OLD.service;
