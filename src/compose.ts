@@ -309,6 +309,22 @@ function logEvent(logger: Logger, event: LockEvent): void {
       );
       return;
     }
+    case 'stolen': {
+      const { lock, by, reason } = event;
+      logger.warn(
+        {
+          event: 'stolen',
+          service: lock.service,
+          who: lock.who,
+          id: lock.id,
+          by: by.who,
+          byId: by.id,
+          reason,
+        },
+        'lock stolen',
+      );
+      return;
+    }
     default: {
       const { type, lock } = event;
       logger.info({ event: type, service: lock.service, who: lock.who, id: lock.id }, `lock ${type}`);

@@ -173,7 +173,7 @@ export function createMetrics(sources: MetricsSources) {
   });
   const releases = new Counter({
     name: 'tracker_releases_total',
-    help: 'Locks that ended, by kind: released, force-released, expired (expiries this replica swept).',
+    help: 'Locks that ended, by kind: released, force-released, stolen, expired (expiries this replica swept).',
     labelNames: ['kind'],
     registers,
   });
@@ -229,7 +229,7 @@ export function createMetrics(sources: MetricsSources) {
   });
   for (const result of ['granted', 'held', 'timeout', 'cancelled', 'failed']) acquisitions.inc({ result }, 0);
   for (const result of ['refused', 'limited']) authFailures.inc({ result }, 0);
-  for (const kind of ['released', 'force-released', 'expired']) releases.inc({ kind }, 0);
+  for (const kind of ['released', 'force-released', 'stolen', 'expired']) releases.inc({ kind }, 0);
 
   return {
     registry,
@@ -247,6 +247,7 @@ export function createMetrics(sources: MetricsSources) {
           return;
         case 'released':
         case 'force-released':
+        case 'stolen':
         case 'expired': {
           const { lock } = event;
           const end = event.type === 'expired' && lock.expiresAt ? lock.expiresAt.getTime() : Date.now();

@@ -48,6 +48,7 @@ function event(service: string, who: string, index: number): LockEvent {
     reason: index === 2 ? '因为 🚀 e\u0301' : null,
     groupId: null,
     label: null,
+    stolenBy: null,
   };
 }
 

@@ -40,6 +40,7 @@ const METHODS = [
   'ReleaseLockGroup',
   'RenewLock',
   'RenewLockGroup',
+  'StealLock',
   'UnLock',
   'UpdateLock',
   'WatchLocks',

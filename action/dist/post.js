@@ -406,6 +406,25 @@ var TrackerClient = class {
     return this.#request("PATCH", `${API}/lock/${encodeURIComponent(id)}`, body, options.signal);
   }
   /**
+   * Ends the lock `id` whoever holds it and takes its service for `who`, ahead of every
+   * waiter (an admin's tool: needs lock:admin); `reason` is required and kept in the history
+   * (`stolen`). Resolves with the new lock and the one it ended; throws LockNotFoundError
+   * when no lock with that id is held. Retried like `forceRelease`, with the same cost: a
+   * repeat after an attempt that did commit (a 503 after COMMIT) finds the lock gone and
+   * throws LockNotFoundError although the first attempt took it (`list({ who })` says).
+   */
+  async steal(id, options) {
+    const body = { who: options.who ?? defaultWho(), reason: options.reason };
+    if (options.ttl !== void 0) body.ttlSeconds = durationSeconds(options.ttl, "ttl");
+    if (options.note !== void 0) body.note = options.note;
+    return this.#request(
+      "POST",
+      `${API}/lock/${encodeURIComponent(id)}/steal`,
+      body,
+      options.signal
+    );
+  }
+  /**
    * Releases the lock whoever holds it (an operator's tool for a holder that will never come
    * back), recording `reason` in the history; the next waiter is granted the service as on a
    * release. Resolves with the lock as it was; throws LockNotFoundError when no lock with

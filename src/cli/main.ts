@@ -83,6 +83,7 @@ Commands:
   lock release ID                   release a lock
   lock renew ID [--ttl D]           extend a lock's lease
   lock note ID [--note TEXT]        change a held lock's note (without --note: clear it)
+  lock steal ID --reason R          end a lock and take its service at once (admin)
   lock list [--service S] [--who W] list held locks
   lock queue SERVICE                show a service's holder and waiters
   lock force-release ID [--reason R]
@@ -223,6 +224,22 @@ keeps the reason, and the next waiter gets the service as after a release. Print
 (the released lock as JSON with --json).
 
   --reason R     why, kept in the history (at most ${MAX_REASON_LENGTH} characters)
+
+${CLIENT_OPTIONS}
+
+${EXIT_HELP}
+`,
+  'lock steal': `Usage: tracker lock steal ID --reason R [--who W] [--ttl D] [--note TEXT]
+
+Ends the lock ID whoever holds it and takes its service for you at once, ahead of everyone
+waiting (needs a lock:admin token). The history keeps the reason; the old holder's renewal
+fails, which stops its tracker run and its GitHub Action. Prints the new lock's id (both
+locks as JSON with --json).
+
+  --reason R     why, required, kept in the history (at most ${MAX_REASON_LENGTH} characters)
+  --who W        the new holder (default user@hostname)
+  --ttl D        the new lock's lease (default: the server's)
+  --note TEXT    the new lock's note
 
 ${CLIENT_OPTIONS}
 
@@ -491,6 +508,34 @@ const COMMANDS: Record<string, (args: string[]) => Promise<number>> = {
         ? JSON.stringify(lock)
         : `force-released ${printable(lock.id)}: ${printable(lock.service)} held by ${printable(lock.who)} for ${humanDuration(Date.now() - Date.parse(lock.createdAt))}`,
     );
+    return EXIT.OK;
+  },
+
+  async 'lock steal'(args) {
+    const options = {
+      ...clientFlags,
+      reason: { type: 'string' },
+      who: lockFlags.who,
+      ttl: lockFlags.ttl,
+      note: lockFlags.note,
+    } as const;
+    const { values, id } = withId(parsed(() => parseArgs({ args, options, ...strict })));
+    if (values.reason === undefined || values.reason.trim() === '') {
+      throw new UsageError('--reason is required: say why the lock is taken away');
+    }
+    const { lock, stolen } = await clientOf(values).steal(id, {
+      who: values.who,
+      reason: values.reason,
+      ttl: duration(values.ttl, '--ttl'),
+      note: values.note,
+    });
+    if (values.json) print(JSON.stringify({ lock, stolen }));
+    else {
+      print(lock.id);
+      process.stderr.write(
+        `tracker: ${printable(`took ${lock.service} from ${stolen.who} (lock ${stolen.id} ended)`)}\n`,
+      );
+    }
     return EXIT.OK;
   },
 

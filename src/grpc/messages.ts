@@ -123,6 +123,7 @@ export function eventMessage(event: LockEventRecord): LockEventMessage {
     reason: event.reason ?? '',
     groupId: event.groupId ?? '',
     label: event.label ?? '',
+    stolenBy: event.stolenBy === null ? null : { ...event.stolenBy, owner: event.stolenBy.owner ?? '' },
   };
 }
 

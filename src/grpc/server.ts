@@ -380,6 +380,17 @@ export function buildGrpcServer({
       await service.release({ caller, id: request.id });
       return { success: true, message: 'Lock released successfully' };
     }),
+    StealLock: unary('StealLock', async (request, _call, caller) => {
+      const { lock, stolen } = await service.steal({
+        caller,
+        id: request.id,
+        who: request.who,
+        reason: request.reason,
+        ttlSeconds: given(request.ttlSeconds),
+        note: request.note,
+      });
+      return { lock: lockMessage(lock), stolen: lockMessage(stolen) };
+    }),
     ForceReleaseLock: unary('ForceReleaseLock', async (request, _call, caller) => {
       const lock = await service.forceRelease({
         caller,

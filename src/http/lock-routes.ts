@@ -25,6 +25,8 @@ import {
   RenewGroupBody,
   RenewLockBody,
   ServiceParams,
+  StealLockBody,
+  StolenJson,
   UpdateLockBody,
 } from './schemas.js';
 
@@ -515,6 +517,46 @@ export function registerLockRoutes(root: FastifyInstance, service: LockService):
         reason: request.body?.reason,
       });
       return { success: true, message: 'Lock force-released', lock: lockToJson(lock) };
+    },
+  );
+
+  app.post(
+    `${API}/lock/:id/steal`,
+    {
+      schema: apiRoute(
+        { method: 'POST', ...api },
+        {
+          operationId: 'stealLock',
+          summary: 'Steal a lock',
+          description:
+            'Ends a held lock whoever holds it and gives its service to `who` in the same step, ahead ' +
+            'of every waiter (needs `lock:admin`): the new lock has the old one’s mode and limit, a new ' +
+            'fencing token, `ttlSeconds` (default: the server’s) and `note`. The history records ' +
+            '`stolen` with the `reason` (required) and `stolenBy`; the old holder’s renewal answers ' +
+            '`404 LOCK_NOT_HELD`, which stops its `tracker run` and its GitHub Action.',
+          tags: ['locks'],
+          errors: [ErrorCode.LOCK_NOT_FOUND],
+        },
+        {
+          params: LockIdParams,
+          body: StealLockBody,
+          response: {
+            201: describedAs(StolenJson, 'Taken: `lock` is the caller’s, `stolen` the ended one.'),
+          },
+        },
+      ),
+    },
+    async (request, reply) => {
+      const { who, reason, ttlSeconds, note } = request.body;
+      const { stolen, lock } = await service.steal({
+        caller: callerOf(request),
+        id: request.params.id,
+        who,
+        reason,
+        ttlSeconds,
+        note,
+      });
+      return reply.status(201).send({ lock: lockToJson(lock), stolen: lockToJson(stolen) });
     },
   );
 

@@ -71,6 +71,7 @@ export function eventToJson(event: LockEventRecord): EventJson {
     reason: event.reason,
     groupId: event.groupId,
     label: event.label,
+    stolenBy: event.stolenBy === null ? null : { ...event.stolenBy },
   };
 }
 

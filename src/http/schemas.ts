@@ -167,6 +167,20 @@ export const ForceReleaseBody = {
 } as const;
 export type ForceReleaseBody = FromSchema<typeof ForceReleaseBody>;
 
+/** POST /lock/{id}/steal: who takes it, why (required), and the new lock's lease and note. */
+export const StealLockBody = {
+  type: 'object',
+  required: ['who', 'reason'],
+  additionalProperties: false,
+  properties: {
+    who: name,
+    reason: { type: 'string', minLength: 1, maxLength: MAX_REASON_LENGTH, pattern: PRINTABLE },
+    ttlSeconds,
+    note,
+  },
+} as const;
+export type StealLockBody = FromSchema<typeof StealLockBody>;
+
 export const LockIdParams = {
   type: 'object',
   required: ['id'],
@@ -435,6 +449,14 @@ export const ReleasedJson = {
 } as const;
 export type ReleasedJson = FromSchema<typeof ReleasedJson>;
 
+/** A steal's answer: the caller's new lock, and the lock it ended. */
+export const StolenJson = {
+  type: 'object',
+  required: ['lock', 'stolen'],
+  properties: { lock: LockJson, stolen: LockJson },
+} as const;
+export type StolenJson = FromSchema<typeof StolenJson>;
+
 export const ForceReleasedJson = {
   type: 'object',
   required: ['success', 'message', 'lock'],
@@ -455,7 +477,19 @@ const EventLockJson = {
 
 export const EventJson = {
   type: 'object',
-  required: ['id', 'type', 'at', 'service', 'who', 'lock', 'heldSeconds', 'reason', 'groupId', 'label'],
+  required: [
+    'id',
+    'type',
+    'at',
+    'service',
+    'who',
+    'lock',
+    'heldSeconds',
+    'reason',
+    'groupId',
+    'label',
+    'stolenBy',
+  ],
   properties: {
     id: { type: 'integer' },
     type: { type: 'string', enum: LOCK_EVENT_TYPES },
@@ -470,6 +504,21 @@ export const EventJson = {
     groupId: { type: ['string', 'null'] },
     /** queued/dequeued of a request for any resource carrying a label: the label. */
     label: { type: ['string', 'null'] },
+    /** stolen: the lock that took its place, its holder and token name; null otherwise. */
+    stolenBy: {
+      anyOf: [
+        { type: 'null' },
+        {
+          type: 'object',
+          required: ['lockId', 'who', 'owner'],
+          properties: {
+            lockId: { type: 'string' },
+            who: { type: 'string' },
+            owner: { type: ['string', 'null'] },
+          },
+        },
+      ],
+    },
   },
 } as const;
 export type EventJson = FromSchema<typeof EventJson>;

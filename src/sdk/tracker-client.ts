@@ -21,6 +21,8 @@ import type {
   RenewLockBody,
   ResourceJson,
   ResourceListJson,
+  StealLockBody,
+  StolenJson,
   UpdateLockBody,
   WaiterJson,
 } from '../http/schemas.js';
@@ -446,6 +448,29 @@ export class TrackerClient {
   setNote(id: string, note: string | null, options: { signal?: AbortSignal } = {}): Promise<LockInfo> {
     const body: UpdateLockBody = { note };
     return this.#request<LockInfo>('PATCH', `${API}/lock/${encodeURIComponent(id)}`, body, options.signal);
+  }
+
+  /**
+   * Ends the lock `id` whoever holds it and takes its service for `who`, ahead of every
+   * waiter (an admin's tool: needs lock:admin); `reason` is required and kept in the history
+   * (`stolen`). Resolves with the new lock and the one it ended; throws LockNotFoundError
+   * when no lock with that id is held. Retried like `forceRelease`, with the same cost: a
+   * repeat after an attempt that did commit (a 503 after COMMIT) finds the lock gone and
+   * throws LockNotFoundError although the first attempt took it (`list({ who })` says).
+   */
+  async steal(
+    id: string,
+    options: { who?: string; reason: string; ttl?: Duration; note?: string; signal?: AbortSignal },
+  ): Promise<{ lock: LockInfo; stolen: LockInfo }> {
+    const body: StealLockBody = { who: options.who ?? defaultWho(), reason: options.reason };
+    if (options.ttl !== undefined) body.ttlSeconds = durationSeconds(options.ttl, 'ttl');
+    if (options.note !== undefined) body.note = options.note;
+    return this.#request<StolenJson>(
+      'POST',
+      `${API}/lock/${encodeURIComponent(id)}/steal`,
+      body,
+      options.signal,
+    );
   }
 
   /**
