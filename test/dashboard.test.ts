@@ -299,6 +299,9 @@ describe('the dashboard build (scripts/build-web.mjs)', () => {
     try {
       const web = join(dir.path, 'web');
       cpSync(join(ROOT, 'web'), web, { recursive: true });
+      // The one module of src/ the dashboard bundles: durations as people write them.
+      mkdirSync(join(dir.path, 'src'));
+      cpSync(join(ROOT, 'src/duration.ts'), join(dir.path, 'src/duration.ts'));
       const first = await buildInto(web, join(dir.path, 'out1'));
       const again = await buildInto(web, join(dir.path, 'out2'));
       assert.deepEqual(again, first, 'the same sources, the same names');
@@ -555,6 +558,87 @@ describe('dashboard', () => {
       assert.deepEqual(unexpected(watched.errors), []);
     } finally {
       await curl('GET', `${base}${API}/unlock/${lock.id}`);
+      await watched.close();
+    }
+  });
+
+  test('Steal takes a held lock at once, with a reason; Reserve takes a free service for a while', async () => {
+    const watched = await openDashboard(browser, base);
+    const { page } = watched;
+    const service = `stolen-${randomUUID().slice(0, 8)}`;
+    const lock = await curlLock(base, { service, who: 'nightly-build', ttlSeconds: 3600 });
+    const dialog = page.locator('#take-dialog');
+    try {
+      await rowOf(page, lock.id).waitFor({ timeout: LIVE_MS });
+      // The service page offers Steal next to Force release.
+      await page.goto(`${base}/#/services/${encodeURIComponent(service)}`);
+      await page.locator('.holder .buttons-row').getByRole('button', { name: 'Steal' }).click();
+      await dialog.waitFor();
+      assert.ok(((await page.locator('#take-details').textContent()) ?? '').includes('nightly-build'));
+      await page.locator('#take-who').fill('oncall-ana');
+      await page.locator('#take-note').fill('hotfix for INC-7');
+      // No reason, no steal.
+      await page.locator('#take-confirm').click();
+      assert.equal(await page.locator('#take-error').isVisible(), true);
+      assert.equal(
+        (await call(base, 'GET', `${API}/lock/${lock.id}`)).status,
+        200,
+        'still held without a reason',
+      );
+      await page.locator('#take-reason').fill('prod is down');
+      await page.locator('#take-confirm').click();
+      await dialog.waitFor({ state: 'hidden' });
+      await page.locator('.holder-who', { hasText: 'oncall-ana' }).waitFor({ timeout: LIVE_MS });
+      assert.equal(await page.locator('.holder-note').textContent(), 'hotfix for INC-7');
+      await page.goto(`${base}/#/`);
+      await rowOf(page, lock.id).waitFor({ state: 'detached', timeout: LIVE_MS });
+      const taken = page.locator('tr.row', { has: page.locator('td.who', { hasText: 'oncall-ana' }) });
+      await taken.waitFor({ timeout: LIVE_MS });
+      assert.equal(await taken.locator('td.who .note').textContent(), 'hotfix for INC-7');
+      const history = (await call(base, 'GET', `${API}/history?service=${service}`)).json as {
+        events: Array<{ type: string; reason: string | null; stolenBy: { who: string } | null }>;
+      };
+      const stolen = history.events.find((event) => event.type === 'stolen');
+      assert.equal(stolen?.reason, 'prod is down');
+      assert.equal(stolen?.stolenBy?.who, 'oncall-ana');
+
+      // Reserve: a free service's page offers it; the who is remembered from the steal.
+      const free = `reserve-${randomUUID().slice(0, 8)}`;
+      await page.goto(`${base}/#/services/${encodeURIComponent(free)}`);
+      await page.getByRole('button', { name: 'Reserve' }).click();
+      await dialog.waitFor();
+      assert.equal(await page.locator('#take-who').inputValue(), 'oncall-ana');
+      assert.equal(
+        await page.locator('#take-reason-field').isVisible(),
+        false,
+        'a reservation asks no reason',
+      );
+      await page.locator('#take-ttl').fill('soon');
+      await page.locator('#take-confirm').click();
+      assert.match((await page.locator('#take-error').textContent()) ?? '', /duration/);
+      await page.locator('#take-ttl').fill('2h');
+      await page.locator('#take-note').fill('load test window');
+      await page.locator('#take-confirm').click();
+      await dialog.waitFor({ state: 'hidden' });
+      await page.locator('.holder-who', { hasText: 'oncall-ana' }).waitFor({ timeout: LIVE_MS });
+      const listed = (await call(base, 'GET', `${API}/locks/list?service=${free}`)).json as {
+        locks: Array<{ ttlSeconds: number; note: string; id: string }>;
+      };
+      assert.deepEqual(
+        listed.locks.map((held) => [held.ttlSeconds, held.note]),
+        [[7200, 'load test window']],
+      );
+      assert.deepEqual(unexpected(watched.errors), []);
+    } finally {
+      // Later tests count the held locks: nothing of this one stays.
+      for (const name of [service, `reserve-`]) {
+        const held = (await call(base, 'GET', `${API}/locks/list?per_page=1000`)).json as {
+          locks: Array<{ id: string; service: string }>;
+        };
+        for (const left of held.locks.filter((one) => one.service.startsWith(name))) {
+          await call(base, 'GET', `${API}/unlock/${left.id}`);
+        }
+      }
       await watched.close();
     }
   });

@@ -2,6 +2,7 @@
 
 // The wire types are the server's own schemas (type-only: nothing of the server is bundled).
 import type {
+  CreateLockBody,
   EventJson,
   ForceReleasedJson,
   GroupJson,
@@ -11,6 +12,8 @@ import type {
   ResourceJson,
   ResourceListJson,
   SnapshotJson,
+  StealLockBody,
+  StolenJson,
 } from '../src/http/schemas.js';
 
 /** Relative, so that the dashboard also works behind a reverse proxy's path prefix. */
@@ -253,6 +256,20 @@ export function forceRelease(
   return api('POST', `/lock/${encodeURIComponent(id)}/force-release`, reason === '' ? {} : { reason }, {
     onWait,
   });
+}
+
+/** Ends a held lock and takes its service at once (POST /lock/{id}/steal, lock:admin). */
+export function stealLock(
+  id: string,
+  body: StealLockBody,
+  onWait?: (ms: number) => void,
+): Promise<StolenJson> {
+  return api('POST', `/lock/${encodeURIComponent(id)}/steal`, body, { onWait });
+}
+
+/** Takes a free service for a while (POST /lock, never waiting): a reservation. */
+export function reserve(body: CreateLockBody, onWait?: (ms: number) => void): Promise<LockJson> {
+  return api('POST', '/lock', body, { onWait });
 }
 
 /** Releases every lock of a group (DELETE /locks/{groupId}); answers what was released. */

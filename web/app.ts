@@ -9,7 +9,7 @@ import {
   serverNow,
 } from './api.js';
 import { onTokenChange, setUpSignIn, signIn, tokenChanged } from './auth.js';
-import { setUpForceRelease, setUpReleaseGroup, setUpSettings } from './dialogs.js';
+import { setUpForceRelease, setUpReleaseGroup, setUpSettings, setUpTake } from './dialogs.js';
 import { byId, setText } from './dom.js';
 import { GroupList } from './groups.js';
 import { ResourcesPage } from './resources-page.js';
@@ -33,6 +33,7 @@ const serviceView = byId('service-view');
 const resourcesView = byId('resources-view');
 
 const openForceRelease = setUpForceRelease(serverNow);
+const take = setUpTake();
 const table = new LockTable(viewport, byId<HTMLTableSectionElement>('locks-body'), (row: Row) =>
   openForceRelease(row.lock),
 );
@@ -42,6 +43,8 @@ const servicePage = new ServicePage({
   state,
   now: serverNow,
   forceRelease: openForceRelease,
+  steal: take.steal,
+  reserve: take.reserve,
   releaseGroup: openReleaseGroup,
   requestRender: () => scheduleRender(),
   loaded: () => loaded,

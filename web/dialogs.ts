@@ -1,4 +1,6 @@
-import { ApiError, forceRelease, getToken, type HeldLock, releaseGroup } from './api.js';
+// Durations as the CLI and the SDK read them (`30m`, `2h`, `1d`): the one module of src/ in the bundle.
+import { parseDurationSeconds } from '../src/duration.js';
+import { ApiError, forceRelease, getToken, type HeldLock, releaseGroup, reserve, stealLock } from './api.js';
 import { saveToken } from './auth.js';
 import { byId, h } from './dom.js';
 import { formatDuration } from './format.js';
@@ -93,6 +95,146 @@ export function setUpForceRelease(now: () => number): (lock: HeldLock) => void {
     if (!dialog.open) dialog.showModal();
     reason.focus();
   };
+}
+
+/** Where the dashboard keeps the name it last took locks under (Steal, Reserve). */
+const WHO_KEY = 'tracker.who';
+
+/**
+ * Steal and Reserve, one dialog: who takes it, for how long, with what note; a steal also
+ * asks why (required, kept in the history). Steal ends a held lock and takes its service at
+ * once (lock:admin); Reserve takes a free service for a while (an acquire that never waits).
+ */
+export function setUpTake(): { steal: (lock: HeldLock) => void; reserve: (service: string) => void } {
+  const dialog = byId<HTMLDialogElement>('take-dialog');
+  const form = byId<HTMLFormElement>('take-form');
+  const title = byId('take-title');
+  const details = byId('take-details');
+  const warning = byId('take-warning');
+  const who = byId<HTMLInputElement>('take-who');
+  const ttl = byId<HTMLInputElement>('take-ttl');
+  const note = byId<HTMLInputElement>('take-note');
+  const reasonField = byId('take-reason-field');
+  const reason = byId<HTMLTextAreaElement>('take-reason');
+  const error = byId('take-error');
+  const confirm = byId<HTMLButtonElement>('take-confirm');
+  let target: { kind: 'steal'; lock: HeldLock } | { kind: 'reserve'; service: string } | undefined;
+  let busy = false;
+
+  byId('take-cancel').addEventListener('click', () => dialog.close());
+  form.addEventListener('submit', (event) => {
+    event.preventDefault();
+    if (!target || busy) return;
+    const holder = who.value.trim();
+    if (holder === '') return showError('Say who holds it: a name people will recognise.', who);
+    const seconds = ttl.value.trim() === '' ? null : parseDurationSeconds(ttl.value.trim());
+    if (seconds === null && (target.kind === 'reserve' || ttl.value.trim() !== '')) {
+      return showError('For how long: a duration such as 30m, 2h or 1d.', ttl);
+    }
+    const text = reason.value.trim();
+    if (target.kind === 'steal' && text === '') {
+      return showError('Say why: the reason is kept in the lock history.', reason);
+    }
+    const extra = {
+      ...(seconds === null ? {} : { ttlSeconds: seconds }),
+      ...(note.value.trim() === '' ? {} : { note: note.value.trim() }),
+    };
+    localStorage.setItem(WHO_KEY, holder);
+    busy = true;
+    confirm.disabled = true;
+    error.hidden = true;
+    const onWait = (ms: number) =>
+      showError(`Too many requests: trying again in ${Math.ceil(ms / 1000)} s…`, undefined, 'muted small');
+    const done =
+      target.kind === 'steal'
+        ? stealLock(target.lock.id, { who: holder, reason: text, ...extra }, onWait).then(
+            ({ stolen }) => `Took ${stolen.service} from ${stolen.who}.`,
+          )
+        : reserve({ service: target.service, who: holder, ...extra }, onWait).then(
+            (lock) => `Reserved ${lock.service} for ${formatDuration((lock.ttlSeconds ?? 0) * 1000)}.`,
+          );
+    const kind = target.kind;
+    done.then(
+      (message) => {
+        busy = false;
+        confirm.disabled = false;
+        dialog.close();
+        toast(message);
+      },
+      (failure: unknown) => {
+        busy = false;
+        confirm.disabled = false;
+        showError(takeFailureText(kind, failure));
+      },
+    );
+  });
+
+  function showError(text: string, field?: HTMLElement, kind = 'error'): void {
+    error.textContent = text;
+    error.className = kind;
+    error.hidden = false;
+    field?.focus();
+  }
+
+  function open(kind: 'steal' | 'reserve', rows: readonly [string, string][]): void {
+    title.textContent = kind === 'steal' ? 'Steal this lock?' : 'Reserve this service?';
+    confirm.textContent = kind === 'steal' ? 'Steal' : 'Reserve';
+    confirm.className = kind === 'steal' ? 'danger' : 'primary';
+    warning.hidden = kind !== 'steal';
+    reasonField.hidden = kind !== 'steal';
+    details.replaceChildren(...rows.flatMap(([term, value]) => [h('dt', null, term), h('dd', null, value)]));
+    who.value = localStorage.getItem(WHO_KEY) ?? '';
+    ttl.value = kind === 'reserve' ? '1h' : '';
+    note.value = '';
+    reason.value = '';
+    error.hidden = true;
+    confirm.disabled = false;
+    if (!dialog.open) dialog.showModal();
+    (who.value === '' ? who : kind === 'steal' ? reason : note).focus();
+  }
+
+  return {
+    steal(lock) {
+      target = { kind: 'steal', lock };
+      open('steal', [
+        ['Service', lock.service],
+        ['Held by', lock.who],
+        ['Owner', ownerText(lock)],
+        ['Fencing token', String(lock.fencingToken)],
+        ['Waiters', String(lock.waiters)],
+      ]);
+    },
+    reserve(service) {
+      target = { kind: 'reserve', service };
+      open('reserve', [['Service', service]]);
+    },
+  };
+}
+
+/** Why a steal or a reservation failed, in words. */
+function takeFailureText(kind: 'steal' | 'reserve', failure: unknown): string {
+  const what = kind === 'steal' ? 'Steal' : 'Reserve';
+  if (!(failure instanceof ApiError)) {
+    return `${what} failed: ${failure instanceof Error ? failure.message : String(failure)}`;
+  }
+  switch (failure.status) {
+    case 404:
+      return kind === 'steal'
+        ? 'This lock is no longer held: it was released or expired meanwhile.'
+        : `${what} failed: ${failure.message}`;
+    case 409:
+      return 'Someone took it meanwhile: it is no longer free.';
+    case 401:
+      return `Not signed in: a valid API token is needed to ${kind}.`;
+    case 403:
+      return kind === 'steal'
+        ? 'This token may not steal: it needs lock:admin (for this service).'
+        : 'This token may not take this service: it needs lock:write for it.';
+    case 429:
+      return `Too many requests: try again in ${Math.ceil((failure.retryAfterMs ?? 1000) / 1000)} s.`;
+    default:
+      return `${what} failed: ${failure.message}`;
+  }
 }
 
 /** Why a force release failed, in words (403: what the token lacks). */

@@ -30,6 +30,9 @@ export interface ServicePageDeps {
   readonly state: LockState;
   readonly now: () => number;
   readonly forceRelease: (lock: HeldLock) => void;
+  /** Asks to steal a lock, or to reserve a free service (the take dialog). */
+  readonly steal: (lock: HeldLock) => void;
+  readonly reserve: (service: string) => void;
   /** Asks to release a whole group (the confirmation dialog). */
   readonly releaseGroup: (groupId: string) => void;
   readonly requestRender: () => void;
@@ -249,13 +252,29 @@ export class ServicePage {
         : holders
             .map(({ lock }) => {
               const group = lock.groupId === null ? '' : this.deps.state.groupOf(lock.groupId).length;
-              return `${lock.id}:${lock.expiresAt}:${lock.waiters}:${lock.owner ?? ''}:${lock.limit}:${group}`;
+              return `${lock.id}:${lock.expiresAt}:${lock.waiters}:${lock.owner ?? ''}:${lock.limit}:${group}:${lock.note}`;
             })
             .join('|');
     if (key !== this.holderKey) {
       this.holderKey = key;
       if (holders.length === 0) {
-        this.holder.replaceChildren(h('p', { class: 'free' }, 'Free: nobody holds this lock.'));
+        const service = this.service ?? '';
+        this.holder.replaceChildren(
+          h('p', { class: 'free' }, 'Free: nobody holds this lock.'),
+          h(
+            'div',
+            { class: 'buttons-row' },
+            h(
+              'button',
+              {
+                class: 'primary reserve',
+                attrs: { type: 'button' },
+                on: { click: () => this.deps.reserve(service) },
+              },
+              'Reserve',
+            ),
+          ),
+        );
       } else {
         const summary = holdersSummary(holders);
         const blocks = holders.map((row) => this.holderBlock(row));
@@ -322,6 +341,11 @@ export class ServicePage {
       h(
         'div',
         { class: 'buttons-row' },
+        h(
+          'button',
+          { class: 'steal', attrs: { type: 'button' }, on: { click: () => this.deps.steal(lock) } },
+          'Steal',
+        ),
         h(
           'button',
           { class: 'danger', attrs: { type: 'button' }, on: { click: () => this.deps.forceRelease(lock) } },

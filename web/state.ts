@@ -109,6 +109,7 @@ export class LockState {
       case 'released':
       case 'expired':
       case 'force-released':
+      case 'stolen':
         changed = this.remove(lock.id);
         break;
       case 'queued':
