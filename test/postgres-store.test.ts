@@ -16,6 +16,7 @@ import {
 import { SNAPSHOT_XMIN } from '../src/storage/postgres/queries.js';
 import { runLockStoreContract, type StoreUnderTest } from './contract/lock-store.contract.js';
 import { runManyHoldersContract } from './contract/many-holders.contract.js';
+import { runWebhookStoreContract } from './contract/webhooks.contract.js';
 import { recordingLogger } from './support/logger.js';
 import {
   closedPort,
@@ -146,6 +147,7 @@ await describePostgres('PostgreSQL store', (database) => {
   };
   runLockStoreContract('postgres', () => openFrozen('contract'));
   runManyHoldersContract('postgres', () => openFrozen('many_holders'));
+  runWebhookStoreContract('postgres', () => openFrozen('webhooks'));
 
   describe('PostgreSQL store specifics', () => {
     test('records each migration once, in its own schema; reopening applies nothing', async () => {

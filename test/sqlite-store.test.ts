@@ -11,6 +11,7 @@ import { migrate } from '../src/storage/sqlite/migrate.js';
 import { openSqliteLockStore } from '../src/storage/sqlite/sqlite-lock-store.js';
 import { runLockStoreContract } from './contract/lock-store.contract.js';
 import { runManyHoldersContract } from './contract/many-holders.contract.js';
+import { runWebhookStoreContract } from './contract/webhooks.contract.js';
 import { ManualClock } from './support/manual-clock.js';
 import { tempDir } from './support/server-process.js';
 import { writeFutureSchema } from './support/sqlite.js';
@@ -48,6 +49,10 @@ runManyHoldersContract(
   'sqlite :memory:',
   openWithManualClock(() => ':memory:'),
 );
+runWebhookStoreContract(
+  'sqlite file',
+  openWithManualClock((dir) => join(dir, 'hooks.db')),
+);
 
 describe('SQLite store specifics', () => {
   test('creates the folder, records migrations, uses WAL', async () => {
@@ -68,6 +73,7 @@ describe('SQLite store specifics', () => {
       { version: 8, name: 'many_holders' },
       { version: 9, name: 'list_indexes' },
       { version: 10, name: 'notes_and_steal' },
+      { version: 11, name: 'webhooks' },
     ]);
     assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
     db.close();

@@ -54,6 +54,8 @@ export const ErrorCode = {
   NO_SUCH_LABEL: 'NO_SUCH_LABEL',
   /** No registered resource has that name. */
   RESOURCE_NOT_FOUND: 'RESOURCE_NOT_FOUND',
+  /** No webhook has that name. */
+  WEBHOOK_NOT_FOUND: 'WEBHOOK_NOT_FOUND',
   /** The resource is held: it cannot be deleted now. */
   RESOURCE_IN_USE: 'RESOURCE_IN_USE',
 } as const;

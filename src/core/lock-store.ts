@@ -10,6 +10,7 @@ import type {
   ResourceSpec,
   Waiter,
 } from './lock.js';
+import type { WebhookStore } from './webhooks.js';
 
 /**
  * The result of an acquire: the new lock, or the lock that was there first (and, when the
@@ -150,6 +151,8 @@ export const WAITER_LEASE_MS = 15_000;
  *   rejection is a bug.
  */
 export interface LockStore {
+  /** The webhooks kept in this store, and their delivery state (core/webhooks.ts). */
+  readonly webhooks: WebhookStore;
   /**
    * Takes the service under the given id, unless someone holds it (an expired holder
    * doesn't); with `queue`, a refused request joins the queue. With `key`, as IdempotencyKey

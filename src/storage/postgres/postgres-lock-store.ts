@@ -30,6 +30,7 @@ import {
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
 import type { Logger } from '../../core/logger.js';
+import type { WebhookStore } from '../../core/webhooks.js';
 import { readMigrations } from '../migrations.js';
 import { ChangeFeed } from './change-feed.js';
 import { GrantState, NEW_TICKET, WAITERS_PER_READ } from './grant-state.js';
@@ -106,6 +107,7 @@ import {
   UNMARK_STEAL,
   type WaiterRow,
 } from './queries.js';
+import { postgresWebhooks } from './webhooks.js';
 
 export interface PostgresStoreOptions {
   /**
@@ -288,6 +290,11 @@ export class PostgresLockStore implements LockStore {
   }
 
   /** One statement in autocommit on a pooled connection; `name` makes it a prepared statement. */
+  /** The webhooks (webhooks.ts): one guarded statement each, through the pool. */
+  readonly webhooks: WebhookStore = postgresWebhooks(
+    (text: string, values: unknown[]) => guard(() => this.#query(text, values)) as Promise<never[]>,
+  );
+
   async #query<Row extends pg.QueryResultRow>(
     text: string,
     values: unknown[] = [],

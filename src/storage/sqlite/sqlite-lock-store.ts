@@ -40,6 +40,7 @@ import {
   type StealRequest,
   WAITER_LEASE_MS,
 } from '../../core/lock-store.js';
+import type { WebhookStore } from '../../core/webhooks.js';
 import { readMigrations } from '../migrations.js';
 import { BACKSTOP_FRAMES, type Checkpointer, startCheckpointer } from './checkpointer.js';
 import { migrate } from './migrate.js';
@@ -56,6 +57,7 @@ import type {
   WaiterRow,
 } from './queries.js';
 import * as sql from './queries.js';
+import { sqliteWebhooks } from './webhooks.js';
 
 export interface SqliteStoreOptions {
   /** A file path, or ':memory:' for a throwaway store. The folder is created if missing. */
@@ -296,6 +298,8 @@ export class SqliteLockStore implements LockStore {
     by_owner: null,
   };
   readonly #statements: ReturnType<typeof prepare>;
+  /** The webhooks (webhooks.ts): plain statements on this connection. */
+  readonly webhooks: WebhookStore;
   readonly #history = new Map<string, Database.Statement<[Record<string, unknown>], EventRow>>();
   readonly #changes = new EventEmitter();
   /** Services changed by the transaction running now, announced after it commits. */
@@ -341,6 +345,7 @@ export class SqliteLockStore implements LockStore {
       // a deferred one is checked at COMMIT, which then fails as a whole (see #flush).
       this.#db.pragma('foreign_keys = ON');
       this.#statements = prepare(this.#db);
+      this.webhooks = sqliteWebhooks(this.#db, () => this.#now(), guard);
       this.#transaction = this.#db.transaction((work: () => unknown) => work());
       this.#begin = this.#db.prepare('BEGIN IMMEDIATE');
       this.#commit = this.#db.prepare('COMMIT');
