@@ -15,12 +15,15 @@ import type { LockStore } from './core/lock-store.js';
 import type { Logger } from './core/logger.js';
 import { createRateLimiter } from './core/rate-limiter.js';
 import { createWatcherRegistry } from './core/watchers.js';
+import { createWebhookAdmin, startWebhookDelivery } from './core/webhooks.js';
 import { type GrpcListener, listenGrpcGuarded } from './grpc/listener.js';
 import { buildGrpcServer, shutdownGrpc } from './grpc/server.js';
 import { buildHttpApp } from './http/app.js';
+import { alertToJson, eventToJson } from './http/present.js';
 import { createHostCheck } from './http/request-guard.js';
 import { createMetrics } from './metrics.js';
 import { openSqliteLockStore } from './storage/sqlite/sqlite-lock-store.js';
+import { sendWebhook, signWebhook, urlChecker } from './webhook-transport.js';
 
 /** Listening failed; `message` is the one line to print. */
 export class ListenError extends Error {
@@ -80,8 +83,36 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     stats: () => opened.stats(),
     resources: () => opened.listResources(),
     watchers,
+    webhooks: () => webhooks.list(AUTHENTICATION_OFF),
   });
   const store = metrics.instrument(opened);
+  // Names this process in the queue and in webhook claims; unique across restarts, so a
+  // restarted replica never inherits a dead one's waiters.
+  const owner = `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  const checkUrl = urlChecker(config.webhooksAllowPrivate);
+  const delivery = startWebhookDelivery({
+    store,
+    clock: systemClock,
+    owner,
+    send: sendWebhook,
+    sign: signWebhook,
+    checkUrl,
+    present: { event: eventToJson, alert: alertToJson },
+    onAttempt: (webhook, ok) => metrics.webhookAttempt(webhook, ok),
+    onError: (error) => logger.warn({ err: error }, 'a webhook delivery round failed; retrying'),
+  });
+  // Another replica's events (PostgreSQL's NOTIFY) are news for the webhooks too.
+  const stopHearing = opened.onEvents?.(() => delivery.kick());
+  const webhooks = createWebhookAdmin({
+    store,
+    clock: systemClock,
+    checkUrl,
+    onChange: () => delivery.kick(),
+  });
+  const stopDelivery = async () => {
+    stopHearing?.();
+    await delivery.stop();
+  };
   const service = createLockService({
     store,
     feed,
@@ -92,16 +123,17 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     maxLocks: config.maxLocks,
     defaultTtlSeconds: config.defaultTtlSeconds,
     maxTtlSeconds: config.maxTtlSeconds,
-    // Names this process in the queue; unique across restarts, so a restarted replica
-    // never inherits a dead one's waiters.
-    owner: `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`,
+    owner,
     onEvent: (event) => {
       metrics.observe(event);
       logEvent(logger, event);
       // Watchers hear of this process's own changes at once, not at the next poll, and
       // (PostgreSQL) the other replicas' watchers through a NOTIFY.
       feed.kick();
-      if (event.type !== 'refused') opened.announceEvents?.();
+      if (event.type !== 'refused') {
+        opened.announceEvents?.();
+        delivery.kick();
+      }
     },
   });
   const housekeeping = startHousekeeping({
@@ -125,6 +157,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
   } catch (error) {
     authority?.close();
     await housekeeping.stop();
+    await stopDelivery();
     feed.close();
     await opened.close();
     throw error;
@@ -173,6 +206,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
   );
   const http = buildHttpApp({
     service,
+    webhooks,
     watchers,
     metrics,
     gate,
@@ -223,6 +257,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     authority?.close();
     await resources?.close();
     await housekeeping.stop();
+    await stopDelivery();
     feed.close();
     await store.close();
     throw error;
@@ -255,6 +290,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
       authority?.close();
       await resources?.close();
       await housekeeping.stop();
+      await stopDelivery();
       feed.close();
       await store.close();
     },

@@ -4,6 +4,7 @@ import { freeSlots } from './core/grants.js';
 import type { Resource } from './core/lock.js';
 import type { LockEvent } from './core/lock-service.js';
 import type { LockStore } from './core/lock-store.js';
+import type { WebhookStatus } from './core/webhooks.js';
 
 /** Hold times run from milliseconds (a quick job) to days (a forgotten lock). */
 const HOLD_BUCKETS = [0.01, 0.1, 0.5, 1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 86_400, 7 * 86_400];
@@ -22,6 +23,8 @@ export interface MetricsSources {
   readonly resources: () => Promise<readonly Resource[]>;
   /** Connected watchers (SSE and gRPC streams): how many, what they have waiting, how many were dropped. */
   readonly watchers: { readonly size: number; readonly bufferedBytes: number; readonly dropped: number };
+  /** The webhooks and how far behind each one's delivery is, read at each scrape. */
+  readonly webhooks?: () => Promise<readonly WebhookStatus[]>;
 }
 
 /** What the per-label gauges show of one label. */
@@ -90,16 +93,7 @@ export function createMetrics(sources: MetricsSources) {
   });
   // One read of the registry per scrape, shared by the per-label gauges (prom-client starts
   // every metric's collect in the same turn).
-  let reading: Promise<Map<string, LabelTotals>> | null = null;
-  const perLabel = () => {
-    reading ??= sources
-      .resources()
-      .then(labelTotals)
-      .finally(() => {
-        reading = null;
-      });
-    return reading;
-  };
+  const perLabel = oncePerScrape(() => sources.resources().then(labelTotals));
   const labelGauge = (name: string, help: string, field: keyof LabelTotals) =>
     new Gauge({
       name,
@@ -227,12 +221,51 @@ export function createMetrics(sources: MetricsSources) {
     labelNames: ['result'],
     registers,
   });
+  const webhookDeliveries = new Counter({
+    name: 'tracker_webhook_deliveries_total',
+    help: 'Webhook delivery attempts by this replica, by webhook and result: ok (a 2xx) or failed.',
+    labelNames: ['webhook', 'result'],
+    registers,
+  });
+  const webhookStatus = oncePerScrape(async () => (sources.webhooks ? await sources.webhooks() : []));
+  const webhookGauge = (name: string, help: string, value: (status: WebhookStatus) => number) =>
+    new Gauge({
+      name,
+      help,
+      labelNames: ['webhook'],
+      registers,
+      async collect() {
+        const statuses = await webhookStatus();
+        this.reset();
+        for (const status of statuses) this.set({ webhook: status.webhook.name }, value(status));
+      },
+    });
+  webhookGauge(
+    'tracker_webhook_lag_seconds',
+    'How old the oldest history event the webhook has not delivered yet is (0: caught up).',
+    (status) => status.lagSeconds,
+  );
+  webhookGauge(
+    'tracker_webhook_pending_events',
+    'History events after the webhook’s cursor, counted up to 1000.',
+    (status) => status.pending,
+  );
+  webhookGauge(
+    'tracker_webhook_failures',
+    'Consecutive failed delivery attempts of the webhook (0 after a success).',
+    (status) => status.webhook.failures,
+  );
   for (const result of ['granted', 'held', 'timeout', 'cancelled', 'failed']) acquisitions.inc({ result }, 0);
   for (const result of ['refused', 'limited']) authFailures.inc({ result }, 0);
   for (const kind of ['released', 'force-released', 'stolen', 'expired']) releases.inc({ kind }, 0);
 
   return {
     registry,
+
+    /** A webhook delivery attempt's outcome. */
+    webhookAttempt(webhook: string, ok: boolean): void {
+      webhookDeliveries.inc({ webhook, result: ok ? 'ok' : 'failed' });
+    },
 
     /** The service's events (onEvent). */
     observe(event: LockEvent): void {
@@ -312,3 +345,17 @@ export function createMetrics(sources: MetricsSources) {
 }
 
 export type Metrics = ReturnType<typeof createMetrics>;
+
+/**
+ * `read`, at most once at a time: the gauges of one scrape (prom-client starts every
+ * metric's collect in the same turn) share one read of the store.
+ */
+function oncePerScrape<T>(read: () => Promise<T>): () => Promise<T> {
+  let reading: Promise<T> | null = null;
+  return () => {
+    reading ??= read().finally(() => {
+      reading = null;
+    });
+    return reading;
+  };
+}

@@ -34,6 +34,7 @@ describe('loadConfig', () => {
       headersTimeoutMs: 10_000,
       requestTimeoutMs: 30_000,
       watchPollMs: 1000,
+      webhooksAllowPrivate: false,
       allowedHosts: [],
       watchLimits: {
         maxWatchers: 1000,

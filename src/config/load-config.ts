@@ -76,6 +76,8 @@ export interface Config {
    * safety net, since every replica hears of new events through LISTEN/NOTIFY.
    */
   readonly watchPollMs: number;
+  /** Webhooks may be delivered to loopback, link-local and metadata addresses (tests, one host). */
+  readonly webhooksAllowPrivate: boolean;
   /**
    * Host names REST answers to besides IP addresses, `localhost`, --host and (beyond
    * loopback) this machine's name; `.example.com`: that domain and its subdomains. null: any
@@ -210,6 +212,13 @@ const OPTIONS = {
     default: '20',
     help: 'failed authentications a client address may make at once',
   },
+  'webhooks-allow-private': {
+    env: 'TRACKER_WEBHOOKS_ALLOW_PRIVATE',
+    default: 'false',
+    help:
+      'a flag: webhooks may deliver to loopback, link-local and cloud metadata addresses (refused\n' +
+      '      otherwise, at PUT and at each delivery; private networks such as 10.0.0.0/8 are always allowed)',
+  },
   'trust-proxy': {
     env: 'TRACKER_TRUST_PROXY',
     default: '',
@@ -301,6 +310,8 @@ type OptionName = keyof typeof OPTIONS;
 
 /** Options that may be given several times; their values add up. */
 const REPEATABLE: ReadonlySet<OptionName> = new Set(['allowed-host']);
+/** Flags that take no value (their environment variable: true or false). */
+const FLAGS: ReadonlySet<OptionName> = new Set(['webhooks-allow-private']);
 
 /** A bad flag or value: the message is the one line printed before exiting with status 2. */
 export class ConfigError extends Error {
@@ -326,6 +337,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
   const pick = (name: OptionName): { value: string; source: string } => {
     const flag = parsed.values[name];
     if (typeof flag === 'string') return { value: flag, source: `--${name}` };
+    if (flag === true) return { value: 'true', source: `--${name}` };
     if (Array.isArray(flag) && flag.length > 0) return { value: flag.join(','), source: `--${name}` };
     const fromEnv = env[OPTIONS[name].env];
     if (fromEnv !== undefined && fromEnv !== '') return { value: fromEnv, source: OPTIONS[name].env };
@@ -376,6 +388,7 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       headersTimeoutMs: parseTimeoutMs(pick('headers-timeout')),
       requestTimeoutMs: parseTimeoutMs(pick('request-timeout')),
       watchPollMs: parseTimeoutMs(pick('watch-poll')),
+      webhooksAllowPrivate: parseBoolean(pick('webhooks-allow-private')),
       watchLimits: {
         maxWatchers: parseInteger(pick('max-watchers'), 1, 1_000_000),
         maxWatchersPerCaller: parseInteger(pick('max-watchers-per-token'), 1, 1_000_000),
@@ -391,6 +404,12 @@ export function loadConfig(argv: readonly string[], env: NodeJS.ProcessEnv): Con
       allowedHosts: parseAllowedHosts(pick('allowed-host')),
     },
   };
+}
+
+function parseBoolean(setting: Setting): boolean {
+  if (setting.value === 'true' || setting.value === '1') return true;
+  if (setting.value === 'false' || setting.value === '0' || setting.value === '') return false;
+  throw new ConfigError(`${setting.source}: must be true or false, not ${setting.value}`);
 }
 
 function parseTls(cert: Setting, key: Setting, ca: Setting): Config['tls'] {
@@ -488,9 +507,11 @@ function parseFlags(argv: readonly string[]) {
   const options = Object.fromEntries(
     Object.keys(OPTIONS).map((name) => [
       name,
-      { type: 'string' as const, multiple: REPEATABLE.has(name as OptionName) },
+      FLAGS.has(name as OptionName)
+        ? { type: 'boolean' as const }
+        : { type: 'string' as const, multiple: REPEATABLE.has(name as OptionName) },
     ]),
-  ) as Record<OptionName, { type: 'string'; multiple: boolean }>;
+  ) as Record<OptionName, { type: 'string'; multiple: boolean } | { type: 'boolean' }>;
   return parseArgs({
     args: [...argv],
     options: { ...options, help: { type: 'boolean', short: 'h' } },

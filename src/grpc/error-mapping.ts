@@ -32,6 +32,7 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, status>> = {
   LIMIT_MISMATCH: status.FAILED_PRECONDITION,
   NO_SUCH_LABEL: status.NOT_FOUND,
   RESOURCE_NOT_FOUND: status.NOT_FOUND,
+  WEBHOOK_NOT_FOUND: status.NOT_FOUND,
   RESOURCE_IN_USE: status.FAILED_PRECONDITION,
 };
 

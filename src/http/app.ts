@@ -10,6 +10,7 @@ import { TrackerError } from '../core/errors.js';
 import type { LockService } from '../core/lock-service.js';
 import type { Logger } from '../core/logger.js';
 import type { WatcherRegistry } from '../core/watchers.js';
+import type { WebhookAdmin } from '../core/webhooks.js';
 import type { Metrics } from '../metrics.js';
 import { serverTlsOptions } from '../server-tls-options.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
@@ -21,9 +22,12 @@ import { registerResourceRoutes } from './resource-routes.js';
 import { apiRoute, describedAs } from './route-docs.js';
 import { ErrorJson, HealthJson, ReadyJson } from './schemas.js';
 import { registerWatch } from './watch.js';
+import { registerWebhookRoutes } from './webhook-routes.js';
 
 export interface HttpAppDeps {
   readonly service: LockService;
+  /** The webhooks' routes; absent: none (an app built for a test of other routes). */
+  readonly webhooks?: WebhookAdmin;
   /** Open watch streams and what they have waiting (shared with gRPC). */
   readonly watchers: WatcherRegistry;
   /** Request durations go here, and GET /metrics serves its registry. */
@@ -117,6 +121,7 @@ export const BODY_LIMIT = 64 * 1024;
  */
 export function buildHttpApp({
   service,
+  webhooks,
   watchers,
   metrics,
   gate,
@@ -275,6 +280,7 @@ export function buildHttpApp({
   void app.register(async (routes) => {
     registerLockRoutes(routes, service);
     registerResourceRoutes(routes, service);
+    if (webhooks) registerWebhookRoutes(routes, webhooks);
     registerWatch(routes, service, watchers);
 
     routes.get(

@@ -26,6 +26,7 @@ export const HTTP_STATUS: Readonly<Record<ErrorCode, number>> = {
   LIMIT_MISMATCH: 409,
   NO_SUCH_LABEL: 404,
   RESOURCE_NOT_FOUND: 404,
+  WEBHOOK_NOT_FOUND: 404,
   RESOURCE_IN_USE: 409,
 };
 

@@ -8,7 +8,16 @@ import {
   type Waiter,
 } from '../core/lock.js';
 import type { LockGroup } from '../core/lock-service.js';
-import type { EventJson, GroupJson, LockJson, QueueJson, ResourceJson, WaiterJson } from './schemas.js';
+import type { AlertSubject, WebhookAlert, WebhookStatus } from '../core/webhooks.js';
+import type {
+  EventJson,
+  GroupJson,
+  LockJson,
+  QueueJson,
+  ResourceJson,
+  WaiterJson,
+  WebhookJson,
+} from './schemas.js';
 
 /**
  * Domain values in their REST form. Each returns the type declared by its schema in
@@ -113,4 +122,49 @@ export function resourceToJson(resource: Resource): ResourceJson {
     waiters: resource.waiters.map(waiterToJson),
     free: freeSlots(resource),
   };
+}
+
+const instant = (at: Date | null) => (at === null ? null : at.toISOString());
+
+/** A webhook with its delivery state; never its secret. */
+export function webhookToJson({ webhook, pending, lagSeconds }: WebhookStatus): WebhookJson {
+  return {
+    name: webhook.name,
+    url: webhook.url,
+    events: [...webhook.events],
+    services: webhook.services,
+    format: webhook.format,
+    alertAfterSeconds: webhook.alertAfterSeconds,
+    createdAt: webhook.createdAt.toISOString(),
+    updatedAt: webhook.updatedAt.toISOString(),
+    delivery: {
+      cursor: webhook.cursor,
+      pending,
+      lagSeconds,
+      delivered: webhook.delivered,
+      dropped: webhook.dropped,
+      failures: webhook.failures,
+      lastStatus: webhook.lastStatus,
+      lastError: webhook.lastError,
+      lastAttemptAt: instant(webhook.lastAttemptAt),
+      lastSuccessAt: instant(webhook.lastSuccessAt),
+      nextAttemptAt: instant(webhook.nextAttemptAt),
+    },
+  };
+}
+
+/** An alert's data: what it is about (a lock, or a request in line) and for how long. */
+export function alertToJson(kind: WebhookAlert, subject: AlertSubject, seconds: number) {
+  const about = {
+    id: subject.id,
+    service: subject.service,
+    who: subject.who,
+    owner: subject.owner,
+    since: formatTimestamp(subject.since),
+    note: subject.note,
+    link: subject.link,
+  };
+  return kind === 'held-too-long'
+    ? { heldSeconds: seconds, lock: about }
+    : { waitedSeconds: seconds, request: about };
 }

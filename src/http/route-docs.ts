@@ -11,7 +11,7 @@ import { ErrorJson, ReleaseErrorJson } from './schemas.js';
  * serializes them) and a line per code saying what it means.
  */
 
-export type Tag = 'locks' | 'queue' | 'resources' | 'history' | 'operations';
+export type Tag = 'locks' | 'queue' | 'resources' | 'history' | 'webhooks' | 'operations';
 
 export const TAGS: ReadonlyArray<{ readonly name: Tag; readonly description: string }> = [
   { name: 'locks', description: 'Acquire, inspect, renew and release locks.' },
@@ -21,6 +21,7 @@ export const TAGS: ReadonlyArray<{ readonly name: Tag; readonly description: str
     description: 'Registered resources: labels to ask for any free one, properties, capacity.',
   },
   { name: 'history', description: 'What happened to locks, past and live.' },
+  { name: 'webhooks', description: 'The history and alerts, POSTed to receivers (signed, at least once).' },
   { name: 'operations', description: 'Health, readiness and metrics.' },
 ];
 
@@ -34,6 +35,7 @@ export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
     'the service is held (or registered) with another `limit`: `limit` is the current one, `service` the service (answered at once, never queued)',
   NO_SUCH_LABEL: 'no registered resource carries the `label`',
   RESOURCE_NOT_FOUND: 'no registered resource has that name',
+  WEBHOOK_NOT_FOUND: 'no webhook has that name',
   RESOURCE_IN_USE: 'the resource is held: release its locks first',
   LOCK_NOT_FOUND: 'no lock with that id is held',
   LOCK_NOT_HELD: 'the lock expired, was released or never existed',

@@ -18,6 +18,13 @@ import {
   MAX_WAIT_SECONDS,
   MIN_PRIORITY,
 } from '../core/lock.js';
+import {
+  MAX_SECRET_LENGTH,
+  MAX_WEBHOOK_URL_LENGTH,
+  MIN_SECRET_LENGTH,
+  WEBHOOK_EVENT_TYPES,
+  WEBHOOK_FORMATS,
+} from '../core/webhooks.js';
 
 /**
  * Every REST request and response body, declared once, as a plain JSON Schema object
@@ -550,6 +557,124 @@ export const SnapshotJson = {
 } as const;
 export type SnapshotJson = FromSchema<typeof SnapshotJson>;
 
+export const WebhookParams = {
+  type: 'object',
+  required: ['name'],
+  properties: { name: { ...name, description: 'The webhook’s name.' } },
+} as const;
+
+/** PUT /webhooks/{name}: the core checks the URL (an absolute http(s) one, and where it resolves). */
+export const PutWebhookBody = {
+  type: 'object',
+  required: ['url', 'secret', 'events'],
+  additionalProperties: false,
+  properties: {
+    url: {
+      type: 'string',
+      maxLength: MAX_WEBHOOK_URL_LENGTH,
+      description: 'Where to POST: an absolute http:// or https:// URL.',
+    },
+    secret: {
+      type: 'string',
+      minLength: MIN_SECRET_LENGTH,
+      maxLength: MAX_SECRET_LENGTH,
+      pattern: PRINTABLE,
+      description:
+        'Signs every delivery: X-Tracker-Signature-256 is sha256=HMAC-SHA256(body, secret). Never shown.',
+    },
+    events: {
+      type: 'array',
+      minItems: 1,
+      maxItems: WEBHOOK_EVENT_TYPES.length,
+      items: { type: 'string', enum: WEBHOOK_EVENT_TYPES },
+      description: 'Which events: every history type, held-too-long and waited-too-long.',
+    },
+    services: {
+      type: 'string',
+      minLength: 1,
+      maxLength: MAX_NAME_LENGTH,
+      pattern: PRINTABLE,
+      description: 'Only events of services matching this glob (* any characters, ? one).',
+    },
+    format: { type: 'string', enum: WEBHOOK_FORMATS, description: 'json (default), or slack: {"text": …}.' },
+    alertAfterSeconds: {
+      ...ttlSeconds,
+      description: 'How long is too long, for held-too-long and waited-too-long.',
+    },
+  },
+} as const;
+export type PutWebhookBody = FromSchema<typeof PutWebhookBody>;
+
+const instant = { type: ['string', 'null'] } as const;
+
+/** A webhook as GET shows it: what it wants, and where its delivery stands (never its secret). */
+export const WebhookJson = {
+  type: 'object',
+  required: [
+    'name',
+    'url',
+    'events',
+    'services',
+    'format',
+    'alertAfterSeconds',
+    'createdAt',
+    'updatedAt',
+    'delivery',
+  ],
+  properties: {
+    name: { type: 'string' },
+    url: { type: 'string' },
+    events: { type: 'array', items: { type: 'string', enum: WEBHOOK_EVENT_TYPES } },
+    services: { type: ['string', 'null'] },
+    format: { type: 'string', enum: WEBHOOK_FORMATS },
+    alertAfterSeconds: { type: ['integer', 'null'] },
+    createdAt: { type: 'string' },
+    updatedAt: { type: 'string' },
+    delivery: {
+      type: 'object',
+      required: [
+        'cursor',
+        'pending',
+        'lagSeconds',
+        'delivered',
+        'dropped',
+        'failures',
+        'lastStatus',
+        'lastError',
+        'lastAttemptAt',
+        'lastSuccessAt',
+        'nextAttemptAt',
+      ],
+      properties: {
+        /** The last history event handled. */
+        cursor: { type: 'integer' },
+        /** History events after the cursor (counted up to 1000). */
+        pending: { type: 'integer' },
+        /** How old the oldest undelivered event is; 0 when caught up. */
+        lagSeconds: { type: 'number' },
+        delivered: { type: 'integer' },
+        /** Events dropped after 24 h of failed attempts. */
+        dropped: { type: 'integer' },
+        /** Consecutive failed attempts. */
+        failures: { type: 'integer' },
+        lastStatus: { type: ['integer', 'null'] },
+        lastError: { type: ['string', 'null'] },
+        lastAttemptAt: instant,
+        lastSuccessAt: instant,
+        nextAttemptAt: instant,
+      },
+    },
+  },
+} as const;
+export type WebhookJson = FromSchema<typeof WebhookJson>;
+
+export const WebhookListJson = {
+  type: 'object',
+  required: ['webhooks'],
+  properties: { webhooks: { type: 'array', items: WebhookJson } },
+} as const;
+export type WebhookListJson = FromSchema<typeof WebhookListJson>;
+
 const errorProperties = {
   error: { type: 'string', description: 'What went wrong, in words.' },
   code: { type: 'string', description: 'A stable code to act on; see the response descriptions.' },
@@ -656,6 +781,28 @@ export const RULES: Readonly<Record<string, Readonly<Record<string, string>>>> =
     type: 'must be a string: an absolute http:// or https:// URL',
     maxLength: `must be at most ${MAX_LINK_LENGTH} characters`,
   },
+  url: {
+    type: 'must be a string: an absolute http:// or https:// URL',
+    maxLength: `must be at most ${MAX_WEBHOOK_URL_LENGTH} characters`,
+  },
+  secret: {
+    type: 'must be a string',
+    minLength: `must be ${MIN_SECRET_LENGTH} to ${MAX_SECRET_LENGTH} characters`,
+    maxLength: `must be ${MIN_SECRET_LENGTH} to ${MAX_SECRET_LENGTH} characters`,
+    pattern: 'must not contain control characters',
+  },
+  events: {
+    type: 'must be an array of event types',
+    minItems: 'must list at least one event type',
+    maxItems: 'must list each event type once at most',
+  },
+  'events.*': { enum: `must be one of ${WEBHOOK_EVENT_TYPES.join(', ')}`, type: 'must be an event type' },
+  services: { type: 'must be a glob of service names', pattern: 'must not contain control characters' },
+  format: {
+    enum: `must be one of ${WEBHOOK_FORMATS.join(', ')}`,
+    type: `must be one of ${WEBHOOK_FORMATS.join(', ')}`,
+  },
+  alertAfterSeconds: { ...integerFrom(1, MAX_TTL_SECONDS), type: 'must be an integer' },
   since: { pattern: 'must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z' },
   until: { pattern: 'must be an RFC 3339 timestamp, e.g. 2026-11-26T17:00:00Z' },
   // The history query's `limit` (text) and an acquire's (an integer): both from 1 to 1000.
