@@ -628,6 +628,28 @@ describe('dashboard', () => {
         listed.locks.map((held) => [held.ttlSeconds, held.note]),
         [[7200, 'load test window']],
       );
+
+      // A registered resource with room offers Reserve on the Resources page too.
+      const device = `reserve-device-${randomUUID().slice(0, 8)}`;
+      assert.equal(
+        (await curl('PUT', `${base}${API}/resources/${device}`, { labels: ['phones'] })).status,
+        201,
+      );
+      await page.goto(`${base}/#/resources`);
+      await page.getByRole('button', { name: `Reserve ${device}` }).click();
+      await dialog.waitFor();
+      await page.locator('#take-ttl').fill('30m');
+      await page.locator('#take-confirm').click();
+      await dialog.waitFor({ state: 'hidden' });
+      const onDevice = (await call(base, 'GET', `${API}/locks/list?service=${device}`)).json as {
+        locks: Array<{ ttlSeconds: number; who: string; id: string }>;
+      };
+      assert.deepEqual(
+        onDevice.locks.map((held) => [held.ttlSeconds, held.who]),
+        [[1800, 'oncall-ana']],
+      );
+      await call(base, 'GET', `${API}/unlock/${onDevice.locks[0]?.id}`);
+      await call(base, 'DELETE', `${API}/resources/${device}`);
       assert.deepEqual(unexpected(watched.errors), []);
     } finally {
       // Later tests count the held locks: nothing of this one stays.

@@ -49,7 +49,7 @@ const servicePage = new ServicePage({
   requestRender: () => scheduleRender(),
   loaded: () => loaded,
 });
-const resourcesPage = new ResourcesPage(() => scheduleRender());
+const resourcesPage = new ResourcesPage(() => scheduleRender(), take.reserve);
 
 let sortKey: SortKey = 'service';
 let descending = false;

@@ -75,7 +75,11 @@ export class ResourcesPage {
   private readonly box = byId('resources');
   private readonly count = byId('resources-count');
 
-  constructor(private readonly requestRender: () => void) {}
+  constructor(
+    private readonly requestRender: () => void,
+    /** Offers a free resource for a while (the take dialog's Reserve). */
+    private readonly reserve: (service: string) => void,
+  ) {}
 
   show(): void {
     if (this.open) return;
@@ -147,11 +151,11 @@ export class ResourcesPage {
       );
       return;
     }
-    this.box.replaceChildren(...pools(resources).map(card));
+    this.box.replaceChildren(...pools(resources).map((pool) => card(pool, this.reserve)));
   }
 }
 
-function card(pool: LabelPool): HTMLElement {
+function card(pool: LabelPool, reserve: (service: string) => void): HTMLElement {
   const stat = (name: string, label: string, value: number) =>
     h(
       'div',
@@ -197,12 +201,12 @@ function card(pool: LabelPool): HTMLElement {
           h('th', { attrs: { scope: 'col' } }, 'Description'),
         ),
       ),
-      h('tbody', null, ...pool.resources.map(resourceRow)),
+      h('tbody', null, ...pool.resources.map((resource) => resourceRow(resource, reserve))),
     ),
   );
 }
 
-function resourceRow(resource: Resource): HTMLElement {
+function resourceRow(resource: Resource, reserve: (service: string) => void): HTMLElement {
   const holders =
     resource.holders.length === 0
       ? [h('span', { class: 'muted' }, '—')]
@@ -237,7 +241,22 @@ function resourceRow(resource: Resource): HTMLElement {
       { class: resource.waiters.length > 0 ? 'num has-waiters' : 'num muted' },
       String(resource.waiters.length),
     ),
-    h('td', { class: resource.free === 0 ? 'num free-count none' : 'num free-count' }, String(resource.free)),
+    h(
+      'td',
+      { class: resource.free === 0 ? 'num free-count none' : 'num free-count' },
+      String(resource.free),
+      resource.free === 0
+        ? null
+        : h(
+            'button',
+            {
+              class: 'small reserve',
+              attrs: { type: 'button', 'aria-label': `Reserve ${resource.name}` },
+              on: { click: () => reserve(resource.name) },
+            },
+            'Reserve',
+          ),
+    ),
     h('td', { class: 'properties' }, ...properties),
     h('td', { class: 'description' }, resource.description ?? ''),
   );

@@ -319,7 +319,9 @@ export function startWebhookDelivery(options: DelivererOptions) {
     if (stopped) return;
     clearTimeout(timer);
     timer = setTimeout(run, ms);
-    timer.unref?.();
+    // Never keeps the process alive. (Typed for a browser too: the dashboard's build type-checks
+    // the schemas, which take this module's limits.)
+    (timer as unknown as { unref?: () => void }).unref?.();
   };
   const run = () => {
     if (running) {
