@@ -65,9 +65,14 @@ test('a refused event is retried with a doubling backoff, then dropped after 24 
     // Attempts 1, 2, 3 …: each after the backoff of the one before (1 s, 2 s, 4 s …).
     const gaps: number[] = [];
     for (let attempt = 1; attempt <= 4; attempt++) {
-      await waitFor(() => attempts.length === attempt, { what: `attempt ${attempt}` });
-      const state = await store.webhooks.getWebhook('drops');
-      assert.equal(state?.failures, attempt);
+      // The receiver has its request before the loop records the answer: wait for both.
+      const state = await waitFor(
+        async () => {
+          const now = await store.webhooks.getWebhook('drops');
+          return attempts.length === attempt && now?.failures === attempt ? now : null;
+        },
+        { what: `attempt ${attempt}, recorded` },
+      );
       assert.equal(state?.lastStatus, 500);
       const wait = (state?.nextAttemptAt?.getTime() ?? 0) - clock.now().getTime();
       gaps.push(wait);

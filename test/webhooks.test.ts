@@ -211,10 +211,16 @@ describe('webhooks on one server (SQLite)', () => {
       (acquired?.json.data as { lock?: { link?: string } } | undefined)?.lock?.link,
       'https://ci.example/1',
     );
-    const status = (await rest('GET', `/webhooks/${name}`)).json as {
-      delivery: { delivered: number; failures: number; lastStatus: number; cursor: number };
-    };
-    assert.ok(status.delivery.delivered >= entries.length);
+    // The receiver has each delivery before the server records its answer: wait for the record.
+    const status = await waitFor(
+      async () => {
+        const state = (await rest('GET', `/webhooks/${name}`)).json as {
+          delivery: { delivered: number; failures: number; lastStatus: number; cursor: number };
+        };
+        return state.delivery.delivered >= entries.length ? state : null;
+      },
+      { what: 'the deliveries recorded' },
+    );
     assert.equal(status.delivery.failures, 0);
     assert.equal(status.delivery.lastStatus, 204);
     await rest('DELETE', `/webhooks/${name}`);
@@ -287,10 +293,15 @@ describe('webhooks on one server (SQLite)', () => {
       delivered.map((entry) => entry.json.event),
       ['acquired', 'released', 'acquired', 'released', 'acquired', 'released'],
     );
-    const state = (await rest('GET', `/webhooks/${name}`)).json as {
-      delivery: { failures: number; pending: number };
-    };
-    assert.deepEqual([state.delivery.failures, state.delivery.pending], [0, 0]);
+    await waitFor(
+      async () => {
+        const state = (await rest('GET', `/webhooks/${name}`)).json as {
+          delivery: { failures: number; pending: number };
+        };
+        return state.delivery.failures === 0 && state.delivery.pending === 0;
+      },
+      { what: 'the state caught up: no failure, nothing pending' },
+    );
     receiver.answerWith(() => 204);
     await rest('DELETE', `/webhooks/${name}`);
   });
@@ -471,10 +482,16 @@ await describePostgres('webhooks on two PostgreSQL replicas', (database) => {
         [...eventIds].sort((x, y) => x - y),
         'in history order',
       );
-      const state = (await call(b.baseUrl, 'GET', `${API}/webhooks/pg`)).json as {
-        delivery: { delivered: number };
-      };
-      assert.equal(state.delivery.delivered, 20, 'both replicas see the one state');
+      // Both replicas see the one state (once the last answer is recorded).
+      await waitFor(
+        async () => {
+          const state = (await call(b.baseUrl, 'GET', `${API}/webhooks/pg`)).json as {
+            delivery: { delivered: number };
+          };
+          return state.delivery.delivered === 20;
+        },
+        { what: 'twenty deliveries recorded, seen from the other replica' },
+      );
     } finally {
       await Promise.all(replicas.map((replica) => replica.stop()));
       await receiver.close();

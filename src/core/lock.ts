@@ -342,6 +342,19 @@ export interface LockEventRecord {
   readonly stolenBy: StolenBy | null;
 }
 
+/**
+ * An event's `stolenBy` from what a store keeps of it (the new lock's id, holder and token
+ * name): only a `stolen` event has one.
+ */
+export function stolenByOf(
+  type: string,
+  lockId: string | null,
+  who: string | null,
+  owner: string | null,
+): StolenBy | null {
+  return type === 'stolen' && lockId !== null && who !== null ? { lockId, who, owner } : null;
+}
+
 /** Who stole a lock: the new lock's id, its holder and the token that took it. */
 export interface StolenBy {
   readonly lockId: string;

@@ -97,19 +97,8 @@ export interface AlertSubject {
   readonly link: string | null;
 }
 
-/** What a delivery round records, only while the round still holds its claim. */
-export interface WebhookProgress {
-  readonly cursor: number;
-  readonly failures: number;
-  readonly failingSince: Date | null;
-  readonly nextAttemptAt: Date | null;
-  readonly lastStatus: number | null;
-  readonly lastError: string | null;
-  readonly lastAttemptAt: Date | null;
-  readonly lastSuccessAt: Date | null;
-  readonly delivered: number;
-  readonly dropped: number;
-}
+/** What a delivery round records (the whole state), only while the round still holds its claim. */
+export type WebhookProgress = WebhookState;
 
 /** The webhooks' part of a store (both stores implement it; see the contract suite). */
 export interface WebhookStore {

@@ -17,6 +17,7 @@ import {
   type Queue,
   type Resource,
   type ResourceSpec,
+  stolenByOf,
   type Waiter,
 } from '../../core/lock.js';
 import {
@@ -1452,10 +1453,7 @@ function toEvent(row: EventRow): LockEventRecord {
     label: row.label,
     note: row.note,
     link: row.link,
-    stolenBy:
-      row.type === 'stolen' && row.by_lock_id !== null && row.by_who !== null
-        ? { lockId: row.by_lock_id, who: row.by_who, owner: row.by_owner }
-        : null,
+    stolenBy: stolenByOf(row.type, row.by_lock_id, row.by_who, row.by_owner),
   };
 }
 

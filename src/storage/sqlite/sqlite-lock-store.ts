@@ -28,6 +28,7 @@ import {
   type Resource,
   type ResourceRef,
   type ResourceSpec,
+  stolenByOf,
   type Waiter,
 } from '../../core/lock.js';
 import {
@@ -107,6 +108,16 @@ interface StatementContext {
   by_who: string | null;
   by_owner: string | null;
 }
+
+/** A statement's context outside any force release, steal or grant. */
+const NO_CONTEXT: Omit<StatementContext, 'now'> = {
+  release: null,
+  reason: null,
+  dequeue: null,
+  by_lock_id: null,
+  by_who: null,
+  by_owner: null,
+};
 
 /** What tracker_context(key) may read. */
 const CONTEXT_KEYS = new Set(['release', 'reason', 'dequeue', 'by_lock_id', 'by_who', 'by_owner']);
@@ -288,15 +299,7 @@ interface World {
 export class SqliteLockStore implements LockStore {
   readonly #db: Database.Database;
   readonly #clock: Clock;
-  readonly #context: StatementContext = {
-    now: 0,
-    release: null,
-    reason: null,
-    dequeue: null,
-    by_lock_id: null,
-    by_who: null,
-    by_owner: null,
-  };
+  readonly #context: StatementContext = { now: 0, ...NO_CONTEXT };
   readonly #statements: ReturnType<typeof prepare>;
   /** The webhooks (webhooks.ts): plain statements on this connection. */
   readonly webhooks: WebhookStore;
@@ -483,14 +486,7 @@ export class SqliteLockStore implements LockStore {
     try {
       return work();
     } finally {
-      Object.assign(this.#context, {
-        release: null,
-        reason: null,
-        dequeue: null,
-        by_lock_id: null,
-        by_who: null,
-        by_owner: null,
-      });
+      Object.assign(this.#context, NO_CONTEXT);
     }
   }
 
@@ -1416,10 +1412,7 @@ function toEvent(row: EventRow): LockEventRecord {
     label: row.label,
     note: row.note,
     link: row.link,
-    stolenBy:
-      row.type === 'stolen' && row.by_lock_id !== null && row.by_who !== null
-        ? { lockId: row.by_lock_id, who: row.by_who, owner: row.by_owner }
-        : null,
+    stolenBy: stolenByOf(row.type, row.by_lock_id, row.by_who, row.by_owner),
   };
 }
 
