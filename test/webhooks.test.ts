@@ -306,6 +306,32 @@ describe('webhooks on one server (SQLite)', () => {
     await rest('DELETE', `/webhooks/${name}`);
   });
 
+  test('a receiver that hangs holds back no other webhook', async () => {
+    const stuck = await startReceiver();
+    stuck.hang = true;
+    const service = unique('isolated');
+    // Listed first (by name): delivered one after the other, it would hold the second back 10 s.
+    await rest('PUT', `/webhooks/a-stuck-${service}`, {
+      url: stuck.url,
+      secret: SECRET,
+      events: ['acquired'],
+      services: service,
+    });
+    await put(`b-fine-${service}`, { events: ['acquired'], services: service });
+    try {
+      await rest('POST', '/lock', { service, who: 'ci' });
+      await waitFor(() => receiver.of(service).length === 1, {
+        what: 'the healthy receiver’s delivery, while the other hangs',
+        timeoutMs: 5_000,
+      });
+      assert.equal(stuck.received.length, 1, 'the stuck receiver has its request, unanswered');
+    } finally {
+      await rest('DELETE', `/webhooks/a-stuck-${service}`);
+      await rest('DELETE', `/webhooks/b-fine-${service}`);
+      await stuck.close();
+    }
+  });
+
   test('the admin API: validation names the field, GET never shows the secret, DELETE forgets it', async () => {
     const name = unique('api');
     for (const [body, field] of [

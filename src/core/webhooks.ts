@@ -326,19 +326,24 @@ export function startWebhookDelivery(options: DelivererOptions) {
       });
   };
 
+  /** Every due webhook at once: a receiver that hangs (up to its timeout) holds back no other. */
   async function round(): Promise<void> {
-    for (const listed of await hooks.listWebhooks()) {
-      if (stopped) return;
-      const now = clock.now().getTime();
-      if (listed.nextAttemptAt !== null && listed.nextAttemptAt.getTime() > now) continue;
-      const webhook = await hooks.claimWebhook(listed.name, owner, LEASE_MS);
-      if (!webhook) continue;
-      try {
-        await deliver(webhook);
-      } finally {
-        await hooks.releaseWebhook(webhook.name, owner);
-      }
-    }
+    const now = clock.now().getTime();
+    const due = (await hooks.listWebhooks()).filter(
+      (listed) => listed.nextAttemptAt === null || listed.nextAttemptAt.getTime() <= now,
+    );
+    await Promise.all(
+      due.map(async (listed) => {
+        if (stopped) return;
+        const webhook = await hooks.claimWebhook(listed.name, owner, LEASE_MS);
+        if (!webhook) return;
+        try {
+          await deliver(webhook);
+        } finally {
+          await hooks.releaseWebhook(webhook.name, owner);
+        }
+      }),
+    );
   }
 
   async function deliver(webhook: Webhook): Promise<void> {
