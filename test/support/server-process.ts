@@ -73,10 +73,18 @@ function whileAwaited<T>(promise: Promise<T>): Promise<T> {
  * "tracker listening" line. Defaults to free ports and a throwaway in-memory store.
  */
 export async function startServerProcess(
-  options: { args?: string[]; env?: NodeJS.ProcessEnv; cwd?: string; timeoutMs?: number } = {},
+  options: {
+    args?: string[];
+    env?: NodeJS.ProcessEnv;
+    cwd?: string;
+    timeoutMs?: number;
+    /** What runs the server, before `args` (default: node dist/src/main.js). */
+    command?: readonly [string, ...string[]];
+  } = {},
 ): Promise<ServerProcess> {
   const args = options.args ?? ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
-  const child = spawn(process.execPath, [MAIN, ...args], {
+  const [program, ...first] = options.command ?? [process.execPath, MAIN];
+  const child = spawn(program, [...first, ...args], {
     cwd: options.cwd ?? ROOT,
     env: { ...process.env, ...options.env },
     stdio: ['ignore', 'pipe', 'pipe'],
