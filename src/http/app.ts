@@ -13,6 +13,7 @@ import type { WatcherRegistry } from '../core/watchers.js';
 import type { WebhookAdmin } from '../core/webhooks.js';
 import type { Metrics } from '../metrics.js';
 import { serverTlsOptions } from '../server-tls-options.js';
+import { CLI_DIR, registerCliDownload } from './cli-download.js';
 import { DASHBOARD_ASSETS_DIR, registerDashboard } from './dashboard.js';
 import { HTTP_CODES, type HttpCode, toHttpError } from './error-mapping.js';
 import { API, callerOf, registerLockRoutes, routeOf } from './lock-routes.js';
@@ -360,6 +361,7 @@ export function buildHttpApp({
     );
 
     registerDashboard(routes, { assetsDir: DASHBOARD_ASSETS_DIR });
+    registerCliDownload(routes, { dir: CLI_DIR });
   });
   return app;
 }

@@ -51,6 +51,8 @@ export const HTTP_CODES = {
   BAD_REQUEST: 400,
   /** GET / before `npm run build` made the dashboard. */
   DASHBOARD_NOT_BUILT: 503,
+  /** GET /cli/… where `npm run build:cli` made no single executable (the npm package has none). */
+  CLI_NOT_BUILT: 404,
   /** The Host header names a host this server does not answer to (DNS rebinding); see --allowed-host. */
   HOST_NOT_ALLOWED: 403,
   /**
