@@ -7,7 +7,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { renameSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, renameSync, symlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Metadata, type ServiceError, status } from '@grpc/grpc-js';
@@ -326,6 +326,58 @@ describe('a tokens file rewritten under a running server', () => {
       sseKept.close();
       sseLost.close();
       grpcLost.cancel();
+    }
+  });
+});
+
+describe('a tokens file in a Kubernetes Secret volume', () => {
+  test('an update swapped in by the kubelet (a new folder, the ..data link renamed over) is read', async () => {
+    const dir = tempDir();
+    // The kubelet's layout: tokens.yaml -> ..data/tokens.yaml, ..data -> ..<timestamp>/.
+    const version = (name: string) => {
+      mkdirSync(join(dir.path, name));
+      return join(dir.path, name, 'tokens.yaml');
+    };
+    const first = version('..2026_12_07_10_00_00');
+    const admin = addToken(first, { name: 'admin', scopes: ['lock:admin'] });
+    symlinkSync('..2026_12_07_10_00_00', join(dir.path, '..data'));
+    symlinkSync('..data/tokens.yaml', join(dir.path, 'tokens.yaml'));
+    const server = await startServerProcess({
+      args: [
+        '--http-port',
+        '0',
+        '--grpc-port',
+        '0',
+        '--database-url',
+        'sqlite::memory:',
+        '--auth-tokens-file',
+        join(dir.path, 'tokens.yaml'),
+      ],
+    });
+    try {
+      const second = version('..2026_12_07_10_05_00');
+      copyFileSync(first, second);
+      const late = addToken(second, { name: 'late', scopes: ['lock:read'] });
+      const before = await call(server.baseUrl, 'GET', `${API}/locks/list`, undefined, {
+        headers: bearer(late),
+      });
+      assert.equal(before.status, 401, 'not in the file the server read');
+      // The swap: a new link, renamed over ..data (one event, on ..data_tmp and ..data).
+      symlinkSync('..2026_12_07_10_05_00', join(dir.path, '..data_tmp'));
+      renameSync(join(dir.path, '..data_tmp'), join(dir.path, '..data'));
+      await waitFor(
+        async () =>
+          (await call(server.baseUrl, 'GET', `${API}/locks/list`, undefined, { headers: bearer(late) }))
+            .status === 200,
+        { what: 'the token of the swapped-in file to be taken' },
+      );
+      const still = await call(server.baseUrl, 'GET', `${API}/locks/list`, undefined, {
+        headers: bearer(admin),
+      });
+      assert.equal(still.status, 200);
+    } finally {
+      await server.stop();
+      dir.remove();
     }
   });
 });

@@ -305,10 +305,12 @@ export function createTokenAuthority(path: string, logger: Logger) {
   };
 
   // Editors and `tracker token create` replace the file (rename), which ends a watch on the
-  // file itself: watch its folder, for its name.
+  // file itself: watch its folder, for its name. A Kubernetes Secret volume changes otherwise:
+  // the kubelet writes a new folder and swaps the `..data` link the file's name points through,
+  // so that name never shows in the folder's events; `..data` does.
   let debounce: NodeJS.Timeout | undefined;
   const watcher = watch(dirname(path), (_event, changed) => {
-    if (changed !== null && changed !== basename(path)) return;
+    if (changed !== null && changed !== basename(path) && changed !== KUBERNETES_DATA_LINK) return;
     clearTimeout(debounce);
     debounce = setTimeout(() => reload('file changed'), 100);
     debounce.unref();
@@ -363,3 +365,6 @@ export function createTokenAuthority(path: string, logger: Logger) {
 }
 
 export type TokenAuthority = ReturnType<typeof createTokenAuthority>;
+
+/** The link a Kubernetes Secret or ConfigMap volume swaps on each update (its atomic writer). */
+const KUBERNETES_DATA_LINK = '..data';
