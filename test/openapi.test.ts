@@ -36,8 +36,11 @@ subscribe('fastify.initialization', ({ fastify }) => {
 });
 `;
 
-/** What the description leaves out: the dashboard, its assets, the docs and the document. */
-const UNDOCUMENTED = /^\/(docs(\/.*)?|openapi\.json|assets(\/.*)?)?$/;
+/**
+ * What the description leaves out: the dashboard, its assets, the docs and the document, and
+ * the single-executable client's download (a file, like the assets).
+ */
+const UNDOCUMENTED = /^\/(docs(\/.*)?|openapi\.json|assets(\/.*)?|cli\/.*)?$/;
 
 const HTTP_METHODS = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace'];
 
