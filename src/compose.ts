@@ -107,7 +107,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     store,
     clock: systemClock,
     checkUrl,
-    onChange: () => delivery.kick(),
+    onChange: () => delivery.refresh(),
   });
   const stopDelivery = async () => {
     stopHearing?.();

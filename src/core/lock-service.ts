@@ -1132,7 +1132,7 @@ function validateNote(note: string | undefined): string | null {
 /** A link as kept: null for none or ''; else an absolute http(s) URL (see parseLink). */
 function validateLink(link: string | undefined): string | null {
   if (link === undefined || link === '') return null;
-  const parsed = typeof link === 'string' ? parseLink(link) : null;
+  const parsed = parseLink(link);
   if (parsed === null) {
     throw invalidArgument(
       'link',

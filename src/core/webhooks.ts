@@ -326,10 +326,19 @@ export function startWebhookDelivery(options: DelivererOptions) {
       });
   };
 
+  /**
+   * Webhooks the last round found in the store. While there are none, news of events starts
+   * no round (a lock change would cost a read of the webhooks table): the next periodic
+   * round, or a put's `refresh`, finds the first one.
+   */
+  let known = 0;
+
   /** Every due webhook at once: a receiver that hangs (up to its timeout) holds back no other. */
   async function round(): Promise<void> {
     const now = clock.now().getTime();
-    const due = (await hooks.listWebhooks()).filter(
+    const listed = await hooks.listWebhooks();
+    known = listed.length;
+    const due = listed.filter(
       (listed) => listed.nextAttemptAt === null || listed.nextAttemptAt.getTime() <= now,
     );
     await Promise.all(
@@ -364,38 +373,26 @@ export function startWebhookDelivery(options: DelivererOptions) {
       const ok = 'status' in result && result.status >= 200 && result.status < 300;
       options.onAttempt?.(webhook.name, ok);
       const lastStatus = 'status' in result ? result.status : null;
-      if (ok) {
-        return record(
+      // The event is done with (taken, or dropped): the round goes on with the next.
+      const settled = (outcome: Partial<WebhookProgress>) =>
+        record(
           onTaken({
             ...state,
             failures: 0,
             failingSince: null,
             nextAttemptAt: null,
             lastStatus,
-            lastError: null,
             lastAttemptAt: at,
-            lastSuccessAt: at,
-            delivered: state.delivered + 1,
+            ...outcome,
           }),
         );
-      }
+      if (ok) return settled({ lastError: null, lastSuccessAt: at, delivered: state.delivered + 1 });
       const failures = state.failures + 1;
       const failingSince = state.failingSince ?? at;
       const lastError = 'error' in result ? result.error : `the receiver answered ${result.status}`;
+      // Refused for 24 h: dropped.
       if (at.getTime() - failingSince.getTime() >= RETRY_FOR_MS) {
-        // Refused for 24 h: dropped, and the round goes on with the next.
-        return record(
-          onTaken({
-            ...state,
-            failures: 0,
-            failingSince: null,
-            nextAttemptAt: null,
-            lastStatus,
-            lastError,
-            lastAttemptAt: at,
-            dropped: state.dropped + 1,
-          }),
-        );
+        return settled({ lastError, dropped: state.dropped + 1 });
       }
       const backoff = Math.min(MAX_BACKOFF_MS, FIRST_BACKOFF_MS * 2 ** Math.min(failures - 1, 20));
       await record({
@@ -454,8 +451,12 @@ export function startWebhookDelivery(options: DelivererOptions) {
 
   schedule(0);
   return {
-    /** Runs a round soon (new events, a webhook put). */
+    /** New events: a round soon, if any webhook may want them. */
     kick(): void {
+      if (known > 0) this.refresh();
+    },
+    /** A round soon, whatever the last one found (a webhook was put). */
+    refresh(): void {
       if (running) again = true;
       else schedule(0);
     },

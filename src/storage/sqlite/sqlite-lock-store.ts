@@ -119,8 +119,8 @@ const NO_CONTEXT: Omit<StatementContext, 'now'> = {
   by_owner: null,
 };
 
-/** What tracker_context(key) may read. */
-const CONTEXT_KEYS = new Set(['release', 'reason', 'dequeue', 'by_lock_id', 'by_who', 'by_owner']);
+/** What tracker_context(key) may read: the context's keys. */
+const CONTEXT_KEYS = new Set(Object.keys(NO_CONTEXT));
 
 const MIGRATIONS = new URL('./migrations/', import.meta.url);
 
@@ -445,9 +445,10 @@ export class SqliteLockStore implements LockStore {
   /**
    * Moves the WAL's checkpoints to a worker thread (checkpointer.ts) and moves SQLite's own
    * automatic checkpoint out to BACKSTOP_FRAMES, where it only runs if the worker falls
-   * behind (a commit then pays for a checkpoint, and the WAL stays bounded). Started once the store has committed CHECKPOINTER_AFTER
-   * batches: a store that writes little (a CLI, a test) never pays for a thread, and until
-   * then the automatic checkpoint (every 1000 pages) keeps the WAL short.
+   * behind (a commit then pays for a checkpoint, and the WAL stays bounded). Started once
+   * the store has committed CHECKPOINTER_AFTER batches: a store that writes little (a CLI, a
+   * test) never pays for a thread, and until then the automatic checkpoint (every 1000
+   * pages) keeps the WAL short.
    */
   #startCheckpointer(path: string): void {
     const db = this.#db;
