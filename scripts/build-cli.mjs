@@ -1,28 +1,33 @@
 // Builds the single-executable client (`npm run build:cli`): the CLI bundled into one
 // CommonJS file by esbuild, with no server and no native module (`tracker serve` is
-// src/cli/no-server.ts there), made into a Node single-executable application (SEA) by
-// injecting it into a copy of this node binary with postject. Linux x64 only: the binary is
-// this machine's node. Writes dist/cli/tracker-linux-x64 and tracker-linux-x64.sha256, which
-// the server serves at GET /cli/tracker-linux-x64.
-import { execFileSync } from 'node:child_process';
-import { createHash } from 'node:crypto';
-import { chmodSync, copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+// src/cli/no-server.ts there): dist/cli/tracker.cjs, which the npm package and the container
+// image carry, and from which the server makes what it serves at GET /cli/tracker-linux-x64
+// (src/http/cli-download.ts). Then, on linux-x64, the executable itself, made the server's
+// way from this machine's node (src/single-executable.ts): dist/cli/tracker-linux-x64 and its
+// .sha256. `--bundle-only` (the npm package's prepack) stops after the bundle.
+import { readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { build } from 'esbuild';
+import { CLI_BUNDLE, CLI_NAME } from '../dist/src/http/cli-download.js';
+import {
+  digestSingleExecutable,
+  makeSeaBlob,
+  planSingleExecutable,
+  writeSingleExecutable,
+} from '../dist/src/single-executable.js';
 
 const root = join(dirname(fileURLToPath(import.meta.url)), '..');
 const out = join(root, 'dist/cli');
-const name = 'tracker-linux-x64';
 const started = Date.now();
+const bundleOnly = process.argv.includes('--bundle-only');
 
-if (process.platform !== 'linux' || process.arch !== 'x64') {
+if (!bundleOnly && (process.platform !== 'linux' || process.arch !== 'x64')) {
   throw new Error(
-    `the single executable is built for linux-x64, on linux-x64 (this is ${process.platform}-${process.arch})`,
+    `the single executable is built for linux-x64, on linux-x64 (this is ${process.platform}-${process.arch}); --bundle-only makes the bundle anywhere`,
   );
 }
-mkdirSync(out, { recursive: true });
-const bundle = join(out, 'tracker.cjs');
+const bundle = join(out, CLI_BUNDLE);
 const result = await build({
   entryPoints: [join(root, 'src/cli/main.ts')],
   bundle: true,
@@ -41,6 +46,13 @@ const result = await build({
         context.onResolve({ filter: /^\.\.\/server\.js$/ }, () => ({
           path: join(root, 'src/cli/no-server.ts'),
         }));
+        // src/config/yaml.ts loads yaml on first use through createRequire(import.meta.url),
+        // which a CommonJS bundle has not, and a bundle would not hold it: here, statically.
+        context.onLoad({ filter: /[\\/]src[\\/]config[\\/]yaml\.ts$/ }, () => ({
+          contents: "import * as YAML from 'yaml';\nexport const yaml = () => YAML;\n",
+          loader: 'ts',
+          resolveDir: join(root, 'src/config'),
+        }));
       },
     },
   ],
@@ -48,33 +60,20 @@ const result = await build({
 const inputs = Object.keys(result.metafile.inputs);
 const native = inputs.filter((input) => /better-sqlite3|[\\/]pg[\\/]|\.node$/.test(input));
 if (native.length > 0) throw new Error(`the client bundle took server modules: ${native.join(', ')}`);
+const kib = (bytes) => `${(bytes / 1024).toFixed(0)} KiB`;
+if (bundleOnly) {
+  console.log(`wrote dist/cli/${CLI_BUNDLE} (${kib(statSync(bundle).size)})`);
+  process.exit(0);
+}
 
-const config = join(out, 'sea-config.json');
-const blob = join(out, 'sea-prep.blob');
-writeFileSync(config, JSON.stringify({ main: bundle, output: blob, disableExperimentalSEAWarning: true }));
-execFileSync(process.execPath, ['--experimental-sea-config', config], { stdio: 'inherit' });
-const binary = join(out, name);
+// The executable, the bytes the server serves when it runs on this node.
+const blob = await makeSeaBlob(process.execPath, bundle);
+const executable = await planSingleExecutable(process.execPath, blob);
+const binary = join(out, CLI_NAME);
 rmSync(binary, { force: true });
-copyFileSync(process.execPath, binary);
-chmodSync(binary, 0o755);
-execFileSync(
-  process.execPath,
-  [
-    join(root, 'node_modules/postject/dist/cli.js'),
-    binary,
-    'NODE_SEA_BLOB',
-    blob,
-    '--sentinel-fuse',
-    'NODE_SEA_FUSE_fce680ab2cc467b6e072b8b5df1996b2',
-  ],
-  // postject warns of ELF note sections it does not parse (harmless, and known): kept out.
-  { stdio: ['ignore', 'ignore', 'pipe'] },
-);
-rmSync(blob);
-rmSync(config);
-const digest = createHash('sha256').update(readFileSync(binary)).digest('hex');
-writeFileSync(join(out, `${name}.sha256`), `${digest}  ${name}\n`);
-const size = readFileSync(binary).length;
+await writeSingleExecutable(executable, binary);
+const digest = await digestSingleExecutable(executable);
+writeFileSync(join(out, `${CLI_NAME}.sha256`), `${digest}  ${CLI_NAME}\n`);
 console.log(
-  `wrote dist/cli/${name} (${(size / 1024 / 1024).toFixed(1)} MiB, bundle ${(readFileSync(bundle).length / 1024).toFixed(0)} KiB) in ${((Date.now() - started) / 1000).toFixed(1)} s; sha256 ${digest}`,
+  `wrote dist/cli/${CLI_NAME} (${(executable.size / 1024 / 1024).toFixed(1)} MiB; bundle ${kib(readFileSync(bundle).length)}, SEA blob ${kib(blob.length)}) in ${((Date.now() - started) / 1000).toFixed(1)} s; sha256 ${digest}`,
 );

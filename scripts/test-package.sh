@@ -3,7 +3,8 @@
 # that tarball into a throwaway prefix, then the installed `tracker` only, run from outside
 # the repository: --help, `tracker serve` on a SQLite file, a lock taken, listed, refused to
 # another, shown in the queue and the history and released, `tracker run`, the dashboard's
-# page and its hashed script, and SIGTERM stopping the server. better-sqlite3 is compiled
+# page and its hashed script, the single-executable client it serves (checked against its
+# digest, and run), and SIGTERM stopping the server. better-sqlite3 is compiled
 # from source during the install (a minute or two); nothing but npm packages is downloaded.
 # Every step and every wait is bounded. Usage: bash scripts/test-package.sh (npm run test:package).
 set -euo pipefail
@@ -59,6 +60,7 @@ expect_match "$contents" ' package/dist/proto/tracker/lock/v1alpha1/lock\.proto$
 expect_match "$contents" ' package/dist/src/storage/sqlite/migrations/001_create_locks\.sql$' 'the SQLite migrations'
 expect_match "$contents" ' package/dist/web/index\.html$' 'the dashboard page'
 expect_match "$contents" ' package/dist/web/app-[0-9a-f]{16}\.js$' 'the dashboard bundle, content-hashed'
+expect_match "$contents" ' package/dist/cli/tracker\.cjs$' "the client's bundle, for GET /cli/tracker-linux-x64"
 if grep -Eq ' package/(src|test|web|scripts)/| package/dist/web/.*\.map$' <<<"$contents"; then
   fail "the tarball holds sources, tests or dashboard source maps:
 $(grep -E ' package/(src|test|web|scripts)/| package/dist/web/.*\.map$' <<<"$contents")"
@@ -139,6 +141,17 @@ script="$(grep -Eo 'assets/app-[0-9a-f]{16}\.js' <<<"$page" | head -n 1 || true)
 [[ -n "$script" ]] || fail "the dashboard page loads no assets/app-<hash>.js"
 status="$(curl -sS --max-time 10 -o /dev/null -w '%{http_code}' "$TRACKER_URL/$script")"
 [[ "$status" == "200" ]] || fail "GET /$script answered $status"
+
+step "the single-executable client, made by the server from its node"
+curl -fsS --max-time 60 -o "$tmp/tracker-linux-x64" "$TRACKER_URL/cli/tracker-linux-x64" ||
+  fail "GET /cli/tracker-linux-x64 failed: $(curl -sS --max-time 60 "$TRACKER_URL/cli/tracker-linux-x64.sha256")"
+(cd "$tmp" && curl -fsS --max-time 60 "$TRACKER_URL/cli/tracker-linux-x64.sha256" | sha256sum -c --quiet) ||
+  fail "the client's digest does not match"
+chmod +x "$tmp/tracker-linux-x64"
+# shellcheck disable=SC2016 # expanded by the command's shell, with the variables tracker sets
+ran="$(timeout 30 "$tmp/tracker-linux-x64" run --service package-sea -- sh -c 'echo "ran $TRACKER_SERVICE"')" ||
+  fail "the single-executable tracker run exited $?"
+[[ "$ran" == "ran package-sea" ]] || fail "the single-executable tracker run printed '$ran'"
 
 step "SIGTERM stops the server"
 kill -TERM "$server_pid"

@@ -361,7 +361,12 @@ export function buildHttpApp({
     );
 
     registerDashboard(routes, { assetsDir: DASHBOARD_ASSETS_DIR });
-    registerCliDownload(routes, { dir: CLI_DIR });
+    registerCliDownload(routes, {
+      dir: CLI_DIR,
+      node: process.execPath,
+      platform: process.platform,
+      arch: process.arch,
+    });
   });
   return app;
 }

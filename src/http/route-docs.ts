@@ -65,7 +65,8 @@ export const CODE_MEANINGS: Readonly<Record<ErrorCode | HttpCode, string>> = {
   REQUEST_TIMEOUT: 'the request was not received in time',
   BAD_REQUEST: 'not valid HTTP',
   DASHBOARD_NOT_BUILT: 'the dashboard was not built (`npm run build`)',
-  CLI_NOT_BUILT: 'the single-executable CLI was not built here (`npm run build:cli`)',
+  CLI_NOT_BUILT:
+    'the single-executable CLI is not available here: its bundle was not built (`npm run build:cli`), this node is not Linux x64, or it could not be made (the error says which)',
   HOST_NOT_ALLOWED:
     'the `Host` header names a host this server does not answer to (a DNS rebinding page); see `--allowed-host`',
   CROSS_SITE_REQUEST:

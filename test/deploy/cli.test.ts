@@ -44,7 +44,14 @@ describe('the single-executable CLI, fetched from the server, in a root without 
     dir.remove();
   });
 
-  test('GET /cli/tracker-linux-x64 serves the build with its SHA-256, in a header and beside it', async () => {
+  /** A command run in the root, with the root's PATH (the commands there are found in it). */
+  const inRoot = (command: string[]) =>
+    runToExit(CHROOT, [root, ...command], {
+      env: { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/root' },
+      timeoutMs: 60_000,
+    });
+
+  test('GET /cli/tracker-linux-x64 serves the client made from the blob of build:cli, with its SHA-256, in a header and beside it', async () => {
     const response = await fetch(`${server.baseUrl}/cli/tracker-linux-x64`);
     assert.equal(response.status, 200);
     assert.equal(response.headers.get('content-type'), 'application/octet-stream');
@@ -55,6 +62,8 @@ describe('the single-executable CLI, fetched from the server, in a root without 
     assert.deepEqual(body.subarray(0, 4), Buffer.from([0x7f, 0x45, 0x4c, 0x46]), 'an ELF executable');
     const line = await (await fetch(`${server.baseUrl}/cli/tracker-linux-x64.sha256`)).text();
     assert.equal(line, `${digest}  tracker-linux-x64\n`, "sha256sum's format: sha256sum -c takes it");
+    // The server made it from its node and the blob: the bytes build:cli wrote from the same.
+    assert.equal(line, readFileSync(`${BUILT}.sha256`, 'utf8'));
     mkdirSync(join(root, 'usr/local/bin'), { recursive: true });
     writeFileSync(join(root, 'usr/local/bin/tracker'), body);
     chmodSync(join(root, 'usr/local/bin/tracker'), 0o755);
@@ -64,32 +73,13 @@ describe('the single-executable CLI, fetched from the server, in a root without 
 
   test('tracker run works in a root that has no node: the lock is held while the command runs, then released', async (t) => {
     assert.ok(existsSync(join(root, 'usr/local/bin/tracker')), 'fetched by the test before');
-    const env = { PATH: '/usr/local/bin:/usr/bin:/bin', HOME: '/root' };
-    const noNode = await runToExit(CHROOT, [root, 'sh', '-c', 'command -v node || echo none'], {
-      env,
-      timeoutMs: 30_000,
-    });
+    const noNode = await inRoot(['sh', '-c', 'command -v node || echo none']);
     assert.equal(noNode.stdout.trim(), 'none', 'the root has no node');
     const service = `deploy-${randomUUID().slice(0, 8)}`;
-    const run = await runToExit(
-      CHROOT,
-      [
-        root,
-        'tracker',
-        'run',
-        '--url',
-        server.baseUrl,
-        '--service',
-        service,
-        '--ttl',
-        '30s',
-        '--',
-        'sh',
-        '-c',
-        'echo "held $TRACKER_LOCK_ID $TRACKER_FENCING_TOKEN"',
-      ],
-      { env, timeoutMs: 60_000 },
-    );
+    const run = await inRoot([
+      ...`tracker run --url ${server.baseUrl} --service ${service} --ttl 30s --`.split(' '),
+      ...['sh', '-c', 'echo "held $TRACKER_LOCK_ID $TRACKER_FENCING_TOKEN"'],
+    ]);
     assert.equal(run.code, 0, run.stderr);
     const [, id, token] = /^held (\S+) (\d+)$/m.exec(run.stdout) ?? [];
     assert.ok(id && token, run.stdout);
@@ -103,6 +93,13 @@ describe('the single-executable CLI, fetched from the server, in a root without 
         ['acquired', id],
       ],
     );
+    // The one command that loads yaml (a dependency the bundle must hold, not require at run time).
+    const created = await inRoot(
+      'tracker token create --name ci --scopes lock:write --file /root/tokens.yaml'.split(' '),
+    );
+    assert.equal(created.code, 0, created.stderr);
+    assert.match(created.stdout, /^trk_\S+$/m);
+    assert.match(readFileSync(join(root, 'root/tokens.yaml'), 'utf8'), /^\s+- name: ci$/m);
     const size = readFileSync(join(root, 'usr/local/bin/tracker')).length;
     t.diagnostic(`single-executable CLI: ${(size / 1024 / 1024).toFixed(1)} MiB`);
   });
