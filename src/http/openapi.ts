@@ -55,7 +55,7 @@ function finishDocument(document: Json): Json {
 
 /** The Swagger UI files served from the installed swagger-ui-dist package, by name. */
 const SWAGGER_UI_DIR = dirname(createRequire(import.meta.url).resolve('swagger-ui-dist/package.json'));
-const ASSETS: Readonly<Record<string, string>> = {
+export const SWAGGER_UI_ASSETS: Readonly<Record<string, string>> = {
   'swagger-ui.css': 'text/css; charset=utf-8',
   'index.css': 'text/css; charset=utf-8',
   'swagger-ui-bundle.js': 'text/javascript; charset=utf-8',
@@ -167,7 +167,7 @@ export function registerOpenApi(app: FastifyInstance): void {
     const { file } = request.params;
     reply.headers(docsHeaders).header('cache-control', 'public, max-age=3600');
     if (file === 'init.js') return reply.type('text/javascript; charset=utf-8').send(DOCS_INIT);
-    const type = Object.hasOwn(ASSETS, file) ? ASSETS[file] : undefined;
+    const type = Object.hasOwn(SWAGGER_UI_ASSETS, file) ? SWAGGER_UI_ASSETS[file] : undefined;
     if (type === undefined) return reply.callNotFound();
     return reply.type(type).send(await readAsset(file));
   });

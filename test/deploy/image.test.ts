@@ -1,8 +1,18 @@
 import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
-import { chmodSync, copyFileSync, cpSync, mkdirSync, readFileSync, realpathSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import {
+  chmodSync,
+  copyFileSync,
+  cpSync,
+  mkdirSync,
+  readFileSync,
+  realpathSync,
+  writeFileSync,
+} from 'node:fs';
 import { dirname, join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { healthClient, unary } from '../support/grpc-client.js';
 import { API, call } from '../support/rest.js';
 import { ROOT, runToExit, startServerProcess, tempDir } from '../support/server-process.js';
 
@@ -19,6 +29,8 @@ import { ROOT, runToExit, startServerProcess, tempDir } from '../support/server-
 const BASE = 'localhost/tracker-test-base:bookworm';
 const IMAGE = 'localhost/tracker:test';
 const CHROOT = '/usr/sbin/chroot';
+/** What the image may add to its base: 250 MB on a slim Node 20 base of about 200 MB. */
+const ADDED_BUDGET = 50e6;
 
 interface ImageConfig {
   User: string;
@@ -106,7 +118,11 @@ describe('the container image, built from the Containerfile on a base made here'
     config = inspected.Config;
     healthcheck = inspected.Healthcheck?.Test ?? [];
     root = podman('image', 'mount', IMAGE);
-    // What a runtime gives a container: /proc, and the data volume (here a folder of ours).
+    // What a runtime gives a container: /proc, the data volume (here a folder of ours), and a
+    // writable /tmp (the mounted image is read-only, as the Kubernetes manifests make the
+    // root: they mount an emptyDir there, as here a tmpfs).
+    execFileSync('mount', ['-t', 'tmpfs', '-o', 'mode=1777,size=64m', 'tmpfs', join(root, 'tmp')]);
+    mounts.push(join(root, 'tmp'));
     const data = join(dir.path, 'data');
     mkdirSync(data);
     execFileSync('chown', ['10001:10001', data]);
@@ -138,17 +154,26 @@ describe('the container image, built from the Containerfile on a base made here'
     assert.match(healthcheck.join(' '), /\/healthz/);
     assert.ok(config.Env.includes('TRACKER_DATABASE_URL=sqlite:/var/lib/tracker/tracker.db'));
     // Production dependencies only: no compiler-side package, no test tool.
-    for (const dev of ['typescript', 'esbuild', '@biomejs', 'playwright-core', 'postject']) {
+    for (const dev of ['typescript', 'esbuild', '@biomejs', 'playwright-core']) {
       assert.throws(
         () => readFileSync(join(root, 'opt/tracker/node_modules', dev, 'package.json')),
         `${dev} is not in the image`,
       );
     }
+    // Nothing the server does not load: no second node (the client is a blob), no SQLite sources.
+    assert.throws(() => readFileSync(join(root, 'opt/tracker/dist/cli/tracker-linux-x64')));
+    assert.throws(() =>
+      readFileSync(join(root, 'opt/tracker/node_modules/better-sqlite3/deps/sqlite3/sqlite3.c')),
+    );
     const size = Number(podman('image', 'inspect', IMAGE, '--format', '{{.Size}}'));
     const baseSize = Number(podman('image', 'inspect', BASE, '--format', '{{.Size}}'));
+    const added = size - baseSize;
     t.diagnostic(
-      `${timings.join(', ')}; image ${(size / 1e6).toFixed(0)} MB, of which the test base ${(baseSize / 1e6).toFixed(0)} MB: Tracker adds ${((size - baseSize) / 1e6).toFixed(0)} MB`,
+      `${timings.join(', ')}; image ${(size / 1e6).toFixed(0)} MB, of which the test base ${(baseSize / 1e6).toFixed(0)} MB: Tracker adds ${(added / 1e6).toFixed(1)} MB`,
     );
+    // The issue's budget: under 250 MB on node:20-bookworm-slim, which is about 200 MB (it
+    // cannot be pulled here: the base above stands in for it, with the same node and npm).
+    assert.ok(added < ADDED_BUDGET, `Tracker adds ${added} bytes to its base; the budget is ${ADDED_BUDGET}`);
   });
 
   test('its command runs the server as the non-root user: a lock taken and released, SIGTERM ends it cleanly', async () => {
@@ -175,8 +200,30 @@ describe('the container image, built from the Containerfile on a base made here'
         `${API}/unlock/${(taken.json as { id: string }).id}`,
       );
       assert.equal(released.status, 200);
-      const cli = await fetch(`${server.baseUrl}/cli/tracker-linux-x64.sha256`);
-      assert.equal(cli.status, 200, 'the image serves the single-executable client');
+      // The gRPC port, the API docs' files and the metrics: what the slimmed modules must still hold.
+      const health = healthClient(server.grpcAddress);
+      try {
+        assert.deepEqual(await unary(health, 'Check', { service: '' }), { status: 'SERVING' });
+      } finally {
+        health.close();
+      }
+      for (const path of ['/docs/swagger-ui-bundle.js', '/docs/swagger-ui.css', '/metrics']) {
+        assert.equal((await fetch(`${server.baseUrl}${path}`)).status, 200, path);
+      }
+      // The client, made by the image's node from the blob: its digest holds, and it runs.
+      const cli = await fetch(`${server.baseUrl}/cli/tracker-linux-x64`);
+      assert.equal(
+        cli.status,
+        200,
+        `the image serves the single-executable client: ${cli.status === 200 ? '' : `${await cli.text()} ${server.lines.slice(-3).join('\n')}`}`,
+      );
+      const binary = Buffer.from(await cli.arrayBuffer());
+      assert.equal(createHash('sha256').update(binary).digest('hex'), cli.headers.get('x-checksum-sha256'));
+      const executable = join(dir.path, 'tracker');
+      writeFileSync(executable, binary, { mode: 0o755 });
+      const help = await runToExit(executable, ['--help'], { timeoutMs: 30_000 });
+      assert.equal(help.code, 0, help.stderr);
+      assert.match(help.stdout, /^Usage: tracker /);
       assert.equal(await server.stop(30_000), 0, 'SIGTERM: drained, exit 0');
       assert.ok(
         readFileSync(join(dir.path, 'data', 'tracker.db')).length > 0,
