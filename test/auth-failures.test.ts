@@ -11,10 +11,9 @@ import { clientAddress, failureKey, proxyTrust } from '../src/auth/client-addres
 import { addToken } from '../src/auth/token-file.js';
 import { type LockServiceClient, lockServiceClient, unaryOutcome } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
-import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import { FREE_ARGS, type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 import { waitFor } from './support/wait-for.js';
 
-const FREE = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
 const FORGED = `trk_${'A'.repeat(43)}`;
 
 /** A unary gRPC call with the given metadata; resolves with the response or the error. */
@@ -71,7 +70,9 @@ describe('failed authentications against a rate limit (the probe: 30 bad tokens,
   let server: ServerProcess;
 
   before(async () => {
-    server = await startServerProcess({ args: [...FREE, '--auth-tokens-file', file, '--rate-limit', '5/s'] });
+    server = await startServerProcess({
+      args: [...FREE_ARGS, '--auth-tokens-file', file, '--rate-limit', '5/s'],
+    });
   });
   after(async () => {
     await server?.stop();
@@ -125,7 +126,7 @@ describe('failed authentications behind a trusted proxy (X-Forwarded-For)', () =
   before(async () => {
     server = await startServerProcess({
       args: [
-        ...FREE,
+        ...FREE_ARGS,
         ...['--auth-tokens-file', file, '--trust-proxy', 'loopback'],
         // No refill during the tests: an address may fail exactly three times.
         ...['--auth-failure-limit', '1/h', '--auth-failure-burst', '3'],
@@ -220,7 +221,7 @@ describe('failed authentications behind a trusted proxy (X-Forwarded-For)', () =
 
 describe('--trust-proxy decides which address the rate limit counts (authentication off)', () => {
   const limitedServer = (trust: string[]) =>
-    startServerProcess({ args: [...FREE, '--rate-limit', '1/h', '--rate-limit-burst', '2', ...trust] });
+    startServerProcess({ args: [...FREE_ARGS, '--rate-limit', '1/h', '--rate-limit-burst', '2', ...trust] });
 
   test('without it, X-Forwarded-For is ignored: every client behind the proxy shares one bucket', async () => {
     const server = await limitedServer([]);

@@ -9,7 +9,7 @@ import { canonicalPeerSubject, parseSubject } from '../src/auth/client-certifica
 import { addToken, identityOf, parseTokenFile, readTokenFile, revokeToken } from '../src/auth/token-file.js';
 import { type LockServiceClient, lockServiceClient, unaryOutcome } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
-import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import { FREE_ARGS, type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 import { openSse } from './support/sse.js';
 import { waitFor, within } from './support/wait-for.js';
 
@@ -37,8 +37,6 @@ function grpcCall(
     token === undefined ? {} : { authorization: `Bearer ${token}` },
   );
 }
-
-const FREE = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
 
 /** The server's log lines that record lock event `event` for `service`. */
 const eventLines = (server: ServerProcess, event: string, service: string) =>
@@ -68,16 +66,7 @@ describe('authentication and permissions (real server, tokens file)', () => {
 
   before(async () => {
     server = await startServerProcess({
-      args: [
-        '--http-port',
-        '0',
-        '--grpc-port',
-        '0',
-        '--database-url',
-        'sqlite::memory:',
-        '--auth-tokens-file',
-        file,
-      ],
+      args: [...FREE_ARGS, '--auth-tokens-file', file],
     });
     grpc = lockServiceClient(server.grpcAddress);
   });
@@ -319,7 +308,7 @@ describe('limits (real server)', () => {
   before(async () => {
     server = await startServerProcess({
       args: [
-        ...FREE,
+        ...FREE_ARGS,
         ...['--auth-tokens-file', file, '--rate-limit', '1/h', '--rate-limit-burst', String(BURST)],
         ...['--max-waiters-per-service', '2', '--headers-timeout', '1s'],
       ],
@@ -422,7 +411,7 @@ describe('a server without authentication', () => {
   let server: ServerProcess;
 
   before(async () => {
-    server = await startServerProcess({ args: [...FREE, '--max-locks', '4'] });
+    server = await startServerProcess({ args: [...FREE_ARGS, '--max-locks', '4'] });
   });
   after(async () => {
     await server?.stop();
@@ -457,7 +446,7 @@ describe('a server without authentication', () => {
   });
 
   test('listening beyond loopback without tokens logs a warning; on loopback it does not', async () => {
-    const open = await startServerProcess({ args: ['--host', '0.0.0.0', ...FREE] });
+    const open = await startServerProcess({ args: ['--host', '0.0.0.0', ...FREE_ARGS] });
     try {
       // The warning comes before the "tracker listening" line, which both have written.
       const warned = (server: ServerProcess) =>

@@ -11,6 +11,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { addToken } from '../src/auth/token-file.js';
 import {
+  FREE_ARGS,
   type ProcessRun,
   ROOT,
   runToExit,
@@ -554,7 +555,6 @@ function trackerWith(env: NodeJS.ProcessEnv, args: string[], cwd?: string) {
 
 const sha256 = (text: string) => `sha256:${createHash('sha256').update(text).digest('hex')}`;
 const TOKEN = /^trk_[A-Za-z0-9_-]{43}\n$/;
-const SERVER_ARGS = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
 
 /** `tracker token create`: the token, checked to be printed alone. */
 async function createToken(file: string, name: string, scopes: string): Promise<string> {
@@ -756,7 +756,7 @@ describe('tracker client commands with authentication', () => {
     tokens.writer = addToken(file, { name: 'writer', scopes: ['lock:write'] });
     tokens.reader = addToken(file, { name: 'reader', scopes: ['lock:read'] });
     tokens.deployer = addToken(file, { name: 'deployer', scopes: ['lock:write'], services: ['deploy-*'] });
-    server = await startServerProcess({ args: [...SERVER_ARGS, '--auth-tokens-file', file] });
+    server = await startServerProcess({ args: [...FREE_ARGS, '--auth-tokens-file', file] });
   });
   after(async () => {
     await server?.stop();
@@ -891,7 +891,7 @@ describe('tracker server reloads the tokens file on SIGHUP', () => {
       const kept = addToken(real, { name: 'kept', scopes: ['lock:write'] });
       const doomed = addToken(real, { name: 'doomed', scopes: ['lock:read'] });
       symlinkSync(real, link);
-      server = await startServerProcess({ args: [...SERVER_ARGS, '--auth-tokens-file', link] });
+      server = await startServerProcess({ args: [...FREE_ARGS, '--auth-tokens-file', link] });
       const base = server.baseUrl;
       const list = (token: string) =>
         trackerWith({ TRACKER_URL: base, TRACKER_TOKEN: token }, ['lock', 'list']);
@@ -957,8 +957,8 @@ describe('tracker client commands over TLS', () => {
     tls = makeTlsFiles();
     const serving = ['--tls-cert', tls.serverCert, '--tls-key', tls.serverKey];
     [server, mutual] = await Promise.all([
-      startServerProcess({ args: [...SERVER_ARGS, ...serving] }),
-      startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] }),
+      startServerProcess({ args: [...FREE_ARGS, ...serving] }),
+      startServerProcess({ args: [...FREE_ARGS, ...serving, '--tls-ca', tls.ca] }),
     ]);
   });
   after(async () => {

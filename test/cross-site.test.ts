@@ -14,10 +14,8 @@ import { after, before, describe, test } from 'node:test';
 import type { Browser } from 'playwright-core';
 import { launchBrowser } from './support/browser.js';
 import { API, call } from './support/rest.js';
-import { runToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
+import { FREE_ARGS, runToExit, type ServerProcess, startServerProcess } from './support/server-process.js';
 import { waitFor } from './support/wait-for.js';
-
-const FREE = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
 
 interface Answer {
   readonly status: number;
@@ -104,7 +102,7 @@ const crossSiteRefused = (answer: Answer, what: string) => {
 describe('the Host check, listening on loopback (the default)', () => {
   let server: ServerProcess;
   before(async () => {
-    server = await startServerProcess({ args: ['--host', '127.0.0.1', ...FREE] });
+    server = await startServerProcess({ args: ['--host', '127.0.0.1', ...FREE_ARGS] });
   });
   after(async () => {
     await server?.stop();
@@ -174,9 +172,17 @@ describe('--allowed-host, on a wildcard address', () => {
   before(async () => {
     [server, open] = await Promise.all([
       startServerProcess({
-        args: ['--host', '0.0.0.0', ...FREE, '--allowed-host', 'tracker', '--allowed-host', '.corp.example'],
+        args: [
+          '--host',
+          '0.0.0.0',
+          ...FREE_ARGS,
+          '--allowed-host',
+          'tracker',
+          '--allowed-host',
+          '.corp.example',
+        ],
       }),
-      startServerProcess({ args: FREE, env: { TRACKER_ALLOWED_HOSTS: '*' } }),
+      startServerProcess({ args: FREE_ARGS, env: { TRACKER_ALLOWED_HOSTS: '*' } }),
     ]);
   });
   after(async () => {

@@ -22,6 +22,7 @@ import { browserPerFile, openPage, type WatchedPage } from './support/browser.js
 import { createTestService } from './support/lock-service.js';
 import { API, call } from './support/rest.js';
 import {
+  FREE_ARGS,
   ROOT,
   runToExit,
   type ServerProcess,
@@ -901,10 +902,7 @@ describe('dashboard with authentication', () => {
     tokens.oncall = addToken(tokensFile, { name: 'on-call', scopes: ['lock:admin'] });
     [server, browser] = await Promise.all([
       startServerProcess({
-        args: [
-          ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
-          ...['--auth-tokens-file', tokensFile],
-        ],
+        args: [...FREE_ARGS, ...['--auth-tokens-file', tokensFile]],
       }),
       chromium.get(),
     ]);
@@ -1296,16 +1294,7 @@ describe('dashboard: many holders, groups and resources', () => {
     );
     [server, browser] = await Promise.all([
       startServerProcess({
-        args: [
-          '--http-port',
-          '0',
-          '--grpc-port',
-          '0',
-          '--database-url',
-          'sqlite::memory:',
-          '--resources-file',
-          file,
-        ],
+        args: [...FREE_ARGS, '--resources-file', file],
       }),
       chromium.get(),
     ]);

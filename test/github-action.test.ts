@@ -7,6 +7,7 @@ import { pathToFileURL } from 'node:url';
 import { parse } from 'yaml';
 import { addToken } from '../src/auth/token-file.js';
 import {
+  FREE_ARGS,
   type ProcessRun,
   ROOT,
   runToExit,
@@ -557,16 +558,7 @@ describe('the GitHub Action', () => {
       const file = join(suiteDir.path, 'tokens.yaml');
       token = addToken(file, { name: 'ci', scopes: ['lock:write'] });
       authServer = await startServerProcess({
-        args: [
-          '--http-port',
-          '0',
-          '--grpc-port',
-          '0',
-          '--database-url',
-          'sqlite::memory:',
-          '--auth-tokens-file',
-          file,
-        ],
+        args: [...FREE_ARGS, '--auth-tokens-file', file],
       });
     });
 

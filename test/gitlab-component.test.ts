@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
 import { addToken } from '../src/auth/token-file.js';
 import {
+  FREE_ARGS,
   type ProcessRun,
   ROOT,
   runToExit,
@@ -280,16 +281,7 @@ describe('the GitLab CI/CD component', () => {
     const file = join(suiteDir.path, 'tokens.yaml');
     const token = addToken(file, { name: 'ci', scopes: ['lock:write'] });
     const authServer = await startServerProcess({
-      args: [
-        '--http-port',
-        '0',
-        '--grpc-port',
-        '0',
-        '--database-url',
-        'sqlite::memory:',
-        '--auth-tokens-file',
-        file,
-      ],
+      args: [...FREE_ARGS, '--auth-tokens-file', file],
     });
     try {
       const inputs = {

@@ -27,7 +27,7 @@ import {
   unary,
   unaryOutcome,
 } from './support/grpc-client.js';
-import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import { FREE_ARGS, type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 import { waitFor } from './support/wait-for.js';
 
 const API = '/api/v1alpha1';
@@ -702,16 +702,7 @@ describe('gRPC: groups and the resource registry with authentication (tokens fil
 
   before(async () => {
     server = await startServerProcess({
-      args: [
-        '--http-port',
-        '0',
-        '--grpc-port',
-        '0',
-        '--database-url',
-        'sqlite::memory:',
-        '--auth-tokens-file',
-        file,
-      ],
+      args: [...FREE_ARGS, '--auth-tokens-file', file],
     });
     client = lockServiceClient(server.grpcAddress);
   });

@@ -21,7 +21,7 @@ import {
   unary,
   type WatchLocksMessage,
 } from './support/grpc-client.js';
-import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import { FREE_ARGS, type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 import { openSse } from './support/sse.js';
 import { makeTlsFiles, type TlsFiles } from './support/tls.js';
 import { waitFor } from './support/wait-for.js';
@@ -69,7 +69,7 @@ describe('gRPC connections: handshake and idle timeouts, caps per address and in
   before(async () => {
     server = await startServerProcess({
       args: [
-        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+        ...FREE_ARGS,
         ...['--grpc-handshake-timeout', '1s', '--grpc-idle-timeout', '2s'],
         ...['--max-grpc-connections', '6', '--max-grpc-connections-per-address', '4'],
       ],
@@ -153,7 +153,7 @@ describe('gRPC over TLS: a connection that never completes its TLS handshake', (
     files = makeTlsFiles();
     server = await startServerProcess({
       args: [
-        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+        ...FREE_ARGS,
         ...['--tls-cert', files.serverCert, '--tls-key', files.serverKey, '--grpc-handshake-timeout', '1s'],
       ],
     });

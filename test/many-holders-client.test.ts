@@ -22,6 +22,7 @@ import {
 } from 'tracker-lock';
 import { addToken } from '../src/auth/token-file.js';
 import {
+  FREE_ARGS,
   ROOT,
   runToExit,
   type ServerProcess,
@@ -481,16 +482,7 @@ describe('many holders with authentication', () => {
     tokens.reader = addToken(file, { name: 'reader', scopes: ['lock:read'] });
     tokens.deployer = addToken(file, { name: 'deployer', scopes: ['lock:write'], services: ['deploy-*'] });
     server = await startServerProcess({
-      args: [
-        '--http-port',
-        '0',
-        '--grpc-port',
-        '0',
-        '--database-url',
-        'sqlite::memory:',
-        '--auth-tokens-file',
-        file,
-      ],
+      args: [...FREE_ARGS, '--auth-tokens-file', file],
     });
   });
   after(async () => {

@@ -12,6 +12,7 @@ import {
 } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
 import {
+  FREE_ARGS,
   ROOT,
   runToExit,
   type ServerProcess,
@@ -270,16 +271,7 @@ describe('notes with authentication: only the holder (or an admin) changes a not
 
   before(async () => {
     server = await startServerProcess({
-      args: [
-        '--http-port',
-        '0',
-        '--grpc-port',
-        '0',
-        '--database-url',
-        'sqlite::memory:',
-        '--auth-tokens-file',
-        file,
-      ],
+      args: [...FREE_ARGS, '--auth-tokens-file', file],
     });
   });
   after(async () => {

@@ -10,7 +10,7 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { createInterface } from 'node:readline';
 import { describe, test } from 'node:test';
-import { ROOT, runToExit } from './support/server-process.js';
+import { FREE_ARGS, ROOT, runToExit } from './support/server-process.js';
 import { waitFor, within } from './support/wait-for.js';
 
 /** The pids of `pid`'s children (pgrep -P), none when it has none. */
@@ -52,21 +52,10 @@ function tryConnect(port: number): Promise<string> {
 }
 
 async function startAndStop(signal: 'SIGTERM' | 'SIGINT'): Promise<void> {
-  const npm = spawn(
-    'npm',
-    [
-      'start',
-      '--ignore-scripts',
-      '--',
-      '--http-port',
-      '0',
-      '--grpc-port',
-      '0',
-      '--database-url',
-      'sqlite::memory:',
-    ],
-    { cwd: ROOT, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+  const npm = spawn('npm', ['start', '--ignore-scripts', '--', ...FREE_ARGS], {
+    cwd: ROOT,
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   const npmPid = npm.pid;
   assert.ok(npmPid, 'npm started');
   let output = '';

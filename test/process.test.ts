@@ -7,6 +7,7 @@ import Database from 'better-sqlite3';
 import { lockServiceClient, unary } from './support/grpc-client.js';
 import { duplicateKeys } from './support/json-keys.js';
 import {
+  FREE_ARGS,
   ROOT,
   runServerToExit,
   runToExit,
@@ -89,7 +90,7 @@ describe('the server process: start-up', () => {
     test(`${transport} port already in use: one clear line, exit 1`, async () => {
       const { server, port } = await occupyPort();
       try {
-        const args = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
+        const args = [...FREE_ARGS];
         args[transport === 'http' ? 1 : 3] = String(port);
         const result = await runServerToExit(args);
         assert.equal(result.code, 1);

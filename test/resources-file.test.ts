@@ -12,14 +12,13 @@ import { after, before, describe, test } from 'node:test';
 import { parseResourcesFile, ResourcesFileError } from '../src/config/resources-file.js';
 import { API, call } from './support/rest.js';
 import {
+  FREE_ARGS,
   runServerToExit,
   type ServerProcess,
   startServerProcess,
   tempDir,
 } from './support/server-process.js';
 import { waitFor } from './support/wait-for.js';
-
-const FREE = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
 
 /** The file replaced atomically (a temporary file renamed over it), as editors and tools do. */
 function replaceFile(path: string, text: string): void {
@@ -175,7 +174,7 @@ describe('a server with --resources-file', () => {
 
   before(async () => {
     writeFileSync(file, STAGING);
-    server = await startServerProcess({ args: [...FREE, '--resources-file', file] });
+    server = await startServerProcess({ args: [...FREE_ARGS, '--resources-file', file] });
   });
   after(async () => {
     await server?.stop();
@@ -359,8 +358,8 @@ describe('a server started with a bad resources file', () => {
       const file = join(dir.path, 'resources.yaml');
       writeFileSync(file, 'resources:\n  - name: db-1\n  - name: db-2\n    labels: [pool, pool]\n');
       for (const [args, env] of [
-        [[...FREE, '--resources-file', file], {}],
-        [FREE, { TRACKER_RESOURCES_FILE: file }],
+        [[...FREE_ARGS, '--resources-file', file], {}],
+        [FREE_ARGS, { TRACKER_RESOURCES_FILE: file }],
       ] as const) {
         const run = await runServerToExit([...args], env);
         assert.equal(run.code, 2, run.stderr);
@@ -369,7 +368,11 @@ describe('a server started with a bad resources file', () => {
           `tracker: ${file}:4: resources[1] ("db-2"): labels[1] "pool" is listed twice\n`,
         );
       }
-      const missing = await runServerToExit([...FREE, '--resources-file', join(dir.path, 'absent.yaml')]);
+      const missing = await runServerToExit([
+        ...FREE_ARGS,
+        '--resources-file',
+        join(dir.path, 'absent.yaml'),
+      ]);
       assert.equal(missing.code, 2);
       assert.equal(missing.stderr, `tracker: ${join(dir.path, 'absent.yaml')}: cannot be read (ENOENT)\n`);
     } finally {

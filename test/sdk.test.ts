@@ -26,6 +26,7 @@ import {
 } from 'tracker-lock';
 import { FaultProxy } from './support/fault-proxy.js';
 import {
+  FREE_ARGS,
   ROOT,
   runToExit,
   type ServerProcess,
@@ -408,7 +409,6 @@ describe('TrackerClient', () => {
   });
 });
 
-const SERVER_ARGS = ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
 /** The variables the SDK reads: cleared for the tests below, restored after. */
 const SDK_ENV = ['TRACKER_TOKEN', 'TRACKER_CA_FILE', 'TRACKER_CLIENT_CERT_FILE', 'TRACKER_CLIENT_KEY_FILE'];
 
@@ -447,7 +447,7 @@ describe('TrackerClient with authentication', () => {
     tokens.writer = await createToken(file, 'writer', 'lock:write');
     tokens.reader = await createToken(file, 'reader', 'lock:read');
     tokens.deployer = await createToken(file, 'deployer', 'lock:write', 'deploy-*');
-    server = await startServerProcess({ args: [...SERVER_ARGS, '--auth-tokens-file', file] });
+    server = await startServerProcess({ args: [...FREE_ARGS, '--auth-tokens-file', file] });
   });
   after(async () => {
     await server?.stop();
@@ -591,7 +591,7 @@ describe('TrackerClient retries: never on 401 or 403; on 429 after Retry-After w
 
   test('against a real rate limit, a second call waits its turn', async () => {
     const server = await startServerProcess({
-      args: [...SERVER_ARGS, '--rate-limit', '1/s', '--rate-limit-burst', '1'],
+      args: [...FREE_ARGS, '--rate-limit', '1/s', '--rate-limit-burst', '1'],
     });
     try {
       const patient = new TrackerClient({ url: server.baseUrl, token: null });
@@ -619,8 +619,8 @@ describe('TrackerClient over TLS', () => {
     tls = makeTlsFiles();
     const serving = ['--tls-cert', tls.serverCert, '--tls-key', tls.serverKey];
     [server, mutual] = await Promise.all([
-      startServerProcess({ args: [...SERVER_ARGS, ...serving] }),
-      startServerProcess({ args: [...SERVER_ARGS, ...serving, '--tls-ca', tls.ca] }),
+      startServerProcess({ args: [...FREE_ARGS, ...serving] }),
+      startServerProcess({ args: [...FREE_ARGS, ...serving, '--tls-ca', tls.ca] }),
     ]);
   });
   after(async () => {

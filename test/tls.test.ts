@@ -9,6 +9,7 @@ import { loadSync, type ServiceDefinition } from '@grpc/proto-loader';
 import { addToken, revokeToken } from '../src/auth/token-file.js';
 import { PROTO_FILE, SERVICE } from './support/grpc-client.js';
 import {
+  FREE_ARGS,
   ROOT,
   runServerToExit,
   runToExit,
@@ -117,10 +118,7 @@ describe('TLS: HTTPS and gRPC over TLS with a generated CA', () => {
   before(async () => {
     ca = readFileSync(files.ca);
     server = await startServerProcess({
-      args: [
-        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
-        ...['--tls-cert', files.serverCert, '--tls-key', files.serverKey],
-      ],
+      args: [...FREE_ARGS, ...['--tls-cert', files.serverCert, '--tls-key', files.serverKey]],
     });
   });
   after(async () => {
@@ -167,7 +165,7 @@ describe('mutual TLS: --tls-ca requires a client certificate it signed', () => {
   before(async () => {
     server = await startServerProcess({
       args: [
-        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+        ...FREE_ARGS,
         ...['--tls-cert', files.serverCert, '--tls-key', files.serverKey, '--tls-ca', files.ca],
       ],
     });
@@ -203,10 +201,7 @@ describe('TLS suites: with TLS 1.2, only forward-secret AEAD ciphers (an RSA cer
     rsa = makeTlsFiles(undefined, { serverKey: 'rsa' });
     ca = readFileSync(rsa.ca);
     server = await startServerProcess({
-      args: [
-        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
-        ...['--tls-cert', rsa.serverCert, '--tls-key', rsa.serverKey],
-      ],
+      args: [...FREE_ARGS, ...['--tls-cert', rsa.serverCert, '--tls-key', rsa.serverKey]],
     });
   });
   after(async () => {
@@ -320,7 +315,7 @@ describe("mutual TLS with a tokens file: a client certificate's subject acts as 
     assert.match(created.stderr, /a client certificate with the subject O=Example, CN=ci-runner acts as it/);
     server = await startServerProcess({
       args: [
-        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+        ...FREE_ARGS,
         ...['--tls-cert', files.serverCert, '--tls-key', files.serverKey, '--tls-ca', files.ca],
         ...['--auth-tokens-file', file],
       ],
@@ -419,7 +414,7 @@ describe("mutual TLS with a tokens file: a client certificate's subject acts as 
 describe('TLS configuration errors', () => {
   test('an unreadable certificate stops the start with one line and exit 1', async () => {
     const run = await runServerToExit([
-      ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
+      ...FREE_ARGS,
       ...['--tls-cert', '/nonexistent/cert.pem', '--tls-key', '/nonexistent/key.pem'],
     ]);
     assert.equal(run.code, 1);

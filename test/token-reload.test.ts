@@ -20,7 +20,7 @@ import {
   type WatchLocksMessage,
 } from './support/grpc-client.js';
 import { API, call } from './support/rest.js';
-import { type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
+import { FREE_ARGS, type ServerProcess, startServerProcess, tempDir } from './support/server-process.js';
 import { openSse } from './support/sse.js';
 import { waitFor, within } from './support/wait-for.js';
 
@@ -86,10 +86,7 @@ describe('a tokens file rewritten under a running server', () => {
 
   before(async () => {
     server = await startServerProcess({
-      args: [
-        ...['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'],
-        ...['--auth-tokens-file', file],
-      ],
+      args: [...FREE_ARGS, ...['--auth-tokens-file', file]],
     });
     grpc = lockServiceClient(server.grpcAddress);
   });
@@ -343,16 +340,7 @@ describe('a tokens file in a Kubernetes Secret volume', () => {
     symlinkSync('..2026_12_07_10_00_00', join(dir.path, '..data'));
     symlinkSync('..data/tokens.yaml', join(dir.path, 'tokens.yaml'));
     const server = await startServerProcess({
-      args: [
-        '--http-port',
-        '0',
-        '--grpc-port',
-        '0',
-        '--database-url',
-        'sqlite::memory:',
-        '--auth-tokens-file',
-        join(dir.path, 'tokens.yaml'),
-      ],
+      args: [...FREE_ARGS, '--auth-tokens-file', join(dir.path, 'tokens.yaml')],
     });
     try {
       const second = version('..2026_12_07_10_05_00');

@@ -68,13 +68,23 @@ function whileAwaited<T>(promise: Promise<T>): Promise<T> {
   return promise.finally(() => clearInterval(timer));
 }
 
+/** The server's arguments for free ports and a throwaway in-memory store; more may follow. */
+export const FREE_ARGS: readonly string[] = [
+  '--http-port',
+  '0',
+  '--grpc-port',
+  '0',
+  '--database-url',
+  'sqlite::memory:',
+];
+
 /**
  * Starts the real server (`node dist/src/main.js`) as a child process and waits for its
  * "tracker listening" line. Defaults to free ports and a throwaway in-memory store.
  */
 export async function startServerProcess(
   options: {
-    args?: string[];
+    args?: readonly string[];
     env?: NodeJS.ProcessEnv;
     cwd?: string;
     timeoutMs?: number;
@@ -82,7 +92,7 @@ export async function startServerProcess(
     command?: readonly [string, ...string[]];
   } = {},
 ): Promise<ServerProcess> {
-  const args = options.args ?? ['--http-port', '0', '--grpc-port', '0', '--database-url', 'sqlite::memory:'];
+  const args = options.args ?? FREE_ARGS;
   const [program, ...first] = options.command ?? [process.execPath, MAIN];
   const child = spawn(program, [...first, ...args], {
     cwd: options.cwd ?? ROOT,
