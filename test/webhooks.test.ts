@@ -347,6 +347,16 @@ describe('webhooks on one server (SQLite)', () => {
       assert.equal(reply.status, 400, `${JSON.stringify(body)}: ${JSON.stringify(reply.json)}`);
       assert.equal(reply.json.field, field, JSON.stringify(reply.json));
     }
+    // The name follows the rules of every name (validateName): nothing invisible, not blank.
+    for (const bad of ['a%E2%80%8Bb', '%20%20']) {
+      const reply = await rest('PUT', `/webhooks/${bad}`, {
+        url: receiver.url,
+        secret: SECRET,
+        events: ['acquired'],
+      });
+      assert.equal(reply.status, 400, `${bad}: ${JSON.stringify(reply.json)}`);
+      assert.equal(reply.json.field, 'name', JSON.stringify(reply.json));
+    }
     assert.equal((await rest('GET', `/webhooks/${name}`)).status, 404);
     const created = await put(name, { events: ['acquired'] });
     assert.equal(created.status, 201);

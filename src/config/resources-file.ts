@@ -10,9 +10,9 @@ import {
   MAX_PROPERTY_LENGTH,
   type ResourceSpec,
 } from '../core/lock.js';
-import { validateName } from '../core/lock-service.js';
 import type { LockStore } from '../core/lock-store.js';
 import type { Logger } from '../core/logger.js';
+import { validateName } from '../core/names.js';
 import { yaml } from './yaml.js';
 
 /**

@@ -30,10 +30,8 @@ import {
 import type { EventFeed, FeedMessage } from './event-feed.js';
 import {
   type Claim,
-  CONTROL_CHARACTERS,
   DEFAULT_HISTORY_LIMIT,
   DEFAULT_PER_PAGE,
-  INVISIBLE_CHARACTERS,
   isLockId,
   LOCK_MODES,
   type Lock,
@@ -46,7 +44,6 @@ import {
   MAX_LABELS,
   MAX_LIMIT,
   MAX_LINK_LENGTH,
-  MAX_NAME_LENGTH,
   MAX_NOTE_LENGTH,
   MAX_PER_PAGE,
   MAX_PRIORITY,
@@ -57,7 +54,6 @@ import {
   MAX_TTL_SECONDS,
   MAX_WAIT_SECONDS,
   MIN_PRIORITY,
-  normalizeName,
   parseLink,
   parseTimestamp,
   type Queue,
@@ -65,6 +61,7 @@ import {
   type ResourceSpec,
 } from './lock.js';
 import type { LockStore, OwnerMatch } from './lock-store.js';
+import { validateName, validateText } from './names.js';
 import { type CredentialCheck, createSessions } from './sessions.js';
 import { createWaitingRoom } from './waiting-room.js';
 
@@ -1044,29 +1041,6 @@ function lockKey(id: string): string | null {
 }
 
 /**
- * The rules for `service` and `who`: present, not blank, short, printable, nothing invisible.
- * Returns the name as it is kept and compared (NFC): every operation uses that, never the raw
- * value, so that one name typed two ways is one lock.
- */
-export function validateName(field: string, value: string): string {
-  if (value.trim() === '') throw invalidArgument(field, `${field} must be a non-empty string`);
-  // As sent (what the REST schema checks too), then in NFC, which may be longer (U+FB2C is
-  // three code points in NFC).
-  validateText(field, value, MAX_NAME_LENGTH);
-  const name = normalizeName(value);
-  validateText(field, name, MAX_NAME_LENGTH);
-  const invisible = INVISIBLE_CHARACTERS.exec(name)?.[0];
-  if (invisible !== undefined) {
-    const code = (invisible.codePointAt(0) ?? 0).toString(16).toUpperCase().padStart(4, '0');
-    throw invalidArgument(
-      field,
-      `${field} must not contain invisible or bidirectional formatting characters (U+${code})`,
-    );
-  }
-  return name;
-}
-
-/**
  * A `since` or `until` as a transport received it (text) as a Date; INVALID_ARGUMENT naming
  * the field when it is not an RFC 3339 timestamp of an instant that exists.
  */
@@ -1141,24 +1115,6 @@ function validateLink(link: string | undefined): string | null {
   }
   return parsed;
 }
-
-/** Free text: at most `max` characters, printable. */
-function validateText(field: string, value: string, max: number): void {
-  // Code points, not UTF-16 units, so that the limit means the same as in JSON Schema.
-  if ([...value].length > max) {
-    throw invalidArgument(field, `${field} must be at most ${max} characters`);
-  }
-  if (CONTROL_CHARACTERS.test(value)) {
-    throw invalidArgument(field, `${field} must not contain control characters`);
-  }
-  // A lone surrogate (possible in JSON's \uD800 escapes) is not text: stores would write it
-  // as invalid UTF-8 and read back something else, so two names could look alike.
-  if (LONE_SURROGATE.test(value)) {
-    throw invalidArgument(field, `${field} must be well-formed Unicode (no lone surrogates)`);
-  }
-}
-
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 function refusal(error: unknown): Refusal {
   if (!(error instanceof TrackerError)) return 'failed';

@@ -3,13 +3,16 @@ import type { Clock } from './clock.js';
 import { ErrorCode, invalidArgument, permissionDenied, TrackerError } from './errors.js';
 import {
   CONTROL_CHARACTERS,
-  INVISIBLE_CHARACTERS,
   LOCK_EVENT_TYPES,
   type LockEventRecord,
+  MAX_LINK_LENGTH,
   MAX_NAME_LENGTH,
   MAX_TTL_SECONDS,
+  normalizeName,
+  parseLink,
 } from './lock.js';
 import type { LockStore } from './lock-store.js';
+import { validateName } from './names.js';
 
 /**
  * Webhooks: the history (and two alerts) POSTed to a receiver, at least once, in order.
@@ -38,7 +41,8 @@ export type WebhookFormat = (typeof WEBHOOK_FORMATS)[number];
 
 export const MIN_SECRET_LENGTH = 16;
 export const MAX_SECRET_LENGTH = 256;
-export const MAX_WEBHOOK_URL_LENGTH = 2048;
+/** A webhook's URL is a link: the same rules (parseLink), the same bound. */
+export const MAX_WEBHOOK_URL_LENGTH = MAX_LINK_LENGTH;
 /** Longest the delivery of one event may take before it counts as a failure. */
 export const DELIVERY_TIMEOUT_MS = 10_000;
 /** How long an event is retried before it is dropped. */
@@ -159,28 +163,10 @@ export function validateWebhook(raw: {
   format?: unknown;
   alertAfterSeconds?: unknown;
 }): WebhookSpec {
-  const name = raw.name.normalize('NFC');
-  if (
-    name === '' ||
-    [...name].length > MAX_NAME_LENGTH ||
-    CONTROL_CHARACTERS.test(name) ||
-    INVISIBLE_CHARACTERS.test(name)
-  ) {
-    throw invalid('name', `name must be 1 to ${MAX_NAME_LENGTH} visible characters`);
-  }
-  const url = typeof raw.url === 'string' ? raw.url : '';
-  let parsed: URL | null = null;
-  try {
-    parsed = url.length <= MAX_WEBHOOK_URL_LENGTH && !/[\s\p{Cc}]/u.test(url) ? new URL(url) : null;
-  } catch {
-    parsed = null;
-  }
-  if (
-    !parsed ||
-    (parsed.protocol !== 'http:' && parsed.protocol !== 'https:') ||
-    parsed.username ||
-    parsed.password
-  ) {
+  const name = validateName('name', raw.name);
+  // The rules of a lock's link: absolute http(s), no credentials, no spaces or controls.
+  const url = typeof raw.url === 'string' ? parseLink(raw.url) : null;
+  if (url === null) {
     throw invalid('url', 'url must be an absolute http:// or https:// URL without credentials');
   }
   const secret = raw.secret;
@@ -550,7 +536,7 @@ export function createWebhookAdmin(deps: {
     },
     async get(caller: Caller, name: string): Promise<WebhookStatus> {
       requireWebhookAdmin(caller);
-      const webhook = await store.webhooks.getWebhook(name.normalize('NFC'));
+      const webhook = await store.webhooks.getWebhook(normalizeName(name));
       if (!webhook) throw notFound();
       return withLag(webhook);
     },
@@ -560,7 +546,7 @@ export function createWebhookAdmin(deps: {
     },
     async delete(caller: Caller, name: string): Promise<void> {
       requireWebhookAdmin(caller);
-      if (!(await store.webhooks.deleteWebhook(name.normalize('NFC')))) throw notFound();
+      if (!(await store.webhooks.deleteWebhook(normalizeName(name)))) throw notFound();
     },
   };
 }

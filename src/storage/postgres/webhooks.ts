@@ -1,14 +1,14 @@
-import type {
-  AlertSubject,
-  Webhook,
-  WebhookAlert,
-  WebhookEventType,
-  WebhookFormat,
-  WebhookProgress,
-  WebhookSpec,
-  WebhookStore,
+import {
+  type AlertSubject,
+  globToLike,
+  type Webhook,
+  type WebhookAlert,
+  type WebhookEventType,
+  type WebhookFormat,
+  type WebhookProgress,
+  type WebhookSpec,
+  type WebhookStore,
 } from '../../core/webhooks.js';
-import { globToLike } from '../../core/webhooks.js';
 
 /** Unix ms of a timestamptz column, computed by the database (as for locks, queries.ts). */
 const MS = (column: string) => `floor(extract(epoch FROM ${column}) * 1000)::int8`;
