@@ -109,10 +109,6 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     checkUrl,
     onChange: () => delivery.refresh(),
   });
-  const stopDelivery = async () => {
-    stopHearing?.();
-    await delivery.stop();
-  };
   const service = createLockService({
     store,
     feed,
@@ -146,6 +142,16 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
   let authority: TokenAuthority | null = null;
   let tls: { cert: Buffer; key: Buffer; ca: Buffer | undefined } | undefined;
   let resources: ResourcesFile | null = null;
+  /** What runs beside the transports, closed in this order: on a failed start, and at stop. */
+  const closeBackground = async () => {
+    authority?.close();
+    await resources?.close();
+    await housekeeping.stop();
+    stopHearing?.();
+    await delivery.stop();
+    feed.close();
+    await store.close();
+  };
   try {
     authority = config.authTokensFile === null ? null : createTokenAuthority(config.authTokensFile, logger);
     tls = config.tls === null ? undefined : readTls(config.tls);
@@ -155,11 +161,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
         ? null
         : await loadResourcesFile({ path: config.resourcesFile, store, logger });
   } catch (error) {
-    authority?.close();
-    await housekeeping.stop();
-    await stopDelivery();
-    feed.close();
-    await opened.close();
+    await closeBackground();
     throw error;
   }
   if (authority && authority.certificateEntries > 0 && tls?.ca === undefined) {
@@ -254,12 +256,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
     grpc.forceShutdown();
     await grpcListener?.close();
     await http.close();
-    authority?.close();
-    await resources?.close();
-    await housekeeping.stop();
-    await stopDelivery();
-    feed.close();
-    await store.close();
+    await closeBackground();
     throw error;
   }
 
@@ -287,12 +284,7 @@ export async function startTracker(config: Config, logger: Logger): Promise<Trac
       } finally {
         clearInterval(sweep);
       }
-      authority?.close();
-      await resources?.close();
-      await housekeeping.stop();
-      await stopDelivery();
-      feed.close();
-      await store.close();
+      await closeBackground();
     },
   };
 }
