@@ -117,11 +117,11 @@ async function findFuse(node: string): Promise<number> {
     carryStart += window.length - keep;
     carry = window.subarray(window.length - keep);
   }
-  const unique = [...new Map(found.map((fuse) => [fuse.at, fuse])).values()];
-  const [fuse] = unique;
-  if (unique.length !== 1 || fuse === undefined) {
+  // The chunks overlap by the needle's length only, so no match is found twice.
+  const [fuse] = found;
+  if (found.length !== 1 || fuse === undefined) {
     throw new SingleExecutableError(
-      `${node} has ${unique.length} SEA fuses (${SEA_FUSE}); a node with single-executable support has one`,
+      `${node} has ${found.length} SEA fuses (${SEA_FUSE}); a node with single-executable support has one`,
     );
   }
   if (fuse.state !== 0x30) {
@@ -231,7 +231,7 @@ export async function planSingleExecutable(node: string, blob: Buffer): Promise<
     memsz: BigInt(note.length),
     align: 4n,
   };
-  const lastLoad = headers.lastIndexOf(loads[loads.length - 1] as ProgramHeader);
+  const lastLoad = headers.findLastIndex((header) => header.type === PT_LOAD);
   const moved = headers.map((header) =>
     header.type === PT_PHDR
       ? {

@@ -1,5 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
+// The server's limits, said in the help (a pure module of constants: no server comes with it).
+import { MAX_NOTE_LENGTH, MAX_REASON_LENGTH } from '../core/lock.js';
 import {
   type Claim,
   LimitMismatchError,
@@ -29,8 +31,6 @@ import { CommandError, EXIT, parsed, strict, UsageError } from './usage.js';
 
 export { EXIT } from './usage.js';
 
-/** Longest force-release reason the server takes, in code points. */
-const MAX_REASON_LENGTH = 1024;
 /** `lock history --limit`: the server's page size by default; more are fetched page by page. */
 const DEFAULT_HISTORY_EVENTS = 100;
 const MAX_HISTORY_EVENTS = 100_000;
@@ -69,7 +69,7 @@ const LOCK_OPTIONS = `Lock options:
   --who W        the holder (default user@hostname)
   --ttl D        lease length: 90s, 30m, 1h30m or seconds (default: the server's)
   --wait D       wait in line up to D when the service is held (default: do not wait)
-  --note TEXT    why the lock is held (up to 1024 characters), shown with it everywhere
+  --note TEXT    why the lock is held (up to ${MAX_NOTE_LENGTH} characters), shown with it everywhere
   --link URL     where to look: an http(s) URL, e.g. the CI run's`;
 
 const HELP: Record<string, string> = {
@@ -206,7 +206,7 @@ ${EXIT_HELP}
   'lock get': `Usage: tracker lock get ID\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
   'lock release': `Usage: tracker lock release ID\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
   'lock renew': `Usage: tracker lock renew ID [--ttl D]\n\n  --ttl D        new lease length (default: the lock's own)\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
-  'lock note': `Usage: tracker lock note ID [--note TEXT]\n\nChanges the note of a lock you hold; without --note, clears it.\n\n  --note TEXT    the new note (up to 1024 characters)\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
+  'lock note': `Usage: tracker lock note ID [--note TEXT]\n\nChanges the note of a lock you hold; without --note, clears it.\n\n  --note TEXT    the new note (up to ${MAX_NOTE_LENGTH} characters)\n\n${CLIENT_OPTIONS}\n\n${EXIT_HELP}\n`,
   'lock list': `Usage: tracker lock list [--service S] [--who W]
 
 An aligned table: service, who, age, expires in, token, waiters (and note and link when a
