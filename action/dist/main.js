@@ -777,6 +777,17 @@ function error(message) {
   process.stdout.write(`::error::${escapeData(message)}
 `);
 }
+function runStep(step) {
+  step().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (failure) => {
+      error(`Tracker: unexpected error: ${failure.message ?? String(failure)}`);
+      process.exitCode = 1;
+    }
+  );
+}
 function info(message) {
   process.stdout.write(`${message}
 `);
@@ -1005,14 +1016,4 @@ async function release(client, granted) {
   } catch {
   }
 }
-main().then(
-  // exitCode rather than exit(): stdout may be an asynchronous pipe (Windows), and what is
-  // written to it must get out. Nothing is left to keep the process alive.
-  (code) => {
-    process.exitCode = code;
-  },
-  (failure) => {
-    error(`Tracker: unexpected error: ${failure.message ?? String(failure)}`);
-    process.exitCode = 1;
-  }
-);
+runStep(main);

@@ -721,6 +721,17 @@ function error(message) {
   process.stdout.write(`::error::${escapeData(message)}
 `);
 }
+function runStep(step) {
+  step().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (failure) => {
+      error(`Tracker: unexpected error: ${failure.message ?? String(failure)}`);
+      process.exitCode = 1;
+    }
+  );
+}
 function warning(message) {
   process.stdout.write(`::warning::${escapeData(message)}
 `);
@@ -796,14 +807,4 @@ async function post() {
     return 1;
   }
 }
-post().then(
-  // exitCode rather than exit(): stdout may be an asynchronous pipe (Windows), and what is
-  // written to it must get out. Nothing is left to keep the process alive.
-  (code) => {
-    process.exitCode = code;
-  },
-  (failure) => {
-    error(`Tracker: unexpected error: ${failure.message ?? String(failure)}`);
-    process.exitCode = 1;
-  }
-);
+runStep(post);

@@ -18,7 +18,7 @@ import type { LockGroup, LockInfo, TrackerClient } from '../../src/sdk/index.js'
 import { failureMessage } from './failure-message.js';
 import { HEARTBEAT_ENV, type HeartbeatTarget } from './heartbeat-target.js';
 import { clientFromInputs, type LockRequest, lockRequest } from './lock-request.js';
-import { appendFileCommand, error, info, saveState } from './workflow-commands.js';
+import { appendFileCommand, error, info, runStep, saveState } from './workflow-commands.js';
 
 /** What the job was granted, as one shape for a lock and a group. */
 interface Granted {
@@ -149,14 +149,4 @@ async function release(client: TrackerClient, granted: Granted): Promise<void> {
   }
 }
 
-main().then(
-  // exitCode rather than exit(): stdout may be an asynchronous pipe (Windows), and what is
-  // written to it must get out. Nothing is left to keep the process alive.
-  (code) => {
-    process.exitCode = code;
-  },
-  (failure: unknown) => {
-    error(`Tracker: unexpected error: ${(failure as Error).message ?? String(failure)}`);
-    process.exitCode = 1;
-  },
-);
+runStep(main);

@@ -6,7 +6,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { LockNotFoundError } from '../../src/sdk/index.js';
 import { clientFromInputs } from './lock-request.js';
-import { error, info, state, warning } from './workflow-commands.js';
+import { error, info, runStep, state, warning } from './workflow-commands.js';
 
 /** SIGTERM to the heartbeat, unless it is gone already (or its pid now names another program). */
 function stopHeartbeat(pidText: string): void {
@@ -62,14 +62,4 @@ async function post(): Promise<number> {
   }
 }
 
-post().then(
-  // exitCode rather than exit(): stdout may be an asynchronous pipe (Windows), and what is
-  // written to it must get out. Nothing is left to keep the process alive.
-  (code) => {
-    process.exitCode = code;
-  },
-  (failure: unknown) => {
-    error(`Tracker: unexpected error: ${(failure as Error).message ?? String(failure)}`);
-    process.exitCode = 1;
-  },
-);
+runStep(post);

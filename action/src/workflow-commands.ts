@@ -25,6 +25,23 @@ export function error(message: string): void {
   process.stdout.write(`::error::${escapeData(message)}\n`);
 }
 
+/**
+ * Runs a step's work and ends with its exit code; an unexpected failure is an annotation
+ * and exit code 1. exitCode rather than exit(): stdout may be an asynchronous pipe (Windows),
+ * and what is written to it must get out. Nothing is left to keep the process alive.
+ */
+export function runStep(step: () => Promise<number>): void {
+  step().then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (failure: unknown) => {
+      error(`Tracker: unexpected error: ${(failure as Error).message ?? String(failure)}`);
+      process.exitCode = 1;
+    },
+  );
+}
+
 /** A warning annotation: one `::warning::` line on stdout. */
 export function warning(message: string): void {
   process.stdout.write(`::warning::${escapeData(message)}\n`);
